@@ -1,0 +1,83 @@
+// Package compiler runs the front end over .rolltpl files: load and resolve
+// (compiler/resolve), then lower to the IR (compiler/lower). It knows
+// nothing of the backends: the Python emitter and the runtime read the
+// [ir.Program] it returns.
+package compiler
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/lower"
+	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/lang/diag"
+)
+
+// Options configure a compilation.
+type Options struct {
+	// Lib is the library imports fall back to (the stdlib's templates
+	// directory); nil for none.
+	Lib fs.FS
+	// Overlay supplies unsaved file contents by path.
+	Overlay map[string][]byte
+}
+
+// Result is what a compilation produced.
+type Result struct {
+	Program *ir.Program
+	Info    *resolve.Info
+	Diags   diag.List
+}
+
+// Sources returns the text of every loaded file, for diagnostics printing.
+func (r *Result) Sources() diag.Sources {
+	src := diag.Sources{}
+	if r.Info != nil {
+		for _, f := range r.Info.Files {
+			src[f.Path] = f.Src
+		}
+	}
+	return src
+}
+
+// Compile compiles the named files (paths starting with "stdlib/templates/"
+// are read from opts.Lib). The program is partial when there are errors.
+func Compile(paths []string, opts Options) (res *Result) {
+	res = &Result{Program: &ir.Program{}}
+	defer func() {
+		if r := recover(); r != nil {
+			res.Diags.Add(&diag.Diagnostic{Severity: diag.Error, Code: "internal-error", Summary: "Internal compiler error",
+				Detail: fmt.Sprintf("The compiler failed unexpectedly (%v). Please report this with the input.", r)})
+		}
+	}()
+	ld := &resolve.Loader{ReadFile: os.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay}
+	info, diags := ld.Load(paths)
+	res.Info = info
+	res.Diags.Extend(diags)
+	prog, ldiags := lower.Lower(info)
+	res.Program = prog
+	res.Diags.Extend(ldiags)
+	res.Diags = res.Diags.Dedup()
+	return res
+}
+
+// LibPaths returns the library paths of every .rolltpl file in lib, sorted,
+// as Compile expects them.
+func LibPaths(lib fs.FS) ([]string, error) {
+	entries, err := fs.ReadDir(lib, ".")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".rolltpl") {
+			out = append(out, resolve.LibPrefix+e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,383 @@
+// Package resolve loads .rolltpl files with their imports and binds every
+// name to its declaration.
+//
+// # Passes
+//
+// Loading starts from the files the user names. Each file is parsed; each
+// `import "x"` is looked up as x.rolltpl beside the importing file, then in
+// the library (the stdlib's templates). Imports are not transitive: a file
+// sees its own declarations and those of the files it imports directly, as
+// in Go.
+//
+// Declarations live in one namespace per kind (template, config, mca,
+// weights, parallel), so `config llm` and `weights llm` do not clash. Two
+// declarations of the same kind and name visible from one file are an error.
+//
+// Binding walks every `use NAME` and `extends NAME` and records the
+// declaration it names in [Info.Uses]; declarations are recorded in
+// [Info.Defs]. These side tables are what hover and go-to-definition read.
+package resolve
+
+import (
+	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/lang/ast"
+	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/lang/parser"
+	"github.com/rolltpl/rolltpl/lang/token"
+)
+
+// Kind is a declaration kind.
+type Kind string
+
+// The declaration kinds.
+const (
+	KindTemplate Kind = "template"
+	KindConfig   Kind = "config"
+	KindMca      Kind = "mca"
+	KindWeights  Kind = "weights"
+	KindParallel Kind = "parallel"
+)
+
+// Symbol is a named declaration.
+type Symbol struct {
+	Kind  Kind
+	Name  string
+	Ident *ast.Ident
+	Decl  ast.Node
+	File  *File
+}
+
+// File is one loaded source file.
+type File struct {
+	// Path is the name used in positions: the path the user gave, or
+	// "stdlib/templates/NAME.rolltpl" for library files.
+	Path string
+	Src  []byte
+	AST  *ast.File
+	// Lib is true for files loaded from the library.
+	Lib bool
+	// Imports are the files this file imports, in order.
+	Imports []*File
+	// Symbols are the declarations of this file by kind and name.
+	Symbols map[Kind]map[string]*Symbol
+}
+
+// Info is the result of resolution.
+type Info struct {
+	// Files are every loaded file, roots first, in load order.
+	Files []*File
+	// Roots are the files the user named.
+	Roots []*File
+	Defs  map[*ast.Ident]*Symbol
+	Uses  map[*ast.Ident]*Symbol
+}
+
+// File returns the loaded file with the given path, or nil.
+func (in *Info) File(p string) *File {
+	for _, f := range in.Files {
+		if f.Path == p {
+			return f
+		}
+	}
+	return nil
+}
+
+// Lookup finds a declaration of kind k named name visible from f.
+func (in *Info) Lookup(f *File, k Kind, name string) *Symbol {
+	if s := f.Symbols[k][name]; s != nil {
+		return s
+	}
+	for _, imp := range f.Imports {
+		if s := imp.Symbols[k][name]; s != nil {
+			return s
+		}
+	}
+	return nil
+}
+
+// Visible returns the names of kind k visible from f, sorted.
+func (in *Info) Visible(f *File, k Kind) []string {
+	seen := map[string]bool{}
+	for n := range f.Symbols[k] {
+		seen[n] = true
+	}
+	for _, imp := range f.Imports {
+		for n := range imp.Symbols[k] {
+			seen[n] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LibPrefix is the path prefix given to library files in positions.
+const LibPrefix = "stdlib/templates/"
+
+// Loader reads source files.
+type Loader struct {
+	// ReadFile reads a user file by path; nil means user files cannot be read.
+	ReadFile func(path string) ([]byte, error)
+	// Lib is the library: a file system whose root holds NAME.rolltpl files.
+	Lib fs.FS
+	// Overlay, when set, supplies file contents by path before ReadFile is
+	// asked (the language server passes unsaved editor buffers here).
+	Overlay map[string][]byte
+}
+
+type loadState struct {
+	ld    *Loader
+	info  *Info
+	diags diag.List
+	byKey map[string]*File
+}
+
+// Load parses the given files and everything they import, then binds names.
+// Paths starting with LibPrefix are read from the library. It always returns
+// an Info; problems are diagnostics.
+func (ld *Loader) Load(paths []string) (*Info, diag.List) {
+	st := &loadState{ld: ld, info: &Info{Defs: map[*ast.Ident]*Symbol{}, Uses: map[*ast.Ident]*Symbol{}}, byKey: map[string]*File{}}
+	for _, p := range paths {
+		lib := strings.HasPrefix(p, LibPrefix)
+		name := p
+		if lib {
+			name = strings.TrimPrefix(p, LibPrefix)
+		}
+		f, err := st.load(name, lib)
+		if err != nil {
+			st.diags.Add(&diag.Diagnostic{Severity: diag.Error, Code: "read-error", Summary: "Cannot read file",
+				Detail: err.Error(), Subject: token.Span{Start: token.Pos{Filename: p, Line: 1, Column: 1}, End: token.Pos{Filename: p, Line: 1, Column: 1}}})
+			continue
+		}
+		st.info.Roots = append(st.info.Roots, f)
+	}
+	for _, f := range st.info.Files {
+		st.checkDuplicates(f)
+	}
+	for _, f := range st.info.Files {
+		st.bind(f)
+	}
+	return st.info, st.diags
+}
+
+func (st *loadState) read(name string, lib bool) ([]byte, string, error) {
+	if lib {
+		if st.ld.Lib == nil {
+			return nil, "", fmt.Errorf("no library to read %s from", name)
+		}
+		b, err := fs.ReadFile(st.ld.Lib, name)
+		return b, LibPrefix + name, err
+	}
+	if b, ok := st.ld.Overlay[name]; ok {
+		return b, name, nil
+	}
+	if st.ld.ReadFile == nil {
+		return nil, "", fmt.Errorf("cannot read %s", name)
+	}
+	b, err := st.ld.ReadFile(name)
+	return b, name, err
+}
+
+func (st *loadState) load(name string, lib bool) (*File, error) {
+	key := fmt.Sprintf("%v:%s", lib, name)
+	if f, ok := st.byKey[key]; ok {
+		return f, nil
+	}
+	src, display, err := st.read(name, lib)
+	if err != nil {
+		return nil, err
+	}
+	astf, diags := parser.ParseFile(display, src)
+	st.diags.Extend(diags)
+	f := &File{Path: display, Src: src, AST: astf, Lib: lib, Symbols: map[Kind]map[string]*Symbol{}}
+	st.byKey[key] = f
+	st.info.Files = append(st.info.Files, f)
+	st.collect(f)
+	for _, d := range astf.Decls {
+		if d.Import == nil {
+			continue
+		}
+		imp := st.resolveImport(f, name, lib, d.Import)
+		if imp != nil {
+			f.Imports = append(f.Imports, imp)
+		}
+	}
+	return f, nil
+}
+
+func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Import) *File {
+	target := im.Path.Value
+	if target == "" || strings.Contains(target, "\\") {
+		st.diags.Add(diag.Errorf(im.Path.Span(), "bad-import", "Invalid import path",
+			"Import paths name a file without its .rolltpl extension, like \"common\"."))
+		return nil
+	}
+	file := target + ".rolltpl"
+	if !lib {
+		local := filepath.Join(filepath.Dir(name), filepath.FromSlash(file))
+		if _, ok := st.ld.Overlay[local]; ok || st.exists(local) {
+			g, err := st.load(local, false)
+			if err == nil {
+				return g
+			}
+		}
+	}
+	if st.ld.Lib != nil {
+		if _, err := fs.Stat(st.ld.Lib, path.Clean(file)); err == nil {
+			g, err := st.load(path.Clean(file), true)
+			if err == nil {
+				return g
+			}
+		}
+	}
+	st.diags.Add(diag.Errorf(im.Path.Span(), "unknown-import", "Unknown import",
+		"No file %s beside %s nor in the standard library.", file, f.Path))
+	return nil
+}
+
+func (st *loadState) exists(p string) bool {
+	if st.ld.ReadFile == nil {
+		return false
+	}
+	_, err := st.ld.ReadFile(p)
+	return err == nil
+}
+
+// declSymbol returns the kind and name ident of a declaration.
+func declSymbol(d *ast.Decl) (Kind, *ast.Ident, ast.Node) {
+	switch {
+	case d.Template != nil:
+		return KindTemplate, d.Template.Name, d.Template
+	case d.Config != nil:
+		return KindConfig, d.Config.Name, d.Config
+	case d.Mca != nil:
+		return KindMca, d.Mca.Name, d.Mca
+	case d.Weights != nil:
+		return KindWeights, d.Weights.Name, d.Weights
+	case d.Parallel != nil:
+		return KindParallel, d.Parallel.Name, d.Parallel
+	}
+	return "", nil, nil
+}
+
+func (st *loadState) collect(f *File) {
+	for _, d := range f.AST.Decls {
+		k, id, n := declSymbol(d)
+		if k == "" {
+			continue
+		}
+		if id == nil {
+			st.diags.Add(diag.Errorf(n.Span(), "unnamed-block", "Unnamed top-level block",
+				"A %s block outside a template needs a name so that templates can `use` it, e.g. `%s llm_core { ... }`.", k, k))
+			continue
+		}
+		if f.Symbols[k] == nil {
+			f.Symbols[k] = map[string]*Symbol{}
+		}
+		sym := &Symbol{Kind: k, Name: id.Name, Ident: id, Decl: n, File: f}
+		if prev := f.Symbols[k][id.Name]; prev != nil {
+			d := diag.Errorf(id.Span(), "duplicate-declaration", "Duplicate declaration",
+				"%s %q is already declared in this file.", k, id.Name)
+			d.Related = []diag.Related{{Span: prev.Ident.Span(), Message: "first declared here"}}
+			st.diags.Add(d)
+			continue
+		}
+		f.Symbols[k][id.Name] = sym
+		st.info.Defs[id] = sym
+	}
+}
+
+// checkDuplicates reports a name declared both in f and in a file it imports.
+func (st *loadState) checkDuplicates(f *File) {
+	for k, syms := range f.Symbols {
+		for name, s := range syms {
+			for _, imp := range f.Imports {
+				if other := imp.Symbols[k][name]; other != nil && other != s {
+					d := diag.Errorf(s.Ident.Span(), "duplicate-declaration", "Duplicate declaration",
+						"%s %q is also declared in imported file %s; rename one of them.", k, name, imp.Path)
+					d.Related = []diag.Related{{Span: other.Ident.Span(), Message: "also declared here"}}
+					st.diags.Add(d)
+				}
+			}
+		}
+	}
+}
+
+// bind records the declaration each `use` and `extends` names.
+func (st *loadState) bind(f *File) {
+	for _, d := range f.AST.Decls {
+		if d.Template != nil && d.Template.Extends != nil {
+			st.use(f, KindTemplate, d.Template.Extends)
+		}
+		_, _, n := declSymbol(d)
+		if n == nil {
+			continue
+		}
+		ast.Inspect(n, func(x ast.Node) bool {
+			switch x := x.(type) {
+			case *ast.ConfigBlock:
+				st.uses(f, KindConfig, configUses(x))
+			case *ast.McaBlock:
+				for _, it := range x.Items {
+					if it.Use != nil {
+						st.use(f, KindMca, it.Use.Name)
+					}
+				}
+			case *ast.WeightsBlock:
+				for _, it := range x.Items {
+					if it.Use != nil {
+						st.use(f, KindWeights, it.Use.Name)
+					}
+				}
+			case *ast.ParallelBlock:
+				for _, it := range x.Items {
+					if it.Use != nil {
+						st.use(f, KindParallel, it.Use.Name)
+					}
+				}
+			}
+			return true
+		})
+	}
+}
+
+func configUses(b *ast.ConfigBlock) []*ast.Ident {
+	var out []*ast.Ident
+	for _, it := range b.Items {
+		if it.Use != nil {
+			out = append(out, it.Use.Name)
+		}
+	}
+	return out
+}
+
+func (st *loadState) uses(f *File, k Kind, ids []*ast.Ident) {
+	for _, id := range ids {
+		st.use(f, k, id)
+	}
+}
+
+func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
+	if s := st.info.Lookup(f, k, id.Name); s != nil {
+		st.info.Uses[id] = s
+		return
+	}
+	detail := fmt.Sprintf("No %s block named %q is declared in this file or the files it imports.", k, id.Name)
+	if k == KindTemplate {
+		detail = fmt.Sprintf("No template named %q is declared in this file or the files it imports.", id.Name)
+	}
+	if s := schema.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
+		detail += fmt.Sprintf(" Did you mean %q?", s)
+	}
+	st.diags.Add(diag.Errorf(id.Span(), "unknown-reference", "Unknown "+string(k)+" name", "%s", detail))
+}

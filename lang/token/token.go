@@ -1,0 +1,170 @@
+// Package token holds source positions for .rolltpl files: [Pos] (a byte
+// offset with its line and column), [Span] (a half-open byte range), and
+// [File], which converts byte offsets to lines, UTF-8 columns and the UTF-16
+// columns the Language Server Protocol uses.
+//
+// Pos has the same field layout as participle's lexer.Position, so the parser
+// can fill it directly, but this package imports nothing.
+package token
+
+import (
+	"fmt"
+	"sort"
+	"unicode/utf8"
+)
+
+// Pos is a position in a source file. Offset is the byte offset from the start
+// of the file (the ground truth); Line and Column are 1-based, Column counting
+// runes, as participle reports them.
+type Pos struct {
+	Filename string
+	Offset   int
+	Line     int
+	Column   int
+}
+
+// IsValid reports whether p has a line number.
+func (p Pos) IsValid() bool { return p.Line > 0 }
+
+// String formats p as "file:line:col".
+func (p Pos) String() string {
+	if p.Filename == "" {
+		return fmt.Sprintf("%d:%d", p.Line, p.Column)
+	}
+	return fmt.Sprintf("%s:%d:%d", p.Filename, p.Line, p.Column)
+}
+
+// Span is the half-open byte range [Start, End) of a piece of source.
+type Span struct {
+	Start Pos
+	End   Pos
+}
+
+// IsValid reports whether s has a valid start.
+func (s Span) IsValid() bool { return s.Start.IsValid() }
+
+// Contains reports whether the byte offset off lies inside s (the end is
+// included so that a cursor just past a token still counts).
+func (s Span) Contains(off int) bool {
+	return s.Start.Offset <= off && off <= s.End.Offset
+}
+
+// String formats s as "file:line:col-line:col".
+func (s Span) String() string {
+	return fmt.Sprintf("%s-%d:%d", s.Start, s.End.Line, s.End.Column)
+}
+
+// File is the line table of one source file.
+type File struct {
+	Name  string
+	Src   []byte
+	lines []int // byte offset of the start of each line
+}
+
+// NewFile builds the line table of src.
+func NewFile(name string, src []byte) *File {
+	f := &File{Name: name, Src: src, lines: []int{0}}
+	for i, c := range src {
+		if c == '\n' {
+			f.lines = append(f.lines, i+1)
+		}
+	}
+	return f
+}
+
+// LineCount returns the number of lines in the file.
+func (f *File) LineCount() int { return len(f.lines) }
+
+// LineStart returns the byte offset of the start of 1-based line n.
+func (f *File) LineStart(n int) int {
+	if n < 1 {
+		return 0
+	}
+	if n > len(f.lines) {
+		return len(f.Src)
+	}
+	return f.lines[n-1]
+}
+
+// Line returns the text of 1-based line n without its newline.
+func (f *File) Line(n int) string {
+	start := f.LineStart(n)
+	end := len(f.Src)
+	if n < len(f.lines) {
+		end = f.lines[n] - 1
+	}
+	if end < start {
+		end = start
+	}
+	s := f.Src[start:end]
+	if len(s) > 0 && s[len(s)-1] == '\r' {
+		s = s[:len(s)-1]
+	}
+	return string(s)
+}
+
+func (f *File) clamp(off int) int {
+	if off < 0 {
+		return 0
+	}
+	if off > len(f.Src) {
+		return len(f.Src)
+	}
+	return off
+}
+
+// Pos returns the position of byte offset off (clamped to the file).
+func (f *File) Pos(off int) Pos {
+	off = f.clamp(off)
+	line := sort.Search(len(f.lines), func(i int) bool { return f.lines[i] > off })
+	start := f.lines[line-1]
+	return Pos{Filename: f.Name, Offset: off, Line: line, Column: utf8.RuneCount(f.Src[start:off]) + 1}
+}
+
+// Span returns the span of the byte range [start, end).
+func (f *File) Span(start, end int) Span {
+	return Span{Start: f.Pos(start), End: f.Pos(end)}
+}
+
+// UTF16Column returns the 0-based UTF-16 column of byte offset off within its
+// line, as the Language Server Protocol counts characters.
+func (f *File) UTF16Column(off int) int {
+	off = f.clamp(off)
+	p := f.Pos(off)
+	n := 0
+	for _, r := range string(f.Src[f.lines[p.Line-1]:off]) {
+		if r >= 0x10000 {
+			n += 2
+		} else {
+			n++
+		}
+	}
+	return n
+}
+
+// OffsetUTF16 returns the byte offset of the 0-based line and UTF-16
+// character, clamped to the line's end.
+func (f *File) OffsetUTF16(line, char int) int {
+	if line < 0 {
+		return 0
+	}
+	if line >= len(f.lines) {
+		return len(f.Src)
+	}
+	off := f.lines[line]
+	end := len(f.Src)
+	if line+1 < len(f.lines) {
+		end = f.lines[line+1] - 1
+	}
+	n := 0
+	for off < end && n < char {
+		r, size := utf8.DecodeRune(f.Src[off:end])
+		if r >= 0x10000 {
+			n += 2
+		} else {
+			n++
+		}
+		off += size
+	}
+	return off
+}
