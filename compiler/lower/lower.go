@@ -133,8 +133,13 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 			s.parallel = it.Parallel
 		case it.Field != nil:
 			name := it.Field.Key.Name
+			if doc, planned := schema.PlannedFields[name]; planned {
+				l.errorf(it.Field.Key.Span(), "unsupported", "Field not compiled yet",
+					"%s (%s) is part of the language (lang/spec.md) but this compiler does not lower it yet.", name, doc)
+				continue
+			}
 			if _, ok := schema.TemplateFields[name]; !ok {
-				l.unknown(it.Field.Key, "field", "Unknown template field", keys(schema.TemplateFields))
+				l.unknown(it.Field.Key, "unknown-field", "template field", "Unknown template field", keys(schema.TemplateFields))
 				continue
 			}
 			once("field "+name, it.Field.Span())
@@ -174,14 +179,14 @@ func keys[V any](m map[string]V) []string {
 	return out
 }
 
-func (l *lowerer) unknown(id *ast.Ident, what, summary string, candidates []string) {
-	detail := fmt.Sprintf("%q is not a %s.", id.Name, what)
+func (l *lowerer) unknown(id *ast.Ident, code, what, summary string, candidates []string) {
+	detail := fmt.Sprintf("%q is not a known %s.", id.Name, what)
 	if s := schema.Suggest(id.Name, candidates); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	} else if len(candidates) > 0 && len(candidates) <= 16 {
 		detail += " Valid: " + strings.Join(candidates, ", ") + "."
 	}
-	l.errorf(id.Span(), "unknown-"+strings.ReplaceAll(what, " ", "-"), summary, "%s", detail)
+	l.errorf(id.Span(), code, summary, "%s", detail)
 }
 
 func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
@@ -378,6 +383,17 @@ func (l *lowerer) weights(t *ir.Template, b *ast.WeightsBlock) {
 			for _, s := range it.Ignore.Names {
 				t.Invalid = append(t.Invalid, ir.Located{Value: s.Value, Span: s.Span()})
 			}
+		case it.Drop != nil:
+			op := &ir.Op{Kind: "drop", Params: map[string]ir.Value{}, Span: it.Drop.Span()}
+			ok := true
+			for _, e := range it.Drop.Names {
+				n, good := l.name(e)
+				ok = ok && good
+				op.HF = append(op.HF, n)
+			}
+			if ok {
+				t.Ops = append(t.Ops, op)
+			}
 		case it.Op != nil:
 			if op := l.op(it.Op); op != nil {
 				t.Ops = append(t.Ops, op)
@@ -389,7 +405,7 @@ func (l *lowerer) weights(t *ir.Template, b *ast.WeightsBlock) {
 func (l *lowerer) op(o *ast.Op) *ir.Op {
 	spec := schema.Op(o.Kind.Name)
 	if spec == nil {
-		l.unknown(o.Kind, "op kind", "Unknown op kind", schema.OpKinds())
+		l.unknown(o.Kind, "unknown-op-kind", "op kind", "Unknown op kind", schema.OpKinds())
 		return nil
 	}
 	out := &ir.Op{Kind: spec.Kind, Params: map[string]ir.Value{}, Span: o.Span()}
@@ -417,7 +433,7 @@ func (l *lowerer) op(o *ast.Op) *ir.Op {
 			if len(names) == 0 {
 				l.errorf(p.Name.Span(), "unknown-param", "Unknown op parameter", "Op %s takes no parameters.", spec.Kind)
 			} else {
-				l.unknown(p.Name, "parameter of "+spec.Kind, "Unknown op parameter", names)
+				l.unknown(p.Name, "unknown-param", "parameter of "+spec.Kind, "Unknown op parameter", names)
 			}
 			ok = false
 			continue
@@ -504,14 +520,8 @@ func (l *lowerer) arity(spec *schema.OpSpec, o *ast.Op) bool {
 			return false
 		}
 	case schema.DropArity:
-		if o.Arrow {
-			l.errorf(span, "op-arity", "Wrong number of names",
-				"Op drop takes HF names only (`drop \"mtp.*\"`); remove the -> and the MCA names.")
-			return false
-		}
-	}
-	if spec.Arity != schema.DropArity && !o.Arrow {
-		l.errorf(span, "op-arity", "Missing ->", "Op %s needs HF names, then ->, then MCA names.", spec.Kind)
+		l.errorf(span, "op-arity", "Wrong number of names",
+			"Op drop takes HF names only (`drop \"mtp.*\"`); remove the -> and the MCA names.")
 		return false
 	}
 	return true
@@ -569,7 +579,7 @@ func (l *lowerer) parallelParts(b *ast.ParallelBlock) []ir.ParallelPart {
 		kind := c.Kind.Name
 		isList, isMap := contains(ir.ParallelClasses, kind), contains(ir.ParallelMaps, kind)
 		if !isList && !isMap {
-			l.unknown(c.Kind, "parallel class", "Unknown parallel class", append(append([]string{}, ir.ParallelClasses...), ir.ParallelMaps...))
+			l.unknown(c.Kind, "unknown-parallel-class", "parallel class", "Unknown parallel class", append(append([]string{}, ir.ParallelClasses...), ir.ParallelMaps...))
 			continue
 		}
 		if inline == nil {

@@ -121,6 +121,14 @@ var TemplateFields = map[string]string{
 	"expert_prefix": "the HF prefix of MoE experts inside a layer, e.g. \".mlp.experts.\" (ROLL's hf_moe_prefix)",
 }
 
+// PlannedFields are template fields the language defines (lang/spec.md) but
+// this compiler does not lower yet; using one is an "unsupported" error.
+var PlannedFields = map[string]string{
+	"mtp_first_layer": "the HF layer index of the first multi-token-prediction layer (MTP layers follow the decoder layers)",
+	"mtp_hf_prefix":   "the HF prefix of MTP weights when they are not decoder layers, e.g. \"mtp.\"",
+	"mtp_inner":       "the infix MCA puts after mtp.layers.N for attention and MLP weights, e.g. \".mtp_model_layer\"",
+}
+
 // ParallelClassDoc documents the parallel classes.
 var ParallelClassDoc = map[string]string{
 	"pre_process":        "weights living on the first pipeline stage",

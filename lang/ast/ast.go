@@ -199,7 +199,14 @@ type WeightItem struct {
 	Range
 	Use    *Use    `parser:"@@"`
 	Ignore *Ignore `parser:"| @@"`
+	Drop   *Drop   `parser:"| @@"`
 	Op     *Op     `parser:"| @@"`
+}
+
+// Drop discards HF weights on purpose: `drop "mtp.*"`.
+type Drop struct {
+	Range
+	Names []*Expr `parser:"\"drop\" @@ ( \",\" @@ )* \",\"?"`
 }
 
 // Ignore names HF weights that are skipped on purpose (hf_invalid_keys).
@@ -213,9 +220,8 @@ type Op struct {
 	Range
 	Kind   *Ident   `parser:"@@"`
 	Params []*Param `parser:"( \"(\" ( @@ ( \",\" @@ )* \",\"? )? \")\" )?"`
-	HF     []*Expr  `parser:"@@ ( \",\" @@ )*"`
-	Arrow  bool     `parser:"( @\"->\""`
-	MCA    []*Expr  `parser:"@@ ( \",\" @@ )* )?"`
+	HF     []*Expr  `parser:"@@ ( \",\" @@ )* \"->\""`
+	MCA    []*Expr  `parser:"@@ ( \",\" @@ )*"`
 }
 
 // Param is a named op parameter: `dim = 0`.

@@ -219,9 +219,15 @@ func syntaxDiag(err error, tf *token.File, toks []lexer.Token) *diag.Diagnostic 
 }
 
 func friendly(msg string) string {
-	msg = strings.ReplaceAll(msg, "<ident>", "a name")
-	msg = strings.ReplaceAll(msg, "<string>", "a string")
-	msg = strings.ReplaceAll(msg, "<eof>", "end of declaration")
-	msg = strings.ReplaceAll(msg, `unexpected token "<EOF>"`, "unexpected end of declaration")
+	for _, r := range [][2]string{
+		{`Expr ("," Expr)*`, "a name"},
+		{"Ident", "a name"},
+		{"Expr", "a value"},
+		{"<ident>", "a name"},
+		{"<string>", "a string"},
+		{`unexpected token "<EOF>"`, "unexpected end of declaration"},
+	} {
+		msg = strings.ReplaceAll(msg, r[0], r[1])
+	}
 	return msg
 }
