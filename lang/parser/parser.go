@@ -110,6 +110,7 @@ func splitDecls(toks []lexer.Token) [][2]int {
 	var chunks [][2]int
 	start, depth := -1, 0
 	lastLine := 0
+	closed := false
 	for i, t := range toks {
 		if t.EOF() {
 			break
@@ -119,7 +120,8 @@ func splitDecls(toks []lexer.Token) [][2]int {
 		}
 		atLineStart := t.Pos.Column == 1 && t.Pos.Line != lastLine
 		lastLine = t.Pos.Line
-		if t.Type == identType && DeclKeywords[t.Value] && (depth == 0 || atLineStart) {
+		keyword := t.Type == identType && DeclKeywords[t.Value]
+		if (keyword && (depth == 0 || atLineStart)) || closed {
 			if start >= 0 {
 				chunks = append(chunks, trimTrivia(toks, start, i))
 			}
@@ -127,12 +129,16 @@ func splitDecls(toks []lexer.Token) [][2]int {
 		} else if start < 0 {
 			start = i
 		}
+		closed = false
 		switch t.Value {
 		case "{", "(", "[":
 			depth++
 		case "}", ")", "]":
 			if depth > 0 {
 				depth--
+				// A declaration's closing brace ends it: what follows
+				// starts a new one, even if it is not a keyword.
+				closed = depth == 0 && t.Value == "}"
 			}
 		}
 	}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/rolltpl/rolltpl/"
+
+// allowed says, for each package (by path below the module), which project
+// packages it may import (STYLE.md §2). A "/..." suffix allows a subtree.
+var allowed = map[string][]string{
+	"lang/token":       {},
+	"lang/diag":        {"lang/token"},
+	"lang/ast":         {"lang/token"},
+	"lang/parser":      {"lang/token", "lang/diag", "lang/ast"},
+	"lang/format":      {"lang/token", "lang/diag", "lang/ast", "lang/parser"},
+	"lang/langtest":    {},
+	"compiler/ir":      {"lang/token"},
+	"compiler/schema":  {"lang/..."},
+	"compiler/resolve": {"lang/...", "compiler/schema"},
+	"compiler/check":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/ir"},
+	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/ir"},
+	"compiler/pyemit":  {"compiler/ir", "lang/token"},
+	"compiler":         {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/lower", "compiler/ir"},
+	"stdlib":           {},
+	"runtime/tensor":   {},
+	"runtime/...":      {"runtime/tensor"},
+	"runtime/exec":     {"compiler/ir", "lang/token", "runtime/..."},
+	"cmd/...":          {"..."},
+	"examples/...":     {"..."},
+}
+
+func rulesFor(pkg string) ([]string, bool) {
+	if r, ok := allowed[pkg]; ok {
+		return r, true
+	}
+	best, bestLen := []string(nil), -1
+	for k, r := range allowed {
+		if strings.HasSuffix(k, "/...") {
+			prefix := strings.TrimSuffix(k, "...")
+			if strings.HasPrefix(pkg, prefix) && len(prefix) > bestLen {
+				best, bestLen = r, len(prefix)
+			}
+		}
+	}
+	return best, bestLen >= 0
+}
+
+func permits(rules []string, imp string) bool {
+	for _, r := range rules {
+		switch {
+		case r == "...":
+			return true
+		case strings.HasSuffix(r, "/..."):
+			if strings.HasPrefix(imp, strings.TrimSuffix(r, "...")) {
+				return true
+			}
+		case r == imp:
+			return true
+		}
+	}
+	return false
+}
+
+// TestImportLayers enforces the import rules between the project's
+// packages: the IR imports nothing but lang/token, the Python emitter and
+// the runtime never import each other, nothing imports cmd.
+func TestImportLayers(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	n := 0
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		pkg := strings.TrimPrefix(p.ImportPath, module)
+		rules, ok := rulesFor(pkg)
+		if !ok {
+			t.Errorf("package %s has no import rule; add one to allowed", pkg)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			imp = strings.TrimPrefix(imp, module)
+			if !permits(rules, imp) {
+				t.Errorf("%s imports %s, which the layering rules forbid", pkg, imp)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("go list found only %d packages", n)
+	}
+}

@@ -1,0 +1,356 @@
+package safetensors
+
+import (
+	"cmp"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+)
+
+// MaxHeaderSize is the largest JSON header accepted, in bytes. It is the
+// limit of the reference implementation (MAX_HEADER_SIZE).
+const MaxHeaderSize = 100_000_000
+
+// metadataKey is the reserved header key of the string→string metadata.
+const metadataKey = "__metadata__"
+
+// TensorInfo describes one tensor of a file.
+type TensorInfo struct {
+	Name  string
+	DType tensor.DType
+	Shape tensor.Shape
+	// Offset is the absolute file offset of the first byte of the tensor
+	// and Size its length in bytes (NumElements × DType.Size()).
+	Offset, Size int64
+}
+
+// Spec returns the name, dtype and shape of t, for writing a tensor like t.
+func (t TensorInfo) Spec() Spec {
+	return Spec{Name: t.Name, DType: t.DType, Shape: t.Shape}
+}
+
+// Header is the validated header of a safetensors file.
+type Header struct {
+	Path string // the file as it was passed to Open or ReadHeader
+	// HeaderLen is N, the length of the JSON header including any padding;
+	// the data region starts at file offset 8+N.
+	HeaderLen int64
+	FileSize  int64
+	// Metadata is the "__metadata__" map, nil when the header has none.
+	Metadata map[string]string
+	// Tensors lists the tensors by increasing offset. It covers the data
+	// region exactly and must not be modified.
+	Tensors []TensorInfo
+
+	byName map[string]int
+}
+
+// DataStart returns the file offset of the data region, 8+HeaderLen.
+func (h *Header) DataStart() int64 { return 8 + h.HeaderLen }
+
+// Lookup returns the tensor called name.
+func (h *Header) Lookup(name string) (TensorInfo, bool) {
+	i, ok := h.byName[name]
+	if !ok {
+		return TensorInfo{}, false
+	}
+	return h.Tensors[i], true
+}
+
+// ReadHeader reads and validates the header of the safetensors file at path
+// with ordinary reads of its first 8+N bytes; it never reads the data
+// region, whose size it takes from the file's size. It applies the same
+// checks as [Open].
+func ReadHeader(path string) (*Header, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fileErr(path, "not a regular file")
+	}
+	return readHeader(path, f, st.Size())
+}
+
+// readHeader reads the header of a file of the given size through r.
+func readHeader(path string, r io.ReaderAt, size int64) (*Header, error) {
+	var prefix [8]byte
+	if size >= 8 {
+		if err := readFull(r, prefix[:], 0); err != nil {
+			return nil, fmt.Errorf("%s: reading header length: %w", path, err)
+		}
+	}
+	n, err := headerLen(path, prefix[:], size)
+	if err != nil {
+		return nil, err
+	}
+	raw := make([]byte, n)
+	if err := readFull(r, raw, 8); err != nil {
+		return nil, fmt.Errorf("%s: reading %d-byte header: %w", path, n, err)
+	}
+	return parseHeader(path, raw, size)
+}
+
+// readFull reads len(p) bytes at off. Unlike a bare ReadAt it accepts io.EOF
+// together with a complete read, as the io.ReaderAt contract allows.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil
+	}
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF // the file shrank under us
+	}
+	return err
+}
+
+// parseFile parses the header of the complete file contents b (an mmap'd
+// file).
+func parseFile(path string, b []byte) (*Header, error) {
+	n, err := headerLen(path, b, int64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	return parseHeader(path, b[8:8+n], int64(len(b)))
+}
+
+// headerLen decodes and checks the 8-byte header length at the start of a
+// file of the given size; prefix holds at least the first min(8, size)
+// bytes of the file.
+func headerLen(path string, prefix []byte, size int64) (int64, error) {
+	if size < 8 {
+		return 0, fileErr(path, "file is %d bytes, too short for the 8-byte header length", size)
+	}
+	n := binary.LittleEndian.Uint64(prefix)
+	if n > MaxHeaderSize {
+		return 0, fileErr(path, "header length %d at offset 0 exceeds the limit of %d bytes", n, MaxHeaderSize)
+	}
+	if int64(n) > size-8 {
+		return 0, fileErr(path, "header length %d at offset 0 runs past the end of the file (%d bytes)", n, size)
+	}
+	return int64(n), nil
+}
+
+// parseHeader parses and validates raw, the N header bytes of a file of
+// fileSize bytes.
+func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
+	n := int64(len(raw))
+	if !utf8.Valid(raw) {
+		i := 0
+		for i < len(raw) {
+			r, w := utf8.DecodeRune(raw[i:])
+			if r == utf8.RuneError && w <= 1 {
+				break
+			}
+			i += w
+		}
+		return nil, fileErr(path, "header is not valid UTF-8 (bad byte at offset %d)", 8+i)
+	}
+	if n == 0 || raw[0] != '{' {
+		if n == 0 {
+			return nil, fileErr(path, "header is empty, want a JSON object")
+		}
+		return nil, fileErr(path, "header does not start with '{' (found %q at offset 8)", raw[0])
+	}
+	if off, err := checkJSON(raw); err != nil {
+		return nil, fileErr(path, "header is not valid JSON: %v (at offset %d)", err, 8+off)
+	}
+
+	h := &Header{Path: path, HeaderLen: n, FileSize: fileSize}
+	err := eachMember(raw, func(key string, val json.RawMessage) error {
+		if key == metadataKey {
+			m, err := parseMetadata(path, val)
+			h.Metadata = m
+			return err
+		}
+		t, err := parseEntry(path, key, val)
+		if err != nil {
+			return err
+		}
+		h.Tensors = append(h.Tensors, t)
+		return nil
+	})
+	if err != nil {
+		var dup *errDuplicate
+		var fe *FormatError
+		switch {
+		case errors.As(err, &fe):
+			return nil, err
+		case errors.As(err, &dup):
+			if dup.key == metadataKey {
+				return nil, fileErr(path, "%q appears more than once in the header", metadataKey)
+			}
+			return nil, tensorErr(path, dup.key, "appears more than once in the header")
+		default:
+			return nil, fileErr(path, "header %v", err)
+		}
+	}
+	if err := h.validate(); err != nil {
+		return nil, err
+	}
+	h.byName = make(map[string]int, len(h.Tensors))
+	for i, t := range h.Tensors {
+		h.byName[t.Name] = i
+	}
+	return h, nil
+}
+
+// parseMetadata parses the value of "__metadata__": null or an object of
+// strings.
+func parseMetadata(path string, val json.RawMessage) (map[string]string, error) {
+	if jsonKind(val) == "null" {
+		return nil, nil // serde reads null as an absent Option
+	}
+	m := make(map[string]string)
+	err := eachMember(val, func(k string, v json.RawMessage) error {
+		s, err := jsonString(v)
+		if err != nil {
+			return fileErr(path, "%s: value of key %q %v", metadataKey, k, err)
+		}
+		m[k] = s
+		return nil
+	})
+	var dup *errDuplicate
+	var fe *FormatError
+	switch {
+	case err == nil:
+		return m, nil
+	case errors.As(err, &fe):
+		return nil, err
+	case errors.As(err, &dup):
+		return nil, fileErr(path, "%s: key %q appears more than once", metadataKey, dup.key)
+	}
+	return nil, fileErr(path, "%s %v", metadataKey, err)
+}
+
+// parseEntry parses the header entry of tensor name. The offsets of the
+// result are still relative to the data region.
+func parseEntry(path, name string, val json.RawMessage) (TensorInfo, error) {
+	t := TensorInfo{Name: name}
+	var haveDType, haveShape, haveOffsets bool
+	var offsets []int64
+	err := eachMember(val, func(k string, v json.RawMessage) error {
+		switch k {
+		case "dtype":
+			s, err := jsonString(v)
+			if err != nil {
+				return tensorErr(path, name, "dtype %v", err)
+			}
+			if t.DType, err = tensor.ParseDType(s); err != nil {
+				return tensorErr(path, name, "unknown dtype %q", s)
+			}
+			haveDType = true
+		case "shape":
+			dims, err := jsonInts(v)
+			if err != nil {
+				return tensorErr(path, name, "shape %v", err)
+			}
+			t.Shape = tensor.Shape(dims)
+			haveShape = true
+		case "data_offsets":
+			var err error
+			if offsets, err = jsonInts(v); err != nil {
+				return tensorErr(path, name, "data_offsets %v", err)
+			}
+			if len(offsets) != 2 {
+				return tensorErr(path, name, "data_offsets has %d elements, want [begin, end]", len(offsets))
+			}
+			haveOffsets = true
+		}
+		return nil // other keys are ignored, as in the reference
+	})
+	if err != nil {
+		var dup *errDuplicate
+		var fe *FormatError
+		switch {
+		case errors.As(err, &fe):
+			return t, err
+		case errors.As(err, &dup):
+			return t, tensorErr(path, name, "key %q appears more than once in the entry", dup.key)
+		default:
+			return t, tensorErr(path, name, "entry %v", err)
+		}
+	}
+	switch {
+	case !haveDType:
+		return t, tensorErr(path, name, `entry has no "dtype"`)
+	case !haveShape:
+		return t, tensorErr(path, name, `entry has no "shape"`)
+	case !haveOffsets:
+		return t, tensorErr(path, name, `entry has no "data_offsets"`)
+	}
+	t.Offset, t.Size = offsets[0], offsets[1] // fixed up by validate
+	return t, nil
+}
+
+// byteSize returns the number of bytes of a tensor of the given dtype and
+// shape, or -1 if it overflows int64 or the shape is invalid.
+func byteSize(dt tensor.DType, shape tensor.Shape) int64 {
+	n := shape.NumElements()
+	size := int64(dt.Size())
+	if n < 0 || size <= 0 || (n > 0 && n > math.MaxInt64/size) {
+		return -1
+	}
+	return n * size
+}
+
+// validate checks the tensors' offsets, still [begin, end) pairs relative
+// to the data region in Offset and Size, sorts the tensors by offset and
+// turns the offsets into absolute file offsets and sizes.
+func (h *Header) validate() error {
+	path := h.Path
+	dataStart := h.DataStart()
+	dataLen := h.FileSize - dataStart
+	ts := h.Tensors
+	// Offset holds begin and Size holds end here.
+	slices.SortFunc(ts, func(a, b TensorInfo) int {
+		return cmp.Or(cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Size, b.Size), cmp.Compare(a.Name, b.Name))
+	})
+	var pos int64 // where the next tensor must begin
+	for i := range ts {
+		t := &ts[i]
+		begin, end := t.Offset, t.Size
+		if end < begin {
+			return tensorErr(path, t.Name, "data_offsets [%d, %d] end before they begin", begin, end)
+		}
+		want := byteSize(t.DType, t.Shape)
+		if want < 0 {
+			return tensorErr(path, t.Name, "shape %v %v is too large (more than 2^63 bytes)", t.Shape, t.DType)
+		}
+		if end-begin != want {
+			return tensorErr(path, t.Name, "data_offsets [%d, %d] do not match shape %v %v (%d bytes)", begin, end, t.Shape, t.DType, want)
+		}
+		if end > dataLen {
+			return tensorErr(path, t.Name, "data_offsets [%d, %d] run past the end of the data region (%d bytes at offset %d)", begin, end, dataLen, dataStart)
+		}
+		if begin < pos {
+			p := ts[i-1]
+			return tensorErr(path, t.Name, "data_offsets [%d, %d] overlap tensor %q at [%d, %d]", begin, end, p.Name, p.Offset-dataStart, p.Offset-dataStart+p.Size)
+		}
+		if begin > pos {
+			return tensorErr(path, t.Name, "data_offsets [%d, %d] leave bytes [%d, %d) of the data region unused (holes are not allowed)", begin, end, pos, begin)
+		}
+		pos = end
+		t.Offset, t.Size = dataStart+begin, end-begin
+	}
+	if pos != dataLen {
+		return fileErr(path, "%d bytes at offset %d after the last tensor belong to no tensor (data region is %d bytes, tensors end at %d)", dataLen-pos, dataStart+pos, dataLen, pos)
+	}
+	return nil
+}
