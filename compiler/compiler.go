@@ -11,9 +11,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/check"
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/lower"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
 )
 
@@ -24,6 +26,9 @@ type Options struct {
 	Lib fs.FS
 	// Overlay supplies unsaved file contents by path.
 	Overlay map[string][]byte
+	// Schemas are the config schemas templates are checked against; nil
+	// skips the schema checks (the op, name and parallel checks still run).
+	Schemas *schema.Set
 }
 
 // Result is what a compilation produced.
@@ -61,6 +66,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 	prog, ldiags := lower.Lower(info)
 	res.Program = prog
 	res.Diags.Extend(ldiags)
+	res.Diags.Extend(check.Check(prog, opts.Schemas))
 	res.Diags = res.Diags.Dedup()
 	return res
 }

@@ -43,7 +43,7 @@ func buildStdlib(t *testing.T) []pyemit.File {
 		t.Fatal(err)
 	}
 	res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates()})
-	if len(res.Diags) > 0 {
+	if res.Diags.HasErrors() {
 		for _, d := range res.Diags {
 			t.Errorf("%s", d.Error())
 		}

@@ -8,7 +8,7 @@ import (
 	"io/fs"
 )
 
-//go:embed templates/*.rolltpl
+//go:embed templates/*.rolltpl schema/*.rolltpl
 var files embed.FS
 
 // Templates returns the templates directory: a file system whose root holds
@@ -17,6 +17,16 @@ func Templates() fs.FS {
 	sub, err := fs.Sub(files, "templates")
 	if err != nil {
 		panic(err) // the embedded tree always has templates/
+	}
+	return sub
+}
+
+// Schemas returns the schema directory: a file system whose root holds the
+// config schemas (schema/*.rolltpl) templates are checked against.
+func Schemas() fs.FS {
+	sub, err := fs.Sub(files, "schema")
+	if err != nil {
+		panic(err) // the embedded tree always has schema/
 	}
 	return sub
 }

@@ -43,6 +43,7 @@ const (
 	KindMca      Kind = "mca"
 	KindWeights  Kind = "weights"
 	KindParallel Kind = "parallel"
+	KindSchema   Kind = "schema"
 )
 
 // Symbol is a named declaration.
@@ -266,6 +267,8 @@ func declSymbol(d *ast.Decl) (Kind, *ast.Ident, ast.Node) {
 		return KindWeights, d.Weights.Name, d.Weights
 	case d.Parallel != nil:
 		return KindParallel, d.Parallel.Name, d.Parallel
+	case d.Schema != nil:
+		return KindSchema, d.Schema.Name, d.Schema
 	}
 	return "", nil, nil
 }
@@ -343,6 +346,12 @@ func (st *loadState) bind(f *File) {
 				for _, it := range x.Items {
 					if it.Use != nil {
 						st.use(f, KindParallel, it.Use.Name)
+					}
+				}
+			case *ast.SchemaBlock:
+				for _, it := range x.Items {
+					if it.Use != nil {
+						st.use(f, KindSchema, it.Use.Name)
 					}
 				}
 			}

@@ -32,6 +32,14 @@ type File struct {
 
 	// Name is the file name given to the parser (not part of the grammar).
 	Name string
+	// Comments are the file's comments in source order (set by the parser).
+	Comments []*Comment
+}
+
+// Comment is one `#` comment; Text includes the `#`.
+type Comment struct {
+	Range
+	Text string
 }
 
 // Decl is one top-level declaration; exactly one field is set.
@@ -43,6 +51,7 @@ type Decl struct {
 	Mca      *McaBlock      `parser:"| @@"`
 	Weights  *WeightsBlock  `parser:"| @@"`
 	Parallel *ParallelBlock `parser:"| @@"`
+	Schema   *SchemaBlock   `parser:"| @@"`
 
 	// Bad is set by the parser for a declaration it could not parse.
 	Bad *BadDecl
@@ -63,6 +72,8 @@ func (d *Decl) Node() Node {
 		return d.Weights
 	case d.Parallel != nil:
 		return d.Parallel
+	case d.Schema != nil:
+		return d.Schema
 	case d.Bad != nil:
 		return d.Bad
 	}
@@ -258,4 +269,42 @@ type ParallelEntry struct {
 	Range
 	From *String `parser:"@@"`
 	To   *String `parser:"( \"->\" @@ )?"`
+}
+
+// SchemaBlock declares the config keys of a model type (`schema llama`),
+// of the MCA config (`schema mca`), of a nested config (`schema
+// qwen2_vl_text`), or a fragment other schemas `use`.
+type SchemaBlock struct {
+	Range
+	Name  *Ident        `parser:"\"schema\" @@"`
+	Items []*SchemaItem `parser:"\"{\" @@* \"}\""`
+}
+
+// SchemaItem is `use NAME` or a field; exactly one is set.
+type SchemaItem struct {
+	Range
+	Use   *Use         `parser:"@@"`
+	Field *SchemaField `parser:"| @@"`
+}
+
+// SchemaField is `name: type = default`.
+type SchemaField struct {
+	Range
+	Name    *Ident `parser:"@@ \":\""`
+	Type    *Type  `parser:"@@"`
+	Default *Expr  `parser:"( \"=\" @@ )?"`
+}
+
+// Type is a union of type atoms, optionally nullable: `int | list[int]?`.
+type Type struct {
+	Range
+	Alts     []*TypeAtom `parser:"@@ ( \"|\" @@ )*"`
+	Nullable bool        `parser:"@\"?\"?"`
+}
+
+// TypeAtom is a type name with an optional element type: `list[str]`.
+type TypeAtom struct {
+	Range
+	Name *Ident `parser:"@@"`
+	Elem *Type  `parser:"( \"[\" @@ \"]\" )?"`
 }

@@ -86,6 +86,9 @@ func (l *List) Add(d *Diagnostic) { *l = append(*l, d) }
 // Extend appends every diagnostic of other.
 func (l *List) Extend(other List) { *l = append(*l, other...) }
 
+// Span returns the zero span, for diagnostics not tied to a source range.
+func (l List) Span() token.Span { return token.Span{} }
+
 // HasErrors reports whether the list holds an error.
 func (l List) HasErrors() bool {
 	for _, d := range l {

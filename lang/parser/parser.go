@@ -33,7 +33,7 @@ var Lexer = lexer.MustSimple([]lexer.SimpleRule{
 	{Name: "Float", Pattern: `[0-9]+\.[0-9]+([eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+`},
 	{Name: "Int", Pattern: `[0-9]+`},
 	{Name: "Ident", Pattern: `[A-Za-z_][A-Za-z0-9_]*`},
-	{Name: "Op", Pattern: `->|==|!=|<=|>=|//|&&|\|\||[-+*/%<>=!(){}\[\],.:]`},
+	{Name: "Op", Pattern: `->|==|!=|<=|>=|//|&&|\|\||[-+*/%<>=!(){}\[\],.:?|]`},
 	{Name: "Bad", Pattern: `[\s\S]`},
 })
 
@@ -54,6 +54,7 @@ func Grammar() string { return fileParser.String() }
 // DeclKeywords are the words that begin a top-level declaration.
 var DeclKeywords = map[string]bool{
 	"import": true, "template": true, "config": true, "mca": true, "weights": true, "parallel": true,
+	"schema": true,
 }
 
 // MaxErrors caps the syntax errors reported for one file.
@@ -81,6 +82,13 @@ func ParseFile(filename string, src []byte) (f *ast.File, diags diag.List) {
 		// The lexer has a catch-all rule, so this only happens on I/O errors.
 		diags.Add(diag.Errorf(tf.Span(0, 0), "syntax-error", "Cannot read file", "%v", err))
 		return f, diags
+	}
+	for _, t := range toks {
+		if t.Type == Lexer.Symbols()["Comment"] {
+			c := &ast.Comment{Text: strings.TrimRight(t.Value, " \t\r")}
+			c.Pos, c.EndPos = tf.Pos(t.Pos.Offset), tf.Pos(t.Pos.Offset+len(c.Text))
+			f.Comments = append(f.Comments, c)
+		}
 	}
 	for _, c := range splitDecls(toks) {
 		if len(diags) >= MaxErrors {
@@ -111,6 +119,7 @@ func splitDecls(toks []lexer.Token) [][2]int {
 	start, depth := -1, 0
 	lastLine := 0
 	closed := false
+	prevKeyword := false
 	for i, t := range toks {
 		if t.EOF() {
 			break
@@ -120,8 +129,12 @@ func splitDecls(toks []lexer.Token) [][2]int {
 		}
 		atLineStart := t.Pos.Column == 1 && t.Pos.Line != lastLine
 		lastLine = t.Pos.Line
-		keyword := t.Type == identType && DeclKeywords[t.Value]
-		if (keyword && (depth == 0 || atLineStart)) || closed {
+		// A keyword right after a declaration keyword is a name (`schema mca`).
+		keyword := t.Type == identType && DeclKeywords[t.Value] && !(prevKeyword && !atLineStart)
+		prevKeyword = t.Type == identType && DeclKeywords[t.Value]
+		// A stray closing brace after a complete declaration stays with it
+		// (one diagnostic, not a cascade).
+		if (keyword && (depth == 0 || atLineStart)) || (closed && t.Value != "}") {
 			if start >= 0 {
 				chunks = append(chunks, trimTrivia(toks, start, i))
 			}
@@ -129,7 +142,9 @@ func splitDecls(toks []lexer.Token) [][2]int {
 		} else if start < 0 {
 			start = i
 		}
-		closed = false
+		if t.Value != "}" {
+			closed = false
+		}
 		switch t.Value {
 		case "{", "(", "[":
 			depth++

@@ -1,0 +1,593 @@
+// Package check finds the mistakes in compiled templates that ROLL would
+// only show hours into a GPU job, or never.
+//
+// # What is checked
+//
+// Config maps and constants are checked against the config schemas
+// (compiler/schema): every HF key must exist in the schema of the template's
+// model type after the key-prefix rules are applied, every MCA key in the MCA
+// schema, the two ends of a map must have compatible types, a constant's
+// value must fit its field, and no MCA key may be set twice. An HF key that
+// the model type's schema lacks but another model type has is a warning
+// (ROLL skips it at run time; several of ROLL's own templates map such
+// keys); a key no schema knows is an error with a "did you mean".
+//
+// Ops are checked for the config they read at run time (qkv needs the head
+// counts, ...), for the scope of their names (layer-relative vs global, equal
+// `{}` counts), for names registered twice (ROLL keeps only the later op,
+// and two ops producing one MCA name make the reverse direction ambiguous),
+// for ops that can never be reached because an earlier wildcard pattern
+// always matches first (ROLL's lookup is first match wins, prefix-anchored),
+// and for MCA names no parallel class covers (tensor-parallel conversion of
+// such a name fails). Known mistakes in ROLL's own registrations — an
+// attention-bias mapping with no bias op — are warnings.
+//
+// Every check runs in each build-flag mode (megatron_llama off and on).
+package check
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/lang/token"
+)
+
+// MCASchema is the name of the MCA config schema.
+const MCASchema = "mca"
+
+type checker struct {
+	prog  *ir.Program
+	set   *schema.Set
+	diags diag.List
+}
+
+// Check checks every template of p. With a nil set the schema checks are
+// skipped.
+func Check(p *ir.Program, set *schema.Set) diag.List {
+	c := &checker{prog: p, set: set}
+	for _, t := range p.Templates {
+		c.template(t)
+	}
+	return c.diags
+}
+
+func (c *checker) add(d *diag.Diagnostic) { c.diags.Add(d) }
+
+// modes are the build-flag settings every check runs in.
+var modes = []map[string]bool{{}, {"megatron_llama": true}}
+
+func (c *checker) template(t *ir.Template) {
+	if c.set != nil {
+		c.config(t)
+	}
+	c.ops(t)
+	c.parallel(t)
+	c.knownMistakes(t)
+}
+
+// EffectiveKey applies the template's key-prefix rules to an HF key.
+func EffectiveKey(t *ir.Template, key string) string {
+	for _, r := range t.KeyPrefixes {
+		matched := false
+		for _, g := range r.Unless {
+			if ok, _ := path.Match(g, key); ok {
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			return r.Prefix + key
+		}
+	}
+	return key
+}
+
+func (c *checker) config(t *ir.Template) {
+	hf := c.set.Schema(t.Name)
+	mca := c.set.Schema(MCASchema)
+	if hf == nil {
+		c.add(diag.Warningf(t.Span, "no-schema", "No config schema for this model type",
+			"The stdlib has no HF config schema for %q, so its config keys are not checked. Generate one with `rolltplc schema infer config.json`.", t.Name))
+	}
+	mapped := map[string]ir.ConfigEntry{}
+	for _, e := range t.Config {
+		var hfField *schema.Field
+		if hf != nil {
+			hfField = c.hfKey(t, hf, e)
+		}
+		var mcaField *schema.Field
+		if mca != nil {
+			mcaField = c.mcaKey(mca, e.MCA, e.Span)
+		}
+		if prev, ok := mapped[e.MCA]; ok {
+			d := diag.Errorf(e.Span, "duplicate-mca-key", "MCA key mapped twice",
+				"%s is already mapped from %s; one MCA key takes its value from one HF key.", e.MCA, prev.HF)
+			d.Related = []diag.Related{{Span: prev.Span, Message: "first mapped here"}}
+			c.add(d)
+		} else {
+			mapped[e.MCA] = e
+		}
+		if hfField != nil && mcaField != nil && !mcaField.Type.Is("ignored") && !compatible(hfField.Type, mcaField.Type) {
+			c.add(diag.Errorf(e.Span, "type-mismatch", "Incompatible config types",
+				"HF %s is %s but MCA %s is %s.", e.HF, hfField.Type, e.MCA, mcaField.Type))
+		}
+	}
+	for _, k := range t.Constants {
+		if prev, ok := mapped[k.Key]; ok {
+			d := diag.Errorf(k.Span, "duplicate-mca-key", "MCA key both mapped and constant",
+				"%s is mapped from %s and also set here; the constant is merged last and silently wins. Keep one.", k.Key, prev.HF)
+			d.Related = []diag.Related{{Span: prev.Span, Message: "mapped here"}}
+			c.add(d)
+		}
+		if mca == nil {
+			continue
+		}
+		f := c.mcaKey(mca, k.Key, k.Span)
+		if f != nil && !f.Type.Is("ignored") && !valueFits(k.Value, f.Type) {
+			c.add(diag.Errorf(k.Span, "type-mismatch", "Constant of the wrong type",
+				"MCA %s is %s; %s is not.", k.Key, f.Type, k.Value))
+		}
+	}
+}
+
+func (c *checker) hfKey(t *ir.Template, hf *schema.Schema, e ir.ConfigEntry) *schema.Field {
+	key := EffectiveKey(t, e.HF)
+	parts := strings.Split(key, ".")
+	f, at, n := c.set.Resolve(hf, parts)
+	if f != nil {
+		return f
+	}
+	shown := e.HF
+	if key != e.HF {
+		shown = fmt.Sprintf("%s (read as %s after the prefix rule)", e.HF, key)
+	}
+	missing := parts[min(n, len(parts)-1)]
+	if c.knownElsewhere(missing) {
+		c.add(diag.Warningf(e.Span, "hf-key-absent", "HF key absent for this model type",
+			"%s configs have no %s; ROLL skips the mapping and the MCA default applies.", t.Name, shown))
+		return nil
+	}
+	detail := fmt.Sprintf("%s is not a key of the %s config (schema %s).", shown, t.Name, at.Name)
+	if s := schema.Suggest(missing, at.Order); s != "" {
+		detail += fmt.Sprintf(" Did you mean %q?", s)
+	}
+	c.add(diag.Errorf(e.Span, "unknown-hf-key", "Unknown HF config key", "%s", detail))
+	return nil
+}
+
+// knownElsewhere reports whether some schema other than the MCA one has a
+// field of that name.
+func (c *checker) knownElsewhere(key string) bool {
+	for name, s := range c.set.Schemas {
+		if name != MCASchema && s.Field(key) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *checker) mcaKey(mca *schema.Schema, key string, span token.Span) *schema.Field {
+	f := mca.Field(key)
+	if f == nil {
+		detail := fmt.Sprintf("%s is not a field of the MCA config.", key)
+		if s := schema.Suggest(key, mca.Order); s != "" {
+			detail += fmt.Sprintf(" Did you mean %q?", s)
+		}
+		c.add(diag.Errorf(span, "unknown-mca-key", "Unknown MCA config key", "%s", detail))
+		return nil
+	}
+	if f.Type.Is("ignored") {
+		doc := f.Doc
+		if doc == "" {
+			doc = "it is not a field of the config class"
+		}
+		c.add(diag.Warningf(span, "mca-key-ignored", "MCA key is dropped",
+			"%s is not a Megatron-Core config field: %s", key, doc))
+	}
+	return f
+}
+
+// compatible reports whether a value of type a can be stored where b is
+// expected.
+func compatible(a, b *schema.Type) bool {
+	if a == nil || b == nil {
+		return true
+	}
+	for _, x := range a.Alts {
+		for _, y := range b.Alts {
+			if atomCompatible(x, y) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func atomCompatible(x, y schema.Atom) bool {
+	switch {
+	case x.Name == "any" || y.Name == "any":
+		return true
+	case x.Name == y.Name:
+		if x.Elem != nil && y.Elem != nil {
+			return compatible(x.Elem, y.Elem)
+		}
+		return true
+	case x.Name == "int" && y.Name == "float":
+		return true
+	case x.Name == "dict" && !schema.BasicTypes[y.Name], y.Name == "dict" && !schema.BasicTypes[x.Name]:
+		return true
+	case !schema.BasicTypes[x.Name] && !schema.BasicTypes[y.Name]:
+		return true
+	}
+	return false
+}
+
+func valueFits(v ir.Value, t *schema.Type) bool {
+	if v.Kind == ir.Null {
+		return t.Nullable || t.Is("any")
+	}
+	for _, a := range t.Alts {
+		switch {
+		case a.Name == "any":
+			return true
+		case a.Name == "int" && v.Kind == ir.Int,
+			a.Name == "float" && (v.Kind == ir.Float || v.Kind == ir.Int),
+			a.Name == "bool" && v.Kind == ir.Bool,
+			a.Name == "str" && v.Kind == ir.String:
+			return true
+		case a.Name == "list" && v.Kind == ir.List:
+			ok := true
+			for _, e := range v.Elems {
+				if a.Elem != nil && !valueFits(e, a.Elem) {
+					ok = false
+				}
+			}
+			if ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// derived says which MCA keys the config class fills in from others when
+// the template leaves them unset (Megatron's __post_init__).
+var derived = map[string][]string{
+	"kv_channels":         {"hidden_size", "num_attention_heads"},
+	"num_query_groups":    {"num_attention_heads"},
+	"moe_ffn_hidden_size": {"ffn_hidden_size"},
+}
+
+// provides reports whether t sets MCA key k (mapped, constant, or derived).
+func provides(t *ir.Template, k string, depth int) bool {
+	for _, e := range t.Config {
+		if e.MCA == k {
+			return true
+		}
+	}
+	for _, c := range t.Constants {
+		if c.Key == k {
+			return true
+		}
+	}
+	if from, ok := derived[k]; ok && depth < 4 {
+		for _, f := range from {
+			if !provides(t, f, depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// hint says how a template usually provides an MCA key.
+var hint = map[string]string{
+	"num_attention_heads": "num_attention_heads -> num_attention_heads",
+	"num_query_groups":    "num_key_value_heads -> num_query_groups",
+	"hidden_size":         "hidden_size -> hidden_size",
+	"kv_channels":         "head_dim -> kv_channels",
+	"num_moe_experts":     "num_experts -> num_moe_experts",
+}
+
+func (c *checker) ops(t *ir.Template) {
+	missing := map[string]bool{}
+	for _, op := range t.Ops {
+		spec := schema.Op(op.Kind)
+		if spec == nil {
+			continue
+		}
+		for _, k := range spec.Reads {
+			if _, set := op.Params[k]; set {
+				continue // e.g. qkv(hidden_size = 128)
+			}
+			if !provides(t, k, 0) && !missing[op.Kind+k] {
+				missing[op.Kind+k] = true
+				detail := fmt.Sprintf("Op %s reads the MCA config key %s at run time, but the template never sets it.", op.Kind, k)
+				if h, ok := hint[k]; ok {
+					detail += fmt.Sprintf(" Map it in the config section, e.g. `%s`.", h)
+				}
+				c.add(diag.Errorf(op.Span, "missing-config", "Config the op needs is never set", "%s", detail))
+			}
+		}
+		c.names(t, op)
+		if d, ok := op.Params["dim"]; ok && (d.Text != "0" && d.Text != "1" && d.Text != "-1" && d.Text != "-2") {
+			c.add(diag.Errorf(op.Span, "param-range", "dim out of range",
+				"Weights are matrices or vectors: dim must be 0, 1, -1 or -2, not %s.", d.Text))
+		}
+	}
+	for _, mode := range modes {
+		c.duplicates(t, mode)
+		c.reachability(t, mode)
+	}
+}
+
+func relative(n string) bool { return strings.HasPrefix(n, ".") }
+
+func (c *checker) names(t *ir.Template, op *ir.Op) {
+	for _, mode := range modes {
+		hf, mca := op.Resolved(mode)
+		scope := func(names []string) (rel, glob int, wild int) {
+			for _, n := range names {
+				if relative(n) {
+					rel++
+				} else {
+					glob++
+				}
+				wild += strings.Count(n, "{}")
+			}
+			return
+		}
+		hr, hg, hw := scope(hf)
+		mr, mg, mw := scope(mca)
+		switch {
+		case hr > 0 && hg > 0:
+			c.add(diag.Errorf(op.Span, "name-scope", "Op mixes layer and global names",
+				"The HF names of one op are all layer-relative (starting with \".\") or all global."))
+		case mr > 0 && mg > 0:
+			c.add(diag.Errorf(op.Span, "name-scope", "Op mixes layer and global names",
+				"The MCA names of one op are all layer-relative (starting with \".\") or all global."))
+		case len(mca) > 0 && (hr > 0) != (mr > 0):
+			c.add(diag.Errorf(op.Span, "name-scope", "Layer name converted to a global name",
+				"An op maps layer-relative names to layer-relative names and global names to global names; this one mixes the two sides."))
+		case len(mca) > 0 && hw != mw:
+			c.add(diag.Errorf(op.Span, "wildcard-count", "Wildcard counts differ",
+				"The HF side has %d {} and the MCA side %d; each {} carries one captured part across.", hw, mw))
+		default:
+			continue
+		}
+		return // one scope diagnostic per op
+	}
+}
+
+func flagNote(mode map[string]bool) string {
+	if mode["megatron_llama"] {
+		return " (with megatron_llama)"
+	}
+	return ""
+}
+
+// duplicates reports names registered by two ops on the same side.
+func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
+	seen := [2]map[string]*ir.Op{{}, {}}
+	for _, op := range t.Ops {
+		hf, mca := op.Resolved(mode)
+		for side, names := range [][]string{hf, mca} {
+			for _, n := range names {
+				prev := seen[side][n]
+				if prev != nil && prev != op {
+					if side == 0 {
+						d := diag.Errorf(op.Span, "duplicate-name", "HF name registered twice",
+							"%s is also a name of an earlier op%s; ROLL keeps only this later op for it, so the earlier one never converts it.", n, flagNote(mode))
+						d.Related = []diag.Related{{Span: prev.Span, Message: "earlier op"}}
+						c.add(d)
+					} else {
+						d := diag.Errorf(op.Span, "duplicate-name", "Two ops produce one MCA name",
+							"%s is also produced by an earlier op%s; converting back to HF would be ambiguous.", n, flagNote(mode))
+						d.Related = []diag.Related{{Span: prev.Span, Message: "earlier op"}}
+						c.add(d)
+					}
+					if mode["megatron_llama"] {
+						return
+					}
+					continue
+				}
+				seen[side][n] = op
+			}
+		}
+	}
+}
+
+// lookupRegexp is ROLL's op-table pattern: `{}` becomes a lazy group and
+// dots are NOT escaped; it matches at the start of the name only.
+func lookupRegexp(key string) *regexp.Regexp {
+	re, err := regexp.Compile("^" + strings.ReplaceAll(key, "{}", "(.*?)"))
+	if err != nil {
+		return nil
+	}
+	return re
+}
+
+// reachability reports wildcard ops whose names an earlier table key always
+// takes (ROLL tries exact keys first, then every key in insertion order).
+func (c *checker) reachability(t *ir.Template, mode map[string]bool) {
+	for side := 0; side < 2; side++ {
+		type key struct {
+			name string
+			op   *ir.Op
+		}
+		var keys []key
+		index := map[string]int{}
+		for _, op := range t.Ops {
+			hf, mca := op.Resolved(mode)
+			names := hf
+			if side == 1 {
+				names = mca
+			}
+			for _, n := range names {
+				if i, ok := index[n]; ok {
+					keys[i].op = op // a later registration overwrites in place
+					continue
+				}
+				index[n] = len(keys)
+				keys = append(keys, key{n, op})
+			}
+		}
+		for i, k := range keys {
+			if !strings.Contains(k.name, "{}") {
+				continue
+			}
+			sample := strings.ReplaceAll(k.name, "{}", "x")
+			for _, earlier := range keys[:i] {
+				if earlier.op == k.op {
+					continue
+				}
+				re := lookupRegexp(earlier.name)
+				if re != nil && re.MatchString(sample) && covers(earlier.name, k.name) {
+					sideName := "HF"
+					if side == 1 {
+						sideName = "MCA"
+					}
+					d := diag.Errorf(k.op.Span, "unreachable-op", "Op can never be reached",
+						"Every %s name matching %q is taken first by the earlier pattern %q%s (ROLL's lookup is first match wins, anchored at the start). Move this op before it or narrow the earlier name.",
+						sideName, k.name, earlier.name, flagNote(mode))
+					d.Related = []diag.Related{{Span: earlier.op.Span, Message: "the earlier op"}}
+					c.add(d)
+					break
+				}
+			}
+		}
+	}
+}
+
+// covers reports whether the earlier key matches every name the wildcard
+// pattern later can: the earlier key's literal part (up to its first {})
+// must be a prefix of the later pattern's literal part.
+func covers(earlier, later string) bool {
+	lit := later
+	if i := strings.Index(lit, "{}"); i >= 0 {
+		lit = lit[:i]
+	}
+	e := earlier
+	if i := strings.Index(e, "{}"); i >= 0 {
+		e = e[:i]
+	} else if !strings.Contains(earlier, "{}") {
+		// A plain earlier key matches names that start with it.
+		return strings.HasPrefix(lit, earlier) || lookupRegexp(earlier).MatchString(lit)
+	}
+	re := lookupRegexp(e)
+	return re != nil && re.MatchString(lit)
+}
+
+// parallel reports MCA names no parallel class covers.
+func (c *checker) parallel(t *ir.Template) {
+	if t.Parallel == nil {
+		if len(t.Ops) > 0 {
+			c.add(diag.Errorf(t.Span, "parallel-coverage", "No parallel classification",
+				"Template %q has no parallel section, so no weight can be split across tensor-parallel ranks; add `parallel { use default }`.", t.Name))
+		}
+		return
+	}
+	base := c.prog.Effective(t.Parallel)
+	withFlag := base
+	if s := c.prog.ParallelSet("megatron_llama"); s != nil {
+		withFlag = merge(base, c.prog.Effective(s))
+	}
+	reported := map[string]bool{}
+	for _, mode := range modes {
+		eff := base
+		if mode["megatron_llama"] {
+			eff = withFlag
+		}
+		for _, op := range t.Ops {
+			_, mca := op.Resolved(mode)
+			for _, n := range mca {
+				if reported[n] || classified(eff, n) {
+					continue
+				}
+				reported[n] = true
+				c.add(diag.Errorf(op.Span, "parallel-coverage", "MCA name in no parallel class",
+					"%s%s matches no pattern of the template's parallel classification, so converting it to a tensor-parallel layout fails. Add it to a class, e.g. `duplicated %q` for a norm or `column %q` for a weight split by rows.",
+					n, flagNote(mode), pure(n), pure(n)))
+			}
+		}
+	}
+}
+
+func pure(n string) string {
+	if strings.HasSuffix(n, ".bias") {
+		n = strings.TrimSuffix(n, ".bias") + ".weight"
+	}
+	return strings.ReplaceAll(n, "{}", "*")
+}
+
+func merge(a, b ir.Effective) ir.Effective {
+	out := ir.Effective{Lists: map[string][]string{}, Maps: map[string][]ir.MapEntry{}}
+	for k, v := range a.Lists {
+		out.Lists[k] = append(out.Lists[k], v...)
+	}
+	for k, v := range b.Lists {
+		out.Lists[k] = append(out.Lists[k], v...)
+	}
+	return out
+}
+
+// classified applies ROLL's classification to an MCA pure name: `.bias`
+// counts as `.weight`; patterns match the whole name as shell globs.
+func classified(e ir.Effective, name string) bool {
+	n := strings.ReplaceAll(pure(name), "*", "x")
+	for _, class := range []string{"swiglu", "gdn", "duplicated", "column", "row"} {
+		for _, p := range e.Lists[class] {
+			if p == n {
+				return true
+			}
+			if ok, _ := path.Match(p, n); ok {
+				return true
+			}
+			// fnmatch's * also crosses dots; path.Match's * does not cross
+			// "/" only, so dots are fine.
+		}
+	}
+	return false
+}
+
+func (c *checker) knownMistakes(t *ir.Template) {
+	bias := false
+	var where token.Span
+	for _, e := range t.Config {
+		if e.MCA == "add_qkv_bias" {
+			bias, where = true, e.Span
+		}
+	}
+	for _, k := range t.Constants {
+		if k.Key == "add_qkv_bias" && k.Value.Kind == ir.Bool && k.Value.Bool {
+			bias, where = true, k.Span
+		}
+	}
+	if !bias {
+		return
+	}
+	for _, op := range t.Ops {
+		if op.Kind == "qkv_bias" {
+			return
+		}
+	}
+	c.add(diag.Warningf(where, "missing-bias-op", "Bias mapped but never converted",
+		"The template sets add_qkv_bias, but no qkv_bias op converts the q/k/v biases: a checkpoint with attention biases will have bias tensors no op consumes. Add `use qkv_and_bias` or a qkv_bias op."))
+}
+
+// SortedKeys returns m's keys sorted (used by tests and tools).
+func SortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
