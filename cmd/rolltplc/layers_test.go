@@ -30,6 +30,7 @@ var allowed = map[string][]string{
 	"runtime/...":      {"runtime/tensor"},
 	"runtime/exec":     {"compiler/ir", "lang/token", "runtime/..."},
 	"cmd/...":          {"..."},
+	"examples":         {"..."},
 	"examples/...":     {"..."},
 }
 

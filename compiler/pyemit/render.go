@@ -37,9 +37,9 @@ func (b *bracket) flat() string {
 }
 
 func call(fn string, args ...node) node { return &bracket{open: fn + "(", close: ")", elems: args} }
-func list(items ...node) node          { return &bracket{open: "[", close: "]", elems: items} }
-func tuple(items ...node) node         { return &bracket{open: "(", close: ")", elems: items, oneTuple: true} }
-func dict(items ...node) node          { return &bracket{open: "{", close: "}", elems: items} }
+func list(items ...node) node           { return &bracket{open: "[", close: "]", elems: items} }
+func tuple(items ...node) node          { return &bracket{open: "(", close: ")", elems: items, oneTuple: true} }
+func dict(items ...node) node           { return &bracket{open: "{", close: "}", elems: items} }
 
 // pair is "key=value" (keyword argument) or "key: value" (dict entry); an
 // empty key is a positional argument.
@@ -75,7 +75,9 @@ func method(recv node, name string, a node) node { return &methodNode{recv, name
 // condNode is "a if c else b".
 type condNode struct{ then, c, els node }
 
-func (n *condNode) flat() string { return n.then.flat() + " if " + n.c.flat() + " else " + n.els.flat() }
+func (n *condNode) flat() string {
+	return n.then.flat() + " if " + n.c.flat() + " else " + n.els.flat()
+}
 
 func cond(then, c, els node) node { return &condNode{then, c, els} }
 
