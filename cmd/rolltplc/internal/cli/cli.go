@@ -47,6 +47,7 @@ func init() {
 		{"build", "compile templates to Python modules ROLL imports", "rolltplc build [-o DIR] [--diags=text|json] [PATH...]", runBuild},
 		{"check", "check templates and report diagnostics", "rolltplc check [--diags=text|json] [PATH...]", runCheck},
 		{"fmt", "format .rolltpl files canonically", "rolltplc fmt [-l] [-w] [PATH...]  (no PATH: stdin to stdout)", runFmt},
+		{"lsp", "run the language server for editors (LSP over stdio)", "rolltplc lsp [--log-file FILE]", runLSP},
 		{"version", "print the version", "rolltplc version", runVersion},
 		{"help", "show help for a command", "rolltplc help [COMMAND]", runHelp},
 	}
@@ -146,6 +147,8 @@ func parse(e *env, name string, fs *pflag.FlagSet, args []string) (bool, int) {
 		if err == pflag.ErrHelp {
 			return false, ExitOK
 		}
+		fmt.Fprintf(e.stderr, "rolltplc %s: %v\n", name, err)
+		fs.Usage()
 		return false, ExitUsage
 	}
 	return true, 0
