@@ -91,8 +91,8 @@ func EffectiveKey(t *ir.Template, key string) string {
 func (c *checker) config(t *ir.Template) {
 	hf := c.set.Schema(t.Name)
 	mca := c.set.Schema(MCASchema)
-	if hf == nil {
-		c.add(diag.Warningf(t.Span, "no-schema", "No config schema for this model type",
+	if hf == nil && len(t.Config) > 0 {
+		c.add(diag.Warningf(t.NameSpan, "no-schema", "No config schema for this model type",
 			"The stdlib has no HF config schema for %q, so its config keys are not checked. Generate one with `rolltplc schema infer config.json`.", t.Name))
 	}
 	mapped := map[string]ir.ConfigEntry{}
@@ -188,7 +188,7 @@ func (c *checker) mcaKey(mca *schema.Schema, key string, span token.Span) *schem
 			doc = "it is not a field of the config class"
 		}
 		c.add(diag.Warningf(span, "mca-key-ignored", "MCA key is dropped",
-			"%s is not a Megatron-Core config field: %s", key, doc))
+			"MCA key %s: %s", key, doc))
 	}
 	return f
 }
@@ -489,7 +489,7 @@ func covers(earlier, later string) bool {
 func (c *checker) parallel(t *ir.Template) {
 	if t.Parallel == nil {
 		if len(t.Ops) > 0 {
-			c.add(diag.Errorf(t.Span, "parallel-coverage", "No parallel classification",
+			c.add(diag.Errorf(t.NameSpan, "parallel-coverage", "No parallel classification",
 				"Template %q has no parallel section, so no weight can be split across tensor-parallel ranks; add `parallel { use default }`.", t.Name))
 		}
 		return

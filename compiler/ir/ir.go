@@ -48,6 +48,8 @@ func (p *Program) ParallelSet(name string) *ParallelSet {
 type Template struct {
 	Name string
 	Span token.Span
+	// NameSpan is the span of the template's name.
+	NameSpan token.Span
 	// File is the source file the template is declared in.
 	File string
 

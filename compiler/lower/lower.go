@@ -69,9 +69,9 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 			}
 		}
 	}
-	// Every named parallel set of the root files is part of the program,
+	// Every named parallel set of the loaded files is part of the program,
 	// used or not (the converter merges some, e.g. te_moe, on its own).
-	for _, f := range info.Roots {
+	for _, f := range info.Files {
 		for _, d := range f.AST.Decls {
 			if d.Parallel != nil && d.Parallel.Name != nil {
 				l.namedSet(d.Parallel)
@@ -191,7 +191,7 @@ func (l *lowerer) unknown(id *ast.Ident, code, what, summary string, candidates 
 
 func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 	s := l.state(t)
-	out := &ir.Template{Name: t.Name.Name, Span: t.Span(), File: f.Path}
+	out := &ir.Template{Name: t.Name.Name, Span: t.Span(), NameSpan: t.Name.Span(), File: f.Path}
 	if fl := s.fields["layer_prefix"]; fl != nil {
 		out.LayerPrefix = l.stringField(fl)
 	} else {

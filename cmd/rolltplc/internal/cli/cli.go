@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
@@ -48,6 +50,7 @@ func init() {
 		{"check", "check templates and report diagnostics", "rolltplc check [--diags=text|json] [PATH...]", runCheck},
 		{"fmt", "format .rolltpl files canonically", "rolltplc fmt [-l] [-w] [PATH...]  (no PATH: stdin to stdout)", runFmt},
 		{"lsp", "run the language server for editors (LSP over stdio)", "rolltplc lsp [--log-file FILE]", runLSP},
+		{"schema", "infer a config schema from a config.json", "rolltplc schema infer [--name NAME] CONFIG.json  (- for stdin)", runSchema},
 		{"version", "print the version", "rolltplc version", runVersion},
 		{"help", "show help for a command", "rolltplc help [COMMAND]", runHelp},
 	}
@@ -176,6 +179,10 @@ func expandPaths(paths []string) ([]string, error) {
 	}
 	var out []string
 	for _, p := range paths {
+		if strings.HasPrefix(p, resolve.LibPrefix) {
+			out = append(out, p)
+			continue
+		}
 		st, err := os.Stat(p)
 		if err != nil {
 			return nil, err
@@ -206,14 +213,39 @@ func expandPaths(paths []string) ([]string, error) {
 // compile compiles paths (or the stdlib) and prints diagnostics; it returns
 // the result and whether there were errors.
 func compile(e *env, paths []string, format string) (*compiler.Result, bool) {
+	res, failed := compileWith(e, paths, nil, nil)
+	if res != nil {
+		printDiags(e, res.Diags, res.Sources(), format)
+	}
+	return res, failed
+}
+
+// compileWith compiles paths (or the stdlib) against the stdlib schemas
+// plus extra (e.g. a schema inferred from a config.json), adding extra
+// diagnostics; it prints nothing.
+func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*compiler.Result, bool) {
 	files, err := expandPaths(paths)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc: %v\n", err)
 		return nil, true
 	}
-	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates()})
-	printDiags(e, res.Diags, res.Sources(), format)
+	set, sdiags := stdlibSchemas()
+	if extra != nil {
+		for n, sc := range extra.Schemas {
+			if set.Schema(n) == nil {
+				set.Schemas[n] = sc
+			}
+		}
+	}
+	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+	res.Diags = append(append(sdiags, res.Diags...), more...)
 	return res, res.Diags.HasErrors()
+}
+
+// stdlibSchemas loads the stdlib's config schemas (a fresh copy each call,
+// so callers may add to it).
+func stdlibSchemas() (*schema.Set, diag.List) {
+	return schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
 }
 
 func printDiags(e *env, l diag.List, src diag.Sources, format string) {

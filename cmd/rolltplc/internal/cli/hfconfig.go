@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"bytes"
+	"io/fs"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/check"
+	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/lang/parser"
+	"github.com/rolltpl/rolltpl/lang/token"
+	"github.com/rolltpl/rolltpl/stdlib"
+)
+
+// checkHFConfig checks templates against a real config.json: the template
+// for the file's model_type must exist (or the one given must match), and
+// every HF key the template maps must be present, or defaulted by the
+// schema, with the right type. For a model type the stdlib has no schema
+// for, a schema is inferred from the file.
+func checkHFConfig(e *env, path string, paths []string, format string) int {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc check: %v\n", err)
+		return ExitError
+	}
+	tf := token.NewFile(path, src)
+	var more diag.List
+	dec := json.NewDecoder(bytes.NewReader(src))
+	dec.UseNumber()
+	var cfg map[string]any
+	if err := dec.Decode(&cfg); err != nil {
+		off := 0
+		if se, ok := err.(*json.SyntaxError); ok {
+			off = int(se.Offset)
+		}
+		more.Add(diag.Errorf(tf.Span(off, off), "hf-config-json", "config.json is not a JSON object", "%v", err))
+		printDiags(e, more, diag.Sources{path: src}, format)
+		return ExitError
+	}
+	modelType, _ := cfg["model_type"].(string)
+	if modelType == "" {
+		more.Add(diag.Errorf(tf.Span(0, 0), "hf-config-model-type", "config.json has no model_type",
+			"A Hugging Face config.json names its model_type; the template is chosen by it."))
+		printDiags(e, more, diag.Sources{path: src}, format)
+		return ExitError
+	}
+	// A schema inferred from the file covers model types the stdlib lacks.
+	var extra *schema.Set
+	if set, _ := stdlibSchemas(); set.Schema(modelType) == nil {
+		text := schema.Infer(modelType, cfg)
+		f, _ := parser.ParseFile("inferred:"+modelType, []byte(text))
+		extra, _ = schema.Load([]schema.Source{{File: f, Src: []byte(text)}})
+	}
+	if len(paths) == 0 {
+		// Just the stdlib template for this model type.
+		if _, err := fs.Stat(stdlib.Templates(), modelType+".rolltpl"); err == nil {
+			paths = []string{resolve.LibPrefix + modelType + ".rolltpl"}
+		}
+	}
+	res, _ := compileWith(e, paths, extra, nil)
+	if res == nil {
+		return ExitError
+	}
+	set, _ := stdlibSchemas()
+	if extra != nil {
+		for n, sc := range extra.Schemas {
+			set.Schemas[n] = sc
+		}
+	}
+	var tmpl *ir.Template
+	if len(paths) == 0 || strings.HasPrefix(paths[0], resolve.LibPrefix) {
+		tmpl = res.Program.Template(modelType)
+		if tmpl == nil {
+			res.Diags.Add(diag.Errorf(tf.Span(0, 0), "hf-config-model-type", "No template for this model type",
+				"The stdlib has no template for model_type %q; pass the template's path.", modelType))
+		}
+	} else {
+		for _, t := range res.Program.Templates {
+			if t.Name == modelType {
+				tmpl = t
+			}
+		}
+		if tmpl == nil && len(res.Program.Templates) > 0 {
+			t := res.Program.Templates[0]
+			res.Diags.Add(diag.Errorf(t.Span, "hf-config-model-type", "Model type mismatch",
+				"%s has model_type %q but the template converts %q.", path, modelType, t.Name))
+		}
+	}
+	if tmpl != nil {
+		res.Diags.Extend(hfConfigDiags(set, tmpl, cfg, path))
+	}
+	srcs := res.Sources()
+	srcs[path] = src
+	printDiags(e, res.Diags, srcs, format)
+	if res.Diags.HasErrors() {
+		return ExitError
+	}
+	return ExitOK
+}
+
+// hfConfigDiags checks each mapped key of t against the decoded config.
+func hfConfigDiags(set *schema.Set, t *ir.Template, cfg map[string]any, path string) diag.List {
+	var out diag.List
+	problems := map[string]string{}
+	for _, p := range set.Validate(t.Name, cfg) {
+		problems[p.Path] = p.Msg
+	}
+	root := set.Schema(t.Name)
+	for _, e := range t.Config {
+		key := check.EffectiveKey(t, e.HF)
+		val, present := lookupPath(cfg, key)
+		if !present {
+			var field *schema.Field
+			if root != nil {
+				field, _, _ = set.Resolve(root, strings.Split(key, "."))
+			}
+			if field != nil && field.Default != "" {
+				continue // the class default applies
+			}
+			out.Add(diag.Errorf(e.Span, "hf-config-missing", "Mapped key missing from config.json",
+				"%s has no %s and the schema gives it no default; ROLL would skip it and leave MCA %s at Megatron's default.", path, key, e.MCA))
+			continue
+		}
+		if msg, bad := problems[key]; bad {
+			out.Add(diag.Errorf(e.Span, "hf-config-type", "Config value of the wrong type",
+				"%s: %s is %s: %s.", path, key, jsonText(val), msg))
+		}
+	}
+	return out
+}
+
+func lookupPath(cfg map[string]any, key string) (any, bool) {
+	var cur any = cfg
+	for _, part := range strings.Split(key, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		cur, ok = m[part]
+		if !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil || len(b) > 60 {
+		return fmt.Sprintf("%T", v)
+	}
+	return string(b)
+}
