@@ -2,9 +2,9 @@ package cli
 
 import (
 	"bytes"
-	"io/fs"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
