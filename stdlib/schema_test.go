@@ -272,7 +272,7 @@ func atomStorable(set *schema.Set, x, y schema.Atom) bool {
 // json.Number.
 func hfConfigs(t *testing.T) map[string]map[string]any {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("schema", "testdata", "hf-configs", "*.json"))
+	paths, err := filepath.Glob(filepath.Join("testdata", "hf-configs", "*.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
