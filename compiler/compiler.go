@@ -16,6 +16,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/lower"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
 )
 
@@ -26,6 +27,9 @@ type Options struct {
 	Lib fs.FS
 	// Overlay supplies unsaved file contents by path.
 	Overlay map[string][]byte
+	// Parse parses one file; nil means parser.ParseFile (see
+	// resolve.Loader.Parse).
+	Parse func(name string, src []byte) (*ast.File, diag.List)
 	// Schemas are the config schemas templates are checked against; nil
 	// skips the schema checks (the op, name and parallel checks still run).
 	Schemas *schema.Set
@@ -59,7 +63,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 				Detail: fmt.Sprintf("The compiler failed unexpectedly (%v). Please report this with the input.", r)})
 		}
 	}()
-	ld := &resolve.Loader{ReadFile: os.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay}
+	ld := &resolve.Loader{ReadFile: os.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
 	info, diags := ld.Load(paths)
 	res.Info = info
 	res.Diags.Extend(diags)

@@ -134,6 +134,9 @@ type Loader struct {
 	// Overlay, when set, supplies file contents by path before ReadFile is
 	// asked (the language server passes unsaved editor buffers here).
 	Overlay map[string][]byte
+	// Parse parses one file; nil means parser.ParseFile. The language server
+	// passes a parser.Cache's ParseFile so unchanged declarations are reused.
+	Parse func(name string, src []byte) (*ast.File, diag.List)
 }
 
 type loadState struct {
@@ -198,7 +201,11 @@ func (st *loadState) load(name string, lib bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	astf, diags := parser.ParseFile(display, src)
+	parse := st.ld.Parse
+	if parse == nil {
+		parse = parser.ParseFile
+	}
+	astf, diags := parse(display, src)
 	st.diags.Extend(diags)
 	f := &File{Path: display, Src: src, AST: astf, Lib: lib, Symbols: map[Kind]map[string]*Symbol{}}
 	st.byKey[key] = f

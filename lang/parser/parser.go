@@ -13,7 +13,10 @@ package parser
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
+	"sync"
+	"unicode/utf8"
 
 	"github.com/alecthomas/participle/v2"
 	"github.com/alecthomas/participle/v2/lexer"
@@ -63,7 +66,33 @@ const MaxErrors = 50
 // ParseFile parses src, naming positions after filename. It always returns a
 // file; declarations that fail to parse are [ast.BadDecl]s, each with one
 // diagnostic in the returned list.
-func ParseFile(filename string, src []byte) (f *ast.File, diags diag.List) {
+func ParseFile(filename string, src []byte) (*ast.File, diag.List) {
+	return (*Cache)(nil).ParseFile(filename, src)
+}
+
+// Cache makes re-parsing an edited file cheap: declarations whose text is
+// unchanged since the previous parse of the same file name are reused, their
+// positions moved in place, instead of parsed again. The trees a Cache
+// returns belong to it: a later ParseFile of the same file name may move
+// their positions, so keep only the latest result of each file (as a
+// language server does). A nil *Cache parses everything afresh. It is safe
+// for concurrent use.
+type Cache struct {
+	mu    sync.Mutex
+	files map[string]map[string]cached // file name -> decl text -> decl
+}
+
+type cached struct {
+	decl *ast.Decl
+	base token.Pos // where the decl's text started when last placed
+}
+
+// NewCache returns an empty cache.
+func NewCache() *Cache { return &Cache{files: map[string]map[string]cached{}} }
+
+// ParseFile is [ParseFile] with reuse of the unchanged declarations of the
+// previous parse of filename.
+func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.List) {
 	tf := token.NewFile(filename, src)
 	f = &ast.File{Name: filename}
 	f.Pos = tf.Pos(0)
@@ -77,142 +106,108 @@ func ParseFile(filename string, src []byte) (f *ast.File, diags diag.List) {
 			})
 		}
 	}()
-	toks, err := fileParser.Lex(filename, strings.NewReader(string(src)))
-	if err != nil {
-		// The lexer has a catch-all rule, so this only happens on I/O errors.
-		diags.Add(diag.Errorf(tf.Span(0, 0), "syntax-error", "Cannot read file", "%v", err))
-		return f, diags
+	sc := scan(src)
+	for _, cm := range sc.comments {
+		com := &ast.Comment{Text: string(src[cm.start:cm.end])}
+		com.Pos, com.EndPos = tf.Pos(cm.start), tf.Pos(cm.end)
+		f.Comments = append(f.Comments, com)
 	}
-	for _, t := range toks {
-		if t.Type == Lexer.Symbols()["Comment"] {
-			c := &ast.Comment{Text: strings.TrimRight(t.Value, " \t\r")}
-			c.Pos, c.EndPos = tf.Pos(t.Pos.Offset), tf.Pos(t.Pos.Offset+len(c.Text))
-			f.Comments = append(f.Comments, c)
-		}
+	var old, used map[string]cached
+	if c != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		old = c.files[filename]
+		used = map[string]cached{}
 	}
-	for _, c := range splitDecls(toks) {
+	for _, ch := range sc.decls {
 		if len(diags) >= MaxErrors {
 			break
 		}
-		end := len(src)
-		if c[1] < len(toks) {
-			end = toks[c[1]].Pos.Offset
+		text := src[ch.start:ch.end]
+		base := tf.Pos(ch.start)
+		if e, ok := old[string(text)]; ok {
+			if _, dup := used[string(text)]; !dup {
+				shift(e.decl, e.base, base)
+				f.Decls = append(f.Decls, e.decl)
+				used[string(text)] = cached{e.decl, base}
+				continue
+			}
 		}
-		d, derr := parseChunk(toks[c[0]:c[1]], end, tf)
+		d, derr := parseChunk(filename, text)
 		if derr != nil {
+			derr.Subject = token.Span{Start: tf.Pos(ch.start + derr.Subject.Start.Offset), End: tf.Pos(ch.start + derr.Subject.End.Offset)}
 			diags.Add(derr)
 		}
+		shift(d, token.Pos{Offset: 0, Line: 1, Column: 1}, base)
+		if derr == nil && used != nil {
+			if _, dup := used[string(text)]; !dup {
+				used[string(text)] = cached{d, base}
+			}
+		}
 		f.Decls = append(f.Decls, d)
+	}
+	if c != nil {
+		c.files[filename] = used
 	}
 	return f, diags
 }
 
-func isTrivia(t lexer.Token) bool {
-	return t.Type == Lexer.Symbols()["Comment"] || t.Type == Lexer.Symbols()["Whitespace"]
-}
-
-// splitDecls cuts the token stream (EOF excluded) into declarations, each a
-// [start, end) range of token indexes without trailing trivia.
-func splitDecls(toks []lexer.Token) [][2]int {
-	identType := Lexer.Symbols()["Ident"]
-	var chunks [][2]int
-	start, depth := -1, 0
-	lastLine := 0
-	closed := false
-	prevKeyword := false
-	for i, t := range toks {
-		if t.EOF() {
-			break
-		}
-		if isTrivia(t) {
-			continue
-		}
-		atLineStart := t.Pos.Column == 1 && t.Pos.Line != lastLine
-		lastLine = t.Pos.Line
-		// A keyword right after a declaration keyword is a name (`schema mca`).
-		keyword := t.Type == identType && DeclKeywords[t.Value] && !(prevKeyword && !atLineStart)
-		prevKeyword = t.Type == identType && DeclKeywords[t.Value]
-		// A stray closing brace after a complete declaration stays with it
-		// (one diagnostic, not a cascade).
-		if (keyword && (depth == 0 || atLineStart)) || (closed && t.Value != "}") {
-			if start >= 0 {
-				chunks = append(chunks, trimTrivia(toks, start, i))
-			}
-			start, depth = i, 0
-		} else if start < 0 {
-			start = i
-		}
-		if t.Value != "}" {
-			closed = false
-		}
-		switch t.Value {
-		case "{", "(", "[":
-			depth++
-		case "}", ")", "]":
-			if depth > 0 {
-				depth--
-				// A declaration's closing brace ends it: what follows
-				// starts a new one, even if it is not a keyword.
-				closed = depth == 0 && t.Value == "}"
-			}
-		}
-	}
-	if start >= 0 {
-		end := len(toks)
-		if end > 0 && toks[end-1].EOF() {
-			end--
-		}
-		chunks = append(chunks, trimTrivia(toks, start, end))
-	}
-	return chunks
-}
-
-func trimTrivia(toks []lexer.Token, start, end int) [2]int {
-	for end > start && isTrivia(toks[end-1]) {
-		end--
-	}
-	return [2]int{start, end}
-}
-
-type sliceLexer struct {
-	toks []lexer.Token
-	i    int
-}
-
-func (l *sliceLexer) Next() (lexer.Token, error) {
-	t := l.toks[l.i]
-	if l.i < len(l.toks)-1 {
-		l.i++
-	}
-	return t, nil
-}
-
-// parseChunk parses the tokens of one declaration, which ends at byte end.
-func parseChunk(chunk []lexer.Token, end int, tf *token.File) (*ast.Decl, *diag.Diagnostic) {
-	first := chunk[0]
-	eof := lexer.EOFToken(lexer.Position(tf.Pos(end)))
-	toks := append(append([]lexer.Token(nil), chunk...), eof)
-	peek, err := lexer.Upgrade(&sliceLexer{toks: toks}, Lexer.Symbols()["Comment"], Lexer.Symbols()["Whitespace"])
+// parseChunk parses the text of one declaration with positions relative to
+// its start (offset 0, line 1, column 1). A declaration that fails to parse
+// becomes a BadDecl spanning the text.
+func parseChunk(filename string, text []byte) (*ast.Decl, *diag.Diagnostic) {
+	d, err := declParser.ParseBytes(filename, text)
 	if err == nil {
-		var d *ast.Decl
-		d, err = declParser.ParseFromLexer(peek)
-		if err == nil {
-			return d, nil
-		}
-		bad := &ast.Decl{Bad: &ast.BadDecl{Partial: d}}
-		bad.Pos, bad.EndPos = tf.Pos(first.Pos.Offset), tf.Pos(end)
-		bad.Bad.Range = bad.Range
-		return bad, syntaxDiag(err, tf, toks)
+		return d, nil
 	}
+	tf := token.NewFile(filename, text)
 	bad := &ast.Decl{Bad: &ast.BadDecl{}}
-	bad.Pos, bad.EndPos = tf.Pos(first.Pos.Offset), tf.Pos(end)
+	if d != nil && d.Node() != ast.Node(d) {
+		bad.Bad.Partial = d
+	}
+	bad.Pos, bad.EndPos = tf.Pos(0), tf.Pos(len(text))
 	bad.Bad.Range = bad.Range
-	return bad, syntaxDiag(err, tf, toks)
+	return bad, syntaxDiag(err, tf)
+}
+
+var rangeType = reflect.TypeOf(ast.Range{})
+
+// shift moves every position in the tree of a declaration whose text started
+// at from so that it starts at to. Columns change only on the first line.
+func shift(n ast.Node, from, to token.Pos) {
+	if from.Offset == to.Offset && from.Line == to.Line && from.Column == to.Column && from.Filename == to.Filename {
+		return
+	}
+	move := func(p *token.Pos) {
+		if p.Line == 0 {
+			return // unset (a partial node)
+		}
+		if p.Line == from.Line {
+			p.Column += to.Column - from.Column
+		}
+		p.Offset += to.Offset - from.Offset
+		p.Line += to.Line - from.Line
+		p.Filename = to.Filename
+	}
+	ast.Inspect(n, func(x ast.Node) bool {
+		v := reflect.ValueOf(x)
+		if v.Kind() == reflect.Pointer {
+			v = v.Elem()
+		}
+		if v.Kind() == reflect.Struct {
+			if r := v.FieldByName("Range"); r.IsValid() && r.Type() == rangeType && r.CanAddr() {
+				rg := r.Addr().Interface().(*ast.Range)
+				move(&rg.Pos)
+				move(&rg.EndPos)
+			}
+		}
+		return true
+	})
 }
 
 // syntaxDiag turns a participle error into a diagnostic whose subject is the
-// offending token.
-func syntaxDiag(err error, tf *token.File, toks []lexer.Token) *diag.Diagnostic {
+// offending token (positions relative to the chunk tf holds).
+func syntaxDiag(err error, tf *token.File) *diag.Diagnostic {
 	off := 0
 	msg := err.Error()
 	if pe, ok := err.(participle.Error); ok {
@@ -220,16 +215,31 @@ func syntaxDiag(err error, tf *token.File, toks []lexer.Token) *diag.Diagnostic 
 		msg = pe.Message()
 	}
 	endOff := off
-	for i, t := range toks {
-		if t.Pos.Offset == off && !t.EOF() {
-			endOff = toks[i+1].Pos.Offset
-			switch t.Type {
-			case Lexer.Symbols()["BadString"]:
+	if off < len(tf.Src) {
+		switch c := tf.Src[off]; {
+		case c == '"':
+			endOff = stringEnd(tf.Src, off)
+			if tf.Src[endOff-1] != '"' || endOff == off+1 {
 				msg = "string literal not terminated"
-			case Lexer.Symbols()["Bad"]:
-				msg = fmt.Sprintf("unexpected character %q", t.Value)
 			}
-			break
+		case isDigit(c):
+			endOff = number(tf.Src, off)
+		case isIdentStart(c):
+			endOff = off + 1
+			for endOff < len(tf.Src) && isIdentPart(tf.Src[endOff]) {
+				endOff++
+			}
+		default:
+			r, size := utf8.DecodeRune(tf.Src[off:])
+			endOff = off + size
+			for _, op := range []string{"->", "==", "!=", "<=", ">=", "//", "&&", "||"} {
+				if strings.HasPrefix(string(tf.Src[off:]), op) {
+					endOff = off + len(op)
+				}
+			}
+			if !strings.ContainsRune("-+*/%<>=!(){}[],.:?|", r) {
+				msg = fmt.Sprintf("unexpected character %q", string(r))
+			}
 		}
 	}
 	return &diag.Diagnostic{

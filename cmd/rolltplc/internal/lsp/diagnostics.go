@@ -24,7 +24,7 @@ func (s *Server) compile(d *document) {
 	for _, o := range s.docs {
 		overlay[o.path] = o.text
 	}
-	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, Schemas: s.opts.Schemas})
+	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, Schemas: s.opts.Schemas, Parse: s.parses.ParseFile})
 	d.res, d.file = res, nil
 	if res.Info != nil {
 		d.file = res.Info.File(d.path)

@@ -16,6 +16,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/lang/parser"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
 
@@ -59,6 +60,10 @@ type Server struct {
 
 	docs  map[string]*document // by URI
 	dirty []string             // URIs to re-check, in order
+
+	// parses reuses the unchanged declarations of every file between
+	// compilations (the open documents and the stdlib files they import).
+	parses *parser.Cache
 
 	keysOnce sync.Once
 	keys     stdlibKeys
@@ -123,7 +128,7 @@ func New(opts Options) *Server {
 	if opts.KeyDocs == nil {
 		opts.KeyDocs = func(string, string, string) (string, bool) { return "", false }
 	}
-	return &Server{opts: opts, log: log.New(w, "rolltplc lsp: ", log.LstdFlags|log.Lmicroseconds), docs: map[string]*document{}}
+	return &Server{opts: opts, log: log.New(w, "rolltplc lsp: ", log.LstdFlags|log.Lmicroseconds), docs: map[string]*document{}, parses: parser.NewCache()}
 }
 
 type frame struct {
