@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/lsp"
+	"github.com/rolltpl/rolltpl/compiler/check"
+	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -40,6 +43,35 @@ func runLSP(e *env, args []string) int {
 	// The same schemas as `rolltplc check`; problems in the stdlib's own
 	// schemas are the build's concern, not the editor's.
 	schemas, _ := stdlibSchemas()
-	srv := lsp.New(lsp.Options{Lib: stdlib.Templates(), Schemas: schemas, Version: Version, Log: logw})
+	srv := lsp.New(lsp.Options{Lib: stdlib.Templates(), Schemas: schemas, Version: Version, Log: logw, KeyDocs: schemaKeyDocs(schemas)})
 	return srv.Serve(e.stdin, e.stdout)
+}
+
+// schemaKeyDocs documents config keys from the schemas: type, default and
+// the field's doc comment. HF keys are looked up in the schema of the
+// template's model type (dotted paths descend into nested configs), MCA keys
+// in the MCA schema.
+func schemaKeyDocs(set *schema.Set) lsp.KeyDocs {
+	return func(modelType, side, key string) (string, bool) {
+		var f *schema.Field
+		switch side {
+		case "mca":
+			f = set.Schema(check.MCASchema).Field(key)
+		case "hf":
+			if root := set.Schema(modelType); root != nil {
+				f, _, _ = set.Resolve(root, strings.Split(key, "."))
+			}
+		}
+		if f == nil {
+			return "", false
+		}
+		doc := fmt.Sprintf("`%s: %s`", f.Name, f.Type)
+		if f.Default != "" {
+			doc = fmt.Sprintf("`%s: %s = %s`", f.Name, f.Type, f.Default)
+		}
+		if f.Doc != "" {
+			doc += "\n\n" + f.Doc
+		}
+		return doc, true
+	}
 }
