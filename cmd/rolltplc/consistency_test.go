@@ -11,10 +11,8 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
-// pythonPending are the op kinds whose ROLL classes live in model modules
-// (qwen3_next, qwen3_5, qwen3_vl_moe, qwen3_5_moe) rather than template.py;
-// the Python backend gains them with the custom templates.
-var pythonPending = []string{"next_gdn", "qwen3_5_gdn", "split_experts", "split_stack_experts"}
+// pythonPending are the op kinds without a Python rule yet (none).
+var pythonPending []string
 
 // TestOpKindsHaveBothBackends checks that every op kind of the language has
 // a runtime implementation, and a Python emitter rule unless it is listed as

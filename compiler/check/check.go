@@ -345,6 +345,11 @@ func (c *checker) names(t *ir.Template, op *ir.Op) {
 			return
 		}
 		hr, hg, hw := scope(hf)
+		if op.Kind == "split_experts" || op.Kind == "split_stack_experts" {
+			// Fused expert tensors have bare names right after the expert
+			// prefix (".mlp.experts." + "gate_up_proj").
+			hr, hg = hr+hg, 0
+		}
 		mr, mg, mw := scope(mca)
 		switch {
 		case hr > 0 && hg > 0:

@@ -42,10 +42,49 @@ var opClasses = map[string]string{
 	"gdn_conv1d":            "GDNConv1dConverOp",
 }
 
+// modelOp is an op class ROLL defines beside a model's template instead of
+// in template.py; the support module re-exports it under Name.
+type modelOp struct {
+	Module, Class, Name string
+}
+
+// modelOps maps op kinds (and, for the expert splits, the transpose
+// parameter) to ROLL's classes in its model modules.
+var modelOps = map[string]modelOp{
+	"next_gdn":                  {"mcore_adapter.models.qwen3_next", "NextGDNConverOp", "NextGDNConverOp"},
+	"qwen3_5_gdn":               {"mcore_adapter.models.qwen3_5", "Qwen3_5_GDNConverOp", "Qwen3_5_GDNConverOp"},
+	"split_experts/true":        {"mcore_adapter.models.qwen3_vl_moe", "SplitConverOp", "TransposedSplitConverOp"},
+	"split_stack_experts/true":  {"mcore_adapter.models.qwen3_vl_moe", "SplitStackConverOp", "TransposedSplitStackConverOp"},
+	"split_experts/false":       {"mcore_adapter.models.qwen3_5_moe", "SplitConverOp", "SplitConverOp"},
+	"split_stack_experts/false": {"mcore_adapter.models.qwen3_5_moe", "SplitStackConverOp", "SplitStackConverOp"},
+}
+
+// selectParam names the parameter that selects a model op's class; it is
+// not passed to the constructor.
+const selectParam = "transpose"
+
+func modelOpOf(op *ir.Op) (modelOp, bool) {
+	key := op.Kind
+	if v, ok := op.Params[selectParam]; ok {
+		key += "/" + v.String()
+		key = strings.ToLower(key)
+	}
+	m, ok := modelOps[key]
+	return m, ok
+}
+
 // OpKinds returns the op kinds the emitter has a rule for, sorted.
 func OpKinds() []string {
-	out := make([]string, 0, len(opClasses))
+	seen := map[string]bool{}
 	for k := range opClasses {
+		seen[k] = true
+	}
+	for k := range modelOps {
+		kind, _, _ := strings.Cut(k, "/")
+		seen[kind] = true
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
 		out = append(out, k)
 	}
 	sort.Strings(out)
@@ -127,7 +166,12 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 
 	// Imports from ROLL's template module.
 	roll := map[string]bool{"register_template": true}
+	fromSupport := map[string]bool{}
 	for _, op := range t.Ops {
+		if m, ok := modelOpOf(op); ok {
+			fromSupport[m.Name] = true
+			continue
+		}
 		cls, ok := opClasses[op.Kind]
 		if !ok {
 			return nil, false, &Error{t.Name, fmt.Sprintf("op kind %s has no Python rule yet (written at %s)", op.Kind, op.Span.Start)}
@@ -141,6 +185,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	b.WriteString(importBlock("mcore_adapter.models.converter.template", sortedKeys(roll)))
 
 	support := map[string]bool{"register_dist_config": true}
+	for n := range fromSupport {
+		support[n] = true
+	}
 	if custom {
 		support["key_prefix_template"] = true
 	}
@@ -253,6 +300,9 @@ func nameNode(n ir.Name) node {
 }
 
 func names(ns []ir.Name) node {
+	if len(ns) == 0 {
+		return list()
+	}
 	if len(ns) == 1 {
 		return nameNode(ns[0])
 	}
@@ -264,14 +314,38 @@ func names(ns []ir.Name) node {
 }
 
 func opCall(op *ir.Op) node {
-	args := []node{arg("hf_names", names(op.HF))}
-	if op.Kind != "drop" || len(op.MCA) > 0 {
-		args = append(args, arg("mca_names", names(op.MCA)))
+	// ROLL's ConverOp requires mca_names even when empty (DropConverOp).
+	args := []node{arg("hf_names", names(op.HF)), arg("mca_names", names(op.MCA))}
+	cls := opClasses[op.Kind]
+	m, isModel := modelOpOf(op)
+	if isModel {
+		cls = m.Name
 	}
 	for _, k := range op.ParamNames() {
+		if isModel && k == selectParam {
+			continue
+		}
 		args = append(args, arg(k, value(op.Params[k])))
 	}
-	return call(opClasses[op.Kind], args...)
+	return call(cls, args...)
+}
+
+// usedModelOps returns the model ops any template of p uses, sorted by name.
+func usedModelOps(p *ir.Program) []modelOp {
+	seen := map[string]modelOp{}
+	for _, t := range p.Templates {
+		for _, op := range t.Ops {
+			if m, ok := modelOpOf(op); ok {
+				seen[m.Name] = m
+			}
+		}
+	}
+	var out []modelOp
+	for _, m := range seen {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 func value(v ir.Value) node {
@@ -362,6 +436,16 @@ from mcore_adapter.models.converter.dist_converter import DistParallelConfig
 `)
 	if needPrefix {
 		b.WriteString("from mcore_adapter.models.converter.template import Template\n")
+	}
+	if used := usedModelOps(p); len(used) > 0 {
+		b.WriteString("\n# Ops ROLL defines beside its models rather than in template.py.\n")
+		for _, m := range used {
+			if m.Name == m.Class {
+				fmt.Fprintf(&b, "from %s import %s\n", m.Module, m.Class)
+			} else {
+				fmt.Fprintf(&b, "from %s import %s as %s\n", m.Module, m.Class, m.Name)
+			}
+		}
 	}
 	b.WriteString(`
 

@@ -57,7 +57,10 @@ class ConverOp:
         self.fields = {**self.extra, **kwargs}
 
     def record(self):
-        return {"op": type(self).__name__, "hf_names": self.hf_names, "mca_names": self.mca_names, **self.fields}
+        rec = {"op": type(self).__name__, "hf_names": self.hf_names, "mca_names": self.mca_names, **self.fields}
+        if type(self).__module__ != __name__:
+            rec["module"] = type(self).__module__
+        return rec
 
 
 def op_class(name, base=ConverOp, **extra):
@@ -72,6 +75,19 @@ for name in ["RenameConverOp", "CopyConverOp", "DropConverOp", "QKVBiasConverOp"
 op_class("StackConverOp", dim=0)
 op_class("ConcatConverOp", dim=0)
 op_class("GatedQKVConverOp", op_class("QKVConverOp", hidden_size=None), hidden_size=None)
+
+# Ops ROLL defines beside a model's template (the support module imports
+# them from these modules).
+for mod_name, classes in {
+    "qwen3_next": ["NextGDNConverOp"],
+    "qwen3_5": ["Qwen3_5_GDNConverOp"],
+    "qwen3_vl_moe": ["SplitConverOp", "SplitStackConverOp"],
+    "qwen3_5_moe": ["SplitConverOp", "SplitStackConverOp"],
+}.items():
+    mod = module("mcore_adapter.models." + mod_name)
+    setattr(models, mod_name, mod)
+    for cls_name in classes:
+        setattr(mod, cls_name, type(cls_name, (ConverOp,), {"extra": {}, "__module__": mod.__name__}))
 
 
 class Template:

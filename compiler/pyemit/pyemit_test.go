@@ -1,0 +1,107 @@
+package pyemit_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/pyemit"
+)
+
+// TestModelOpsAndPrefixRules builds a template using the ops ROLL defines
+// beside its models and a key-prefix rule that is not ROLL's VisionTemplate,
+// compares the Python with goldens (ROLLTPL_UPDATE=1 rewrites them), and
+// imports it under the recording stand-ins.
+func TestModelOpsAndPrefixRules(t *testing.T) {
+	res := compiler.Compile([]string{filepath.Join("testdata", "model_ops.rolltpl")}, compiler.Options{})
+	if res.Diags.HasErrors() {
+		t.Fatalf("%v", res.Diags.Err())
+	}
+	files, err := pyemit.Emit(res.Program)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "built")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f.Name), f.Content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if f.Name == "__init__.py" {
+			continue
+		}
+		golden := filepath.Join("testdata", "model_ops.golden", f.Name)
+		if os.Getenv("ROLLTPL_UPDATE") != "" {
+			_ = os.MkdirAll(filepath.Dir(golden), 0o755)
+			if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(string(want), string(f.Content)); diff != "" {
+			t.Errorf("%s mismatch (-golden +emitted):\n%s", f.Name, diff)
+		}
+	}
+
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("python3 is required in CI")
+		}
+		t.Skip("python3 not found")
+	}
+	cmd := exec.Command(py, filepath.Join("..", "..", "stdlib", "testdata", "record_registrations.py"), dir, "core")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("import failed: %v\n%s", err, stderr.String())
+	}
+	var got struct {
+		Templates map[string]struct {
+			Effective map[string]string `json:"config_hf_to_mca_effective"`
+			Ops       []map[string]any  `json:"weight_converters"`
+		}
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	tm := got.Templates["custom_ops"]
+	wantEff := map[string]string{"image_token_id": "image_token_id"}
+	for _, k := range []string{"hidden_size", "num_experts", "linear_key_head_dim", "linear_value_head_dim", "linear_num_key_heads", "linear_num_value_heads"} {
+		mca := k
+		if k == "num_experts" {
+			mca = "num_moe_experts"
+		}
+		wantEff["thinker_config."+k] = mca
+	}
+	if diff := cmp.Diff(wantEff, tm.Effective); diff != "" {
+		t.Errorf("effective config map mismatch (-want +got):\n%s", diff)
+	}
+	var classes []string
+	for _, op := range tm.Ops {
+		mod, _ := op["module"].(string)
+		classes = append(classes, mod+":"+op["op"].(string))
+	}
+	wantClasses := []string{
+		"mcore_adapter.models.qwen3_next:NextGDNConverOp",
+		"mcore_adapter.models.qwen3_5:Qwen3_5_GDNConverOp",
+		"mcore_adapter.models.qwen3_vl_moe:SplitStackConverOp",
+		"mcore_adapter.models.qwen3_5_moe:SplitConverOp",
+		":DropConverOp",
+	}
+	if diff := cmp.Diff(wantClasses, classes); diff != "" {
+		t.Errorf("op classes mismatch (-want +got):\n%s", diff)
+	}
+}
