@@ -72,21 +72,7 @@ func (c *checker) template(t *ir.Template) {
 }
 
 // EffectiveKey applies the template's key-prefix rules to an HF key.
-func EffectiveKey(t *ir.Template, key string) string {
-	for _, r := range t.KeyPrefixes {
-		matched := false
-		for _, g := range r.Unless {
-			if ok, _ := path.Match(g, key); ok {
-				matched = true
-				break
-			}
-		}
-		if !matched {
-			return r.Prefix + key
-		}
-	}
-	return key
-}
+func EffectiveKey(t *ir.Template, key string) string { return t.EffectiveKey(key) }
 
 func (c *checker) config(t *ir.Template) {
 	hf := c.set.Schema(t.Name)

@@ -10,6 +10,7 @@ package ir
 
 import (
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 
@@ -71,6 +72,26 @@ type Template struct {
 	Ops []*Op
 	// Parallel is the template's parallel classification.
 	Parallel *ParallelSet
+}
+
+// EffectiveKey applies the template's key-prefix rules to an HF config key
+// (ROLL's VisionTemplate / Qwen3OmniMoeTemplate prefixing): the first rule
+// none of whose Unless globs (shell patterns on the whole key) matches the
+// key prefixes it; with no such rule the key is unchanged.
+func (t *Template) EffectiveKey(key string) string {
+	for _, r := range t.KeyPrefixes {
+		matched := false
+		for _, g := range r.Unless {
+			if ok, _ := path.Match(g, key); ok {
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			return r.Prefix + key
+		}
+	}
+	return key
 }
 
 // Located is a string with the span it was written at.

@@ -154,23 +154,8 @@ func templatesWith(d *document, has func(t *ir.Template) bool) []*ir.Template {
 	return out
 }
 
-// hfKeyAfterPrefixes applies a template's key prefix rules to an HF key:
-// the first rule none of whose globs matches prefixes it.
-func hfKeyAfterPrefixes(t *ir.Template, key string) string {
-	for _, r := range t.KeyPrefixes {
-		matched := false
-		for _, g := range r.Unless {
-			if ok, _ := path.Match(g, key); ok {
-				matched = true
-				break
-			}
-		}
-		if !matched {
-			return r.Prefix + key
-		}
-	}
-	return key
-}
+// hfKeyAfterPrefixes applies a template's key prefix rules to an HF key.
+func hfKeyAfterPrefixes(t *ir.Template, key string) string { return t.EffectiveKey(key) }
 
 // symbolAt returns the declaration an identifier names or declares.
 func symbolAt(d *document, id *ast.Ident) *resolve.Symbol {
