@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,19 +204,62 @@ func (w *Writer) end() error {
 	return nil
 }
 
+// parallelCRC is the chunk size from which data computes a chunk's CRC-32
+// on another goroutine while the chunk is written: the CRC pass then
+// overlaps the kernel's copy on a second core instead of adding to it
+// (measured on the target VM: a sequential CRC made streaming a mapped
+// input 1.5-2x slower than cp; overlapped, it runs at cp's speed).
+const parallelCRC = 1 << 20
+
 // data writes p, which belongs to the current tensor and fits in it.
 func (w *Writer) data(p []byte) error {
 	s := &w.slots[w.cur]
 	for len(p) > 0 {
 		n := min(len(p), maxChunk)
-		w.crc = crc32.Update(w.crc, crc32.IEEETable, p[:n])
-		m, err := w.f.Write(p[:n])
+		var m int
+		var err error
+		if n < parallelCRC {
+			w.crc = crc32.Update(w.crc, crc32.IEEETable, p[:n])
+			m, err = w.f.Write(p[:n])
+		} else {
+			crc := make(chan uint32, 1)
+			go func(prev uint32, b []byte) { crc <- crc32.Update(prev, crc32.IEEETable, b) }(w.crc, p[:n])
+			m, err = w.f.Write(p[:n])
+			w.crc = <-crc
+		}
 		w.off += int64(m)
 		w.written += int64(m)
 		if err != nil {
 			return w.fail(w.tensorErr(s, "%w", err))
 		}
 		p = p[n:]
+	}
+	return nil
+}
+
+// dataFrom is data for bytes copied from src at off by the kernel.
+func (w *Writer) dataFrom(p []byte, src *os.File, off int64) error {
+	s := &w.slots[w.cur]
+	for len(p) > 0 {
+		n := min(len(p), maxChunk)
+		crc := make(chan uint32, 1)
+		go func(prev uint32, b []byte) { crc <- crc32.Update(prev, crc32.IEEETable, b) }(w.crc, p[:n])
+		var m int64
+		_, err := src.Seek(off, io.SeekStart)
+		if err == nil {
+			m, err = w.f.ReadFrom(io.LimitReader(src, int64(n)))
+		}
+		w.crc = <-crc
+		w.off += m
+		w.written += m
+		if err == nil && m < int64(n) {
+			err = fmt.Errorf("copying from %s at offset %d: %d of %d bytes (file shorter than expected)", src.Name(), off, m, n)
+		}
+		if err != nil {
+			return w.fail(w.tensorErr(s, "%w", err))
+		}
+		p = p[n:]
+		off += int64(n)
 	}
 	return nil
 }
@@ -260,6 +304,26 @@ func (w *Writer) WriteTensor(name string, chunks ...[]byte) error {
 // in order: a call may end inside a tensor or span several. Tensors of zero
 // bytes are passed over when later bytes arrive, or by Close.
 func (w *Writer) Write(p []byte) (int, error) {
+	return w.write(p, nil, 0)
+}
+
+// WriteFrom is [Writer.Write] for bytes that are also in a file: data must
+// be the bytes of src at [off, off+len(data)), typically a mapping of src.
+// They are copied from src inside the kernel (copy_file_range, as cp
+// does) while the CRC-32 is computed from data on another goroutine; where
+// the kernel cannot copy between the two files, os.File.ReadFrom falls
+// back to an ordinary copy. On the target VM, writing from user memory
+// can run at a third of the speed of an in-kernel copy, while reading the
+// same pages for the CRC does not slow down. src's file offset is moved.
+func (w *Writer) WriteFrom(data []byte, src *os.File, off int64) (int, error) {
+	if src == nil {
+		return 0, w.fail(w.errorf("", "WriteFrom: nil source file"))
+	}
+	return w.write(data, src, off)
+}
+
+// write is Write (src nil) and WriteFrom.
+func (w *Writer) write(p []byte, src *os.File, off int64) (int, error) {
 	if err := w.usable(); err != nil {
 		return 0, err
 	}
@@ -278,7 +342,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 		}
 		s := &w.slots[w.cur]
 		k := int(min(int64(len(p)), s.size-w.written))
-		if err := w.data(p[:k]); err != nil {
+		var err error
+		if src == nil {
+			err = w.data(p[:k])
+		} else {
+			err = w.dataFrom(p[:k], src, off+int64(n))
+		}
+		if err != nil {
 			return n, err
 		}
 		n += k

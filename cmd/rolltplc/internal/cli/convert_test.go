@@ -1,0 +1,291 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+)
+
+// writeLlama writes a small Llama-shaped HF checkpoint (GQA 4:1, untied)
+// into dir, as two shards with an index. skip names tensors to leave out.
+func writeLlama(t *testing.T, dir string, skip ...string) {
+	t.Helper()
+	const V, H, I, L, nh, kv = 128, 32, 64, 2, 4, 1
+	hd := H / nh
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]any{
+		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama", "vocab_size": V, "hidden_size": H,
+		"intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": nh, "num_key_value_heads": kv,
+		"rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+		"max_position_embeddings": 2048,
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"version": "1.0"}`), 0o644)
+	var specs []safetensors.Spec
+	add := func(name string, shape ...int64) {
+		for _, s := range skip {
+			if s == name {
+				return
+			}
+		}
+		specs = append(specs, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: shape})
+	}
+	add("model.embed_tokens.weight", V, H)
+	add("lm_head.weight", V, H)
+	add("model.norm.weight", H)
+	for l := range L {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"input_layernorm.weight", H)
+		add(p+"post_attention_layernorm.weight", H)
+		add(p+"self_attn.q_proj.weight", int64(nh*hd), H)
+		add(p+"self_attn.k_proj.weight", int64(kv*hd), H)
+		add(p+"self_attn.v_proj.weight", int64(kv*hd), H)
+		add(p+"self_attn.o_proj.weight", H, int64(nh*hd))
+		add(p+"mlp.gate_proj.weight", I, H)
+		add(p+"mlp.up_proj.weight", I, H)
+		add(p+"mlp.down_proj.weight", H, I)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	half := len(specs) / 2
+	weightMap := map[string]string{}
+	var total int64
+	for i, part := range [][]safetensors.Spec{specs[:half], specs[half:]} {
+		name := fmt.Sprintf("model-%05d-of-00002.safetensors", i+1)
+		err := safetensors.WriteFile(filepath.Join(dir, name), part, map[string]string{"format": "pt"}, func(w *safetensors.Writer) error {
+			for _, s := range part {
+				n := s.Shape.NumElements()
+				data := make([]byte, 2*n)
+				for j := range n { // finite values, like initialised weights
+					binary.LittleEndian.PutUint16(data[2*j:], tensor.F32ToBF16(float32(rng.NormFloat64()*0.02)))
+				}
+				if err := w.WriteTensor(s.Name, data); err != nil {
+					return err
+				}
+				weightMap[s.Name] = name
+				total += int64(len(data))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConvertRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+	writeLlama(t, hf)
+	code, _, stderr := run(t, "", "convert", "--from", hf, "--to", mca)
+	if code != ExitOK {
+		t.Fatalf("HF -> MCA: exit %d\n%s", code, stderr)
+	}
+	if !regexp.MustCompile(`HF -> MCA \(llama\): 15 tensors, .* -> `).MatchString(stderr) {
+		t.Errorf("summary: %q", stderr)
+	}
+	for _, f := range []string{"mca_config.json", "latest_checkpointed_iteration.txt", "iter_0000001/mp_rank_00/model_optim_rng.pt", "tokenizer.json"} {
+		if _, err := os.Stat(filepath.Join(mca, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	code, _, stderr = run(t, "", "convert", "--quiet", "--to-hf", "--from", mca, "--to", back, "--max-shard-size", "20KB")
+	if code != ExitOK || stderr != "" {
+		t.Fatalf("MCA -> HF: exit %d\n%s", code, stderr)
+	}
+	ix, err := safetensors.ReadIndex(filepath.Join(back, safetensors.IndexFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ix.Shards()); n < 2 {
+		t.Errorf("%d shards with a 20KB limit", n)
+	}
+	// Refusals.
+	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", mca)
+	if code != ExitError || !strings.Contains(stderr, "is not empty (use force") {
+		t.Errorf("non-empty destination: exit %d %q", code, stderr)
+	}
+	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--tp", "2")
+	if code != ExitError || !strings.Contains(stderr, "tp=2: not supported yet") {
+		t.Errorf("--tp 2: exit %d %q", code, stderr)
+	}
+	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--to-hf")
+	if code != ExitError || !strings.Contains(stderr, "not an MCA checkpoint") {
+		t.Errorf("--to-hf on HF: exit %d %q", code, stderr)
+	}
+	code, _, _ = run(t, "", "convert", "--from", hf)
+	if code != ExitUsage {
+		t.Errorf("missing --to: exit %d", code)
+	}
+	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--model-type", "gpt9")
+	if code != ExitError || !strings.Contains(stderr, `no template for model type "gpt9"`) {
+		t.Errorf("unknown model type: exit %d %q", code, stderr)
+	}
+	code, _, stderr = run(t, "", "convert", "--force", "--quiet", "--from", hf, "--to", mca)
+	if code != ExitOK {
+		t.Errorf("--force: exit %d %q", code, stderr)
+	}
+}
+
+func TestConvertRefusesIncompleteCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	writeLlama(t, hf, "model.layers.1.self_attn.v_proj.weight")
+	out := filepath.Join(dir, "out")
+	code, _, stderr := run(t, "", "convert", "--from", hf, "--to", out)
+	if code != ExitError {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{
+		"1 problem; nothing was written",
+		`error [incomplete]: layer 1 (model.layers.1): incomplete op group, 2 of 3 source tensors present; missing "model.layers.1.self_attn.v_proj.weight"`,
+		"op: qkv op #9 (stdlib/templates/common.rolltpl:",
+		`"model.layers.1.self_attn.q_proj.weight" in ` + filepath.Join(hf, "model-0000"),
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("missing %q in\n%s", want, stderr)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output created: %v", err)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	writeLlama(t, hf)
+	code, stdout, stderr := run(t, "", "verify", "--tmp", dir, hf)
+	if code != ExitOK {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	if !regexp.MustCompile(`\(llama\): 21 tensors, .* identical after HF -> MCA -> HF`).MatchString(stdout) {
+		t.Errorf("stdout: %q", stdout)
+	}
+	// A template whose op is not its own inverse on these values: the
+	// zero-centred norm computes (w - 1) + 1 in bf16, which rounds.
+	tpl := filepath.Join(dir, "lossy.rolltpl")
+	os.WriteFile(tpl, []byte(`import "common"
+import "parallel"
+
+template llama {
+    layer_prefix = "model.layers."
+    config { use llm  intermediate_size -> ffn_hidden_size }
+    mca { use rope }
+    weights {
+        use embeddings
+        zero_centered_rmsnorm ".input_layernorm.weight" -> ".self_attention.linear_qkv.layer_norm_weight"
+        use attention_out
+        use te_mlp
+        use qkv
+    }
+    parallel { use default }
+}
+`), 0o644)
+	code, stdout, stderr = run(t, "", "verify", "--quiet", "--tmp", dir, "--template", tpl, hf)
+	if code != ExitError {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "2 tensors differ after HF -> MCA -> HF:\n  model.layers.0.input_layernorm.weight: bytes differ from byte") {
+		t.Errorf("stdout: %q", stdout)
+	}
+}
+
+func TestCheckCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	writeLlama(t, hf)
+	e, out, errb := testEnv()
+	if code := checkCheckpoint(e, hf, nil, 1, 1, 1, "text"); code != ExitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errb)
+	}
+	for _, want := range []string{"2 files", "llama HF -> MCA: 21 tensors", "rename", "stack", "qkv", "no problems"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
+	}
+	// Problems and a layout that does not divide, as JSON.
+	bad := filepath.Join(dir, "bad")
+	writeLlama(t, bad, "model.layers.0.mlp.up_proj.weight")
+	e, out, _ = testEnv()
+	if code := checkCheckpoint(e, bad, nil, 3, 1, 1, "json"); code != ExitError {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	var rep struct {
+		Files    int
+		Errors   int
+		Note     string
+		Problems []struct {
+			Severity, Kind, Message, Op string
+			Tensors                     []struct{ Name, File string }
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	kinds := map[string]bool{}
+	for _, p := range rep.Problems {
+		kinds[p.Kind] = true
+		if p.Kind == "incomplete" && (len(p.Tensors) != 1 || p.Tensors[0].Name != "model.layers.0.mlp.gate_proj.weight" || !strings.HasSuffix(p.Tensors[0].File, ".safetensors") || !strings.Contains(p.Op, "stack op")) {
+			t.Errorf("incomplete problem: %+v", p)
+		}
+	}
+	if !kinds["incomplete"] || !kinds["layout"] || rep.Note == "" || rep.Files != 2 {
+		t.Errorf("report: %+v", rep)
+	}
+	// An MCA checkpoint is planned back to HF.
+	mca := filepath.Join(dir, "mca")
+	if code, _, stderr := run(t, "", "convert", "-q", "--from", hf, "--to", mca); code != ExitOK {
+		t.Fatal(stderr)
+	}
+	e, out, _ = testEnv()
+	if code := checkCheckpoint(e, mca, nil, 1, 1, 1, "text"); code != ExitOK || !strings.Contains(out.String(), "llama MCA -> HF: 15 tensors") {
+		t.Errorf("MCA: exit %d\n%s", code, out)
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	p := &progress{label: "HF -> MCA", start: time.Unix(100, 0)}
+	got := p.line(1<<30, 4<<30, time.Unix(102, 0))
+	want := "HF -> MCA [=======>                      ] 1.00 GiB / 4.00 GiB  512.00 MiB/s  ETA 6s "
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if isTerminal(&strings.Builder{}) {
+		t.Error("a buffer is a terminal")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"5GB": 5e9, "500mb": 5e8, "1GiB": 1 << 30, "1024": 1024, "2.5 GB": 2.5e9, "7B": 7} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "GB", "-1GB", "x"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q): no error", in)
+		}
+	}
+}
+
+func testEnv() (*env, *bytes.Buffer, *bytes.Buffer) {
+	var out, errb bytes.Buffer
+	return &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb}, &out, &errb
+}

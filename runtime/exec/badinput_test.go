@@ -1,0 +1,389 @@
+package exec_test
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+)
+
+// Bad input must give a clear error naming the file and the tensor or the
+// offset, never a panic, and must leave the destination as it was.
+
+// rewriteHeader rewrites the JSON header of a safetensors file through
+// edit, keeping the data region.
+func rewriteHeader(t *testing.T, path string, edit func(h map[string]any)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(b)
+	dec := json.NewDecoder(strings.NewReader(string(b[8 : 8+n])))
+	dec.UseNumber()
+	var h map[string]any
+	if err := dec.Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	edit(h)
+	hj, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(hj)%8 != 0 {
+		hj = append(hj, ' ')
+	}
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(hj)))
+	out = append(append(out, hj...), b[8+n:]...)
+	writeFile(t, path, out)
+}
+
+// firstTensor returns the name of the tensor at the lowest offset of a
+// header (the one a change is most visible on).
+func firstTensor(h map[string]any) string {
+	best, bestOff := "", int64(-1)
+	for k, v := range h {
+		if k == "__metadata__" {
+			continue
+		}
+		off, _ := v.(map[string]any)["data_offsets"].([]any)[0].(json.Number).Int64()
+		if bestOff < 0 || off < bestOff {
+			best, bestOff = k, off
+		}
+	}
+	return best
+}
+
+func setJSONKey(t *testing.T, path, key string, v any) {
+	t.Helper()
+	var m map[string]any
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if v == nil {
+		delete(m, key)
+	} else {
+		m[key] = v
+	}
+	b, _ = json.Marshal(m)
+	writeFile(t, path, b)
+}
+
+func shardPath(src string, i int) string {
+	return filepath.Join(src, "model-0000"+string(rune('0'+i))+"-of-00002.safetensors")
+}
+
+// snapshot lists a directory tree: relative paths and sizes.
+func snapshot(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			out = append(out, "error: "+err.Error())
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		info, _ := d.Info()
+		if d.IsDir() {
+			out = append(out, rel+"/")
+		} else {
+			out = append(out, fmt.Sprintf("%s %d", rel, info.Size()))
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out
+}
+
+type badCase struct {
+	name string
+	// mutate breaks the valid HF checkpoint in src.
+	mutate func(t *testing.T, src string)
+	// want are regexps the error message must match: the file and the
+	// tensor or offset.
+	want []string
+}
+
+func badHFCases() []badCase {
+	return []badCase{
+		{"truncated header", func(t *testing.T, src string) {
+			p := shardPath(src, 1)
+			b, _ := os.ReadFile(p)
+			writeFile(t, p, b[:100])
+		}, []string{`model-00001-of-00002\.safetensors`, `header length \d+ at offset 0 runs past the end of the file \(100 bytes\)`}},
+		{"oversized header", func(t *testing.T, src string) {
+			p := shardPath(src, 2)
+			b, _ := os.ReadFile(p)
+			binary.LittleEndian.PutUint64(b, 200_000_000)
+			writeFile(t, p, b)
+		}, []string{`model-00002-of-00002\.safetensors`, `header length 200000000 at offset 0 exceeds the limit`}},
+		{"offsets do not match the shape", func(t *testing.T, src string) {
+			rewriteHeader(t, shardPath(src, 1), func(h map[string]any) {
+				e := h[firstTensor(h)].(map[string]any)
+				offs := e["data_offsets"].([]any)
+				end, _ := offs[1].(json.Number).Int64()
+				offs[1] = end - 2
+			})
+		}, []string{`model-00001-of-00002\.safetensors`, `tensor "[^"]+": data_offsets \[\d+, \d+\] do not match shape`}},
+		{"overlapping offsets", func(t *testing.T, src string) {
+			rewriteHeader(t, shardPath(src, 2), func(h map[string]any) {
+				name := firstTensor(h)
+				var second string
+				var secondOff int64 = -1
+				for k, v := range h {
+					if k == "__metadata__" || k == name {
+						continue
+					}
+					off, _ := v.(map[string]any)["data_offsets"].([]any)[0].(json.Number).Int64()
+					if secondOff < 0 || off < secondOff {
+						second, secondOff = k, off
+					}
+				}
+				e := h[second].(map[string]any)
+				offs := e["data_offsets"].([]any)
+				b, _ := offs[0].(json.Number).Int64()
+				en, _ := offs[1].(json.Number).Int64()
+				offs[0], offs[1] = b-2, en-2
+			})
+		}, []string{`model-00002-of-00002\.safetensors`, `tensor "[^"]+": data_offsets \[\d+, \d+\] overlap tensor`}},
+		{"unknown dtype", func(t *testing.T, src string) {
+			rewriteHeader(t, shardPath(src, 1), func(h map[string]any) {
+				h[firstTensor(h)].(map[string]any)["dtype"] = "Q4_K"
+			})
+		}, []string{`model-00001-of-00002\.safetensors`, `tensor "[^"]+": unknown dtype "Q4_K"`}},
+		{"shard named in the index is missing", func(t *testing.T, src string) {
+			os.Remove(shardPath(src, 2))
+		}, []string{`model\.safetensors\.index\.json`, `model-00002-of-00002\.safetensors`, `tensor|"model\.`}},
+		{"config.json is not JSON", func(t *testing.T, src string) {
+			writeFile(t, filepath.Join(src, "config.json"), []byte(`{"model_type": "llama", "hidden_size": 64,, }`))
+		}, []string{`config\.json`, `not a JSON object: at byte \d+`}},
+		{"config.json is missing", func(t *testing.T, src string) {
+			os.Remove(filepath.Join(src, "config.json"))
+		}, []string{`config\.json`, `no such file`}},
+		{"k/v rows disagree with num_key_value_heads", func(t *testing.T, src string) {
+			setJSONKey(t, filepath.Join(src, "config.json"), "num_key_value_heads", 4)
+		}, []string{`model\.layers\.0\.self_attn\.k_proj\.weight" in \S+model-0000\d-of-00002\.safetensors`, `qkv op`, `want \[32, 64\] \(num_query_groups × kv_channels`}},
+		{"a tensor no op consumes", func(t *testing.T, src string) {
+			addTensor(t, src, "model.layers.1.self_attn.rotary_scale.weight", tensor.Shape{4})
+		}, []string{`"model\.layers\.1\.self_attn\.rotary_scale\.weight" in \S+\.safetensors`, `no op of template llama matches`}},
+		{"incomplete qkv group", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.layers.1.self_attn.v_proj.weight")
+		}, []string{`incomplete op group, 2 of 3`, `missing "model\.layers\.1\.self_attn\.v_proj\.weight"`, `"model\.layers\.1\.self_attn\.q_proj\.weight" in \S+\.safetensors`, `qkv op #9 \(stdlib/templates/common\.rolltpl:\d+:\d+\)`}},
+		{"gate and up differ", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.layers.0.mlp.up_proj.weight")
+			addTensor(t, src, "model.layers.0.mlp.up_proj.weight", tensor.Shape{96, 64})
+		}, []string{`gate and up must agree`, `model\.layers\.0\.mlp\.up_proj\.weight" in \S+\.safetensors`}},
+		{"missing decoder layer", func(t *testing.T, src string) {
+			setJSONKey(t, filepath.Join(src, "config.json"), "num_hidden_layers", 5)
+		}, []string{`num_layers is 5 but the checkpoint has no tensors for layer 3, 4`}},
+		{"non-integer layer index", func(t *testing.T, src string) {
+			addTensor(t, src, "model.layers.x1.mlp.down_proj.weight", tensor.Shape{4})
+		}, []string{`"model\.layers\.x1\.mlp\.down_proj\.weight" in \S+\.safetensors`, `layer index "x1"`}},
+	}
+}
+
+// addTensor adds a tensor (zero bytes) to the first shard and the index.
+func addTensor(t *testing.T, src, name string, shape tensor.Shape) {
+	t.Helper()
+	editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+		data[name] = make([]byte, shape.NumElements()*2)
+		return append(specs, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: shape})
+	})
+}
+
+// dropTensor removes a tensor from its shard and the index.
+func dropTensor(t *testing.T, src, name string) {
+	t.Helper()
+	editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+		return slices.DeleteFunc(specs, func(s safetensors.Spec) bool { return s.Name == name })
+	})
+}
+
+// editShard rewrites the checkpoint in src as 2 shards after edit.
+func editShard(t *testing.T, src string, edit func([]safetensors.Spec, map[string][]byte) []safetensors.Spec) {
+	t.Helper()
+	sh, err := safetensors.OpenSharded(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []safetensors.Spec
+	data := map[string][]byte{}
+	for _, st := range sh.Tensors() {
+		specs = append(specs, st.Spec())
+		data[st.Name] = append([]byte(nil), st.File.Data(st.TensorInfo)...)
+	}
+	sh.Close()
+	specs = edit(specs, data)
+	for _, f := range []string{shardPath(src, 1), shardPath(src, 2), filepath.Join(src, safetensors.IndexFileName)} {
+		os.Remove(f)
+	}
+	writeShards(t, src, specs, 2, func(name string) []byte { return data[name] })
+}
+
+func TestBadHFInput(t *testing.T) {
+	m := stdlibModel(t, "llama")
+	for _, c := range badHFCases() {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "hf")
+			synthFor("llama", tensor.BF16).write(t, src, 2, 9)
+			c.mutate(t, src)
+
+			// A destination that exists: replaced only on success (force).
+			dst := filepath.Join(dir, "out")
+			writeFile(t, filepath.Join(dir, "keep"), nil)
+			os.MkdirAll(dst, 0o755)
+			writeFile(t, filepath.Join(dst, "marker"), []byte("old"))
+			before := snapshot(t, dir)
+
+			_, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{Force: true})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.want {
+				if !regexp.MustCompile(w).MatchString(err.Error()) {
+					t.Errorf("error does not match %q:\n%v", w, err)
+				}
+			}
+			if after := snapshot(t, dir); !slices.Equal(before, after) {
+				t.Errorf("the directory changed:\nbefore %v\nafter  %v", before, after)
+			}
+			// The header-only reader gives the same file-level errors, and
+			// the planner the same problems.
+			hc, herr := exec.ReadHFCheckpoint(src)
+			if herr == nil {
+				mc, cerr := exec.BuildMCAConfig(m, hc.ConfigText, hc.ConfigPath, src, exec.Layout{})
+				if cerr != nil {
+					herr = cerr
+				} else {
+					herr = exec.PlanHFToMCA(m, mc, hc.Tensors).Err()
+				}
+			}
+			if herr == nil || herr.Error() != err.Error() {
+				t.Errorf("header-only check gave %v, conversion %v", herr, err)
+			}
+		})
+	}
+}
+
+func TestBadMCAInput(t *testing.T) {
+	m := stdlibModel(t, "qwen2")
+	pt := filepath.Join("iter_0000001", "mp_rank_00", "model_optim_rng.pt")
+	cases := []badCase{
+		{"mca_config.json is not JSON", func(t *testing.T, mca string) {
+			writeFile(t, filepath.Join(mca, "mca_config.json"), []byte("{\n  \"hf_model_type\": qwen2\n}"))
+		}, []string{`mca_config\.json`, `not a JSON object: at byte \d+`}},
+		{"hf_config_json is not JSON", func(t *testing.T, mca string) {
+			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "hf_config_json", "{oops")
+		}, []string{`mca_config\.json`, `hf_config_json is not a JSON object`}},
+		{"truncated .pt", func(t *testing.T, mca string) {
+			p := filepath.Join(mca, pt)
+			b, _ := os.ReadFile(p)
+			writeFile(t, p, b[:len(b)/2])
+		}, []string{`model_optim_rng\.pt`, `end of central directory|zip`}},
+		{".pt missing", func(t *testing.T, mca string) {
+			os.Remove(filepath.Join(mca, pt))
+		}, []string{`model_optim_rng\.pt`, `no such file`}},
+		{"parallel layout", func(t *testing.T, mca string) {
+			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "tensor_model_parallel_size", 2)
+		}, []string{`mca_config\.json`, `tp=2`, `not supported yet`}},
+		{"qkv rows disagree with the config", func(t *testing.T, mca string) {
+			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "num_query_groups", 7)
+		}, []string{`"decoder\.layers\.0\.self_attention\.linear_qkv\.weight" in \S+model_optim_rng\.pt`, `qkv op`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "hf")
+			synthFor("qwen2", tensor.BF16).write(t, src, 1, 4)
+			mca := filepath.Join(dir, "mca")
+			if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			c.mutate(t, mca)
+			dst := filepath.Join(dir, "back")
+			before := snapshot(t, dir)
+			_, err := exec.ConvertMCAToHF(context.Background(), m, mca, dst, exec.Options{})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.want {
+				if !regexp.MustCompile(w).MatchString(err.Error()) {
+					t.Errorf("error does not match %q:\n%v", w, err)
+				}
+			}
+			if after := snapshot(t, dir); !slices.Equal(before, after) {
+				t.Errorf("the directory changed:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+}
+
+func TestDestination(t *testing.T) {
+	m := stdlibModel(t, "qwen3")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthFor("qwen3", tensor.BF16).write(t, src, 1, 5)
+	dst := filepath.Join(dir, "out")
+	os.MkdirAll(dst, 0o755)
+	writeFile(t, filepath.Join(dst, "marker"), nil)
+	_, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{})
+	if err == nil || !strings.Contains(err.Error(), "is not empty") {
+		t.Fatalf("non-empty destination: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "marker")); err != nil {
+		t.Fatal("destination changed")
+	}
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "marker")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("forced conversion kept the old content")
+	}
+	if !exec.IsMCA(dst) {
+		t.Errorf("no MCA checkpoint in %s", dst)
+	}
+	// An empty destination directory is fine without force.
+	empty := filepath.Join(dir, "empty")
+	os.MkdirAll(empty, 0o755)
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, dst, empty, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), "rolltpl-tmp") {
+			t.Errorf("temporary directory left: %s", e.Name())
+		}
+	}
+	// The source itself, or a directory holding it, is never a destination.
+	for _, d := range []string{src, dir} {
+		if _, err := exec.ConvertHFToMCA(context.Background(), m, src, d, exec.Options{Force: true}); err == nil || !strings.Contains(err.Error(), "is or contains the source") {
+			t.Errorf("destination %s: %v", d, err)
+		}
+	}
+	// A cancelled conversion leaves nothing behind.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	gone := filepath.Join(dir, "gone")
+	if _, err := exec.ConvertHFToMCA(ctx, m, src, gone, exec.Options{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cancelled conversion created %s", gone)
+	}
+}

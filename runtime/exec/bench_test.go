@@ -1,0 +1,405 @@
+package exec_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+)
+
+// llamaShape is a Llama-3-shaped decoder scaled to a target size: fixed
+// layer shapes (so that per-tensor memory does not grow with the model),
+// as many layers as fit.
+type llamaShape struct {
+	vocab, hidden, inter, heads, kv, layers int64
+	tied                                    bool
+}
+
+// benchLlama returns a Llama-3-8B-proportioned shape (GQA 4:1, FFN 3.5×)
+// of at least total bytes in bf16.
+func benchLlama(total int64) llamaShape {
+	s := llamaShape{vocab: 64128, hidden: 2048, inter: 7168, heads: 16, kv: 4}
+	hd := s.hidden / s.heads
+	perLayer := 2 * (2*s.hidden*s.heads*hd + 2*s.kv*hd*s.hidden + 3*s.inter*s.hidden + 2*s.hidden)
+	fixed := 2 * (2*s.vocab*s.hidden + s.hidden)
+	s.layers = max(1, (total-fixed+perLayer-1)/perLayer)
+	return s
+}
+
+func (s llamaShape) specs() []safetensors.Spec {
+	hd := s.hidden / s.heads
+	var out []safetensors.Spec
+	add := func(name string, shape ...int64) {
+		out = append(out, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: shape})
+	}
+	add("model.embed_tokens.weight", s.vocab, s.hidden)
+	for l := range s.layers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"input_layernorm.weight", s.hidden)
+		add(p+"self_attn.q_proj.weight", s.heads*hd, s.hidden)
+		add(p+"self_attn.k_proj.weight", s.kv*hd, s.hidden)
+		add(p+"self_attn.v_proj.weight", s.kv*hd, s.hidden)
+		add(p+"self_attn.o_proj.weight", s.hidden, s.heads*hd)
+		add(p+"post_attention_layernorm.weight", s.hidden)
+		add(p+"mlp.gate_proj.weight", s.inter, s.hidden)
+		add(p+"mlp.up_proj.weight", s.inter, s.hidden)
+		add(p+"mlp.down_proj.weight", s.hidden, s.inter)
+	}
+	add("model.norm.weight", s.hidden)
+	if !s.tied {
+		add("lm_head.weight", s.vocab, s.hidden)
+	}
+	return out
+}
+
+func (s llamaShape) config() []byte {
+	b, _ := json.MarshalIndent(map[string]any{
+		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama", "vocab_size": s.vocab,
+		"hidden_size": s.hidden, "intermediate_size": s.inter, "num_hidden_layers": s.layers,
+		"num_attention_heads": s.heads, "num_key_value_heads": s.kv, "rms_norm_eps": 1e-05,
+		"rope_theta": 500000.0, "max_position_embeddings": 8192, "tie_word_embeddings": s.tied,
+		"torch_dtype": "bfloat16", "attention_bias": false, "hidden_act": "silu",
+	}, "", "  ")
+	return b
+}
+
+// writeBenchCheckpoint writes the checkpoint for s into dir in HF's layout
+// (shards of at most 5 GB in name order, index). With sparse, the data
+// region is a hole (for header-only checks); otherwise it is filled from a
+// reused random buffer.
+func writeBenchCheckpoint(t testing.TB, dir string, s llamaShape, sparse bool) int64 {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "config.json"), s.config())
+	writeFile(t, filepath.Join(dir, "tokenizer_config.json"), []byte(`{"model_max_length": 8192}`))
+	specs := s.specs()
+	size := func(sp safetensors.Spec) int64 { return sp.Shape.NumElements() * int64(sp.DType.Size()) }
+	var shards [][]safetensors.Spec
+	var cur []safetensors.Spec
+	var curSize, total int64
+	for _, sp := range specs {
+		if len(cur) > 0 && curSize+size(sp) > exec.DefaultMaxShardSize {
+			shards, cur, curSize = append(shards, cur), nil, 0
+		}
+		cur = append(cur, sp)
+		curSize += size(sp)
+		total += size(sp)
+	}
+	shards = append(shards, cur)
+	rng := rand.New(rand.NewPCG(42, 42))
+	buf := make([]byte, 64<<20)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	weightMap := map[string]string{}
+	for i, part := range shards {
+		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := safetensors.NewWriter(f, part, map[string]string{"format": "pt"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sparse {
+			if err := f.Truncate(w.Size()); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			for j, sp := range part {
+				tw, err := w.Next(sp.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, off := size(sp), int64(j*4099)%int64(len(buf)/2)
+				for n > 0 {
+					k := min(n, int64(len(buf))-off)
+					if _, err := tw.Write(buf[off : off+k]); err != nil {
+						t.Fatal(err)
+					}
+					n -= k
+					off = 0
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, sp := range part {
+			weightMap[sp.Name] = name
+		}
+	}
+	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
+
+// TestGenerateBenchCheckpoint writes the benchmark checkpoint of
+// runtime/exec/bench/bench.sh: a Llama-shaped bf16 checkpoint of
+// ROLLTPL_BENCH_GIB GiB (default 2) in ROLLTPL_BENCH_OUT. Skipped unless
+// ROLLTPL_BENCH_OUT is set.
+func TestGenerateBenchCheckpoint(t *testing.T) {
+	out := os.Getenv("ROLLTPL_BENCH_OUT")
+	if out == "" {
+		t.Skip("set ROLLTPL_BENCH_OUT to generate the benchmark checkpoint")
+	}
+	gib := 2.0
+	if s := os.Getenv("ROLLTPL_BENCH_GIB"); s != "" {
+		var err error
+		if gib, err = strconv.ParseFloat(s, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := benchLlama(int64(gib * (1 << 30)))
+	n := writeBenchCheckpoint(t, out, s, false)
+	t.Logf("wrote %s: %d layers, %s", out, s.layers, exec.HumanBytes(n))
+}
+
+// benchDir holds a generated checkpoint shared by the benchmarks.
+var benchDirs = map[int64]string{}
+
+func benchCheckpoint(b *testing.B, size int64) string {
+	b.Helper()
+	if d, ok := benchDirs[size]; ok {
+		return d
+	}
+	dir, err := os.MkdirTemp("", "rolltpl-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {}) // kept for the other benchmarks; removed by TestMain
+	writeBenchCheckpoint(b, filepath.Join(dir, "hf"), benchLlama(size), false)
+	benchDirs[size] = dir
+	return dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, d := range benchDirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
+
+const benchSize = 512 << 20
+
+// BenchmarkConvertHFToMCA converts a 512 MiB Llama-shaped checkpoint
+// (warm page cache); compare with BenchmarkCopyCheckpoint.
+func BenchmarkConvertHFToMCA(b *testing.B) {
+	dir := benchCheckpoint(b, benchSize)
+	m := stdlibModel(b, "llama")
+	src := filepath.Join(dir, "hf")
+	b.SetBytes(dirBytes(b, src))
+	b.ResetTimer()
+	for i := range b.N {
+		dst := filepath.Join(dir, fmt.Sprintf("mca%d", i))
+		if _, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(dst)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkConvertMCAToHF converts the MCA form of the same checkpoint
+// back.
+func BenchmarkConvertMCAToHF(b *testing.B) {
+	dir := benchCheckpoint(b, benchSize)
+	m := stdlibModel(b, "llama")
+	mca := filepath.Join(dir, "mca")
+	if !exec.IsMCA(mca) {
+		if _, err := exec.ConvertHFToMCA(context.Background(), m, filepath.Join(dir, "hf"), mca, exec.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(dirBytes(b, filepath.Join(dir, "hf")))
+	b.ResetTimer()
+	for i := range b.N {
+		dst := filepath.Join(dir, fmt.Sprintf("back%d", i))
+		if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, dst, exec.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(dst)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkCopyCheckpoint copies the same files with io.Copy
+// (copy_file_range, as cp does): the baseline the conversion is measured
+// against.
+func BenchmarkCopyCheckpoint(b *testing.B) {
+	dir := benchCheckpoint(b, benchSize)
+	src := filepath.Join(dir, "hf")
+	b.SetBytes(dirBytes(b, src))
+	b.ResetTimer()
+	for i := range b.N {
+		dst := filepath.Join(dir, fmt.Sprintf("cp%d", i))
+		if err := copyDir(src, dst); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(dst)
+		b.StartTimer()
+	}
+}
+
+func copyDir(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		in, err := os.Open(filepath.Join(src, e.Name()))
+		if err != nil {
+			return err
+		}
+		out, err := os.Create(filepath.Join(dst, e.Name()))
+		if err != nil {
+			in.Close()
+			return err
+		}
+		_, err = io.Copy(out, in)
+		in.Close()
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dirBytes(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".safetensors") {
+			st, err := os.Stat(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += st.Size()
+		}
+	}
+	return n
+}
+
+// sparse16GB writes (once per process) a 16 GB Llama-shaped checkpoint
+// whose data regions are holes: only the headers exist on disk.
+func sparse16GB(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "rolltpl-sparse16g-"+strconv.Itoa(os.Getpid()))
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+		return dir
+	}
+	writeBenchCheckpoint(t, dir, benchLlama(16<<30), true)
+	return dir
+}
+
+// readChars returns this process's read(2) byte count (/proc/self/io
+// rchar).
+func readChars(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skip("no /proc/self/io")
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	t.Skip("no rchar in /proc/self/io")
+	return 0
+}
+
+// planHeaders is what `rolltplc check --checkpoint` does: config, index and
+// headers, then the plan.
+func planHeaders(t testing.TB, m *exec.Model, dir string) *exec.Plan {
+	hc, err := exec.ReadHFCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := exec.BuildMCAConfig(m, hc.ConfigText, hc.ConfigPath, dir, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exec.PlanHFToMCA(m, mc, hc.Tensors)
+}
+
+// TestHeaderCheckReadsNoData plans a 16 GB sparse checkpoint and requires
+// that fewer bytes were read than its headers, config and index hold
+// (times two, for the page cache's read-ahead of small files).
+func TestHeaderCheckReadsNoData(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	dir := sparse16GB(t)
+	defer os.RemoveAll(dir)
+	m := stdlibModel(t, "llama")
+	before := readChars(t)
+	p := planHeaders(t, m, dir)
+	read := readChars(t) - before
+	if err := p.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p.InBytes() < 16<<30 {
+		t.Fatalf("checkpoint is %d bytes", p.InBytes())
+	}
+	var meta int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		st, _ := os.Stat(filepath.Join(dir, e.Name()))
+		if strings.HasSuffix(e.Name(), ".json") {
+			meta += st.Size()
+		}
+	}
+	hc, _ := exec.ReadHFCheckpoint(dir)
+	for _, f := range hc.Files {
+		h, _ := safetensors.ReadHeader(f)
+		meta += 8 + h.HeaderLen
+	}
+	if read > 2*meta+(1<<20) {
+		t.Errorf("planning read %d bytes; headers, config and index are %d", read, meta)
+	}
+	t.Logf("planned %s (%d tensors) reading %d bytes", exec.HumanBytes(p.InBytes()), len(p.Inputs), read)
+}
+
+// BenchmarkCheckHeaders16GB measures the header-only check of a 16 GB
+// (sparse) checkpoint.
+func BenchmarkCheckHeaders16GB(b *testing.B) {
+	dir := sparse16GB(b)
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	m := stdlibModel(b, "llama")
+	b.ResetTimer()
+	for range b.N {
+		if err := planHeaders(b, m, dir).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

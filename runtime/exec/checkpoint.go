@@ -1,0 +1,250 @@
+package exec
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
+)
+
+// File names of the two checkpoint layouts.
+const (
+	HFConfigName    = "config.json"
+	MCAConfigName   = "mca_config.json"
+	TrackerName     = "latest_checkpointed_iteration.txt"
+	MCACheckpointPT = "model_optim_rng.pt"
+)
+
+// IsMCA reports whether dir holds an MCA checkpoint (an mca_config.json),
+// which is how ROLL's converter picks the direction.
+func IsMCA(dir string) bool {
+	st, err := os.Stat(filepath.Join(dir, MCAConfigName))
+	return err == nil && st.Mode().IsRegular()
+}
+
+// HFCheckpoint is an HF model directory read without its tensor data:
+// config.json and the safetensors headers (and index).
+type HFCheckpoint struct {
+	Dir string
+	// ConfigPath and ConfigText are config.json and its bytes; Config is
+	// the parsed object.
+	ConfigPath string
+	ConfigText []byte
+	Config     *Object
+	// ModelType is config.json's model_type ("" if absent).
+	ModelType string
+	// Index is the parsed model.safetensors.index.json, nil for a single
+	// model.safetensors.
+	Index *safetensors.Index
+	// Files are the safetensors files, in the order their tensors are
+	// listed (the index's shards sorted by name).
+	Files []string
+	// Tensors lists every tensor file by file, by offset within a file.
+	Tensors []TensorMeta
+}
+
+// Bytes returns the bytes of all tensors.
+func (c *HFCheckpoint) Bytes() int64 {
+	var n int64
+	for _, t := range c.Tensors {
+		n += t.Size
+	}
+	return n
+}
+
+// ReadHFConfig reads and parses dir/config.json.
+func ReadHFConfig(dir string) (path string, text []byte, obj *Object, err error) {
+	path = filepath.Join(dir, HFConfigName)
+	text, err = os.ReadFile(path)
+	if err != nil {
+		return path, nil, nil, err
+	}
+	obj, err = ParseObject(text)
+	if err != nil {
+		return path, nil, nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
+	}
+	return path, text, obj, nil
+}
+
+// ReadHFCheckpoint reads config.json, the index (if any) and every
+// safetensors header of the model in dir, validating them as
+// [safetensors.Open] and [safetensors.OpenSharded] do, without reading or
+// mapping any tensor data.
+func ReadHFCheckpoint(dir string) (*HFCheckpoint, error) {
+	c := &HFCheckpoint{Dir: dir}
+	var err error
+	c.ConfigPath, c.ConfigText, c.Config, err = ReadHFConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	if mt, ok := c.Config.Get("model_type"); ok {
+		c.ModelType, _ = mt.(string)
+	}
+	single := filepath.Join(dir, safetensors.SingleFileName)
+	if st, err := os.Stat(single); err == nil && st.Mode().IsRegular() {
+		h, err := safetensors.ReadHeader(single)
+		if err != nil {
+			return nil, err
+		}
+		c.Files = []string{single}
+		c.addTensors(h)
+		return c, nil
+	}
+	indexPath := filepath.Join(dir, safetensors.IndexFileName)
+	if _, err := os.Stat(indexPath); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: neither %s nor %s exists", dir, safetensors.SingleFileName, safetensors.IndexFileName)
+	}
+	ix, err := safetensors.ReadIndex(indexPath)
+	if err != nil {
+		return nil, err
+	}
+	c.Index = ix
+	for _, shard := range ix.Shards() {
+		path := filepath.Join(dir, shard)
+		h, err := safetensors.ReadHeader(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range h.Tensors {
+			if want, ok := ix.WeightMap[t.Name]; !ok {
+				return nil, &safetensors.FormatError{Path: path, Tensor: t.Name, Msg: "is not listed in the weight_map of " + indexPath}
+			} else if want != shard {
+				return nil, &safetensors.FormatError{Path: path, Tensor: t.Name, Msg: fmt.Sprintf("is mapped to shard %q by %s", want, indexPath)}
+			}
+		}
+		c.Files = append(c.Files, path)
+		c.addTensors(h)
+	}
+	have := map[string]bool{}
+	for _, t := range c.Tensors {
+		have[t.Name] = true
+	}
+	var names []string
+	for name := range ix.WeightMap {
+		if !have[name] {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) > 0 {
+		return nil, &safetensors.FormatError{Path: indexPath, Tensor: names[0],
+			Msg: fmt.Sprintf("is mapped to shard %q, which does not contain it", ix.WeightMap[names[0]])}
+	}
+	return c, nil
+}
+
+func (c *HFCheckpoint) addTensors(h *safetensors.Header) {
+	for _, t := range h.Tensors {
+		c.Tensors = append(c.Tensors, TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, Size: t.Size, File: h.Path})
+	}
+}
+
+// MCACheckpoint is an MCA checkpoint directory: its config and the path
+// of its single-rank model file.
+type MCACheckpoint struct {
+	Dir        string
+	ConfigPath string
+	Config     *MCAConfig
+	// PT is iter_NNNNNNN/mp_rank_00/model_optim_rng.pt.
+	PT string
+}
+
+// ReadMCACheckpoint reads dir/mca_config.json and locates the model file
+// of a TP=PP=EP=1 checkpoint: the iteration named by
+// latest_checkpointed_iteration.txt ("release" or a number; 1 when the
+// file is absent, as ROLL's converter always uses iteration 1).
+func ReadMCACheckpoint(dir string) (*MCACheckpoint, error) {
+	c := &MCACheckpoint{Dir: dir, ConfigPath: filepath.Join(dir, MCAConfigName)}
+	text, err := os.ReadFile(c.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	if c.Config, err = ParseMCAConfig(c.ConfigPath, text); err != nil {
+		return nil, err
+	}
+	if err := c.Config.Layout().Supported(); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.ConfigPath, err)
+	}
+	iter := "iter_0000001"
+	if b, err := os.ReadFile(filepath.Join(dir, TrackerName)); err == nil {
+		s := strings.TrimSpace(string(b))
+		if s == "release" {
+			iter = "release"
+		} else if n, ok := canonicalIndex(s); ok {
+			iter = fmt.Sprintf("iter_%07d", n)
+		} else {
+			return nil, fmt.Errorf("%s: %q is neither an iteration number nor \"release\"", filepath.Join(dir, TrackerName), s)
+		}
+	}
+	iterDir := filepath.Join(dir, iter)
+	entries, err := os.ReadDir(iterDir)
+	if err != nil {
+		return nil, err
+	}
+	var ranks []string
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "mp_rank_") {
+			ranks = append(ranks, e.Name())
+		}
+	}
+	if len(ranks) != 1 || ranks[0] != "mp_rank_00" {
+		return nil, fmt.Errorf("%s: found rank directories %v; only a single mp_rank_00 (TP=PP=EP=1) is supported yet", iterDir, ranks)
+	}
+	c.PT = filepath.Join(iterDir, "mp_rank_00", MCACheckpointPT)
+	return c, nil
+}
+
+// MCATensorMetas returns the tensors of the "model" state dict of an
+// opened .pt (names without the "model/" path), for planning.
+func MCATensorMetas(f *torchsave.File) ([]TensorMeta, error) {
+	_, metas, err := mcaTensors(f)
+	return metas, err
+}
+
+// mcaTensors returns the state-dict tensors of an opened .pt: the entries
+// under "model", names without the "model/" path.
+func mcaTensors(f *torchsave.File) ([]*torchsave.Tensor, []TensorMeta, error) {
+	root, ok := f.Root.(*torchsave.Dict)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: the checkpoint is not a dict", f.Path)
+	}
+	if _, ok := root.Get("model"); !ok {
+		for _, it := range root.Items {
+			if k, ok := it.Key.(string); ok && strings.HasPrefix(k, "model") {
+				return nil, nil, fmt.Errorf("%s: key %q: virtual pipeline stages are %v", f.Path, k, ErrLayoutUnsupported)
+			}
+		}
+		return nil, nil, fmt.Errorf("%s: the checkpoint has no \"model\" state dict", f.Path)
+	}
+	var ts []*torchsave.Tensor
+	var metas []TensorMeta
+	for _, t := range f.Tensors() {
+		name, ok := strings.CutPrefix(t.Name, "model/")
+		if !ok {
+			continue
+		}
+		if strings.Contains(name, "/") {
+			return nil, nil, fmt.Errorf("%s: tensor %q: nested state dicts are not supported", f.Path, t.Name)
+		}
+		ts = append(ts, t)
+		metas = append(metas, TensorMeta{Name: name, DType: t.DType, Shape: t.Shape, Size: int64(len(t.Data)), File: f.Path})
+	}
+	return ts, metas, nil
+}
+
+// weightFile reports whether a file name is a weight file of some format
+// (not copied along with tokenizer and code files).
+func weightFile(name string) bool {
+	for _, suf := range []string{".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".safetensors.index.json", ".bin.index.json"} {
+		if strings.HasSuffix(name, suf) {
+			return true
+		}
+	}
+	return false
+}

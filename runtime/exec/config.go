@@ -1,0 +1,328 @@
+package exec
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/runtime/ops"
+)
+
+// MCAConfig is the content of an mca_config.json: a JSON object written
+// with sorted keys and an indent of 2, as ROLL's to_json_string does.
+type MCAConfig struct {
+	obj *Object
+}
+
+// NewMCAConfig wraps a parsed mca_config.json object.
+func NewMCAConfig(obj *Object) *MCAConfig { return &MCAConfig{obj: obj} }
+
+// ParseMCAConfig parses the text of an mca_config.json; path is used in
+// errors.
+func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) {
+	obj, err := ParseObject(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
+	}
+	return &MCAConfig{obj: obj}, nil
+}
+
+// Object returns the underlying JSON object.
+func (c *MCAConfig) Object() *Object { return c.obj }
+
+// JSON returns the file content: json.dumps(config, indent=2,
+// sort_keys=True) + "\n".
+func (c *MCAConfig) JSON() []byte { return append(PyJSON(c.obj, 2, true), '\n') }
+
+// Get returns the value of key.
+func (c *MCAConfig) Get(key string) (any, bool) { return c.obj.Get(key) }
+
+// Int returns the integer value of key; false when absent, null or not an
+// integer.
+func (c *MCAConfig) Int(key string) (int64, bool) {
+	v, ok := c.obj.Get(key)
+	if !ok {
+		return 0, false
+	}
+	n, ok := v.(Number)
+	if !ok {
+		return 0, false
+	}
+	return n.Int()
+}
+
+// Bool returns the boolean value of key.
+func (c *MCAConfig) Bool(key string) (bool, bool) {
+	v, ok := c.obj.Get(key)
+	if !ok {
+		return false, false
+	}
+	b, ok := v.(bool)
+	return b, ok
+}
+
+// String returns the string value of key.
+func (c *MCAConfig) String(key string) (string, bool) {
+	v, ok := c.obj.Get(key)
+	if !ok {
+		return "", false
+	}
+	s, ok := v.(string)
+	return s, ok
+}
+
+// OpsConfig returns the configuration values the ops read.
+func (c *MCAConfig) OpsConfig() ops.Config {
+	get := func(k string) int64 {
+		v, _ := c.Int(k)
+		return v
+	}
+	return ops.Config{
+		HiddenSize:          get("hidden_size"),
+		NumAttentionHeads:   get("num_attention_heads"),
+		NumQueryGroups:      get("num_query_groups"),
+		KVChannels:          get("kv_channels"),
+		LinearNumKeyHeads:   get("linear_num_key_heads"),
+		LinearNumValueHeads: get("linear_num_value_heads"),
+		LinearKeyHeadDim:    get("linear_key_head_dim"),
+		LinearValueHeadDim:  get("linear_value_head_dim"),
+		NumMoEExperts:       get("num_moe_experts"),
+	}
+}
+
+// Layout returns the parallel layout recorded in the config (sizes absent
+// or null count as 1).
+func (c *MCAConfig) Layout() Layout {
+	get := func(k string) int {
+		v, ok := c.Int(k)
+		if !ok {
+			return 0
+		}
+		return int(v)
+	}
+	return Layout{
+		TP:  get("tensor_model_parallel_size"),
+		PP:  get("pipeline_model_parallel_size"),
+		VPP: get("virtual_pipeline_model_parallel_size"),
+		EP:  get("expert_model_parallel_size"),
+		ETP: get("expert_tensor_parallel_size"),
+	}
+}
+
+// prefixedKey applies the template's key-prefix rules (ROLL's
+// VisionTemplate / Qwen3OmniMoeTemplate prefixing) to an HF config key:
+// the first rule none of whose Unless globs matches the key prefixes it.
+func prefixedKey(t *ir.Template, key string) string {
+	for _, r := range t.KeyPrefixes {
+		skip := false
+		for _, u := range r.Unless {
+			if compileGlob(u).match(key) {
+				skip = true
+				break
+			}
+		}
+		if !skip {
+			return r.Prefix + key
+		}
+	}
+	return key
+}
+
+// hfValue looks up a (prefixed) dotted key in the HF config. When the
+// prefix's container is missing altogether (a flat Qwen2-VL config.json,
+// whose text keys sit at the top level; transformers builds text_config
+// from them), the unprefixed key is read instead.
+func hfValue(hf *Object, key, plain string) (any, bool) {
+	if v, ok := lookupPath(hf, key); ok {
+		return v, true
+	}
+	if key != plain {
+		first, _, _ := strings.Cut(key, ".")
+		if _, ok := hf.Get(first); !ok {
+			return lookupPath(hf, plain)
+		}
+	}
+	return nil, false
+}
+
+// setHFValue is the inverse of hfValue for the reverse map: it sets the
+// dotted key, or the unprefixed top-level key when the prefix's container
+// does not exist.
+func setHFValue(hf *Object, key, plain string, v any) {
+	parts := strings.Split(key, ".")
+	cur := hf
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := cur.Get(p)
+		obj, isObj := next.(*Object)
+		if !ok || !isObj {
+			hf.Set(plain, v)
+			return
+		}
+		cur = obj
+	}
+	cur.Set(parts[len(parts)-1], v)
+}
+
+// configMapping is one entry of the template's config map with the key-prefix
+// rules applied: HF is the (prefixed) key looked up, Plain the key as
+// written.
+type configMapping struct {
+	HF, Plain, MCA string
+}
+
+func (m *Model) configMappings() []configMapping {
+	out := make([]configMapping, len(m.Template.Config))
+	for i, e := range m.Template.Config {
+		out[i] = configMapping{HF: prefixedKey(m.Template, e.HF), Plain: e.HF, MCA: e.MCA}
+	}
+	return out
+}
+
+// irValueJSON converts a template constant to a JSON value.
+func irValueJSON(v ir.Value) any {
+	switch v.Kind {
+	case ir.Bool:
+		return v.Bool
+	case ir.Int:
+		return Number{Text: v.Text}
+	case ir.Float:
+		return Number{Text: v.Text, Float: true}
+	case ir.String:
+		return v.Text
+	case ir.List:
+		l := make([]any, len(v.Elems))
+		for i, e := range v.Elems {
+			l[i] = irValueJSON(e)
+		}
+		return l
+	}
+	return nil
+}
+
+// BuildMCAConfig converts an HF config.json to mca_config.json content the
+// way ROLL's convert_hf_to_mca_config_kws and the config's __post_init__
+// do (roll-converter-spec.md §4.1), in this order of precedence:
+//
+//  1. the parallel sizes of layout (1 when unset), transformer_impl,
+//     bf16/fp16 from torch_dtype (or dtype);
+//  2. every key of the template's config map present in the HF config
+//     (dotted keys walk nested objects; missing keys are skipped and the
+//     MCA default applies);
+//  3. hf_model_type, name_or_path and hf_config_json (hfText verbatim);
+//  4. the template's constants;
+//  5. derived values Megatron fills in when unset: num_query_groups,
+//     kv_channels, ffn_hidden_size, moe_ffn_hidden_size, rotary_base from
+//     rope_parameters, moe_router_dtype "fp32" for 32 experts or more.
+//
+// hfPath names the file in errors.
+func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout Layout) (*MCAConfig, error) {
+	hf, err := ParseObject(hfText)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a JSON object: %v", hfPath, err)
+	}
+	layout = layout.normalized()
+	kw := NewObject()
+	kw.Set("tensor_model_parallel_size", IntNumber(int64(layout.TP)))
+	kw.Set("pipeline_model_parallel_size", IntNumber(int64(layout.PP)))
+	if layout.VPP > 1 {
+		kw.Set("virtual_pipeline_model_parallel_size", IntNumber(int64(layout.VPP)))
+	} else {
+		kw.Set("virtual_pipeline_model_parallel_size", nil)
+	}
+	kw.Set("expert_model_parallel_size", IntNumber(int64(layout.EP)))
+	kw.Set("expert_tensor_parallel_size", IntNumber(int64(layout.ETP)))
+	kw.Set("context_parallel_size", IntNumber(1))
+	kw.Set("sequence_parallel", false)
+	kw.Set("account_for_embedding_in_pipeline_split", false)
+	kw.Set("account_for_loss_in_pipeline_split", false)
+	kw.Set("pipeline_model_parallel_layout", nil)
+	kw.Set("transformer_impl", "transformer_engine")
+	kw.Set("moe_grouped_gemm", false)
+	dtype, _ := hf.Get("torch_dtype")
+	if s, ok := hf.Get("dtype"); ok && dtype == nil {
+		dtype = s
+	}
+	kw.Set("bf16", dtype == "bfloat16")
+	kw.Set("fp16", dtype == "float16")
+
+	for _, cm := range m.configMappings() {
+		if v, ok := hfValue(hf, cm.HF, cm.Plain); ok {
+			kw.Set(cm.MCA, cloneJSON(v))
+		}
+	}
+	kw.Set("hf_model_type", m.Template.Name)
+	kw.Set("name_or_path", nameOrPath)
+	kw.Set("hf_config_json", string(hfText))
+	for _, c := range m.Template.Constants {
+		kw.Set(c.Key, irValueJSON(c.Value))
+	}
+
+	c := &MCAConfig{obj: kw}
+	unset := func(k string) bool {
+		v, ok := kw.Get(k)
+		return !ok || v == nil
+	}
+	nh, okH := c.Int("num_attention_heads")
+	h, okHidden := c.Int("hidden_size")
+	if unset("num_query_groups") && okH {
+		kw.Set("num_query_groups", IntNumber(nh))
+	}
+	if unset("kv_channels") && okH && okHidden && nh > 0 {
+		kw.Set("kv_channels", IntNumber(h/nh))
+	}
+	if unset("ffn_hidden_size") && okHidden {
+		kw.Set("ffn_hidden_size", IntNumber(4*h))
+	}
+	if !unset("num_moe_experts") && unset("moe_ffn_hidden_size") {
+		if v, ok := kw.Get("ffn_hidden_size"); ok {
+			kw.Set("moe_ffn_hidden_size", cloneJSON(v))
+		}
+	}
+	if rp, ok := kw.Get("rope_parameters"); ok {
+		if o, ok := rp.(*Object); ok {
+			if th, ok := o.Get("rope_theta"); ok {
+				kw.Set("rotary_base", cloneJSON(th))
+			}
+		}
+	}
+	if e, ok := c.Int("num_moe_experts"); ok && e >= 32 && unset("moe_router_dtype") {
+		kw.Set("moe_router_dtype", "fp32")
+	}
+	return c, nil
+}
+
+// BuildHFConfig rebuilds config.json from an MCA config the way ROLL's
+// convert_mca_to_hf_config does (roll-converter-spec.md §4.2): start from
+// hf_config_json, write back every key of the reversed config map (the
+// last HF key mapped to an MCA key wins) whose MCA key the config holds,
+// and force model_type to the template name. The result is written like
+// transformers writes config.json (sorted keys, indent 2).
+func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
+	text, ok := mc.String("hf_config_json")
+	if !ok {
+		return nil, fmt.Errorf("%s: hf_config_json is missing or not a string; the HF config cannot be rebuilt", mcaPath)
+	}
+	hf, err := ParseObject([]byte(text))
+	if err != nil {
+		return nil, fmt.Errorf("%s: hf_config_json is not a JSON object: %v", mcaPath, err)
+	}
+	type rev struct{ hf, plain string }
+	var order []string
+	revMap := map[string]rev{}
+	for _, cm := range m.configMappings() {
+		if _, ok := revMap[cm.MCA]; !ok {
+			order = append(order, cm.MCA)
+		}
+		revMap[cm.MCA] = rev{cm.HF, cm.Plain}
+	}
+	for _, k := range order {
+		v, ok := mc.obj.Get(k)
+		if !ok {
+			continue
+		}
+		r := revMap[k]
+		setHFValue(hf, r.hf, r.plain, cloneJSON(v))
+	}
+	hf.Set("model_type", m.Template.Name)
+	return append(PyJSON(hf, 2, true), '\n'), nil
+}

@@ -1,0 +1,684 @@
+package exec
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
+)
+
+// DefaultMaxShardSize is the HF shard size limit (transformers' "5GB").
+const DefaultMaxShardSize = 5_000_000_000
+
+// Options configure a conversion.
+type Options struct {
+	// Force replaces a destination that exists and is not empty.
+	Force bool
+	// Layout is the parallel layout to write (HF → MCA); only the zero
+	// value or all ones are supported yet.
+	Layout Layout
+	// Progress, if set, is called as tensor bytes are written, with the
+	// bytes done and the total.
+	Progress func(done, total int64)
+	// MaxShardSize limits the HF shard size (MCA → HF); 0 means
+	// DefaultMaxShardSize. A tensor larger than the limit gets a shard of
+	// its own.
+	MaxShardSize int64
+	// Sync fsyncs every file before the output is renamed into place.
+	Sync bool
+	// NameOrPath is recorded as name_or_path in mca_config.json; empty
+	// means the source directory as given.
+	NameOrPath string
+}
+
+// Result describes a finished (or refused) conversion.
+type Result struct {
+	// Plan is the plan the conversion ran (or refused to run).
+	Plan *Plan
+	// Written is the number of tensor bytes written.
+	Written int64
+	// Files are the weight files written, relative to the destination.
+	Files []string
+	// Copied are the other files copied from the source.
+	Copied []string
+}
+
+// ConvertHFToMCA converts the HF checkpoint in src to an MCA checkpoint in
+// dst: mca_config.json, latest_checkpointed_iteration.txt and
+// iter_0000001/mp_rank_00/model_optim_rng.pt holding {"model": {name:
+// tensor}} in the HF dtypes, plus the source's tokenizer and code files.
+//
+// The plan is made from the headers first; any error problem (a tensor no
+// op consumes, an incomplete group, a name nothing matches, shapes that
+// disagree with the config) is returned as a *PlanError before anything is
+// written. Tensors are streamed from the mapped shards to the output file
+// in plan order without copies for the ops that only reorder rows; the
+// pages of consumed input are dropped from the resident set as they are
+// written. Output goes to a temporary directory renamed into place.
+func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
+	defer recoverInternal(&err)
+	if err := opts.Layout.Supported(); err != nil {
+		return nil, err
+	}
+	if err := checkPaths(src, dst); err != nil {
+		return nil, err
+	}
+	if err := checkDest(dst, opts.Force); err != nil {
+		return nil, err
+	}
+	cfgPath, cfgText, _, err := ReadHFConfig(src)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := safetensors.OpenSharded(src)
+	if err != nil {
+		return nil, err
+	}
+	defer sh.Close()
+	all := sh.Tensors()
+	metas := make([]TensorMeta, len(all))
+	for i, t := range all {
+		metas[i] = TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, Size: t.Size, File: t.File.Path()}
+	}
+	nameOrPath := opts.NameOrPath
+	if nameOrPath == "" {
+		nameOrPath = src
+	}
+	mc, err := BuildMCAConfig(m, cfgText, cfgPath, nameOrPath, opts.Layout)
+	if err != nil {
+		return nil, err
+	}
+	plan := PlanHFToMCA(m, mc, metas)
+	res = &Result{Plan: plan}
+	if err := plan.Err(); err != nil {
+		return res, err
+	}
+
+	out, err := newOutput(dst, opts.Force)
+	if err != nil {
+		return res, err
+	}
+	defer out.abort()
+	rank := Rank{}
+	rel := filepath.Join("iter_0000001", rank.Dir(mc.Layout()), MCACheckpointPT)
+	if err := os.MkdirAll(filepath.Dir(out.path(rel)), 0o755); err != nil {
+		return res, err
+	}
+	ex := newExecutor(plan, opts, func(i int) inputData {
+		t := all[i]
+		return inputData{data: t.File.Data(t.TensorInfo), path: t.File.Path(), off: t.Offset, st: t.File, ti: t.TensorInfo}
+	})
+	defer ex.close()
+	if err := ex.writeMCA(ctx, out.path(rel)); err != nil {
+		return res, err
+	}
+	res.Written = ex.done
+	res.Files = []string{rel}
+	if err := writeFileSync(out.path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
+		return res, err
+	}
+	if err := writeFileSync(out.path(TrackerName), []byte("1"), opts.Sync); err != nil {
+		return res, err
+	}
+	res.Copied, err = copyAux(src, out.tmp, func(name string) bool {
+		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
+	})
+	if err != nil {
+		return res, err
+	}
+	if err := out.commit(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// ConvertMCAToHF converts the MCA checkpoint in src (TP=PP=EP=1) back to
+// an HF checkpoint in dst: shards model-0000N-of-0000M.safetensors cut at
+// opts.MaxShardSize in plan order, model.safetensors.index.json, and
+// config.json rebuilt from hf_config_json and the template's reversed
+// config map, plus the source's other files.
+func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
+	defer recoverInternal(&err)
+	if err := checkPaths(src, dst); err != nil {
+		return nil, err
+	}
+	if err := checkDest(dst, opts.Force); err != nil {
+		return nil, err
+	}
+	mck, err := ReadMCACheckpoint(src)
+	if err != nil {
+		return nil, err
+	}
+	hfConfig, err := BuildHFConfig(m, mck.Config, mck.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	tf, err := torchsave.Open(mck.PT)
+	if err != nil {
+		return nil, err
+	}
+	defer tf.Close()
+	tts, metas, err := mcaTensors(tf)
+	if err != nil {
+		return nil, err
+	}
+	plan := PlanMCAToHF(m, mck.Config, metas)
+	res = &Result{Plan: plan}
+	if err := plan.Err(); err != nil {
+		return res, err
+	}
+	out, err := newOutput(dst, opts.Force)
+	if err != nil {
+		return res, err
+	}
+	defer out.abort()
+	recs := map[string]int64{}
+	for _, r := range tf.Records() {
+		recs[r.Name] = r.Offset
+	}
+	ex := newExecutor(plan, opts, func(i int) inputData {
+		t := tts[i]
+		off, ok := recs["data/"+t.Storage]
+		if !ok {
+			return inputData{data: t.Data}
+		}
+		return inputData{data: t.Data, path: mck.PT, off: off + t.StorageOffset*int64(t.DType.Size())}
+	})
+	defer ex.close()
+	maxShard := opts.MaxShardSize
+	if maxShard <= 0 {
+		maxShard = DefaultMaxShardSize
+	}
+	files, err := ex.writeHF(ctx, out, maxShard)
+	if err != nil {
+		return res, err
+	}
+	res.Written = ex.done
+	res.Files = files
+	if err := writeFileSync(out.path(HFConfigName), hfConfig, opts.Sync); err != nil {
+		return res, err
+	}
+	res.Copied, err = copyAux(src, out.tmp, func(name string) bool {
+		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
+	})
+	if err != nil {
+		return res, err
+	}
+	if err := out.commit(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// recoverInternal turns a panic into an error; the deferred cleanups have
+// already removed the temporary output by the time it runs.
+func recoverInternal(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("internal error: %v", r)
+	}
+}
+
+// writeChunk is the size of the writes the executor issues; pages of
+// mapped input are dropped after each (formats.md §5: writes of a few MB
+// straight from the mapping run at disk speed).
+const writeChunk = 16 << 20
+
+// executor runs a plan's steps on real tensor data.
+type executor struct {
+	plan  *Plan
+	opts  Options
+	cfg   ops.Config
+	dist  *dist
+	input func(i int) inputData
+	arena arena
+	done  int64
+	total int64
+	// ranges are the current step's mapped inputs: output pieces inside
+	// them are copied from their file by the kernel, and their pages are
+	// dropped after writing.
+	ranges []inputRange
+	files  map[string]*os.File
+	// spans are the address ranges of the whole mapped input files. The
+	// kernel maps pages around every fault (fault-around), including pages
+	// of tensors already written or not yet reached; dropping the whole
+	// mappings every dropEvery bytes keeps those from accumulating.
+	spans     [][2]uintptr
+	sinceDrop int64
+}
+
+// inputData locates one input tensor: its bytes (a slice of a read-only
+// shared file mapping) and, when known, the file and offset they are at.
+type inputData struct {
+	data []byte
+	path string // "" when the file offset is unknown
+	off  int64
+	st   *safetensors.File // for Release, or nil
+	ti   safetensors.TensorInfo
+}
+
+type inputRange struct {
+	start, end uintptr
+	path       string
+	off        int64
+}
+
+// dropEvery is how many bytes are written between drops of the whole
+// input mappings.
+const dropEvery = 256 << 20
+
+func newExecutor(p *Plan, opts Options, input func(int) inputData) *executor {
+	ex := &executor{plan: p, opts: opts, cfg: p.Config.OpsConfig(), dist: newDist(p.Model, p.Config), input: input,
+		total: p.OutBytes(), files: map[string]*os.File{}}
+	ex.cfg.Alloc = ex.arena.alloc
+	// One span per input file, from its tensors' data.
+	byFile := map[string]int{}
+	for i, in := range p.Inputs {
+		s, e := addrRange(input(i).data)
+		if e <= s {
+			continue
+		}
+		k, ok := byFile[in.File]
+		if !ok {
+			k = len(ex.spans)
+			byFile[in.File] = k
+			ex.spans = append(ex.spans, [2]uintptr{s, e})
+		}
+		ex.spans[k][0] = min(ex.spans[k][0], s)
+		ex.spans[k][1] = max(ex.spans[k][1], e)
+	}
+	return ex
+}
+
+func (ex *executor) close() {
+	ex.arena.free()
+	for _, f := range ex.files {
+		f.Close()
+	}
+}
+
+// file returns an open descriptor of an input file, for in-kernel copies.
+func (ex *executor) file(path string) (*os.File, error) {
+	if f, ok := ex.files[path]; ok {
+		return f, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	ex.files[path] = f
+	return f, nil
+}
+
+// run applies one step to real data and returns its outputs, checked
+// against the plan.
+func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
+	ex.arena.reset()
+	ex.ranges = ex.ranges[:0]
+	desc := st.side.info.describe()
+	vals := make([]ops.Value, len(st.Inputs))
+	for j, i := range st.Inputs {
+		meta := ex.plan.Inputs[i]
+		in := ex.input(i)
+		t, err := tensor.New(meta.DType, meta.Shape, in.data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %v", meta.File, meta.Name, err)
+		}
+		if s, e := addrRange(in.data); e > s {
+			ex.ranges = append(ex.ranges, inputRange{start: s, end: e, path: in.path, off: in.off})
+		}
+		if ex.plan.Dir == ops.MCAToHF {
+			if vals[j], err = ex.dist.fromRanks(meta.Name, []tensor.Tensor{t}); err != nil {
+				return nil, fmt.Errorf("%s: %v", meta.File, err)
+			}
+		} else {
+			vals[j] = ops.TensorValue(t)
+		}
+	}
+	outs, err := st.side.info.op.Apply(ex.plan.Dir, ex.cfg, vals)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", desc, err)
+	}
+	var ts []tensor.Tensor
+	for k, v := range outs {
+		if ex.plan.Dir == ops.HFToMCA {
+			if len(ts) >= len(st.Outputs) {
+				return nil, fmt.Errorf("%s: internal error: result %d beyond the %d planned outputs", desc, k, len(st.Outputs))
+			}
+			rts, err := ex.dist.toRanks(st.Outputs[len(ts)].Name, v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", desc, err)
+			}
+			for _, rt := range rts {
+				ts = append(ts, rt.Tensor)
+			}
+			continue
+		}
+		t, err := v.Flatten()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", desc, err)
+		}
+		ts = append(ts, t)
+	}
+	if len(ts) != len(st.Outputs) {
+		return nil, fmt.Errorf("%s: internal error: %d results, planned %d", desc, len(ts), len(st.Outputs))
+	}
+	for k, t := range ts {
+		o := st.Outputs[k]
+		if t.DType != o.DType || !t.Shape.Equal(o.Shape) {
+			return nil, fmt.Errorf("%s: internal error: %q is %v, planned %v%v", desc, o.Name, t, o.DType, o.Shape)
+		}
+	}
+	return ts, nil
+}
+
+// inputOf returns the current step's input holding b, or nil.
+func (ex *executor) inputOf(b []byte) *inputRange {
+	s, e := addrRange(b)
+	if e <= s {
+		return nil
+	}
+	for k := range ex.ranges {
+		if r := &ex.ranges[k]; s >= r.start && e <= r.end {
+			return r
+		}
+	}
+	return nil
+}
+
+// sink is where tensor bytes go: the torch.save writer, or an HF shard.
+// WriteFrom writes bytes that are also in src at off, copied inside the
+// kernel.
+type sink interface {
+	Write(p []byte) (int, error)
+	WriteFrom(data []byte, src *os.File, off int64) (int, error)
+}
+
+// write streams t's pieces to w in chunks. A chunk of mapped input is
+// copied from its file by the kernel (copy_file_range, as cp does;
+// writing it from the mapping runs up to 3x slower on the target VM) and
+// its pages are dropped after; other chunks (bytes an op computed) are
+// written from memory.
+func (ex *executor) write(w sink, t tensor.Tensor) error {
+	for _, p := range t.Pieces() {
+		r := ex.inputOf(p)
+		var src *os.File
+		var off int64
+		if r != nil && r.path != "" {
+			f, err := ex.file(r.path)
+			if err != nil {
+				return err
+			}
+			s, _ := addrRange(p)
+			src, off = f, r.off+int64(s-r.start)
+		}
+		for len(p) > 0 {
+			c := p[:min(len(p), writeChunk)]
+			var err error
+			if src != nil {
+				_, err = w.WriteFrom(c, src, off)
+				off += int64(len(c))
+			} else {
+				_, err = w.Write(c)
+			}
+			if err != nil {
+				return err
+			}
+			ex.done += int64(len(c))
+			if r != nil {
+				dropPages(c)
+			}
+			if ex.sinceDrop += int64(len(c)); ex.sinceDrop >= dropEvery {
+				ex.dropAll()
+			}
+			if ex.opts.Progress != nil {
+				ex.opts.Progress(ex.done, ex.total)
+			}
+			p = p[len(c):]
+		}
+	}
+	return nil
+}
+
+// dropAll drops every mapped page of the input files.
+func (ex *executor) dropAll() {
+	for _, s := range ex.spans {
+		dropRange(s[0], s[1])
+	}
+	ex.sinceDrop = 0
+}
+
+// releaseInputs drops the pages of a finished step's inputs.
+func (ex *executor) releaseInputs(st *Step) {
+	for _, i := range st.Inputs {
+		in := ex.input(i)
+		if in.st != nil {
+			in.st.Release(in.ti)
+		}
+		dropPages(in.data)
+	}
+}
+
+// writeMCA writes the single-rank model_optim_rng.pt.
+func (ex *executor) writeMCA(ctx context.Context, path string) error {
+	outs := ex.plan.Outputs()
+	model := &torchsave.Dict{Ordered: true, Items: make([]torchsave.Item, len(outs))}
+	for i, o := range outs {
+		model.Items[i] = torchsave.Item{Key: o.Name, Value: torchsave.TensorSpec{DType: o.DType, Shape: o.Shape}}
+	}
+	root := &torchsave.Dict{Items: []torchsave.Item{{Key: "model", Value: model}}}
+	w, err := torchsave.Create(path, root, &torchsave.Options{Sync: ex.opts.Sync})
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	want := w.Tensors()
+	if len(want) != len(outs) {
+		return fmt.Errorf("%s: internal error: the writer expects %d tensors, the plan has %d", path, len(want), len(outs))
+	}
+	k := 0
+	for si := range ex.plan.Steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st := &ex.plan.Steps[si]
+		if st.Dropped {
+			continue
+		}
+		ts, err := ex.run(st)
+		if err != nil {
+			return err
+		}
+		for j, t := range ts {
+			if want[k].Name != "model/"+st.Outputs[j].Name {
+				return fmt.Errorf("%s: internal error: writing %q, the writer expects %q", path, st.Outputs[j].Name, want[k].Name)
+			}
+			if err := ex.write(w, t); err != nil {
+				return err
+			}
+			k++
+		}
+		ex.releaseInputs(st)
+	}
+	return w.Close()
+}
+
+// shardFile is one HF output shard: a contiguous run of the plan's
+// outputs.
+type shardFile struct {
+	name       string
+	first, end int // output indices [first, end)
+	size       int64
+}
+
+// assignShards cuts the outputs, in order, into shards of at most max
+// bytes: a shard is closed when the next tensor would overflow it, and a
+// tensor larger than max gets a shard of its own (as transformers does,
+// but keeping the order so that shards can be streamed).
+func assignShards(outs []Output, max int64) []shardFile {
+	var shards []shardFile
+	cur := shardFile{}
+	for i, o := range outs {
+		if i > cur.first && cur.size+o.Size > max {
+			cur.end = i
+			shards = append(shards, cur)
+			cur = shardFile{first: i}
+		}
+		cur.size += o.Size
+	}
+	cur.end = len(outs)
+	if cur.end > cur.first || len(shards) == 0 {
+		shards = append(shards, cur)
+	}
+	for i := range shards {
+		shards[i].name = fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
+	}
+	return shards
+}
+
+// fileSink writes tensor data straight to a shard file, after the
+// header safetensors.NewWriter wrote: the data region is the tensors'
+// bytes back to back in header order, which fileSink counts.
+type fileSink struct {
+	f *os.File
+	n int64
+}
+
+func (s *fileSink) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.n += int64(n)
+	return n, err
+}
+
+func (s *fileSink) WriteFrom(data []byte, src *os.File, off int64) (int, error) {
+	if _, err := src.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err := s.f.ReadFrom(io.LimitReader(src, int64(len(data))))
+	s.n += n
+	if err == nil && n < int64(len(data)) {
+		err = fmt.Errorf("copying from %s at offset %d: %d of %d bytes (file shorter than expected)", src.Name(), off, n, len(data))
+	}
+	return int(n), err
+}
+
+// writeHF writes the HF shards and the index; it returns the file names.
+// Each shard's header comes from safetensors.NewWriter, whose layout
+// (Tensors, Size) the data then follows; the data itself goes through a
+// fileSink so that bytes of the mapped input are copied by the kernel.
+func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([]string, error) {
+	outs := ex.plan.Outputs()
+	shards := assignShards(outs, maxShard)
+	weightMap := make(map[string]string, len(outs))
+	var total int64
+	for _, s := range shards {
+		for _, o := range outs[s.first:s.end] {
+			weightMap[o.Name] = s.name
+			total += o.Size
+		}
+	}
+	var (
+		cur    = -1
+		f      *os.File
+		fs     *fileSink
+		layout []safetensors.TensorInfo
+		size   int64
+		files  []string
+	)
+	finish := func() error {
+		if f == nil {
+			return nil
+		}
+		var err error
+		if pos, _ := f.Seek(0, io.SeekCurrent); pos != size {
+			err = fmt.Errorf("internal error: %d bytes written, the header lays out %d", pos, size)
+		}
+		if err == nil && ex.opts.Sync {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		f = nil
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", shards[cur].name, err)
+		}
+		return nil
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	open := func(i int) error {
+		if err := finish(); err != nil {
+			return err
+		}
+		cur = i
+		s := shards[i]
+		specs := make([]safetensors.Spec, 0, s.end-s.first)
+		for _, o := range outs[s.first:s.end] {
+			specs = append(specs, safetensors.Spec{Name: o.Name, DType: o.DType, Shape: o.Shape})
+		}
+		var err error
+		f, err = os.OpenFile(out.path(s.name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		sw, err := safetensors.NewWriter(f, specs, map[string]string{"format": "pt"})
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", s.name, err)
+		}
+		layout, size = sw.Tensors(), sw.Size()
+		fs = &fileSink{f: f}
+		files = append(files, s.name)
+		return nil
+	}
+	k := 0
+	for si := range ex.plan.Steps {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st := &ex.plan.Steps[si]
+		if st.Dropped {
+			continue
+		}
+		ts, err := ex.run(st)
+		if err != nil {
+			return nil, err
+		}
+		for j, t := range ts {
+			for cur < 0 || k >= shards[cur].end {
+				if err := open(cur + 1); err != nil {
+					return nil, err
+				}
+			}
+			ti := layout[k-shards[cur].first]
+			if ti.Name != st.Outputs[j].Name || ti.Size != t.Len() || fs.n != ti.Offset-layout[0].Offset {
+				return nil, fmt.Errorf("writing %s: internal error: tensor %q at %d, the header has %q at %d", shards[cur].name, st.Outputs[j].Name, fs.n, ti.Name, ti.Offset)
+			}
+			if err := ex.write(fs, t); err != nil {
+				return nil, fmt.Errorf("writing %s: %w", shards[cur].name, err)
+			}
+			k++
+		}
+		ex.releaseInputs(st)
+	}
+	for cur < len(shards)-1 { // a shard of nothing (no outputs at all)
+		if err := open(cur + 1); err != nil {
+			return nil, err
+		}
+	}
+	if err := finish(); err != nil {
+		return nil, err
+	}
+	if err := safetensors.WriteIndex(out.path(safetensors.IndexFileName), weightMap, total); err != nil {
+		return nil, err
+	}
+	return append(files, safetensors.IndexFileName), nil
+}

@@ -1,0 +1,65 @@
+// Package exec runs compiled templates on checkpoints: it converts Hugging
+// Face safetensors checkpoints to the Megatron-Core (MCA) checkpoints ROLL's
+// mcore_adapter loads, and back, without torch.
+//
+// # Pipeline
+//
+// A conversion has three stages, and the first never touches tensor data:
+//
+//  1. Plan ([PlanHFToMCA], [PlanMCAToHF]). The source tensor list (names,
+//     dtypes, shapes from the safetensors headers or the torch pickle) is
+//     matched against the template with ROLL's rules
+//     (roll-converter-spec.md §3): each name is split into a weight prefix
+//     (its bucket: one decoder layer, one expert, the fused experts of a
+//     layer, or the global weights) and a pure name; names in the
+//     template's ignore list are skipped; the op is looked up by exact key,
+//     then by the first key in registration order whose pattern ("{}" a
+//     lazy wildcard, dots unescaped) matches at the start; the op claims
+//     every buffered name of the bucket one of its sources matches at the
+//     start; it runs once it has as many tensors as sources, gathering
+//     them in declared order ("{}" captures carried into the targets).
+//     Each op group is run on stand-in tensors to get its outputs' shapes,
+//     which checks the shapes against the config (q rows = heads ×
+//     kv_channels, k/v rows = groups × kv_channels, gate = up, experts =
+//     num_moe_experts). Every name no op matches, group left incomplete,
+//     tensor claimed but unused, shape mismatch, output no parallel class
+//     covers, duplicate output, missing layer or expert becomes a
+//     [Problem] naming the tensors, their files and the op.
+//  2. Placement (dist): the parallel classification of the template
+//     decides how each MCA output is split over ranks. At TP=PP=EP=1 (the
+//     only layout supported yet) it joins (or, MCA → HF, splits) the
+//     components of stacked swiglu and gdn weights; this is where a
+//     per-rank split goes between op results and the files.
+//  3. Execution ([ConvertHFToMCA], [ConvertMCAToHF]): the steps run in
+//     plan order on the mapped input. The ops that only reorder rows
+//     return views, whose pieces are byte ranges of the input files; each
+//     piece is copied to the output file by the kernel (copy_file_range,
+//     as cp does), 16 MiB at a time, while the torch.save writer computes
+//     the record's CRC-32 from the mapping on the second core. Pages of
+//     the mapping are dropped from the resident set as they are consumed,
+//     so memory stays bounded (about 30 MiB) whatever the model size.
+//     Bytes an op computes (the zero-centred norm, transposing expert
+//     splits) come from one reused staging buffer. Output goes to a
+//     temporary directory beside the destination and is renamed into
+//     place only when everything is written.
+//
+// # Files
+//
+// MCA output: mca_config.json ([BuildMCAConfig]),
+// latest_checkpointed_iteration.txt ("1") and
+// iter_0000001/mp_rank_00/model_optim_rng.pt, a torch.save file holding
+// {"model": OrderedDict(name → tensor)} in the HF dtypes, which is all
+// ROLL writes (no iteration, args or checkpoint_version keys). HF output:
+// model-0000N-of-0000M.safetensors shards, model.safetensors.index.json
+// and config.json ([BuildHFConfig]). Tokenizer, processor and remote-code
+// files are copied in both directions.
+//
+// # Benchmarks
+//
+// go test -bench . runs the conversions of a 512 MiB Llama-shaped
+// checkpoint both ways against copying its files, and the header-only
+// check of a 16 GB sparse checkpoint. bench/bench.sh times rolltplc
+// convert against cp -r on 2 and 8 GiB checkpoints and reports the ratio
+// and the peak RSS; ROLLTPL_LARGE=1 go test -run TestLargeRoundTrip round
+// trips a model_optim_rng.pt over 4 GiB.
+package exec

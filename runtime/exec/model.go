@@ -1,0 +1,193 @@
+package exec
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/runtime/ops"
+)
+
+// Model is a compiled template ready to run: the template, its merged
+// parallel classification and the build flags its names depend on.
+type Model struct {
+	Template *ir.Template
+	// Parallel is the template's effective parallel classification.
+	Parallel ir.Effective
+	// Flags are the build flags names are resolved with (e.g.
+	// "megatron_llama"); nil means all false.
+	Flags map[string]bool
+}
+
+// NewModel returns the model for the template named modelType in prog. It
+// checks that every op kind has a runtime implementation and that the
+// declared names fit the kind's arity.
+func NewModel(prog *ir.Program, modelType string, flags map[string]bool) (*Model, error) {
+	if prog == nil {
+		return nil, fmt.Errorf("no templates")
+	}
+	t := prog.Template(modelType)
+	if t == nil {
+		var names []string
+		for _, t := range prog.Templates {
+			names = append(names, t.Name)
+		}
+		return nil, fmt.Errorf("no template for model type %q (templates: %v)", modelType, names)
+	}
+	ps := t.Parallel
+	if flags["megatron_llama"] && prog.ParallelSet("megatron_llama") != nil && ps != nil {
+		// ROLL's DistConverter merges megatron_llama_config when
+		// is_megatron_llama() holds.
+		merged := *ps
+		merged.Parts = append(append([]ir.ParallelPart(nil), ps.Parts...), ir.ParallelPart{Use: "megatron_llama"})
+		ps = &merged
+	}
+	m := &Model{Template: t, Parallel: prog.Effective(ps), Flags: flags}
+	for i, o := range t.Ops {
+		if _, err := m.opInfo(i, o); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// opInfo is one op of the template with its names resolved and its
+// runtime op built.
+type opInfo struct {
+	ir    *ir.Op
+	index int
+	kind  string
+	hf    []string // declared HF names
+	mca   []string // declared MCA names (split kinds: the single per-expert name)
+	op    ops.Op
+}
+
+func (m *Model) opInfo(i int, o *ir.Op) (*opInfo, error) {
+	hf, mca := o.Resolved(m.Flags)
+	oi := &opInfo{ir: o, index: i, kind: o.Kind, hf: hf, mca: mca}
+	if _, ok := ops.Lookup(o.Kind); !ok {
+		return nil, fmt.Errorf("%s: op kind %q has no runtime implementation", o.Span.Start, o.Kind)
+	}
+	oi.op = ops.Op{Kind: o.Kind, NumHF: len(hf), NumMCA: len(mca)}
+	if v, ok := o.Param("dim"); ok && v.Kind == ir.Int {
+		d, err := strconv.Atoi(v.Text)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: bad dim %q", o.Span.Start, o.Kind, v.Text)
+		}
+		oi.op.Dim = d
+	}
+	if v, ok := o.Param("transpose"); ok && v.Kind == ir.Bool {
+		oi.op.Transpose = v.Bool
+	}
+	if v, ok := o.Param("hidden_size"); ok && v.Kind == ir.Int {
+		h, err := strconv.ParseInt(v.Text, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: bad hidden_size %q", o.Span.Start, o.Kind, v.Text)
+		}
+		oi.op.HiddenSize = h
+	}
+	if isSplitKind(o.Kind) {
+		oi.op.NumMCA = 0
+		if len(mca) != 1 {
+			return nil, fmt.Errorf("%s: %s declares %d MCA names, want 1 (it is expanded per expert)", o.Span.Start, o.Kind, len(mca))
+		}
+	}
+	if _, _, err := oi.op.Arity(); err != nil {
+		return nil, fmt.Errorf("%s: %v", o.Span.Start, err)
+	}
+	return oi, nil
+}
+
+func isSplitKind(kind string) bool {
+	return kind == ops.KindSplitExperts || kind == ops.KindSplitStackExperts
+}
+
+// describe names the op for messages: kind and source position.
+func (oi *opInfo) describe() string {
+	return fmt.Sprintf("%s op #%d (%s)", oi.kind, oi.index+1, oi.ir.Span.Start)
+}
+
+// side is one direction's view of an op: the names it gathers (sources)
+// and produces (targets), and the compiled patterns.
+type side struct {
+	info    *opInfo
+	sources []string
+	targets []string
+	require []*regexp.Regexp // start-anchored, per source (nil: literal only)
+	gather  []*regexp.Regexp // unanchored, per source with "{}" (else nil)
+}
+
+// requires reports whether the op claims a buffered name: the name is one
+// of its sources, or matches one at the start (ROLL's is_required_name;
+// so ".gate_proj.weight" also claims ".gate_proj.weight_scale_inv").
+func (s *side) requires(name string) bool {
+	for i, src := range s.sources {
+		if src == name {
+			return true
+		}
+		if re := s.require[i]; re != nil && re.MatchString(name) {
+			return true
+		}
+	}
+	return false
+}
+
+func newSide(info *opInfo, sources, targets []string) *side {
+	s := &side{info: info, sources: sources, targets: targets}
+	s.require = make([]*regexp.Regexp, len(sources))
+	s.gather = make([]*regexp.Regexp, len(sources))
+	for i, n := range sources {
+		s.require[i] = escapedPattern(n, true)
+		if containsWildcard(n) {
+			s.gather[i] = escapedPattern(n, false)
+		}
+	}
+	return s
+}
+
+func containsWildcard(s string) bool {
+	for i := 0; i+1 < len(s); i++ {
+		if s[i] == '{' && s[i+1] == '}' {
+			return true
+		}
+	}
+	return false
+}
+
+// opTable is ROLL's hf_name_to_converter / mca_name_to_converter: keys in
+// first-insertion order, each mapped to the last op declaring it.
+type opTable struct {
+	keys  []string
+	op    map[string]int // key → index into sides
+	regex []*regexp.Regexp
+	sides []*side
+}
+
+func newOpTable(sides []*side, keysOf func(*side) []string) *opTable {
+	t := &opTable{op: map[string]int{}, sides: sides}
+	for i, s := range sides {
+		for _, k := range keysOf(s) {
+			if _, ok := t.op[k]; !ok {
+				t.keys = append(t.keys, k)
+				t.regex = append(t.regex, lookupPattern(k))
+			}
+			t.op[k] = i
+		}
+	}
+	return t
+}
+
+// lookup finds the op for a pure name: an exact key first, then the first
+// key (in insertion order) whose pattern matches at the start of name.
+func (t *opTable) lookup(name string) (*side, bool) {
+	if i, ok := t.op[name]; ok {
+		return t.sides[i], true
+	}
+	for k, re := range t.regex {
+		if re != nil && re.MatchString(name) {
+			return t.sides[t.op[t.keys[k]]], true
+		}
+	}
+	return nil, false
+}

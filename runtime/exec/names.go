@@ -1,0 +1,227 @@
+package exec
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// MCA-side prefixes (ROLL convert_utils.py).
+const (
+	MCALayerPrefix  = "decoder.layers."
+	MCAExpertPrefix = ".mlp.experts.local_experts."
+)
+
+// prefixes are the layer prefix P and expert prefix M of one side.
+type prefixes struct {
+	layer, expert string
+}
+
+// weightPrefix is a parsed weight prefix: the bucket a tensor is buffered
+// in (roll-converter-spec.md §3.2).
+type weightPrefix struct {
+	Prefix string // "" for a global weight
+	Layer  int    // -1 for a global weight
+	Expert int    // -1 unless a per-expert tensor
+	Fused  bool   // the prefix ends in the expert prefix with no index
+	// splitKeyed marks an MCA bucket holding all experts of a layer for a
+	// split op, keyed "<e><pure name>".
+	splitKeyed bool
+}
+
+// split returns the weight prefix of name and its pure name:
+//
+//   - a name not starting with P is global: prefix "", pure = name;
+//   - else P<layer> must be followed by "." or the end;
+//   - if M is set and the rest after P<layer> starts with M: P<layer>M<e>
+//     when an expert index follows (a per-expert tensor), else P<layer>M (a
+//     fused expert tensor holding all experts);
+//   - else P<layer>.
+//
+// ROLL raises for a layer component that is not an integer; so does split.
+func (p prefixes) split(name string) (weightPrefix, string, error) {
+	if !strings.HasPrefix(name, p.layer) {
+		return weightPrefix{Layer: -1, Expert: -1}, name, nil
+	}
+	rest := name[len(p.layer):]
+	comp, _, _ := strings.Cut(rest, ".")
+	layer, ok := canonicalIndex(comp)
+	if !ok {
+		return weightPrefix{}, "", fmt.Errorf("the layer index %q after the layer prefix %q is not an integer", comp, p.layer)
+	}
+	wp := weightPrefix{Prefix: p.layer + comp, Layer: layer, Expert: -1}
+	after := name[len(wp.Prefix):]
+	if p.expert != "" && strings.HasPrefix(after, p.expert) {
+		r2 := after[len(p.expert):]
+		digits := leadingDigits(r2)
+		if e, ok := canonicalIndex(digits); ok && (len(digits) == len(r2) || r2[len(digits)] == '.') {
+			wp.Prefix += p.expert + digits
+			wp.Expert = e
+		} else {
+			wp.Prefix += p.expert
+			wp.Fused = true
+		}
+	}
+	return wp, name[len(wp.Prefix):], nil
+}
+
+func leadingDigits(s string) string {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return s[:i]
+}
+
+// canonicalIndex parses a non-negative decimal index without sign or
+// leading zeros (ROLL rebuilds prefixes from int(), so "07" would not
+// round-trip).
+func canonicalIndex(s string) (int, bool) {
+	if s == "" || len(s) > 9 || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil
+}
+
+// convertPrefix rewrites a weight prefix from one side's prefixes to the
+// other's: the first occurrence of from.layer becomes to.layer and, when
+// both sides have an expert prefix, the first occurrence of from.expert
+// becomes to.expert (ROLL's convert_to_mca_prefix / convert_to_hf_prefix).
+func convertPrefix(prefix string, from, to prefixes) string {
+	if prefix == "" {
+		return ""
+	}
+	prefix = strings.Replace(prefix, from.layer, to.layer, 1)
+	if from.expert != "" && to.expert != "" {
+		prefix = strings.Replace(prefix, from.expert, to.expert, 1)
+	}
+	return prefix
+}
+
+// lookupPattern compiles a table key for op lookup: "{}" becomes a lazy
+// group and dots stay unescaped (so "." matches any character), anchored
+// at the start only (Python re.match). Keys that do not compile never
+// match.
+func lookupPattern(key string) *regexp.Regexp {
+	re, err := regexp.Compile(`^(?:` + strings.ReplaceAll(key, "{}", "(.*?)") + `)`)
+	if err != nil {
+		return nil
+	}
+	return re
+}
+
+// escapedPattern compiles a declared name for membership and gathering:
+// dots escaped, "{}" a greedy group. start anchors it at the start.
+func escapedPattern(name string, start bool) *regexp.Regexp {
+	s := strings.ReplaceAll(strings.ReplaceAll(name, ".", `\.`), "{}", "(.*)")
+	if start {
+		s = "^(?:" + s + ")"
+	}
+	re, err := regexp.Compile(s)
+	if err != nil {
+		return nil
+	}
+	return re
+}
+
+// formatTargets substitutes captures into "{}" placeholders in order, as
+// Python's str.format(*captures) does.
+func formatTargets(names []string, captures []string) ([]string, error) {
+	if len(captures) == 0 {
+		return names, nil
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		var b strings.Builder
+		k := 0
+		for {
+			j := strings.Index(n, "{}")
+			if j < 0 {
+				b.WriteString(n)
+				break
+			}
+			if k >= len(captures) {
+				return nil, fmt.Errorf("target %q has more {} than the %d captured values", names[i], len(captures))
+			}
+			b.WriteString(n[:j])
+			b.WriteString(captures[k])
+			k++
+			n = n[j+2:]
+		}
+		out[i] = b.String()
+	}
+	return out, nil
+}
+
+// glob is a compiled shell glob pattern matched against whole names
+// (Python fnmatch on POSIX: case-sensitive, "*" matches any run including
+// dots).
+type glob struct {
+	literal string
+	re      *regexp.Regexp
+}
+
+func compileGlob(pattern string) glob {
+	if !strings.ContainsAny(pattern, "*?[") {
+		return glob{literal: pattern}
+	}
+	re, err := regexp.Compile("^" + globToRegexp(pattern) + "$")
+	if err != nil {
+		return glob{literal: pattern}
+	}
+	return glob{re: re}
+}
+
+func (g glob) match(name string) bool {
+	if g.re == nil {
+		return g.literal == name
+	}
+	return g.re.MatchString(name)
+}
+
+func globToRegexp(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch c {
+		case '*':
+			b.WriteString(`(?s:.*)`)
+		case '?':
+			b.WriteString(`(?s:.)`)
+		case '[':
+			j := i + 1
+			if j < len(p) && p[j] == '!' {
+				j++
+			}
+			if j < len(p) && p[j] == ']' {
+				j++
+			}
+			for j < len(p) && p[j] != ']' {
+				j++
+			}
+			if j >= len(p) {
+				b.WriteString(`\[`)
+				continue
+			}
+			set := p[i+1 : j]
+			set = strings.ReplaceAll(set, `\`, `\\`)
+			if strings.HasPrefix(set, "!") {
+				set = "^" + set[1:]
+			} else if strings.HasPrefix(set, "^") {
+				set = `\` + set
+			}
+			b.WriteString("[" + set + "]")
+			i = j
+		default:
+			b.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,196 @@
+package exec
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// output is a conversion's destination: everything is written to a
+// temporary directory beside it, renamed into place by commit, so that a
+// failed or interrupted conversion leaves the destination as it was.
+type output struct {
+	dst, tmp  string
+	force     bool
+	committed bool
+}
+
+// checkDest refuses a destination that exists and is not an empty
+// directory, unless force.
+func checkDest(dst string, force bool) error {
+	st, err := os.Stat(dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if force {
+		return nil
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("destination %s exists and is not a directory (use force to replace it)", dst)
+	}
+	entries, err := os.ReadDir(dst)
+	if err != nil {
+		return err
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("destination %s is not empty (use force to replace it)", dst)
+	}
+	return nil
+}
+
+// checkPaths refuses a destination that is the source or contains it:
+// replacing it would delete the input.
+func checkPaths(src, dst string) error {
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return filepath.Clean(p)
+		}
+		if r, err := filepath.EvalSymlinks(a); err == nil {
+			return r
+		}
+		return a
+	}
+	s, d := abs(src), abs(dst)
+	if s == d || strings.HasPrefix(s, d+string(filepath.Separator)) {
+		return fmt.Errorf("destination %s is or contains the source %s", dst, src)
+	}
+	return nil
+}
+
+func newOutput(dst string, force bool) (*output, error) {
+	if err := checkDest(dst, force); err != nil {
+		return nil, err
+	}
+	dst = filepath.Clean(dst)
+	parent := filepath.Dir(dst)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dst)+".rolltpl-tmp-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	return &output{dst: dst, tmp: tmp, force: force}, nil
+}
+
+// path returns the temporary path of a file of the output.
+func (o *output) path(elem ...string) string {
+	return filepath.Join(append([]string{o.tmp}, elem...)...)
+}
+
+// commit renames the temporary directory to the destination; an existing
+// destination (allowed by checkDest) is moved aside first and removed
+// after.
+func (o *output) commit() error {
+	if err := checkDest(o.dst, o.force); err != nil {
+		return err
+	}
+	var old string
+	if st, err := os.Stat(o.dst); err == nil {
+		if entries, _ := os.ReadDir(o.dst); st.IsDir() && len(entries) == 0 {
+			if err := os.Remove(o.dst); err != nil {
+				return err
+			}
+		} else {
+			old = o.tmp + "-old"
+			if err := os.Rename(o.dst, old); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Rename(o.tmp, o.dst); err != nil {
+		if old != "" {
+			os.Rename(old, o.dst)
+		}
+		return err
+	}
+	o.committed = true
+	if old != "" {
+		os.RemoveAll(old)
+	}
+	return nil
+}
+
+// abort removes the temporary directory unless committed.
+func (o *output) abort() {
+	if !o.committed {
+		os.RemoveAll(o.tmp)
+	}
+}
+
+// copyAux copies the top-level regular files of src that skip does not
+// exclude (tokenizer, processor and remote-code files, READMEs) to dst;
+// symbolic links are followed (Hugging Face cache snapshots are links).
+// Directories are not copied. It returns the names copied.
+func copyAux(src, dst string, skip func(name string) bool) ([]string, error) {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return nil, err
+	}
+	var copied []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || skip(name) {
+			continue
+		}
+		st, err := os.Stat(filepath.Join(src, name))
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if err := copyFile(filepath.Join(src, name), filepath.Join(dst, name)); err != nil {
+			return copied, err
+		}
+		copied = append(copied, name)
+	}
+	slices.Sort(copied)
+	return copied, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	return out.Close()
+}
+
+// writeFileSync writes a small file, fsyncing it when sync is set.
+func writeFileSync(path string, data []byte, sync bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}

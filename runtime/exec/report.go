@@ -1,0 +1,197 @@
+package exec
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/rolltpl/rolltpl/runtime/ops"
+)
+
+// OpStat aggregates the steps of one op kind.
+type OpStat struct {
+	Kind     string `json:"kind"`
+	Groups   int    `json:"groups"`
+	Inputs   int    `json:"tensors"`
+	InBytes  int64  `json:"bytes"`
+	Outputs  int    `json:"outputs"`
+	OutBytes int64  `json:"output_bytes"`
+}
+
+// OpStats returns per-kind totals, kinds in order of first use.
+func (p *Plan) OpStats() []OpStat {
+	var stats []OpStat
+	at := map[string]int{}
+	for _, st := range p.Steps {
+		i, ok := at[st.Kind]
+		if !ok {
+			i = len(stats)
+			at[st.Kind] = i
+			stats = append(stats, OpStat{Kind: st.Kind})
+		}
+		s := &stats[i]
+		s.Groups++
+		s.Inputs += len(st.Inputs)
+		for _, in := range st.Inputs {
+			s.InBytes += p.Inputs[in].Size
+		}
+		s.Outputs += len(st.Outputs)
+		for _, o := range st.Outputs {
+			s.OutBytes += o.Size
+		}
+	}
+	return stats
+}
+
+// Report is a plan summary for printing or JSON.
+type Report struct {
+	Template  string          `json:"template"`
+	Direction string          `json:"direction"`
+	Tensors   int             `json:"tensors"`
+	Bytes     int64           `json:"bytes"`
+	Outputs   int             `json:"outputs"`
+	OutBytes  int64           `json:"output_bytes"`
+	Ops       []OpStat        `json:"ops"`
+	Ignored   []string        `json:"ignored,omitempty"`
+	Errors    int             `json:"errors"`
+	Warnings  int             `json:"warnings"`
+	Problems  []ReportProblem `json:"problems"`
+}
+
+// ReportProblem is a problem with its severity spelled out.
+type ReportProblem struct {
+	Severity string `json:"severity"`
+	Problem
+}
+
+// Report summarises the plan.
+func (p *Plan) Report() Report {
+	r := Report{
+		Template:  p.Model.Template.Name,
+		Direction: p.Dir.String(),
+		Tensors:   len(p.Inputs),
+		Bytes:     p.InBytes(),
+		Outputs:   p.NumOutputs(),
+		OutBytes:  p.OutBytes(),
+		Ops:       p.OpStats(),
+		Problems:  []ReportProblem{},
+	}
+	for _, i := range p.Ignored {
+		r.Ignored = append(r.Ignored, p.Inputs[i].Name)
+	}
+	for _, pr := range p.Problems {
+		r.Problems = append(r.Problems, ReportProblem{Severity: pr.Severity.String(), Problem: pr})
+		if pr.Severity == Error {
+			r.Errors++
+		} else {
+			r.Warnings++
+		}
+	}
+	return r
+}
+
+// WriteSummary prints the plan as text: totals, a line per op kind, and
+// every problem with its tensors.
+func (p *Plan) WriteSummary(w io.Writer) {
+	r := p.Report()
+	dir := "HF -> MCA"
+	if p.Dir == ops.MCAToHF {
+		dir = "MCA -> HF"
+	}
+	fmt.Fprintf(w, "%s %s: %d tensors (%s) -> %d tensors (%s)\n", r.Template, dir, r.Tensors, HumanBytes(r.Bytes), r.Outputs, HumanBytes(r.OutBytes))
+	fmt.Fprintf(w, "  %-22s %7s %8s %12s\n", "op", "groups", "tensors", "bytes")
+	for _, s := range r.Ops {
+		fmt.Fprintf(w, "  %-22s %7d %8d %12s\n", s.Kind, s.Groups, s.Inputs, HumanBytes(s.InBytes))
+	}
+	if len(r.Ignored) > 0 {
+		var b int64
+		for _, i := range p.Ignored {
+			b += p.Inputs[i].Size
+		}
+		fmt.Fprintf(w, "  %-22s %7s %8d %12s\n", "(ignored)", "", len(r.Ignored), HumanBytes(b))
+	}
+	switch {
+	case len(r.Problems) == 0:
+		fmt.Fprintln(w, "no problems")
+		return
+	default:
+		fmt.Fprintf(w, "%s, %s:\n", plural(r.Errors, "error"), plural(r.Warnings, "warning"))
+	}
+	WriteProblems(w, p.Problems)
+}
+
+// WriteProblems prints problems, one per paragraph: severity, kind and
+// message, the op, and the tensors with their files (at most 12 listed).
+func WriteProblems(w io.Writer, problems []Problem) {
+	for _, pr := range problems {
+		fmt.Fprintf(w, "%s [%s]: %s", pr.Severity, pr.Kind, pr.Msg)
+		if pr.Op != "" {
+			fmt.Fprintf(w, "\n    op: %s", pr.Op)
+		}
+		const maxListed = 12
+		for i, t := range pr.Tensors {
+			if i == maxListed {
+				fmt.Fprintf(w, "\n    ... and %d more", len(pr.Tensors)-maxListed)
+				break
+			}
+			fmt.Fprintf(w, "\n    %s", t)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// HumanBytes formats a byte count with a binary unit.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	f := float64(n)
+	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		f /= unit
+		if f < unit || u == "TiB" {
+			return fmt.Sprintf("%.2f %s", f, u)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// LayoutProblems checks that a parallel layout fits the model described
+// by mc: attention heads, query groups, FFN sizes and the vocabulary must
+// divide by TP (expert FFN by ETP), layers by PP×VPP, experts by EP.
+// Splitting itself is not implemented yet; this is what a plan for such a
+// layout would first require.
+func LayoutProblems(mc *MCAConfig, l Layout) []Problem {
+	l = l.normalized()
+	var out []Problem
+	check := func(key string, by int, what string) {
+		if by <= 1 {
+			return
+		}
+		v, ok := mc.Int(key)
+		if ok && v%int64(by) != 0 {
+			out = append(out, Problem{Kind: ProblemLayout, Severity: Error,
+				Msg: fmt.Sprintf("%s %d is not divisible by %s %d", key, v, what, by)})
+		}
+	}
+	check("num_attention_heads", l.TP, "tp")
+	check("num_query_groups", l.TP, "tp")
+	check("ffn_hidden_size", l.TP, "tp")
+	check("padded_vocab_size", l.TP, "tp")
+	check("moe_shared_expert_intermediate_size", l.TP, "tp")
+	check("moe_ffn_hidden_size", l.ETP, "etp")
+	check("num_layers", l.PP*l.VPP, "pp×vpp")
+	check("num_moe_experts", l.EP, "ep")
+	if l.EP > 1 {
+		if _, ok := mc.Int("num_moe_experts"); !ok {
+			out = append(out, Problem{Kind: ProblemLayout, Severity: Error, Msg: fmt.Sprintf("ep %d but the model has no experts", l.EP)})
+		}
+	}
+	return out
+}
