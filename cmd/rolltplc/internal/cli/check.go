@@ -5,11 +5,18 @@ func runCheck(e *env, args []string) int {
 	fs := flagSet(e, c)
 	format := fs.String("diags", "text", "diagnostics format: text or json")
 	hfConfig := fs.String("hf-config", "", "also check the templates against this HF config.json")
+	checkpoint := fs.String("checkpoint", "", "plan the conversion of this checkpoint directory from its headers only")
+	tp := fs.Int("tp", 1, "with --checkpoint: tensor-parallel size to check divisibility for")
+	pp := fs.Int("pp", 1, "with --checkpoint: pipeline-parallel size")
+	ep := fs.Int("ep", 1, "with --checkpoint: expert-parallel size")
 	if ok, code := parse(e, c.name, fs, args); !ok {
 		return code
 	}
 	if !diagsFormat(e, *format) {
 		return ExitUsage
+	}
+	if *checkpoint != "" {
+		return checkCheckpoint(e, *checkpoint, fs.Args(), *tp, *pp, *ep, *format)
 	}
 	if *hfConfig != "" {
 		return checkHFConfig(e, *hfConfig, fs.Args(), *format)

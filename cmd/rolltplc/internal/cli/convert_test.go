@@ -289,3 +289,13 @@ func testEnv() (*env, *bytes.Buffer, *bytes.Buffer) {
 	var out, errb bytes.Buffer
 	return &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb}, &out, &errb
 }
+
+// TestCheckCheckpointFlag runs the check --checkpoint command line.
+func TestCheckCheckpointFlag(t *testing.T) {
+	hf := filepath.Join(t.TempDir(), "hf")
+	writeLlama(t, hf)
+	code, stdout, stderr := run(t, "", "check", "--checkpoint", hf, "--tp", "2")
+	if code != ExitOK || !strings.Contains(stdout+stderr, "llama HF -> MCA") {
+		t.Errorf("check --checkpoint: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
