@@ -294,8 +294,13 @@ func testEnv() (*env, *bytes.Buffer, *bytes.Buffer) {
 func TestCheckCheckpointFlag(t *testing.T) {
 	hf := filepath.Join(t.TempDir(), "hf")
 	writeLlama(t, hf)
-	code, stdout, stderr := run(t, "", "check", "--checkpoint", hf, "--tp", "2")
+	code, stdout, stderr := run(t, "", "check", "--checkpoint", hf)
 	if code != ExitOK || !strings.Contains(stdout+stderr, "llama HF -> MCA") {
 		t.Errorf("check --checkpoint: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// The test model has one query group: TP2 cannot split it.
+	code, stdout, stderr = run(t, "", "check", "--checkpoint", hf, "--tp", "2")
+	if code != ExitError || !strings.Contains(stdout+stderr, "num_query_groups 1 is not divisible by tp 2") {
+		t.Errorf("check --checkpoint --tp 2: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
