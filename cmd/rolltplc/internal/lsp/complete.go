@@ -453,6 +453,19 @@ func (s *Server) keyItems(d *document, modelType, side string) []CompletionItem 
 	for k := range src {
 		keys[k] = true
 	}
+	// Every key the schema of the template's model type (or the MCA schema)
+	// declares.
+	if set := s.opts.Schemas; set != nil {
+		name := modelType
+		if side == "mca" {
+			name = "mca"
+		}
+		if sc := set.Schema(name); sc != nil {
+			for _, f := range sc.Order {
+				keys[f] = true
+			}
+		}
+	}
 	if d.res != nil && d.res.Info != nil {
 		hf, mca := map[string]bool{}, map[string]bool{}
 		for _, f := range d.res.Info.Files {
