@@ -301,7 +301,7 @@ func TestBadMCAInput(t *testing.T) {
 		}, []string{`model_optim_rng\.pt`, `no such file`}},
 		{"parallel layout", func(t *testing.T, mca string) {
 			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "tensor_model_parallel_size", 2)
-		}, []string{`mca_config\.json`, `tp=2`, `not supported yet`}},
+		}, []string{`mca_config\.json`, `tp=2`, `mp_rank_01/model_optim_rng\.pt \(rank tp1/pp0/ep0\) is missing`}},
 		{"qkv rows disagree with the config", func(t *testing.T, mca string) {
 			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "num_query_groups", 7)
 		}, []string{`"decoder\.layers\.0\.self_attention\.linear_qkv\.weight" in \S+model_optim_rng\.pt`, `qkv op`}},

@@ -151,7 +151,10 @@ type MCACheckpoint struct {
 	Dir        string
 	ConfigPath string
 	Config     *MCAConfig
-	// PT is iter_NNNNNNN/mp_rank_00/model_optim_rng.pt.
+	// IterDir is the iteration directory, iter_NNNNNNN or release.
+	IterDir string
+	// PT is iter_NNNNNNN/mp_rank_00/model_optim_rng.pt (single-rank
+	// checkpoints only).
 	PT string
 }
 
@@ -160,6 +163,22 @@ type MCACheckpoint struct {
 // latest_checkpointed_iteration.txt ("release" or a number; 1 when the
 // file is absent, as ROLL's converter always uses iteration 1).
 func ReadMCACheckpoint(dir string) (*MCACheckpoint, error) {
+	c, err := locateMCACheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Config.Layout().Supported(); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.ConfigPath, err)
+	}
+	if err := c.checkSingleRank(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// locateMCACheckpoint reads dir/mca_config.json and finds the iteration
+// directory, whatever the layout.
+func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
 	c := &MCACheckpoint{Dir: dir, ConfigPath: filepath.Join(dir, MCAConfigName)}
 	text, err := os.ReadFile(c.ConfigPath)
 	if err != nil {
@@ -167,9 +186,6 @@ func ReadMCACheckpoint(dir string) (*MCACheckpoint, error) {
 	}
 	if c.Config, err = ParseMCAConfig(c.ConfigPath, text); err != nil {
 		return nil, err
-	}
-	if err := c.Config.Layout().Supported(); err != nil {
-		return nil, fmt.Errorf("%s: %w", c.ConfigPath, err)
 	}
 	iter := "iter_0000001"
 	if b, err := os.ReadFile(filepath.Join(dir, TrackerName)); err == nil {
@@ -182,10 +198,17 @@ func ReadMCACheckpoint(dir string) (*MCACheckpoint, error) {
 			return nil, fmt.Errorf("%s: %q is neither an iteration number nor \"release\"", filepath.Join(dir, TrackerName), s)
 		}
 	}
-	iterDir := filepath.Join(dir, iter)
+	c.IterDir = filepath.Join(dir, iter)
+	return c, nil
+}
+
+// checkSingleRank checks that the iteration holds the single rank file of
+// a TP=PP=EP=1 checkpoint and sets PT.
+func (c *MCACheckpoint) checkSingleRank() error {
+	iterDir := c.IterDir
 	entries, err := os.ReadDir(iterDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var ranks []string
 	for _, e := range entries {
@@ -194,10 +217,10 @@ func ReadMCACheckpoint(dir string) (*MCACheckpoint, error) {
 		}
 	}
 	if len(ranks) != 1 || ranks[0] != "mp_rank_00" {
-		return nil, fmt.Errorf("%s: found rank directories %v; only a single mp_rank_00 (TP=PP=EP=1) is supported yet", iterDir, ranks)
+		return fmt.Errorf("%s: found rank directories %v but %s records a single rank (TP=PP=EP=1): want one mp_rank_00", iterDir, ranks, c.ConfigPath)
 	}
 	c.PT = filepath.Join(iterDir, "mp_rank_00", MCACheckpointPT)
-	return c, nil
+	return nil
 }
 
 // MCATensorMetas returns the tensors of the "model" state dict of an

@@ -100,13 +100,16 @@ func (c *MCAConfig) Layout() Layout {
 		}
 		return int(v)
 	}
-	return Layout{
+	l := Layout{
 		TP:  get("tensor_model_parallel_size"),
 		PP:  get("pipeline_model_parallel_size"),
 		VPP: get("virtual_pipeline_model_parallel_size"),
 		EP:  get("expert_model_parallel_size"),
 		ETP: get("expert_tensor_parallel_size"),
 	}
+	l.MoEGroupedGEMM, _ = c.Bool("moe_grouped_gemm")
+	l.TransformerImpl, _ = c.String("transformer_impl")
+	return l
 }
 
 // prefixedKey applies the template's key-prefix rules (ROLL's
@@ -236,8 +239,12 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	kw.Set("account_for_embedding_in_pipeline_split", false)
 	kw.Set("account_for_loss_in_pipeline_split", false)
 	kw.Set("pipeline_model_parallel_layout", nil)
-	kw.Set("transformer_impl", "transformer_engine")
-	kw.Set("moe_grouped_gemm", false)
+	impl := layout.TransformerImpl
+	if impl == "" {
+		impl = "transformer_engine"
+	}
+	kw.Set("transformer_impl", impl)
+	kw.Set("moe_grouped_gemm", layout.MoEGroupedGEMM)
 	dtype, _ := hf.Get("torch_dtype")
 	if s, ok := hf.Get("dtype"); ok && dtype == nil {
 		dtype = s

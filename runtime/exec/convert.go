@@ -20,8 +20,8 @@ const DefaultMaxShardSize = 5_000_000_000
 type Options struct {
 	// Force replaces a destination that exists and is not empty.
 	Force bool
-	// Layout is the parallel layout to write (HF → MCA); only the zero
-	// value or all ones are supported yet.
+	// Layout is the parallel layout to write (HF → MCA); the zero value
+	// is TP=PP=EP=1. MCA → HF reads the layout from mca_config.json.
 	Layout Layout
 	// Progress, if set, is called as tensor bytes are written, with the
 	// bytes done and the total.
@@ -63,7 +63,7 @@ type Result struct {
 // written. Output goes to a temporary directory renamed into place.
 func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
-	if err := opts.Layout.Supported(); err != nil {
+	if err := opts.Layout.Check(); err != nil {
 		return nil, err
 	}
 	if err := checkPaths(src, dst); err != nil {
@@ -95,6 +95,9 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 		return nil, err
 	}
 	plan := PlanHFToMCA(m, mc, metas)
+	if !mc.Layout().trivial() {
+		plan.Problems = append(plan.Problems, LayoutProblems(mc, mc.Layout())...)
+	}
 	res = &Result{Plan: plan}
 	if err := plan.Err(); err != nil {
 		return res, err
@@ -105,21 +108,36 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 		return res, err
 	}
 	defer out.abort()
+	input := func(i int) inputData {
+		t := all[i]
+		return inputData{data: t.File.Data(t.TensorInfo), path: t.File.Path(), off: t.Offset, st: t.File, ti: t.TensorInfo}
+	}
+	if !mc.Layout().trivial() {
+		res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input)
+		if err != nil {
+			return res, err
+		}
+		return finishMCA(res, src, out, mc, opts)
+	}
 	rank := Rank{}
 	rel := filepath.Join("iter_0000001", rank.Dir(mc.Layout()), MCACheckpointPT)
 	if err := os.MkdirAll(filepath.Dir(out.path(rel)), 0o755); err != nil {
 		return res, err
 	}
-	ex := newExecutor(plan, opts, func(i int) inputData {
-		t := all[i]
-		return inputData{data: t.File.Data(t.TensorInfo), path: t.File.Path(), off: t.Offset, st: t.File, ti: t.TensorInfo}
-	})
+	ex := newExecutor(plan, opts, input)
 	defer ex.close()
 	if err := ex.writeMCA(ctx, out.path(rel)); err != nil {
 		return res, err
 	}
 	res.Written = ex.done
 	res.Files = []string{rel}
+	return finishMCA(res, src, out, mc, opts)
+}
+
+// finishMCA writes the small files of an MCA output, copies the
+// auxiliary files and commits the output.
+func finishMCA(res *Result, src string, out *output, mc *MCAConfig, opts Options) (*Result, error) {
+	var err error
 	if err := writeFileSync(out.path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
 		return res, err
 	}
@@ -138,8 +156,9 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	return res, nil
 }
 
-// ConvertMCAToHF converts the MCA checkpoint in src (TP=PP=EP=1) back to
-// an HF checkpoint in dst: shards model-0000N-of-0000M.safetensors cut at
+// ConvertMCAToHF converts the MCA checkpoint in src (any parallel layout
+// recorded in its mca_config.json; the rank files are merged) back to an
+// HF checkpoint in dst: shards model-0000N-of-0000M.safetensors cut at
 // opts.MaxShardSize in plan order, model.safetensors.index.json, and
 // config.json rebuilt from hf_config_json and the template's reversed
 // config map, plus the source's other files.
@@ -151,12 +170,18 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := checkDest(dst, opts.Force); err != nil {
 		return nil, err
 	}
-	mck, err := ReadMCACheckpoint(src)
+	mck, err := locateMCACheckpoint(src)
 	if err != nil {
 		return nil, err
 	}
 	hfConfig, err := BuildHFConfig(m, mck.Config, mck.ConfigPath)
 	if err != nil {
+		return nil, err
+	}
+	if !mck.Config.Layout().trivial() {
+		return convertMCAToHFLayout(ctx, m, mck, hfConfig, dst, opts)
+	}
+	if err := mck.checkSingleRank(); err != nil {
 		return nil, err
 	}
 	tf, err := torchsave.Open(mck.PT)
@@ -236,9 +261,13 @@ type executor struct {
 	cfg   ops.Config
 	dist  *dist
 	input func(i int) inputData
-	arena arena
-	done  int64
-	total int64
+	// merged, when set, serves the inputs instead of input: global
+	// weights merged from the rank files of a parallel layout.
+	merged *mergeInput
+	gather []byte // staging buffer of writeGathered
+	arena  arena
+	done   int64
+	total  int64
 	// ranges are the current step's mapped inputs: output pieces inside
 	// them are copied from their file by the kernel, and their pages are
 	// dropped after writing.
@@ -279,6 +308,9 @@ func newExecutor(p *Plan, opts Options, input func(int) inputData) *executor {
 	// One span per input file, from its tensors' data.
 	byFile := map[string]int{}
 	for i, in := range p.Inputs {
+		if input == nil {
+			break
+		}
 		s, e := addrRange(input(i).data)
 		if e <= s {
 			continue
@@ -323,6 +355,13 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 	desc := st.side.info.describe()
 	vals := make([]ops.Value, len(st.Inputs))
 	for j, i := range st.Inputs {
+		if ex.merged != nil {
+			var err error
+			if vals[j], err = ex.mergedValue(i); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		meta := ex.plan.Inputs[i]
 		in := ex.input(i)
 		t, err := tensor.New(meta.DType, meta.Shape, in.data)
@@ -405,6 +444,9 @@ type sink interface {
 // its pages are dropped after; other chunks (bytes an op computed) are
 // written from memory.
 func (ex *executor) write(w sink, t tensor.Tensor) error {
+	if n := t.NumPieces(); n > 1 && t.Len()/int64(n) < smallPiece {
+		return ex.writeGathered(w, t.Pieces())
+	}
 	for _, p := range t.Pieces() {
 		r := ex.inputOf(p)
 		var src *os.File
@@ -445,6 +487,53 @@ func (ex *executor) write(w sink, t tensor.Tensor) error {
 	return nil
 }
 
+// smallPiece is the average piece size below which a tensor's pieces
+// (the rows of a row-parallel shard or of a merged row-parallel weight)
+// are gathered into a staging buffer and written from memory: one system
+// call per row would cost more than the copy.
+const smallPiece = 64 << 10
+
+// gatherSize is the size of the staging buffer for small pieces.
+const gatherSize = 4 << 20
+
+// writeGathered writes pieces through a reused staging buffer.
+func (ex *executor) writeGathered(w sink, pieces [][]byte) error {
+	if ex.gather == nil {
+		ex.gather = make([]byte, 0, gatherSize)
+	}
+	buf := ex.gather[:0]
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		ex.done += int64(len(buf))
+		if ex.sinceDrop += int64(len(buf)); ex.sinceDrop >= dropEvery {
+			ex.dropAll()
+		}
+		if ex.opts.Progress != nil {
+			ex.opts.Progress(ex.done, ex.total)
+		}
+		buf = buf[:0]
+		return nil
+	}
+	for _, p := range pieces {
+		for len(p) > 0 {
+			if len(buf) == cap(buf) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			n := min(len(p), cap(buf)-len(buf))
+			buf = append(buf, p[:n]...)
+			p = p[n:]
+		}
+	}
+	return flush()
+}
+
 // dropAll drops every mapped page of the input files.
 func (ex *executor) dropAll() {
 	for _, s := range ex.spans {
@@ -455,6 +544,12 @@ func (ex *executor) dropAll() {
 
 // releaseInputs drops the pages of a finished step's inputs.
 func (ex *executor) releaseInputs(st *Step) {
+	if ex.merged != nil {
+		for _, r := range ex.ranges {
+			dropRange(r.start, r.end)
+		}
+		return
+	}
 	for _, i := range st.Inputs {
 		in := ex.input(i)
 		if in.st != nil {

@@ -14,6 +14,12 @@ import (
 // pipeline; ETP: same as TP).
 type Layout struct {
 	TP, PP, VPP, EP, ETP int
+	// MoEGroupedGEMM and TransformerImpl ("transformer_engine" when
+	// empty, or "local") are recorded in mca_config.json as
+	// moe_grouped_gemm and transformer_impl; they decide the expert and
+	// norm names of the rank files.
+	MoEGroupedGEMM  bool
+	TransformerImpl string
 }
 
 func (l Layout) normalized() Layout {
@@ -39,8 +45,9 @@ func (l Layout) normalized() Layout {
 // than TP=PP=EP=1.
 var ErrLayoutUnsupported = errors.New("not supported yet")
 
-// Supported checks that the runtime can write l: only TP=PP=VPP=EP=ETP=1
-// for now.
+// Supported checks that l is TP=PP=VPP=EP=ETP=1, the only layout
+// [ReadMCACheckpoint] and the verify path handle; the conversions take
+// any layout (see [Layout.Check]).
 func (l Layout) Supported() error {
 	n := l.normalized()
 	var bad []string

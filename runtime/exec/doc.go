@@ -26,10 +26,16 @@
 //     covers, duplicate output, missing layer or expert becomes a
 //     [Problem] naming the tensors, their files and the op.
 //  2. Placement (dist): the parallel classification of the template
-//     decides how each MCA output is split over ranks. At TP=PP=EP=1 (the
-//     only layout supported yet) it joins (or, MCA → HF, splits) the
-//     components of stacked swiglu and gdn weights; this is where a
-//     per-rank split goes between op results and the files.
+//     decides how each MCA output is split over ranks. The plan always
+//     produces the global (TP=1) MCA weights, joining the components of
+//     stacked swiglu and gdn weights. For any other layout (tp, pp, vpp,
+//     ep, etp, moe_grouped_gemm or transformer_impl "local"), runtime/shard
+//     lays out the rank files from the plan's outputs (Sharder.PlanWrite)
+//     and splits every global weight into its rank pieces; MCA → HF, the
+//     rank files are checked (Sharder.PlanRead: a missing rank file is an
+//     error naming it) and merged group by group (Sharder.Merge: replicas
+//     must be bit-identical, else the error names the weight and the rank
+//     files) into the global weights the inverse ops take.
 //  3. Execution ([ConvertHFToMCA], [ConvertMCAToHF]): the steps run in
 //     plan order on the mapped input. The ops that only reorder rows
 //     return views, whose pieces are byte ranges of the input files; each
@@ -45,11 +51,17 @@
 //
 // # Files
 //
-// MCA output: mca_config.json ([BuildMCAConfig]),
-// latest_checkpointed_iteration.txt ("1") and
-// iter_0000001/mp_rank_00/model_optim_rng.pt, a torch.save file holding
-// {"model": OrderedDict(name → tensor)} in the HF dtypes, which is all
-// ROLL writes (no iteration, args or checkpoint_version keys). HF output:
+// MCA output: mca_config.json ([BuildMCAConfig], with the parallel sizes),
+// latest_checkpointed_iteration.txt ("1") and one
+// iter_0000001/mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt per rank, a
+// torch.save file holding {"model": OrderedDict(name → tensor)} (or
+// "model0", "model1", … per virtual stage) in the HF dtypes, which is all
+// ROLL writes (no iteration, args or checkpoint_version keys). With a
+// parallel layout the rank files are written concurrently (up to 4 at a
+// time), each by its own executor over the shared input mapping: a rank
+// file runs only the steps whose outputs it holds, so memory stays
+// bounded; rows of row-parallel shards are gathered through a 4 MiB
+// staging buffer. HF output:
 // model-0000N-of-0000M.safetensors shards, model.safetensors.index.json
 // and config.json ([BuildHFConfig]). Tokenizer, processor and remote-code
 // files are copied in both directions.

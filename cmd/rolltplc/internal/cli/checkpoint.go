@@ -14,8 +14,8 @@ import (
 // safetensors headers only — no tensor data is read — and prints the plan
 // (ops, tensor counts, bytes) and every problem with its tensors and op.
 // An MCA checkpoint (with mca_config.json) is planned back to HF from its
-// pickle. tp, pp and ep are checked for divisibility only: conversion to
-// parallel layouts is not implemented yet. format is "text" or "json".
+// pickle. tp, pp and ep are checked against what they split (heads, query
+// groups, layers, experts). format is "text" or "json".
 // The exit code is 1 when there are errors.
 func checkCheckpoint(e *env, dir string, paths []string, tp, pp, ep int, format string) int {
 	fail := func(err error) int {
@@ -76,7 +76,10 @@ func checkCheckpoint(e *env, dir string, paths []string, tp, pp, ep int, format 
 		plan.Problems = append(plan.Problems, exec.LayoutProblems(mc, layout)...)
 		files = len(hc.Files)
 	}
-	unsupported := layout.Supported() != nil
+	note := ""
+	if tp*pp*ep > 1 {
+		note = fmt.Sprintf("layout tp=%d pp=%d ep=%d: %d rank files", tp, pp, ep, tp*pp*ep)
+	}
 	if format == "json" {
 		out := struct {
 			Checkpoint string `json:"checkpoint"`
@@ -84,16 +87,14 @@ func checkCheckpoint(e *env, dir string, paths []string, tp, pp, ep int, format 
 			exec.Report
 			Note string `json:"note,omitempty"`
 		}{Checkpoint: dir, Files: files, Report: plan.Report()}
-		if unsupported {
-			out.Note = "the layout is checked for divisibility only; converting to it is not supported yet"
-		}
+		out.Note = note
 		b, _ := json.MarshalIndent(out, "", "  ")
 		fmt.Fprintf(e.stdout, "%s\n", b)
 	} else {
 		fmt.Fprintf(e.stdout, "%s: %s\n", dir, plural(files, "file"))
 		plan.WriteSummary(e.stdout)
-		if unsupported {
-			fmt.Fprintln(e.stdout, "note: the parallel layout is checked for divisibility only; converting to it is not supported yet")
+		if note != "" {
+			fmt.Fprintln(e.stdout, "note: "+note)
 		}
 	}
 	if plan.Err() != nil {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,7 @@ func runConvert(e *env, args []string) int {
 		return ExitUsage
 	}
 	l := layout.layout()
-	if err := l.Supported(); err != nil {
+	if err := l.Check(); err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
 		return ExitError
 	}
@@ -120,33 +121,45 @@ func plural(n int, what string) string {
 // layoutFlags are the parallel-layout flags of convert and check.
 type layoutFlags struct {
 	tp, pp, vpp, ep, etp *int
+	groupedGEMM          *bool
+	impl                 *string
 }
 
 func (f *layoutFlags) add(fs interface {
 	Int(name string, value int, usage string) *int
+	Bool(name string, value bool, usage string) *bool
+	String(name string, value string, usage string) *string
 }) {
-	f.tp = fs.Int("tp", 1, "tensor parallel size (only 1 is supported yet)")
-	f.pp = fs.Int("pp", 1, "pipeline parallel size (only 1 is supported yet)")
-	f.vpp = fs.Int("vpp", 1, "virtual pipeline parallel size (only 1 is supported yet)")
-	f.ep = fs.Int("ep", 1, "expert parallel size (only 1 is supported yet)")
-	f.etp = fs.Int("etp", 1, "expert tensor parallel size (only 1 is supported yet)")
+	f.tp = fs.Int("tp", 1, "tensor parallel size (HF -> MCA; MCA -> HF reads the layout from mca_config.json)")
+	f.pp = fs.Int("pp", 1, "pipeline parallel size")
+	f.vpp = fs.Int("vpp", 1, "virtual pipeline parallel size (stages per pipeline rank)")
+	f.ep = fs.Int("ep", 1, "expert parallel size")
+	f.etp = fs.Int("etp", 0, "expert tensor parallel size; must divide --tp (0: same as --tp)")
+	f.groupedGEMM = fs.Bool("moe-grouped-gemm", false, "store experts as Transformer Engine grouped GEMM weights (linear_fc1.weight<k>)")
+	f.impl = fs.String("transformer-impl", "transformer_engine", "transformer_impl: transformer_engine or local")
 }
 
 func (f *layoutFlags) layout() exec.Layout {
-	return exec.Layout{TP: *f.tp, PP: *f.pp, VPP: *f.vpp, EP: *f.ep, ETP: *f.etp}
+	return exec.Layout{TP: *f.tp, PP: *f.pp, VPP: *f.vpp, EP: *f.ep, ETP: *f.etp,
+		MoEGroupedGEMM: *f.groupedGEMM, TransformerImpl: *f.impl}
 }
 
 // detectModelType reads the model type of a checkpoint: config.json's
 // model_type, or mca_config.json's hf_model_type.
 func detectModelType(dir string, isMCA bool) (string, error) {
 	if isMCA {
-		mck, err := exec.ReadMCACheckpoint(dir)
+		path := filepath.Join(dir, exec.MCAConfigName)
+		text, err := os.ReadFile(path)
 		if err != nil {
 			return "", err
 		}
-		mt, ok := mck.Config.String("hf_model_type")
+		mc, err := exec.ParseMCAConfig(path, text)
+		if err != nil {
+			return "", err
+		}
+		mt, ok := mc.String("hf_model_type")
 		if !ok || mt == "" {
-			return "", fmt.Errorf("%s: no hf_model_type; pass --model-type", mck.ConfigPath)
+			return "", fmt.Errorf("%s: no hf_model_type; pass --model-type", path)
 		}
 		return mt, nil
 	}

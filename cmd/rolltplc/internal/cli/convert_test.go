@@ -122,8 +122,11 @@ func TestConvertRoundTrip(t *testing.T) {
 		t.Errorf("non-empty destination: exit %d %q", code, stderr)
 	}
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--tp", "2")
-	if code != ExitError || !strings.Contains(stderr, "tp=2: not supported yet") {
+	if code != ExitError || !strings.Contains(stderr, "num_query_groups 1 is not divisible by tp 2") {
 		t.Errorf("--tp 2: exit %d %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+		t.Errorf("--tp 2 refused but wrote its destination")
 	}
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--to-hf")
 	if code != ExitError || !strings.Contains(stderr, "not an MCA checkpoint") {
@@ -140,6 +143,52 @@ func TestConvertRoundTrip(t *testing.T) {
 	code, _, stderr = run(t, "", "convert", "--force", "--quiet", "--from", hf, "--to", mca)
 	if code != ExitOK {
 		t.Errorf("--force: exit %d %q", code, stderr)
+	}
+}
+
+func TestConvertParallelRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+	writeLlama(t, hf)
+	code, _, stderr := run(t, "", "convert", "--quiet", "--from", hf, "--to", mca, "--pp", "2")
+	if code != ExitOK {
+		t.Fatalf("HF -> MCA --pp 2: exit %d\n%s", code, stderr)
+	}
+	for _, f := range []string{"iter_0000001/mp_rank_00_000/model_optim_rng.pt", "iter_0000001/mp_rank_00_001/model_optim_rng.pt"} {
+		if _, err := os.Stat(filepath.Join(mca, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(mca, "mca_config.json"))
+	if err != nil || !strings.Contains(string(b), `"pipeline_model_parallel_size": 2`) {
+		t.Errorf("mca_config.json: %v\n%s", err, b)
+	}
+	code, _, stderr = run(t, "", "convert", "--quiet", "--from", mca, "--to", back)
+	if code != ExitOK || stderr != "" {
+		t.Fatalf("MCA -> HF: exit %d\n%s", code, stderr)
+	}
+	x, err := safetensors.OpenSharded(hf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	y, err := safetensors.OpenSharded(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y.Close()
+	if len(x.Tensors()) != len(y.Tensors()) {
+		t.Errorf("%d tensors back, want %d", len(y.Tensors()), len(x.Tensors()))
+	}
+	for _, tx := range x.Tensors() {
+		ty, ok := y.Lookup(tx.Name)
+		if !ok || !bytes.Equal(tx.File.Data(tx.TensorInfo), ty.File.Data(ty.TensorInfo)) {
+			t.Errorf("%s: missing or different after the round trip", tx.Name)
+		}
+	}
+	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "y"), "--transformer-impl", "fast")
+	if code != ExitError || !strings.Contains(stderr, "transformer_impl") {
+		t.Errorf("--transformer-impl fast: exit %d %q", code, stderr)
 	}
 }
 

@@ -1,0 +1,594 @@
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/shard"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
+)
+
+// This file connects the conversions to runtime/shard for parallel
+// layouts other than TP=PP=VPP=EP=ETP=1: the op results (global MCA
+// weights, as at TP=1) are split into the rank files (HF → MCA), and the
+// rank files are merged back into global weights before the inverse ops
+// (MCA → HF).
+
+// trivial reports whether l is the single-rank layout.
+func (l Layout) trivial() bool {
+	n := l.normalized()
+	return n.TP == 1 && n.PP == 1 && n.VPP == 1 && n.EP == 1 && n.ETP == 1 &&
+		!n.MoEGroupedGEMM && (n.TransformerImpl == "" || n.TransformerImpl == shard.ImplTransformerEngine)
+}
+
+// Check reports a layout the runtime cannot write: sizes below 0.
+// Divisibility is checked against the model by [LayoutProblems] and the
+// shard planner.
+func (l Layout) Check() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"tp", l.TP}, {"pp", l.PP}, {"vpp", l.VPP}, {"ep", l.EP}, {"etp", l.ETP}} {
+		if f.v < 0 {
+			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
+		}
+	}
+	switch l.TransformerImpl {
+	case "", shard.ImplTransformerEngine, shard.ImplLocal:
+	default:
+		return fmt.Errorf("parallel layout: transformer_impl %q is neither %q nor %q", l.TransformerImpl, shard.ImplTransformerEngine, shard.ImplLocal)
+	}
+	return nil
+}
+
+// shardLayout builds the runtime/shard layout from the MCA config: the
+// parallel sizes and the model facts placement depends on.
+func shardLayout(m *Model, mc *MCAConfig) shard.Layout {
+	l := mc.Layout()
+	geti := func(k string) int { v, _ := mc.Int(k); return int(v) }
+	getb := func(k string) bool { v, _ := mc.Bool(k); return v }
+	oc := mc.OpsConfig()
+	sl := shard.Layout{
+		TP: l.TP, PP: l.PP, VPP: l.VPP, EP: l.EP, ETP: l.ETP,
+		AccountForEmbedding: getb("account_for_embedding_in_pipeline_split"),
+		AccountForLoss:      getb("account_for_loss_in_pipeline_split"),
+		NumLayers:           geti("num_layers"),
+		NumExperts:          geti("num_moe_experts"),
+		MTPNumLayers:        geti("mtp_num_layers"),
+		TiedEmbeddings:      getb("tie_embeddings_and_output_weights"),
+		Swiglu:              getb("swiglu"),
+		MoEGroupedGEMM:      getb("moe_grouped_gemm"),
+		LegacyGroupedGEMM:   getb("moe_use_legacy_grouped_gemm"),
+		LinearNumKeyHeads:   int(oc.LinearNumKeyHeads),
+		LinearNumValueHeads: int(oc.LinearNumValueHeads),
+		LinearKeyHeadDim:    int(oc.LinearKeyHeadDim),
+		LinearValueHeadDim:  int(oc.LinearValueHeadDim),
+	}
+	if s, ok := mc.String("transformer_impl"); ok {
+		sl.TransformerImpl = s
+	}
+	if s, ok := mc.String("pipeline_model_parallel_layout"); ok {
+		sl.PipelineLayout = s
+	}
+	// What a machine with Transformer Engine ≥ 1.9 writes (ROLL's
+	// use_te_grouped_moe).
+	sl.TEGroupedMoE = sl.MoEGroupedGEMM && !sl.LegacyGroupedGEMM && sl.TransformerImpl != shard.ImplLocal
+	// The megatron_llama set is already merged into m.Parallel (NewModel).
+	return sl
+}
+
+// shardClassification converts the template's effective parallel
+// classification.
+func shardClassification(m *Model) shard.Classification {
+	e := m.Parallel
+	maps := func(k string) []shard.MapEntry {
+		var out []shard.MapEntry
+		for _, me := range e.Maps[k] {
+			out = append(out, shard.MapEntry{From: me.From, To: me.To})
+		}
+		return out
+	}
+	return shard.Classification{
+		PreProcess:        e.Lists["pre_process"],
+		PostProcess:       e.Lists["post_process"],
+		Duplicated:        e.Lists["duplicated"],
+		Column:            e.Lists["column"],
+		Row:               e.Lists["row"],
+		Swiglu:            e.Lists["swiglu"],
+		GDN:               e.Lists["gdn"],
+		GroupedDuplicated: maps("grouped_duplicated"),
+		GroupedColumn:     maps("grouped_column"),
+		GroupedRow:        maps("grouped_row"),
+		TEToLocal:         maps("te_to_local"),
+	}
+}
+
+func newSharder(m *Model, mc *MCAConfig) (*shard.Sharder, error) {
+	sl := shardLayout(m, mc)
+	if err := sl.Validate(); err != nil {
+		return nil, fmt.Errorf("parallel layout: %w", err)
+	}
+	sh, err := shard.New(sl, shardClassification(m), nil)
+	if err != nil {
+		return nil, fmt.Errorf("parallel layout: %w", err)
+	}
+	if sh.Layout().NumExperts > 0 && sh.Layout().ExpertNaming() == shard.LegacyGrouped {
+		return nil, fmt.Errorf("parallel layout: legacy grouped GEMM experts (moe_grouped_gemm without Transformer Engine grouped names): %w", ErrLayoutUnsupported)
+	}
+	return sh, nil
+}
+
+// progressSum adds the progress of concurrent executors.
+type progressSum struct {
+	mu    sync.Mutex
+	done  int64
+	total int64
+	fn    func(done, total int64)
+}
+
+func (p *progressSum) add(n int64) {
+	if p.fn == nil {
+		return
+	}
+	p.mu.Lock()
+	p.done += n
+	p.fn(p.done, p.total)
+	p.mu.Unlock()
+}
+
+// writeMCARanks writes every rank file of wp under iterDir. Rank files
+// are written concurrently, each by its own executor on the shared input
+// mapping; each file is written stage by stage, running the steps whose
+// outputs it holds and splitting their results. It returns the files
+// written (relative to the output) and the bytes written.
+func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder, wp *shard.WritePlan, out *output, input func(int) inputData) ([]string, int64, error) {
+	var total int64
+	for _, f := range wp.Files {
+		total += f.Bytes()
+	}
+	prog := &progressSum{total: total, fn: opts.Progress}
+	rels := make([]string, len(wp.Files))
+	for i, f := range wp.Files {
+		rels[i] = filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
+		if err := os.MkdirAll(filepath.Dir(out.path(rels[i])), 0o755); err != nil {
+			return nil, 0, err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := min(len(wp.Files), max(1, runtime.GOMAXPROCS(0)), 4)
+	jobs := make(chan int)
+	errs := make([]error, len(wp.Files))
+	written := make([]int64, len(wp.Files))
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				o := opts
+				var last int64
+				o.Progress = func(done, _ int64) { prog.add(done - last); last = done }
+				ex := newExecutor(p, o, input)
+				errs[i] = ex.writeRankFile(ctx, sh, wp.Files[i], out.path(rels[i]))
+				written[i] = ex.done
+				ex.close()
+				if errs[i] != nil {
+					cancel()
+				}
+			}
+		}()
+	}
+	for i := range wp.Files {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	var n int64
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return nil, 0, err
+		}
+		n += written[i]
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	return rels, n, nil
+}
+
+// writeRankFile writes one rank file: {"model": ...} or {"model0": ...,
+// "model1": ...}.
+func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp shard.FilePlan, path string) error {
+	keys := shard.StageKeys(sh.Layout())
+	stages := make([]*torchsave.Dict, len(keys))
+	need := make([]map[string]bool, len(keys))
+	for i := range keys {
+		stages[i] = &torchsave.Dict{Ordered: true}
+		need[i] = map[string]bool{}
+	}
+	for _, e := range fp.Entries {
+		stages[e.Stage].Items = append(stages[e.Stage].Items, torchsave.Item{Key: e.Name, Value: torchsave.TensorSpec{DType: e.DType, Shape: e.Shape}})
+		for _, part := range e.Parts {
+			need[e.Stage][part.Global] = true
+		}
+	}
+	root := &torchsave.Dict{}
+	for i, k := range keys {
+		root.Items = append(root.Items, torchsave.Item{Key: k, Value: stages[i]})
+	}
+	w, err := torchsave.Create(path, root, &torchsave.Options{Sync: ex.opts.Sync})
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	k := 0            // current entry of fp.Entries
+	var inEntry int64 // bytes of it written
+	for vp := range keys {
+		if len(need[vp]) == 0 {
+			continue
+		}
+		for si := range ex.plan.Steps {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			st := &ex.plan.Steps[si]
+			if st.Dropped {
+				continue
+			}
+			wanted := false
+			for _, o := range st.Outputs {
+				if need[vp][o.Name] {
+					wanted = true
+					break
+				}
+			}
+			if !wanted {
+				continue
+			}
+			ts, err := ex.run(st)
+			if err != nil {
+				return err
+			}
+			for j, t := range ts {
+				name := st.Outputs[j].Name
+				if !need[vp][name] {
+					continue
+				}
+				pieces, err := sh.Split(name, t)
+				if err != nil {
+					return err
+				}
+				for _, pc := range pieces {
+					if pc.Rank != fp.Rank || pc.Stage != vp {
+						continue
+					}
+					if k >= len(fp.Entries) {
+						return fmt.Errorf("%s: internal error: piece %q of %q beyond the %d planned tensors", path, pc.Name, name, len(fp.Entries))
+					}
+					e := fp.Entries[k]
+					if e.Name != pc.Name || e.Stage != pc.Stage || pc.Offset != inEntry {
+						return fmt.Errorf("%s: internal error: writing %s %q at %d, the plan has %s %q at %d", path,
+							shard.StageKey(pc.Stage, sh.Layout()), pc.Name, pc.Offset, e.Key, e.Name, inEntry)
+					}
+					if err := ex.write(w, pc.Data); err != nil {
+						return fmt.Errorf("%s: %w", path, err)
+					}
+					inEntry += pc.Data.Len()
+					if inEntry == e.Bytes() {
+						k++
+						inEntry = 0
+					}
+				}
+			}
+			ex.releaseInputs(st)
+		}
+	}
+	if k != len(fp.Entries) {
+		return fmt.Errorf("%s: internal error: %d of %d planned tensors written", path, k, len(fp.Entries))
+	}
+	return w.Close()
+}
+
+// convertHFToMCALayout writes the rank files of a parallel layout.
+func convertHFToMCALayout(ctx context.Context, m *Model, mc *MCAConfig, plan *Plan, opts Options, out *output, input func(int) inputData) ([]string, int64, error) {
+	sh, err := newSharder(m, mc)
+	if err != nil {
+		return nil, 0, err
+	}
+	outs := plan.Outputs()
+	globals := make([]shard.GlobalTensor, len(outs))
+	for i, o := range outs {
+		globals[i] = shard.GlobalTensor{Name: o.Name, DType: o.DType, Shape: o.Shape}
+	}
+	wp, err := sh.PlanWrite(globals)
+	if err != nil {
+		return nil, 0, fmt.Errorf("parallel layout: %w", err)
+	}
+	return writeMCARanks(ctx, plan, opts, sh, wp, out, input)
+}
+
+// rankSet is the opened rank files of a parallel MCA checkpoint.
+type rankSet struct {
+	sh    *shard.Sharder
+	files []*torchsave.File
+	index map[shard.Rank]int
+	// tensors by rank file index, then "key/name"
+	tensors []map[string]*torchsave.Tensor
+	offs    []map[*torchsave.Tensor]int64
+	rp      *shard.ReadPlan
+}
+
+func (rs *rankSet) close() {
+	for _, f := range rs.files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// openRankSet opens every rank file of the layout under iterDir: a
+// missing rank file is an error naming it.
+func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSet, err error) {
+	sh, err := newSharder(m, mc)
+	if err != nil {
+		return nil, err
+	}
+	rs := &rankSet{sh: sh, index: map[shard.Rank]int{}}
+	defer func() {
+		if err != nil {
+			rs.close()
+		}
+	}()
+	l := sh.Layout()
+	ranks := shard.Ranks(l)
+	var rfs []shard.RankFile
+	for _, r := range ranks {
+		path := filepath.Join(iterDir, shard.RankDir(r, l), MCACheckpointPT)
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("rank file %s (rank %v) is missing: %s records tp=%d pp=%d vpp=%d ep=%d etp=%d", path, r, configPath, l.TP, l.PP, l.VPP, l.EP, l.ETP)
+		}
+		f, err := torchsave.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		rs.index[r] = len(rs.files)
+		rs.files = append(rs.files, f)
+		root, ok := f.Root.(*torchsave.Dict)
+		if !ok {
+			return nil, fmt.Errorf("%s: the checkpoint is not a dict", path)
+		}
+		rf := shard.RankFile{Rank: r}
+		for _, it := range root.Items {
+			if k, ok := it.Key.(string); ok && strings.HasPrefix(k, "model") {
+				rf.Keys = append(rf.Keys, k)
+			}
+		}
+		offs := map[string]int64{}
+		for _, rec := range f.Records() {
+			offs[rec.Name] = rec.Offset
+		}
+		byName := map[string]*torchsave.Tensor{}
+		toff := map[*torchsave.Tensor]int64{}
+		for _, t := range f.Tensors() {
+			key, name, ok := strings.Cut(t.Name, "/")
+			if !ok || !strings.HasPrefix(key, "model") || strings.HasSuffix(name, "._extra_state") {
+				continue
+			}
+			if strings.Contains(name, "/") {
+				return nil, fmt.Errorf("%s: tensor %q: nested state dicts are not supported", path, t.Name)
+			}
+			vp, err := shard.ParseStageKey(key, l)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", path, err)
+			}
+			rf.Tensors = append(rf.Tensors, shard.LocalTensor{Stage: vp, Name: name, DType: t.DType, Shape: t.Shape})
+			byName[shard.StageKey(vp, l)+"/"+name] = t
+			if off, ok := offs["data/"+t.Storage]; ok {
+				toff[t] = off + t.StorageOffset*int64(t.DType.Size())
+			} else {
+				toff[t] = -1
+			}
+		}
+		rfs = append(rfs, rf)
+		rs.tensors = append(rs.tensors, byName)
+		rs.offs = append(rs.offs, toff)
+	}
+	if rs.rp, err = sh.PlanRead(rfs); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// mergeInput serves the merged global weights of a rankSet to the
+// executor, merging one read group at a time.
+type mergeInput struct {
+	rs      *rankSet
+	groupOf []int // input index → read group
+	mu      sync.Mutex
+	cache   map[int]map[string]tensor.Tensor
+	left    map[int]int // globals of a cached group not yet served
+}
+
+// metas lists the global weights of the checkpoint, group by group.
+func (mi *mergeInput) metas(dir string) []TensorMeta {
+	var metas []TensorMeta
+	l := mi.rs.sh.Layout()
+	for g, grp := range mi.rs.rp.Groups {
+		file := dir
+		if len(grp.Members) > 0 {
+			file = filepath.Join(dir, shard.RankDir(grp.Members[0].Rank, l), MCACheckpointPT)
+		}
+		for _, gt := range grp.Globals {
+			metas = append(metas, TensorMeta{Name: gt.Name, DType: gt.DType, Shape: gt.Shape, Size: gt.Bytes(), File: file})
+			mi.groupOf = append(mi.groupOf, g)
+		}
+	}
+	return metas
+}
+
+func (mi *mergeInput) locals(g int) ([]shard.Local, []inputRange, error) {
+	grp := mi.rs.rp.Groups[g]
+	l := mi.rs.sh.Layout()
+	locals := make([]shard.Local, 0, len(grp.Members))
+	var ranges []inputRange
+	for _, ref := range grp.Members {
+		fi, ok := mi.rs.index[ref.Rank]
+		if !ok {
+			return nil, nil, fmt.Errorf("internal error: no rank file for %v", ref.Rank)
+		}
+		tt := mi.rs.tensors[fi][shard.StageKey(ref.Stage, l)+"/"+ref.Name]
+		if tt == nil {
+			return nil, nil, fmt.Errorf("%s: no tensor %s/%s", mi.rs.files[fi].Path, shard.StageKey(ref.Stage, l), ref.Name)
+		}
+		t, err := tensor.New(tt.DType, tt.Shape, tt.Data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: tensor %q: %v", mi.rs.files[fi].Path, tt.Name, err)
+		}
+		locals = append(locals, shard.Local{Rank: ref.Rank, Stage: ref.Stage, Name: ref.Name, Tensor: t})
+		if s, e := addrRange(tt.Data); e > s {
+			r := inputRange{start: s, end: e}
+			if off := mi.rs.offs[fi][tt]; off >= 0 {
+				r.path, r.off = mi.rs.files[fi].Path, off
+			}
+			ranges = append(ranges, r)
+		}
+	}
+	return locals, ranges, nil
+}
+
+// tensor returns global input i, merging its group if needed, and the
+// mapped ranges its bytes come from.
+func (mi *mergeInput) tensor(i int, name string) (tensor.Tensor, []inputRange, error) {
+	mi.mu.Lock()
+	defer mi.mu.Unlock()
+	g := mi.groupOf[i]
+	locals, ranges, err := mi.locals(g)
+	if err != nil {
+		return tensor.Tensor{}, nil, err
+	}
+	c, ok := mi.cache[g]
+	if !ok {
+		globals, err := mi.rs.sh.Merge(locals)
+		if err != nil {
+			return tensor.Tensor{}, nil, err
+		}
+		c = map[string]tensor.Tensor{}
+		for _, gl := range globals {
+			c[gl.Name] = gl.Tensor
+		}
+		mi.cache[g] = c
+		mi.left[g] = len(mi.rs.rp.Groups[g].Globals)
+	}
+	t, ok := c[name]
+	if !ok {
+		return tensor.Tensor{}, nil, fmt.Errorf("internal error: merging the rank files gave no %q", name)
+	}
+	if mi.left[g]--; mi.left[g] <= 0 {
+		delete(mi.cache, g)
+		delete(mi.left, g)
+	}
+	return t, ranges, nil
+}
+
+// spans returns the address ranges of the mapped rank files.
+func (rs *rankSet) spans() [][2]uintptr {
+	var out [][2]uintptr
+	for _, byName := range rs.tensors {
+		var span [2]uintptr
+		for _, t := range byName {
+			s, e := addrRange(t.Data)
+			if e <= s {
+				continue
+			}
+			if span[1] == 0 {
+				span = [2]uintptr{s, e}
+			}
+			span[0] = min(span[0], s)
+			span[1] = max(span[1], e)
+		}
+		if span[1] > 0 {
+			out = append(out, span)
+		}
+	}
+	return out
+}
+
+// convertMCAToHFLayout is ConvertMCAToHF for a parallel layout: the rank
+// files are merged weight group by weight group into the global MCA
+// weights the inverse ops take.
+func convertMCAToHFLayout(ctx context.Context, m *Model, mck *MCACheckpoint, hfConfig []byte, dst string, opts Options) (res *Result, err error) {
+	rs, err := openRankSet(m, mck.Config, mck.ConfigPath, mck.IterDir)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.close()
+	mi := &mergeInput{rs: rs, cache: map[int]map[string]tensor.Tensor{}, left: map[int]int{}}
+	metas := mi.metas(mck.IterDir)
+	plan := PlanMCAToHF(m, mck.Config, metas)
+	res = &Result{Plan: plan}
+	if err := plan.Err(); err != nil {
+		return res, err
+	}
+	out, err := newOutput(dst, opts.Force)
+	if err != nil {
+		return res, err
+	}
+	defer out.abort()
+	ex := newExecutor(plan, opts, nil)
+	ex.merged = mi
+	ex.spans = rs.spans()
+	defer ex.close()
+	maxShard := opts.MaxShardSize
+	if maxShard <= 0 {
+		maxShard = DefaultMaxShardSize
+	}
+	files, err := ex.writeHF(ctx, out, maxShard)
+	if err != nil {
+		return res, err
+	}
+	res.Written = ex.done
+	res.Files = files
+	if err := writeFileSync(out.path(HFConfigName), hfConfig, opts.Sync); err != nil {
+		return res, err
+	}
+	res.Copied, err = copyAux(mck.Dir, out.tmp, func(name string) bool {
+		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
+	})
+	if err != nil {
+		return res, err
+	}
+	if err := out.commit(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// mergedValue is the executor's input value for a merged global weight.
+func (ex *executor) mergedValue(i int) (ops.Value, error) {
+	meta := ex.plan.Inputs[i]
+	t, ranges, err := ex.merged.tensor(i, meta.Name)
+	if err != nil {
+		return ops.Value{}, err
+	}
+	ex.ranges = append(ex.ranges, ranges...)
+	if t.DType != meta.DType || !t.Shape.Equal(meta.Shape) {
+		return ops.Value{}, fmt.Errorf("%s: internal error: merged %q is %v, planned %v%v", meta.File, meta.Name, t, meta.DType, meta.Shape)
+	}
+	v, err := ex.dist.fromRanks(meta.Name, []tensor.Tensor{t})
+	if err != nil {
+		return ops.Value{}, fmt.Errorf("%s: %v", meta.File, err)
+	}
+	return v, nil
+}
