@@ -109,6 +109,8 @@ func (c *MCAConfig) Layout() Layout {
 	}
 	l.MoEGroupedGEMM, _ = c.Bool("moe_grouped_gemm")
 	l.TransformerImpl, _ = c.String("transformer_impl")
+	l.AccountForEmbedding, _ = c.Bool("account_for_embedding_in_pipeline_split")
+	l.AccountForLoss, _ = c.Bool("account_for_loss_in_pipeline_split")
 	return l
 }
 
@@ -236,8 +238,8 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	kw.Set("expert_tensor_parallel_size", IntNumber(int64(layout.ETP)))
 	kw.Set("context_parallel_size", IntNumber(1))
 	kw.Set("sequence_parallel", false)
-	kw.Set("account_for_embedding_in_pipeline_split", false)
-	kw.Set("account_for_loss_in_pipeline_split", false)
+	kw.Set("account_for_embedding_in_pipeline_split", layout.AccountForEmbedding)
+	kw.Set("account_for_loss_in_pipeline_split", layout.AccountForLoss)
 	kw.Set("pipeline_model_parallel_layout", nil)
 	impl := layout.TransformerImpl
 	if impl == "" {

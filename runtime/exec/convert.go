@@ -35,6 +35,20 @@ type Options struct {
 	// NameOrPath is recorded as name_or_path in mca_config.json; empty
 	// means the source directory as given.
 	NameOrPath string
+	// Ranks, when not nil, makes ConvertHFToMCA one job of a conversion
+	// split over several jobs sharing the destination: it writes only
+	// the rank files with these indices in shard.Ranks order (ROLL's
+	// rank-file order: tensor rank, then pipeline rank, then expert
+	// rank), in place, each through a temporary name renamed when
+	// complete. The destination may exist and hold other jobs' files;
+	// the shared files are left to a Finalize job.
+	Ranks []int
+	// Finalize makes ConvertHFToMCA the last job of such a conversion: it
+	// checks that every rank file of the layout is in the destination
+	// with the planned tensors, then writes the shared files
+	// (mca_config.json, the source's tokenizer and other files, and last
+	// latest_checkpointed_iteration.txt).
+	Finalize bool
 }
 
 // Result describes a finished (or refused) conversion.
@@ -69,8 +83,11 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := checkPaths(src, dst); err != nil {
 		return nil, err
 	}
-	if err := checkDest(dst, opts.Force); err != nil {
-		return nil, err
+	job := opts.Ranks != nil || opts.Finalize
+	if !job {
+		if err := checkDest(dst, opts.Force); err != nil {
+			return nil, err
+		}
 	}
 	cfgPath, cfgText, _, err := ReadHFConfig(src)
 	if err != nil {
@@ -103,15 +120,18 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 		return res, err
 	}
 
+	input := func(i int) inputData {
+		t := all[i]
+		return inputData{data: t.File.Data(t.TensorInfo), path: t.File.Path(), off: t.Offset, st: t.File, ti: t.TensorInfo}
+	}
+	if job {
+		return convertHFToMCAJob(ctx, m, src, dst, mc, plan, opts, input, res)
+	}
 	out, err := newOutput(dst, opts.Force)
 	if err != nil {
 		return res, err
 	}
 	defer out.abort()
-	input := func(i int) inputData {
-		t := all[i]
-		return inputData{data: t.File.Data(t.TensorInfo), path: t.File.Path(), off: t.Offset, st: t.File, ti: t.TensorInfo}
-	}
 	if !mc.Layout().trivial() {
 		res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input)
 		if err != nil {

@@ -20,6 +20,13 @@ type Layout struct {
 	// norm names of the rank files.
 	MoEGroupedGEMM  bool
 	TransformerImpl string
+	// AccountForEmbedding and AccountForLoss are recorded as
+	// account_for_embedding_in_pipeline_split and
+	// account_for_loss_in_pipeline_split: the pipeline split counts the
+	// embedding (first stage) and the loss (last stage) as one layer
+	// each, so (num_layers + flags) must divide into PP×VPP stages.
+	AccountForEmbedding bool
+	AccountForLoss      bool
 }
 
 func (l Layout) normalized() Layout {

@@ -145,19 +145,20 @@ func (p *progressSum) add(n int64) {
 	p.mu.Unlock()
 }
 
-// writeMCARanks writes every rank file of wp under iterDir. Rank files
+// writeMCARanks writes the rank files of files (all those of a write
+// plan, or the ones a job selected) under iter_0000001. Rank files
 // are written concurrently, each by its own executor on the shared input
 // mapping; each file is written stage by stage, running the steps whose
 // outputs it holds and splitting their results. It returns the files
 // written (relative to the output) and the bytes written.
-func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder, wp *shard.WritePlan, out *output, input func(int) inputData) ([]string, int64, error) {
+func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder, files []shard.FilePlan, out *output, input func(int) inputData) ([]string, int64, error) {
 	var total int64
-	for _, f := range wp.Files {
+	for _, f := range files {
 		total += f.Bytes()
 	}
 	prog := &progressSum{total: total, fn: opts.Progress}
-	rels := make([]string, len(wp.Files))
-	for i, f := range wp.Files {
+	rels := make([]string, len(files))
+	for i, f := range files {
 		rels[i] = filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
 		if err := os.MkdirAll(filepath.Dir(out.path(rels[i])), 0o755); err != nil {
 			return nil, 0, err
@@ -165,10 +166,10 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	workers := min(len(wp.Files), max(1, runtime.GOMAXPROCS(0)), 4)
+	workers := min(len(files), max(1, runtime.GOMAXPROCS(0)), 4)
 	jobs := make(chan int)
-	errs := make([]error, len(wp.Files))
-	written := make([]int64, len(wp.Files))
+	errs := make([]error, len(files))
+	written := make([]int64, len(files))
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -179,7 +180,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 				var last int64
 				o.Progress = func(done, _ int64) { prog.add(done - last); last = done }
 				ex := newExecutor(p, o, input)
-				errs[i] = ex.writeRankFile(ctx, sh, wp.Files[i], out.path(rels[i]))
+				errs[i] = ex.writeRankFile(ctx, sh, files[i], out.path(rels[i]))
 				written[i] = ex.done
 				ex.close()
 				if errs[i] != nil {
@@ -188,7 +189,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 			}
 		}()
 	}
-	for i := range wp.Files {
+	for i := range files {
 		jobs <- i
 	}
 	close(jobs)
@@ -303,20 +304,11 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 
 // convertHFToMCALayout writes the rank files of a parallel layout.
 func convertHFToMCALayout(ctx context.Context, m *Model, mc *MCAConfig, plan *Plan, opts Options, out *output, input func(int) inputData) ([]string, int64, error) {
-	sh, err := newSharder(m, mc)
+	sh, wp, err := rankWritePlan(m, mc, plan)
 	if err != nil {
 		return nil, 0, err
 	}
-	outs := plan.Outputs()
-	globals := make([]shard.GlobalTensor, len(outs))
-	for i, o := range outs {
-		globals[i] = shard.GlobalTensor{Name: o.Name, DType: o.DType, Shape: o.Shape}
-	}
-	wp, err := sh.PlanWrite(globals)
-	if err != nil {
-		return nil, 0, fmt.Errorf("parallel layout: %w", err)
-	}
-	return writeMCARanks(ctx, plan, opts, sh, wp, out, input)
+	return writeMCARanks(ctx, plan, opts, sh, wp.Files, out, input)
 }
 
 // rankSet is the opened rank files of a parallel MCA checkpoint.

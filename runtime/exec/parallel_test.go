@@ -28,6 +28,8 @@ var parallelLayouts = []struct {
 	{"tp2pp2ep2", exec.Layout{TP: 2, PP: 2, EP: 2}},
 	{"ep2etp1grouped", exec.Layout{TP: 2, EP: 2, ETP: 1, MoEGroupedGEMM: true}},
 	{"tp2local", exec.Layout{TP: 2, TransformerImpl: "local"}},
+	// (4 layers + embedding + loss) / 3 stages: 1, 2 and 1 layers.
+	{"pp3acct", exec.Layout{PP: 3, AccountForEmbedding: true, AccountForLoss: true}},
 }
 
 // layoutFits reports whether a conversion error says the layout does not
@@ -102,7 +104,7 @@ func TestParallelRoundTrip(t *testing.T) {
 				}
 				dir := t.TempDir()
 				s := synthFor(mt, tensor.BF16)
-				if lc.layout.VPP > 1 {
+				if lc.layout.VPP > 1 || lc.layout.PP == 3 {
 					s = synthDeep(mt, tensor.BF16)
 				}
 				src := filepath.Join(dir, "hf")
@@ -128,6 +130,12 @@ func TestParallelRoundTrip(t *testing.T) {
 					"expert_model_parallel_size": max(want.EP, 1), "expert_tensor_parallel_size": want.ETP} {
 					if !strings.Contains(string(mc), fmt.Sprintf("%q: %d", k, v)) {
 						t.Errorf("mca_config.json lacks %s %d", k, v)
+					}
+				}
+				for k, v := range map[string]bool{"account_for_embedding_in_pipeline_split": want.AccountForEmbedding,
+					"account_for_loss_in_pipeline_split": want.AccountForLoss} {
+					if !strings.Contains(string(mc), fmt.Sprintf("%q: %v", k, v)) {
+						t.Errorf("mca_config.json lacks %s %v", k, v)
 					}
 				}
 				sl := shard.Layout{TP: want.TP, PP: want.PP, VPP: want.VPP, EP: want.EP, ETP: want.ETP}.Normalized()

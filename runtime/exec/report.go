@@ -3,6 +3,7 @@ package exec
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
@@ -186,7 +187,26 @@ func LayoutProblems(mc *MCAConfig, l Layout) []Problem {
 	check("padded_vocab_size", l.TP, "tp")
 	check("moe_shared_expert_intermediate_size", l.TP, "tp")
 	check("moe_ffn_hidden_size", l.ETP, "etp")
-	check("num_layers", l.PP*l.VPP, "pp×vpp")
+	if _, ok := mc.String("pipeline_model_parallel_layout"); !ok {
+		if !l.AccountForEmbedding && !l.AccountForLoss {
+			check("num_layers", l.PP*l.VPP, "pp×vpp")
+		} else if v, ok := mc.Int("num_layers"); ok && l.PP*l.VPP > 1 {
+			n := v
+			var what []string
+			if l.AccountForEmbedding {
+				n++
+				what = append(what, "embedding")
+			}
+			if l.AccountForLoss {
+				n++
+				what = append(what, "loss")
+			}
+			if n%int64(l.PP*l.VPP) != 0 {
+				out = append(out, Problem{Kind: ProblemLayout, Severity: Error,
+					Msg: fmt.Sprintf("num_layers %d + 1 for each of the %s accounted in the pipeline split is %d, not divisible by pp×vpp %d", v, strings.Join(what, " and "), n, l.PP*l.VPP)})
+			}
+		}
+	}
 	check("num_moe_experts", l.EP, "ep")
 	if l.EP > 1 {
 		if _, ok := mc.Int("num_moe_experts"); !ok {

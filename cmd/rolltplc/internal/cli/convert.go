@@ -31,6 +31,8 @@ func runConvert(e *env, args []string) int {
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
 	maxShard := fs.String("max-shard-size", "5GB", "HF shard size limit (MCA -> HF), e.g. 5GB, 500MB, 1GiB")
 	sync := fs.Bool("sync", false, "fsync every output file before the output is renamed into place")
+	ranksFlag := fs.String("ranks", "", "write only these rank files (HF -> MCA), e.g. 0-3,7: indices in ROLL's rank-file order (tp, then pp, then ep), for one job of a multi-job conversion into a shared --to; \"shared\" is --finalize")
+	finalize := fs.Bool("finalize", false, "last job of a multi-job conversion: check that every rank file is in --to, then write mca_config.json, the tokenizer files and latest_checkpointed_iteration.txt")
 	var layout layoutFlags
 	layout.add(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
@@ -46,6 +48,19 @@ func runConvert(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "rolltplc convert: --max-shard-size: %v\n", err)
 		return ExitUsage
 	}
+	var ranks []int
+	if *ranksFlag == "shared" {
+		*finalize = true
+	} else if *ranksFlag != "" {
+		if ranks, err = parseRanks(*ranksFlag); err != nil {
+			fmt.Fprintf(e.stderr, "rolltplc convert: --ranks: %v\n", err)
+			return ExitUsage
+		}
+		if *finalize {
+			fmt.Fprintln(e.stderr, "rolltplc convert: --ranks LIST and --finalize are separate jobs")
+			return ExitUsage
+		}
+	}
 	l := layout.layout()
 	if err := l.Check(); err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
@@ -55,6 +70,10 @@ func runConvert(e *env, args []string) int {
 	if *toHF && !isMCA {
 		fmt.Fprintf(e.stderr, "rolltplc convert: --to-hf: %s has no %s, so it is not an MCA checkpoint\n", *from, exec.MCAConfigName)
 		return ExitError
+	}
+	if isMCA && (ranks != nil || *finalize) {
+		fmt.Fprintln(e.stderr, "rolltplc convert: --ranks and --finalize split HF -> MCA conversions; MCA -> HF runs as one job")
+		return ExitUsage
 	}
 	mt := *modelType
 	if mt == "" {
@@ -74,7 +93,8 @@ func runConvert(e *env, args []string) int {
 		dir = "MCA -> HF"
 	}
 	bar := newProgress(e, *quiet, dir)
-	opts := exec.Options{Force: *force, Layout: l, Progress: bar.update, MaxShardSize: shardSize, Sync: *sync}
+	opts := exec.Options{Force: *force, Layout: l, Progress: bar.update, MaxShardSize: shardSize, Sync: *sync,
+		Ranks: ranks, Finalize: *finalize}
 	start := time.Now()
 	var res *exec.Result
 	if isMCA {
@@ -97,6 +117,33 @@ func runConvert(e *env, args []string) int {
 			exec.HumanBytes(int64(float64(res.Written)/max(d.Seconds(), 1e-9))), *to)
 	}
 	return ExitOK
+}
+
+// parseRanks parses a rank list such as "0-3,7" (indices and inclusive
+// ranges, comma-separated).
+func parseRanks(s string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(strings.TrimSpace(lo))
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("bad rank %q in %q", part, s)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(strings.TrimSpace(hi)); err != nil || b < a {
+				return nil, fmt.Errorf("bad rank range %q in %q", part, s)
+			}
+		}
+		if b-a >= 1<<20 {
+			return nil, fmt.Errorf("rank range %q in %q is too large", part, s)
+		}
+		for i := a; i <= b; i++ {
+			out = append(out, i)
+		}
+	}
+	return out, nil
 }
 
 // reportConvertError prints a failed conversion: every problem of a
@@ -123,6 +170,8 @@ type layoutFlags struct {
 	tp, pp, vpp, ep, etp *int
 	groupedGEMM          *bool
 	impl                 *string
+	accountEmb           *bool
+	accountLoss          *bool
 }
 
 func (f *layoutFlags) add(fs interface {
@@ -137,11 +186,14 @@ func (f *layoutFlags) add(fs interface {
 	f.etp = fs.Int("etp", 0, "expert tensor parallel size; must divide --tp (0: same as --tp)")
 	f.groupedGEMM = fs.Bool("moe-grouped-gemm", false, "store experts as Transformer Engine grouped GEMM weights (linear_fc1.weight<k>)")
 	f.impl = fs.String("transformer-impl", "transformer_engine", "transformer_impl: transformer_engine or local")
+	f.accountEmb = fs.Bool("account-for-embedding", false, "count the embedding as a layer of the first pipeline stage (account_for_embedding_in_pipeline_split)")
+	f.accountLoss = fs.Bool("account-for-loss", false, "count the loss as a layer of the last pipeline stage (account_for_loss_in_pipeline_split)")
 }
 
 func (f *layoutFlags) layout() exec.Layout {
 	return exec.Layout{TP: *f.tp, PP: *f.pp, VPP: *f.vpp, EP: *f.ep, ETP: *f.etp,
-		MoEGroupedGEMM: *f.groupedGEMM, TransformerImpl: *f.impl}
+		MoEGroupedGEMM: *f.groupedGEMM, TransformerImpl: *f.impl,
+		AccountForEmbedding: *f.accountEmb, AccountForLoss: *f.accountLoss}
 }
 
 // detectModelType reads the model type of a checkpoint: config.json's

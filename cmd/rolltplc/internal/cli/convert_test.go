@@ -21,7 +21,13 @@ import (
 // into dir, as two shards with an index. skip names tensors to leave out.
 func writeLlama(t *testing.T, dir string, skip ...string) {
 	t.Helper()
-	const V, H, I, L, nh, kv = 128, 32, 64, 2, 4, 1
+	writeLlamaLayers(t, dir, 2, skip...)
+}
+
+// writeLlamaLayers is writeLlama with L decoder layers.
+func writeLlamaLayers(t *testing.T, dir string, L int, skip ...string) {
+	t.Helper()
+	const V, H, I, nh, kv = 128, 32, 64, 4, 1
 	hd := H / nh
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -189,6 +195,137 @@ func TestConvertParallelRoundTrip(t *testing.T) {
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "y"), "--transformer-impl", "fast")
 	if code != ExitError || !strings.Contains(stderr, "transformer_impl") {
 		t.Errorf("--transformer-impl fast: exit %d %q", code, stderr)
+	}
+}
+
+// sameCheckpoints fails unless the HF checkpoints in a and b hold the
+// same tensors, bit for bit.
+func sameCheckpoints(t *testing.T, a, b string) {
+	t.Helper()
+	x, err := safetensors.OpenSharded(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	y, err := safetensors.OpenSharded(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y.Close()
+	if len(x.Tensors()) != len(y.Tensors()) {
+		t.Errorf("%d tensors back, want %d", len(y.Tensors()), len(x.Tensors()))
+	}
+	for _, tx := range x.Tensors() {
+		ty, ok := y.Lookup(tx.Name)
+		if !ok || !bytes.Equal(tx.File.Data(tx.TensorInfo), ty.File.Data(ty.TensorInfo)) {
+			t.Errorf("%s: missing or different after the round trip", tx.Name)
+		}
+	}
+}
+
+// TestConvertPipelineAccounting converts with --pp 3 and the embedding
+// and the loss counted in the pipeline split: (4 layers + 2) / 3 stages
+// gives 1, 2 and 1 decoder layers.
+func TestConvertPipelineAccounting(t *testing.T) {
+	dir := t.TempDir()
+	hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+	writeLlamaLayers(t, hf, 4)
+	code, _, stderr := run(t, "", "convert", "--quiet", "--from", hf, "--to", filepath.Join(dir, "bad"), "--pp", "3")
+	if code != ExitError || !strings.Contains(stderr, "num_layers") {
+		t.Errorf("--pp 3 without accounting (4 layers): exit %d %q", code, stderr)
+	}
+	code, _, stderr = run(t, "", "convert", "--quiet", "--from", hf, "--to", mca, "--pp", "3", "--account-for-embedding", "--account-for-loss")
+	if code != ExitOK {
+		t.Fatalf("HF -> MCA --pp 3: exit %d\n%s", code, stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(mca, "mca_config.json"))
+	for _, want := range []string{`"pipeline_model_parallel_size": 3`, `"account_for_embedding_in_pipeline_split": true`, `"account_for_loss_in_pipeline_split": true`} {
+		if err != nil || !strings.Contains(string(b), want) {
+			t.Errorf("mca_config.json lacks %s: %v", want, err)
+		}
+	}
+	layers := regexp.MustCompile(`decoder\.layers\.(\d+)\.self_attention\.linear_proj\.weight`)
+	for pp, want := range []int{1, 2, 1} {
+		raw, err := os.ReadFile(filepath.Join(mca, "iter_0000001", fmt.Sprintf("mp_rank_00_%03d", pp), "model_optim_rng.pt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, m := range layers.FindAllStringSubmatch(string(raw), -1) {
+			seen[m[1]] = true
+		}
+		if len(seen) != want {
+			t.Errorf("pipeline stage %d holds layers %v, want %d layers", pp, seen, want)
+		}
+	}
+	code, _, stderr = run(t, "", "convert", "--quiet", "--from", mca, "--to", back)
+	if code != ExitOK {
+		t.Fatalf("MCA -> HF: exit %d\n%s", code, stderr)
+	}
+	sameCheckpoints(t, hf, back)
+}
+
+// TestConvertRanksJobs converts in two --ranks jobs and a --finalize job
+// into one directory and compares with a one-job conversion, byte for
+// byte.
+func TestConvertRanksJobs(t *testing.T) {
+	dir := t.TempDir()
+	hf, one, shared := filepath.Join(dir, "hf"), filepath.Join(dir, "one"), filepath.Join(dir, "shared")
+	writeLlamaLayers(t, hf, 4)
+	layout := []string{"--pp", "2", "--vpp", "2"}
+	if code, _, stderr := run(t, "", append([]string{"convert", "--quiet", "--from", hf, "--to", one}, layout...)...); code != ExitOK {
+		t.Fatalf("one job: exit %d\n%s", code, stderr)
+	}
+	for _, job := range [][]string{{"--ranks", "1"}, {"--ranks", "0-0"}, {"--finalize"}} {
+		args := append(append([]string{"convert", "--quiet", "--from", hf, "--to", shared}, layout...), job...)
+		if code, _, stderr := run(t, "", args...); code != ExitOK {
+			t.Fatalf("%v: exit %d\n%s", job, code, stderr)
+		}
+	}
+	files := func(root string) map[string][]byte {
+		out := map[string][]byte{}
+		filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				b, _ := os.ReadFile(p)
+				rel, _ := filepath.Rel(root, p)
+				out[rel] = b
+			}
+			return err
+		})
+		return out
+	}
+	a, b := files(one), files(shared)
+	if len(a) != len(b) || len(a) < 5 {
+		t.Errorf("one job wrote %d files, the jobs %d", len(a), len(b))
+	}
+	for k, v := range a {
+		if !bytes.Equal(v, b[k]) {
+			t.Errorf("%s differs from the one-job conversion", k)
+		}
+	}
+	// --ranks shared is --finalize; a missing rank file is named.
+	os.Remove(filepath.Join(shared, "iter_0000001", "mp_rank_00_001", "model_optim_rng.pt"))
+	code, _, stderr := run(t, "", append([]string{"convert", "--quiet", "--from", hf, "--to", shared, "--ranks", "shared"}, layout...)...)
+	if code != ExitError || !strings.Contains(stderr, "mp_rank_00_001") || !strings.Contains(stderr, "missing") {
+		t.Errorf("finalize with a rank file missing: exit %d %q", code, stderr)
+	}
+	for _, bad := range []string{"x", "3-1", "-1", "1,,2"} {
+		if code, _, stderr := run(t, "", "convert", "--from", hf, "--to", shared, "--ranks", bad); code != ExitUsage {
+			t.Errorf("--ranks %q: exit %d %q", bad, code, stderr)
+		}
+	}
+	if code, _, stderr := run(t, "", "convert", "--from", hf, "--to", shared, "--pp", "2", "--ranks", "2"); code != ExitError || !strings.Contains(stderr, "out of range") {
+		t.Errorf("--ranks 2 of 2: exit %d %q", code, stderr)
+	}
+	if code, _, stderr := run(t, "", "convert", "--from", one, "--to", filepath.Join(dir, "x"), "--ranks", "0"); code != ExitUsage {
+		t.Errorf("--ranks with an MCA source: exit %d %q", code, stderr)
+	}
+}
+
+func TestParseRanks(t *testing.T) {
+	got, err := parseRanks("0-3,7, 9")
+	if err != nil || fmt.Sprint(got) != "[0 1 2 3 7 9]" {
+		t.Errorf("parseRanks: %v %v", got, err)
 	}
 }
 

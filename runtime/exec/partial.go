@@ -1,0 +1,203 @@
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/runtime/shard"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
+)
+
+// This file runs a conversion as several jobs (a Slurm array, a
+// Kubernetes indexed Job) writing into one shared output: each job writes
+// the rank files of Options.Ranks in place (every file through a
+// temporary name renamed when complete), and a last job with
+// Options.Finalize checks that every rank file of the layout is there and
+// writes the shared files.
+
+// rankWritePlan plans the rank files of the layout recorded in mc.
+func rankWritePlan(m *Model, mc *MCAConfig, plan *Plan) (*shard.Sharder, *shard.WritePlan, error) {
+	sh, err := newSharder(m, mc)
+	if err != nil {
+		return nil, nil, err
+	}
+	outs := plan.Outputs()
+	globals := make([]shard.GlobalTensor, len(outs))
+	for i, o := range outs {
+		globals[i] = shard.GlobalTensor{Name: o.Name, DType: o.DType, Shape: o.Shape}
+	}
+	wp, err := sh.PlanWrite(globals)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parallel layout: %w", err)
+	}
+	return sh, wp, nil
+}
+
+// selectRanks returns the plans of the rank files with the given indices
+// in [shard.Ranks] order.
+func selectRanks(l shard.Layout, files []shard.FilePlan, sel []int) ([]shard.FilePlan, error) {
+	if len(sel) == 0 {
+		return nil, errors.New("no rank files selected")
+	}
+	ranks := shard.Ranks(l)
+	byRank := map[shard.Rank]shard.FilePlan{}
+	for _, f := range files {
+		byRank[f.Rank] = f
+	}
+	seen := map[int]bool{}
+	var out []shard.FilePlan
+	for _, i := range sel {
+		if i < 0 || i >= len(ranks) {
+			return nil, fmt.Errorf("rank %d is out of range: the layout (tp=%d pp=%d ep=%d) has %d rank files, 0-%d", i, l.TP, l.PP, l.EP, len(ranks), len(ranks)-1)
+		}
+		if seen[i] {
+			continue
+		}
+		seen[i] = true
+		f, ok := byRank[ranks[i]]
+		if !ok {
+			return nil, fmt.Errorf("internal error: no plan for rank file %s", shard.RankDir(ranks[i], l))
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// convertHFToMCAJob is ConvertHFToMCA for one job of a multi-job
+// conversion (opts.Ranks or opts.Finalize): dst is written in place.
+func convertHFToMCAJob(ctx context.Context, m *Model, src, dst string, mc *MCAConfig, plan *Plan, opts Options, input func(int) inputData, res *Result) (*Result, error) {
+	if opts.Finalize && opts.Ranks != nil {
+		return res, errors.New("a job either writes rank files (Ranks) or finalizes the output (Finalize), not both")
+	}
+	sh, wp, err := rankWritePlan(m, mc, plan)
+	if err != nil {
+		return res, err
+	}
+	if st, err := os.Stat(dst); err == nil && !st.IsDir() {
+		return res, fmt.Errorf("destination %s exists and is not a directory", dst)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return res, err
+	}
+	out := &output{dst: dst, tmp: dst, committed: true}
+	if opts.Finalize {
+		return finalizeMCA(res, src, out, sh.Layout(), wp, mc, opts)
+	}
+	files, err := selectRanks(sh.Layout(), wp.Files, opts.Ranks)
+	if err != nil {
+		return res, err
+	}
+	if mc.Layout().trivial() {
+		// The single rank file, written as a one-job conversion writes it.
+		rel := filepath.Join("iter_0000001", files[0].Dir, MCACheckpointPT)
+		if err := os.MkdirAll(filepath.Dir(out.path(rel)), 0o755); err != nil {
+			return res, err
+		}
+		ex := newExecutor(plan, opts, input)
+		defer ex.close()
+		if err := ex.writeMCA(ctx, out.path(rel)); err != nil {
+			return res, err
+		}
+		res.Written, res.Files = ex.done, []string{rel}
+		return res, nil
+	}
+	res.Files, res.Written, err = writeMCARanks(ctx, plan, opts, sh, files, out, input)
+	return res, err
+}
+
+// finalizeMCA checks that every rank file of the layout is in the output
+// with the planned tensors, then writes the shared files: the source's
+// auxiliary files, mca_config.json and, last, the tracker file.
+func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard.WritePlan, mc *MCAConfig, opts Options) (*Result, error) {
+	ranks := shard.Ranks(l)
+	index := map[shard.Rank]int{}
+	for i, r := range ranks {
+		index[r] = i
+	}
+	want := map[string]bool{}
+	var rels []string
+	for _, f := range wp.Files {
+		want[f.Dir] = true
+		rel := filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
+		if err := checkRankFile(out.path(rel), f); err != nil {
+			return res, fmt.Errorf("rank %d (%s): %w", index[f.Rank], f.Dir, err)
+		}
+		rels = append(rels, rel)
+	}
+	entries, err := os.ReadDir(out.path("iter_0000001"))
+	if err != nil {
+		return res, err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "mp_rank_") && !want[e.Name()] {
+			return res, fmt.Errorf("%s is not a rank file directory of the layout (tp=%d pp=%d vpp=%d ep=%d etp=%d)",
+				out.path("iter_0000001", e.Name()), l.TP, l.PP, l.VPP, l.EP, l.ETP)
+		}
+	}
+	res.Files = rels
+	res.Copied, err = copyAux(src, out.dst, func(name string) bool {
+		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
+	})
+	if err != nil {
+		return res, err
+	}
+	if err := writeFileRename(out.path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
+		return res, err
+	}
+	if err := writeFileRename(out.path(TrackerName), []byte("1"), opts.Sync); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// checkRankFile checks that the rank file at path exists and holds
+// exactly the tensors of its plan (state-dict keys, names, dtypes and
+// shapes; the data is not read).
+func checkRankFile(path string, fp shard.FilePlan) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("rank file %s is missing", path)
+	}
+	f, err := torchsave.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	want := map[string]shard.Entry{}
+	for _, e := range fp.Entries {
+		want[e.Key+"/"+e.Name] = e
+	}
+	n := 0
+	for _, t := range f.Tensors() {
+		e, ok := want[t.Name]
+		if !ok {
+			return fmt.Errorf("%s: tensor %s is not in the layout's plan for this rank file", path, t.Name)
+		}
+		if e.DType != t.DType || !e.Shape.Equal(t.Shape) {
+			return fmt.Errorf("%s: tensor %s is %v%v, the plan has %v%v", path, t.Name, t.DType, t.Shape, e.DType, e.Shape)
+		}
+		n++
+	}
+	if n != len(want) {
+		return fmt.Errorf("%s: %d tensors, the plan has %d", path, n, len(want))
+	}
+	return nil
+}
+
+// writeFileRename writes a small file through a temporary name.
+func writeFileRename(path string, data []byte, sync bool) error {
+	tmp := path + ".tmp"
+	if err := writeFileSync(tmp, data, sync); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
