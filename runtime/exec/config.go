@@ -108,6 +108,7 @@ func (c *MCAConfig) Layout() Layout {
 		ETP: get("expert_tensor_parallel_size"),
 	}
 	l.MoEGroupedGEMM, _ = c.Bool("moe_grouped_gemm")
+	l.LegacyGroupedGEMM, _ = c.Bool("moe_use_legacy_grouped_gemm")
 	l.TransformerImpl, _ = c.String("transformer_impl")
 	l.AccountForEmbedding, _ = c.Bool("account_for_embedding_in_pipeline_split")
 	l.AccountForLoss, _ = c.Bool("account_for_loss_in_pipeline_split")
@@ -247,6 +248,9 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	}
 	kw.Set("transformer_impl", impl)
 	kw.Set("moe_grouped_gemm", layout.MoEGroupedGEMM)
+	if layout.LegacyGroupedGEMM {
+		kw.Set("moe_use_legacy_grouped_gemm", true)
+	}
 	dtype, _ := hf.Get("torch_dtype")
 	if s, ok := hf.Get("dtype"); ok && dtype == nil {
 		dtype = s

@@ -20,6 +20,11 @@ type Layout struct {
 	// norm names of the rank files.
 	MoEGroupedGEMM  bool
 	TransformerImpl string
+	// LegacyGroupedGEMM (with MoEGroupedGEMM) is recorded as
+	// moe_use_legacy_grouped_gemm: the experts of a layer are the legacy
+	// GroupedMLP tensors "….experts.weight1"/"weight2" instead of the
+	// Transformer Engine names "….experts.linear_fc1.weight<k>".
+	LegacyGroupedGEMM bool
 	// AccountForEmbedding and AccountForLoss are recorded as
 	// account_for_embedding_in_pipeline_split and
 	// account_for_loss_in_pipeline_split: the pipeline split counts the

@@ -42,6 +42,9 @@ func (l Layout) Check() error {
 			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
 		}
 	}
+	if l.LegacyGroupedGEMM && !l.MoEGroupedGEMM {
+		return errors.New("parallel layout: legacy grouped GEMM needs moe_grouped_gemm")
+	}
 	switch l.TransformerImpl {
 	case "", shard.ImplTransformerEngine, shard.ImplLocal:
 	default:
@@ -120,9 +123,6 @@ func newSharder(m *Model, mc *MCAConfig) (*shard.Sharder, error) {
 	sh, err := shard.New(sl, shardClassification(m), nil)
 	if err != nil {
 		return nil, fmt.Errorf("parallel layout: %w", err)
-	}
-	if sh.Layout().NumExperts > 0 && sh.Layout().ExpertNaming() == shard.LegacyGrouped {
-		return nil, fmt.Errorf("parallel layout: legacy grouped GEMM experts (moe_grouped_gemm without Transformer Engine grouped names): %w", ErrLayoutUnsupported)
 	}
 	return sh, nil
 }
@@ -209,6 +209,11 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 	return rels, n, nil
 }
 
+// rankBufferHook, when set (by tests), is called after each rank file is
+// written with the most bytes its pending buffers held at a time and the
+// number of buffers allocated.
+var rankBufferHook func(path string, peak int64, allocs int)
+
 // writeRankFile writes one rank file: {"model": ...} or {"model0": ...,
 // "model1": ...}.
 func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp shard.FilePlan, path string) error {
@@ -234,8 +239,79 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 		return err
 	}
 	defer w.Abort()
+	// Entries are written in plan order. A piece of the current entry
+	// that continues it is streamed; a piece of another entry, or of a
+	// legacy grouped tensor (whose expert blocks arrive interleaved with
+	// those of the layer's other grouped tensor), is copied into that
+	// entry's buffer, written once it is complete and its turn has come.
+	// Buffers are reused: at a time, they hold the grouped tensors of one
+	// layer.
+	index := make(map[string]int, len(fp.Entries))
+	for i, e := range fp.Entries {
+		index[fmt.Sprint(e.Stage, "/", e.Name)] = i
+	}
+	type buffered struct {
+		buf    []byte
+		filled int64
+	}
+	pending := map[int]*buffered{}
+	var free [][]byte
+	var held, peak int64 // bytes of the pending buffers
+	allocs := 0
 	k := 0            // current entry of fp.Entries
 	var inEntry int64 // bytes of it written
+	flush := func() error {
+		for k < len(fp.Entries) {
+			b := pending[k]
+			e := fp.Entries[k]
+			if b == nil || b.filled < e.Bytes() {
+				return nil
+			}
+			t, err := tensor.New(e.DType, e.Shape, b.buf)
+			if err != nil {
+				return fmt.Errorf("%s: %s %q: %v", path, e.Key, e.Name, err)
+			}
+			if err := ex.write(w, t); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			delete(pending, k)
+			free = append(free, b.buf)
+			held -= int64(len(b.buf))
+			k++
+		}
+		return nil
+	}
+	buffer := func(j int, pc shard.Piece) error {
+		e := fp.Entries[j]
+		b := pending[j]
+		if b == nil {
+			n := e.Bytes()
+			b = &buffered{}
+			for i, f := range free {
+				if int64(cap(f)) >= n {
+					b.buf = f[:n]
+					free = append(free[:i], free[i+1:]...)
+					break
+				}
+			}
+			if b.buf == nil {
+				b.buf = make([]byte, n)
+				allocs++
+			}
+			pending[j] = b
+			held += n
+			peak = max(peak, held)
+		}
+		if pc.Offset < 0 || pc.Offset+pc.Data.Len() > int64(len(b.buf)) {
+			return fmt.Errorf("%s: internal error: piece of %s %q at %d+%d beyond its %d bytes", path, e.Key, e.Name, pc.Offset, pc.Data.Len(), len(b.buf))
+		}
+		off := pc.Offset
+		for _, p := range pc.Data.Pieces() {
+			off += int64(copy(b.buf[off:], p))
+		}
+		b.filled += pc.Data.Len()
+		return nil
+	}
 	for vp := range keys {
 		if len(need[vp]) == 0 {
 			continue
@@ -275,11 +351,21 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 					if pc.Rank != fp.Rank || pc.Stage != vp {
 						continue
 					}
-					if k >= len(fp.Entries) {
-						return fmt.Errorf("%s: internal error: piece %q of %q beyond the %d planned tensors", path, pc.Name, name, len(fp.Entries))
+					ei, ok := index[fmt.Sprint(pc.Stage, "/", pc.Name)]
+					if !ok || ei < k {
+						return fmt.Errorf("%s: internal error: piece %q of %q is not among the tensors still to write", path, pc.Name, name)
 					}
-					e := fp.Entries[k]
-					if e.Name != pc.Name || e.Stage != pc.Stage || pc.Offset != inEntry {
+					e := fp.Entries[ei]
+					if ei != k || len(e.Parts) != 1 || pending[k] != nil {
+						if err := buffer(ei, pc); err != nil {
+							return err
+						}
+						if err := flush(); err != nil {
+							return err
+						}
+						continue
+					}
+					if pc.Offset != inEntry {
 						return fmt.Errorf("%s: internal error: writing %s %q at %d, the plan has %s %q at %d", path,
 							shard.StageKey(pc.Stage, sh.Layout()), pc.Name, pc.Offset, e.Key, e.Name, inEntry)
 					}
@@ -290,6 +376,9 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 					if inEntry == e.Bytes() {
 						k++
 						inEntry = 0
+						if err := flush(); err != nil {
+							return err
+						}
 					}
 				}
 			}
@@ -298,6 +387,9 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 	}
 	if k != len(fp.Entries) {
 		return fmt.Errorf("%s: internal error: %d of %d planned tensors written", path, k, len(fp.Entries))
+	}
+	if rankBufferHook != nil {
+		rankBufferHook(path, peak, allocs)
 	}
 	return w.Close()
 }

@@ -1,6 +1,7 @@
 package exec_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
@@ -16,20 +18,41 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
+// parallelTemplates is every stdlib template.
+var parallelTemplates = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+	"seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
+
+// moeTemplate reports whether the template's synthetic model has experts.
+func moeTemplate(mt string) bool {
+	return mt == "mixtral" || strings.HasSuffix(mt, "_moe")
+}
+
+// parallelLayouts are the layouts of acceptance 1; moe marks those that
+// only apply to models with experts (expert parallelism, grouped names).
 var parallelLayouts = []struct {
 	name   string
 	layout exec.Layout
+	moe    bool
 }{
-	{"tp2", exec.Layout{TP: 2}},
-	{"pp2", exec.Layout{PP: 2}},
-	{"pp2vpp2", exec.Layout{PP: 2, VPP: 2}},
-	{"tp2pp2vpp2ep2", exec.Layout{TP: 2, PP: 2, VPP: 2, EP: 2}},
-	{"ep2", exec.Layout{EP: 2}},
-	{"tp2pp2ep2", exec.Layout{TP: 2, PP: 2, EP: 2}},
-	{"ep2etp1grouped", exec.Layout{TP: 2, EP: 2, ETP: 1, MoEGroupedGEMM: true}},
-	{"tp2local", exec.Layout{TP: 2, TransformerImpl: "local"}},
+	{"tp2", exec.Layout{TP: 2}, false},
+	{"tp4", exec.Layout{TP: 4}, false},
+	{"pp2", exec.Layout{PP: 2}, false},
+	{"pp2vpp2", exec.Layout{PP: 2, VPP: 2}, false},
 	// (4 layers + embedding + loss) / 3 stages: 1, 2 and 1 layers.
-	{"pp3acct", exec.Layout{PP: 3, AccountForEmbedding: true, AccountForLoss: true}},
+	{"pp3acct", exec.Layout{PP: 3, AccountForEmbedding: true, AccountForLoss: true}, false},
+	{"tp2local", exec.Layout{TP: 2, TransformerImpl: "local"}, false},
+	{"ep2", exec.Layout{EP: 2}, true},
+	{"tp2etp2ep2", exec.Layout{TP: 2, ETP: 2, EP: 2}, true},
+	{"tp2pp2ep2", exec.Layout{TP: 2, PP: 2, EP: 2}, true},
+	{"tp2pp2vpp2ep2", exec.Layout{TP: 2, PP: 2, VPP: 2, EP: 2}, true},
+	// Expert naming schemes: TE grouped (linear_fc1.weight<k>).
+	{"ep2tegrouped", exec.Layout{EP: 2, MoEGroupedGEMM: true}, true},
+	{"ep2etp1tegrouped", exec.Layout{TP: 2, EP: 2, ETP: 1, MoEGroupedGEMM: true}, true},
+	// Legacy grouped (GroupedMLP weight1/weight2, experts interleaved).
+	{"ep2legacy", exec.Layout{EP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}, true},
+	{"tp2etp2ep2legacy", exec.Layout{TP: 2, ETP: 2, EP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}, true},
+	{"tp2pp2vpp2ep2legacy", exec.Layout{TP: 2, PP: 2, VPP: 2, EP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}, true},
+	{"tp2legacy", exec.Layout{TP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}, true},
 }
 
 // layoutFits reports whether a conversion error says the layout does not
@@ -46,38 +69,24 @@ func layoutFits(err error) bool {
 	return !(err != nil && strings.Contains(err.Error(), "parallel layout"))
 }
 
-// synthDeep is synthFor with 4 decoder layers, for pipeline layouts with
-// virtual stages.
+// synthDeep is synthFor widened for the parallel layouts: 4 decoder
+// layers (PP2×VPP2, and PP3 with embedding and loss accounted), and
+// attention heads and key-value groups divisible by 4 (TP4).
 func synthDeep(mt string, dt tensor.DType) synth {
-	var d dims
-	cfg := map[string]any{}
-	arch := ""
-	switch mt {
-	case "llama":
-		d = dims{vocab: 384, hidden: 64, inter: 160, layers: 4, heads: 8, kv: 2, denseMLP: true}
-		arch = "LlamaForCausalLM"
-	case "qwen3":
-		d = dims{vocab: 256, hidden: 64, inter: 160, layers: 4, heads: 8, kv: 4, headDim: 16, qkNorm: true, tie: true, denseMLP: true}
-		arch = "Qwen3ForCausalLM"
-	case "qwen2_moe":
-		d = dims{vocab: 256, hidden: 64, inter: 128, layers: 4, heads: 8, kv: 8, bias: true, experts: 4, moeInter: 48, sharedInter: 96}
-		arch = "Qwen2MoeForCausalLM"
-		cfg["moe_intermediate_size"] = 48
-		cfg["shared_expert_intermediate_size"] = 96
-		cfg["num_experts"] = 4
-		cfg["num_experts_per_tok"] = 2
-		cfg["decoder_sparse_step"] = 1
-	default:
-		return synthFor(mt, dt)
-	}
-	for k, v := range d.textConfig(dt) {
-		if _, ok := cfg[k]; !ok {
-			cfg[k] = v
+	return synthWith(mt, dt, func(d *dims, cfg map[string]any) {
+		d.layers = 4
+		switch mt {
+		case "qwen2", "qwen2_5_vl": // 14 heads / 2 groups: 16 / 4, head_dim 8 kept
+			d.hidden, d.heads, d.kv = 128, 16, 4
+			if vc, ok := cfg["vision_config"].(map[string]any); ok {
+				vc["out_hidden_size"] = 128
+			}
+		case "seed_oss": // 10 heads / 1 group, head_dim 16: 8 / 4
+			d.heads, d.kv = 8, 4
+		default:
+			d.kv = max(d.kv, 4)
 		}
-	}
-	cfg["architectures"] = []string{arch}
-	cfg["model_type"] = mt
-	return synth{modelType: mt, config: cfg, tensors: d.specs(dt)}
+	})
 }
 
 // rankFiles lists the rank files of an MCA output.
@@ -93,27 +102,28 @@ func rankFiles(t *testing.T, dir string) []string {
 // TestParallelRoundTrip converts synthetic checkpoints HF → MCA at several
 // parallel layouts and back, bit for bit.
 func TestParallelRoundTrip(t *testing.T) {
-	for _, mt := range []string{"llama", "qwen3", "qwen2", "qwen2_moe", "mixtral", "qwen3_moe"} {
+	for _, mt := range parallelTemplates {
 		for _, lc := range parallelLayouts {
 			t.Run(mt+"/"+lc.name, func(t *testing.T) {
 				t.Parallel()
-				if lc.layout.TransformerImpl == "local" && strings.Contains(mt, "m") && (mt == "mixtral" || strings.HasSuffix(mt, "_moe")) {
+				if lc.moe && !moeTemplate(mt) {
+					t.Skip("no experts")
+				}
+				if lc.layout.TransformerImpl == "local" && moeTemplate(mt) {
 					// The local name of the MoE pre-MLP norm maps back to
 					// the dense TE name (te_to_local is not invertible).
 					t.Skip("transformer_impl local with experts: not supported yet")
 				}
 				dir := t.TempDir()
-				s := synthFor(mt, tensor.BF16)
-				if lc.layout.VPP > 1 || lc.layout.PP == 3 {
-					s = synthDeep(mt, tensor.BF16)
-				}
+				s := synthDeep(mt, tensor.BF16)
 				src := filepath.Join(dir, "hf")
 				s.write(t, src, 2, uint64(len(mt)))
 				m := stdlibModel(t, mt)
 				mca := filepath.Join(dir, "mca")
 				r1, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{Layout: lc.layout})
 				if err != nil && !layoutFits(err) {
-					t.Skipf("layout does not fit: %v", err)
+					// synthDeep is sized so that every layout divides.
+					t.Fatalf("layout does not fit the synthetic model: %v", err)
 				}
 				if err != nil {
 					t.Fatalf("HF → MCA: %v", err)
@@ -142,6 +152,14 @@ func TestParallelRoundTrip(t *testing.T) {
 				if got := len(rankFiles(t, mca)); got != len(shard.Ranks(sl)) {
 					t.Errorf("%d rank files, want %d", got, len(shard.Ranks(sl)))
 				}
+				// The expert naming scheme (per-expert, TE grouped, legacy
+				// grouped) shows in every rank file's expert names.
+				expertName := ".mlp.experts.local_experts.0.linear_fc1.weight"
+				if lc.layout.LegacyGroupedGEMM {
+					expertName = ".mlp.experts.weight1"
+				} else if lc.layout.MoEGroupedGEMM {
+					expertName = ".mlp.experts.linear_fc1.weight0"
+				}
 				for _, p := range rankFiles(t, mca) {
 					f, err := torchsave.Open(p)
 					if err != nil {
@@ -150,11 +168,23 @@ func TestParallelRoundTrip(t *testing.T) {
 					if err := f.VerifyCRC(); err != nil {
 						t.Error(err)
 					}
+					if moeTemplate(mt) {
+						found := false
+						for _, tt := range f.Tensors() {
+							found = found || strings.HasSuffix(tt.Name, expertName)
+						}
+						if !found {
+							t.Errorf("%s: no expert tensor named …%s", p, expertName)
+						}
+					}
 					keys := f.Root.(*torchsave.Dict).Items
 					if len(keys) != len(shard.StageKeys(sl)) {
 						t.Errorf("%s: %d stage keys, want %v", p, len(keys), shard.StageKeys(sl))
 					}
 					f.Close()
+				}
+				if strings.HasSuffix(mt, "_vl") {
+					checkVisionPlacement(t, mca, sl)
 				}
 				back := filepath.Join(dir, "back")
 				if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{MaxShardSize: 64 << 10}); err != nil {
@@ -163,6 +193,104 @@ func TestParallelRoundTrip(t *testing.T) {
 				compareCheckpoints(t, src, back, r1.Plan)
 			})
 		}
+	}
+}
+
+// TestParallelLegacyGroupedMemory checks that writing legacy grouped
+// experts buffers at most the two grouped tensors (weight1, weight2) of
+// one layer at a time, in buffers reused from layer to layer.
+func TestParallelLegacyGroupedMemory(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthDeep("qwen3_moe", tensor.BF16).write(t, src, 1, 3)
+	m := stdlibModel(t, "qwen3_moe")
+	var mu sync.Mutex
+	peaks := map[string]int64{}
+	allocs := map[string]int{}
+	exec.SetRankBufferHook(func(path string, peak int64, n int) {
+		mu.Lock()
+		peaks[path], allocs[path] = peak, n
+		mu.Unlock()
+	})
+	defer exec.SetRankBufferHook(nil)
+	mca := filepath.Join(dir, "mca")
+	r, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{Layout: exec.Layout{EP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 8 experts, EP 2: 4 local experts of hidden 64 and moe_intermediate 32
+	// in bf16: weight1 64×(4·2·32), weight2 (4·32)×64.
+	const layer = (64*4*2*32 + 4*32*64) * 2
+	if len(peaks) != 2 {
+		t.Fatalf("%d rank files reported, want 2", len(peaks))
+	}
+	for p, peak := range peaks {
+		if peak == 0 || peak > layer {
+			t.Errorf("%s: %d bytes buffered at a time, want at most one layer's %d", p, peak, layer)
+		}
+		if allocs[p] > 2 {
+			t.Errorf("%s: %d buffers allocated for 4 layers, want them reused (at most 2)", p, allocs[p])
+		}
+	}
+	back := filepath.Join(dir, "back")
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	compareCheckpoints(t, src, back, r.Plan)
+}
+
+// checkVisionPlacement checks that the vision tower is on the first
+// pipeline stage only (pp 0, first virtual stage) and duplicated: the same
+// tensors, bit for bit, on every tensor and expert rank.
+func checkVisionPlacement(t *testing.T, mca string, l shard.Layout) {
+	t.Helper()
+	var ref map[string][]byte
+	first := shard.StageKey(0, l)
+	n := 0
+	for _, p := range rankFiles(t, mca) {
+		rk, err := shard.ParseRankDir(filepath.Base(filepath.Dir(p)), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := torchsave.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]byte{}
+		for _, tt := range f.Tensors() {
+			key, name, _ := strings.Cut(tt.Name, "/")
+			if !strings.HasPrefix(name, "vision_model.") {
+				continue
+			}
+			if rk.PP != 0 || key != first {
+				t.Errorf("%s: vision weight %s in %s, want only on the first stage", p, name, key)
+				continue
+			}
+			got[name] = bytes.Clone(tt.Data)
+		}
+		f.Close()
+		if rk.PP != 0 {
+			continue
+		}
+		n++
+		if len(got) == 0 {
+			t.Errorf("%s: no vision weights on the first stage", p)
+		}
+		if ref == nil {
+			ref = got
+			continue
+		}
+		if len(got) != len(ref) {
+			t.Errorf("%s: %d vision weights, the first rank has %d", p, len(got), len(ref))
+		}
+		for name, b := range ref {
+			if !bytes.Equal(got[name], b) {
+				t.Errorf("%s: vision weight %s differs from the first rank's", p, name)
+			}
+		}
+	}
+	if n == 0 {
+		t.Errorf("no first-stage rank files")
 	}
 }
 

@@ -46,6 +46,15 @@ func TestParallelTorchReference(t *testing.T) {
 		{"llama/pp3acct", "llama", exec.Layout{PP: 3, AccountForEmbedding: true, AccountForLoss: true}},
 		{"qwen2_moe/ep2", "qwen2_moe", exec.Layout{EP: 2}},
 		{"qwen2_moe/tp2pp2ep2", "qwen2_moe", exec.Layout{TP: 2, PP: 2, EP: 2}},
+		{"llama/tp4", "llama", exec.Layout{TP: 4}},
+		{"qwen3_moe/tp4", "qwen3_moe", exec.Layout{TP: 4}},
+		{"qwen3_moe/tp2etp2ep2", "qwen3_moe", exec.Layout{TP: 2, ETP: 2, EP: 2}},
+		{"mixtral/ep2tegrouped", "mixtral", exec.Layout{EP: 2, MoEGroupedGEMM: true}},
+		{"qwen2_moe/tp2etp1ep2tegrouped", "qwen2_moe", exec.Layout{TP: 2, ETP: 1, EP: 2, MoEGroupedGEMM: true}},
+		{"mixtral/ep2legacy", "mixtral", exec.Layout{EP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}},
+		{"qwen3_moe/tp2etp2ep2legacy", "qwen3_moe", exec.Layout{TP: 2, ETP: 2, EP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}},
+		{"qwen2_vl/tp2pp2", "qwen2_vl", exec.Layout{TP: 2, PP: 2}},
+		{"qwen3_vl/tp4", "qwen3_vl", exec.Layout{TP: 4}},
 	} {
 		hf := filepath.Join(dir, c.id, "hf")
 		mca := filepath.Join(dir, c.id, "mca")

@@ -262,6 +262,12 @@ func visionSpecs(dt tensor.DType, prefix string, blocks int, kind string) []safe
 // real model sets it apart from hidden/heads, tied embeddings, biases,
 // experts, and the vision tower under its real prefix.
 func synthFor(modelType string, dt tensor.DType) synth {
+	return synthWith(modelType, dt, nil)
+}
+
+// synthWith is synthFor with mod applied to the decoder sizes (and the
+// model-specific config keys) before config.json is made from them.
+func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[string]any)) synth {
 	var d dims
 	cfg := map[string]any{}
 	var extra []safetensors.Spec
@@ -336,6 +342,9 @@ func synthFor(modelType string, dt tensor.DType) synth {
 			layerPrefix: "model.language_model.layers.", embed: "model.language_model.embed_tokens.weight", norm: "model.language_model.norm.weight"}
 		arch = "Qwen3VLForConditionalGeneration"
 		extra = visionSpecs(dt, "model.visual.", 2, modelType)
+		if mod != nil {
+			mod(&d, cfg)
+		}
 		text := d.textConfig(dt)
 		delete(text, "tie_word_embeddings")
 		text["rope_scaling"] = map[string]any{"rope_type": "default", "mrope_section": []int{2, 3, 3}, "mrope_interleaved": true}
@@ -354,6 +363,9 @@ func synthFor(modelType string, dt tensor.DType) synth {
 		return synth{modelType: modelType, config: cfg, tensors: append(d.specs(dt), extra...)}
 	default:
 		panic("no synthetic model for " + modelType)
+	}
+	if mod != nil {
+		mod(&d, cfg)
 	}
 	for k, v := range d.textConfig(dt) {
 		if _, ok := cfg[k]; !ok {
