@@ -169,6 +169,7 @@ func plural(n int, what string) string {
 type layoutFlags struct {
 	tp, pp, vpp, ep, etp *int
 	groupedGEMM          *bool
+	legacyGrouped        *bool
 	impl                 *string
 	accountEmb           *bool
 	accountLoss          *bool
@@ -185,6 +186,7 @@ func (f *layoutFlags) add(fs interface {
 	f.ep = fs.Int("ep", 1, "expert parallel size")
 	f.etp = fs.Int("etp", 0, "expert tensor parallel size; must divide --tp (0: same as --tp)")
 	f.groupedGEMM = fs.Bool("moe-grouped-gemm", false, "store experts as Transformer Engine grouped GEMM weights (linear_fc1.weight<k>)")
+	f.legacyGrouped = fs.Bool("moe-legacy-grouped-gemm", false, "with --moe-grouped-gemm: Megatron's legacy grouped GEMM layout (mlp.experts.weight1/weight2)")
 	f.impl = fs.String("transformer-impl", "transformer_engine", "transformer_impl: transformer_engine or local")
 	f.accountEmb = fs.Bool("account-for-embedding", false, "count the embedding as a layer of the first pipeline stage (account_for_embedding_in_pipeline_split)")
 	f.accountLoss = fs.Bool("account-for-loss", false, "count the loss as a layer of the last pipeline stage (account_for_loss_in_pipeline_split)")
@@ -192,7 +194,7 @@ func (f *layoutFlags) add(fs interface {
 
 func (f *layoutFlags) layout() exec.Layout {
 	return exec.Layout{TP: *f.tp, PP: *f.pp, VPP: *f.vpp, EP: *f.ep, ETP: *f.etp,
-		MoEGroupedGEMM: *f.groupedGEMM, TransformerImpl: *f.impl,
+		MoEGroupedGEMM: *f.groupedGEMM, LegacyGroupedGEMM: *f.legacyGrouped, TransformerImpl: *f.impl,
 		AccountForEmbedding: *f.accountEmb, AccountForLoss: *f.accountLoss}
 }
 

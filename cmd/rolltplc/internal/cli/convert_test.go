@@ -490,3 +490,24 @@ func TestCheckCheckpointFlag(t *testing.T) {
 		t.Errorf("check --checkpoint --tp 2: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
+
+// TestConvertLegacyGroupedFlag: the flag reaches mca_config.json, and needs
+// --moe-grouped-gemm.
+func TestConvertLegacyGroupedFlag(t *testing.T) {
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	writeLlama(t, hf)
+	mca := filepath.Join(dir, "mca")
+	code, _, stderr := run(t, "", "convert", "--quiet", "--from", hf, "--to", mca, "--moe-grouped-gemm", "--moe-legacy-grouped-gemm")
+	if code != ExitOK {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	b, _ := os.ReadFile(filepath.Join(mca, "mca_config.json"))
+	if !strings.Contains(string(b), `"moe_use_legacy_grouped_gemm": true`) {
+		t.Errorf("mca_config.json lacks the legacy grouped flag:\n%s", b)
+	}
+	code, _, _ = run(t, "", "convert", "--quiet", "--from", hf, "--to", filepath.Join(dir, "x"), "--moe-legacy-grouped-gemm")
+	if code == ExitOK {
+		t.Error("--moe-legacy-grouped-gemm without --moe-grouped-gemm was accepted")
+	}
+}
