@@ -236,29 +236,32 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 		return inputData{data: t.Data, path: mck.PT, off: off + t.StorageOffset*int64(t.DType.Size())}
 	})
 	defer ex.close()
+	return res, finishHF(ctx, ex, out, src, hfConfig, opts, res)
+}
+
+// finishHF writes the HF shards, config.json and the copied auxiliary
+// files of an MCA -> HF conversion, then commits the output.
+func finishHF(ctx context.Context, ex *executor, out *output, src string, hfConfig []byte, opts Options, res *Result) error {
 	maxShard := opts.MaxShardSize
 	if maxShard <= 0 {
 		maxShard = DefaultMaxShardSize
 	}
 	files, err := ex.writeHF(ctx, out, maxShard)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.Written = ex.done
 	res.Files = files
 	if err := writeFileSync(out.path(HFConfigName), hfConfig, opts.Sync); err != nil {
-		return res, err
+		return err
 	}
 	res.Copied, err = copyAux(src, out.tmp, func(name string) bool {
 		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
 	})
 	if err != nil {
-		return res, err
+		return err
 	}
-	if err := out.commit(); err != nil {
-		return res, err
-	}
-	return res, nil
+	return out.commit()
 }
 
 // recoverInternal turns a panic into an error; the deferred cleanups have

@@ -634,29 +634,7 @@ func convertMCAToHFLayout(ctx context.Context, m *Model, mck *MCACheckpoint, hfC
 	ex.merged = mi
 	ex.spans = rs.spans()
 	defer ex.close()
-	maxShard := opts.MaxShardSize
-	if maxShard <= 0 {
-		maxShard = DefaultMaxShardSize
-	}
-	files, err := ex.writeHF(ctx, out, maxShard)
-	if err != nil {
-		return res, err
-	}
-	res.Written = ex.done
-	res.Files = files
-	if err := writeFileSync(out.path(HFConfigName), hfConfig, opts.Sync); err != nil {
-		return res, err
-	}
-	res.Copied, err = copyAux(mck.Dir, out.tmp, func(name string) bool {
-		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
-	})
-	if err != nil {
-		return res, err
-	}
-	if err := out.commit(); err != nil {
-		return res, err
-	}
-	return res, nil
+	return res, finishHF(ctx, ex, out, mck.Dir, hfConfig, opts, res)
 }
 
 // mergedValue is the executor's input value for a merged global weight.
