@@ -202,16 +202,12 @@ var sectionDocs = map[string]string{
 }
 
 func (s *Server) completion(raw json.RawMessage) (any, error) {
-	p, err := decodeParams[TextDocumentPositionParams](raw)
-	if err != nil {
-		return nil, err
-	}
-	d, err := s.lookupDoc(p.TextDocument.URI)
+	d, off, err := s.positionDoc(raw)
 	if err != nil {
 		return nil, err
 	}
 	list := CompletionList{Items: []CompletionItem{}}
-	c, ok := completionContext(d.text, d.offset(p.Position))
+	c, ok := completionContext(d.text, off)
 	if !ok {
 		return list, nil
 	}

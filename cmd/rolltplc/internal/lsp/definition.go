@@ -16,18 +16,14 @@ import (
 // definition answers with the declaration a `use`, `extends` or block name
 // refers to (from resolve.Info.Uses and Defs), or the file an import loads.
 func (s *Server) definition(raw json.RawMessage) (any, error) {
-	p, err := decodeParams[TextDocumentPositionParams](raw)
-	if err != nil {
-		return nil, err
-	}
-	d, err := s.lookupDoc(p.TextDocument.URI)
+	d, off, err := s.positionDoc(raw)
 	if err != nil {
 		return nil, err
 	}
 	if d.file == nil {
 		return nil, nil
 	}
-	chain := nodePath(d.file.AST, d.offset(p.Position))
+	chain := nodePath(d.file.AST, off)
 	for i := len(chain) - 1; i >= 0; i-- {
 		switch x := chain[i].(type) {
 		case *ast.Ident:

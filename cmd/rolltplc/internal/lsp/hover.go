@@ -17,18 +17,14 @@ import (
 )
 
 func (s *Server) hover(raw json.RawMessage) (any, error) {
-	p, err := decodeParams[TextDocumentPositionParams](raw)
-	if err != nil {
-		return nil, err
-	}
-	d, err := s.lookupDoc(p.TextDocument.URI)
+	d, off, err := s.positionDoc(raw)
 	if err != nil {
 		return nil, err
 	}
 	if d.file == nil {
 		return nil, nil
 	}
-	chain := nodePath(d.file.AST, d.offset(p.Position))
+	chain := nodePath(d.file.AST, off)
 	text, sp := s.hoverText(d, chain)
 	if text == "" {
 		return nil, nil // null: nothing to show

@@ -478,3 +478,17 @@ func (s *Server) flush() {
 		}
 	}
 }
+
+// positionDoc decodes TextDocumentPositionParams and returns the open
+// document and the byte offset of the position.
+func (s *Server) positionDoc(raw json.RawMessage) (*document, int, error) {
+	p, err := decodeParams[TextDocumentPositionParams](raw)
+	if err != nil {
+		return nil, 0, err
+	}
+	d, err := s.lookupDoc(p.TextDocument.URI)
+	if err != nil {
+		return nil, 0, err
+	}
+	return d, d.offset(p.Position), nil
+}
