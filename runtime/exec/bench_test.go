@@ -8,9 +8,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
@@ -245,7 +248,7 @@ func BenchmarkConvertMCAToHF(b *testing.B) {
 
 // BenchmarkCopyCheckpoint copies the same files with io.Copy
 // (copy_file_range, as cp does): the baseline the conversion is measured
-// against.
+// against; BenchmarkConvertVsCopy reports the ratio itself.
 func BenchmarkCopyCheckpoint(b *testing.B) {
 	dir := benchCheckpoint(b, benchSize)
 	src := filepath.Join(dir, "hf")
@@ -260,6 +263,74 @@ func BenchmarkCopyCheckpoint(b *testing.B) {
 		os.RemoveAll(dst)
 		b.StartTimer()
 	}
+}
+
+// BenchmarkConvertVsCopy is acceptance 4 of the runtime in one process:
+// a Llama-shaped checkpoint of ROLLTPL_BENCH_GIB GiB (default 2) is, in
+// every iteration, copied file by file (io.Copy: copy_file_range, as cp
+// does) and converted HF -> MCA, each after a sync and on a warm page
+// cache. It reports the median of each and the ratio conversion / copy
+// (target <= 1.3). runtime/exec/bench/bench.sh measures the same against
+// cp -r, with peak RSS.
+func BenchmarkConvertVsCopy(b *testing.B) {
+	gib := 2.0
+	if s := os.Getenv("ROLLTPL_BENCH_GIB"); s != "" {
+		var err error
+		if gib, err = strconv.ParseFloat(s, 64); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dir := benchCheckpoint(b, int64(gib*(1<<30)))
+	m := stdlibModel(b, "llama")
+	src := filepath.Join(dir, "hf")
+	b.SetBytes(dirBytes(b, src))
+	warm := func() {
+		b.StopTimer()
+		syscall.Sync()
+		entries, _ := os.ReadDir(src)
+		for _, e := range entries {
+			if f, err := os.Open(filepath.Join(src, e.Name())); err == nil {
+				io.Copy(io.Discard, f)
+				f.Close()
+			}
+		}
+		b.StartTimer()
+	}
+	var cps, convs []float64
+	for i := range b.N {
+		dst := filepath.Join(dir, fmt.Sprintf("vs%d", i))
+		warm()
+		t0 := time.Now()
+		if err := copyDir(src, dst); err != nil {
+			b.Fatal(err)
+		}
+		cps = append(cps, time.Since(t0).Seconds())
+		b.StopTimer()
+		os.RemoveAll(dst)
+		warm()
+		t0 = time.Now()
+		if _, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		convs = append(convs, time.Since(t0).Seconds())
+		b.StopTimer()
+		os.RemoveAll(dst)
+		b.StartTimer()
+	}
+	b.Logf("cp %.2f, convert %.2f", cps, convs)
+	cp, conv := median(cps), median(convs)
+	b.ReportMetric(cp, "cp-s")
+	b.ReportMetric(conv, "convert-s")
+	b.ReportMetric(conv/cp, "convert/cp")
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func copyDir(src, dst string) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -131,7 +132,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	if err != nil {
 		return res, err
 	}
-	defer out.abort()
+	defer out.abort(&err)
 	if !mc.Layout().trivial() {
 		res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input)
 		if err != nil {
@@ -222,7 +223,7 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err != nil {
 		return res, err
 	}
-	defer out.abort()
+	defer out.abort(&err)
 	recs := map[string]int64{}
 	for _, r := range tf.Records() {
 		recs[r.Name] = r.Offset
@@ -287,7 +288,6 @@ type executor struct {
 	// merged, when set, serves the inputs instead of input: global
 	// weights merged from the rank files of a parallel layout.
 	merged *mergeInput
-	gather []byte // staging buffer of writeGathered
 	arena  arena
 	done   int64
 	total  int64
@@ -454,108 +454,116 @@ func (ex *executor) inputOf(b []byte) *inputRange {
 }
 
 // sink is where tensor bytes go: the torch.save writer, or an HF shard.
-// WriteFrom writes bytes that are also in src at off, copied inside the
-// kernel.
+// Copy writes n bytes that fill produces block by block, pipelined with
+// the writes (blockio.Pipe).
 type sink interface {
 	Write(p []byte) (int, error)
-	WriteFrom(data []byte, src *os.File, off int64) (int, error)
+	Copy(n int64, fill blockio.Fill) error
 }
 
-// write streams t's pieces to w in chunks. A chunk of mapped input is
-// copied from its file by the kernel (copy_file_range, as cp does;
-// writing it from the mapping runs up to 3x slower on the target VM) and
-// its pages are dropped after; other chunks (bytes an op computed) are
-// written from memory.
+// write streams t to w. A tensor whose bytes an op computed in memory, in
+// large pieces, is written from that memory. Any other tensor goes through
+// w.Copy: pieces of mapped input whose file is known are read from the
+// file with pread (the mapping is never touched, so it costs no page
+// faults and no memory; writing from the mapping runs 2-3x slower on the
+// target VM), small pieces (the rows of a row-parallel shard) are
+// gathered into blocks, and mapped pages read through memory are dropped
+// after.
 func (ex *executor) write(w sink, t tensor.Tensor) error {
-	if n := t.NumPieces(); n > 1 && t.Len()/int64(n) < smallPiece {
-		return ex.writeGathered(w, t.Pieces())
-	}
-	for _, p := range t.Pieces() {
+	pieces := t.Pieces()
+	segs := make([]segment, len(pieces))
+	copied := len(pieces) > 1 && t.Len()/int64(len(pieces)) < smallPiece
+	for i, p := range pieces {
+		segs[i].data = p
 		r := ex.inputOf(p)
-		var src *os.File
-		var off int64
-		if r != nil && r.path != "" {
-			f, err := ex.file(r.path)
-			if err != nil {
-				return err
-			}
-			s, _ := addrRange(p)
-			src, off = f, r.off+int64(s-r.start)
+		if r == nil {
+			continue
 		}
+		copied = true
+		segs[i].mapped = true
+		if r.path == "" {
+			continue
+		}
+		f, err := ex.file(r.path)
+		if err != nil {
+			return err
+		}
+		s, _ := addrRange(p)
+		segs[i].file, segs[i].off = f, r.off+int64(s-r.start)
+	}
+	if copied {
+		return w.Copy(t.Len(), ex.filler(segs))
+	}
+	for _, p := range pieces {
 		for len(p) > 0 {
 			c := p[:min(len(p), writeChunk)]
-			var err error
-			if src != nil {
-				_, err = w.WriteFrom(c, src, off)
-				off += int64(len(c))
-			} else {
-				_, err = w.Write(c)
-			}
-			if err != nil {
+			if _, err := w.Write(c); err != nil {
 				return err
 			}
-			ex.done += int64(len(c))
-			if r != nil {
-				dropPages(c)
-			}
-			if ex.sinceDrop += int64(len(c)); ex.sinceDrop >= dropEvery {
-				ex.dropAll()
-			}
-			if ex.opts.Progress != nil {
-				ex.opts.Progress(ex.done, ex.total)
-			}
+			ex.progress(int64(len(c)))
 			p = p[len(c):]
 		}
 	}
 	return nil
 }
 
-// smallPiece is the average piece size below which a tensor's pieces
-// (the rows of a row-parallel shard or of a merged row-parallel weight)
-// are gathered into a staging buffer and written from memory: one system
-// call per row would cost more than the copy.
-const smallPiece = 64 << 10
+// segment is one piece of an output tensor: bytes in memory, and the file
+// and offset they are at when they are mapped input of a known file.
+type segment struct {
+	data   []byte
+	mapped bool
+	file   *os.File
+	off    int64
+}
 
-// gatherSize is the size of the staging buffer for small pieces.
-const gatherSize = 4 << 20
-
-// writeGathered writes pieces through a reused staging buffer.
-func (ex *executor) writeGathered(w sink, pieces [][]byte) error {
-	if ex.gather == nil {
-		ex.gather = make([]byte, 0, gatherSize)
-	}
-	buf := ex.gather[:0]
-	flush := func() error {
-		if len(buf) == 0 {
-			return nil
-		}
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
-		ex.done += int64(len(buf))
-		if ex.sinceDrop += int64(len(buf)); ex.sinceDrop >= dropEvery {
-			ex.dropAll()
-		}
-		if ex.opts.Progress != nil {
-			ex.opts.Progress(ex.done, ex.total)
-		}
-		buf = buf[:0]
-		return nil
-	}
-	for _, p := range pieces {
-		for len(p) > 0 {
-			if len(buf) == cap(buf) {
-				if err := flush(); err != nil {
+// filler returns the blockio.Fill producing the concatenation of segs,
+// for consecutive blocks (the only way blockio.Pipe calls it). It runs on
+// the pipe's filling goroutine while the executor's waits in Copy, so it
+// may update the executor's counters.
+func (ex *executor) filler(segs []segment) blockio.Fill {
+	k, at := 0, 0 // segs[k].data[at:] comes next
+	return func(b []byte, _ int64) error {
+		n := len(b)
+		for len(b) > 0 {
+			sg := &segs[k]
+			c := min(len(b), len(sg.data)-at)
+			if sg.file != nil {
+				if err := blockio.ReadFull(sg.file, sg.file.Name(), b[:c], sg.off+int64(at)); err != nil {
 					return err
 				}
+			} else {
+				copy(b, sg.data[at:at+c])
+				if sg.mapped {
+					dropPages(sg.data[at : at+c])
+				}
 			}
-			n := min(len(p), cap(buf)-len(buf))
-			buf = append(buf, p[:n]...)
-			p = p[n:]
+			b = b[c:]
+			if at += c; at == len(sg.data) {
+				k, at = k+1, 0
+			}
 		}
+		ex.progress(int64(n))
+		return nil
 	}
-	return flush()
 }
+
+// progress counts n more bytes written, drops the mapped input pages
+// every dropEvery bytes and reports progress.
+func (ex *executor) progress(n int64) {
+	ex.done += n
+	if ex.sinceDrop += n; ex.sinceDrop >= dropEvery {
+		ex.dropAll()
+	}
+	if ex.opts.Progress != nil {
+		ex.opts.Progress(ex.done, ex.total)
+	}
+}
+
+// smallPiece is the average piece size below which a tensor's pieces
+// (the rows of a row-parallel shard or of a merged row-parallel weight)
+// are gathered into blocks: one write per row would cost more than the
+// copy.
+const smallPiece = 64 << 10
 
 // dropAll drops every mapped page of the input files.
 func (ex *executor) dropAll() {
@@ -663,8 +671,9 @@ func assignShards(outs []Output, max int64) []shardFile {
 // header safetensors.NewWriter wrote: the data region is the tensors'
 // bytes back to back in header order, which fileSink counts.
 type fileSink struct {
-	f *os.File
-	n int64
+	f    *os.File
+	n    int64
+	pipe blockio.Pipe
 }
 
 func (s *fileSink) Write(p []byte) (int, error) {
@@ -673,16 +682,10 @@ func (s *fileSink) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *fileSink) WriteFrom(data []byte, src *os.File, off int64) (int, error) {
-	if _, err := src.Seek(off, io.SeekStart); err != nil {
-		return 0, err
-	}
-	n, err := s.f.ReadFrom(io.LimitReader(src, int64(len(data))))
-	s.n += n
-	if err == nil && n < int64(len(data)) {
-		err = fmt.Errorf("copying from %s at offset %d: %d of %d bytes (file shorter than expected)", src.Name(), off, n, len(data))
-	}
-	return int(n), err
+func (s *fileSink) Copy(n int64, fill blockio.Fill) error {
+	m, err := s.pipe.Copy(s.f, n, fill, nil)
+	s.n += m
+	return err
 }
 
 // writeHF writes the HF shards and the index; it returns the file names.
@@ -753,6 +756,9 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 			return fmt.Errorf("writing %s: %w", s.name, err)
 		}
 		layout, size = sw.Tensors(), sw.Size()
+		if err := blockio.Preallocate(f, 0, size); err != nil {
+			return fmt.Errorf("writing %s: %w", out.path(s.name), err)
+		}
 		fs = &fileSink{f: f}
 		files = append(files, s.name)
 		return nil

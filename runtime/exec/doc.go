@@ -38,14 +38,19 @@
 //     files) into the global weights the inverse ops take.
 //  3. Execution ([ConvertHFToMCA], [ConvertMCAToHF]): the steps run in
 //     plan order on the mapped input. The ops that only reorder rows
-//     return views, whose pieces are byte ranges of the input files; each
-//     piece is copied to the output file by the kernel (copy_file_range,
-//     as cp does), 16 MiB at a time, while the torch.save writer computes
-//     the record's CRC-32 from the mapping on the second core. Pages of
-//     the mapping are dropped from the resident set as they are consumed,
-//     so memory stays bounded (about 30 MiB) whatever the model size.
+//     return views, whose pieces are byte ranges of the input files. A
+//     tensor made of such pieces is streamed through runtime/blockio: one
+//     goroutine reads 2 MiB blocks from the input files with pread (small
+//     pieces, such as the rows of a row-parallel shard, gathered into one
+//     block) and computes the record's CRC-32, the other writes the block
+//     before it. The mapping itself is never read for them, so it costs
+//     no page faults and no resident memory; pages that ops do read are
+//     dropped as they are consumed, so memory stays bounded (about 20 MiB)
+//     whatever the model size. The output's disk space is reserved
+//     (fallocate) before tensors are written, so a full disk is reported
+//     first, naming the file, the bytes needed and the bytes free.
 //     Bytes an op computes (the zero-centred norm, transposing expert
-//     splits) come from one reused staging buffer. Output goes to a
+//     splits) are written from the op's reused arena. Output goes to a
 //     temporary directory beside the destination and is renamed into
 //     place only when everything is written.
 //

@@ -124,12 +124,30 @@ func (o *output) commit() error {
 	return nil
 }
 
-// abort removes the temporary directory unless committed.
-func (o *output) abort() {
-	if !o.committed {
-		os.RemoveAll(o.tmp)
+// abort removes the temporary directory unless committed, and names
+// files in *err by their place in the destination: the user chose the
+// destination, while the temporary directory is gone once abort returns.
+func (o *output) abort(err *error) {
+	if o.committed {
+		return
+	}
+	os.RemoveAll(o.tmp)
+	if *err != nil {
+		if msg := (*err).Error(); strings.Contains(msg, o.tmp) {
+			*err = &destError{msg: strings.ReplaceAll(msg, o.tmp, o.dst), err: *err}
+		}
 	}
 }
+
+// destError is an error whose message names the destination instead of
+// the temporary directory; it unwraps to the original.
+type destError struct {
+	msg string
+	err error
+}
+
+func (e *destError) Error() string { return e.msg }
+func (e *destError) Unwrap() error { return e.err }
 
 // copyAux copies the top-level regular files of src that skip does not
 // exclude (tokenizer, processor and remote-code files, READMEs) to dst;

@@ -629,7 +629,7 @@ func convertMCAToHFLayout(ctx context.Context, m *Model, mck *MCACheckpoint, hfC
 	if err != nil {
 		return res, err
 	}
-	defer out.abort()
+	defer out.abort(&err)
 	ex := newExecutor(plan, opts, nil)
 	ex.merged = mi
 	ex.spans = rs.spans()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
@@ -148,20 +149,7 @@ func plural(n int, what string) string {
 }
 
 // HumanBytes formats a byte count with a binary unit.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		f /= unit
-		if f < unit || u == "TiB" {
-			return fmt.Sprintf("%.2f %s", f, u)
-		}
-	}
-	return fmt.Sprintf("%d B", n)
-}
+func HumanBytes(n int64) string { return blockio.HumanBytes(n) }
 
 // LayoutProblems checks that a parallel layout fits the model described
 // by mc: attention heads, query groups, FFN sizes and the vocabulary must

@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -56,6 +56,7 @@ type Writer struct {
 	open      bool  // the record of slots[cur] has its header written
 	written   int64 // bytes of slots[cur] written
 	crc       uint32
+	pipe      blockio.Pipe // Copy's buffers
 	err       error
 	done      bool
 }
@@ -100,6 +101,17 @@ func Create(path string, root any, opts *Options) (*Writer, error) {
 		if err := w.smallRecord(r.name, r.data); err != nil {
 			return nil, err
 		}
+	}
+	// Reserve the disk space of the tensor records now: a full disk is
+	// reported before any tensor is written, and writes into allocated
+	// space skip ext4's per-page delayed allocation (15-20% faster on the
+	// target VM).
+	end := w.off
+	for _, s := range w.slots {
+		end = dataOffset(w.archive+"/data/"+s.key, end, s.size) + s.size
+	}
+	if err := blockio.Preallocate(f, w.off, end-w.off); err != nil {
+		return nil, w.fail(w.wrap("", err))
 	}
 	return w, nil
 }
@@ -237,33 +249,6 @@ func (w *Writer) data(p []byte) error {
 	return nil
 }
 
-// dataFrom is data for bytes copied from src at off by the kernel.
-func (w *Writer) dataFrom(p []byte, src *os.File, off int64) error {
-	s := &w.slots[w.cur]
-	for len(p) > 0 {
-		n := min(len(p), maxChunk)
-		crc := make(chan uint32, 1)
-		go func(prev uint32, b []byte) { crc <- crc32.Update(prev, crc32.IEEETable, b) }(w.crc, p[:n])
-		var m int64
-		_, err := src.Seek(off, io.SeekStart)
-		if err == nil {
-			m, err = w.f.ReadFrom(io.LimitReader(src, int64(n)))
-		}
-		w.crc = <-crc
-		w.off += m
-		w.written += m
-		if err == nil && m < int64(n) {
-			err = fmt.Errorf("copying from %s at offset %d: %d of %d bytes (file shorter than expected)", src.Name(), off, m, n)
-		}
-		if err != nil {
-			return w.fail(w.tensorErr(s, "%w", err))
-		}
-		p = p[n:]
-		off += int64(n)
-	}
-	return nil
-}
-
 // WriteTensor writes the whole of the next tensor, which must be called
 // name, as the concatenation of chunks. The chunks are written in order,
 // straight from the caller's memory.
@@ -304,51 +289,60 @@ func (w *Writer) WriteTensor(name string, chunks ...[]byte) error {
 // in order: a call may end inside a tensor or span several. Tensors of zero
 // bytes are passed over when later bytes arrive, or by Close.
 func (w *Writer) Write(p []byte) (int, error) {
-	return w.write(p, nil, 0)
+	return w.write(p)
 }
 
-// WriteFrom is [Writer.Write] for bytes that are also in a file: data must
-// be the bytes of src at [off, off+len(data)), typically a mapping of src.
-// They are copied from src inside the kernel (copy_file_range, as cp
-// does) while the CRC-32 is computed from data on another goroutine; where
-// the kernel cannot copy between the two files, os.File.ReadFrom falls
-// back to an ordinary copy. On the target VM, writing from user memory
-// can run at a third of the speed of an in-kernel copy, while reading the
-// same pages for the CRC does not slow down. src's file offset is moved.
-func (w *Writer) WriteFrom(data []byte, src *os.File, off int64) (int, error) {
-	if src == nil {
-		return 0, w.fail(w.errorf("", "WriteFrom: nil source file"))
+// Copy writes the next n bytes of tensor data, like [Writer.Write], but
+// has fill produce them block by block (see [blockio.Pipe]): a second
+// goroutine fills each block and computes its CRC-32 while the block
+// before it is written. This is the fast path for bytes read from another
+// file ([blockio.ReadAt]): on the target VM it copies faster than cp,
+// where writing straight from a mapping of that file runs 2-3x slower. The
+// n bytes may span tensors; fill sees offsets from 0 to n.
+func (w *Writer) Copy(n int64, fill blockio.Fill) error {
+	if err := w.usable(); err != nil {
+		return err
 	}
-	return w.write(data, src, off)
+	var done int64
+	for done < n {
+		s, err := w.next(n - done)
+		if err != nil {
+			return err
+		}
+		k := min(n-done, s.size-w.written)
+		base := done
+		crc := w.crc
+		m, err := w.pipe.Copy(w.f, k, func(b []byte, off int64) error { return fill(b, base+off) },
+			func(b []byte) { crc = crc32.Update(crc, crc32.IEEETable, b) })
+		w.crc = crc
+		w.off += m
+		w.written += m
+		if err != nil {
+			return w.fail(w.tensorErr(s, "%w", err))
+		}
+		done += k
+		if w.written == s.size {
+			if err := w.end(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-// write is Write (src nil) and WriteFrom.
-func (w *Writer) write(p []byte, src *os.File, off int64) (int, error) {
+// write is Write.
+func (w *Writer) write(p []byte) (int, error) {
 	if err := w.usable(); err != nil {
 		return 0, err
 	}
 	n := 0
 	for len(p) > 0 {
-		if !w.open {
-			if err := w.skipEmpty(); err != nil {
-				return n, err
-			}
-			if w.cur >= len(w.slots) {
-				return n, w.fail(w.errorf("", "%d bytes written beyond the last declared tensor", len(p)))
-			}
-			if err := w.begin(); err != nil {
-				return n, err
-			}
-		}
-		s := &w.slots[w.cur]
-		k := int(min(int64(len(p)), s.size-w.written))
-		var err error
-		if src == nil {
-			err = w.data(p[:k])
-		} else {
-			err = w.dataFrom(p[:k], src, off+int64(n))
-		}
+		s, err := w.next(int64(len(p)))
 		if err != nil {
+			return n, err
+		}
+		k := int(min(int64(len(p)), s.size-w.written))
+		if err := w.data(p[:k]); err != nil {
 			return n, err
 		}
 		n += k
@@ -360,6 +354,23 @@ func (w *Writer) write(p []byte, src *os.File, off int64) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// next returns the tensor the next of rest bytes belong to, starting its
+// record (after those of zero-byte tensors) if it is not open.
+func (w *Writer) next(rest int64) (*slot, error) {
+	if !w.open {
+		if err := w.skipEmpty(); err != nil {
+			return nil, err
+		}
+		if w.cur >= len(w.slots) {
+			return nil, w.fail(w.errorf("", "%d bytes written beyond the last declared tensor", rest))
+		}
+		if err := w.begin(); err != nil {
+			return nil, err
+		}
+	}
+	return &w.slots[w.cur], nil
 }
 
 // skipEmpty writes the records of zero-byte tensors at the current position.

@@ -48,12 +48,7 @@ type record struct {
 // starts at offset off, with a padding extra field that puts the data at a
 // multiple of alignment. crc may be patched later at off+14.
 func localHeader(name string, off, size int64, crc uint32) []byte {
-	zip64 := size >= uint32Max
-	start := off + localHeaderLen + int64(len(name)) + 4
-	if zip64 {
-		start += 4 + 16
-	}
-	pad := (alignment - start%alignment) % alignment
+	zip64, pad := localLayout(name, off, size)
 	extraLen := 4 + int(pad)
 	if zip64 {
 		extraLen += 4 + 16
@@ -93,6 +88,29 @@ func localHeader(name string, off, size int64, crc uint32) []byte {
 		b = append(b, 'Z')
 	}
 	return b
+}
+
+// localLayout says whether the local header of a record of size bytes
+// named name, starting at off, has a zip64 extra field, and how many bytes
+// of padding bring its data to the storage alignment.
+func localLayout(name string, off, size int64) (zip64 bool, pad int64) {
+	zip64 = size >= uint32Max
+	start := off + localHeaderLen + int64(len(name)) + 4
+	if zip64 {
+		start += 4 + 16
+	}
+	return zip64, (alignment - start%alignment) % alignment
+}
+
+// dataOffset returns the offset of the data of a record of size bytes
+// named name whose local header starts at off.
+func dataOffset(name string, off, size int64) int64 {
+	zip64, pad := localLayout(name, off, size)
+	start := off + localHeaderLen + int64(len(name)) + 4 + pad
+	if zip64 {
+		start += 4 + 16
+	}
+	return start
 }
 
 // centralDirectory returns the central directory for recs followed by the
