@@ -12,7 +12,8 @@
 #   - time `cp -r SRC DST` under /usr/bin/time -v;
 #   - the same, then time `rolltplc convert --quiet --from SRC --to DST`.
 #
-# It prints the median wall times, conversion/cp ratio (target <= 1.3) and the
+# It prints the median wall times, conversion/cp ratio (target <= 1.3; also
+# against the fastest cp round, since cp's own time swings most) and the
 # peak RSS /usr/bin/time reports ("Maximum resident set size", mapped input
 # pages included; target <= 1 GiB and independent of model size). Last, it
 # runs `rolltplc verify` on the largest checkpoint: HF -> MCA -> HF through a
@@ -74,18 +75,19 @@ for g in "${sizes[@]}"; do
 		printf '   round %d: cp %6.2fs (RSS %7d KiB)   convert %6.2fs (RSS %7d KiB)\n' "$r" ${t% *} ${t#* } ${c% *} ${c#* }
 	done
 	cpt=$(cut -d' ' -f1 "$work/cp.txt" | median)
+	cpmin=$(cut -d' ' -f1 "$work/cp.txt" | sort -g | head -1)
 	cvt=$(cut -d' ' -f1 "$work/conv.txt" | median)
 	cprss=$(cut -d' ' -f2 "$work/cp.txt" | sort -n | tail -1)
 	cvrss=$(cut -d' ' -f2 "$work/conv.txt" | sort -n | tail -1)
-	results+=("$(awk -v g="$g" -v b="$bytes" -v cp="$cpt" -v cv="$cvt" -v cr="$cprss" -v vr="$cvrss" 'BEGIN {
-		printf "%6s GiB  %12.0f  %8.2f  %8.2f  %6.2f  %9.2f  %10.1f  %12.1f", g, b, cp, cv, cv / cp, b / cv / 1e9, cr / 1024, vr / 1024 }')")
+	results+=("$(awk -v g="$g" -v b="$bytes" -v cp="$cpt" -v cv="$cvt" -v cr="$cprss" -v vr="$cvrss" -v cm="$cpmin" 'BEGIN {
+		printf "%6s GiB  %12.0f  %8.2f  %8.2f  %6.2f  %8.2f  %9.2f  %10.1f  %12.1f", g, b, cp, cv, cv / cp, cv / cm, b / cv / 1e9, cr / 1024, vr / 1024 }')")
 	rm -rf "$work/cp" "$work/mca"
 	last=$src
 done
 
 echo
 echo "== HF -> MCA (median of $rounds rounds, warm page cache, no fsync for either)"
-echo "  size         bytes     cp (s)  conv (s)   ratio  conv GB/s  cp RSS MiB  conv RSS MiB (max)"
+echo "  size         bytes     cp (s)  conv (s)   ratio  vs best cp  conv GB/s  cp RSS MiB  conv RSS MiB (max)"
 for r in "${results[@]}"; do echo "$r"; done
 
 echo
