@@ -14,6 +14,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/stdlib"
@@ -210,7 +211,7 @@ func indexOf(p *exec.Plan, name string) int {
 }
 
 func TestTorchRecomputeAllOps(t *testing.T) {
-	py := pythonWithTorch(t)
+	py := torchtest.Python(t, "numpy")
 	dir := t.TempDir()
 	var cases []torchCase
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16, tensor.F32} {

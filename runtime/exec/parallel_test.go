@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -368,7 +369,7 @@ func TestParallelBadReplicaAndMissingRank(t *testing.T) {
 // TestParallelTorchLoad loads every rank file with torch (weights_only)
 // and checks its state-dict keys.
 func TestParallelTorchLoad(t *testing.T) {
-	py := pythonWithTorch(t)
+	py := torchtest.Python(t, "numpy")
 	for _, c := range []struct {
 		mt     string
 		layout exec.Layout

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
@@ -32,7 +33,7 @@ type parallelTorchCase struct {
 // §5 (global → rank files, runtime/shard/testdata/reference.py) give from
 // the HF tensors. Skipped when torch cannot be imported, unless CI is set.
 func TestParallelTorchReference(t *testing.T) {
-	py := pythonWithTorch(t)
+	py := torchtest.Python(t, "numpy")
 	dir := t.TempDir()
 	var cases []parallelTorchCase
 	for _, c := range []struct {

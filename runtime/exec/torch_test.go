@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	rexec "github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -21,21 +22,6 @@ import (
 // op formulas, and compares them bit for bit. Skipped when torch cannot be
 // imported, unless the environment variable CI is set. ROLLTPL_PYTHON
 // names the interpreter (default /usr/bin/python3).
-
-func pythonWithTorch(t *testing.T) string {
-	t.Helper()
-	py := os.Getenv("ROLLTPL_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	if err := exec.Command(py, "-c", "import torch, numpy").Run(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but %s cannot import torch: %v", py, err)
-		}
-		t.Skipf("%s cannot import torch (%v); set CI to make this a failure", py, err)
-	}
-	return py
-}
 
 type torchCase struct {
 	ID      string         `json:"id"`
@@ -153,7 +139,7 @@ func runRecompute(t *testing.T, py string, dir string, cases []torchCase) {
 }
 
 func TestTorchRecompute(t *testing.T) {
-	py := pythonWithTorch(t)
+	py := torchtest.Python(t, "numpy")
 	dir := t.TempDir()
 	var cases []torchCase
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16, tensor.F32} {

@@ -10,10 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -54,25 +54,6 @@ type torchResults struct {
 		Outputs []tensorSpec `json:"outputs"`
 		Error   string       `json:"error"`
 	} `json:"cases"`
-}
-
-func pythonWithTorch(t *testing.T) string {
-	t.Helper()
-	python := os.Getenv("ROLLTPL_PYTHON")
-	if python == "" {
-		python = "/usr/bin/python3"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, python, "-c", "import torch").CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("%s cannot import torch (%v): %s", python, err, strings.TrimSpace(string(out)))
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set and the torch cross-check cannot run: %s", msg)
-		}
-		t.Skip(msg)
-	}
-	return python
 }
 
 func dirName(d Direction) string {
@@ -209,7 +190,7 @@ type pending struct {
 }
 
 func TestAgainstTorch(t *testing.T) {
-	python := pythonWithTorch(t)
+	python := torchtest.Python(t)
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(21, 22))
 	var runs []pending

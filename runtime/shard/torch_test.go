@@ -9,11 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -49,27 +49,8 @@ type refResults struct {
 	} `json:"cases"`
 }
 
-func pythonWithTorch(t *testing.T) string {
-	t.Helper()
-	python := os.Getenv("ROLLTPL_PYTHON")
-	if python == "" {
-		python = "/usr/bin/python3"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, python, "-c", "import torch").CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("%s cannot import torch (%v): %s", python, err, strings.TrimSpace(string(out)))
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set and the torch cross-check cannot run: %s", msg)
-		}
-		t.Skip(msg)
-	}
-	return python
-}
-
 func TestTorchReference(t *testing.T) {
-	python := pythonWithTorch(t)
+	python := torchtest.Python(t)
 	dir := t.TempDir()
 
 	// Inputs: one model per case (the seeds of TestRoundTrip).

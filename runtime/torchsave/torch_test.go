@@ -15,10 +15,12 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
-const python = "/usr/bin/python3"
+// python runs the torch helper: ROLLTPL_PYTHON or /usr/bin/python3.
+var python = torchtest.Interpreter()
 
 // torchHelper is the Python side of the torch tests. Modes:
 //
