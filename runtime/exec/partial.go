@@ -127,6 +127,10 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 		if err := checkRankFile(out.path(rel), f); err != nil {
 			return res, fmt.Errorf("rank %d (%s): %w", index[f.Rank], f.Dir, err)
 		}
+		if left, _ := filepath.Glob(out.path(rel) + torchsave.TempSuffix + "*"); len(left) > 0 {
+			return res, fmt.Errorf("rank %d (%s): %s is an unfinished rank file: a job writing this rank is still running, or one crashed (remove the file once no job writes it, then finalize again)",
+				index[f.Rank], f.Dir, strings.Join(left, ", "))
+		}
 		rels = append(rels, rel)
 	}
 	entries, err := os.ReadDir(out.path("iter_0000001"))

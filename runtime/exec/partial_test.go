@@ -134,6 +134,26 @@ func TestConvertJobsErrors(t *testing.T) {
 	if _, err := exec.ConvertHFToMCA(ctx, m, src, out, exec.Options{Layout: l, Ranks: []int{0}, Finalize: true}); err == nil {
 		t.Error("Ranks and Finalize together: no error")
 	}
+	// A rank file a job is still writing (or a crashed job left) is
+	// reported by finalize, which writes nothing; once it is gone,
+	// finalize succeeds.
+	if _, err := exec.ConvertHFToMCA(ctx, m, src, out, exec.Options{Layout: l, Ranks: []int{0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(out, "iter_0000001", "mp_rank_00_001", exec.MCACheckpointPT+".tmp-123")
+	writeFile(t, stale, []byte("partial"))
+	if _, err := exec.ConvertHFToMCA(ctx, m, src, out, exec.Options{Layout: l, Finalize: true}); err == nil ||
+		!strings.Contains(err.Error(), "rank 1 (mp_rank_00_001): "+stale+" is an unfinished rank file") {
+		t.Errorf("finalize beside an unfinished rank file: err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, exec.MCAConfigName)); err == nil {
+		t.Error("finalize beside an unfinished rank file wrote mca_config.json")
+	}
+	os.Remove(stale)
+	if _, err := exec.ConvertHFToMCA(ctx, m, src, out, exec.Options{Layout: l, Finalize: true}); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(out)
 	// Rank files of another layout in the shared directory.
 	if _, err := exec.ConvertHFToMCA(ctx, m, src, out, exec.Options{Layout: exec.Layout{PP: 2, VPP: 2}, Ranks: []int{0, 1}}); err != nil {
 		t.Fatal(err)

@@ -31,7 +31,8 @@
 // [Writer.Write] (an io.Writer over all tensors). Bytes go from the caller's
 // slices straight to the file, in write(2) calls of at most 64 MiB, while
 // their CRC-32 is computed; nothing is concatenated or buffered.
-// [Writer.Close] writes the central directory and renames path.tmp to path.
+// [Writer.Close] writes the central directory and renames the temporary
+// file (path.tmp-RANDOM) to path.
 //
 // The file has the layout torch 2.x's torch.save(obj, path) writes:
 //

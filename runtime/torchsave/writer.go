@@ -16,6 +16,11 @@ import (
 // machine (dirty-page throttling, formats.md §5.3).
 const maxChunk = 64 << 20
 
+// TempSuffix follows the file name in the names of the temporary files a
+// Writer writes (then a random suffix): a file named so is unfinished, or
+// left by a writer that crashed.
+const TempSuffix = ".tmp-"
+
 // Options tune [Create]. The zero value is what torch.save(obj, path) does.
 type Options struct {
 	// ArchiveName is the folder holding all records inside the zip. Empty
@@ -64,14 +69,17 @@ type Writer struct {
 // Create starts writing the torch.save file path with root as its pickled
 // value. root is usually a *Dict such as {"model": OrderedDict(name →
 // TensorSpec)}; the package documentation lists the Go types a tree may
-// hold. The file is written as path+".tmp" and renamed by Close. data.pkl
+// hold. The file is written under a temporary name unique to this Writer,
+// path+".tmp-" and a random suffix (two writers of the same path, such as
+// a job and its requeued copy, never share one), and renamed by Close; it
+// is created with mode 0644. data.pkl
 // and the small leading records are written before Create returns, so the
 // tree is not used afterwards.
 func Create(path string, root any, opts *Options) (*Writer, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	w := &Writer{path: path, tmp: path + ".tmp", sync: opts.Sync}
+	w := &Writer{path: path, sync: opts.Sync}
 	w.archive = opts.ArchiveName
 	if w.archive == "" {
 		w.archive = defaultArchiveName(path)
@@ -84,11 +92,14 @@ func Create(path string, root any, opts *Options) (*Writer, error) {
 		return nil, w.wrap("data.pkl", err)
 	}
 	w.slots = slots
-	f, err := os.OpenFile(w.tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o666)
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+TempSuffix+"*")
 	if err != nil {
 		return nil, w.wrap("", err)
 	}
-	w.f = f
+	w.f, w.tmp = f, f.Name()
+	if err := f.Chmod(0o644); err != nil {
+		return nil, w.fail(w.wrap("", err))
+	}
 	for _, r := range [...]struct {
 		name string
 		data []byte

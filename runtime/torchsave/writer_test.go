@@ -44,8 +44,11 @@ func TestRoundTrip(t *testing.T) {
 			data := fillData(t, c.root)
 			path := tempPath(t, "model_optim_rng.pt")
 			writeFile(t, path, c.root, data, nil)
-			if _, err := os.Stat(path + ".tmp"); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("temporary file left behind: %v", err)
+			if left, _ := filepath.Glob(path + TempSuffix + "*"); len(left) != 0 {
+				t.Errorf("temporary file left behind: %v", left)
+			}
+			if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o644 {
+				t.Errorf("mode of the file: %v %v", st.Mode(), err)
 			}
 			f := mustOpen(t, path)
 			if diff := diffJSON(normJSON(t, spec(c.root, "", data)), normJSON(t, spec(f.Root, "", nil))); diff != "" {
