@@ -21,6 +21,10 @@ type VerifyOptions struct {
 	Progress func(done, total int64)
 	// Keep keeps the intermediate checkpoints and reports their directory.
 	Keep bool
+	// Layout is the parallel layout of the intermediate MCA checkpoint:
+	// the round trip then goes through its rank files (split, then merged
+	// back). The zero value is TP=PP=EP=1.
+	Layout Layout
 }
 
 // VerifyReport is the outcome of a round trip.
@@ -49,9 +53,9 @@ type TensorDiff struct {
 // OK reports whether every tensor came back identical.
 func (r *VerifyReport) OK() bool { return len(r.Diffs) == 0 }
 
-// Verify converts the HF checkpoint in dir to MCA and back in temporary
-// directories and compares every tensor's dtype, shape and bytes with the
-// original.
+// Verify converts the HF checkpoint in dir to MCA (in opts.Layout) and
+// back in temporary directories and compares every tensor's dtype, shape
+// and bytes with the original.
 func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*VerifyReport, error) {
 	tmp, err := os.MkdirTemp(opts.TempDir, "rolltpl-verify-")
 	if err != nil {
@@ -76,7 +80,7 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 		return func(done, _ int64) { opts.Progress(base+done, total) }
 	}
 	mcaDir, hfDir := filepath.Join(tmp, "mca"), filepath.Join(tmp, "hf")
-	r1, err := ConvertHFToMCA(ctx, m, dir, mcaDir, Options{Progress: progress(0)})
+	r1, err := ConvertHFToMCA(ctx, m, dir, mcaDir, Options{Progress: progress(0), Layout: opts.Layout})
 	if err != nil {
 		return nil, fmt.Errorf("HF → MCA: %w", err)
 	}

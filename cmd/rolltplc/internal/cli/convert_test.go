@@ -364,6 +364,18 @@ func TestVerify(t *testing.T) {
 	if !regexp.MustCompile(`\(llama\): 21 tensors, .* identical after HF -> MCA -> HF`).MatchString(stdout) {
 		t.Errorf("stdout: %q", stdout)
 	}
+	// Through the rank files of a parallel layout.
+	code, stdout, stderr = run(t, "", "verify", "--tmp", dir, "--pp", "2", hf)
+	if code != ExitOK {
+		t.Fatalf("pp=2: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if !regexp.MustCompile(`\(llama\): 21 tensors, .* identical after HF -> MCA \(pp=2\) -> HF`).MatchString(stdout) {
+		t.Errorf("pp=2: stdout: %q", stdout)
+	}
+	code, stdout, stderr = run(t, "", "verify", "--quiet", "--tmp", dir, "--tp", "2", hf)
+	if code != ExitError || !strings.Contains(stderr, "HF → MCA: 1 problem: num_query_groups 1 is not divisible by tp 2") {
+		t.Errorf("tp=2 with one query group: exit %d\n%s%s", code, stdout, stderr)
+	}
 	// A template whose op is not its own inverse on these values: the
 	// zero-centred norm computes (w - 1) + 1 in bf16, which rounds.
 	tpl := filepath.Join(dir, "lossy.rolltpl")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
@@ -19,8 +20,15 @@ func runVerify(e *env, args []string) int {
 	keep := fs.Bool("keep", false, "keep the intermediate MCA and HF checkpoints and print where they are")
 	tmpDir := fs.String("tmp", "", "directory for the intermediate checkpoints (default: the system's temporary directory)")
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
+	var layout layoutFlags
+	layout.add(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
 		return code
+	}
+	l := layout.layout()
+	if err := l.Check(); err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
+		return ExitError
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(e.stderr, "rolltplc verify: want exactly one HF checkpoint directory")
@@ -48,7 +56,7 @@ func runVerify(e *env, args []string) int {
 	defer stop()
 	bar := newProgress(e, *quiet, "verify")
 	start := time.Now()
-	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep})
+	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l})
 	bar.finish()
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
@@ -58,15 +66,15 @@ func runVerify(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "intermediate checkpoints kept in %s\n", rep.Dir)
 	}
 	if !rep.OK() {
-		fmt.Fprintf(e.stdout, "%s differ after HF -> MCA -> HF:\n", plural(len(rep.Diffs), "tensor"))
+		fmt.Fprintf(e.stdout, "%s differ after HF -> MCA%s -> HF:\n", plural(len(rep.Diffs), "tensor"), layoutNote(l))
 		for _, d := range rep.Diffs {
 			fmt.Fprintf(e.stdout, "  %s: %s\n", d.Name, d.Reason)
 		}
 		return ExitError
 	}
 	if !*quiet {
-		fmt.Fprintf(e.stdout, "%s (%s): %d tensors, %s identical after HF -> MCA -> HF (%s)\n", dir, m.Template.Name,
-			rep.Compared, exec.HumanBytes(rep.Bytes), time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(e.stdout, "%s (%s): %d tensors, %s identical after HF -> MCA%s -> HF (%s)\n", dir, m.Template.Name,
+			rep.Compared, exec.HumanBytes(rep.Bytes), layoutNote(l), time.Since(start).Round(time.Millisecond))
 		if len(rep.Skipped) > 0 {
 			fmt.Fprintf(e.stdout, "%s ignored or dropped by the template, not compared\n", plural(len(rep.Skipped), "tensor"))
 		}
@@ -75,4 +83,32 @@ func runVerify(e *env, args []string) int {
 		}
 	}
 	return ExitOK
+}
+
+// layoutNote describes a parallel layout for verify's report: "" for
+// TP=PP=EP=1, else the sizes and options that differ from it, such as
+// " (tp=2 pp=2 moe-grouped-gemm)".
+func layoutNote(l exec.Layout) string {
+	var parts []string
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"tp", l.TP}, {"pp", l.PP}, {"vpp", l.VPP}, {"ep", l.EP}, {"etp", l.ETP}} {
+		if f.v > 1 {
+			parts = append(parts, fmt.Sprintf("%s=%d", f.name, f.v))
+		}
+	}
+	for _, f := range []struct {
+		name string
+		on   bool
+	}{{"moe-grouped-gemm", l.MoEGroupedGEMM}, {"legacy", l.LegacyGroupedGEMM}, {"local", l.TransformerImpl == "local"},
+		{"account-for-embedding", l.AccountForEmbedding}, {"account-for-loss", l.AccountForLoss}} {
+		if f.on {
+			parts = append(parts, f.name)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, " ") + ")"
 }
