@@ -29,7 +29,7 @@ const DefaultBuffers = 3
 // A Pipe runs one Copy at a time.
 type Pipe struct {
 	// Block is the block size (DefaultBlock when 0); Buffers the number of
-	// blocks (DefaultBuffers when < 2).
+	// blocks (DefaultBuffers when < 2). Both are read on first use only.
 	Block, Buffers int
 	bufs           [][]byte
 }
@@ -38,15 +38,16 @@ func (p *Pipe) init() {
 	if p.bufs != nil {
 		return
 	}
-	if p.Block <= 0 {
-		p.Block = DefaultBlock
+	block, n := p.Block, p.Buffers
+	if block <= 0 {
+		block = DefaultBlock
 	}
-	if p.Buffers < 2 {
-		p.Buffers = DefaultBuffers
+	if n < 2 {
+		n = DefaultBuffers
 	}
-	p.bufs = make([][]byte, p.Buffers)
+	p.bufs = make([][]byte, n)
 	for i := range p.bufs {
-		p.bufs[i] = make([]byte, p.Block)
+		p.bufs[i] = make([]byte, block)
 	}
 }
 
@@ -59,29 +60,27 @@ type Fill func(b []byte, off int64) error
 // block is written. While w writes one block, the next is being filled.
 // It returns the number of bytes written; an error from fill or w stops
 // the copy, and Copy returns only after the filling goroutine has ended.
-// A panic in fill is returned as an error.
-func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (int64, error) {
+// A panic in fill or sum is returned as an error.
+func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (written int64, err error) {
 	if n <= 0 {
 		return 0, nil
 	}
 	p.init()
-	if n <= int64(p.Block) {
+	block := int64(len(p.bufs[0]))
+	if n <= block {
 		b := p.bufs[0][:n]
-		if err := safeFill(fill, b, 0); err != nil {
+		if err := produce(fill, sum, b, 0); err != nil {
 			return 0, err
-		}
-		if sum != nil {
-			sum(b)
 		}
 		k, err := w.Write(b)
 		return int64(k), err
 	}
-	type block struct {
+	type filled struct {
 		b   []byte
 		err error
 	}
 	free := make(chan []byte, len(p.bufs))
-	full := make(chan block, len(p.bufs))
+	full := make(chan filled, len(p.bufs))
 	stop := make(chan struct{})
 	for _, b := range p.bufs {
 		free <- b
@@ -100,46 +99,50 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (int64,
 				return
 			default:
 			}
-			b = b[:min(n-off, int64(len(b)))]
-			if err := safeFill(fill, b, off); err != nil {
-				full <- block{err: err}
+			b = b[:min(n-off, block)]
+			if err := produce(fill, sum, b, off); err != nil {
+				full <- filled{err: err}
 				return
 			}
-			if sum != nil {
-				sum(b)
-			}
-			full <- block{b: b}
+			full <- filled{b: b}
 			off += int64(len(b))
 		}
 	}()
-	var written int64
-	var err error
-	for blk := range full {
-		if blk.err != nil {
-			err = blk.err
-			break
+	// However this returns (a panic in w included), the filling goroutine
+	// is stopped and waited for.
+	defer func() {
+		close(stop)
+		for range full {
 		}
-		k, werr := w.Write(blk.b)
+	}()
+	for f := range full {
+		if f.err != nil {
+			return written, f.err
+		}
+		k, err := w.Write(f.b)
 		written += int64(k)
-		if werr != nil {
-			err = werr
-			break
+		if err != nil {
+			return written, err
 		}
-		free <- blk.b[:cap(blk.b)]
+		free <- f.b[:cap(f.b)]
 	}
-	close(stop)
-	for range full {
-	}
-	return written, err
+	return written, nil
 }
 
-func safeFill(fill Fill, b []byte, off int64) (err error) {
+// produce fills b and passes it to sum, turning a panic into an error.
+func produce(fill Fill, sum func([]byte), b []byte, off int64) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("internal error: %v", r)
 		}
 	}()
-	return fill(b, off)
+	if err := fill(b, off); err != nil {
+		return err
+	}
+	if sum != nil {
+		sum(b)
+	}
+	return nil
 }
 
 // ReadAt is a Fill for n bytes of r from offset base: it reads each block

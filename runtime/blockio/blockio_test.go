@@ -84,6 +84,10 @@ func (w *failWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+type panicWriter struct{}
+
+func (panicWriter) Write(p []byte) (int, error) { panic("writer") }
+
 // TestCopyErrors: an error from fill or from the writer, or a panic in
 // fill, ends the copy with that error, the written count is right, and no
 // goroutine is left behind.
@@ -116,6 +120,24 @@ func TestCopyErrors(t *testing.T) {
 	_, err = p.Copy(&bytes.Buffer{}, 50, func(b []byte, off int64) error { panic("boom") }, nil)
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Errorf("panic in fill of a single block: %v", err)
+	}
+	_, err = p.Copy(&bytes.Buffer{}, 1000, zero, func(b []byte) { panic("sum") })
+	if err == nil || !strings.Contains(err.Error(), "sum") {
+		t.Errorf("panic in sum: %v", err)
+	}
+	// A panic in the writer goes on up, but the filling goroutine ends.
+	func() {
+		defer func() {
+			if r := recover(); r != "writer" {
+				t.Errorf("recovered %v, want the writer's panic", r)
+			}
+		}()
+		p.Copy(panicWriter{}, 1000, zero, nil)
+	}()
+	// The block size is fixed at first use.
+	p.Block = 15
+	if n, err := p.Copy(&bytes.Buffer{}, 1000, zero, nil); n != 1000 || err != nil {
+		t.Errorf("after changing Block: %d, %v", n, err)
 	}
 	for i := 0; i < 100 && runtime.NumGoroutine() > before; i++ {
 		time.Sleep(time.Millisecond)

@@ -25,7 +25,9 @@ type Options struct {
 	// is TP=PP=EP=1. MCA → HF reads the layout from mca_config.json.
 	Layout Layout
 	// Progress, if set, is called as tensor bytes are written, with the
-	// bytes done and the total.
+	// bytes done and the total. Calls come one at a time, in order, but
+	// not always from the calling goroutine (blocks of copied bytes are
+	// counted as they are read, just before they are written).
 	Progress func(done, total int64)
 	// MaxShardSize limits the HF shard size (MCA → HF); 0 means
 	// DefaultMaxShardSize. A tensor larger than the limit gets a shard of
@@ -506,6 +508,10 @@ func (ex *executor) write(w sink, t tensor.Tensor) error {
 	}
 	return nil
 }
+
+// Small pieces are read with one pread each too: at TP=4 (1 KiB rows of
+// the row-parallel weights) that ran in 0.23 s for 512 MiB where copying
+// them from the mapping took 0.39 s (a page fault per 4 KiB).
 
 // segment is one piece of an output tensor: bytes in memory, and the file
 // and offset they are at when they are mapped input of a known file.

@@ -133,8 +133,9 @@ func (o *output) abort(err *error) {
 	}
 	os.RemoveAll(o.tmp)
 	if *err != nil {
-		if msg := (*err).Error(); strings.Contains(msg, o.tmp) {
-			*err = &destError{msg: strings.ReplaceAll(msg, o.tmp, o.dst), err: *err}
+		in, dst := o.tmp+string(filepath.Separator), o.dst+string(filepath.Separator)
+		if msg := (*err).Error(); strings.Contains(msg, in) {
+			*err = &destError{msg: strings.ReplaceAll(msg, in, dst), err: *err}
 		}
 	}
 }

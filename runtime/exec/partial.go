@@ -127,7 +127,11 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 		if err := checkRankFile(out.path(rel), f); err != nil {
 			return res, fmt.Errorf("rank %d (%s): %w", index[f.Rank], f.Dir, err)
 		}
-		if left, _ := filepath.Glob(out.path(rel) + torchsave.TempSuffix + "*"); len(left) > 0 {
+		left, err := unfinished(out.path(rel))
+		if err != nil {
+			return res, err
+		}
+		if len(left) > 0 {
 			return res, fmt.Errorf("rank %d (%s): %s is an unfinished rank file: a job writing this rank is still running, or one crashed (remove the file once no job writes it, then finalize again)",
 				index[f.Rank], f.Dir, strings.Join(left, ", "))
 		}
@@ -157,6 +161,23 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 		return res, err
 	}
 	return res, nil
+}
+
+// unfinished returns the temporary files of torch.save writers of path
+// (finished or crashed) in its directory.
+func unfinished(path string) ([]string, error) {
+	dir, prefix := filepath.Dir(path), filepath.Base(path)+torchsave.TempSuffix
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			left = append(left, filepath.Join(dir, e.Name()))
+		}
+	}
+	return left, nil
 }
 
 // checkRankFile checks that the rank file at path exists and holds

@@ -126,7 +126,7 @@ func TestConvertJobsErrors(t *testing.T) {
 	synthDeep("llama", tensor.BF16).write(t, src, 1, 3)
 	m := stdlibModel(t, "llama")
 	ctx := context.Background()
-	out := filepath.Join(dir, "out")
+	out := filepath.Join(dir, "out[1]") // a glob character in the path
 	l := exec.Layout{PP: 2}
 	if _, err := exec.ConvertHFToMCA(ctx, m, src, out, exec.Options{Layout: l, Ranks: []int{2}}); err == nil || !strings.Contains(err.Error(), "out of range") {
 		t.Errorf("rank 2 of 2: err = %v", err)

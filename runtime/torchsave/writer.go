@@ -2,10 +2,14 @@ package torchsave
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
@@ -72,7 +76,7 @@ type Writer struct {
 // hold. The file is written under a temporary name unique to this Writer,
 // path+".tmp-" and a random suffix (two writers of the same path, such as
 // a job and its requeued copy, never share one), and renamed by Close; it
-// is created with mode 0644. data.pkl
+// is created with mode 0666 less the umask, as os.Create does. data.pkl
 // and the small leading records are written before Create returns, so the
 // tree is not used afterwards.
 func Create(path string, root any, opts *Options) (*Writer, error) {
@@ -92,14 +96,11 @@ func Create(path string, root any, opts *Options) (*Writer, error) {
 		return nil, w.wrap("data.pkl", err)
 	}
 	w.slots = slots
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+TempSuffix+"*")
+	f, err := createTemp(path)
 	if err != nil {
 		return nil, w.wrap("", err)
 	}
 	w.f, w.tmp = f, f.Name()
-	if err := f.Chmod(0o644); err != nil {
-		return nil, w.fail(w.wrap("", err))
-	}
 	for _, r := range [...]struct {
 		name string
 		data []byte
@@ -125,6 +126,19 @@ func Create(path string, root any, opts *Options) (*Writer, error) {
 		return nil, w.fail(w.wrap("", err))
 	}
 	return w, nil
+}
+
+// createTemp creates a new file named path+TempSuffix+random digits with
+// mode 0666 (less the umask; os.CreateTemp would make it 0600).
+func createTemp(path string) (*os.File, error) {
+	for try := 0; ; try++ {
+		name := path + TempSuffix + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, fs.ErrExist) && try < 100 {
+			continue
+		}
+		return f, err
+	}
 }
 
 // defaultArchiveName returns torch's folder name for a file: its base name

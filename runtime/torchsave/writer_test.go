@@ -47,7 +47,7 @@ func TestRoundTrip(t *testing.T) {
 			if left, _ := filepath.Glob(path + TempSuffix + "*"); len(left) != 0 {
 				t.Errorf("temporary file left behind: %v", left)
 			}
-			if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o644 {
+			if st, err := os.Stat(path); err != nil || st.Mode().Perm() != createMode(t) {
 				t.Errorf("mode of the file: %v %v", st.Mode(), err)
 			}
 			f := mustOpen(t, path)
@@ -321,4 +321,21 @@ func TestTensorsOrder(t *testing.T) {
 		t.Errorf("Tensors (-want +got):\n%s", diff)
 	}
 	w.Abort()
+}
+
+// createMode is the mode os.Create gives a new file here (0666 less the
+// umask).
+func createMode(t *testing.T) os.FileMode {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "mode")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
 }
