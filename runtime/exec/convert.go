@@ -52,6 +52,10 @@ type Options struct {
 	// (mca_config.json, the source's tokenizer and other files, and last
 	// latest_checkpointed_iteration.txt).
 	Finalize bool
+
+	// compare, set by Verify, makes an MCA → HF conversion compare every
+	// tensor with the original HF checkpoint instead of writing shards.
+	compare *comparer
 }
 
 // Result describes a finished (or refused) conversion.
@@ -243,11 +247,22 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 }
 
 // finishHF writes the HF shards, config.json and the copied auxiliary
-// files of an MCA -> HF conversion, then commits the output.
+// files of an MCA -> HF conversion, then commits the output. For Verify
+// (opts.compare) it compares the tensors with the original instead of
+// writing shards, and writes only config.json.
 func finishHF(ctx context.Context, ex *executor, out *output, src string, hfConfig []byte, opts Options, res *Result) error {
 	maxShard := opts.MaxShardSize
 	if maxShard <= 0 {
 		maxShard = DefaultMaxShardSize
+	}
+	if opts.compare != nil {
+		if err := ex.eachOutput(ctx, func(name string, t tensor.Tensor) error { return opts.compare.tensor(ex, name, t) }); err != nil {
+			return err
+		}
+		if err := writeFileSync(out.path(HFConfigName), hfConfig, opts.Sync); err != nil {
+			return err
+		}
+		return out.commit()
 	}
 	files, err := ex.writeHF(ctx, out, maxShard)
 	if err != nil {
@@ -694,6 +709,31 @@ func (s *fileSink) Copy(n int64, fill blockio.Fill) error {
 	return err
 }
 
+// eachOutput runs the plan's steps in order and hands every output tensor
+// to fn with its name, releasing each step's inputs after.
+func (ex *executor) eachOutput(ctx context.Context, fn func(name string, t tensor.Tensor) error) error {
+	for si := range ex.plan.Steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st := &ex.plan.Steps[si]
+		if st.Dropped {
+			continue
+		}
+		ts, err := ex.run(st)
+		if err != nil {
+			return err
+		}
+		for j, t := range ts {
+			if err := fn(st.Outputs[j].Name, t); err != nil {
+				return err
+			}
+		}
+		ex.releaseInputs(st)
+	}
+	return nil
+}
+
 // writeHF writes the HF shards and the index; it returns the file names.
 // Each shard's header comes from safetensors.NewWriter, whose layout
 // (Tensors, Size) the data then follows; the data itself goes through a
@@ -770,34 +810,24 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		return nil
 	}
 	k := 0
-	for si := range ex.plan.Steps {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		st := &ex.plan.Steps[si]
-		if st.Dropped {
-			continue
-		}
-		ts, err := ex.run(st)
-		if err != nil {
-			return nil, err
-		}
-		for j, t := range ts {
-			for cur < 0 || k >= shards[cur].end {
-				if err := open(cur + 1); err != nil {
-					return nil, err
-				}
+	err := ex.eachOutput(ctx, func(name string, t tensor.Tensor) error {
+		for cur < 0 || k >= shards[cur].end {
+			if err := open(cur + 1); err != nil {
+				return err
 			}
-			ti := layout[k-shards[cur].first]
-			if ti.Name != st.Outputs[j].Name || ti.Size != t.Len() || fs.n != ti.Offset-layout[0].Offset {
-				return nil, fmt.Errorf("writing %s: internal error: tensor %q at %d, the header has %q at %d", shards[cur].name, st.Outputs[j].Name, fs.n, ti.Name, ti.Offset)
-			}
-			if err := ex.write(fs, t); err != nil {
-				return nil, fmt.Errorf("writing %s: %w", shards[cur].name, err)
-			}
-			k++
 		}
-		ex.releaseInputs(st)
+		ti := layout[k-shards[cur].first]
+		if ti.Name != name || ti.Size != t.Len() || fs.n != ti.Offset-layout[0].Offset {
+			return fmt.Errorf("writing %s: internal error: tensor %q at %d, the header has %q at %d", shards[cur].name, name, fs.n, ti.Name, ti.Offset)
+		}
+		if err := ex.write(fs, t); err != nil {
+			return fmt.Errorf("writing %s: %w", shards[cur].name, err)
+		}
+		k++
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for cur < len(shards)-1 { // a shard of nothing (no outputs at all)
 		if err := open(cur + 1); err != nil {

@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
 // VerifyOptions configure [Verify].
@@ -53,9 +56,11 @@ type TensorDiff struct {
 // OK reports whether every tensor came back identical.
 func (r *VerifyReport) OK() bool { return len(r.Diffs) == 0 }
 
-// Verify converts the HF checkpoint in dir to MCA (in opts.Layout) and
-// back in temporary directories and compares every tensor's dtype, shape
-// and bytes with the original.
+// Verify converts the HF checkpoint in dir to MCA (in opts.Layout) in a
+// temporary directory, then converts that back and compares every tensor's
+// dtype, shape and bytes with the original as it is produced: the HF
+// shards are never written, so the round trip needs temporary space for
+// the MCA checkpoint only, and reads the original once.
 func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*VerifyReport, error) {
 	tmp, err := os.MkdirTemp(opts.TempDir, "rolltpl-verify-")
 	if err != nil {
@@ -72,7 +77,7 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 		return nil, err
 	}
 	n := hc.Bytes()
-	total := 3 * n
+	total := 2 * n
 	progress := func(base int64) func(done, _ int64) {
 		if opts.Progress == nil {
 			return nil
@@ -83,9 +88,6 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	r1, err := ConvertHFToMCA(ctx, m, dir, mcaDir, Options{Progress: progress(0), Layout: opts.Layout})
 	if err != nil {
 		return nil, fmt.Errorf("HF → MCA: %w", err)
-	}
-	if _, err := ConvertMCAToHF(ctx, m, mcaDir, hfDir, Options{Progress: progress(n)}); err != nil {
-		return nil, fmt.Errorf("MCA → HF: %w", err)
 	}
 	skip := map[string]bool{}
 	for _, i := range r1.Plan.Ignored {
@@ -108,45 +110,110 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 		return nil, err
 	}
 	defer orig.Close()
-	back, err := safetensors.OpenSharded(hfDir)
-	if err != nil {
-		return nil, err
+	c := &comparer{orig: orig, files: map[string]*os.File{}, seen: map[string]bool{}}
+	defer c.close()
+	if _, err := ConvertMCAToHF(ctx, m, mcaDir, hfDir, Options{Progress: progress(n), compare: c}); err != nil {
+		return nil, fmt.Errorf("MCA → HF: %w", err)
 	}
-	defer back.Close()
-	var done int64
+	rep.Diffs, rep.Compared, rep.Bytes = c.diffs, c.compared, c.bytes
 	for _, t := range orig.Tensors() {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if skip[t.Name] {
-			continue
-		}
-		b, ok := back.Lookup(t.Name)
-		switch {
-		case !ok:
+		if !skip[t.Name] && !c.seen[t.Name] {
 			rep.Diffs = append(rep.Diffs, TensorDiff{t.Name, "missing after the round trip"})
-		case b.DType != t.DType || !b.Shape.Equal(t.Shape):
-			rep.Diffs = append(rep.Diffs, TensorDiff{t.Name, fmt.Sprintf("%v%v became %v%v", t.DType, t.Shape, b.DType, b.Shape)})
-		default:
-			x, y := t.File.Data(t.TensorInfo), b.File.Data(b.TensorInfo)
-			if off := firstDiff(x, y); off >= 0 {
-				rep.Diffs = append(rep.Diffs, TensorDiff{t.Name, fmt.Sprintf("bytes differ from byte %d on", off)})
-			}
-			rep.Compared++
-			rep.Bytes += t.Size
-		}
-		done += t.Size
-		if opts.Progress != nil {
-			opts.Progress(2*n+done, total)
 		}
 	}
-	for _, b := range back.Tensors() {
-		if _, ok := orig.Lookup(b.Name); !ok {
-			rep.Diffs = append(rep.Diffs, TensorDiff{b.Name, "not in the original checkpoint"})
-		}
-	}
+	slices.SortStableFunc(rep.Diffs, func(a, b TensorDiff) int { return strings.Compare(a.Name, b.Name) })
 	rep.ConfigDiffs = diffConfigs(dir, hfDir)
 	return rep, nil
+}
+
+// comparer is the sink of Verify's MCA → HF conversion: it compares each
+// tensor the conversion produces with the original tensor of that name.
+type comparer struct {
+	orig     *safetensors.Sharded
+	files    map[string]*os.File
+	seen     map[string]bool
+	diffs    []TensorDiff
+	compared int
+	bytes    int64
+	buf      []byte
+	pipe     blockio.Pipe
+	// the tensor being compared
+	f        *os.File
+	off, pos int64
+	diffAt   int64
+}
+
+func (c *comparer) close() {
+	for _, f := range c.files {
+		f.Close()
+	}
+}
+
+// tensor compares t, produced under name, with the original.
+func (c *comparer) tensor(ex *executor, name string, t tensor.Tensor) error {
+	o, ok := c.orig.Lookup(name)
+	if !ok {
+		c.diffs = append(c.diffs, TensorDiff{name, "not in the original checkpoint"})
+		ex.progress(t.Len())
+		return nil
+	}
+	c.seen[name] = true
+	if o.DType != t.DType || !o.Shape.Equal(t.Shape) {
+		c.diffs = append(c.diffs, TensorDiff{name, fmt.Sprintf("%v%v became %v%v", o.DType, o.Shape, t.DType, t.Shape)})
+		ex.progress(t.Len())
+		return nil
+	}
+	f, ok := c.files[o.File.Path()]
+	if !ok {
+		var err error
+		if f, err = os.Open(o.File.Path()); err != nil {
+			return err
+		}
+		c.files[o.File.Path()] = f
+	}
+	c.f, c.off, c.pos, c.diffAt = f, o.Offset, 0, -1
+	if err := ex.write(c, t); err != nil {
+		return err
+	}
+	if c.diffAt >= 0 {
+		c.diffs = append(c.diffs, TensorDiff{name, fmt.Sprintf("bytes differ from byte %d on", c.diffAt)})
+	}
+	c.compared++
+	c.bytes += t.Len()
+	return nil
+}
+
+// Write compares the next bytes of the current tensor with the original.
+func (c *comparer) Write(p []byte) (int, error) {
+	if c.buf == nil {
+		c.buf = make([]byte, blockio.DefaultBlock)
+	}
+	n := len(p)
+	for len(p) > 0 {
+		b := c.buf[:min(len(p), len(c.buf))]
+		if c.diffAt < 0 {
+			if err := blockio.ReadFull(c.f, c.f.Name(), b, c.off+c.pos); err != nil {
+				return n - len(p), err
+			}
+			if !bytes.Equal(b, p[:len(b)]) {
+				for i := range b {
+					if b[i] != p[i] {
+						c.diffAt = c.pos + int64(i)
+						break
+					}
+				}
+			}
+		}
+		c.pos += int64(len(b))
+		p = p[len(b):]
+	}
+	return n, nil
+}
+
+// Copy compares the n bytes fill produces, block by block.
+func (c *comparer) Copy(n int64, fill blockio.Fill) error {
+	_, err := c.pipe.Copy(c, n, fill, nil)
+	return err
 }
 
 // diffConfigs compares two config.json files key by key (top level).
@@ -177,26 +244,4 @@ func diffConfigs(a, b string) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// firstDiff returns the offset of the first byte where two equally long
-// mapped slices differ, or -1. It compares in chunks and drops the pages
-// of each compared chunk, so memory stays bounded for any tensor size.
-func firstDiff(x, y []byte) int64 {
-	const chunk = 16 << 20
-	for off := 0; off < len(x); off += chunk {
-		end := min(off+chunk, len(x))
-		a, b := x[off:end], y[off:end]
-		eq := bytes.Equal(a, b)
-		if !eq {
-			for i := range a {
-				if a[i] != b[i] {
-					return int64(off + i)
-				}
-			}
-		}
-		dropPages(a)
-		dropPages(b)
-	}
-	return -1
 }

@@ -17,8 +17,8 @@ func runVerify(e *env, args []string) int {
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for config.json's model_type)")
 	modelType := fs.String("model-type", "", "model type whose template to use (default: config.json model_type)")
 	quiet := fs.BoolP("quiet", "q", false, "no progress bar; print only differences")
-	keep := fs.Bool("keep", false, "keep the intermediate MCA and HF checkpoints and print where they are")
-	tmpDir := fs.String("tmp", "", "directory for the intermediate checkpoints (default: the system's temporary directory)")
+	keep := fs.Bool("keep", false, "keep the intermediate MCA checkpoint (and the rebuilt config.json) and print where they are")
+	tmpDir := fs.String("tmp", "", "directory for the intermediate MCA checkpoint (default: the system's temporary directory)")
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
 	var layout layoutFlags
 	layout.add(fs)
@@ -63,7 +63,7 @@ func runVerify(e *env, args []string) int {
 		return ExitError
 	}
 	if rep.Dir != "" {
-		fmt.Fprintf(e.stderr, "intermediate checkpoints kept in %s\n", rep.Dir)
+		fmt.Fprintf(e.stderr, "intermediate MCA checkpoint and config.json kept in %s\n", rep.Dir)
 	}
 	if !rep.OK() {
 		fmt.Fprintf(e.stdout, "%s differ after HF -> MCA%s -> HF:\n", plural(len(rep.Diffs), "tensor"), layoutNote(l))
