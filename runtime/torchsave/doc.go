@@ -31,6 +31,10 @@
 // [Writer.Write] (an io.Writer over all tensors). Bytes go from the caller's
 // slices straight to the file, in write(2) calls of at most 64 MiB, while
 // their CRC-32 is computed; nothing is concatenated or buffered.
+// [Writer.Copy] is the path for bytes that live in another file: a
+// runtime/blockio pipe reads them in 2 MiB blocks and checksums each on a
+// second goroutine while the block before it is written. The space of all
+// tensor records is reserved (fallocate) when the Writer is created.
 // [Writer.Close] writes the central directory and renames the temporary
 // file (path.tmp-RANDOM) to path.
 //
