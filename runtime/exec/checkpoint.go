@@ -245,6 +245,9 @@ func mcaTensors(f *torchsave.File) ([]*torchsave.Tensor, []TensorMeta, error) {
 		}
 		return nil, nil, fmt.Errorf("%s: the checkpoint has no \"model\" state dict", f.Path)
 	}
+	if err := checkStateDicts(f.Path, root); err != nil {
+		return nil, nil, err
+	}
 	var ts []*torchsave.Tensor
 	var metas []TensorMeta
 	for _, t := range f.Tensors() {
@@ -259,6 +262,37 @@ func mcaTensors(f *torchsave.File) ([]*torchsave.Tensor, []TensorMeta, error) {
 		metas = append(metas, TensorMeta{Name: name, DType: t.DType, Shape: t.Shape, Size: int64(len(t.Data)), File: f.Path})
 	}
 	return ts, metas, nil
+}
+
+// checkStateDicts checks the model state dicts of a rank file ("model",
+// "model0", ...): every value is a tensor, but for Transformer Engine's
+// "._extra_state" entries (tensors or io.BytesIO objects), which are not
+// weights and are skipped. Anything else (None, a Python object) under a
+// weight's name would otherwise be dropped without a word. Other keys of
+// the file (Megatron's args, iteration, rng_state, optimizer) are not
+// read.
+func checkStateDicts(path string, root *torchsave.Dict) error {
+	for _, it := range root.Items {
+		k, ok := it.Key.(string)
+		if !ok || !strings.HasPrefix(k, "model") {
+			continue
+		}
+		sd, ok := it.Value.(*torchsave.Dict)
+		if !ok {
+			return fmt.Errorf("%s: %q is a %s, not a state dict", path, k, torchsave.TypeName(it.Value))
+		}
+		for _, e := range sd.Items {
+			name, ok := e.Key.(string)
+			if !ok {
+				return fmt.Errorf("%s: %q has a key %v that is not a string", path, k, e.Key)
+			}
+			if _, ok := e.Value.(*torchsave.Tensor); ok || strings.HasSuffix(name, "._extra_state") {
+				continue
+			}
+			return fmt.Errorf("%s: %s/%s is a %s, not a tensor", path, k, name, torchsave.TypeName(e.Value))
+		}
+	}
+	return nil
 }
 
 // weightFile reports whether a file name is a weight file of some format

@@ -453,6 +453,9 @@ func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSe
 		if !ok {
 			return nil, fmt.Errorf("%s: the checkpoint is not a dict", path)
 		}
+		if err := checkStateDicts(path, root); err != nil {
+			return nil, err
+		}
 		rf := shard.RankFile{Rank: r}
 		for _, it := range root.Items {
 			if k, ok := it.Key.(string); ok && strings.HasPrefix(k, "model") {

@@ -39,6 +39,7 @@ const (
 	opEmptyDict      = '}'
 	opEmptyTuple     = ')'
 	opProto          = 0x80
+	opNewObj         = 0x81
 	opTuple1         = 0x85
 	opTuple2         = 0x86
 	opTuple3         = 0x87

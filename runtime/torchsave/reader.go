@@ -267,6 +267,21 @@ func (r *resolver) walk(v any, path string, depth int) error {
 		}
 		r.seen[v] = true
 		return r.tensor(v, path)
+	case *Object:
+		if r.seen[v] {
+			return nil
+		}
+		r.seen[v] = true
+		if err := r.walk(v.Args, path+"/("+v.Class+")", depth+1); err != nil {
+			return err
+		}
+		return r.walk(v.State, path+"/("+v.Class+" state)", depth+1)
+	case *global:
+		if v.kind == gDtype { // a torch dtype as a value, as in training arguments
+			return nil
+		}
+		return &Error{File: r.f.Path, Record: "data.pkl", Offset: -1,
+			Err: fmt.Errorf("%s: unexpected %s in the value tree", pathOrRoot(path), typeName(v))}
 	default:
 		return &Error{File: r.f.Path, Record: "data.pkl", Offset: -1,
 			Err: fmt.Errorf("%s: unexpected %s in the value tree", pathOrRoot(path), typeName(v))}

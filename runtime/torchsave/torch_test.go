@@ -479,8 +479,14 @@ torch.save({"model": m.state_dict()}, out + "/module.pt")
 torch.save({"p": torch.nn.Parameter(torch.ones(2, 2)), "frozen": torch.nn.Parameter(torch.zeros(3), requires_grad=False)}, out + "/param.pt")
 torch.save({"model": OrderedDict([("w", torch.ones(3, dtype=torch.bfloat16))]), "n": 2**40, "s": "x" * 300}, out + "/proto4.pt", pickle_protocol=4)
 torch.save({"model": OrderedDict([("w", torch.ones(3))])}, out + "/legacy.pt", _use_new_zipfile_serialization=False)
-import argparse
-torch.save({"args": argparse.Namespace(lr=0.1)}, out + "/namespace.pt")
+import argparse, io, random
+import numpy as np
+# What Megatron's own checkpoints hold beside the model: training arguments,
+# RNG states (NumPy's among them), and Transformer Engine extra state.
+torch.save({"model": OrderedDict([("w", base[:4]), ("w._extra_state", io.BytesIO(b"te"))]),
+            "args": argparse.Namespace(lr=0.1, params_dtype=torch.bfloat16), "iteration": 7, "checkpoint_version": 3.0,
+            "rng_state": [{"random_rng_state": random.getstate(), "np_rng_state": np.random.get_state(),
+                           "torch_rng_state": torch.get_rng_state()}]}, out + "/megatron.pt")
 w = torch.ones(2, 3)
 torch.save({"model": OrderedDict([("a", w), ("b", w)])}, out + "/same.pt")
 `)
@@ -525,7 +531,6 @@ torch.save({"model": OrderedDict([("a", w), ("b", w)])}, out + "/same.pt")
 		{"transposed.pt", `tensor "model/t": non-contiguous tensor (shape [3, 2], stride [1, 3]`},
 		{"strided.pt", `tensor "model/strided": non-contiguous tensor (shape [12], stride [2]`},
 		{"legacy.pt", "not a zip file"},
-		{"namespace.pt", "global argparse.Namespace is not allowed"},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			path := filepath.Join(dir, c.file)
@@ -591,6 +596,35 @@ torch.save({"model": OrderedDict([("a", w), ("b", w)])}, out + "/same.pt")
 		s, _ := f.Root.(*Dict).Get("s")
 		if n != int64(1)<<40 || s != strings.Repeat("x", 300) || len(f.Tensors()) != 1 || f.Tensors()[0].DType != tensor.BF16 {
 			t.Errorf("proto4: n=%v len(s)=%d tensors=%v", n, len(s.(string)), f.Tensors())
+		}
+	})
+	t.Run("megatron", func(t *testing.T) {
+		// Objects of classes the reader does not model are recorded, not
+		// constructed; the tensors around them read as usual.
+		f := mustOpen(t, filepath.Join(dir, "megatron.pt"))
+		root := f.Root.(*Dict)
+		args, _ := root.Get("args")
+		ns, ok := args.(*Object)
+		if !ok || ns.Class != "argparse.Namespace" || ns.Bare {
+			t.Fatalf("args: %#v", args)
+		}
+		if lr, _ := ns.State.(*Dict).Get("lr"); lr != 0.1 {
+			t.Errorf("args.lr = %v", lr)
+		}
+		model, _ := root.Get("model")
+		es, _ := model.(*Dict).Get("w._extra_state")
+		if o, ok := es.(*Object); !ok || o.Class != "_io.BytesIO" {
+			t.Errorf("extra state: %#v", es)
+		}
+		var names []string
+		for _, tt := range f.Tensors() {
+			names = append(names, tt.Name)
+		}
+		if diff := cmp.Diff([]string{"model/w", "rng_state/0/torch_rng_state"}, names); diff != "" {
+			t.Errorf("tensors (-want +got):\n%s", diff)
+		}
+		if it, _ := root.Get("iteration"); it != int64(7) {
+			t.Errorf("iteration = %v", it)
 		}
 	})
 	t.Run("same", func(t *testing.T) {

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
-	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
@@ -62,16 +60,6 @@ var allowedGlobals = func() map[string]*global {
 	return m
 }()
 
-func allowedList() string {
-	var names []string
-	for k, g := range allowedGlobals {
-		if g.kind != gDtype && g.kind != gStorage {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ") + ", torch.<Type>Storage and torch.<dtype>"
-}
 
 // storageRef is the result of BINPERSID.
 type storageRef struct {
@@ -158,13 +146,31 @@ func (u *unpickler) readLine(at int) (string, error) {
 	return s, nil
 }
 
-func (u *unpickler) resolveGlobal(at int, module, name string) (*global, error) {
-	g, ok := allowedGlobals[module+"."+name]
-	if !ok {
-		return nil, u.fail(at, "global %s.%s is not allowed (allowed: %s)", module, name, allowedList())
+// resolveGlobal returns the global the reader models, or, for any other,
+// an *Object standing for the bare reference: it is recorded, never
+// imported or called.
+func (u *unpickler) resolveGlobal(at int, module, name string) (any, error) {
+	if g, ok := allowedGlobals[module+"."+name]; ok {
+		return g, nil
 	}
-	return g, nil
+	if module == "" || name == "" {
+		return nil, u.fail(at, "global %q.%q: empty module or name", module, name)
+	}
+	return &Object{Class: module + "." + name, Bare: true}, nil
 }
+
+// construct records a call of an unmodelled class or function (REDUCE or
+// NEWOBJ) as an *Object.
+func construct(callee *Object, args Tuple) (*Object, error) {
+	if !callee.Bare {
+		return nil, fmt.Errorf("call of a %s object", callee.Class)
+	}
+	return &Object{Class: callee.Class, Args: args}, nil
+}
+
+// TypeName names the Python type of a value of the tree, for messages:
+// "tensor", "OrderedDict", "None", "argparse.Namespace object", ...
+func TypeName(v any) string { return typeName(v) }
 
 func typeName(v any) string {
 	switch v := v.(type) {
@@ -191,6 +197,11 @@ func typeName(v any) string {
 		return "tensor"
 	case *global:
 		return "global " + v.String()
+	case *Object:
+		if v.Bare {
+			return "reference to " + v.Class
+		}
+		return v.Class + " object"
 	case *storageRef:
 		return "storage"
 	case mark:
@@ -479,11 +490,37 @@ func (u *unpickler) run() (any, error) {
 			if !ok {
 				return nil, u.fail(at, "REDUCE arguments are a %s, want a tuple", typeName(av))
 			}
-			g, ok := fv.(*global)
-			if !ok {
+			var v any
+			switch f := fv.(type) {
+			case *global:
+				v, err = u.reduce(f, args)
+			case *Object:
+				v, err = construct(f, args)
+			default:
 				return nil, u.fail(at, "REDUCE on a %s", typeName(fv))
 			}
-			v, err := u.reduce(g, args)
+			if err != nil {
+				return nil, &errAt{off: at, err: err}
+			}
+			u.stack = append(u.stack, v)
+		case opNewObj:
+			av, err := u.pop(at)
+			if err != nil {
+				return nil, err
+			}
+			cv, err := u.pop(at)
+			if err != nil {
+				return nil, err
+			}
+			args, ok := av.(Tuple)
+			if !ok {
+				return nil, u.fail(at, "NEWOBJ arguments are a %s, want a tuple", typeName(av))
+			}
+			c, ok := cv.(*Object)
+			if !ok {
+				return nil, u.fail(at, "NEWOBJ on a %s", typeName(cv))
+			}
+			v, err := construct(c, args)
 			if err != nil {
 				return nil, &errAt{off: at, err: err}
 			}
@@ -496,6 +533,10 @@ func (u *unpickler) run() (any, error) {
 			inst, err := u.top(at)
 			if err != nil {
 				return nil, err
+			}
+			if o, ok := inst.(*Object); ok && !o.Bare {
+				o.State = state
+				continue
 			}
 			d, ok := inst.(*Dict)
 			if !ok || !d.Ordered {

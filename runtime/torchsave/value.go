@@ -42,6 +42,21 @@ type List struct {
 	Items []any
 }
 
+// Object is a value of a Python class the reader does not model, such as
+// the argparse.Namespace of training arguments or NumPy random state in a
+// Megatron checkpoint, or the io.BytesIO extra state of Transformer Engine
+// layers. It is recorded as the pickle describes it and never imported,
+// constructed or called, so reading an untrusted file runs no code. Bare
+// is set for a reference to the class or function itself; otherwise Args
+// are the arguments it was called with (REDUCE or NEWOBJ) and State what
+// BUILD then set, if anything.
+type Object struct {
+	Class string // "module.name"
+	Bare  bool
+	Args  Tuple
+	State any
+}
+
 // Tuple is a Python tuple.
 type Tuple []any
 
