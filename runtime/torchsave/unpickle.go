@@ -60,7 +60,6 @@ var allowedGlobals = func() map[string]*global {
 	return m
 }()
 
-
 // storageRef is the result of BINPERSID.
 type storageRef struct {
 	key      string
