@@ -75,12 +75,16 @@
 // [Open] maps the file with mmap, parses the zip central directory (zip64
 // included), and requires every record to be stored, unencrypted and in
 // one folder, with data.pkl and version present and byteorder, if present,
-// "little". data.pkl is run by a restricted unpickler: it knows the protocol
-// 2 opcodes torch emits plus the protocol 4 framing ones, and only the
-// globals torch uses for state dicts (collections.OrderedDict,
-// torch._utils._rebuild_tensor_v2 and _v3, torch._utils._rebuild_parameter,
-// torch.<Type>Storage, torch.UntypedStorage and torch dtypes); any other
-// global is an error naming it. Tensors come back as [*Tensor] whose Data
+// "little". data.pkl is read by a restricted unpickler that runs no code:
+// it knows the protocol 2 opcodes torch emits plus the protocol 4 framing
+// ones, and models only the globals torch uses for state dicts
+// (collections.OrderedDict, torch._utils._rebuild_tensor_v2 and _v3,
+// torch._utils._rebuild_parameter, torch.<Type>Storage,
+// torch.UntypedStorage and torch dtypes). A value of any other class
+// (Megatron's argparse.Namespace of training arguments, NumPy random
+// state, Transformer Engine's io.BytesIO extra state) comes back as an
+// [*Object] recording its class, arguments and state, never imported or
+// called. Tensors come back as [*Tensor] whose Data
 // is a slice of the mapping (no copy). Views into a shared storage are
 // supported; non-contiguous tensors are an error naming the tensor. All
 // errors are [*Error] values naming the file and, where they apply, the
