@@ -39,7 +39,12 @@ func fuzzSeeds(t testing.TB) map[string][]byte {
 	p4 = append(p4, body...)
 	proto4 := buildZip(rec{"archive/data.pkl", p4}, rec{"archive/version", []byte("3\n")})
 
-	seeds := map[string][]byte{"valid": valid, "proto4": proto4}
+	// Objects of unmodelled classes: {"args": argparse.Namespace(lr=0.5)}
+	// through NEWOBJ and BUILD, and a REDUCE of a bare global.
+	objects := buildZip(rec{"archive/data.pkl", []byte("\x80\x02}q\x00(X\x04\x00\x00\x00argsq\x01cargparse\nNamespace\nq\x02)\x81q\x03}q\x04X\x02\x00\x00\x00lrq\x05G?\xe0\x00\x00\x00\x00\x00\x00sbX\x01\x00\x00\x00bc_io\nBytesIO\n)Ru.")},
+		rec{"archive/version", []byte("3\n")})
+
+	seeds := map[string][]byte{"valid": valid, "proto4": proto4, "objects": objects}
 	for _, n := range []int{1, 21, 22, 23, 57, 77, len(valid) / 2, 200, 64} {
 		seeds["truncated-"+strconv.Itoa(n)] = valid[:len(valid)-n]
 	}
@@ -80,7 +85,7 @@ func FuzzReader(f *testing.F) {
 func TestFuzzCorpus(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzReader")
 	seeds := fuzzSeeds(t)
-	for _, name := range []string{"valid", "proto4"} {
+	for _, name := range []string{"valid", "proto4", "objects"} {
 		if _, err := parseData(name, seeds[name]); err != nil {
 			t.Errorf("seed %s: %v", name, err)
 		}
