@@ -121,6 +121,12 @@ type badCase struct {
 
 func badHFCases() []badCase {
 	return []badCase{
+		{"pickle weights only", func(t *testing.T, src string) {
+			for _, name := range []string{safetensors.IndexFileName, "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"} {
+				os.Remove(filepath.Join(src, name))
+			}
+			writeFile(t, filepath.Join(src, "pytorch_model.bin"), []byte("PK"))
+		}, []string{`hf: the weights are in pytorch_model\.bin \(pickle\), and rolltpl reads safetensors only`, `safe_serialization=True`}},
 		{"truncated header", func(t *testing.T, src string) {
 			p := shardPath(src, 1)
 			b, _ := os.ReadFile(p)

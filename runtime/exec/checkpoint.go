@@ -98,7 +98,7 @@ func ReadHFCheckpoint(dir string) (*HFCheckpoint, error) {
 	}
 	indexPath := filepath.Join(dir, safetensors.IndexFileName)
 	if _, err := os.Stat(indexPath); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: neither %s nor %s exists", dir, safetensors.SingleFileName, safetensors.IndexFileName)
+		return nil, safetensors.NoCheckpoint(dir)
 	}
 	ix, err := safetensors.ReadIndex(indexPath)
 	if err != nil {

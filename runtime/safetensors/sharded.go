@@ -47,7 +47,7 @@ func OpenSharded(dir string) (*Sharded, error) {
 
 	indexPath := filepath.Join(dir, IndexFileName)
 	if _, err := os.Stat(indexPath); errors.Is(err, os.ErrNotExist) {
-		return nil, fileErr(dir, "neither %s nor %s exists", SingleFileName, IndexFileName)
+		return nil, NoCheckpoint(dir)
 	}
 	ix, err := ReadIndex(indexPath)
 	if err != nil {
@@ -118,4 +118,16 @@ func (s *Sharded) Close() error {
 		}
 	}
 	return first
+}
+
+// NoCheckpoint is the error for a model directory with neither
+// SingleFileName nor IndexFileName. When the weights are there as a
+// pickle (pytorch_model.bin), it says so and how to get safetensors.
+func NoCheckpoint(dir string) error {
+	for _, bin := range []string{"pytorch_model.bin.index.json", "pytorch_model.bin"} {
+		if _, err := os.Stat(filepath.Join(dir, bin)); err == nil {
+			return fileErr(dir, "the weights are in %s (pickle), and rolltpl reads safetensors only: save the model again with transformers' save_pretrained(dir, safe_serialization=True) (its default), then convert that", bin)
+		}
+	}
+	return fileErr(dir, "neither %s nor %s exists", SingleFileName, IndexFileName)
 }
