@@ -629,28 +629,15 @@ func (ex *executor) writeMCA(ctx context.Context, path string) error {
 		return fmt.Errorf("%s: internal error: the writer expects %d tensors, the plan has %d", path, len(want), len(outs))
 	}
 	k := 0
-	for si := range ex.plan.Steps {
-		if err := ctx.Err(); err != nil {
-			return err
+	err = ex.eachOutput(ctx, func(name string, t tensor.Tensor) error {
+		if want[k].Name != "model/"+name {
+			return fmt.Errorf("%s: internal error: writing %q, the writer expects %q", path, name, want[k].Name)
 		}
-		st := &ex.plan.Steps[si]
-		if st.Dropped {
-			continue
-		}
-		ts, err := ex.run(st)
-		if err != nil {
-			return err
-		}
-		for j, t := range ts {
-			if want[k].Name != "model/"+st.Outputs[j].Name {
-				return fmt.Errorf("%s: internal error: writing %q, the writer expects %q", path, st.Outputs[j].Name, want[k].Name)
-			}
-			if err := ex.write(w, t); err != nil {
-				return err
-			}
-			k++
-		}
-		ex.releaseInputs(st)
+		k++
+		return ex.write(w, t)
+	})
+	if err != nil {
+		return err
 	}
 	return w.Close()
 }
