@@ -20,8 +20,7 @@ import (
 )
 
 // parallelTemplates is every stdlib template.
-var parallelTemplates = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
-	"seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
+var parallelTemplates = stdlibTypes
 
 // moeTemplate reports whether the template's synthetic model has experts.
 func moeTemplate(mt string) bool {

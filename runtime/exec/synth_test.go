@@ -70,7 +70,7 @@ type dims struct {
 	experts, moeInter, sharedInter                   int64
 	expertPrefix                                     string // HF expert infix, default ".mlp.experts."
 	expertNames                                      [3]string
-	layerPrefix, embed, norm                         string
+	layerPrefix, embed, norm, head                   string
 	denseMLP                                         bool
 	invFreq                                          bool // an ignored rotary inv_freq buffer
 }
@@ -152,7 +152,11 @@ func (d dims) specs(dt tensor.DType) []safetensors.Spec {
 	}
 	add(norm, H)
 	if !d.tie {
-		add("lm_head.weight", d.vocab, H)
+		head := d.head
+		if head == "" {
+			head = "lm_head.weight"
+		}
+		add(head, d.vocab, H)
 	}
 	return s
 }
@@ -361,6 +365,54 @@ func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[stri
 			"torch_dtype":         torchDType(dt),
 		}
 		return synth{modelType: modelType, config: cfg, tensors: append(d.specs(dt), extra...)}
+	case "qwen3_omni_moe": // Qwen3-Omni-30B-A3B: the thinker's MoE text model nested two levels deep, towers beside it
+		d = dims{vocab: 256, hidden: 64, inter: 192, layers: 2, heads: 8, kv: 2, headDim: 16, qkNorm: true,
+			experts: 4, moeInter: 32, layerPrefix: "thinker.model.layers.", embed: "thinker.model.embed_tokens.weight",
+			norm: "thinker.model.norm.weight", head: "thinker.lm_head.weight"}
+		arch = "Qwen3OmniMoeForConditionalGeneration"
+		extra = visionSpecs(dt, "thinker.visual.", 2, "qwen3_vl")
+		for _, sp := range []safetensors.Spec{
+			{Name: "thinker.audio_tower.conv2d1.weight", Shape: tensor.Shape{16, 1, 3, 3}},
+			{Name: "thinker.audio_tower.layers.0.fc1.weight", Shape: tensor.Shape{32, 16}},
+			{Name: "thinker.audio_tower.proj2.weight", Shape: tensor.Shape{64, 16}},
+			{Name: "talker.model.layers.0.mlp.down_proj.weight", Shape: tensor.Shape{16, 32}},
+			{Name: "talker.codec_head.weight", Shape: tensor.Shape{48, 16}},
+			{Name: "code2wav.decoder.0.conv.weight", Shape: tensor.Shape{8, 16, 7}},
+		} {
+			sp.DType = dt
+			extra = append(extra, sp)
+		}
+		if mod != nil {
+			mod(&d, cfg)
+		}
+		text := d.textConfig(dt)
+		text["model_type"] = "qwen3_omni_moe_text"
+		text["attention_bias"] = false
+		text["moe_intermediate_size"] = d.moeInter
+		text["num_experts"] = d.experts
+		text["num_experts_per_tok"] = 2
+		text["decoder_sparse_step"] = 1
+		text["router_aux_loss_coef"] = 0.001
+		text["rope_scaling"] = map[string]any{"rope_type": "default", "mrope_section": []int{2, 3, 3}, "interleaved": true}
+		cfg = map[string]any{
+			"architectures": []string{arch},
+			"model_type":    modelType,
+			"thinker_config": map[string]any{
+				"model_type":     "qwen3_omni_moe_thinker",
+				"text_config":    text,
+				"vision_config":  map[string]any{"depth": 2, "hidden_size": 32, "num_heads": 4, "out_hidden_size": 64, "deepstack_visual_indexes": []int{0}},
+				"audio_config":   map[string]any{"d_model": 16, "encoder_layers": 1, "output_dim": 64},
+				"audio_token_id": 151675, "audio_start_token_id": 151669,
+				"image_token_id": 151655, "video_token_id": 151656,
+				"vision_start_token_id":   151652,
+				"position_id_per_seconds": 25,
+			},
+			"enable_audio_output": true,
+			"talker_config":       map[string]any{"model_type": "qwen3_omni_moe_talker"},
+			"code2wav_config":     map[string]any{"model_type": "qwen3_omni_moe_code2wav"},
+			"torch_dtype":         torchDType(dt),
+		}
+		return synth{modelType: modelType, config: cfg, tensors: append(d.specs(dt), extra...)}
 	default:
 		panic("no synthetic model for " + modelType)
 	}
@@ -457,4 +509,4 @@ func writeSafetensors(t testing.TB, path string, specs []safetensors.Spec, data 
 }
 
 // stdlibTypes are the model types of the stdlib templates.
-var stdlibTypes = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
+var stdlibTypes = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_omni_moe"}
