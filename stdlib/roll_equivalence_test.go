@@ -3,6 +3,7 @@ package stdlib_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -35,7 +36,7 @@ var generatedClass = map[string]string{
 }
 
 // builtTypes are the model types the stdlib compiles to Python today.
-var builtTypes = append(slices.Clone(plainTypes), "qwen3_omni_moe")
+var builtTypes = append(slices.Clone(plainTypes), "qwen3_omni_moe", "qwen3_vl_moe")
 
 // namedSets maps ROLL's named dist configs to the stdlib's parallel sets.
 var namedSets = map[string]string{
@@ -175,7 +176,7 @@ func opFields(v any) any {
 	for i, o := range ops {
 		m := map[string]any{}
 		for k, x := range o.(map[string]any) {
-			if k != "bases" {
+			if k != "bases" && k != "module" {
 				m[k] = x
 			}
 		}
@@ -211,6 +212,14 @@ func TestRegistrationsEqualROLL(t *testing.T) {
 				}
 				rt = maps.Clone(rt)
 				rt["template_class"] = class
+			}
+			// Ops ROLL defines beside a model come from that model's module.
+			ops, _ := gt["weight_converters"].([]any)
+			for _, o := range ops {
+				if mod, has := o.(map[string]any)["module"]; has && mod != "mcore_adapter.models."+fmt.Sprint(rt["module"]) {
+					t.Errorf("%s/%s: op %v is imported from %v, ROLL's template from mcore_adapter.models.%v", mode.name, typ, o.(map[string]any)["op"], mod, rt["module"])
+					ok = false
+				}
 			}
 			for _, f := range templateFields {
 				want, have := rt[f], gt[f]

@@ -59,6 +59,40 @@ var modelOps = map[string]modelOp{
 	"split_stack_experts/false": {"mcore_adapter.models.qwen3_5_moe", "SplitStackConverOp", "SplitStackConverOp"},
 }
 
+// fusedExpertClasses maps the model module of a template's fused-expert
+// split ops to the template class ROLL defines beside them. Converting
+// MCA -> HF, that class gathers a layer's per-expert weights under one
+// prefix so that the split op can stack them back into the fused tensor
+// (its add_mca_weight); a plain Template would never complete the group.
+// Each class extends ROLL's VisionTemplate, so the template's key-prefix
+// rule must be that one.
+var fusedExpertClasses = map[string]modelOp{
+	"mcore_adapter.models.qwen3_vl_moe": {"mcore_adapter.models.qwen3_vl_moe", "Qwen3VLMoeTemplate", "Qwen3VLMoeTemplate"},
+}
+
+// fusedExpertClass returns the template class of a template with fused
+// expert split ops, or ok false when it has none.
+func fusedExpertClass(t *ir.Template) (m modelOp, ok bool, err error) {
+	for _, op := range t.Ops {
+		if op.Kind != "split_experts" && op.Kind != "split_stack_experts" {
+			continue
+		}
+		mo, _ := modelOpOf(op)
+		cls, known := fusedExpertClasses[mo.Module]
+		if !known {
+			return modelOp{}, false, &Error{t.Name, fmt.Sprintf("fused experts of %s (the %s op at %s) have no Python template class yet", mo.Module, op.Kind, op.Span.Start)}
+		}
+		if ok && cls != m {
+			return modelOp{}, false, &Error{t.Name, fmt.Sprintf("the %s op at %s needs %s.%s, an earlier split op %s.%s", op.Kind, op.Span.Start, cls.Module, cls.Class, m.Module, m.Class)}
+		}
+		m, ok = cls, true
+	}
+	if ok && (len(t.KeyPrefixes) != 1 || !samePrefixRule(t.KeyPrefixes[0], visionRule)) {
+		return modelOp{}, false, &Error{t.Name, fmt.Sprintf("%s.%s, which its fused-expert split ops need, extends VisionTemplate: the template's key-prefix rule must be VisionTemplate's (use vision)", m.Module, m.Class)}
+	}
+	return m, ok, nil
+}
+
 // selectParam names the parameter that selects a model op's class; it is
 // not passed to the constructor.
 const selectParam = "transpose"
@@ -179,7 +213,14 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 		roll[cls] = true
 	}
 	class, custom := templateClass(t)
-	if class != "" {
+	fused, hasFused, err := fusedExpertClass(t)
+	if err != nil {
+		return nil, false, err
+	}
+	if hasFused {
+		class, custom = fused.Name, false
+		fromSupport[fused.Name] = true
+	} else if class != "" {
 		roll[class] = true
 	}
 	b.WriteString(importBlock("mcore_adapter.models.converter.template", sortedKeys(roll)))
@@ -339,6 +380,9 @@ func usedModelOps(p *ir.Program) []modelOp {
 				seen[m.Name] = m
 			}
 		}
+		if m, ok, _ := fusedExpertClass(t); ok {
+			seen[m.Name] = m
+		}
 	}
 	var out []modelOp
 	for _, m := range seen {
@@ -438,7 +482,7 @@ from mcore_adapter.models.converter.dist_converter import DistParallelConfig
 		b.WriteString("from mcore_adapter.models.converter.template import Template\n")
 	}
 	if used := usedModelOps(p); len(used) > 0 {
-		b.WriteString("\n# Ops ROLL defines beside its models rather than in template.py.\n")
+		b.WriteString("\n# Ops (and template classes) ROLL defines beside its models rather than in template.py.\n")
 		for _, m := range used {
 			if m.Name == m.Class {
 				fmt.Fprintf(&b, "from %s import %s\n", m.Module, m.Class)

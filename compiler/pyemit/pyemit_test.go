@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -70,6 +71,7 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 	}
 	var got struct {
 		Templates map[string]struct {
+			Class     string            `json:"template_class"`
 			Effective map[string]string `json:"config_hf_to_mca_effective"`
 			Ops       []map[string]any  `json:"weight_converters"`
 		}
@@ -89,19 +91,71 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 	if diff := cmp.Diff(wantEff, tm.Effective); diff != "" {
 		t.Errorf("effective config map mismatch (-want +got):\n%s", diff)
 	}
-	var classes []string
-	for _, op := range tm.Ops {
-		mod, _ := op["module"].(string)
-		classes = append(classes, mod+":"+op["op"].(string))
+	opClasses := func(name string) []string {
+		var classes []string
+		for _, op := range got.Templates[name].Ops {
+			mod, _ := op["module"].(string)
+			classes = append(classes, mod+":"+op["op"].(string))
+		}
+		return classes
 	}
 	wantClasses := []string{
 		"mcore_adapter.models.qwen3_next:NextGDNConverOp",
 		"mcore_adapter.models.qwen3_5:Qwen3_5_GDNConverOp",
-		"mcore_adapter.models.qwen3_vl_moe:SplitStackConverOp",
-		"mcore_adapter.models.qwen3_5_moe:SplitConverOp",
 		":DropConverOp",
 	}
-	if diff := cmp.Diff(wantClasses, classes); diff != "" {
+	if diff := cmp.Diff(wantClasses, opClasses("custom_ops")); diff != "" {
 		t.Errorf("op classes mismatch (-want +got):\n%s", diff)
+	}
+	fe := got.Templates["fused_experts"]
+	if fe.Class != "Qwen3VLMoeTemplate" {
+		t.Errorf("fused experts: template class %q, want ROLL's Qwen3VLMoeTemplate", fe.Class)
+	}
+	if diff := cmp.Diff(map[string]string{"text_config.hidden_size": "hidden_size", "text_config.num_experts": "num_moe_experts", "image_token_id": "image_token_id"}, fe.Effective); diff != "" {
+		t.Errorf("fused experts: effective config map mismatch (-want +got):\n%s", diff)
+	}
+	wantClasses = []string{"mcore_adapter.models.qwen3_vl_moe:SplitStackConverOp", "mcore_adapter.models.qwen3_vl_moe:SplitConverOp"}
+	if diff := cmp.Diff(wantClasses, opClasses("fused_experts")); diff != "" {
+		t.Errorf("fused experts: op classes mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestFusedExpertsWithoutClass: split ops whose model module has no known
+// template class, or a key-prefix rule that class cannot follow, are an
+// error naming the template and the op, not a module that would never
+// convert the experts back.
+func TestFusedExpertsWithoutClass(t *testing.T) {
+	for _, c := range []struct{ name, src, want string }{
+		{"qwen3_5_moe split", `template t {
+    layer_prefix  = "model.layers."
+    expert_prefix = ".mlp.experts."
+    config { num_experts -> num_moe_experts }
+    weights { split_experts(transpose = false) "down_proj" -> ".linear_fc2.weight" }
+    parallel { row ".linear_fc2.weight" }
+}
+`, "template t: fused experts of mcore_adapter.models.qwen3_5_moe (the split_experts op at "},
+		{"no vision rule", `template t {
+    layer_prefix  = "model.layers."
+    expert_prefix = ".mlp.experts."
+    config { num_experts -> num_moe_experts }
+    weights { split_experts(transpose = true) "down_proj" -> ".linear_fc2.weight" }
+    parallel { row ".linear_fc2.weight" }
+}
+`, "template t: mcore_adapter.models.qwen3_vl_moe.Qwen3VLMoeTemplate, which its fused-expert split ops need, extends VisionTemplate"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "t.rolltpl")
+			if err := os.WriteFile(path, []byte(c.src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			res := compiler.Compile([]string{path}, compiler.Options{})
+			if res.Diags.HasErrors() {
+				t.Fatalf("%v", res.Diags.Err())
+			}
+			_, err := pyemit.Emit(res.Program)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Emit error %v, want one containing %q", err, c.want)
+			}
+		})
 	}
 }

@@ -72,6 +72,7 @@ type dims struct {
 	expertNames                                      [3]string
 	layerPrefix, embed, norm, head                   string
 	denseMLP                                         bool
+	fusedExperts                                     bool // all experts of a layer in one 3-D tensor per projection (Qwen3-VL-MoE)
 	invFreq                                          bool // an ignored rotary inv_freq buffer
 }
 
@@ -136,6 +137,11 @@ func (d dims) specs(dt tensor.DType) []safetensors.Spec {
 				gate = "block_sparse_moe.gate.weight"
 			}
 			add(p+gate, d.experts, H)
+			if d.fusedExperts { // [E, in, out], as HF's Qwen3-VL-MoE stores them
+				add(p+"mlp.experts.gate_up_proj", d.experts, H, 2*d.moeInter)
+				add(p+"mlp.experts.down_proj", d.experts, d.moeInter, H)
+				continue
+			}
 			for e := range d.experts {
 				q := fmt.Sprintf("%s%s%d.", p[:len(p)-1], ep, e)
 				add(q+names[0]+".weight", d.moeInter, H)
@@ -341,19 +347,30 @@ func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[stri
 		cfg["rope_scaling"] = map[string]any{"type": "mrope", "mrope_section": []int{2, 1, 1}}
 		cfg["image_token_id"], cfg["video_token_id"] = 151655, 151656
 		cfg["vision_start_token_id"], cfg["vision_end_token_id"] = 151652, 151653
-	case "qwen3_vl": // Qwen3-VL-8B: nested text_config, head_dim 128, q/k norm, untied
+	case "qwen3_vl", "qwen3_vl_moe": // Qwen3-VL-8B / -30B-A3B: nested text_config, head_dim 128, q/k norm, untied
 		d = dims{vocab: 256, hidden: 64, inter: 160, layers: 2, heads: 8, kv: 2, headDim: 16, qkNorm: true, denseMLP: true,
 			layerPrefix: "model.language_model.layers.", embed: "model.language_model.embed_tokens.weight", norm: "model.language_model.norm.weight"}
 		arch = "Qwen3VLForConditionalGeneration"
-		extra = visionSpecs(dt, "model.visual.", 2, modelType)
+		if modelType == "qwen3_vl_moe" {
+			d.denseMLP, d.experts, d.moeInter, d.fusedExperts = false, 4, 32, true
+			arch = "Qwen3VLMoeForConditionalGeneration"
+		}
+		extra = visionSpecs(dt, "model.visual.", 2, "qwen3_vl")
 		if mod != nil {
 			mod(&d, cfg)
 		}
 		text := d.textConfig(dt)
 		delete(text, "tie_word_embeddings")
 		text["rope_scaling"] = map[string]any{"rope_type": "default", "mrope_section": []int{2, 3, 3}, "mrope_interleaved": true}
-		text["model_type"] = "qwen3_vl_text"
+		text["model_type"] = modelType + "_text"
 		text["attention_bias"] = false
+		if d.experts > 0 {
+			text["moe_intermediate_size"] = d.moeInter
+			text["num_experts"] = d.experts
+			text["num_experts_per_tok"] = 2
+			text["decoder_sparse_step"] = 1
+			text["router_aux_loss_coef"] = 0.001
+		}
 		cfg = map[string]any{
 			"architectures":  []string{arch},
 			"model_type":     modelType,
@@ -509,4 +526,4 @@ func writeSafetensors(t testing.TB, path string, specs []safetensors.Spec, data 
 }
 
 // stdlibTypes are the model types of the stdlib templates.
-var stdlibTypes = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_omni_moe"}
+var stdlibTypes = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_omni_moe", "qwen3_vl_moe"}

@@ -115,6 +115,12 @@ class VisionTemplate(Template):
 
 
 template.Template, template.VisionTemplate = Template, VisionTemplate
+
+# Template classes ROLL defines beside a model (they gather fused experts
+# back in add_mca_weight; only the class is recorded here).
+for mod_name, cls_name, base in [("qwen3_vl_moe", "Qwen3VLMoeTemplate", VisionTemplate)]:
+    setattr(sys.modules["mcore_adapter.models." + mod_name], cls_name,
+            type(cls_name, (base,), {"__module__": "mcore_adapter.models." + mod_name}))
 template.templates = {t: None for t in ROLL_TYPES}
 
 

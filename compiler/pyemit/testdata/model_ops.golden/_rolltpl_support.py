@@ -11,10 +11,11 @@ from mcore_adapter.models.converter import dist_converter
 from mcore_adapter.models.converter.dist_converter import DistParallelConfig
 from mcore_adapter.models.converter.template import Template
 
-# Ops ROLL defines beside its models rather than in template.py.
+# Ops (and template classes) ROLL defines beside its models rather than in template.py.
 from mcore_adapter.models.qwen3_next import NextGDNConverOp
+from mcore_adapter.models.qwen3_vl_moe import Qwen3VLMoeTemplate
 from mcore_adapter.models.qwen3_5 import Qwen3_5_GDNConverOp
-from mcore_adapter.models.qwen3_5_moe import SplitConverOp
+from mcore_adapter.models.qwen3_vl_moe import SplitConverOp as TransposedSplitConverOp
 from mcore_adapter.models.qwen3_vl_moe import SplitStackConverOp as TransposedSplitStackConverOp
 
 

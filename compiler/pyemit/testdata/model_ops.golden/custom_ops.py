@@ -4,23 +4,11 @@
 from mcore_adapter.models.converter.template import DropConverOp, register_template
 from mcore_adapter.models.converter.dist_converter import DistParallelConfig
 
-from ._rolltpl_support import (
-    NextGDNConverOp,
-    Qwen3_5_GDNConverOp,
-    SplitConverOp,
-    TransposedSplitStackConverOp,
-    key_prefix_template,
-    register_dist_config,
-)
+from ._rolltpl_support import NextGDNConverOp, Qwen3_5_GDNConverOp, key_prefix_template, register_dist_config
 
 
 register_dist_config(
-    "custom_ops",
-    DistParallelConfig(
-        row_parallel_weights=[".linear_fc2.weight"],
-        swiglu_weights=[".linear_fc1.weight"],
-        gdn_weights=[".self_attention.in_proj.weight", ".self_attention.in_proj2.weight"],
-    ),
+    "custom_ops", DistParallelConfig(gdn_weights=[".self_attention.in_proj.weight", ".self_attention.in_proj2.weight"])
 )
 
 register_template(
@@ -43,8 +31,6 @@ register_template(
             mca_names=".self_attention.in_proj.weight",
         ),
         Qwen3_5_GDNConverOp(hf_names=[".a", ".b", ".c", ".d"], mca_names=".self_attention.in_proj2.weight"),
-        TransposedSplitStackConverOp(hf_names="gate_up_proj", mca_names=".linear_fc1.weight"),
-        SplitConverOp(hf_names="down_proj", mca_names=".linear_fc2.weight"),
         DropConverOp(hf_names="mtp.*", mca_names=[]),
     ],
 )
