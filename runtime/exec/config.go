@@ -218,7 +218,8 @@ func irValueJSON(v ir.Value) any {
 //  4. the template's constants;
 //  5. derived values Megatron fills in when unset: num_query_groups,
 //     kv_channels, ffn_hidden_size, moe_ffn_hidden_size, rotary_base from
-//     rope_parameters, moe_router_dtype "fp32" for 32 experts or more.
+//     rope_parameters, moe_router_dtype "fp32" for 32 experts or more;
+//     sequence_parallel on exactly when TP > 1 and EP > 1.
 //
 // hfPath names the file in errors.
 func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout Layout) (*MCAConfig, error) {
@@ -238,7 +239,10 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	kw.Set("expert_model_parallel_size", IntNumber(int64(layout.EP)))
 	kw.Set("expert_tensor_parallel_size", IntNumber(int64(layout.ETP)))
 	kw.Set("context_parallel_size", IntNumber(1))
-	kw.Set("sequence_parallel", false)
+	// McaModelConfig.__post_init__: sequence parallelism is forced on with
+	// tensor and expert parallelism together, and off without tensor
+	// parallelism.
+	kw.Set("sequence_parallel", layout.TP > 1 && layout.EP > 1)
 	kw.Set("account_for_embedding_in_pipeline_split", layout.AccountForEmbedding)
 	kw.Set("account_for_loss_in_pipeline_split", layout.AccountForLoss)
 	kw.Set("pipeline_model_parallel_layout", nil)

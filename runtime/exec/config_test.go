@@ -127,6 +127,26 @@ func TestMCAConfigFromRealConfigs(t *testing.T) {
 	}
 }
 
+// TestSequenceParallel: as McaModelConfig.__post_init__ sets it, sequence
+// parallelism is on exactly when tensor and expert parallelism are both
+// used.
+func TestSequenceParallel(t *testing.T) {
+	m := stdlibModel(t, "qwen3_moe")
+	src := readConfig(t, "qwen3-0.6b.json")
+	for _, c := range []struct {
+		l    rexec.Layout
+		want bool
+	}{{rexec.Layout{}, false}, {rexec.Layout{TP: 2}, false}, {rexec.Layout{EP: 2}, false}, {rexec.Layout{TP: 2, EP: 2}, true}, {rexec.Layout{TP: 4, EP: 2, ETP: 1}, true}} {
+		mc, err := rexec.BuildMCAConfig(m, src, "config.json", "/m", c.l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := mc.Bool("sequence_parallel"); got != c.want {
+			t.Errorf("%+v: sequence_parallel %v, want %v", c.l, got, c.want)
+		}
+	}
+}
+
 // TestHFConfigRoundTrip rebuilds config.json from the MCA config: every
 // source key comes back with its value; only model_type is forced.
 func TestHFConfigRoundTrip(t *testing.T) {
