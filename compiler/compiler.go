@@ -33,6 +33,10 @@ type Options struct {
 	// Schemas are the config schemas templates are checked against; nil
 	// skips the schema checks (the op, name and parallel checks still run).
 	Schemas *schema.Set
+	// Backend, if set, checks a program that compiled without errors for
+	// what a backend cannot emit (pyemit.Check); its diagnostics are
+	// added to the result.
+	Backend func(*ir.Program) diag.List
 }
 
 // Result is what a compilation produced.
@@ -71,6 +75,9 @@ func Compile(paths []string, opts Options) (res *Result) {
 	res.Program = prog
 	res.Diags.Extend(ldiags)
 	res.Diags.Extend(check.Check(prog, opts.Schemas))
+	if opts.Backend != nil && !res.Diags.HasErrors() {
+		res.Diags.Extend(opts.Backend(prog))
+	}
 	res.Diags = res.Diags.Dedup()
 	return res
 }

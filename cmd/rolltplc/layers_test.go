@@ -23,7 +23,7 @@ var allowed = map[string][]string{
 	"compiler/resolve": {"lang/...", "compiler/schema"},
 	"compiler/check":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/ir"},
 	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/ir"},
-	"compiler/pyemit":  {"compiler/ir", "lang/token"},
+	"compiler/pyemit":  {"compiler/ir", "lang/token", "lang/diag"},
 	"compiler":         {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/lower", "compiler/ir"},
 	"stdlib":           {},
 	"runtime/tensor":   {},

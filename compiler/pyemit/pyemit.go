@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/lang/token"
 )
 
 // SupportModule is the name of the support module, without ".py".
@@ -80,15 +82,15 @@ func fusedExpertClass(t *ir.Template) (m modelOp, ok bool, err error) {
 		mo, _ := modelOpOf(op)
 		cls, known := fusedExpertClasses[mo.Module]
 		if !known {
-			return modelOp{}, false, &Error{t.Name, fmt.Sprintf("fused experts of %s (the %s op at %s) have no Python template class yet", mo.Module, op.Kind, op.Span.Start)}
+			return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("fused experts of %s (the %s op at %s) have no Python template class yet", mo.Module, op.Kind, op.Span.Start)}
 		}
 		if ok && cls != m {
-			return modelOp{}, false, &Error{t.Name, fmt.Sprintf("the %s op at %s needs %s.%s, an earlier split op %s.%s", op.Kind, op.Span.Start, cls.Module, cls.Class, m.Module, m.Class)}
+			return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("the %s op at %s needs %s.%s, an earlier split op %s.%s", op.Kind, op.Span.Start, cls.Module, cls.Class, m.Module, m.Class)}
 		}
 		m, ok = cls, true
 	}
 	if ok && (len(t.KeyPrefixes) != 1 || !samePrefixRule(t.KeyPrefixes[0], visionRule)) {
-		return modelOp{}, false, &Error{t.Name, fmt.Sprintf("%s.%s, which its fused-expert split ops need, extends VisionTemplate: the template's key-prefix rule must be VisionTemplate's (use vision)", m.Module, m.Class)}
+		return modelOp{}, false, &Error{t.Name, t.NameSpan, fmt.Sprintf("%s.%s, which its fused-expert split ops need, extends VisionTemplate: the template's key-prefix rule must be VisionTemplate's (use vision)", m.Module, m.Class)}
 	}
 	return m, ok, nil
 }
@@ -137,6 +139,7 @@ type File struct {
 // Error is an emission failure tied to a template element.
 type Error struct {
 	Template string
+	Span     token.Span // the op or template concerned
 	Msg      string
 }
 
@@ -193,7 +196,41 @@ func samePrefixRule(a, b ir.PrefixRule) bool {
 	return strings.Join(x, "\x00") == strings.Join(y, "\x00")
 }
 
+// Check reports, as warnings, what keeps Emit from writing a template: op
+// kinds with no Python rule, fused-expert split ops without a known ROLL
+// template class. `rolltplc check` and the language server show them where
+// they are written; conversions by the Go runtime are not affected.
+func Check(p *ir.Program) diag.List {
+	var l diag.List
+	for _, t := range p.Templates {
+		for _, e := range problems(t) {
+			l.Add(diag.Warningf(e.Span, "python-backend", "rolltplc build cannot emit this yet", "Template %s: %s.", t.Name, e.Msg))
+		}
+	}
+	return l
+}
+
+// problems lists what keeps emitTemplate from writing t.
+func problems(t *ir.Template) []*Error {
+	var out []*Error
+	for _, op := range t.Ops {
+		if _, ok := modelOpOf(op); ok {
+			continue
+		}
+		if _, ok := opClasses[op.Kind]; !ok {
+			out = append(out, &Error{t.Name, op.Span, fmt.Sprintf("op kind %s has no Python rule yet (written at %s)", op.Kind, op.Span.Start)})
+		}
+	}
+	if _, _, err := fusedExpertClass(t); err != nil {
+		out = append(out, err.(*Error))
+	}
+	return out
+}
+
 func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
+	if ps := problems(t); len(ps) > 0 {
+		return nil, false, ps[0]
+	}
 	var b strings.Builder
 	b.WriteString(header(t.File))
 	fmt.Fprintf(&b, "%q\n\n", "ROLL conversion template for "+t.Name+".")
@@ -206,11 +243,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 			fromSupport[m.Name] = true
 			continue
 		}
-		cls, ok := opClasses[op.Kind]
-		if !ok {
-			return nil, false, &Error{t.Name, fmt.Sprintf("op kind %s has no Python rule yet (written at %s)", op.Kind, op.Span.Start)}
+		if cls, ok := opClasses[op.Kind]; ok {
+			roll[cls] = true
 		}
-		roll[cls] = true
 	}
 	class, custom := templateClass(t)
 	fused, hasFused, err := fusedExpertClass(t)

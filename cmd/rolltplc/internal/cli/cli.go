@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
@@ -239,7 +240,7 @@ func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*co
 			}
 		}
 	}
-	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), Schemas: set, Backend: pyemit.Check})
 	res.Diags = append(append(sdiags, res.Diags...), more...)
 	return res, res.Diags.HasErrors()
 }

@@ -125,3 +125,37 @@ func TestCheckStdlib(t *testing.T) {
 		t.Errorf("check of the stdlib failed (%d): %s", code, stderr)
 	}
 }
+
+// TestCheckPythonBackend: what `rolltplc build` cannot emit yet is a
+// warning at the op, from check as from build, not a surprise at build
+// time; check still exits 0 (the Go runtime converts the template).
+func TestCheckPythonBackend(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fused.rolltpl")
+	src := `template fused {
+    layer_prefix  = "model.layers."
+    expert_prefix = ".mlp.experts."
+    config { num_experts -> num_moe_experts }
+    weights {
+        split_experts(transpose = false) "down_proj" -> ".linear_fc2.weight"
+    }
+    parallel { row ".linear_fc2.weight" }
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "", "check", path)
+	if code != ExitOK {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"fused.rolltpl:6:9: warning: rolltplc build cannot emit this yet", "[python-backend]",
+		"fused experts of mcore_adapter.models.qwen3_5_moe"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("missing %q in\n%s", want, stderr)
+		}
+	}
+	code, _, stderr = run(t, "", "build", "-o", filepath.Join(t.TempDir(), "out"), path)
+	if code == ExitOK || !strings.Contains(stderr, "fused experts of mcore_adapter.models.qwen3_5_moe") {
+		t.Errorf("build: exit %d\n%s", code, stderr)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
@@ -24,7 +25,7 @@ func (s *Server) compile(d *document) {
 	for _, o := range s.docs {
 		overlay[o.path] = o.text
 	}
-	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, Schemas: s.opts.Schemas, Parse: s.parses.ParseFile})
+	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, Schemas: s.opts.Schemas, Parse: s.parses.ParseFile, Backend: pyemit.Check})
 	d.res, d.file = res, nil
 	if res.Info != nil {
 		d.file = res.Info.File(d.path)
