@@ -36,7 +36,7 @@ var generatedClass = map[string]string{
 }
 
 // builtTypes are the model types the stdlib compiles to Python today.
-var builtTypes = append(slices.Clone(plainTypes), "qwen3_omni_moe", "qwen3_vl_moe")
+var builtTypes = append(slices.Clone(plainTypes), "qwen3_omni_moe", "qwen3_vl_moe", "qwen3_next")
 
 // namedSets maps ROLL's named dist configs to the stdlib's parallel sets.
 var namedSets = map[string]string{

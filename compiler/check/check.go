@@ -27,6 +27,7 @@ package check
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"sort"
@@ -61,6 +62,33 @@ func (c *checker) add(d *diag.Diagnostic) { c.diags.Add(d) }
 
 // modes are the build-flag settings every check runs in.
 var modes = []map[string]bool{{}, {"megatron_llama": true}}
+
+// templateModes are modes with, in addition, each setting of the per-layer
+// name conditions of t (a layer either meets a condition or not), so that
+// the names of every layer kind are checked.
+func templateModes(t *ir.Template) []map[string]bool {
+	seen := map[string]bool{}
+	out := modes
+	for _, op := range t.Ops {
+		for _, n := range append(append([]ir.Name{}, op.HF...), op.MCA...) {
+			for _, lc := range n.LayerConds() {
+				f := lc.Flag()
+				if seen[f] {
+					continue
+				}
+				seen[f] = true
+				var more []map[string]bool
+				for _, m := range out {
+					on := maps.Clone(m)
+					on[f] = true
+					more = append(more, m, on)
+				}
+				out = more
+			}
+		}
+	}
+	return out
+}
 
 func (c *checker) template(t *ir.Template) {
 	if c.set != nil {
@@ -308,7 +336,7 @@ func (c *checker) ops(t *ir.Template) {
 				"Weights are matrices or vectors: dim must be 0, 1, -1 or -2, not %s.", d.Text))
 		}
 	}
-	for _, mode := range modes {
+	for _, mode := range templateModes(t) {
 		c.duplicates(t, mode)
 		c.reachability(t, mode)
 	}
@@ -317,7 +345,7 @@ func (c *checker) ops(t *ir.Template) {
 func relative(n string) bool { return strings.HasPrefix(n, ".") }
 
 func (c *checker) names(t *ir.Template, op *ir.Op) {
-	for _, mode := range modes {
+	for _, mode := range templateModes(t) {
 		hf, mca := op.Resolved(mode)
 		scope := func(names []string) (rel, glob int, wild int) {
 			for _, n := range names {
@@ -491,7 +519,7 @@ func (c *checker) parallel(t *ir.Template) {
 		withFlag = merge(base, c.prog.Effective(s))
 	}
 	reported := map[string]bool{}
-	for _, mode := range modes {
+	for _, mode := range templateModes(t) {
 		eff := base
 		if mode["megatron_llama"] {
 			eff = withFlag

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/lang/token"
@@ -205,7 +206,35 @@ type Name struct {
 	Flag  string
 	Then  *Name
 	Else  *Name
+	// Layer is set when the choice is per layer rather than per build:
+	// Then for the layers where mca.<Layer.Key>[layer] == Layer.Equals.
+	// Flag is then Layer.Flag(), so Resolve and Flags treat it like a
+	// build flag (a consumer that knows layers picks per layer).
+	Layer *LayerCond
 	Span  token.Span
+}
+
+// LayerCond is the per-layer condition mca.<Key>[layer] == "<Equals>".
+type LayerCond struct {
+	Key, Equals string
+}
+
+// Flag returns the pseudo build flag standing for c in Name.Flag.
+func (c LayerCond) Flag() string { return "mca." + c.Key + "[layer] == " + strconv.Quote(c.Equals) }
+
+// Holds reports whether c holds for a layer whose mca.<Key> entry is v.
+func (c LayerCond) Holds(v string) bool { return v == c.Equals }
+
+// LayerConds returns the per-layer conditions n depends on.
+func (n Name) LayerConds() []LayerCond {
+	if n.Flag == "" {
+		return nil
+	}
+	var out []LayerCond
+	if n.Layer != nil {
+		out = append(out, *n.Layer)
+	}
+	return append(append(out, n.Then.LayerConds()...), n.Else.LayerConds()...)
 }
 
 // Resolve returns the name for the given build flags.
@@ -219,12 +248,17 @@ func (n Name) Resolve(flags map[string]bool) string {
 	return n.Else.Resolve(flags)
 }
 
-// Flags returns the build flags n depends on.
+// Flags returns the build flags n depends on (not its per-layer
+// conditions).
 func (n Name) Flags() []string {
 	if n.Flag == "" {
 		return nil
 	}
-	return append(append([]string{n.Flag}, n.Then.Flags()...), n.Else.Flags()...)
+	var out []string
+	if n.Layer == nil {
+		out = append(out, n.Flag)
+	}
+	return append(append(out, n.Then.Flags()...), n.Else.Flags()...)
 }
 
 // Resolved returns the op's HF and MCA names for the given build flags.

@@ -535,6 +535,12 @@ func (l *lowerer) name(e *ast.Expr) (ir.Name, bool) {
 	if e.Cond != nil && e.Else != nil {
 		then, ok1 := l.name(&ast.Expr{Range: e.Value.Range, Value: e.Value})
 		els, ok2 := l.name(e.Else)
+		if lc, ok := layerCond(e.Cond); ok {
+			if ok1 && ok2 {
+				return ir.Name{Flag: lc.Flag(), Layer: &lc, Then: &then, Else: &els, Span: e.Span()}, true
+			}
+			return ir.Name{}, false
+		}
 		flag, ok3 := (&ast.Expr{Range: e.Cond.Range, Value: e.Cond}).Ident()
 		if ok3 {
 			if _, known := schema.BuildFlags[flag]; !known {
@@ -543,7 +549,7 @@ func (l *lowerer) name(e *ast.Expr) (ir.Name, bool) {
 		}
 		if !ok3 {
 			l.errorf(e.Cond.Span(), "unsupported", "Unsupported name condition",
-				"A name can depend on a build flag (%s) here; conditions on config values or the layer index are in lang/spec.md and not compiled yet.",
+				"A name can depend on a build flag (%s) or on the layer, as `mca.KEY[layer] == \"VALUE\"`; other conditions are in lang/spec.md and not compiled yet.",
 				strings.Join(keys(schema.BuildFlags), ", "))
 			return ir.Name{}, false
 		}
@@ -555,6 +561,43 @@ func (l *lowerer) name(e *ast.Expr) (ir.Name, bool) {
 	l.errorf(e.Span(), "type-mismatch", "Weight name expected",
 		"A weight name is a string literal, or `\"a\" if megatron_llama else \"b\"`.")
 	return ir.Name{}, false
+}
+
+// layerCond recognizes the per-layer name condition
+// `mca.KEY[layer] == "VALUE"`.
+func layerCond(c *ast.OrExpr) (ir.LayerCond, bool) {
+	if c == nil || len(c.Right) > 0 || len(c.Left.Right) > 0 {
+		return ir.LayerCond{}, false
+	}
+	cmp := c.Left.Left
+	if cmp.Op != "==" || cmp.Right == nil {
+		return ir.LayerCond{}, false
+	}
+	val, ok := primaryOf(cmp.Right)
+	if !ok || val.String == nil {
+		return ir.LayerCond{}, false
+	}
+	lhs := cmp.Left
+	if len(lhs.Rest) > 0 || len(lhs.Left.Rest) > 0 || lhs.Left.Left.Value == nil {
+		return ir.LayerCond{}, false
+	}
+	pf := lhs.Left.Left.Value
+	if pf.X.Ident == nil || *pf.X.Ident != "mca" || len(pf.Ops) != 2 || pf.Ops[0].Field == nil || pf.Ops[1].Index == nil {
+		return ir.LayerCond{}, false
+	}
+	if id, ok := pf.Ops[1].Index.Ident(); !ok || id != "layer" {
+		return ir.LayerCond{}, false
+	}
+	return ir.LayerCond{Key: pf.Ops[0].Field.Name, Equals: *val.String}, true
+}
+
+// primaryOf returns the primary of an additive expression that is nothing
+// but a primary.
+func primaryOf(a *ast.AddExpr) (*ast.Primary, bool) {
+	if len(a.Rest) > 0 || len(a.Left.Rest) > 0 || a.Left.Left.Value == nil || len(a.Left.Left.Value.Ops) > 0 {
+		return nil, false
+	}
+	return a.Left.Left.Value.X, true
 }
 
 func (l *lowerer) parallelParts(b *ast.ParallelBlock) []ir.ParallelPart {

@@ -72,6 +72,58 @@ var fusedExpertClasses = map[string]modelOp{
 	"mcore_adapter.models.qwen3_vl_moe": {"mcore_adapter.models.qwen3_vl_moe", "Qwen3VLMoeTemplate", "Qwen3VLMoeTemplate"},
 }
 
+// layerClass is a template class ROLL defines beside a model that picks
+// one op's name per layer: for the layers meeting Cond, the HF name HF
+// converts to Then (its add_hf_weight, and back in add_mca_weight). The
+// registration holds the op with its other branch.
+type layerClass struct {
+	Cond, HF, Then string
+	Class          modelOp
+}
+
+var layerClasses = []layerClass{{
+	Cond:  ir.LayerCond{Key: "layer_types", Equals: "linear_attention"}.Flag(),
+	HF:    ".input_layernorm.weight",
+	Then:  ".self_attention.in_proj.layer_norm_weight",
+	Class: modelOp{"mcore_adapter.models.qwen3_next", "Qwen3NextTemplate", "Qwen3NextTemplate"},
+}}
+
+// modelClass returns the template class ROLL defines beside a model that
+// t needs: for fused-expert split ops, or for per-layer names. ok is false
+// when t needs none.
+func modelClass(t *ir.Template) (m modelOp, ok bool, err error) {
+	m, ok, err = fusedExpertClass(t)
+	if err != nil {
+		return m, ok, err
+	}
+	for _, op := range t.Ops {
+		for i, n := range op.MCA {
+			if len(n.LayerConds()) == 0 {
+				continue
+			}
+			found := false
+			for _, lc := range layerClasses {
+				if n.Layer != nil && n.Flag == lc.Cond && n.Then.Flag == "" && n.Then.Value == lc.Then &&
+					len(op.HF) == 1 && op.HF[0].Flag == "" && op.HF[0].Value == lc.HF && i == 0 && len(op.MCA) == 1 && op.Kind == "rename" {
+					if ok && m != lc.Class {
+						return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("the per-layer name needs %s.%s, other ops %s.%s", lc.Class.Module, lc.Class.Class, m.Module, m.Class)}
+					}
+					m, ok, found = lc.Class, true, true
+				}
+			}
+			if !found {
+				return modelOp{}, false, &Error{t.Name, n.Span, "no ROLL template class picks this name per layer; the one known is Qwen3NextTemplate's: rename \".input_layernorm.weight\" -> \".self_attention.in_proj.layer_norm_weight\" if mca.layer_types[layer] == \"linear_attention\" else ..."}
+			}
+		}
+		for _, n := range op.HF {
+			if len(n.LayerConds()) > 0 {
+				return modelOp{}, false, &Error{t.Name, n.Span, "no ROLL template class picks an HF name per layer"}
+			}
+		}
+	}
+	return m, ok, nil
+}
+
 // fusedExpertClass returns the template class of a template with fused
 // expert split ops, or ok false when it has none.
 func fusedExpertClass(t *ir.Template) (m modelOp, ok bool, err error) {
@@ -221,7 +273,7 @@ func problems(t *ir.Template) []*Error {
 			out = append(out, &Error{t.Name, op.Span, fmt.Sprintf("op kind %s has no Python rule yet (written at %s)", op.Kind, op.Span.Start)})
 		}
 	}
-	if _, _, err := fusedExpertClass(t); err != nil {
+	if _, _, err := modelClass(t); err != nil {
 		out = append(out, err.(*Error))
 	}
 	return out
@@ -248,7 +300,7 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 		}
 	}
 	class, custom := templateClass(t)
-	fused, hasFused, err := fusedExpertClass(t)
+	fused, hasFused, err := modelClass(t)
 	if err != nil {
 		return nil, false, err
 	}
@@ -372,6 +424,9 @@ func nameNode(n ir.Name) node {
 	if n.Flag == "" {
 		return str(n.Value)
 	}
+	if n.Layer != nil { // registered as the default; the model's class picks Then per layer
+		return nameNode(*n.Else)
+	}
 	return cond(nameNode(*n.Then), atom("is_"+n.Flag+"()"), nameNode(*n.Else))
 }
 
@@ -415,7 +470,7 @@ func usedModelOps(p *ir.Program) []modelOp {
 				seen[m.Name] = m
 			}
 		}
-		if m, ok, _ := fusedExpertClass(t); ok {
+		if m, ok, _ := modelClass(t); ok {
 			seen[m.Name] = m
 		}
 	}

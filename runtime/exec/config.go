@@ -71,6 +71,28 @@ func (c *MCAConfig) String(key string) (string, bool) {
 	return s, ok
 }
 
+// LayerValues returns the per-layer string list key (layer_types): one
+// entry per layer.
+func (c *MCAConfig) LayerValues(key string) ([]string, error) {
+	v, ok := c.Get(key)
+	if !ok || v == nil {
+		return nil, fmt.Errorf("mca_config has no %s, which a per-layer name of the template needs", key)
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("mca_config %s is not a list", key)
+	}
+	out := make([]string, len(l))
+	for i, x := range l {
+		s, ok := x.(string)
+		if !ok {
+			return nil, fmt.Errorf("mca_config %s[%d] is not a string", key, i)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
 // OpsConfig returns the configuration values the ops read.
 func (c *MCAConfig) OpsConfig() ops.Config {
 	get := func(k string) int64 {
@@ -219,7 +241,8 @@ func irValueJSON(v ir.Value) any {
 //  5. derived values Megatron fills in when unset: num_query_groups,
 //     kv_channels, ffn_hidden_size, moe_ffn_hidden_size, rotary_base from
 //     rope_parameters, moe_router_dtype "fp32" for 32 experts or more;
-//     sequence_parallel on exactly when TP > 1 and EP > 1.
+//     sequence_parallel on exactly when TP > 1 and EP > 1; for qwen3_next,
+//     layer_types from linear_attention_freq when unset.
 //
 // hfPath names the file in errors.
 func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout Layout) (*MCAConfig, error) {
@@ -304,6 +327,22 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	}
 	if e, ok := c.Int("num_moe_experts"); ok && e >= 32 && unset("moe_router_dtype") {
 		kw.Set("moe_router_dtype", "fp32")
+	}
+	// Qwen3NextConfig.__post_init__: without layer_types, every
+	// linear_attention_freq-th layer is full attention, the others linear.
+	if m.Template.Name == "qwen3_next" && unset("layer_types") {
+		f, okF := c.Int("linear_attention_freq")
+		n, okN := c.Int("num_layers")
+		if okF && okN && f > 0 {
+			types := make([]any, n)
+			for i := range types {
+				types[i] = "full_attention"
+				if (int64(i)+1)%f != 0 {
+					types[i] = "linear_attention"
+				}
+			}
+			kw.Set("layer_types", types)
+		}
 	}
 	return c, nil
 }

@@ -2,6 +2,7 @@ package exec
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 
@@ -64,7 +65,30 @@ type opInfo struct {
 }
 
 func (m *Model) opInfo(i int, o *ir.Op) (*opInfo, error) {
-	hf, mca := o.Resolved(m.Flags)
+	return m.opInfoWith(i, o, nil)
+}
+
+// layerConds returns the per-layer conditions of o's names.
+func layerConds(o *ir.Op) []ir.LayerCond {
+	var out []ir.LayerCond
+	for _, n := range append(append([]ir.Name{}, o.HF...), o.MCA...) {
+		out = append(out, n.LayerConds()...)
+	}
+	return out
+}
+
+// opInfoWith is opInfo with extra flags (a per-layer condition taken as
+// met) on top of the model's build flags.
+func (m *Model) opInfoWith(i int, o *ir.Op, extra map[string]bool) (*opInfo, error) {
+	flags := m.Flags
+	if len(extra) > 0 {
+		flags = maps.Clone(m.Flags)
+		if flags == nil {
+			flags = map[string]bool{}
+		}
+		maps.Copy(flags, extra)
+	}
+	hf, mca := o.Resolved(flags)
 	oi := &opInfo{ir: o, index: i, kind: o.Kind, hf: hf, mca: mca}
 	if _, ok := ops.Lookup(o.Kind); !ok {
 		return nil, fmt.Errorf("%s: op kind %q has no runtime implementation", o.Span.Start, o.Kind)

@@ -24,7 +24,7 @@ var parallelTemplates = stdlibTypes
 
 // moeTemplate reports whether the template's synthetic model has experts.
 func moeTemplate(mt string) bool {
-	return mt == "mixtral" || strings.HasSuffix(mt, "_moe")
+	return mt == "mixtral" || mt == "qwen3_next" || strings.HasSuffix(mt, "_moe")
 }
 
 // parallelLayouts are the layouts of acceptance 1; moe marks those that

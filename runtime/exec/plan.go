@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
@@ -275,6 +276,16 @@ type planner struct {
 	virt     []byte
 	invalid  map[string]bool
 	seen     map[string]bool // input names, to catch duplicates
+	// variants maps the side of an op with a per-layer name to the side
+	// with the other choice and its condition (HF -> MCA: used for the
+	// layers meeting it, as ROLL's template class does in add_hf_weight).
+	variants map[*side]layerVariant
+}
+
+// layerVariant is the side an op takes in the layers meeting cond.
+type layerVariant struct {
+	cond ir.LayerCond
+	side *side
 }
 
 func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan {
@@ -282,10 +293,11 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	t := m.Template
 	pl := &planner{
 		p: p, m: m, dir: dir, cfg: mc.OpsConfig(),
-		dist:    newDist(m, mc),
-		buckets: map[string]*bucket{},
-		invalid: map[string]bool{},
-		seen:    map[string]bool{},
+		dist:     newDist(m, mc),
+		buckets:  map[string]*bucket{},
+		invalid:  map[string]bool{},
+		seen:     map[string]bool{},
+		variants: map[*side]layerVariant{},
 	}
 	hfp := prefixes{t.LayerPrefix, t.ExpertPrefix}
 	mcap := prefixes{MCALayerPrefix, MCAExpertPrefix}
@@ -324,10 +336,30 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 				}
 			}
 		}
+		var sd *side
 		if dir == ops.HFToMCA {
-			sides = append(sides, newSide(info, info.hf, mca))
+			sd = newSide(info, info.hf, mca)
 		} else {
-			sides = append(sides, newSide(info, mca, info.hf))
+			sd = newSide(info, mca, info.hf)
+		}
+		sides = append(sides, sd)
+		// A per-layer name: a second side for the layers meeting the
+		// condition. MCA -> HF its names are keys like any other (ROLL's
+		// add_mca_weight maps them back whatever the layer).
+		for _, lc := range layerConds(o) {
+			alt, err := m.opInfoWith(i, o, map[string]bool{lc.Flag(): true})
+			if err != nil {
+				p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Msg: err.Error()})
+				return p
+			}
+			var as *side
+			if dir == ops.HFToMCA {
+				as = newSide(alt, alt.hf, alt.mca)
+			} else {
+				as = newSide(alt, alt.mca, alt.hf)
+				sides = append(sides, as)
+			}
+			pl.variants[sd] = layerVariant{cond: lc, side: as}
 		}
 	}
 	if dir == ops.HFToMCA {
@@ -391,6 +423,20 @@ func (pl *planner) add(i int) {
 	if !ok {
 		pl.problem(ProblemUnmatched, Error, "", []int{i}, "no op of template %s matches the name (pure name %q)", pl.m.Template.Name, pure)
 		return
+	}
+	if v, ok := pl.variants[s]; ok && pl.dir == ops.HFToMCA && wp.Layer >= 0 {
+		kinds, err := pl.p.Config.LayerValues(v.cond.Key)
+		if err != nil {
+			pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "%v", err)
+			return
+		}
+		if wp.Layer >= len(kinds) {
+			pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "layer %d: mca_config %s has %d entries", wp.Layer, v.cond.Key, len(kinds))
+			return
+		}
+		if v.cond.Holds(kinds[wp.Layer]) {
+			s = v.side
+		}
 	}
 	if s.info.kind == ops.KindDrop {
 		// ROLL filters dropped names out before conversion (their op has

@@ -3,11 +3,14 @@ package exec_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -100,6 +103,13 @@ func compareCheckpoints(t *testing.T, a, b string, plan *exec.Plan) {
 	for _, i := range plan.Ignored {
 		skip[plan.Inputs[i].Name] = true
 	}
+	for _, st := range plan.Steps {
+		if st.Dropped {
+			for _, i := range st.Inputs {
+				skip[plan.Inputs[i].Name] = true
+			}
+		}
+	}
 	x, err := safetensors.OpenSharded(a)
 	if err != nil {
 		t.Fatal(err)
@@ -143,5 +153,53 @@ func compareCheckpoints(t *testing.T, a, b string, plan *exec.Plan) {
 		if !strings.Contains(filepath.Base(f.Path()), "-of-") {
 			t.Errorf("shard name %s", f.Path())
 		}
+	}
+}
+
+// TestPerLayerNames: Qwen3-Next fuses a linear attention layer's input norm
+// into the GDN in_proj and a full attention layer's into linear_qkv, by
+// mca_config's layer_types, which comes from config.json or, when that has
+// none, from full_attention_interval (Qwen3NextConfig's rule).
+func TestPerLayerNames(t *testing.T) {
+	m := stdlibModel(t, "qwen3_next")
+	for _, derived := range []bool{false, true} {
+		t.Run(fmt.Sprintf("derived=%v", derived), func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "hf")
+			s := synthWith("qwen3_next", tensor.BF16, func(d *dims, cfg map[string]any) { d.layers = 4 })
+			if derived {
+				delete(s.config, "layer_types")
+			}
+			s.write(t, src, 1, 3)
+			mca := filepath.Join(dir, "mca")
+			if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			f, err := torchsave.Open(filepath.Join(mca, "iter_0000001", "mp_rank_00", exec.MCACheckpointPT))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var got []string
+			for _, tt := range f.Tensors() {
+				if strings.HasSuffix(tt.Name, "layer_norm_weight") {
+					got = append(got, strings.TrimPrefix(tt.Name, "model/"))
+				}
+			}
+			sort.Strings(got)
+			want := []string{
+				"decoder.layers.0.self_attention.in_proj.layer_norm_weight",
+				"decoder.layers.1.self_attention.linear_qkv.layer_norm_weight",
+				"decoder.layers.2.self_attention.in_proj.layer_norm_weight",
+				"decoder.layers.3.self_attention.linear_qkv.layer_norm_weight",
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("fused input norms (-want +got):\n%s", diff)
+			}
+			back := filepath.Join(dir, "back")
+			if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

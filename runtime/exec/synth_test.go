@@ -1,11 +1,14 @@
 package exec_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -73,7 +76,11 @@ type dims struct {
 	layerPrefix, embed, norm, head                   string
 	denseMLP                                         bool
 	fusedExperts                                     bool // all experts of a layer in one 3-D tensor per projection (Qwen3-VL-MoE)
-	invFreq                                          bool // an ignored rotary inv_freq buffer
+	// Qwen3-Next: every fullEvery-th layer softmax attention with a gated
+	// query (q_proj twice as wide), the others a Gated DeltaNet with
+	// gdnK key heads and gdnV value heads of gdnDim channels.
+	fullEvery, gdnK, gdnV, gdnDim, gdnKernel int64
+	invFreq                                  bool // an ignored rotary inv_freq buffer
 }
 
 func (d dims) hd() int64 {
@@ -102,7 +109,23 @@ func (d dims) specs(dt tensor.DType) []safetensors.Spec {
 		p := fmt.Sprintf("%s%d.", lp, l)
 		add(p+"input_layernorm.weight", H)
 		add(p+"post_attention_layernorm.weight", H)
-		add(p+"self_attn.q_proj.weight", d.heads*hd, H)
+		qRows := d.heads * hd
+		if d.fullEvery > 0 {
+			if (l+1)%d.fullEvery != 0 { // a linear attention (Gated DeltaNet) layer
+				kd, vd := d.gdnK*d.gdnDim, d.gdnV*d.gdnDim
+				add(p+"linear_attn.in_proj_qkvz.weight", 2*kd+2*vd, H)
+				add(p+"linear_attn.in_proj_ba.weight", 2*d.gdnV, H)
+				add(p+"linear_attn.conv1d.weight", 2*kd+vd, 1, d.gdnKernel)
+				add(p+"linear_attn.dt_bias", d.gdnV)
+				add(p+"linear_attn.A_log", d.gdnV)
+				add(p+"linear_attn.norm.weight", d.gdnDim)
+				add(p+"linear_attn.out_proj.weight", H, vd)
+				d.moeLayer(add, p, H)
+				continue
+			}
+			qRows *= 2 // the query and its output gate
+		}
+		add(p+"self_attn.q_proj.weight", qRows, H)
 		add(p+"self_attn.k_proj.weight", d.kv*hd, H)
 		add(p+"self_attn.v_proj.weight", d.kv*hd, H)
 		add(p+"self_attn.o_proj.weight", H, d.heads*hd)
@@ -123,38 +146,7 @@ func (d dims) specs(dt tensor.DType) []safetensors.Spec {
 			add(p+"mlp.up_proj.weight", d.inter, H)
 			add(p+"mlp.down_proj.weight", H, d.inter)
 		}
-		if d.experts > 0 {
-			ep := d.expertPrefix
-			if ep == "" {
-				ep = ".mlp.experts."
-			}
-			names := d.expertNames
-			if names[0] == "" {
-				names = [3]string{"gate_proj", "up_proj", "down_proj"}
-			}
-			gate := "mlp.gate.weight"
-			if ep == ".block_sparse_moe.experts." {
-				gate = "block_sparse_moe.gate.weight"
-			}
-			add(p+gate, d.experts, H)
-			if d.fusedExperts { // [E, in, out], as HF's Qwen3-VL-MoE stores them
-				add(p+"mlp.experts.gate_up_proj", d.experts, H, 2*d.moeInter)
-				add(p+"mlp.experts.down_proj", d.experts, d.moeInter, H)
-				continue
-			}
-			for e := range d.experts {
-				q := fmt.Sprintf("%s%s%d.", p[:len(p)-1], ep, e)
-				add(q+names[0]+".weight", d.moeInter, H)
-				add(q+names[1]+".weight", d.moeInter, H)
-				add(q+names[2]+".weight", H, d.moeInter)
-			}
-			if d.sharedInter > 0 {
-				add(p+"mlp.shared_expert.gate_proj.weight", d.sharedInter, H)
-				add(p+"mlp.shared_expert.up_proj.weight", d.sharedInter, H)
-				add(p+"mlp.shared_expert.down_proj.weight", H, d.sharedInter)
-				add(p+"mlp.shared_expert_gate.weight", 1, H)
-			}
-		}
+		d.moeLayer(add, p, H)
 	}
 	add(norm, H)
 	if !d.tie {
@@ -165,6 +157,42 @@ func (d dims) specs(dt tensor.DType) []safetensors.Spec {
 		add(head, d.vocab, H)
 	}
 	return s
+}
+
+// moeLayer adds the MoE block of the layer with prefix p, if d has experts.
+func (d dims) moeLayer(add func(string, ...int64), p string, H int64) {
+	if d.experts > 0 {
+		ep := d.expertPrefix
+		if ep == "" {
+			ep = ".mlp.experts."
+		}
+		names := d.expertNames
+		if names[0] == "" {
+			names = [3]string{"gate_proj", "up_proj", "down_proj"}
+		}
+		gate := "mlp.gate.weight"
+		if ep == ".block_sparse_moe.experts." {
+			gate = "block_sparse_moe.gate.weight"
+		}
+		add(p+gate, d.experts, H)
+		if d.fusedExperts { // [E, in, out], as HF's Qwen3-VL-MoE stores them
+			add(p+"mlp.experts.gate_up_proj", d.experts, H, 2*d.moeInter)
+			add(p+"mlp.experts.down_proj", d.experts, d.moeInter, H)
+			return
+		}
+		for e := range d.experts {
+			q := fmt.Sprintf("%s%s%d.", p[:len(p)-1], ep, e)
+			add(q+names[0]+".weight", d.moeInter, H)
+			add(q+names[1]+".weight", d.moeInter, H)
+			add(q+names[2]+".weight", H, d.moeInter)
+		}
+		if d.sharedInter > 0 {
+			add(p+"mlp.shared_expert.gate_proj.weight", d.sharedInter, H)
+			add(p+"mlp.shared_expert.up_proj.weight", d.sharedInter, H)
+			add(p+"mlp.shared_expert.down_proj.weight", H, d.sharedInter)
+			add(p+"mlp.shared_expert_gate.weight", 1, H)
+		}
+	}
 }
 
 func torchDType(dt tensor.DType) string {
@@ -382,6 +410,25 @@ func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[stri
 			"torch_dtype":         torchDType(dt),
 		}
 		return synth{modelType: modelType, config: cfg, tensors: append(d.specs(dt), extra...)}
+	case "qwen3_next": // Qwen3-Next-80B-A3B: GDN and gated attention layers, experts and a gated shared expert
+		d = dims{vocab: 256, hidden: 64, inter: 192, layers: 2, heads: 8, kv: 2, headDim: 16, qkNorm: true,
+			experts: 4, moeInter: 32, sharedInter: 48, fullEvery: 2, gdnK: 2, gdnV: 4, gdnDim: 8, gdnKernel: 4}
+		arch = "Qwen3NextForCausalLM"
+		cfg["attention_bias"] = false
+		cfg["moe_intermediate_size"] = 32
+		cfg["shared_expert_intermediate_size"] = 48
+		cfg["num_experts"] = 4
+		cfg["num_experts_per_tok"] = 2
+		cfg["decoder_sparse_step"] = 1
+		cfg["norm_topk_prob"] = true
+		cfg["router_aux_loss_coef"] = 0.001
+		cfg["full_attention_interval"] = 2
+		cfg["linear_conv_kernel_dim"] = 4
+		cfg["linear_key_head_dim"] = 8
+		cfg["linear_value_head_dim"] = 8
+		cfg["linear_num_key_heads"] = 2
+		cfg["linear_num_value_heads"] = 4
+		extra = append(extra, safetensors.Spec{Name: "mtp.fc.weight", DType: dt, Shape: tensor.Shape{64, 128}})
 	case "qwen3_omni_moe": // Qwen3-Omni-30B-A3B: the thinker's MoE text model nested two levels deep, towers beside it
 		d = dims{vocab: 256, hidden: 64, inter: 192, layers: 2, heads: 8, kv: 2, headDim: 16, qkNorm: true,
 			experts: 4, moeInter: 32, layerPrefix: "thinker.model.layers.", embed: "thinker.model.embed_tokens.weight",
@@ -441,6 +488,16 @@ func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[stri
 			cfg[k] = v
 		}
 	}
+	if d.fullEvery > 0 {
+		types := make([]string, d.layers)
+		for l := range types {
+			types[l] = "full_attention"
+			if (int64(l)+1)%d.fullEvery != 0 {
+				types[l] = "linear_attention"
+			}
+		}
+		cfg["layer_types"] = types
+	}
 	cfg["architectures"] = []string{arch}
 	cfg["model_type"] = modelType
 	return synth{modelType: modelType, config: cfg, tensors: append(d.specs(dt), extra...)}
@@ -469,9 +526,38 @@ func (s synth) write(t testing.TB, dir string, shards int, seed uint64) {
 		for i := range b {
 			b[i] = byte(rng.Uint32())
 		}
+		if strings.HasSuffix(sp.Name, "linear_attn.norm.weight") {
+			// Norm weights near 1, as trained ones are: 1 + k/128 survives
+			// the zero-centred conversion ((w - 1) + 1) exactly in bf16,
+			// f16 and f32, where random bits would round.
+			b = b[:0]
+			for range sp.Shape.NumElements() {
+				b = appendFloat(b, sp.DType, 1+float64(rng.IntN(128))/128)
+			}
+		}
 		data[sp.Name] = b
 	}
 	writeShards(t, dir, s.tensors, shards, func(name string) []byte { return data[name] })
+}
+
+// appendFloat appends v (exact in dt) in dtype dt, little-endian.
+func appendFloat(b []byte, dt tensor.DType, v float64) []byte {
+	switch dt {
+	case tensor.F32:
+		return binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(v)))
+	case tensor.F16:
+		return binary.LittleEndian.AppendUint16(b, f16bits(float32(v)))
+	}
+	return binary.LittleEndian.AppendUint16(b, uint16(math.Float32bits(float32(v))>>16)) // bf16: v is exact
+}
+
+// f16bits converts a normal float32 that is exact in binary16.
+func f16bits(f float32) uint16 {
+	u := math.Float32bits(f)
+	sign := uint16(u>>16) & 0x8000
+	exp := int32(u>>23&0xff) - 127 + 15
+	mant := uint16(u>>13) & 0x3ff
+	return sign | uint16(exp)<<10 | mant
 }
 
 func writeFile(t testing.TB, path string, b []byte) {
@@ -526,4 +612,4 @@ func writeSafetensors(t testing.TB, path string, specs []safetensors.Spec, data 
 }
 
 // stdlibTypes are the model types of the stdlib templates.
-var stdlibTypes = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_omni_moe", "qwen3_vl_moe"}
+var stdlibTypes = []string{"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "seed_oss", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_omni_moe", "qwen3_vl_moe", "qwen3_next"}

@@ -178,7 +178,7 @@ func TestTorchRecompute(t *testing.T) {
 			continue
 		}
 		hfPlan := &rexec.Plan{Inputs: []rexec.TensorMeta{}}
-		for _, name := range c.Ignored {
+		for _, name := range append(append([]string(nil), c.Ignored...), c.Dropped...) {
 			hfPlan.Inputs = append(hfPlan.Inputs, rexec.TensorMeta{Name: name})
 			hfPlan.Ignored = append(hfPlan.Ignored, len(hfPlan.Inputs)-1)
 		}

@@ -118,7 +118,8 @@ template.Template, template.VisionTemplate = Template, VisionTemplate
 
 # Template classes ROLL defines beside a model (they gather fused experts
 # back in add_mca_weight; only the class is recorded here).
-for mod_name, cls_name, base in [("qwen3_vl_moe", "Qwen3VLMoeTemplate", VisionTemplate)]:
+for mod_name, cls_name, base in [("qwen3_vl_moe", "Qwen3VLMoeTemplate", VisionTemplate),
+                                  ("qwen3_next", "Qwen3NextTemplate", Template)]:
     setattr(sys.modules["mcore_adapter.models." + mod_name], cls_name,
             type(cls_name, (base,), {"__module__": "mcore_adapter.models." + mod_name}))
 template.templates = {t: None for t in ROLL_TYPES}
