@@ -330,8 +330,14 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	}
 	// Qwen3NextConfig.__post_init__: without layer_types, every
 	// linear_attention_freq-th layer is full attention, the others linear.
+	// Without either, transformers' Qwen3NextConfig has already filled
+	// layer_types with its default full_attention_interval of 4 by the time
+	// ROLL reads the config (linear_attention_freq stays unset).
 	if m.Template.Name == "qwen3_next" && unset("layer_types") {
 		f, okF := c.Int("linear_attention_freq")
+		if !okF && unset("linear_attention_freq") {
+			f, okF = 4, true
+		}
 		n, okN := c.Int("num_layers")
 		if okF && okN && f > 0 {
 			types := make([]any, n)

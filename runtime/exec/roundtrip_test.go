@@ -3,7 +3,6 @@ package exec_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -159,16 +158,25 @@ func compareCheckpoints(t *testing.T, a, b string, plan *exec.Plan) {
 // TestPerLayerNames: Qwen3-Next fuses a linear attention layer's input norm
 // into the GDN in_proj and a full attention layer's into linear_qkv, by
 // mca_config's layer_types, which comes from config.json or, when that has
-// none, from full_attention_interval (Qwen3NextConfig's rule).
+// none, from full_attention_interval (Qwen3NextConfig's rule), or from
+// transformers' default interval of 4 when config.json has neither.
 func TestPerLayerNames(t *testing.T) {
 	m := stdlibModel(t, "qwen3_next")
-	for _, derived := range []bool{false, true} {
-		t.Run(fmt.Sprintf("derived=%v", derived), func(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		drop   []string // config.json keys removed
+		every4 bool     // full attention every fourth layer, not every second
+	}{
+		{"layer_types", nil, false},
+		{"interval", []string{"layer_types"}, false},
+		{"transformers default", []string{"layer_types", "full_attention_interval"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			src := filepath.Join(dir, "hf")
 			s := synthWith("qwen3_next", tensor.BF16, func(d *dims, cfg map[string]any) { d.layers = 4 })
-			if derived {
-				delete(s.config, "layer_types")
+			for _, k := range c.drop {
+				delete(s.config, k)
 			}
 			s.write(t, src, 1, 3)
 			mca := filepath.Join(dir, "mca")
@@ -187,11 +195,14 @@ func TestPerLayerNames(t *testing.T) {
 				}
 			}
 			sort.Strings(got)
-			want := []string{
+			want := []string{ // every second layer full attention
 				"decoder.layers.0.self_attention.in_proj.layer_norm_weight",
 				"decoder.layers.1.self_attention.linear_qkv.layer_norm_weight",
 				"decoder.layers.2.self_attention.in_proj.layer_norm_weight",
 				"decoder.layers.3.self_attention.linear_qkv.layer_norm_weight",
+			}
+			if c.every4 {
+				want[1] = "decoder.layers.1.self_attention.in_proj.layer_norm_weight"
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("fused input norms (-want +got):\n%s", diff)
