@@ -393,11 +393,7 @@ func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[stri
 		text["model_type"] = modelType + "_text"
 		text["attention_bias"] = false
 		if d.experts > 0 {
-			text["moe_intermediate_size"] = d.moeInter
-			text["num_experts"] = d.experts
-			text["num_experts_per_tok"] = 2
-			text["decoder_sparse_step"] = 1
-			text["router_aux_loss_coef"] = 0.001
+			qwenMoEKeys(text, d)
 		}
 		cfg = map[string]any{
 			"architectures":  []string{arch},
@@ -415,13 +411,9 @@ func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[stri
 			experts: 4, moeInter: 32, sharedInter: 48, fullEvery: 2, gdnK: 2, gdnV: 4, gdnDim: 8, gdnKernel: 4}
 		arch = "Qwen3NextForCausalLM"
 		cfg["attention_bias"] = false
-		cfg["moe_intermediate_size"] = 32
+		qwenMoEKeys(cfg, d)
 		cfg["shared_expert_intermediate_size"] = 48
-		cfg["num_experts"] = 4
-		cfg["num_experts_per_tok"] = 2
-		cfg["decoder_sparse_step"] = 1
 		cfg["norm_topk_prob"] = true
-		cfg["router_aux_loss_coef"] = 0.001
 		cfg["full_attention_interval"] = 2
 		cfg["linear_conv_kernel_dim"] = 4
 		cfg["linear_key_head_dim"] = 8
@@ -452,11 +444,7 @@ func synthWith(modelType string, dt tensor.DType, mod func(d *dims, cfg map[stri
 		text := d.textConfig(dt)
 		text["model_type"] = "qwen3_omni_moe_text"
 		text["attention_bias"] = false
-		text["moe_intermediate_size"] = d.moeInter
-		text["num_experts"] = d.experts
-		text["num_experts_per_tok"] = 2
-		text["decoder_sparse_step"] = 1
-		text["router_aux_loss_coef"] = 0.001
+		qwenMoEKeys(text, d)
 		text["rope_scaling"] = map[string]any{"rope_type": "default", "mrope_section": []int{2, 3, 3}, "interleaved": true}
 		cfg = map[string]any{
 			"architectures": []string{arch},
@@ -538,6 +526,16 @@ func (s synth) write(t testing.TB, dir string, shards int, seed uint64) {
 		data[sp.Name] = b
 	}
 	writeShards(t, dir, s.tensors, shards, func(name string) []byte { return data[name] })
+}
+
+// qwenMoEKeys sets the expert keys of a Qwen MoE text config from d:
+// top-2 routing in every layer with an auxiliary loss.
+func qwenMoEKeys(c map[string]any, d dims) {
+	c["moe_intermediate_size"] = d.moeInter
+	c["num_experts"] = d.experts
+	c["num_experts_per_tok"] = 2
+	c["decoder_sparse_step"] = 1
+	c["router_aux_loss_coef"] = 0.001
 }
 
 // appendFloat appends v (exact in dt) in dtype dt, little-endian.
