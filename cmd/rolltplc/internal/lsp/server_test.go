@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
@@ -119,7 +120,7 @@ func TestExitCodes(t *testing.T) {
 // characters counted with unicode/utf16 from the JSON byte offsets.
 func expectedDiagnostics(t *testing.T, path, text string) []Diagnostic {
 	t.Helper()
-	res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), Overlay: map[string][]byte{path: []byte(text)}, Schemas: testSchemas(t)})
+	res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), Overlay: map[string][]byte{path: []byte(text)}, Schemas: testSchemas(t), Backend: pyemit.Check})
 	conv := func(p diag.JSONPos) Position {
 		lineStart := strings.LastIndex(text[:p.Offset], "\n") + 1
 		if got := strings.Count(text[:p.Offset], "\n") + 1; got != p.Line {
@@ -244,6 +245,35 @@ func TestDiagnosticsMatchCheck(t *testing.T) {
 	got = c.diagnostics(uri, -1)
 	if got.Version != nil || len(got.Diagnostics) != 0 {
 		t.Errorf("after close: %+v, want an empty list without version", got)
+	}
+}
+
+// TestPythonBackendDiagnostic: what `rolltplc build` cannot emit is shown
+// as you type, at the op, as `rolltplc check` reports it.
+func TestPythonBackendDiagnostic(t *testing.T) {
+	c := newInitialized(t, Options{})
+	path := filepath.Join(t.TempDir(), "fused.rolltpl")
+	uri := pathToURI(path)
+	text := `import "parallel"
+
+template fused {
+    layer_prefix  = "model.layers."
+    expert_prefix = ".mlp.experts."
+    config { num_experts -> num_moe_experts }
+    weights {
+        split_experts(transpose = false) "down_proj" -> ".linear_fc2.weight"
+    }
+    parallel { row ".linear_fc2.weight" }
+}
+`
+	c.open(uri, text)
+	got := c.diagnostics(uri, 1)
+	if diff := cmp.Diff(expectedDiagnostics(t, path, text), got.Diagnostics); diff != "" {
+		t.Errorf("diagnostics differ from rolltplc check (-want +got):\n%s", diff)
+	}
+	want := []codeRange{{"python-backend", Range{Position{7, 8}, Position{7, 76}}}}
+	if diff := cmp.Diff(want, pick(got.Diagnostics, "python-backend")); diff != "" {
+		t.Errorf("python-backend diagnostic (-want +got):\n%s", diff)
 	}
 }
 
