@@ -148,17 +148,25 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	}
 	rank := Rank{}
 	rel := filepath.Join("iter_0000001", rank.Dir(mc.Layout()), MCACheckpointPT)
-	if err := os.MkdirAll(filepath.Dir(out.path(rel)), 0o755); err != nil {
+	if res.Written, err = writeSingleRank(ctx, plan, opts, input, out.path(rel)); err != nil {
 		return res, err
+	}
+	res.Files = []string{rel}
+	return finishMCA(res, src, out, mc, opts)
+}
+
+// writeSingleRank writes the one model_optim_rng.pt of the TP=PP=EP=1
+// layout at path and returns the tensor bytes written.
+func writeSingleRank(ctx context.Context, plan *Plan, opts Options, input func(int) inputData, path string) (int64, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return 0, err
 	}
 	ex := newExecutor(plan, opts, input)
 	defer ex.close()
-	if err := ex.writeMCA(ctx, out.path(rel)); err != nil {
-		return res, err
+	if err := ex.writeMCA(ctx, path); err != nil {
+		return 0, err
 	}
-	res.Written = ex.done
-	res.Files = []string{rel}
-	return finishMCA(res, src, out, mc, opts)
+	return ex.done, nil
 }
 
 // finishMCA writes the small files of an MCA output, copies the

@@ -95,15 +95,10 @@ func convertHFToMCAJob(ctx context.Context, m *Model, src, dst string, mc *MCACo
 	if mc.Layout().trivial() {
 		// The single rank file, written as a one-job conversion writes it.
 		rel := filepath.Join("iter_0000001", files[0].Dir, MCACheckpointPT)
-		if err := os.MkdirAll(filepath.Dir(out.path(rel)), 0o755); err != nil {
+		if res.Written, err = writeSingleRank(ctx, plan, opts, input, out.path(rel)); err != nil {
 			return res, err
 		}
-		ex := newExecutor(plan, opts, input)
-		defer ex.close()
-		if err := ex.writeMCA(ctx, out.path(rel)); err != nil {
-			return res, err
-		}
-		res.Written, res.Files = ex.done, []string{rel}
+		res.Files = []string{rel}
 		return res, nil
 	}
 	res.Files, res.Written, err = writeMCARanks(ctx, plan, opts, sh, files, out, input)
