@@ -2,9 +2,6 @@ package exec_test
 
 import (
 	"context"
-	"encoding/json"
-	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"testing"
 
@@ -69,40 +66,15 @@ func TestParallelTorchReference(t *testing.T) {
 		cases = append(cases, parallelTorchCase{ID: c.id, HFDir: hf, MCADir: mca, Config: mc.Config, Steps: mc.Steps,
 			Classification: exec.ShardClassification(m)})
 	}
-	manifest := filepath.Join(dir, "manifest.json")
-	b, err := json.Marshal(cases)
-	if err != nil {
-		t.Fatal(err)
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		ids[i] = c.ID
 	}
-	writeFile(t, manifest, b)
-	result := filepath.Join(dir, "result.json")
-	if out, err := osexec.Command(py, filepath.Join("testdata", "parallel_reference.py"), manifest, result).CombinedOutput(); err != nil {
-		t.Fatalf("parallel_reference.py: %v\n%s", err, out)
-	}
-	var res struct {
-		TorchVersion string `json:"torch_version"`
-		Cases        map[string]struct {
-			Checked int      `json:"checked"`
-			Files   int      `json:"files"`
-			Errors  []string `json:"errors"`
-		} `json:"cases"`
-	}
-	rb, err := os.ReadFile(result)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(rb, &res); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("torch %s", res.TorchVersion)
+	res := runTorchScript(t, py, "parallel_reference.py", dir, cases, ids)
 	for _, c := range cases {
-		r, ok := res.Cases[c.ID]
+		r, ok := res[c.ID]
 		if !ok {
-			t.Errorf("%s: no result", c.ID)
 			continue
-		}
-		for _, e := range r.Errors {
-			t.Errorf("%s: %s", c.ID, e)
 		}
 		if n := len(rankFiles(t, c.MCADir)); r.Files != n || r.Checked == 0 {
 			t.Errorf("%s: torch checked %d tensors in %d rank files; %d written", c.ID, r.Checked, r.Files, n)

@@ -89,27 +89,31 @@ func manifestCase(id, hfDir, mcaDir string, plan *rexec.Plan) torchCase {
 	return c
 }
 
-// runRecompute runs testdata/recompute.py on the cases and fails the test
-// for every error it reports.
-func runRecompute(t *testing.T, py string, dir string, cases []torchCase) {
+// torchResult is what a torch check script reports for one case.
+type torchResult struct {
+	Checked int      `json:"checked"`
+	Files   int      `json:"files"`
+	Errors  []string `json:"errors"`
+}
+
+// runTorchScript writes manifest as JSON in dir, runs testdata/script on
+// it with py, and returns the per-case results it wrote; each case's
+// errors fail the test, and a case without a result is reported.
+func runTorchScript(t *testing.T, py, script, dir string, manifest any, ids []string) map[string]torchResult {
 	t.Helper()
-	manifest := filepath.Join(dir, "manifest.json")
-	b, err := json.Marshal(cases)
+	path := filepath.Join(dir, "manifest.json")
+	b, err := json.Marshal(manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, manifest, b)
+	writeFile(t, path, b)
 	result := filepath.Join(dir, "result.json")
-	cmd := exec.Command(py, "testdata/recompute.py", manifest, result)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("recompute.py: %v\n%s", err, out)
+	if out, err := exec.Command(py, filepath.Join("testdata", script), path, result).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	var res struct {
-		TorchVersion string `json:"torch_version"`
-		Cases        map[string]struct {
-			Checked int      `json:"checked"`
-			Errors  []string `json:"errors"`
-		} `json:"cases"`
+		TorchVersion string                 `json:"torch_version"`
+		Cases        map[string]torchResult `json:"cases"`
 	}
 	rb, err := os.ReadFile(result)
 	if err != nil {
@@ -119,14 +123,31 @@ func runRecompute(t *testing.T, py string, dir string, cases []torchCase) {
 		t.Fatal(err)
 	}
 	t.Logf("torch %s", res.TorchVersion)
-	for _, c := range cases {
-		r, ok := res.Cases[c.ID]
+	for _, id := range ids {
+		r, ok := res.Cases[id]
 		if !ok {
-			t.Errorf("%s: no result", c.ID)
-			continue
+			t.Errorf("%s: no result", id)
 		}
 		for _, e := range r.Errors {
-			t.Errorf("%s: %s", c.ID, e)
+			t.Errorf("%s: %s", id, e)
+		}
+	}
+	return res.Cases
+}
+
+// runRecompute runs testdata/recompute.py on the cases and fails the test
+// for every error it reports.
+func runRecompute(t *testing.T, py string, dir string, cases []torchCase) {
+	t.Helper()
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		ids[i] = c.ID
+	}
+	res := runTorchScript(t, py, "recompute.py", dir, cases, ids)
+	for _, c := range cases {
+		r, ok := res[c.ID]
+		if !ok {
+			continue
 		}
 		want := 0
 		for _, s := range c.Steps {
