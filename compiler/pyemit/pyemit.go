@@ -300,13 +300,13 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 		}
 	}
 	class, custom := templateClass(t)
-	fused, hasFused, err := modelClass(t)
+	mcls, hasModelClass, err := modelClass(t)
 	if err != nil {
 		return nil, false, err
 	}
-	if hasFused {
-		class, custom = fused.Name, false
-		fromSupport[fused.Name] = true
+	if hasModelClass {
+		class, custom = mcls.Name, false
+		fromSupport[mcls.Name] = true
 	} else if class != "" {
 		roll[class] = true
 	}

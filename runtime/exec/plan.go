@@ -279,7 +279,8 @@ type planner struct {
 	// variants maps the side of an op with a per-layer name to the side
 	// with the other choice and its condition (HF -> MCA: used for the
 	// layers meeting it, as ROLL's template class does in add_hf_weight).
-	variants map[*side]layerVariant
+	variants  map[*side]layerVariant
+	layerVals map[string][]string // mca_config lists the variants read, by key
 }
 
 // layerVariant is the side an op takes in the layers meeting cond.
@@ -293,11 +294,12 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	t := m.Template
 	pl := &planner{
 		p: p, m: m, dir: dir, cfg: mc.OpsConfig(),
-		dist:     newDist(m, mc),
-		buckets:  map[string]*bucket{},
-		invalid:  map[string]bool{},
-		seen:     map[string]bool{},
-		variants: map[*side]layerVariant{},
+		dist:      newDist(m, mc),
+		buckets:   map[string]*bucket{},
+		invalid:   map[string]bool{},
+		seen:      map[string]bool{},
+		variants:  map[*side]layerVariant{},
+		layerVals: map[string][]string{},
 	}
 	hfp := prefixes{t.LayerPrefix, t.ExpertPrefix}
 	mcap := prefixes{MCALayerPrefix, MCAExpertPrefix}
@@ -425,10 +427,14 @@ func (pl *planner) add(i int) {
 		return
 	}
 	if v, ok := pl.variants[s]; ok && pl.dir == ops.HFToMCA && wp.Layer >= 0 {
-		kinds, err := pl.p.Config.LayerValues(v.cond.Key)
-		if err != nil {
-			pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "%v", err)
-			return
+		kinds, ok := pl.layerVals[v.cond.Key]
+		if !ok {
+			var err error
+			if kinds, err = pl.p.Config.LayerValues(v.cond.Key); err != nil {
+				pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "%v", err)
+				return
+			}
+			pl.layerVals[v.cond.Key] = kinds
 		}
 		if wp.Layer >= len(kinds) {
 			pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "layer %d: mca_config %s has %d entries", wp.Layer, v.cond.Key, len(kinds))
