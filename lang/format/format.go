@@ -37,6 +37,7 @@
 //   - Comments keep their text, less trailing white space. A comment that
 //     follows code on a line stays there, two spaces after it; a comment on
 //     a line of its own is indented like the code line that follows it.
+//   - A UTF-8 byte order mark at the start of the file is dropped.
 //
 // # Alignment
 //

@@ -89,7 +89,11 @@ func newPrinter(filename string, f *ast.File, src []byte) (*printer, error) {
 func (p *printer) lex(filename string, src []byte) error {
 	sym := parser.Lexer.Symbols()
 	commentType, wsType := sym["Comment"], sym["Whitespace"]
-	lx, err := parser.Lexer.Lex(filename, bytes.NewReader(src))
+	base := 0
+	if bytes.HasPrefix(src, []byte(parser.BOM)) {
+		base = len(parser.BOM) // dropped: see the package doc
+	}
+	lx, err := parser.Lexer.Lex(filename, bytes.NewReader(src[base:]))
 	if err != nil {
 		return err
 	}
@@ -107,12 +111,12 @@ func (p *printer) lex(filename string, src []byte) error {
 			nl += strings.Count(t.Value, "\n")
 			continue
 		case commentType:
-			p.toks = append(p.toks, tok{text: strings.TrimRight(t.Value, " \t\r\f\v"), off: t.Pos.Offset, nl: nl, comment: true, match: -1})
+			p.toks = append(p.toks, tok{text: strings.TrimRight(t.Value, " \t\r\f\v"), off: base + t.Pos.Offset, nl: nl, comment: true, match: -1})
 		default:
 			i := len(p.toks)
-			p.toks = append(p.toks, tok{text: t.Value, off: t.Pos.Offset, nl: nl, match: -1})
-			p.byOff[t.Pos.Offset] = i
-			p.byEnd[t.Pos.Offset+len(t.Value)] = i
+			p.toks = append(p.toks, tok{text: t.Value, off: base + t.Pos.Offset, nl: nl, match: -1})
+			p.byOff[base+t.Pos.Offset] = i
+			p.byEnd[base+t.Pos.Offset+len(t.Value)] = i
 		}
 		nl = 0
 	}

@@ -14,6 +14,7 @@ package parser
 import (
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -43,7 +44,27 @@ var Lexer = lexer.MustSimple([]lexer.SimpleRule{
 var options = []participle.Option{
 	participle.Lexer(Lexer),
 	participle.Elide("Comment", "Whitespace"),
-	participle.Unquote("String"),
+	participle.Map(unquoteToken, "String"),
+}
+
+// unquoteToken replaces a String token's text with its value. It is
+// participle.Unquote in linear time (participle's builds the value by
+// string concatenation, quadratic in the literal's length): the same
+// escapes, each decoded value appended as a rune.
+func unquoteToken(t lexer.Token) (lexer.Token, error) {
+	s := t.Value[1 : len(t.Value)-1]
+	var b strings.Builder
+	b.Grow(len(s))
+	for s != "" {
+		value, _, tail, err := strconv.UnquoteChar(s, '"')
+		if err != nil {
+			return t, participle.Errorf(t.Pos, "invalid quoted string %q: %s", t.Value, err.Error())
+		}
+		s = tail
+		b.WriteRune(value)
+	}
+	t.Value = b.String()
+	return t, nil
 }
 
 var (
@@ -133,6 +154,16 @@ func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.
 				continue
 			}
 		}
+		if ch.tooDeep.end > 0 {
+			f.Decls = append(f.Decls, badDecl(tf, ch.span))
+			diags.Add(&diag.Diagnostic{
+				Severity: diag.Error, Code: "nesting-too-deep", Summary: "Nesting too deep",
+				Detail: fmt.Sprintf("This declaration nests brackets, conditionals or prefix operators more than %d levels deep here; "+
+					"it is not read. Split the expression up.", MaxNesting),
+				Subject: tf.Span(ch.tooDeep.start, ch.tooDeep.end),
+			})
+			continue
+		}
 		d, derr := parseChunk(filename, text)
 		if derr != nil {
 			derr.Subject = token.Span{Start: tf.Pos(ch.start + derr.Subject.Start.Offset), End: tf.Pos(ch.start + derr.Subject.End.Offset)}
@@ -168,6 +199,14 @@ func parseChunk(filename string, text []byte) (*ast.Decl, *diag.Diagnostic) {
 	bad.Pos, bad.EndPos = tf.Pos(0), tf.Pos(len(text))
 	bad.Bad.Range = bad.Range
 	return bad, syntaxDiag(err, tf)
+}
+
+// badDecl returns a BadDecl spanning sp, with nothing parsed.
+func badDecl(tf *token.File, sp span) *ast.Decl {
+	bad := &ast.Decl{Bad: &ast.BadDecl{}}
+	bad.Pos, bad.EndPos = tf.Pos(sp.start), tf.Pos(sp.end)
+	bad.Bad.Range = bad.Range
+	return bad
 }
 
 var rangeType = reflect.TypeOf(ast.Range{})
