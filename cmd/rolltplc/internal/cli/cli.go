@@ -253,7 +253,7 @@ func stdlibSchemas() (*schema.Set, diag.List) {
 
 func printDiags(e *env, l diag.List, src diag.Sources, format string) {
 	cwd, _ := os.Getwd()
-	p := &diag.Printer{Sources: src, Cwd: cwd}
+	p := &diag.Printer{Sources: src, Cwd: cwd, MaxPerFile: diag.DefaultMaxPerFile}
 	if format == "json" {
 		_ = p.JSON(e.stdout, l)
 		return
