@@ -81,7 +81,10 @@ func (e *SyntaxError) Error() string {
 // src has syntax errors; filename names the positions in its diagnostics.
 // Formatting is idempotent: Source of its own output returns it unchanged.
 func Source(filename string, src []byte) ([]byte, error) {
-	f, diags := parser.ParseFile(filename, src)
+	// The cache makes the check below parse only the declarations whose
+	// text formatting changed.
+	cache := parser.NewCache()
+	f, diags := cache.ParseFile(filename, src)
 	if diags.HasErrors() {
 		return nil, &SyntaxError{Diags: diags}
 	}
@@ -91,8 +94,9 @@ func Source(filename string, src []byte) ([]byte, error) {
 	}
 	// The formatter only moves white space, so the output must mean the
 	// same; check it rather than hand back a damaged file.
-	g, gdiags := parser.ParseFile(filename, out)
-	if gdiags.HasErrors() || ast.Dump(g) != ast.Dump(f) {
+	want := ast.Dump(f) // before the cache moves f's unchanged declarations
+	g, gdiags := cache.ParseFile(filename, out)
+	if gdiags.HasErrors() || ast.Dump(g) != want {
 		return nil, fmt.Errorf("%s: internal formatter error: the formatted text does not parse to the same syntax tree; please report this with the file", filename)
 	}
 	return out, nil

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rolltpl/rolltpl/lang/ast"
 )
 
 // TestNestingTooDeep: a declaration nesting deeper than MaxNesting, by any
@@ -128,5 +130,53 @@ func TestBOM(t *testing.T) {
 	}
 	if p := f.Decls[0].Span().Start; p.Column != 1 || p.Offset != 3 {
 		t.Errorf("template at column %d offset %d, want column 1 offset 3", p.Column, p.Offset)
+	}
+}
+
+// TestParallelParse: a file with many declarations, parsed on several
+// cores, gives the same trees, positions and diagnostics as parsed on one.
+func TestParallelParse(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 3*parallelMin; i++ {
+		switch i % 5 {
+		case 0:
+			fmt.Fprintf(&b, "template t%d {\n    layer_prefix = \"m.l.\"\n    weights { rename \"a%d\" -> \"b\" }\n}\n", i, i)
+		case 1:
+			fmt.Fprintf(&b, "config c%d { a -> b\n  é -> c }\n", i) // a syntax error at é
+		case 2:
+			fmt.Fprintf(&b, "mca m%d { x = %s1%s }\n", i, strings.Repeat("(", MaxNesting), strings.Repeat(")", MaxNesting))
+		default:
+			fmt.Fprintf(&b, "# comment %d\nweights w%d {\n    rename \"x\" -> \"y\"  # trailing\n}\n", i, i)
+		}
+	}
+	src := []byte(b.String())
+	type result struct {
+		Dump  string
+		Spans []string
+		Diags []string
+	}
+	run := func() result {
+		f, diags := ParseFile("p.rolltpl", src)
+		var r result
+		r.Dump = ast.Dump(f)
+		ast.Inspect(f, func(n ast.Node) bool {
+			r.Spans = append(r.Spans, n.Span().String())
+			return true
+		})
+		for _, d := range diags {
+			r.Diags = append(r.Diags, d.Error())
+		}
+		return r
+	}
+	prev := runtime.GOMAXPROCS(1)
+	one := run()
+	runtime.GOMAXPROCS(4)
+	many := run()
+	runtime.GOMAXPROCS(prev)
+	if len(one.Diags) != MaxErrors {
+		t.Errorf("%d diagnostics, want the cap %d", len(one.Diags), MaxErrors)
+	}
+	if diff := cmp.Diff(one, many); diff != "" {
+		t.Errorf("parallel parse differs (-one core +four):\n%s", diff)
 	}
 }

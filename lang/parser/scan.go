@@ -114,7 +114,7 @@ func isIdentPart(c byte) bool { return isIdentStart(c) || '0' <= c && c <= '9' }
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // digits returns the end of a run of digits starting at i.
-func digits(src []byte, i int) int {
+func digits[S ~string | ~[]byte](src S, i int) int {
 	for i < len(src) && isDigit(src[i]) {
 		i++
 	}
@@ -122,7 +122,7 @@ func digits(src []byte, i int) int {
 }
 
 // exponent returns the end of `[eE][-+]?[0-9]+` at i, or i if there is none.
-func exponent(src []byte, i int) int {
+func exponent[S ~string | ~[]byte](src S, i int) int {
 	if i < len(src) && (src[i] == 'e' || src[i] == 'E') {
 		j := i + 1
 		if j < len(src) && (src[j] == '-' || src[j] == '+') {
@@ -137,7 +137,7 @@ func exponent(src []byte, i int) int {
 
 // number returns the end of the Float or Int token at i (the lexer tries
 // Float first).
-func number(src []byte, i int) int {
+func number[S ~string | ~[]byte](src S, i int) int {
 	d := digits(src, i)
 	if d < len(src) && src[d] == '.' {
 		if f := digits(src, d+1); f > d+1 {
@@ -153,24 +153,31 @@ func number(src []byte, i int) int {
 // stringEnd returns the end of the string token at i: past the closing
 // quote, or (unterminated) at the newline, end of file, or a backslash that
 // escapes nothing.
-func stringEnd(src []byte, i int) int {
+func stringEnd[S ~string | ~[]byte](src S, i int) int {
+	end, _ := stringToken(src, i)
+	return end
+}
+
+// stringToken is stringEnd that also tells whether the string is
+// terminated (a String token rather than a BadString).
+func stringToken[S ~string | ~[]byte](src S, i int) (end int, closed bool) {
 	j := i + 1
 	for j < len(src) {
 		switch c := src[j]; {
 		case c == '"':
-			return j + 1
+			return j + 1, true
 		case c == '\n':
-			return j
+			return j, false
 		case c == '\\':
 			if j+1 >= len(src) || src[j+1] == '\n' {
-				return j
+				return j, false
 			}
 			j += 2
 		default:
 			j++
 		}
 	}
-	return j
+	return min(j, len(src)), false
 }
 
 // scan cuts src into declarations with the rules of the package doc: a

@@ -1,0 +1,37 @@
+package compiler_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/lang/langtest"
+	"github.com/rolltpl/rolltpl/stdlib"
+)
+
+// benchCheck compiles (resolve, lower, check) a generated file of size
+// bytes made of renamed copies of the stdlib's llama template.
+func benchCheck(b *testing.B, size int) {
+	src, err := langtest.BigFile(stdlib.Templates(), "llama.rolltpl", size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "big.rolltpl")
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	set, _ := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
+	b.SetBytes(int64(len(src)))
+	b.ResetTimer()
+	for b.Loop() {
+		res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+		if res.Diags.HasErrors() {
+			b.Fatal(res.Diags[0])
+		}
+	}
+}
+
+func BenchmarkCheck1MB(b *testing.B)  { benchCheck(b, 1<<20) }
+func BenchmarkCheck10MB(b *testing.B) { benchCheck(b, 10<<20) }
