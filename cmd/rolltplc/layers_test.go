@@ -18,6 +18,7 @@ var allowed = map[string][]string{
 	"lang/parser":      {"lang/token", "lang/diag", "lang/ast"},
 	"lang/format":      {"lang/token", "lang/diag", "lang/ast", "lang/parser"},
 	"lang/langtest":    {},
+	"lang/srcfile":     {},
 	"compiler/ir":      {"lang/token"},
 	"compiler/schema":  {"lang/..."},
 	"compiler/resolve": {"lang/...", "compiler/schema"},

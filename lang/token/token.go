@@ -59,6 +59,7 @@ type File struct {
 	Name  string
 	Src   []byte
 	lines []int // byte offset of the start of each line
+	bom   int   // 3 when Src starts with a UTF-8 byte order mark, else 0
 	// marks are column checkpoints inside long lines, in offset order, so
 	// that a position far into a long line costs no more than one stride
 	// of counting.
@@ -74,15 +75,16 @@ type mark struct {
 const stride = 1024
 
 // NewFile builds the line table of src. A leading UTF-8 byte order mark
-// is not part of the first line: offsets inside it are moved past it, and
-// columns (runes and UTF-16 units alike) count from the character after
-// it, as editors show the line.
+// is not part of the text people read: [File.Pos] moves offsets inside it
+// past it and counts rune columns from the character after it, and
+// [File.Line] and [File.LineStart] leave it out. The UTF-16 columns of the
+// Language Server Protocol count it as the one character it is in the
+// client's copy of the text.
 func NewFile(name string, src []byte) *File {
-	first := 0
+	f := &File{Name: name, Src: src, lines: []int{0}}
 	if len(src) >= 3 && src[0] == 0xEF && src[1] == 0xBB && src[2] == 0xBF {
-		first = 3
+		f.bom = 3
 	}
-	f := &File{Name: name, Src: src, lines: []int{first}}
 	for i, c := range src {
 		if c == '\n' {
 			f.lines = append(f.lines, i+1)
@@ -104,6 +106,9 @@ func NewFile(name string, src []byte) *File {
 // [start, end), at rune boundaries as utf8.RuneCount finds them.
 func (f *File) markLine(start, end int) {
 	col, col16, next := 0, 0, start+stride
+	if start == 0 && f.bom > 0 {
+		start, col16 = f.bom, 1
+	}
 	for off := start; off < end; {
 		if off >= next {
 			f.marks = append(f.marks, mark{off, col, col16})
@@ -121,7 +126,7 @@ func (f *File) markLine(start, end int) {
 
 // from returns where to start counting the columns of byte offset off on
 // the line starting at start: that offset and the 0-based rune and UTF-16
-// columns there.
+// columns there (0 and 0 at start).
 func (f *File) from(start, off int) (int, int, int) {
 	i := sort.Search(len(f.marks), func(i int) bool { return f.marks[i].off > off }) - 1
 	if i >= 0 && f.marks[i].off >= start {
@@ -130,18 +135,27 @@ func (f *File) from(start, off int) (int, int, int) {
 	return start, 0, 0
 }
 
+// textStart returns where the text of the line starting at byte start
+// begins: after the byte order mark on the first line.
+func (f *File) textStart(start int) int {
+	if start == 0 {
+		return f.bom
+	}
+	return start
+}
+
 // LineCount returns the number of lines in the file.
 func (f *File) LineCount() int { return len(f.lines) }
 
 // LineStart returns the byte offset of the start of 1-based line n.
 func (f *File) LineStart(n int) int {
 	if n < 1 {
-		return f.lines[0]
+		return f.bom
 	}
 	if n > len(f.lines) {
 		return len(f.Src)
 	}
-	return f.lines[n-1]
+	return f.textStart(f.lines[n-1])
 }
 
 // Line returns the text of 1-based line n without its newline.
@@ -162,8 +176,8 @@ func (f *File) Line(n int) string {
 }
 
 func (f *File) clamp(off int) int {
-	if off < f.lines[0] {
-		return f.lines[0]
+	if off < 0 {
+		return 0
 	}
 	if off > len(f.Src) {
 		return len(f.Src)
@@ -173,9 +187,9 @@ func (f *File) clamp(off int) int {
 
 // Pos returns the position of byte offset off (clamped to the file).
 func (f *File) Pos(off int) Pos {
-	off = f.clamp(off)
+	off = max(f.clamp(off), f.bom)
 	line := sort.Search(len(f.lines), func(i int) bool { return f.lines[i] > off })
-	from, col, _ := f.from(f.lines[line-1], off)
+	from, col, _ := f.from(f.textStart(f.lines[line-1]), off)
 	return Pos{Filename: f.Name, Offset: off, Line: line, Column: col + utf8.RuneCount(f.Src[from:off]) + 1}
 }
 
@@ -204,7 +218,7 @@ func (f *File) UTF16Column(off int) int {
 // character, clamped to the line's end.
 func (f *File) OffsetUTF16(line, char int) int {
 	if line < 0 {
-		return f.lines[0]
+		return 0
 	}
 	if line >= len(f.lines) {
 		return len(f.Src)

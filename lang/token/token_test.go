@@ -1,6 +1,7 @@
 package token
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -86,29 +87,44 @@ func TestLongLineColumns(t *testing.T) {
 	}
 }
 
-// TestBOM checks that a leading byte order mark is not part of the first
-// line: columns count from the character after it, and the line's text
-// leaves it out.
+// TestBOM checks that a leading byte order mark is not part of the text
+// people read (rune columns count from the character after it, and the
+// line's text leaves it out) but is the one UTF-16 character it is for a
+// language client that has it in its copy of the text.
 func TestBOM(t *testing.T) {
 	src := []byte("\ufeffab😀c\nd")
 	f := NewFile("bom.rolltpl", src)
 	type row struct{ Off, Line, Column, UTF16 int }
 	var got []row
-	for _, off := range []int{0, 1, 3, 4, 5, 9, 11} {
+	for _, off := range []int{0, 3, 4, 5, 9, 11} {
 		p := f.Pos(off)
 		got = append(got, row{p.Offset, p.Line, p.Column, f.UTF16Column(off)})
 	}
-	want := []row{{3, 1, 1, 0}, {3, 1, 1, 0}, {3, 1, 1, 0}, {4, 1, 2, 1}, {5, 1, 3, 2}, {9, 1, 4, 4}, {11, 2, 1, 0}}
+	want := []row{{3, 1, 1, 0}, {3, 1, 1, 1}, {4, 1, 2, 2}, {5, 1, 3, 3}, {9, 1, 4, 5}, {11, 2, 1, 0}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("positions mismatch (-want +got):\n%s", diff)
 	}
 	if got := f.Line(1); got != "ab😀c" {
 		t.Errorf("Line(1) = %q, want %q", got, "ab😀c")
 	}
-	if got := f.OffsetUTF16(0, 0); got != 3 {
-		t.Errorf("OffsetUTF16(0, 0) = %d, want 3", got)
+	if got := f.LineStart(1); got != 3 {
+		t.Errorf("LineStart(1) = %d, want 3", got)
 	}
-	if got := f.OffsetUTF16(0, 4); got != 9 {
-		t.Errorf("OffsetUTF16(0, 4) = %d, want 9", got)
+	for char, want := range map[int]int{0: 0, 1: 3, 5: 9} {
+		if got := f.OffsetUTF16(0, char); got != want {
+			t.Errorf("OffsetUTF16(0, %d) = %d, want %d", char, got, want)
+		}
+	}
+	// A long first line: its checkpoints count from after the mark too.
+	long := append([]byte("\ufeff"), []byte(strings.Repeat("é", 3*stride))...)
+	lf := NewFile("long.rolltpl", long)
+	for _, off := range []int{3, 5, 3 + 2*stride, len(long)} {
+		col, col16 := naiveColumns(long, 3, off)
+		if p := lf.Pos(off); p.Column != col {
+			t.Errorf("long line: Pos(%d).Column = %d, want %d", off, p.Column, col)
+		}
+		if got := lf.UTF16Column(off); got != col16+1 {
+			t.Errorf("long line: UTF16Column(%d) = %d, want %d", off, got, col16+1)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/format"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 )
 
 // stdinName names standard input in diagnostics and in -l output.
@@ -51,7 +52,7 @@ func runFmt(e *env, args []string) int {
 			failed = true
 		}
 		for _, file := range files {
-			src, err := os.ReadFile(file)
+			src, err := srcfile.ReadFile(file)
 			if err != nil {
 				fmt.Fprintf(e.stderr, "rolltplc fmt: %v\n", err)
 				failed = true
@@ -110,8 +111,12 @@ func fmtOne(e *env, name string, src []byte, list, write bool) bool {
 }
 
 // writeFile replaces the file name with data through a temporary file in the
-// same folder, renamed over it, keeping its permissions.
+// same folder, renamed over it, keeping its permissions. A symbolic link
+// is written through: the file it points to is replaced and the link stays.
 func writeFile(name string, data []byte) (err error) {
+	if name, err = filepath.EvalSymlinks(name); err != nil {
+		return err
+	}
 	st, err := os.Stat(name)
 	if err != nil {
 		return err

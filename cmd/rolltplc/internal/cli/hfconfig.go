@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/check"
@@ -14,6 +13,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/parser"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/lang/token"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
@@ -24,7 +24,7 @@ import (
 // schema, with the right type. For a model type the stdlib has no schema
 // for, a schema is inferred from the file.
 func checkHFConfig(e *env, path string, paths []string, format string) int {
-	src, err := os.ReadFile(path)
+	src, err := srcfile.ReadFile(path)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc check: %v\n", err)
 		return ExitError
