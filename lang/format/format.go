@@ -94,12 +94,31 @@ func Source(filename string, src []byte) ([]byte, error) {
 	}
 	// The formatter only moves white space, so the output must mean the
 	// same; check it rather than hand back a damaged file.
-	want := ast.Dump(f) // before the cache moves f's unchanged declarations
 	g, gdiags := cache.ParseFile(filename, out)
-	if gdiags.HasErrors() || ast.Dump(g) != want {
+	if gdiags.HasErrors() || !sameTree(f, g) {
 		return nil, fmt.Errorf("%s: internal formatter error: the formatted text does not parse to the same syntax tree; please report this with the file", filename)
 	}
 	return out, nil
+}
+
+// sameTree reports whether f and g are the same syntax tree, positions
+// aside. Declarations the parser cache carried over from f into g are the
+// same nodes, so only the others are compared.
+func sameTree(f, g *ast.File) bool {
+	if len(f.Decls) != len(g.Decls) || len(f.Comments) != len(g.Comments) {
+		return false
+	}
+	for i, d := range f.Decls {
+		if d != g.Decls[i] && ast.Dump(d) != ast.Dump(g.Decls[i]) {
+			return false
+		}
+	}
+	for i, c := range f.Comments {
+		if c.Text != g.Comments[i].Text {
+			return false
+		}
+	}
+	return true
 }
 
 func format(filename string, f *ast.File, src []byte) (out []byte, err error) {
