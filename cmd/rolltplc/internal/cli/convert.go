@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/signal"
@@ -262,97 +261,4 @@ func loadModel(e *env, cmd, templatePath, modelType string, flags map[string]boo
 		return nil, false
 	}
 	return m, true
-}
-
-// parseSize parses a size such as 5GB, 500MB, 2GiB or a byte count
-// (decimal units as transformers' max_shard_size, binary with "iB").
-func parseSize(s string) (int64, error) {
-	u := strings.ToUpper(strings.TrimSpace(s))
-	mul := 1.0
-	for _, unit := range []struct {
-		suffix string
-		mul    float64
-	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
-		if strings.HasSuffix(u, unit.suffix) {
-			u, mul = strings.TrimSpace(strings.TrimSuffix(u, unit.suffix)), unit.mul
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(u, 64)
-	if err != nil || f <= 0 || f*mul > 1<<62 {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return int64(f * mul), nil
-}
-
-// progress draws a progress bar on stderr when it is a terminal: bytes
-// done, rate and ETA, at most ten times a second.
-type progress struct {
-	w      io.Writer
-	label  string
-	start  time.Time
-	last   time.Time
-	drawn  bool
-	active bool
-}
-
-func newProgress(e *env, quiet bool, label string) *progress {
-	p := &progress{w: e.stderr, label: label, start: time.Now()}
-	p.active = !quiet && isTerminal(e.stderr)
-	return p
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// update is an exec.Options.Progress callback; nil-safe.
-func (p *progress) update(done, total int64) {
-	if p == nil || !p.active {
-		return
-	}
-	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	fmt.Fprint(p.w, "\r"+p.line(done, total, now))
-	p.drawn = true
-}
-
-func (p *progress) line(done, total int64, now time.Time) string {
-	const width = 30
-	frac := 1.0
-	if total > 0 {
-		frac = float64(done) / float64(total)
-	}
-	n := int(frac * width)
-	bar := strings.Repeat("=", n)
-	if n < width {
-		bar += ">" + strings.Repeat(" ", width-n-1)
-	}
-	el := now.Sub(p.start).Seconds()
-	rate := 0.0
-	if el > 0 {
-		rate = float64(done) / el
-	}
-	eta := "--"
-	if rate > 0 && done < total {
-		eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
-	} else if done >= total {
-		eta = "0s"
-	}
-	return fmt.Sprintf("%s [%s] %s / %s  %s/s  ETA %s ", p.label, bar, exec.HumanBytes(done), exec.HumanBytes(total),
-		exec.HumanBytes(int64(rate)), eta)
-}
-
-func (p *progress) finish() {
-	if p != nil && p.drawn {
-		fmt.Fprintln(p.w)
-	}
 }

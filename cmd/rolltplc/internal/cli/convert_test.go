@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -455,31 +454,6 @@ func TestCheckCheckpoint(t *testing.T) {
 	e, out, _ = testEnv()
 	if code := checkCheckpoint(e, mca, nil, 1, 1, 1, "text"); code != ExitOK || !strings.Contains(out.String(), "llama MCA -> HF: 15 tensors") {
 		t.Errorf("MCA: exit %d\n%s", code, out)
-	}
-}
-
-func TestProgressLine(t *testing.T) {
-	p := &progress{label: "HF -> MCA", start: time.Unix(100, 0)}
-	got := p.line(1<<30, 4<<30, time.Unix(102, 0))
-	want := "HF -> MCA [=======>                      ] 1.00 GiB / 4.00 GiB  512.00 MiB/s  ETA 6s "
-	if got != want {
-		t.Errorf("got  %q\nwant %q", got, want)
-	}
-	if isTerminal(&strings.Builder{}) {
-		t.Error("a buffer is a terminal")
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"5GB": 5e9, "500mb": 5e8, "1GiB": 1 << 30, "1024": 1024, "2.5 GB": 2.5e9, "7B": 7} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "GB", "-1GB", "x"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q): no error", in)
-		}
 	}
 }
 
