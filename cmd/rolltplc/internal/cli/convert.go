@@ -25,7 +25,7 @@ func runConvert(e *env, args []string) int {
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for the checkpoint's model type)")
 	modelType := fs.String("model-type", "", "model type whose template to use (default: config.json model_type or mca_config.json hf_model_type)")
 	toHF := fs.Bool("to-hf", false, "require an MCA source and convert it to HF (the direction is otherwise detected)")
-	quiet := fs.BoolP("quiet", "q", false, "no progress bar and no summary")
+	quiet := fs.BoolP("quiet", "q", false, "no progress output (bar or log lines) and no summary")
 	force := fs.Bool("force", false, "replace a destination that is not empty")
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
 	maxShard := fs.String("max-shard-size", "5GB", "HF shard size limit (MCA -> HF), e.g. 5GB, 500MB, 1GiB")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/rolltpl/rolltpl/runtime/exec"
 )
 
@@ -16,12 +18,13 @@ func runVerify(e *env, args []string) int {
 	fs := flagSet(e, c)
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for config.json's model_type)")
 	modelType := fs.String("model-type", "", "model type whose template to use (default: config.json model_type)")
-	quiet := fs.BoolP("quiet", "q", false, "no progress bar; print only differences")
+	quiet := fs.BoolP("quiet", "q", false, "no progress output; print only the tensors that differ")
 	keep := fs.Bool("keep", false, "keep the intermediate MCA checkpoint (and the rebuilt config.json) and print where they are")
 	tmpDir := fs.String("tmp", "", "directory for the intermediate MCA checkpoint (default: the system's temporary directory)")
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
 	var layout layoutFlags
 	layout.add(fs)
+	verifyLayoutUsage(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
 		return code
 	}
@@ -83,6 +86,23 @@ func runVerify(e *env, args []string) int {
 		}
 	}
 	return ExitOK
+}
+
+// verifyLayoutUsage rewrites the help of the layout flags, shared with
+// convert, for verify: they choose the layout of the intermediate MCA
+// checkpoint the round trip goes through.
+func verifyLayoutUsage(fs *pflag.FlagSet) {
+	for name, usage := range map[string]string{
+		"tp":  "tensor parallel size of the intermediate MCA checkpoint",
+		"pp":  "pipeline parallel size of the intermediate MCA checkpoint",
+		"vpp": "virtual pipeline parallel size (stages per pipeline rank) of the intermediate MCA checkpoint",
+		"ep":  "expert parallel size of the intermediate MCA checkpoint",
+		"etp": "expert tensor parallel size of the intermediate MCA checkpoint; must divide --tp (0: same as --tp)",
+	} {
+		if f := fs.Lookup(name); f != nil {
+			f.Usage = usage
+		}
+	}
 }
 
 // layoutNote describes a parallel layout for verify's report: "" for
