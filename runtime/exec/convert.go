@@ -126,6 +126,9 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := plan.Err(); err != nil {
 		return res, err
 	}
+	if err := recordRun(m, mc, sh); err != nil {
+		return res, err
+	}
 
 	input := func(i int) inputData {
 		t := all[i]
@@ -163,7 +166,8 @@ func writeSingleRank(ctx context.Context, plan *Plan, opts Options, input func(i
 	}
 	ex := newExecutor(plan, opts, input)
 	defer ex.close()
-	if err := ex.writeMCA(ctx, path); err != nil {
+	st := stampFor(plan.Config, 0, filepath.Base(filepath.Dir(path)))
+	if err := writeStamped(path, st, opts.Sync, func() error { return ex.writeMCA(ctx, path) }); err != nil {
 		return 0, err
 	}
 	return ex.done, nil
@@ -207,6 +211,9 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	}
 	mck, err := locateMCACheckpoint(src)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkMCARun(mck); err != nil {
 		return nil, err
 	}
 	hfConfig, err := BuildHFConfig(m, mck.Config, mck.ConfigPath)
