@@ -419,9 +419,10 @@ func convertHFToMCALayout(ctx context.Context, m *Model, mc *MCAConfig, plan *Pl
 
 // rankSet is the opened rank files of a parallel MCA checkpoint.
 type rankSet struct {
-	sh    *shard.Sharder
-	files []*torchsave.File
-	index map[shard.Rank]int
+	sh      *shard.Sharder
+	iterDir string
+	files   []*torchsave.File
+	index   map[shard.Rank]int
 	// tensors by rank file index, then "key/name"
 	tensors []map[string]*torchsave.Tensor
 	offs    []map[*torchsave.Tensor]int64
@@ -443,7 +444,7 @@ func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSe
 	if err != nil {
 		return nil, err
 	}
-	rs := &rankSet{sh: sh, index: map[shard.Rank]int{}}
+	rs := &rankSet{sh: sh, iterDir: iterDir, index: map[shard.Rank]int{}}
 	defer func() {
 		if err != nil {
 			rs.close()
@@ -507,7 +508,7 @@ func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSe
 		rs.offs = append(rs.offs, toff)
 	}
 	if rs.rp, err = sh.PlanRead(rfs); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", iterDir, err)
 	}
 	return rs, nil
 }
@@ -583,7 +584,7 @@ func (mi *mergeInput) tensor(i int, name string) (tensor.Tensor, []inputRange, e
 	if !ok {
 		globals, err := mi.rs.sh.Merge(locals)
 		if err != nil {
-			return tensor.Tensor{}, nil, err
+			return tensor.Tensor{}, nil, fmt.Errorf("%s: %w", mi.rs.iterDir, err)
 		}
 		c = map[string]tensor.Tensor{}
 		for _, gl := range globals {
