@@ -143,8 +143,8 @@ func TestConvertRoundTrip(t *testing.T) {
 		t.Errorf("missing --to: exit %d", code)
 	}
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--model-type", "gpt9")
-	if code != ExitError || !strings.Contains(stderr, `no template for model type "gpt9"`) {
-		t.Errorf("unknown model type: exit %d %q", code, stderr)
+	if code != ExitError || !strings.Contains(stderr, `--model-type "gpt9" conflicts with`) {
+		t.Errorf("another model type: exit %d %q", code, stderr)
 	}
 	code, _, stderr = run(t, "", "convert", "--force", "--quiet", "--from", hf, "--to", mca)
 	if code != ExitOK {
