@@ -43,12 +43,17 @@ type Options struct {
 	// the rank files with these indices in shard.Ranks order (ROLL's
 	// rank-file order: tensor rank, then pipeline rank, then expert
 	// rank), in place, each through a temporary name renamed when
-	// complete. The destination may exist and hold other jobs' files;
-	// the shared files are left to a Finalize job.
+	// complete, then its run stamp (RunStampName). The destination may
+	// exist and hold other jobs' files; the shared files are left to a
+	// Finalize job. A finalized destination (with a tracker file) is
+	// refused unless Force, and with Force its tracker is removed before
+	// any rank file is written.
 	Ranks []int
 	// Finalize makes ConvertHFToMCA the last job of such a conversion: it
-	// checks that every rank file of the layout is in the destination
-	// with the planned tensors, then writes the shared files
+	// checks that every rank file of the layout is in the destination,
+	// finished, stamped with this conversion's run id and holding the
+	// planned tensors (naming every one that is not), then writes the
+	// shared files
 	// (mca_config.json, the source's tokenizer and other files, and last
 	// latest_checkpointed_iteration.txt).
 	Finalize bool
