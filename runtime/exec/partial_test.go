@@ -450,3 +450,38 @@ func TestMCAToHFRankDirs(t *testing.T) {
 		})
 	}
 }
+
+// TestConvertJobsDuplicate runs two copies of the same rank job at once
+// (a requeued job while the first still runs): both succeed, and the
+// finalized output is byte-identical to a one-job conversion.
+func TestConvertJobsDuplicate(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthDeep("llama", tensor.BF16).write(t, src, 1, 8)
+	m := stdlibModel(t, "llama")
+	ctx := context.Background()
+	l := exec.Layout{PP: 2}
+	one := filepath.Join(dir, "one")
+	if _, err := exec.ConvertHFToMCA(ctx, m, src, one, exec.Options{Layout: l}); err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Join(dir, "shared")
+	for range 3 {
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := exec.ConvertHFToMCA(ctx, m, src, shared, exec.Options{Layout: l, Ranks: []int{0, 1}})
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := exec.ConvertHFToMCA(ctx, m, src, shared, exec.Options{Layout: l, Finalize: true}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, one, shared)
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/shard"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
 // This file records which template and which conversion wrote an MCA
@@ -406,7 +407,37 @@ func writeStamped(rankFile string, st runStamp, sync bool, write func() error) e
 	if err != nil {
 		return err
 	}
-	return writeFileRename(sp, append(b, '\n'), sync)
+	return writeStampFile(sp, append(b, '\n'), sync)
+}
+
+// writeStampFile writes a run stamp through a temporary name of its own
+// (two copies of one rank job, a requeued one and the first still
+// running, may write the same stamp at once), named like the rank files'
+// temporaries: path + torchsave.TempSuffix + random digits.
+func writeStampFile(path string, data []byte, sync bool) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+torchsave.TempSuffix+"*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	err = f.Chmod(0o644)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
 }
 
 // readStamp reads the run stamp beside a rank file; nil without error
