@@ -218,10 +218,11 @@ func rankFileProblem(path string, fp shard.FilePlan, want runStamp) string {
 	return ""
 }
 
-// unfinished returns the temporary files of torch.save writers of path
-// (finished or crashed) in its directory.
+// unfinished returns the temporary files of the writers of the rank file
+// at path and of its run stamp (running or crashed) in its directory.
 func unfinished(path string) ([]string, error) {
-	dir, prefix := filepath.Dir(path), filepath.Base(path)+torchsave.TempSuffix
+	dir := filepath.Dir(path)
+	prefixes := []string{filepath.Base(path) + torchsave.TempSuffix, RunStampName + torchsave.TempSuffix}
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -231,8 +232,10 @@ func unfinished(path string) ([]string, error) {
 	}
 	var left []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
-			left = append(left, filepath.Join(dir, e.Name()))
+		for _, p := range prefixes {
+			if strings.HasPrefix(e.Name(), p) {
+				left = append(left, filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 	return left, nil
