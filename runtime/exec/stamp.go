@@ -551,8 +551,8 @@ func checkMCARun(c *MCACheckpoint) error {
 				c.Dir, TrackerName, c.ConfigPath, RunKey)
 		}
 	}
-	stamps := make([]*runStamp, len(ranks))
-	runs := map[string][]string{}
+	runs := map[string][]string{} // run id → rank directories
+	layouts := map[string]string{}
 	var unstamped []string
 	for i, r := range ranks {
 		dir := shard.RankDir(r, sl)
@@ -560,7 +560,6 @@ func checkMCARun(c *MCACheckpoint) error {
 		if err != nil {
 			return err
 		}
-		stamps[i] = st
 		if st == nil {
 			unstamped = append(unstamped, dir)
 			continue
@@ -569,6 +568,7 @@ func checkMCARun(c *MCACheckpoint) error {
 			return fmt.Errorf("%s: the run stamp is of rank %d (%s)", filepath.Join(c.IterDir, dir, RunStampName), st.Rank, st.Dir)
 		}
 		runs[st.Run] = append(runs[st.Run], dir)
+		layouts[st.Run] = st.Layout
 	}
 	if len(runs) == 0 {
 		return nil // no stamps: not written by this rolltpl
@@ -584,7 +584,7 @@ func checkMCARun(c *MCACheckpoint) error {
 	slices.Sort(keys)
 	for _, k := range keys {
 		if len(runs) > 1 || (hasRun && k != run) {
-			what := "run " + short(k)
+			what := fmt.Sprintf("run %s (layout %s)", short(k), layouts[k])
 			if hasRun && k != run {
 				what += fmt.Sprintf(", not the run %s that %s records", short(run), MCAConfigName)
 			}
