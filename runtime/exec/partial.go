@@ -171,7 +171,8 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 		}
 	}
 	if len(problems) > 0 {
-		return res, fmt.Errorf("cannot finalize %s (layout %s, %d rank files): %d problem%s:\n  %s", out.dst, layoutString(mc.Layout()), len(wp.Files),
+		return res, fmt.Errorf("cannot finalize %s (layout %s, %d rank files): %d problem%s:\n  %s\n"+
+			"run the jobs of these ranks again (same --from, template and layout flags), then finalize again", out.dst, layoutString(mc.Layout()), len(wp.Files),
 			len(problems), map[bool]string{true: "", false: "s"}[len(problems) == 1], strings.Join(problems, "\n  "))
 	}
 	res.Files = rels

@@ -246,6 +246,7 @@ func TestConvertJobsFinalizedOutput(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(f.out, exec.TrackerName), []byte("1"))
 	_, err = exec.ConvertMCAToHF(context.Background(), f.m, f.out, back, exec.Options{})
+	t.Log(err)
 	if err == nil || !strings.Contains(err.Error(), "not of one conversion") || !strings.Contains(err.Error(), "mp_rank_00_000_000") {
 		t.Errorf("MCA -> HF of 7 old rank files and 1 new: err = %v", err)
 	}
@@ -268,6 +269,7 @@ func TestConvertJobsFinalizeForeign(t *testing.T) {
 	if err == nil {
 		t.Fatal("finalize accepted 7 rank files of another conversion")
 	}
+	t.Log(err)
 	dirs := []string{"mp_rank_00_000_000", "mp_rank_00_000_001", "mp_rank_00_001_000", "mp_rank_00_001_001",
 		"mp_rank_01_000_000", "mp_rank_01_000_001", "mp_rank_01_001_000", "mp_rank_01_001_001"}
 	for i, d := range dirs[1:] {

@@ -481,9 +481,12 @@ func stampProblem(st *runStamp, want runStamp) string {
 	switch {
 	case st == nil:
 		return "has no run stamp " + RunStampName + " (a job writing it is running or crashed, or it was written by another conversion)"
-	case st.Run != want.Run:
+	case st.Run != want.Run && st.Layout != want.Layout:
 		return fmt.Sprintf("was written by another conversion (run %s, layout %s; this one is run %s, layout %s)",
 			short(st.Run), st.Layout, short(want.Run), want.Layout)
+	case st.Run != want.Run:
+		return fmt.Sprintf("was written by another conversion (run %s, from another source, template or flags; this one is run %s)",
+			short(st.Run), short(want.Run))
 	case st.Dir != want.Dir || st.Rank != want.Rank:
 		return fmt.Sprintf("has the run stamp of rank %d (%s)", st.Rank, st.Dir)
 	}
