@@ -31,8 +31,8 @@ func runConvert(e *env, args []string) int {
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
 	maxShard := fs.String("max-shard-size", "5GB", "HF shard size limit (MCA -> HF), e.g. 5GB, 500MB, 1GiB")
 	sync := fs.Bool("sync", false, "fsync every output file before the output is renamed into place")
-	ranksFlag := fs.String("ranks", "", "write only these rank files (HF -> MCA), e.g. 0-3,7: indices in ROLL's rank-file order (tp, then pp, then ep), for one job of a multi-job conversion into a shared --to; \"shared\" is --finalize")
-	finalize := fs.Bool("finalize", false, "last job of a multi-job conversion: check that every rank file is in --to, then write mca_config.json, the tokenizer files and latest_checkpointed_iteration.txt")
+	ranksFlag := fs.String("ranks", "", "write only these rank files (HF -> MCA), e.g. 0-3,7: indices in ROLL's rank-file order (tp, then pp, then ep), for one job of a multi-job conversion into a shared --to (a finalized --to needs --force, which removes latest_checkpointed_iteration.txt first); \"shared\" is --finalize")
+	finalize := fs.Bool("finalize", false, "last job of a multi-job conversion: check that every rank file is in --to, complete and of this conversion (naming every one that is not), then write mca_config.json, the tokenizer files and latest_checkpointed_iteration.txt")
 	var layout layoutFlags
 	layout.add(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
