@@ -430,6 +430,14 @@ func TestMCAToHFRankDirs(t *testing.T) {
 			os.Remove(filepath.Join(mca, "iter_0000001", "mp_rank_00", exec.RunStampName))
 			setJSONKey(t, filepath.Join(mca, exec.MCAConfigName), exec.RunKey, nil)
 		}, nil},
+		{"corrupt stamp", pp2, func(t *testing.T, mca string) {
+			writeFile(t, filepath.Join(mca, "iter_0000001", "mp_rank_00_001", exec.RunStampName), []byte(`{"run": 7`))
+		}, []string{filepath.Join("mp_rank_00_001", exec.RunStampName) + ": not a run stamp"}},
+		{"stamp is not a file", pp2, func(t *testing.T, mca string) {
+			p := filepath.Join(mca, "iter_0000001", "mp_rank_00_001", exec.RunStampName)
+			os.Remove(p)
+			os.Mkdir(p, 0o755)
+		}, []string{filepath.Join("mp_rank_00_001", exec.RunStampName) + " is not a regular file"}},
 		{"stamped", pp2, func(t *testing.T, mca string) {}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package exec
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -452,10 +451,11 @@ func readStamp(rankFile string) (*runStamp, error) {
 		return nil, err
 	}
 	var st runStamp
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil || st.Run == "" {
-		return nil, fmt.Errorf("%s: not a run stamp (%v)", sp, err)
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: not a run stamp: %v", sp, err)
+	}
+	if st.Run == "" {
+		return nil, fmt.Errorf("%s: not a run stamp: no run id", sp)
 	}
 	return &st, nil
 }
