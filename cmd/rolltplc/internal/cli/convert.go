@@ -278,15 +278,18 @@ func selectModel(e *env, cmd, dir string, isMCA bool, templatePath, modelType st
 		}
 		mt, from = modelType, "--model-type"
 	}
-	if mt == "" && templatePath == "" {
-		return fail("%s: no %s; pass --model-type", cm.path, cm.key)
-	}
 	var recName string
 	recorded := false
 	if cm.mc != nil {
 		recName, _, recorded = cm.mc.RecordedTemplate()
 	}
-	if recorded && mt != "" && recName != mt {
+	if mt == "" && recorded {
+		mt, from = recName, cm.path+"'s "+exec.TemplateKey
+	}
+	if mt == "" && templatePath == "" {
+		return fail("%s: no %s; pass --model-type", cm.path, cm.key)
+	}
+	if recorded && recName != mt {
 		return fail("%s records the template %q, but the model type is %q (%s); pass --template with the template the checkpoint was converted with", cm.path, recName, mt, from)
 	}
 	if templatePath == "" {

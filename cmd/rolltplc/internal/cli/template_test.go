@@ -112,6 +112,12 @@ func TestConvertTemplateChoice(t *testing.T) {
 		editMCAConfig(t, mcaROLL, k, nil)
 	}
 
+	mcaNoType := filepath.Join(dir, "mca-notype") // the record names the template
+	if err := copyTree(mcaStd, mcaNoType); err != nil {
+		t.Fatal(err)
+	}
+	editMCAConfig(t, mcaNoType, "hf_model_type", nil)
+
 	n := 0
 	for _, c := range []struct {
 		name string
@@ -147,6 +153,7 @@ func TestConvertTemplateChoice(t *testing.T) {
 		{"MCA --model-type conflicts", []string{"--from", mcaStd, "--model-type", "mistral"}, false,
 			[]string{`--model-type "mistral" conflicts with`, `hf_model_type "llama"`}},
 		{"no record (ROLL, Megatron)", []string{"--from", mcaROLL}, true, nil},
+		{"no hf_model_type, recorded template", []string{"--from", mcaNoType}, true, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			n++
