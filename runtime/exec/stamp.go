@@ -73,6 +73,7 @@ func (m *Model) TemplateDigest() string {
 // encode alike.
 type digestWriter struct{ h hash.Hash }
 
+// str writes a length-prefixed string.
 func (w digestWriter) str(s string) {
 	var n [8]byte
 	binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
@@ -80,8 +81,10 @@ func (w digestWriter) str(s string) {
 	w.h.Write([]byte(s))
 }
 
+// count writes the length of a list that follows.
 func (w digestWriter) count(n int) { w.str(fmt.Sprint(n)) }
 
+// strs writes a counted list of strings.
 func (w digestWriter) strs(ss []string) {
 	w.count(len(ss))
 	for _, s := range ss {
@@ -89,6 +92,7 @@ func (w digestWriter) strs(ss []string) {
 	}
 }
 
+// value writes a template constant: its kind, then its text or elements.
 func (w digestWriter) value(v ir.Value) {
 	w.str(fmt.Sprint(int(v.Kind)))
 	switch v.Kind {
@@ -104,6 +108,8 @@ func (w digestWriter) value(v ir.Value) {
 	}
 }
 
+// name writes a weight name: fixed, or chosen by a build flag or a
+// per-layer condition between two names.
 func (w digestWriter) name(n *ir.Name) {
 	if n == nil {
 		w.str("nil")
