@@ -16,9 +16,11 @@ import (
 // This file runs a conversion as several jobs (a Slurm array, a
 // Kubernetes indexed Job) writing into one shared output: each job writes
 // the rank files of Options.Ranks in place (every file through a
-// temporary name renamed when complete), and a last job with
-// Options.Finalize checks that every rank file of the layout is there and
-// writes the shared files.
+// temporary name renamed when complete, then its run stamp, stamp.go),
+// and a last job with Options.Finalize checks that every rank file of the
+// layout is there, complete and of this conversion, and writes the shared
+// files. A finalized output is only rewritten with Force, which removes
+// its tracker first.
 
 // rankWritePlan plans the rank files of the layout recorded in mc.
 func rankWritePlan(m *Model, mc *MCAConfig, plan *Plan) (*shard.Sharder, *shard.WritePlan, error) {
