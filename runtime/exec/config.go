@@ -236,7 +236,8 @@ func irValueJSON(v ir.Value) any {
 //  2. every key of the template's config map present in the HF config
 //     (dotted keys walk nested objects; missing keys are skipped and the
 //     MCA default applies);
-//  3. hf_model_type, name_or_path and hf_config_json (hfText verbatim);
+//  3. hf_model_type, name_or_path and hf_config_json (hfText verbatim),
+//     and the template's name and digest (TemplateKey, TemplateDigestKey);
 //  4. the template's constants;
 //  5. derived values Megatron fills in when unset: num_query_groups,
 //     kv_channels, ffn_hidden_size, moe_ffn_hidden_size, rotary_base from
@@ -293,6 +294,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	kw.Set("hf_model_type", m.Template.Name)
 	kw.Set("name_or_path", nameOrPath)
 	kw.Set("hf_config_json", string(hfText))
+	recordTemplate(kw, m)
 	for _, c := range m.Template.Constants {
 		kw.Set(c.Key, irValueJSON(c.Value))
 	}

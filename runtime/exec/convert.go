@@ -43,12 +43,17 @@ type Options struct {
 	// the rank files with these indices in shard.Ranks order (ROLL's
 	// rank-file order: tensor rank, then pipeline rank, then expert
 	// rank), in place, each through a temporary name renamed when
-	// complete. The destination may exist and hold other jobs' files;
-	// the shared files are left to a Finalize job.
+	// complete, then its run stamp (RunStampName). The destination may
+	// exist and hold other jobs' files; the shared files are left to a
+	// Finalize job. A finalized destination (with a tracker file) is
+	// refused unless Force, and with Force its tracker is removed before
+	// any rank file is written.
 	Ranks []int
 	// Finalize makes ConvertHFToMCA the last job of such a conversion: it
-	// checks that every rank file of the layout is in the destination
-	// with the planned tensors, then writes the shared files
+	// checks that every rank file of the layout is in the destination,
+	// finished, stamped with this conversion's run id and holding the
+	// planned tensors (naming every one that is not), then writes the
+	// shared files
 	// (mca_config.json, the source's tokenizer and other files, and last
 	// latest_checkpointed_iteration.txt).
 	Finalize bool
@@ -126,6 +131,9 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := plan.Err(); err != nil {
 		return res, err
 	}
+	if err := recordRun(m, mc, sh); err != nil {
+		return res, err
+	}
 
 	input := func(i int) inputData {
 		t := all[i]
@@ -163,7 +171,8 @@ func writeSingleRank(ctx context.Context, plan *Plan, opts Options, input func(i
 	}
 	ex := newExecutor(plan, opts, input)
 	defer ex.close()
-	if err := ex.writeMCA(ctx, path); err != nil {
+	st := stampFor(plan.Config, 0, filepath.Base(filepath.Dir(path)))
+	if err := writeStamped(path, st, opts.Sync, func() error { return ex.writeMCA(ctx, path) }); err != nil {
 		return 0, err
 	}
 	return ex.done, nil
@@ -207,6 +216,9 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	}
 	mck, err := locateMCACheckpoint(src)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkMCARun(mck); err != nil {
 		return nil, err
 	}
 	hfConfig, err := BuildHFConfig(m, mck.Config, mck.ConfigPath)

@@ -145,8 +145,19 @@ func (p *progressSum) add(n int64) {
 	p.mu.Unlock()
 }
 
+// rankIndex returns the index of every rank file of l in shard.Ranks
+// order (ROLL's rank-file order, the indices of Options.Ranks).
+func rankIndex(l shard.Layout) map[shard.Rank]int {
+	index := map[shard.Rank]int{}
+	for i, r := range shard.Ranks(l) {
+		index[r] = i
+	}
+	return index
+}
+
 // writeMCARanks writes the rank files of files (all those of a write
-// plan, or the ones a job selected) under iter_0000001. Rank files
+// plan, or the ones a job selected) under iter_0000001, each followed by
+// its run stamp. Rank files
 // are written concurrently, each by its own executor on the shared input
 // mapping; each file is written stage by stage, running the steps whose
 // outputs it holds and splitting their results. It returns the files
@@ -157,6 +168,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 		total += f.Bytes()
 	}
 	prog := &progressSum{total: total, fn: opts.Progress}
+	index := rankIndex(sh.Layout())
 	rels := make([]string, len(files))
 	for i, f := range files {
 		rels[i] = filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
@@ -180,7 +192,9 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 				var last int64
 				o.Progress = func(done, _ int64) { prog.add(done - last); last = done }
 				ex := newExecutor(p, o, input)
-				errs[i] = ex.writeRankFile(ctx, sh, files[i], out.path(rels[i]))
+				path := out.path(rels[i])
+				st := stampFor(p.Config, index[files[i].Rank], files[i].Dir)
+				errs[i] = writeStamped(path, st, opts.Sync, func() error { return ex.writeRankFile(ctx, sh, files[i], path) })
 				written[i] = ex.done
 				ex.close()
 				if errs[i] != nil {
@@ -405,9 +419,10 @@ func convertHFToMCALayout(ctx context.Context, m *Model, mc *MCAConfig, plan *Pl
 
 // rankSet is the opened rank files of a parallel MCA checkpoint.
 type rankSet struct {
-	sh    *shard.Sharder
-	files []*torchsave.File
-	index map[shard.Rank]int
+	sh      *shard.Sharder
+	iterDir string
+	files   []*torchsave.File
+	index   map[shard.Rank]int
 	// tensors by rank file index, then "key/name"
 	tensors []map[string]*torchsave.Tensor
 	offs    []map[*torchsave.Tensor]int64
@@ -429,7 +444,7 @@ func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSe
 	if err != nil {
 		return nil, err
 	}
-	rs := &rankSet{sh: sh, index: map[shard.Rank]int{}}
+	rs := &rankSet{sh: sh, iterDir: iterDir, index: map[shard.Rank]int{}}
 	defer func() {
 		if err != nil {
 			rs.close()
@@ -493,7 +508,7 @@ func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSe
 		rs.offs = append(rs.offs, toff)
 	}
 	if rs.rp, err = sh.PlanRead(rfs); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", iterDir, err)
 	}
 	return rs, nil
 }
@@ -569,7 +584,7 @@ func (mi *mergeInput) tensor(i int, name string) (tensor.Tensor, []inputRange, e
 	if !ok {
 		globals, err := mi.rs.sh.Merge(locals)
 		if err != nil {
-			return tensor.Tensor{}, nil, err
+			return tensor.Tensor{}, nil, fmt.Errorf("%s: %w", mi.rs.iterDir, err)
 		}
 		c = map[string]tensor.Tensor{}
 		for _, gl := range globals {

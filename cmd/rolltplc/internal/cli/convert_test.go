@@ -142,8 +142,8 @@ func TestConvertRoundTrip(t *testing.T) {
 		t.Errorf("missing --to: exit %d", code)
 	}
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--model-type", "gpt9")
-	if code != ExitError || !strings.Contains(stderr, `no template for model type "gpt9"`) {
-		t.Errorf("unknown model type: exit %d %q", code, stderr)
+	if code != ExitError || !strings.Contains(stderr, `--model-type "gpt9" conflicts with`) {
+		t.Errorf("another model type: exit %d %q", code, stderr)
 	}
 	code, _, stderr = run(t, "", "convert", "--force", "--quiet", "--from", hf, "--to", mca)
 	if code != ExitOK {
@@ -307,6 +307,26 @@ func TestConvertRanksJobs(t *testing.T) {
 	code, _, stderr := run(t, "", append([]string{"convert", "--quiet", "--from", hf, "--to", shared, "--ranks", "shared"}, layout...)...)
 	if code != ExitError || !strings.Contains(stderr, "mp_rank_00_001") || !strings.Contains(stderr, "missing") {
 		t.Errorf("finalize with a rank file missing: exit %d %q", code, stderr)
+	}
+	// The output was finalized: redoing a rank needs --force, which
+	// removes the tracker first; finalize then restores the checkpoint.
+	redo := append([]string{"convert", "--quiet", "--from", hf, "--to", shared, "--ranks", "1"}, layout...)
+	if code, _, stderr := run(t, "", redo...); code != ExitError || !strings.Contains(stderr, "finalized checkpoint") || !strings.Contains(stderr, "--force") {
+		t.Errorf("rank job into a finalized output: exit %d %q", code, stderr)
+	}
+	if code, _, stderr := run(t, "", append(redo, "--force")...); code != ExitOK {
+		t.Fatalf("rank job --force: exit %d %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(shared, "latest_checkpointed_iteration.txt")); err == nil {
+		t.Error("a rank job with --force left the tracker")
+	}
+	if code, _, stderr := run(t, "", append([]string{"convert", "--quiet", "--from", hf, "--to", shared, "--finalize"}, layout...)...); code != ExitOK {
+		t.Fatalf("finalize after the redo: exit %d %q", code, stderr)
+	}
+	for k, v := range files(one) {
+		if !bytes.Equal(v, files(shared)[k]) {
+			t.Errorf("after the redo, %s differs from the one-job conversion", k)
+		}
 	}
 	for _, bad := range []string{"x", "3-1", "-1", "1,,2"} {
 		if code, _, stderr := run(t, "", "convert", "--from", hf, "--to", shared, "--ranks", bad); code != ExitUsage {

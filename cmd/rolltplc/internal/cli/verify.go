@@ -17,7 +17,7 @@ func runVerify(e *env, args []string) int {
 	c := lookup("verify")
 	fs := flagSet(e, c)
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for config.json's model_type)")
-	modelType := fs.String("model-type", "", "model type whose template to use (default: config.json model_type)")
+	modelType := fs.String("model-type", "", "model type of a checkpoint whose config.json names none; must agree with it otherwise")
 	quiet := fs.BoolP("quiet", "q", false, "no progress output; print only the tensors that differ")
 	keep := fs.Bool("keep", false, "keep the intermediate MCA checkpoint (and the rebuilt config.json) and print where they are")
 	tmpDir := fs.String("tmp", "", "directory for the intermediate MCA checkpoint (default: the system's temporary directory)")
@@ -43,15 +43,7 @@ func runVerify(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "rolltplc verify: %s is an MCA checkpoint; verify takes an HF checkpoint\n", dir)
 		return ExitError
 	}
-	mt := *modelType
-	if mt == "" {
-		var err error
-		if mt, err = detectModelType(dir, false); err != nil {
-			fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
-			return ExitError
-		}
-	}
-	m, ok := loadModel(e, "verify", *template, mt, map[string]bool{"megatron_llama": *megatronLlama})
+	m, ok := selectModel(e, "verify", dir, false, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama})
 	if !ok {
 		return ExitError
 	}
