@@ -19,8 +19,15 @@ const DefaultMaxShardSize = 5_000_000_000
 
 // Options configure a conversion.
 type Options struct {
-	// Force replaces a destination that exists and is not empty.
+	// Force replaces the checkpoint in a destination that is not empty:
+	// every entry must be a checkpoint's own file (weights, configs,
+	// tokenizer and processor files, the files the source has at its top
+	// level; see foreignFiles), or the conversion is refused naming the
+	// others, and nothing is changed.
 	Force bool
+	// Notice, if set, is told about stale temporaries of interrupted
+	// conversions that were removed (a message naming each).
+	Notice func(msg string)
 	// Layout is the parallel layout to write (HF → MCA); the zero value
 	// is TP=PP=EP=1. MCA → HF reads the layout from mca_config.json.
 	Layout Layout
@@ -92,7 +99,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	}
 	job := opts.Ranks != nil || opts.Finalize
 	if !job {
-		if err := checkDest(dst, opts.Force); err != nil {
+		if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 			return nil, err
 		}
 	}
@@ -134,7 +141,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	if job {
 		return convertHFToMCAJob(ctx, m, src, dst, mc, plan, opts, input, res)
 	}
-	out, err := newOutput(dst, opts.Force)
+	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err
 	}
@@ -202,7 +209,7 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := checkPaths(src, dst); err != nil {
 		return nil, err
 	}
-	if err := checkDest(dst, opts.Force); err != nil {
+	if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 		return nil, err
 	}
 	mck, err := locateMCACheckpoint(src)
@@ -233,7 +240,7 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := plan.Err(); err != nil {
 		return res, err
 	}
-	out, err := newOutput(dst, opts.Force)
+	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err
 	}

@@ -72,3 +72,17 @@ func TestFullDisk(t *testing.T) {
 		})
 	}
 }
+
+// TestMountPoint converts into an empty mount point (a Docker or
+// Kubernetes volume): the checkpoint is written on that file system,
+// through a temporary folder inside it. On main the output was written to
+// the parent's file system and the final rename failed.
+func TestMountPoint(t *testing.T) {
+	dir := t.TempDir()
+	m, hf, mca := convertPair(t, dir)
+	disk := smallDisk(t, 64<<20)
+	if _, err := rexec.ConvertHFToMCA(context.Background(), m, hf, disk, rexec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, mca, disk)
+}

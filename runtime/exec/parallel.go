@@ -628,7 +628,7 @@ func convertMCAToHFLayout(ctx context.Context, m *Model, mck *MCACheckpoint, hfC
 	if err := plan.Err(); err != nil {
 		return res, err
 	}
-	out, err := newOutput(dst, opts.Force)
+	out, err := newOutput(mck.Dir, dst, opts)
 	if err != nil {
 		return res, err
 	}
