@@ -14,6 +14,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/internal/tempname"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
 // output is a conversion's destination. Everything is written to a
@@ -136,6 +137,21 @@ func removeStale(dir, prefix string, notice func(string)) error {
 	for _, f := range removed {
 		if notice != nil {
 			notice(fmt.Sprintf("removed %s, left by an interrupted conversion (%s)", f.Path, f.Owner))
+		}
+	}
+	return err
+}
+
+// removeStaleWriters removes the temporary files of torch.save writers of
+// path that were killed on this host (a rank job's model_optim_rng.pt.tmp-*
+// left by SIGKILL, a crash or a lost node's requeue on the same host),
+// telling notice. Those of a writer that may still run are left: a
+// finalize job refuses while they exist.
+func removeStaleWriters(path string, notice func(string)) error {
+	removed, err := torchsave.RemoveStaleTemps(path)
+	for _, t := range removed {
+		if notice != nil {
+			notice(fmt.Sprintf("removed %s, left by an interrupted conversion (%s)", t.Path, t.Owner))
 		}
 	}
 	return err
