@@ -717,8 +717,8 @@ func (s *fileSink) Copy(n int64, fill blockio.Fill) error {
 // to fn with its name, releasing each step's inputs after.
 func (ex *executor) eachOutput(ctx context.Context, fn func(name string, t tensor.Tensor) error) error {
 	for si := range ex.plan.Steps {
-		if err := ctx.Err(); err != nil {
-			return err
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
 		}
 		st := &ex.plan.Steps[si]
 		if st.Dropped {

@@ -346,8 +346,8 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 			continue
 		}
 		for si := range ex.plan.Steps {
-			if err := ctx.Err(); err != nil {
-				return err
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
 			}
 			st := &ex.plan.Steps[si]
 			if st.Dropped {

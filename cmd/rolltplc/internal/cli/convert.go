@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -86,7 +84,7 @@ func runConvert(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signalContext()
 	defer stop()
 	dir := "HF -> MCA"
 	if isMCA {
@@ -94,7 +92,7 @@ func runConvert(e *env, args []string) int {
 	}
 	bar := newProgress(e, *quiet, dir)
 	opts := exec.Options{Force: *force, Layout: l, Progress: bar.update, MaxShardSize: shardSize, Sync: *sync,
-		Ranks: ranks, Finalize: *finalize}
+		Ranks: ranks, Finalize: *finalize, Notice: e.notice("convert")}
 	start := time.Now()
 	var res *exec.Result
 	if isMCA {

@@ -1,10 +1,7 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 	"time"
 
@@ -52,11 +49,11 @@ func runVerify(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signalContext()
 	defer stop()
 	bar := newProgress(e, *quiet, "verify")
 	start := time.Now()
-	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l})
+	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l, Notice: e.notice("verify")})
 	bar.finish()
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
