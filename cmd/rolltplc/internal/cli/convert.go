@@ -17,6 +17,9 @@ import (
 )
 
 func runConvert(e *env, args []string) int {
+	// Signals first: one during start-up cancels the conversion too.
+	ctx, stop := signalContext()
+	defer stop()
 	c := lookup("convert")
 	fs := flagSet(e, c)
 	from := fs.String("from", "", "source checkpoint directory (HF, or MCA when it has an mca_config.json)")
@@ -84,8 +87,6 @@ func runConvert(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signalContext()
-	defer stop()
 	dir := "HF -> MCA"
 	if isMCA {
 		dir = "MCA -> HF"

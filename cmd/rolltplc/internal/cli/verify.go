@@ -9,6 +9,9 @@ import (
 )
 
 func runVerify(e *env, args []string) int {
+	// Signals first: one during start-up cancels the conversion too.
+	ctx, stop := signalContext()
+	defer stop()
 	c := lookup("verify")
 	fs := flagSet(e, c)
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for config.json's model_type)")
@@ -49,8 +52,6 @@ func runVerify(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signalContext()
-	defer stop()
 	bar := newProgress(e, *quiet, "verify")
 	start := time.Now()
 	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l, Notice: e.notice("verify")})
