@@ -89,7 +89,8 @@ type Result struct {
 // written. Tensors are streamed from the mapped shards to the output file
 // in plan order without copies for the ops that only reorder rows; the
 // pages of consumed input are dropped from the resident set as they are
-// written. Output goes to a temporary directory renamed into place.
+// written. Output goes to a temporary folder moved into place when
+// complete (see output).
 func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := opts.Layout.Check(); err != nil {
