@@ -242,13 +242,22 @@ func generated(path string) bool {
 }
 
 // removeStale removes the temporary folders named prefix+owner fields in
-// dir whose build was killed, telling notice.
+// dir whose build was killed, telling notice (also of those it could not
+// remove, which are not an error).
 func removeStale(dir, prefix string, notice func(string)) error {
+	if notice == nil {
+		notice = func(string) {}
+	}
 	removed, _, err := tempname.RemoveStale(dir, prefix)
 	for _, f := range removed {
-		if notice != nil {
-			notice(fmt.Sprintf("removed %s, left by an interrupted build (%s)", f.Path, f.Owner))
+		notice(fmt.Sprintf("removed %s, left by an interrupted build (%s)", f.Path, f.Owner))
+	}
+	var rerr *tempname.RemoveError
+	if errors.As(err, &rerr) {
+		for _, e := range rerr.Failed {
+			notice(e.Error())
 		}
+		return nil
 	}
 	return err
 }

@@ -143,19 +143,32 @@ func Scan(dir, prefix string) (stale, live []Found, err error) {
 	return stale, live, nil
 }
 
+// RemoveError lists the stale temporaries RemoveStale could not remove.
+type RemoveError struct {
+	Failed []error
+}
+
+func (e *RemoveError) Error() string { return errors.Join(e.Failed...).Error() }
+
 // RemoveStale removes the stale temporaries named prefix+owner fields in
 // dir (files or whole folders) and returns those removed and the live
-// ones left.
+// ones left. Those it cannot remove (another user's) are skipped and
+// returned as a *RemoveError, after the others were removed.
 func RemoveStale(dir, prefix string) (removed, live []Found, err error) {
 	stale, live, err := Scan(dir, prefix)
 	if err != nil {
 		return nil, nil, err
 	}
+	var failed []error
 	for _, f := range stale {
 		if err := os.RemoveAll(f.Path); err != nil {
-			return removed, live, fmt.Errorf("removing %s, left by %s which is no longer running: %w", f.Path, f.Owner, err)
+			failed = append(failed, fmt.Errorf("could not remove %s, left by %s which is no longer running: %w", f.Path, f.Owner, err))
+			continue
 		}
 		removed = append(removed, f)
+	}
+	if len(failed) > 0 {
+		return removed, live, &RemoveError{Failed: failed}
 	}
 	return removed, live, nil
 }

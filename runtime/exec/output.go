@@ -131,13 +131,23 @@ func nameList(names []string) string {
 }
 
 // removeStale removes the temporaries named prefix+owner fields in dir
-// whose writer was killed, telling notice.
+// whose writer was killed, telling notice. Failing to remove one (another
+// user's) is told too, not an error: it is not this conversion's output.
+// A folder that cannot be listed is an error.
 func removeStale(dir, prefix string, notice func(string)) error {
+	if notice == nil {
+		notice = func(string) {}
+	}
 	removed, _, err := tempname.RemoveStale(dir, prefix)
 	for _, f := range removed {
-		if notice != nil {
-			notice(fmt.Sprintf("removed %s, left by an interrupted conversion (%s)", f.Path, f.Owner))
+		notice(fmt.Sprintf("removed %s, left by an interrupted conversion (%s)", f.Path, f.Owner))
+	}
+	var rerr *tempname.RemoveError
+	if errors.As(err, &rerr) {
+		for _, e := range rerr.Failed {
+			notice(e.Error())
 		}
+		return nil
 	}
 	return err
 }
@@ -180,7 +190,7 @@ var (
 		// temporaries of small files written through a temporary name
 		regexp.MustCompile(`^(` + regexp.QuoteMeta(MCAConfigName) + `|` + regexp.QuoteMeta(TrackerName) + `)\.tmp$`),
 	}
-	iterDirRE = regexp.MustCompile(`^iter_[0-9]{7}$`)
+	iterDirRE = regexp.MustCompile(`^(iter_[0-9]{7}|release)$`)
 )
 
 // ownTop reports whether a top-level regular file named name is a
@@ -202,7 +212,7 @@ func ownTop(name string, srcNames map[string]bool) bool {
 //
 //   - top-level regular files: see ownNames and ownPatterns, plus the
 //     names of the source's top-level files;
-//   - iter_NNNNNNN folders holding only mp_rank_* folders, which hold
+//   - iter_NNNNNNN (or release) folders holding only mp_rank_* folders, which hold
 //     only regular files named model_optim_rng* (the rank file, its
 //     writers' temporaries) or starting with ".rolltpl" or "rolltpl";
 //   - the conversion's temporaries (handled by checkDest).

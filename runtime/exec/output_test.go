@@ -272,3 +272,37 @@ func writeFileAll(t *testing.T, path string, b []byte) {
 	}
 	writeFile(t, path, b)
 }
+
+// TestVerifyTemporaries: Verify removes the temporary folder a killed
+// Verify left in its TempDir (reporting it) and leaves a folder kept with
+// Keep by an earlier run, and its own is gone afterwards.
+func TestVerifyTemporaries(t *testing.T) {
+	m := stdlibModel(t, "qwen3")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthFor("qwen3", tensor.BF16).write(t, src, 1, 7)
+	tmp := filepath.Join(dir, "tmp")
+	os.Mkdir(tmp, 0o755)
+	rep, err := exec.Verify(context.Background(), m, src, exec.VerifyOptions{TempDir: tmp, Keep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := osexec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip(err)
+	}
+	self := tempname.Self()
+	stale := filepath.Join(tmp, fmt.Sprintf("rolltpl-verify-%s-%d-%d-1", self.Host, cmd.Process.Pid, self.Start))
+	writeFileAll(t, filepath.Join(stale, "mca", "mca_config.json"), []byte("{}"))
+	var notes []string
+	if _, err := exec.Verify(context.Background(), m, src, exec.VerifyOptions{TempDir: tmp, Notice: func(s string) { notes = append(notes, s) }}); err != nil {
+		t.Fatal(err)
+	}
+	es, _ := os.ReadDir(tmp)
+	if len(es) != 1 || filepath.Join(tmp, es[0].Name()) != rep.Dir {
+		t.Errorf("left in the temporary folder: %v; want only the kept %s", es, rep.Dir)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "removed "+stale) {
+		t.Errorf("notices: %q", notes)
+	}
+}

@@ -204,6 +204,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 				errs[i] = ex.writeRankFile(ctx, sh, files[i], writers[i], out.path(rels[i]))
 				written[i] = ex.done
 				ex.close()
+				writers[i] = nil // closed or aborted; its buffers can go
 				if errs[i] != nil {
 					cancel()
 				}

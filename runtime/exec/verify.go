@@ -76,10 +76,15 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	if tmpDir == "" {
 		tmpDir = os.TempDir()
 	}
-	if err := removeStale(tmpDir, verifyPrefix, opts.Notice); err != nil {
-		return nil, err
+	removeStale(tmpDir, verifyPrefix, opts.Notice)
+	var tmp string
+	var err error
+	if opts.Keep {
+		// Named without an owner: a later Verify must not remove it.
+		tmp, err = os.MkdirTemp(tmpDir, verifyPrefix+"kept-")
+	} else {
+		tmp, err = mkdirOwned(tmpDir, verifyPrefix, 0o700)
 	}
-	tmp, err := mkdirOwned(tmpDir, verifyPrefix, 0o700)
 	if err != nil {
 		return nil, err
 	}
