@@ -190,7 +190,7 @@ var (
 		// temporaries of small files written through a temporary name
 		regexp.MustCompile(`^(` + regexp.QuoteMeta(MCAConfigName) + `|` + regexp.QuoteMeta(TrackerName) + `)\.tmp$`),
 	}
-	iterDirRE = regexp.MustCompile(`^(iter_[0-9]{7}|release)$`)
+	iterDirRE = regexp.MustCompile(`^iter_0000001$`)
 )
 
 // ownTop reports whether a top-level regular file named name is a
@@ -212,9 +212,11 @@ func ownTop(name string, srcNames map[string]bool) bool {
 //
 //   - top-level regular files: see ownNames and ownPatterns, plus the
 //     names of the source's top-level files;
-//   - iter_NNNNNNN (or release) folders holding only mp_rank_* folders, which hold
-//     only regular files named model_optim_rng* (the rank file, its
-//     writers' temporaries) or starting with ".rolltpl" or "rolltpl";
+//   - the iter_0000001 folder conversions write (a training run's other
+//     iterations are not a conversion's), holding only mp_rank_* folders,
+//     which hold only regular files named model_optim_rng* (the rank
+//     file, its writers' temporaries) or starting with ".rolltpl" or
+//     "rolltpl";
 //   - the conversion's temporaries (handled by checkDest).
 //
 // Anything else (other folders such as .git, symbolic links, notes, a
@@ -256,7 +258,7 @@ func foreignFiles(src, dst, skip string) ([]string, error) {
 	return out, nil
 }
 
-// foreignInIter returns the foreign entries of an iter_NNNNNNN folder.
+// foreignInIter returns the foreign entries of an iter_0000001 folder.
 func foreignInIter(dir, rel string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {

@@ -55,7 +55,7 @@ func TestForceRefusesForeignFiles(t *testing.T) {
 			writeFileAll(t, filepath.Join(dst, "iter_0000001", "mp_rank_00", "optimizer_state.log"), []byte("x"))
 			writeFileAll(t, filepath.Join(dst, "iter_0000002", "mp_rank_00", "model_optim_rng.pt"), []byte("x"))
 			writeFileAll(t, filepath.Join(dst, "runs", "events.out"), []byte("x"))
-		}, `: iter_0000001/mp_rank_00/optimizer_state\.log, runs/; --force`},
+		}, `: iter_0000001/mp_rank_00/optimizer_state\.log, iter_0000002/, runs/; --force`},
 		{"symlink", func(dst string) {
 			os.MkdirAll(dst, 0o755)
 			os.Symlink("/etc", filepath.Join(dst, "etc"))
