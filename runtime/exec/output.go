@@ -38,6 +38,7 @@ type output struct {
 	inside    bool
 	src       string
 	force     bool
+	sync      bool
 	committed bool
 	notice    func(string)
 }
@@ -87,7 +88,7 @@ func checkDestExcept(src, dst string, force bool, notice func(string), skip stri
 	if !st.IsDir() {
 		return false, fmt.Errorf("destination %s exists and is not a folder; it was left as it is", dst)
 	}
-	if err := removeStale(dst, tmpMarker, notice); err != nil {
+	if err := removeStaleInside(dst, notice); err != nil {
 		return false, err
 	}
 	entries, err := os.ReadDir(dst)
@@ -150,6 +151,53 @@ func removeStale(dir, prefix string, notice func(string)) error {
 		return nil
 	}
 	return err
+}
+
+// movingName is the journal a commit into an existing destination writes
+// in its temporary folder before moving the entries into place: their
+// names, one a line.
+const movingName = ".rolltpl-moving"
+
+// removeStaleInside removes the temporary folders of killed conversions
+// inside dst, telling notice. A conversion killed while moving its
+// entries into dst left its journal (movingName): the entries it lists
+// that were moved already are a partial output and are removed too, so
+// that dst is as before the interrupted commit (less the previous
+// checkpoint it was replacing).
+func removeStaleInside(dst string, notice func(string)) error {
+	if notice == nil {
+		notice = func(string) {}
+	}
+	stale, _, err := tempname.Scan(dst, tmpMarker)
+	if err != nil {
+		return err
+	}
+	for _, f := range stale {
+		if b, err := os.ReadFile(filepath.Join(f.Path, movingName)); err == nil {
+			for _, n := range strings.Split(string(b), "\n") {
+				if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".rolltpl") {
+					continue
+				}
+				if _, err := os.Lstat(filepath.Join(f.Path, n)); err == nil {
+					continue // not moved yet
+				}
+				p := filepath.Join(dst, n)
+				if _, err := os.Lstat(p); err != nil {
+					continue
+				}
+				if err := os.RemoveAll(p); err != nil {
+					return fmt.Errorf("removing %s, moved into place by an interrupted conversion (%s): %w", p, f.Owner, err)
+				}
+				notice(fmt.Sprintf("removed %s, moved into place by an interrupted conversion (%s) that did not finish", p, f.Owner))
+			}
+		}
+		if err := os.RemoveAll(f.Path); err != nil {
+			notice(fmt.Sprintf("could not remove %s, left by %s which is no longer running: %v", f.Path, f.Owner, err))
+			continue
+		}
+		notice(fmt.Sprintf("removed %s, left by an interrupted conversion (%s)", f.Path, f.Owner))
+	}
+	return nil
 }
 
 // removeStaleWriters removes the temporary files of torch.save writers of
@@ -314,7 +362,7 @@ func newOutput(src, dst string, opts Options) (*output, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &output{dst: dst, src: src, force: opts.Force, inside: exists, notice: opts.Notice}
+	o := &output{dst: dst, src: src, force: opts.Force, sync: opts.Sync, inside: exists, notice: opts.Notice}
 	dir, prefix := dst, tmpMarker
 	if !exists {
 		dir, prefix = filepath.Dir(dst), "."+filepath.Base(dst)+tmpMarker
@@ -365,7 +413,9 @@ var lastNames = []string{safetensors.IndexFileName, HFConfigName, MCAConfigName,
 // own) are moved aside into another temporary folder, the tracker and
 // index first, then the new entries are moved in, the tracker and index
 // last, and the old ones are removed; a failure on the way moves
-// everything back.
+// everything back. The names being moved in are written to a journal
+// first, so that if the process is killed while moving, the next run
+// removes the entries it had moved (removeStaleInside).
 func (o *output) commit() error {
 	if !o.inside {
 		if _, err := os.Lstat(o.dst); err == nil {
@@ -433,6 +483,12 @@ func (o *output) commit() error {
 			done = append(done, m)
 		}
 	}
+	// The journal: if this process is killed while moving, the next run
+	// removes what was moved (removeStaleInside).
+	if err := writeFileSync(filepath.Join(o.tmp, movingName), []byte(strings.Join(newNames, "\n")+"\n"), o.sync); err != nil {
+		undo()
+		return err
+	}
 	for _, n := range order(newNames) {
 		m := move{filepath.Join(o.tmp, n), filepath.Join(o.dst, n)}
 		if err := os.Rename(m.from, m.to); err != nil {
@@ -442,7 +498,7 @@ func (o *output) commit() error {
 		done = append(done, m)
 	}
 	o.committed = true
-	os.Remove(o.tmp)
+	os.RemoveAll(o.tmp) // the journal
 	if old != "" {
 		os.RemoveAll(old)
 	}

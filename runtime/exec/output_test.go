@@ -243,6 +243,23 @@ func TestStaleTemporaries(t *testing.T) {
 	if _, err := os.Stat(inside); err == nil || len(notes) != 1 {
 		t.Errorf("stale temporary inside the destination: %v; notices %q", err, notes)
 	}
+	// A conversion killed while moving its entries into an existing
+	// folder: its journal names them, and those already moved are
+	// removed with its temporary folder, so the rerun needs no --force.
+	moving := filepath.Join(d, "moving")
+	tmpIn := filepath.Join(moving, ".rolltpl-tmp-"+dead)
+	writeFileAll(t, filepath.Join(tmpIn, ".rolltpl-moving"), []byte("iter_0000001\nmca_config.json\nlatest_checkpointed_iteration.txt\n"))
+	writeFileAll(t, filepath.Join(tmpIn, "latest_checkpointed_iteration.txt"), []byte("1")) // not moved yet
+	writeFileAll(t, filepath.Join(moving, "iter_0000001", "mp_rank_00", "model_optim_rng.pt"), []byte("partial"))
+	writeFileAll(t, filepath.Join(moving, "mca_config.json"), []byte("{}"))
+	notes = nil
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, moving, exec.Options{Notice: notice}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 3 || !strings.Contains(strings.Join(notes, "\n"), "removed "+filepath.Join(moving, "iter_0000001")+", moved into place by an interrupted conversion") {
+		t.Errorf("notices: %q", notes)
+	}
+	compareTrees(t, mca, moving)
 	// Another host's temporary may belong to a running conversion.
 	busy := filepath.Join(d, "busy")
 	live := filepath.Join(busy, ".rolltpl-tmp-"+other)
