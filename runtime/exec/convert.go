@@ -813,7 +813,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		if cerr := so.f.Close(); err == nil {
 			err = cerr
 		}
-		so.f = nil
+		so.f, so.fs = nil, nil // the sink's buffers can go
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", shards[cur].name, err)
 		}
