@@ -771,10 +771,6 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 			}
 		}
 	}()
-	var reserved int64
-	for _, s := range shards {
-		reserved += s.size
-	}
 	files := make([]string, 0, len(shards)+1)
 	for i, s := range shards {
 		specs := make([]safetensors.Spec, 0, s.end-s.first)
@@ -792,7 +788,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		}
 		opened[i].layout, opened[i].size = sw.Tensors(), sw.Size()
 		if err := blockio.Preallocate(f, 0, sw.Size()); err != nil {
-			return nil, fmt.Errorf("writing %s: %w%s", out.path(s.name), err, reserveNote(err, len(shards), "shards", reserved))
+			return nil, fmt.Errorf("writing %s: %w%s", out.path(s.name), err, reserveNote(err, len(shards), "shards", total))
 		}
 		opened[i].fs = &fileSink{f: f}
 		files = append(files, s.name)
