@@ -201,7 +201,7 @@ type faultCase struct {
 // (--ranks, rank files written in place) then its finalize, and MCA -> HF.
 func TestFaultInjection(t *testing.T) {
 	if testing.Short() {
-		t.Skip("kills 80 child processes")
+		t.Skip("kills 60 child processes")
 	}
 	dir := t.TempDir()
 	hf := filepath.Join(dir, "hf")
@@ -215,7 +215,7 @@ func TestFaultInjection(t *testing.T) {
 		{name: "HF to MCA new --to", points: 10, args: func(dst string) []string {
 			return []string{"convert", "--quiet", "--from", hf, "--to", dst}
 		}},
-		{name: "HF to MCA existing --to", points: 5, args: func(dst string) []string {
+		{name: "HF to MCA existing --to", points: 4, args: func(dst string) []string {
 			return []string{"convert", "--quiet", "--from", hf, "--to", dst}
 		}, prepare: func(dst string) { os.MkdirAll(dst, 0o750) }},
 		{name: "rank job", points: 10, args: func(dst string) []string {
@@ -225,7 +225,7 @@ func TestFaultInjection(t *testing.T) {
 				t.Fatalf("finalize: exit %d: %s", code, stderr)
 			}
 		}},
-		{name: "MCA to HF", points: 5, args: func(dst string) []string {
+		{name: "MCA to HF", points: 4, args: func(dst string) []string {
 			return []string{"convert", "--quiet", "--from", mca, "--to", dst, "--max-shard-size", "4MB"}
 		}},
 	}
