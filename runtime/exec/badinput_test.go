@@ -254,7 +254,7 @@ func TestBadHFInput(t *testing.T) {
 			dst := filepath.Join(dir, "out")
 			writeFile(t, filepath.Join(dir, "keep"), nil)
 			os.MkdirAll(dst, 0o755)
-			writeFile(t, filepath.Join(dst, "marker"), []byte("old"))
+			writeFile(t, filepath.Join(dst, "mca_config.json"), []byte("old"))
 			before := snapshot(t, dir)
 
 			_, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{Force: true})
@@ -347,18 +347,21 @@ func TestDestination(t *testing.T) {
 	synthFor("qwen3", tensor.BF16).write(t, src, 1, 5)
 	dst := filepath.Join(dir, "out")
 	os.MkdirAll(dst, 0o755)
-	writeFile(t, filepath.Join(dst, "marker"), nil)
+	// A previous checkpoint's shard: --force replaces it (a file that is
+	// not a checkpoint's is refused, TestForceRefusesForeignFiles).
+	old := filepath.Join(dst, "model-00001-of-00003.safetensors")
+	writeFile(t, old, nil)
 	_, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{})
-	if err == nil || !strings.Contains(err.Error(), "is not empty") {
+	if err == nil || !strings.Contains(err.Error(), "is not empty (model-00001-of-00003.safetensors); pass --force") {
 		t.Fatalf("non-empty destination: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dst, "marker")); err != nil {
+	if _, err := os.Stat(old); err != nil {
 		t.Fatal("destination changed")
 	}
 	if _, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dst, "marker")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("forced conversion kept the old content")
 	}
 	if !exec.IsMCA(dst) {

@@ -156,9 +156,12 @@ func rankIndex(l shard.Layout) map[shard.Rank]int {
 }
 
 // writeMCARanks writes the rank files of files (all those of a write
-// plan, or the ones a job selected) under iter_0000001, each followed by
-// its run stamp. Rank files
-// are written concurrently, each by its own executor on the shared input
+// plan, or the ones a job selected) under iter_0000001, each followed by its run stamp. Every rank file
+// is created and its disk space reserved before the first tensor byte is
+// written, so that a full disk is reported first, naming the file; a
+// rank job (out written in place) first removes the temporaries its
+// killed predecessors left (removeStaleWriters). Rank files are then
+// written concurrently, each by its own executor on the shared input
 // mapping; each file is written stage by stage, running the steps whose
 // outputs it holds and splitting their results. It returns the files
 // written (relative to the output) and the bytes written.
@@ -170,11 +173,28 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 	prog := &progressSum{total: total, fn: opts.Progress}
 	index := rankIndex(sh.Layout())
 	rels := make([]string, len(files))
+	writers := make([]*torchsave.Writer, len(files))
+	defer func() {
+		for _, w := range writers {
+			if w != nil {
+				w.Abort()
+			}
+		}
+	}()
 	for i, f := range files {
 		rels[i] = filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
-		if err := os.MkdirAll(filepath.Dir(out.path(rels[i])), 0o755); err != nil {
+		path := out.path(rels[i])
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, 0, err
 		}
+		if err := removeStaleWriters(path, opts.Notice); err != nil {
+			return nil, 0, err
+		}
+		w, err := torchsave.Create(path, rankRoot(sh, f), &torchsave.Options{Sync: opts.Sync})
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w%s", err, reserveNote(err, len(files), "rank files", total))
+		}
+		writers[i] = w
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -194,9 +214,10 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 				ex := newExecutor(p, o, input)
 				path := out.path(rels[i])
 				st := stampFor(p.Config, index[files[i].Rank], files[i].Dir)
-				errs[i] = writeStamped(path, st, opts.Sync, func() error { return ex.writeRankFile(ctx, sh, files[i], path) })
+				errs[i] = writeStamped(path, st, opts.Sync, func() error { return ex.writeRankFile(ctx, sh, files[i], writers[i], path) })
 				written[i] = ex.done
 				ex.close()
+				writers[i] = nil // closed or aborted; its buffers can go
 				if errs[i] != nil {
 					cancel()
 				}
@@ -223,34 +244,42 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 	return rels, n, nil
 }
 
-// rankBufferHook, when set (by tests), is called after each rank file is
-// written with the most bytes its pending buffers held at a time and the
-// number of buffers allocated.
-var rankBufferHook func(path string, peak int64, allocs int)
-
-// writeRankFile writes one rank file: {"model": ...} or {"model0": ...,
-// "model1": ...}.
-func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp shard.FilePlan, path string) error {
+// rankRoot is the value tree of a rank file: {"model": ...} or
+// {"model0": ..., "model1": ...}, each an ordered state dict of the
+// file's entries of that stage.
+func rankRoot(sh *shard.Sharder, fp shard.FilePlan) *torchsave.Dict {
 	keys := shard.StageKeys(sh.Layout())
 	stages := make([]*torchsave.Dict, len(keys))
-	need := make([]map[string]bool, len(keys))
 	for i := range keys {
 		stages[i] = &torchsave.Dict{Ordered: true}
-		need[i] = map[string]bool{}
 	}
 	for _, e := range fp.Entries {
 		stages[e.Stage].Items = append(stages[e.Stage].Items, torchsave.Item{Key: e.Name, Value: torchsave.TensorSpec{DType: e.DType, Shape: e.Shape}})
-		for _, part := range e.Parts {
-			need[e.Stage][part.Global] = true
-		}
 	}
 	root := &torchsave.Dict{}
 	for i, k := range keys {
 		root.Items = append(root.Items, torchsave.Item{Key: k, Value: stages[i]})
 	}
-	w, err := torchsave.Create(path, root, &torchsave.Options{Sync: ex.opts.Sync})
-	if err != nil {
-		return err
+	return root
+}
+
+// rankBufferHook, when set (by tests), is called after each rank file is
+// written with the most bytes its pending buffers held at a time and the
+// number of buffers allocated.
+var rankBufferHook func(path string, peak int64, allocs int)
+
+// writeRankFile writes one rank file at path through w, created with
+// rankRoot(sh, fp) as its value tree.
+func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp shard.FilePlan, w *torchsave.Writer, path string) error {
+	keys := shard.StageKeys(sh.Layout())
+	need := make([]map[string]bool, len(keys))
+	for i := range keys {
+		need[i] = map[string]bool{}
+	}
+	for _, e := range fp.Entries {
+		for _, part := range e.Parts {
+			need[e.Stage][part.Global] = true
+		}
 	}
 	defer w.Abort()
 	// Entries are written in plan order. A piece of the current entry
@@ -331,8 +360,8 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 			continue
 		}
 		for si := range ex.plan.Steps {
-			if err := ctx.Err(); err != nil {
-				return err
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
 			}
 			st := &ex.plan.Steps[si]
 			if st.Dropped {
@@ -643,7 +672,7 @@ func convertMCAToHFLayout(ctx context.Context, m *Model, mck *MCACheckpoint, hfC
 	if err := plan.Err(); err != nil {
 		return res, err
 	}
-	out, err := newOutput(dst, opts.Force)
+	out, err := newOutput(mck.Dir, dst, opts)
 	if err != nil {
 		return res, err
 	}

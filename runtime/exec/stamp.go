@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"hash"
 	"io/fs"
 	"os"
@@ -418,17 +419,16 @@ func writeStamped(rankFile string, st runStamp, sync bool, write func() error) e
 // writeStampFile writes a run stamp through a temporary name of its own
 // (two copies of one rank job, a requeued one and the first still
 // running, may write the same stamp at once), named like the rank files'
-// temporaries: path + torchsave.TempSuffix + random digits.
+// temporaries: path + torchsave.TempSuffix + the writer's host, pid and
+// start time (runtime/tempname), so that a rerun removes the leftovers of
+// a killed writer (removeStaleWriters).
 func writeStampFile(path string, data []byte, sync bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+torchsave.TempSuffix+"*")
+	tmp := tempname.New(path + torchsave.TempSuffix)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	err = f.Chmod(0o644)
-	if err == nil {
-		_, err = f.Write(data)
-	}
+	_, err = f.Write(data)
 	if err == nil && sync {
 		err = f.Sync()
 	}

@@ -36,7 +36,8 @@
 // second goroutine while the block before it is written. The space of all
 // tensor records is reserved (fallocate) when the Writer is created.
 // [Writer.Close] writes the central directory and renames the temporary
-// file (path.tmp-RANDOM) to path.
+// file (path.tmp-HOST-PID-START-RANDOM) to path; [RemoveStaleTemps]
+// removes those of writers that died on this host.
 //
 // The file has the layout torch 2.x's torch.save(obj, path) writes:
 //

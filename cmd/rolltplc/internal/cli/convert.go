@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,15 +16,18 @@ import (
 )
 
 func runConvert(e *env, args []string) int {
+	// Signals first: one during start-up cancels the conversion too.
+	ctx, stop := signalContext()
+	defer stop()
 	c := lookup("convert")
 	fs := flagSet(e, c)
 	from := fs.String("from", "", "source checkpoint directory (HF, or MCA when it has an mca_config.json)")
-	to := fs.String("to", "", "destination directory (created; refused if not empty unless --force)")
+	to := fs.String("to", "", "destination folder (created, or an empty folder written through; refused if not empty unless --force)")
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for the checkpoint's model type; MCA -> HF: the one mca_config.json records)")
 	modelType := fs.String("model-type", "", "model type of a checkpoint that names none (config.json model_type, mca_config.json hf_model_type); must agree with it otherwise")
 	toHF := fs.Bool("to-hf", false, "require an MCA source and convert it to HF (the direction is otherwise detected)")
 	quiet := fs.BoolP("quiet", "q", false, "no progress output (bar or log lines) and no summary")
-	force := fs.Bool("force", false, "replace a destination that is not empty")
+	force := fs.Bool("force", false, "replace the checkpoint in a non-empty --to (only a checkpoint's own files; any other file is refused, named)")
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
 	maxShard := fs.String("max-shard-size", "5GB", "HF shard size limit (MCA -> HF), e.g. 5GB, 500MB, 1GiB")
 	sync := fs.Bool("sync", false, "fsync every output file before the output is renamed into place")
@@ -78,15 +79,13 @@ func runConvert(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	dir := "HF -> MCA"
 	if isMCA {
 		dir = "MCA -> HF"
 	}
 	bar := newProgress(e, *quiet, dir)
 	opts := exec.Options{Force: *force, Layout: l, Progress: bar.update, MaxShardSize: shardSize, Sync: *sync,
-		Ranks: ranks, Finalize: *finalize}
+		Ranks: ranks, Finalize: *finalize, Notice: e.notice("convert")}
 	start := time.Now()
 	var res *exec.Result
 	if isMCA {

@@ -123,7 +123,7 @@ func TestConvertRoundTrip(t *testing.T) {
 	}
 	// Refusals.
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", mca)
-	if code != ExitError || !strings.Contains(stderr, "is not empty (use force") {
+	if code != ExitError || !strings.Contains(stderr, "; pass --force") {
 		t.Errorf("non-empty destination: exit %d %q", code, stderr)
 	}
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--tp", "2")

@@ -1,10 +1,7 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 	"time"
 
@@ -14,6 +11,9 @@ import (
 )
 
 func runVerify(e *env, args []string) int {
+	// Signals first: one during start-up cancels the conversion too.
+	ctx, stop := signalContext()
+	defer stop()
 	c := lookup("verify")
 	fs := flagSet(e, c)
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for config.json's model_type)")
@@ -47,11 +47,9 @@ func runVerify(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	bar := newProgress(e, *quiet, "verify")
 	start := time.Now()
-	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l})
+	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l, Notice: e.notice("verify")})
 	bar.finish()
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
