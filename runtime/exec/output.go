@@ -12,8 +12,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 

@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 

@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
