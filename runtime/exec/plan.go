@@ -97,6 +97,10 @@ func (p Problem) Error() string {
 	if len(p.Tensors) > 0 {
 		b.WriteString(": ")
 		for i, t := range p.Tensors {
+			if i == MaxProblemTensors {
+				fmt.Fprintf(&b, " and %d more", len(p.Tensors)-i)
+				break
+			}
 			if i > 0 {
 				b.WriteString(", ")
 			}
@@ -185,6 +189,8 @@ type PlanError struct {
 	Problems []Problem
 }
 
+// Error lists the problems, at most [MaxProblemsPerKind] of each kind
+// with a count of the others.
 func (e *PlanError) Error() string {
 	var b strings.Builder
 	if len(e.Problems) == 1 {
@@ -193,9 +199,13 @@ func (e *PlanError) Error() string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%d problems:", len(e.Problems))
-	for _, p := range e.Problems {
+	kept, omitted := CapProblems(e.Problems)
+	for _, p := range kept {
 		b.WriteString("\n  ")
 		b.WriteString(p.Error())
+	}
+	for _, o := range omitted {
+		fmt.Fprintf(&b, "\n  ... and %d more [%s]", o.Count, o.Kind)
 	}
 	return b.String()
 }

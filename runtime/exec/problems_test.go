@@ -1,11 +1,16 @@
 package exec_test
 
 import (
+	"bytes"
+	"fmt"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -110,4 +115,66 @@ func TestPlanProblems(t *testing.T) {
 			t.Errorf("problems: %v", probs)
 		}
 	})
+}
+
+// TestProblemListCapped plans a shard with thousands of unmatched names:
+// the text listing, the JSON report and the error string list 20
+// problems of the kind and count the rest, while the totals count all.
+func TestProblemListCapped(t *testing.T) {
+	const n = 3000
+	p := planFor(t, "llama", func(t *testing.T, src string) {
+		editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+			for i := range n {
+				name := fmt.Sprintf("model.stray_%d.weight", i)
+				data[name] = make([]byte, 2)
+				specs = append(specs, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: tensor.Shape{1}})
+			}
+			return specs
+		})
+	})
+	var buf bytes.Buffer
+	exec.WriteProblems(&buf, p.Problems)
+	text := buf.String()
+	if got := strings.Count(text, "error [unmatched]"); got != exec.MaxProblemsPerKind {
+		t.Errorf("listed %d unmatched problems, want %d", got, exec.MaxProblemsPerKind)
+	}
+	if want := fmt.Sprintf("... and %d more [unmatched] problems (20 listed)\n", n-exec.MaxProblemsPerKind); !strings.Contains(text, want) {
+		t.Errorf("no line %q in:\n%s", want, text)
+	}
+	if len(text) > 8<<10 {
+		t.Errorf("%d bytes of problems for %d names", len(text), n)
+	}
+	var sum bytes.Buffer
+	p.WriteSummary(&sum)
+	if !strings.Contains(sum.String(), fmt.Sprintf("%d errors", n)) || sum.Len() > 10<<10 {
+		t.Errorf("summary of %d bytes:\n%s", sum.Len(), sum.String())
+	}
+	r := p.Report()
+	if r.Errors != n || len(r.Problems) != exec.MaxProblemsPerKind {
+		t.Errorf("report: %d errors, %d problems listed", r.Errors, len(r.Problems))
+	}
+	if diff := cmp.Diff([]exec.KindCount{{Kind: exec.ProblemUnmatched, Count: n - exec.MaxProblemsPerKind}}, r.Omitted); diff != "" {
+		t.Errorf("omitted (-want +got):\n%s", diff)
+	}
+	msg := p.Err().Error()
+	if !strings.HasPrefix(msg, fmt.Sprintf("%d problems:", n)) || !strings.Contains(msg, fmt.Sprintf("and %d more [unmatched]", n-exec.MaxProblemsPerKind)) || len(msg) > 8<<10 {
+		t.Errorf("error of %d bytes: %.300s", len(msg), msg)
+	}
+}
+
+// TestProblemTensorsCapped: one problem with many tensors lists 12 of
+// them, in text, in the error string and in the report.
+func TestProblemTensorsCapped(t *testing.T) {
+	pr := exec.Problem{Kind: exec.ProblemIncomplete, Severity: exec.Error, Msg: "m"}
+	for i := range 100 {
+		pr.Tensors = append(pr.Tensors, exec.ProblemTensor{Name: fmt.Sprintf("t%d", i), File: "f"})
+	}
+	if s := pr.Error(); strings.Count(s, `"t`) != exec.MaxProblemTensors || !strings.HasSuffix(s, " and 88 more") {
+		t.Errorf("Error() = %s", s)
+	}
+	var buf bytes.Buffer
+	exec.WriteProblems(&buf, []exec.Problem{pr})
+	if strings.Count(buf.String(), `"t`) != exec.MaxProblemTensors || !strings.Contains(buf.String(), "... and 88 more") {
+		t.Errorf("WriteProblems:\n%s", buf.String())
+	}
 }
