@@ -200,7 +200,76 @@ func badHFCases() []badCase {
 		{"non-integer layer index", func(t *testing.T, src string) {
 			addTensor(t, src, "model.layers.x1.mlp.down_proj.weight", tensor.Shape{4})
 		}, []string{`"model\.layers\.x1\.mlp\.down_proj\.weight" in \S+\.safetensors`, `layer index "x1"`}},
+		// The expected structure (llama: hidden 64, intermediate 160, 3
+		// layers, untied).
+		{"a layer without down_proj", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.layers.1.mlp.down_proj.weight")
+		}, []string{`layer 1 \(model\.layers\.1\): the checkpoint has no "model\.layers\.1\.mlp\.down_proj\.weight", which 2 layers of the same kind have`}},
+		{"no final norm", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.norm.weight")
+		}, []string{`global weights: the checkpoint has no "model\.norm\.weight" of shape \[64\] \(hidden_size\)`}},
+		{"no embedding", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.embed_tokens.weight")
+		}, []string{`no "model\.embed_tokens\.weight" of shape \[\*, 64\]`}},
+		{"a layer beyond num_hidden_layers", func(t *testing.T, src string) {
+			setJSONKey(t, filepath.Join(src, "config.json"), "num_hidden_layers", 2)
+		}, []string{`layer 2 is beyond num_layers 2 \(num_hidden_layers in config\.json\)`, `"model\.layers\.2\.`}},
+		{"down_proj with one extra row in every layer", func(t *testing.T, src string) {
+			for l := range 3 {
+				reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.mlp.down_proj.weight", l), tensor.Shape{65, 160})
+			}
+		}, []string{`decoder\.layers\.0\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\] \(hidden_size, ffn_hidden_size\)`, `"model\.layers\.0\.mlp\.down_proj\.weight" in \S+\.safetensors`}},
+		{"one layer's down_proj with one extra row", func(t *testing.T, src string) {
+			reshapeTensor(t, src, "model.layers.2.mlp.down_proj.weight", tensor.Shape{65, 160})
+		}, []string{`layer 2 \(model\.layers\.2\): the tensor has shape \[65, 160\] but \[64, 160\] in 2 layers of the same kind`, `decoder\.layers\.2\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\]`}},
+		{"a norm of hidden+1", func(t *testing.T, src string) {
+			reshapeTensor(t, src, "model.norm.weight", tensor.Shape{65})
+		}, []string{`decoder\.final_layernorm\.weight has shape \[65\]; want \[64\] \(hidden_size\)`, `"model\.norm\.weight" in \S+\.safetensors`}},
+		{"o_proj of the wrong width", func(t *testing.T, src string) {
+			for l := range 3 {
+				reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.self_attn.o_proj.weight", l), tensor.Shape{64, 32})
+			}
+		}, []string{`linear_proj\.weight has shape \[64, 32\]; want \[64, 64\] \(hidden_size, num_attention_heads × kv_channels\)`}},
+		{"an integer weight", func(t *testing.T, src string) {
+			retypeTensor(t, src, "model.layers.0.post_attention_layernorm.weight", tensor.I16)
+		}, []string{`\[dtype\]|the weight is I16; weights and biases are floating-point`, `"model\.layers\.0\.post_attention_layernorm\.weight" in \S+\.safetensors`}},
+		{"a bool weight", func(t *testing.T, src string) {
+			retypeTensor(t, src, "lm_head.weight", tensor.BOOL)
+		}, []string{`the weight is BOOL`, `"lm_head\.weight"`}},
 	}
+}
+
+// reshapeTensor gives a tensor of the checkpoint a new shape (zero bytes).
+func reshapeTensor(t *testing.T, src, name string, shape tensor.Shape) {
+	t.Helper()
+	editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+		for i := range specs {
+			if specs[i].Name == name {
+				specs[i].Shape = shape
+				data[name] = make([]byte, shape.NumElements()*int64(specs[i].DType.Size()))
+				return specs
+			}
+		}
+		t.Fatalf("no tensor %s", name)
+		return nil
+	})
+}
+
+// retypeTensor gives a tensor of the checkpoint another dtype of the same
+// element count (zero bytes).
+func retypeTensor(t *testing.T, src, name string, dt tensor.DType) {
+	t.Helper()
+	editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+		for i := range specs {
+			if specs[i].Name == name {
+				specs[i].DType = dt
+				data[name] = make([]byte, specs[i].Shape.NumElements()*int64(dt.Size()))
+				return specs
+			}
+		}
+		t.Fatalf("no tensor %s", name)
+		return nil
+	})
 }
 
 // addTensor adds a tensor (zero bytes) to the first shard and the index.

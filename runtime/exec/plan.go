@@ -291,6 +291,13 @@ type planner struct {
 	// layers meeting it, as ROLL's template class does in add_hf_weight).
 	variants  map[*side]layerVariant
 	layerVals map[string][]string // mca_config lists the variants read, by key
+
+	// For the expected-structure checks (structure.go):
+	sides      []*side           // one per template op (MCA -> HF: and per-layer variants)
+	attempted  map[bucketOp]bool // op groups that ran or were reported in a bucket
+	consumed   map[int]bool      // inputs that reached an op other than drop
+	dropped    map[int]bool      // inputs of drop ops
+	mcaGlobals []mcaGlobal       // HF -> MCA: the global MCA outputs
 }
 
 // layerVariant is the side an op takes in the layers meeting cond.
@@ -310,6 +317,9 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		seen:      map[string]bool{},
 		variants:  map[*side]layerVariant{},
 		layerVals: map[string][]string{},
+		attempted: map[bucketOp]bool{},
+		consumed:  map[int]bool{},
+		dropped:   map[int]bool{},
 	}
 	hfp := prefixes{t.LayerPrefix, t.ExpertPrefix}
 	mcap := prefixes{MCALayerPrefix, MCAExpertPrefix}
@@ -374,6 +384,7 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 			pl.variants[sd] = layerVariant{cond: lc, side: as}
 		}
 	}
+	pl.sides = sides
 	if dir == ops.HFToMCA {
 		pl.table = newOpTable(sides, func(s *side) []string { return s.info.hf })
 	} else {
@@ -399,6 +410,7 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	pl.leftovers()
 	pl.checkOutputs()
 	pl.checkLayers()
+	pl.checkStructure()
 	return p
 }
 
@@ -459,8 +471,10 @@ func (pl *planner) add(i int) {
 		// no MCA names, so they are on no rank): they never reach a
 		// bucket, whatever the drop op's declared names.
 		pl.p.Steps = append(pl.p.Steps, Step{OpIndex: s.info.index, Kind: s.info.kind, Bucket: wp.Prefix, Inputs: []int{i}, Dropped: true, side: s})
+		pl.dropped[i] = true
 		return
 	}
+	pl.consumed[i] = true
 	key := pure
 	if pl.dir == ops.MCAToHF && isSplitKind(s.info.kind) && wp.Expert >= 0 {
 		// Qwen3VLMoeTemplate: all experts of a layer share a bucket, keyed
@@ -522,6 +536,7 @@ func (pl *planner) add(i int) {
 			for c, k := range cands {
 				idx[c] = candIdx[k]
 			}
+			pl.attempted[bucketOp{b.wp.Prefix, s.info.index}] = true
 			pl.problem(ProblemGather, Error, s.info.describe(), idx,
 				"%s: the op has %d tensors but not its source %q", bucketDesc(b.wp), len(cands), fullName(b.wp.Prefix, src))
 			return
@@ -566,6 +581,7 @@ func (pl *planner) fake(i int) (tensor.Tensor, error) {
 func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []string) {
 	st := Step{OpIndex: s.info.index, Kind: s.info.kind, Bucket: wp.Prefix, Inputs: inputs, Captures: captures, side: s}
 	desc := s.info.describe()
+	pl.attempted[bucketOp{wp.Prefix, s.info.index}] = true
 	if s.info.kind == ops.KindDrop {
 		st.Dropped = true
 		pl.p.Steps = append(pl.p.Steps, st)
@@ -620,6 +636,9 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 	for k, v := range outs {
 		name := prefix + targets[k]
 		if pl.dir == ops.HFToMCA {
+			if !v.IsStacked() {
+				pl.mcaGlobals = append(pl.mcaGlobals, mcaGlobal{name: name, dtype: v.Tensor.DType, shape: v.Tensor.Shape, inputs: inputs, op: desc})
+			}
 			rts, err := pl.dist.toRanks(name, v)
 			if err != nil {
 				kind := ProblemShape
@@ -723,6 +742,7 @@ func (pl *planner) leftovers() {
 				pl.problem(ProblemIncomplete, Error, "", idx, "%s: tensors left unconverted", bucketDesc(b.wp))
 				continue
 			}
+			pl.attempted[bucketOp{b.wp.Prefix, g.s.info.index}] = true
 			var missing []string
 			for _, src := range g.s.sources {
 				if _, ok := b.idx[src]; !ok {
@@ -760,7 +780,11 @@ func (pl *planner) checkOutputs() {
 	if pl.dir != ops.HFToMCA || len(pl.p.Steps) == 0 {
 		return
 	}
-	if tied, ok := pl.p.Config.Bool("tie_embeddings_and_output_weights"); ok && !tied {
+	declared := false // then checkGlobals reports it missing
+	for _, s := range pl.sides {
+		declared = declared || slices.Contains(s.info.mca, "output_layer.weight")
+	}
+	if tied, ok := pl.p.Config.Bool("tie_embeddings_and_output_weights"); ok && !tied && !declared {
 		if _, ok := first["output_layer.weight"]; !ok {
 			pl.problem(ProblemConfig, Warning, "", nil, "the embeddings are not tied (tie_word_embeddings is false) but no tensor becomes output_layer.weight")
 		}
@@ -818,9 +842,27 @@ func (pl *planner) checkLayers() {
 			}
 		}
 		sort.Ints(beyond)
+		ignored := map[int]bool{}
+		for _, i := range pl.p.Ignored {
+			ignored[i] = true
+		}
 		for _, l := range beyond {
-			pl.problem(ProblemLayers, Warning, "", layers[l][:min(len(layers[l]), 4)],
-				"layer %d is beyond num_layers %d (an extra or multi-token-prediction layer?)", l, n)
+			// A layer the template drops or ignores entirely (a
+			// multi-token-prediction layer) is only noted; any tensor of
+			// it that would be converted is an error.
+			var kept []int
+			for _, i := range layers[l] {
+				if !ignored[i] && !pl.dropped[i] {
+					kept = append(kept, i)
+				}
+			}
+			if len(kept) == 0 {
+				pl.problem(ProblemLayers, Warning, "", layers[l][:min(len(layers[l]), 4)],
+					"layer %d is beyond num_layers %d; the template drops or ignores all its tensors", l, n)
+				continue
+			}
+			pl.problem(ProblemLayers, Error, "", kept[:min(len(kept), 4)],
+				"layer %d is beyond num_layers %d (num_hidden_layers in config.json): an extra layer, or a config for another model; %d of its tensors would be converted", l, n, len(kept))
 		}
 	}
 	if len(experts) == 0 {

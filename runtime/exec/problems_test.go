@@ -71,9 +71,12 @@ func TestPlanProblems(t *testing.T) {
 	})
 	t.Run("untied without lm_head", func(t *testing.T) {
 		p := planFor(t, "llama", func(t *testing.T, src string) { dropTensor(t, src, "lm_head.weight") })
-		wantProblem(t, p, exec.ProblemConfig, exec.Warning, `no tensor becomes output_layer\.weight`)
-		if p.Err() != nil {
-			t.Errorf("a warning made the plan fail: %v", p.Err())
+		wantProblem(t, p, exec.ProblemMissing, exec.Error, `no "lm_head\.weight" of shape \[\*, 64\]`)
+	})
+	t.Run("tied without lm_head", func(t *testing.T) {
+		p := planFor(t, "qwen2", func(t *testing.T, src string) { dropTensor(t, src, "lm_head.weight") })
+		if err := p.Err(); err != nil {
+			t.Errorf("tied embeddings need no lm_head: %v", err)
 		}
 	})
 	t.Run("ignored key", func(t *testing.T) {
