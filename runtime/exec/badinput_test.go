@@ -1,11 +1,13 @@
 package exec_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -239,6 +241,69 @@ func badHFCases() []badCase {
 	}
 }
 
+// editPT rewrites the rank file at path (its "model" state dict, zero
+// bytes for changed tensors) after edit.
+func editPT(t *testing.T, path string, edit func(model *torchsave.Dict)) {
+	t.Helper()
+	f, err := torchsave.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := &torchsave.Dict{Ordered: true}
+	data := map[*torchsave.TensorSpec][]byte{}
+	for _, tt := range f.Tensors() {
+		name, ok := strings.CutPrefix(tt.Name, "model/")
+		if !ok {
+			continue
+		}
+		sp := &torchsave.TensorSpec{DType: tt.DType, Shape: tt.Shape}
+		data[sp] = append([]byte(nil), tt.Data...)
+		model.Items = append(model.Items, torchsave.Item{Key: name, Value: sp})
+	}
+	f.Close()
+	edit(model)
+	w, err := torchsave.Create(path, &torchsave.Dict{Items: []torchsave.Item{{Key: "model", Value: model}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	byName := map[string]*torchsave.TensorSpec{}
+	for _, it := range model.Items {
+		byName["model/"+it.Key.(string)] = it.Value.(*torchsave.TensorSpec)
+	}
+	for _, ti := range w.Tensors() {
+		sp := byName[ti.Name]
+		b := data[sp]
+		if int64(len(b)) != sp.Size() {
+			b = make([]byte, sp.Size())
+		}
+		if err := w.WriteTensor(ti.Name, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func deleteKey(d *torchsave.Dict, key string) {
+	d.Items = slices.DeleteFunc(d.Items, func(it torchsave.Item) bool { return it.Key == key })
+}
+
+// setSpec edits the spec of a tensor of d in place (a copy, so that a
+// spec shared with another key stays as it was).
+func setSpec(d *torchsave.Dict, key string, edit func(*torchsave.TensorSpec)) {
+	for i, it := range d.Items {
+		if it.Key == key {
+			sp := *it.Value.(*torchsave.TensorSpec)
+			edit(&sp)
+			d.Items[i].Value = &sp
+			return
+		}
+	}
+	panic("no tensor " + key)
+}
+
 // reshapeTensor gives a tensor of the checkpoint a new shape (zero bytes).
 func reshapeTensor(t *testing.T, src, name string, shape tensor.Shape) {
 	t.Helper()
@@ -380,6 +445,35 @@ func TestBadMCAInput(t *testing.T) {
 		{"qkv rows disagree with the config", func(t *testing.T, mca string) {
 			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "num_query_groups", 7)
 		}, []string{`"decoder\.layers\.0\.self_attention\.linear_qkv\.weight" in \S+model_optim_rng\.pt`, `qkv op`}},
+		// The expected structure (qwen2: hidden 112, ffn 192, 2 layers).
+		{"a layer without linear_fc2", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				deleteKey(model, "decoder.layers.1.mlp.linear_fc2.weight")
+			})
+		}, []string{`layer 1 \(decoder\.layers\.1\): the checkpoint has no "decoder\.layers\.1\.mlp\.linear_fc2\.weight"`}},
+		{"no final norm", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) { deleteKey(model, "decoder.final_layernorm.weight") })
+		}, []string{`global weights: the checkpoint has no "decoder\.final_layernorm\.weight" of shape \[112\] \(hidden_size\)`}},
+		{"no embedding", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) { deleteKey(model, "embedding.word_embeddings.weight") })
+		}, []string{`no "embedding\.word_embeddings\.weight" of shape \[\*, 112\]`}},
+		{"linear_fc2 with one extra row", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				for _, l := range []string{"0", "1"} {
+					setSpec(model, "decoder.layers."+l+".mlp.linear_fc2.weight", func(s *torchsave.TensorSpec) { s.Shape = tensor.Shape{113, 192} })
+				}
+			})
+		}, []string{`decoder\.layers\.0\.mlp\.linear_fc2\.weight has shape \[113, 192\]; want \[112, 192\] \(hidden_size, ffn_hidden_size\)`, `in \S+model_optim_rng\.pt`}},
+		{"a norm of hidden+1", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				setSpec(model, "decoder.final_layernorm.weight", func(s *torchsave.TensorSpec) { s.Shape = tensor.Shape{113} })
+			})
+		}, []string{`decoder\.final_layernorm\.weight has shape \[113\]; want \[112\] \(hidden_size\)`}},
+		{"an integer weight", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				setSpec(model, "decoder.layers.0.mlp.linear_fc1.layer_norm_weight", func(s *torchsave.TensorSpec) { s.DType = tensor.I16 })
+			})
+		}, []string{`the weight is I16; weights and biases are floating-point`, `"decoder\.layers\.0\.mlp\.linear_fc1\.layer_norm_weight" in \S+model_optim_rng\.pt`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -460,5 +554,60 @@ func TestDestination(t *testing.T) {
 	}
 	if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cancelled conversion created %s", gone)
+	}
+}
+
+// TestSharedStorageMCA converts back a rank file in which two keys hold
+// one tensor (torch.save memoizes it; here the writer does the same for a
+// shared *TensorSpec): both keys are converted.
+func TestSharedStorageMCA(t *testing.T) {
+	m := stdlibModel(t, "qwen2")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthFor("qwen2", tensor.BF16).write(t, src, 1, 4)
+	mca := filepath.Join(dir, "mca")
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	pt := filepath.Join(mca, "iter_0000001", "mp_rank_00", exec.MCACheckpointPT)
+	editPT(t, pt, func(model *torchsave.Dict) {
+		a, _ := model.Get("decoder.layers.0.mlp.linear_fc2.weight")
+		for i, it := range model.Items {
+			if it.Key == "decoder.layers.1.mlp.linear_fc2.weight" {
+				model.Items[i].Value = a
+			}
+		}
+	})
+	f, err := torchsave.Open(pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storages := 0
+	for _, r := range f.Records() {
+		if strings.HasPrefix(r.Name, "data/") {
+			storages++
+		}
+	}
+	if storages != len(f.Tensors())-1 {
+		t.Errorf("%d storages for %d tensors: the edit did not share one", storages, len(f.Tensors()))
+	}
+	f.Close()
+	back := filepath.Join(dir, "back")
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := safetensors.OpenSharded(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	data := map[string][]byte{}
+	for _, st := range sh.Tensors() {
+		data[st.Name] = st.File.Data(st.TensorInfo)
+	}
+	d0, ok0 := data["model.layers.0.mlp.down_proj.weight"]
+	d1, ok1 := data["model.layers.1.mlp.down_proj.weight"]
+	if !ok0 || !ok1 || !bytes.Equal(d0, d1) {
+		t.Errorf("down_proj of layers 0 and 1: present %v %v, equal %v", ok0, ok1, bytes.Equal(d0, d1))
 	}
 }
