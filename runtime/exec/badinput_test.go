@@ -417,6 +417,9 @@ func TestBadHFInput(t *testing.T) {
 			if herr == nil || herr.Error() != err.Error() {
 				t.Errorf("header-only check gave %v, conversion %v", herr, err)
 			}
+			if perr := planVerdict(m, src, exec.Layout{}); perr == nil || perr.Error() != err.Error() {
+				t.Errorf("PlanConversion gave %v, conversion %v", perr, err)
+			}
 		})
 	}
 }
@@ -499,8 +502,21 @@ func TestBadMCAInput(t *testing.T) {
 			if after := snapshot(t, dir); !slices.Equal(before, after) {
 				t.Errorf("the directory changed:\nbefore %v\nafter  %v", before, after)
 			}
+			if perr := planVerdict(m, mca, exec.Layout{}); perr == nil || perr.Error() != err.Error() {
+				t.Errorf("PlanConversion gave %v, conversion %v", perr, err)
+			}
 		})
 	}
+}
+
+// planVerdict is the error PlanConversion gives for src: its error, or
+// the plan's.
+func planVerdict(m *exec.Model, src string, l exec.Layout) error {
+	cp, err := exec.PlanConversion(m, src, l)
+	if err != nil {
+		return err
+	}
+	return cp.Plan.Err()
 }
 
 func TestDestination(t *testing.T) {
