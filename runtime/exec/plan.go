@@ -636,8 +636,8 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 	for k, v := range outs {
 		name := prefix + targets[k]
 		if pl.dir == ops.HFToMCA {
-			if !v.IsStacked() {
-				pl.mcaGlobals = append(pl.mcaGlobals, mcaGlobal{name: name, dtype: v.Tensor.DType, shape: v.Tensor.Shape, inputs: inputs, op: desc})
+			if dt, shape, ok := valueMeta(v); ok {
+				pl.mcaGlobals = append(pl.mcaGlobals, mcaGlobal{name: name, dtype: dt, shape: shape, inputs: inputs, op: desc})
 			}
 			rts, err := pl.dist.toRanks(name, v)
 			if err != nil {

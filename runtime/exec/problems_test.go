@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,6 +47,84 @@ func wantProblem(t *testing.T, p *exec.Plan, kind exec.ProblemKind, sev exec.Sev
 	t.Errorf("no %v %s problem matching %q; problems:", sev, kind, pattern)
 	for _, pr := range p.Problems {
 		t.Errorf("  %v %s: %v", pr.Severity, pr.Kind, pr.Error())
+	}
+}
+
+// TestPlanStructure: the expected structure of MoE, biased and
+// multimodal models, one planned checkpoint per case (both a defect the
+// check finds and a variation it must accept).
+func TestPlanStructure(t *testing.T) {
+	for _, c := range []struct {
+		name, model string
+		edit        func(t *testing.T, src string)
+		kind        exec.ProblemKind
+		want        string // "" = no error
+	}{
+		{"an expert without w2", "mixtral", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.layers.1.block_sparse_moe.experts.2.w2.weight")
+		}, exec.ProblemMissing, `layer 1 expert 2 \(model\.layers\.1\.block_sparse_moe\.experts\.2\): the checkpoint has no "model\.layers\.1\.block_sparse_moe\.experts\.2\.w2\.weight", which 7 experts of the same kind have`},
+		{"expert down_proj of moe_intermediate_size+1", "qwen3_moe", func(t *testing.T, src string) {
+			for e := range 8 {
+				for l := range 2 {
+					reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.mlp.experts.%d.down_proj.weight", l, e), tensor.Shape{64, 33})
+				}
+			}
+		}, exec.ProblemShape, `decoder\.layers\.0\.mlp\.experts\.local_experts\.0\.linear_fc2\.weight has shape \[64, 33\]; want \[64, 32\] \(hidden_size, moe_ffn_hidden_size\)`},
+		{"shared expert gate_proj of the wrong size", "qwen2_moe", func(t *testing.T, src string) {
+			for l := range 2 {
+				for _, n := range []string{"gate_proj", "up_proj"} {
+					reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.mlp.shared_expert.%s.weight", l, n), tensor.Shape{95, 64})
+				}
+			}
+		}, exec.ProblemShape, `shared_experts\.linear_fc1\.weight has shape \[190, 64\]; want \[192, 64\] \(2 × moe_shared_expert_intermediate_size \(swiglu\), hidden_size\)`},
+		{"gate and up of intermediate_size+1", "llama", func(t *testing.T, src string) {
+			for l := range 3 {
+				for _, n := range []string{"gate_proj", "up_proj"} {
+					reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.mlp.%s.weight", l, n), tensor.Shape{161, 64})
+				}
+			}
+		}, exec.ProblemShape, `decoder\.layers\.2\.mlp\.linear_fc1\.weight has shape \[322, 64\]; want \[320, 64\] \(2 × ffn_hidden_size \(swiglu\), hidden_size\)`},
+		{"a router of the wrong width", "qwen2_moe", func(t *testing.T, src string) {
+			for l := range 2 {
+				reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.mlp.gate.weight", l), tensor.Shape{4, 65})
+			}
+		}, exec.ProblemShape, `router\.weight has shape \[4, 65\]; want \[4, 64\] \(num_moe_experts, hidden_size\)`},
+		{"q/k norms of the wrong size", "qwen3", func(t *testing.T, src string) {
+			for l := range 2 {
+				reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.self_attn.k_norm.weight", l), tensor.Shape{64})
+			}
+		}, exec.ProblemShape, `k_layernorm\.weight has shape \[64\]; want \[16\] \(kv_channels\)`},
+		{"biases in one layer only", "qwen2", func(t *testing.T, src string) {
+			for _, n := range []string{"q", "k", "v"} {
+				dropTensor(t, src, "model.layers.1.self_attn."+n+"_proj.bias")
+			}
+		}, exec.ProblemMissing, `layer 1 .*no "model\.layers\.1\.self_attn\.q_proj\.bias", "model\.layers\.1\.self_attn\.k_proj\.bias", "model\.layers\.1\.self_attn\.v_proj\.bias", which 1 layer of the same kind have`},
+		{"biases in no layer (optional)", "qwen2", func(t *testing.T, src string) {
+			for l := range 2 {
+				for _, n := range []string{"q", "k", "v"} {
+					dropTensor(t, src, fmt.Sprintf("model.layers.%d.self_attn.%s_proj.bias", l, n))
+				}
+			}
+		}, "", ""},
+		{"a vision model without its tower (optional)", "qwen2_vl", func(t *testing.T, src string) {
+			editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+				return slices.DeleteFunc(specs, func(s safetensors.Spec) bool { return strings.HasPrefix(s.Name, "visual.") })
+			})
+		}, "", ""},
+		{"a vision model without its final norm", "qwen2_vl", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.norm.weight")
+		}, exec.ProblemMissing, `no "model\.norm\.weight" of shape \[96\] \(hidden_size\)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := planFor(t, c.model, c.edit)
+			if c.want == "" {
+				if err := p.Err(); err != nil {
+					t.Errorf("want no error, got %v", err)
+				}
+				return
+			}
+			wantProblem(t, p, c.kind, exec.Error, c.want)
+		})
 	}
 }
 

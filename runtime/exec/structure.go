@@ -56,6 +56,27 @@ type mcaGlobal struct {
 	op     string
 }
 
+// valueMeta returns the dtype and logical shape of an op result without
+// concatenating a stacked value.
+func valueMeta(v ops.Value) (tensor.DType, tensor.Shape, bool) {
+	if !v.IsStacked() {
+		return v.Tensor.DType, v.Tensor.Shape, true
+	}
+	cs := v.Stacked.Components
+	d := v.Stacked.Dim
+	if len(cs) == 0 || d < 0 || d >= len(cs[0].Shape) {
+		return 0, nil, false
+	}
+	shape := slices.Clone(cs[0].Shape)
+	for _, c := range cs[1:] {
+		if len(c.Shape) != len(shape) {
+			return 0, nil, false
+		}
+		shape[d] += c.Shape[d]
+	}
+	return cs[0].DType, shape, true
+}
+
 // checkStructure runs the expected-structure checks.
 func (pl *planner) checkStructure() {
 	if pl.dir == ops.MCAToHF {
@@ -265,19 +286,42 @@ func (pl *planner) checkPeers() {
 		// A bucket lacks an op when a peer has every op it has and more:
 		// layers of kinds the template does not tell apart (linear and
 		// full attention) each have ops the other lacks, and are left
-		// alone.
+		// alone. Buckets are compared by their op sets, of which there
+		// are few whatever the number of buckets.
+		sig := map[string]string{} // bucket → op set, one byte per op
+		var sigs []string
+		for _, p := range prefixes {
+			b := make([]byte, len(opIdx))
+			for k, oi := range opIdx {
+				b[k] = '0'
+				if has(p, oi) {
+					b[k] = '1'
+				}
+			}
+			sig[p] = string(b)
+			if !slices.Contains(sigs, sig[p]) {
+				sigs = append(sigs, sig[p])
+			}
+		}
 		subset := func(a, b string) bool { // ops(a) ⊊ ops(b)
-			strict := false
-			for _, oi := range opIdx {
-				ha, hb := has(a, oi), has(b, oi)
-				if ha && !hb {
+			for k := range a {
+				if a[k] == '1' && b[k] == '0' {
 					return false
 				}
-				strict = strict || hb && !ha
 			}
-			return strict
+			return a != b
 		}
-		for _, oi := range opIdx {
+		// dominated reports whether op set a, lacking op k, is a strict
+		// subset of an op set that has it.
+		dominated := func(k int, a string) bool {
+			for _, b := range sigs {
+				if b[k] == '1' && subset(a, b) {
+					return true
+				}
+			}
+			return false
+		}
+		for k, oi := range opIdx {
 			var have []string
 			var example *Step
 			for _, p := range prefixes {
@@ -292,14 +336,7 @@ func (pl *planner) checkPeers() {
 				if has(p, oi) || example == nil {
 					continue
 				}
-				dominated := false
-				for _, q := range have {
-					if subset(p, q) {
-						dominated = true
-						break
-					}
-				}
-				if !dominated {
+				if !dominated(k, sig[p]) {
 					continue
 				}
 				var want []string
