@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -608,6 +610,49 @@ func TestSharedStorageMCA(t *testing.T) {
 		t.Errorf("%d storages for %d tensors: the edit did not share one", storages, len(f.Tensors()))
 	}
 	f.Close()
+	back := filepath.Join(dir, "back")
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := safetensors.OpenSharded(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	data := map[string][]byte{}
+	for _, st := range sh.Tensors() {
+		data[st.Name] = st.File.Data(st.TensorInfo)
+	}
+	d0, ok0 := data["model.layers.0.mlp.down_proj.weight"]
+	d1, ok1 := data["model.layers.1.mlp.down_proj.weight"]
+	if !ok0 || !ok1 || !bytes.Equal(d0, d1) {
+		t.Errorf("down_proj of layers 0 and 1: present %v %v, equal %v", ok0, ok1, bytes.Equal(d0, d1))
+	}
+}
+
+// TestSharedStorageTorch: a rank file torch.save wrote with one tensor
+// under two keys (what a training script that ties two weights saves)
+// converts back to HF with both weights.
+func TestSharedStorageTorch(t *testing.T) {
+	py := torchtest.Python(t)
+	m := stdlibModel(t, "qwen2")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthFor("qwen2", tensor.BF16).write(t, src, 1, 4)
+	mca := filepath.Join(dir, "mca")
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	pt := filepath.Join(mca, "iter_0000001", "mp_rank_00", exec.MCACheckpointPT)
+	script := `import sys, torch
+sd = torch.load(sys.argv[1])
+m = sd["model"]
+m["decoder.layers.1.mlp.linear_fc2.weight"] = m["decoder.layers.0.mlp.linear_fc2.weight"]
+torch.save(sd, sys.argv[1])
+`
+	if out, err := osexec.Command(py, "-c", script, pt).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
 	back := filepath.Join(dir, "back")
 	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
 		t.Fatal(err)
