@@ -456,6 +456,9 @@ func TestBadMCAInput(t *testing.T) {
 				deleteKey(model, "decoder.layers.1.mlp.linear_fc2.weight")
 			})
 		}, []string{`layer 1 \(decoder\.layers\.1\): the checkpoint has no "decoder\.layers\.1\.mlp\.linear_fc2\.weight"`}},
+		{"a layer beyond num_layers", func(t *testing.T, mca string) {
+			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "num_layers", 1)
+		}, []string{`layer 1 is beyond num_layers 1`, `"decoder\.layers\.1\.\S+" in \S+model_optim_rng\.pt`}},
 		{"no final norm", func(t *testing.T, mca string) {
 			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) { deleteKey(model, "decoder.final_layernorm.weight") })
 		}, []string{`global weights: the checkpoint has no "decoder\.final_layernorm\.weight" of shape \[112\] \(hidden_size\)`}},

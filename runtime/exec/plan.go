@@ -53,13 +53,14 @@ const (
 	ProblemUnconsumed ProblemKind = "unconsumed"
 	// An op had enough tensors but not the ones it declares.
 	ProblemGather ProblemKind = "gather"
-	// Shapes that disagree with the op or the config.
+	// Shapes that disagree with the op, the config or the other layers.
 	ProblemShape ProblemKind = "shape"
 	// An output name no parallel class covers.
 	ProblemUnclassified ProblemKind = "unclassified"
 	// Two op groups produce the same name.
 	ProblemDuplicate ProblemKind = "duplicate"
-	// Decoder layers missing or beyond num_layers.
+	// Decoder layers missing or beyond num_layers (an error unless the
+	// template drops or ignores all of a layer beyond).
 	ProblemLayers ProblemKind = "layers"
 	// Experts missing or beyond num_moe_experts.
 	ProblemExperts ProblemKind = "experts"
@@ -67,6 +68,11 @@ const (
 	ProblemConfig ProblemKind = "config"
 	// A parallel layout that does not fit the model.
 	ProblemLayout ProblemKind = "layout"
+	// A tensor the template and the config say the model has, and the
+	// checkpoint lacks (structure.go).
+	ProblemMissing ProblemKind = "missing"
+	// A weight or bias of an integer or bool dtype.
+	ProblemDType ProblemKind = "dtype"
 )
 
 // Problem is one thing wrong with a checkpoint (or a template for it),

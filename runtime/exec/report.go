@@ -216,9 +216,8 @@ func HumanBytes(n int64) string { return blockio.HumanBytes(n) }
 
 // LayoutProblems checks that a parallel layout fits the model described
 // by mc: attention heads, query groups, FFN sizes and the vocabulary must
-// divide by TP (expert FFN by ETP), layers by PP×VPP, experts by EP.
-// Splitting itself is not implemented yet; this is what a plan for such a
-// layout would first require.
+// divide by TP (expert FFN by ETP), layers by PP×VPP, experts by EP. The
+// shard planner checks the rest when the rank files are planned.
 func LayoutProblems(mc *MCAConfig, l Layout) []Problem {
 	l = l.normalized()
 	var out []Problem

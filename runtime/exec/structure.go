@@ -34,12 +34,6 @@ import (
 // name (MTP layers) and the output layer of tied embeddings are not
 // required. A shape the config does not determine is not checked.
 
-// ProblemMissing is a tensor the model must have and the checkpoint lacks.
-const ProblemMissing ProblemKind = "missing"
-
-// ProblemDType is a weight of an integer or bool dtype.
-const ProblemDType ProblemKind = "dtype"
-
 // bucketOp identifies an op in a bucket.
 type bucketOp struct {
 	bucket string
@@ -522,6 +516,9 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 		}
 		return []int64{d}, dWhy
 	case ".self_attention.linear_proj.weight":
+		if mla, _ := c.Bool("multi_latent_attention"); mla || get("kv_lora_rank") > 0 {
+			return nil, "" // multi-latent attention: v_head_dim, not kv_channels
+		}
 		if heads == 0 || d == 0 {
 			return nil, ""
 		}
