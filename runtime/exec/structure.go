@@ -17,7 +17,8 @@ import (
 //
 //   - every global op of the template (names outside the layers, without
 //     "{}" wildcards) fires once: the embedding, the final norm, the
-//     output layer unless the embeddings are tied;
+//     output layer unless the embeddings are tied (or the config does
+//     not say);
 //   - every op that fires in one layer fires in every layer of the same
 //     kind (layers with and without experts, and the layer kinds of the
 //     template's per-layer names, such as mca.layer_types), and every op
@@ -102,7 +103,10 @@ func (pl *planner) checkDTypes() {
 // checkGlobals reports the global ops of the template that fired in no
 // bucket: a missing embedding, final norm or (untied) output layer.
 func (pl *planner) checkGlobals() {
-	tied, _ := pl.p.Config.Bool("tie_embeddings_and_output_weights")
+	// Without tie_embeddings_and_output_weights the config does not say
+	// whether an output layer exists: it is not required.
+	tied, known := pl.p.Config.Bool("tie_embeddings_and_output_weights")
+	tied = tied || !known
 	fired := map[int]bool{}
 	for _, st := range pl.p.Steps {
 		if st.Bucket == "" {
