@@ -63,6 +63,11 @@ func TestPlanStructure(t *testing.T) {
 		{"an expert without w2", "mixtral", func(t *testing.T, src string) {
 			dropTensor(t, src, "model.layers.1.block_sparse_moe.experts.2.w2.weight")
 		}, exec.ProblemMissing, `layer 1 expert 2 \(model\.layers\.1\.block_sparse_moe\.experts\.2\): the checkpoint has no "model\.layers\.1\.block_sparse_moe\.experts\.2\.w2\.weight", which 7 experts of the same kind have`},
+		{"a MoE layer without any expert", "qwen3_moe", func(t *testing.T, src string) {
+			editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+				return slices.DeleteFunc(specs, func(s safetensors.Spec) bool { return strings.HasPrefix(s.Name, "model.layers.1.mlp.experts.") })
+			})
+		}, exec.ProblemMissing, `layer 1 \(model\.layers\.1\): the layer has a router but the checkpoint has none of its 8 experts.*"model\.layers\.1\.mlp\.gate\.weight"`},
 		{"expert down_proj of moe_intermediate_size+1", "qwen3_moe", func(t *testing.T, src string) {
 			for e := range 8 {
 				for l := range 2 {

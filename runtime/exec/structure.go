@@ -216,6 +216,22 @@ func (pl *planner) checkPeers() {
 			b.steps[st.OpIndex] = st
 		}
 	}
+	// A layer with a router has experts: one without any expert tensor
+	// lost them all (the per-expert checks see only layers with some).
+	for _, prefix := range order {
+		b := buckets[prefix]
+		if b.wp.Expert >= 0 || b.wp.Fused || hasExperts[b.wp.Layer] || hasN && b.wp.Layer >= int(n) {
+			continue
+		}
+		for _, st := range b.steps {
+			if slices.Contains(st.side.info.mca, ".mlp.router.weight") {
+				e, _ := pl.p.Config.Int("num_moe_experts")
+				pl.problem(ProblemMissing, Error, st.side.info.describe(), st.Inputs,
+					"%s: the layer has a router but the checkpoint has none of its %d experts", bucketDesc(b.wp), e)
+				break
+			}
+		}
+	}
 	// Layers with tensors but no step (everything failed) are reported
 	// elsewhere; layers without tensors by checkLayers.
 	var condKeys []string
