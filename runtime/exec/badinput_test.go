@@ -225,7 +225,7 @@ func badHFCases() []badCase {
 		}, []string{`decoder\.layers\.0\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\] \(hidden_size, ffn_hidden_size\)`, `"model\.layers\.0\.mlp\.down_proj\.weight" in \S+\.safetensors`}},
 		{"one layer's down_proj with one extra row", func(t *testing.T, src string) {
 			reshapeTensor(t, src, "model.layers.2.mlp.down_proj.weight", tensor.Shape{65, 160})
-		}, []string{`layer 2 \(model\.layers\.2\): the tensor has shape \[65, 160\] but \[64, 160\] in 2 layers of the same kind`, `decoder\.layers\.2\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\]`}},
+		}, []string{`layer 2 \(model\.layers\.2\): the tensor has shape \[65, 160\]; want \[64, 160\], its shape in 2 layers of the same kind`, `decoder\.layers\.2\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\]`}},
 		{"a norm of hidden+1", func(t *testing.T, src string) {
 			reshapeTensor(t, src, "model.norm.weight", tensor.Shape{65})
 		}, []string{`decoder\.final_layernorm\.weight has shape \[65\]; want \[64\] \(hidden_size\)`, `"model\.norm\.weight" in \S+\.safetensors`}},

@@ -413,8 +413,8 @@ func (pl *planner) peerShapes(r role, prefixes []string, buckets map[string]*buc
 				}
 			}
 			if best != in.Shape.String() && bestN > mine {
-				pl.problem(ProblemShape, Error, st.side.info.describe(), []int{i}, "%s: the tensor has shape %v but %s in %s of the same kind; want %s",
-					bucketDesc(buckets[p].wp), in.Shape, best, plural(bestN, bucketNoun(r)), best)
+				pl.problem(ProblemShape, Error, st.side.info.describe(), []int{i}, "%s: the tensor has shape %v; want %s, its shape in %s of the same kind",
+					bucketDesc(buckets[p].wp), in.Shape, best, plural(bestN, bucketNoun(r)))
 			}
 		}
 	}
