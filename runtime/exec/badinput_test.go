@@ -675,3 +675,49 @@ torch.save(sd, sys.argv[1])
 		t.Errorf("down_proj of layers 0 and 1: present %v %v, equal %v", ok0, ok1, bytes.Equal(d0, d1))
 	}
 }
+
+// TestStructureMergedRanks: MCA -> HF of a parallel layout checks the
+// merged global weights: a final norm missing from the last pipeline
+// stage, or a down projection with an extra row in one stage, is an
+// error before anything is written.
+func TestStructureMergedRanks(t *testing.T) {
+	m := stdlibModel(t, "llama")
+	for _, c := range []struct {
+		name string
+		edit func(model *torchsave.Dict)
+		want string
+	}{
+		{"no final norm", func(model *torchsave.Dict) { deleteKey(model, "decoder.final_layernorm.weight") },
+			`global weights: the checkpoint has no "decoder\.final_layernorm\.weight" of shape \[64\] \(hidden_size\)`},
+		{"fc2 of hidden+1 rows", func(model *torchsave.Dict) {
+			setSpec(model, "decoder.layers.0.mlp.linear_fc2.weight", func(s *torchsave.TensorSpec) { s.Shape = tensor.Shape{65, 160} })
+		}, `decoder\.layers\.2\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\] \(hidden_size, ffn_hidden_size\)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "hf")
+			s := synthWith("llama", tensor.BF16, func(d *dims, cfg map[string]any) { d.layers = 4 })
+			s.write(t, src, 1, 2)
+			mca := filepath.Join(dir, "mca")
+			if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{Layout: exec.Layout{PP: 2}}); err != nil {
+				t.Fatal(err)
+			}
+			ranks, _ := filepath.Glob(filepath.Join(mca, "iter_0000001", "*", exec.MCACheckpointPT))
+			if len(ranks) != 2 {
+				t.Fatalf("rank files %v", ranks)
+			}
+			editPT(t, ranks[1], c.edit) // the last stage: layers 2 and 3 (local 0 and 1), the final norm
+			before := snapshot(t, dir)
+			_, err := exec.ConvertMCAToHF(context.Background(), m, mca, filepath.Join(dir, "back"), exec.Options{})
+			if err == nil || !regexp.MustCompile(c.want).MatchString(err.Error()) {
+				t.Errorf("error %v, want %q", err, c.want)
+			}
+			if after := snapshot(t, dir); !slices.Equal(before, after) {
+				t.Errorf("the directory changed:\nbefore %v\nafter  %v", before, after)
+			}
+			if perr := planVerdict(m, mca, exec.Layout{}); perr == nil || err == nil || perr.Error() != err.Error() {
+				t.Errorf("PlanConversion gave %v, conversion %v", perr, err)
+			}
+		})
+	}
+}
