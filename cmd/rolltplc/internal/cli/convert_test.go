@@ -585,3 +585,34 @@ func TestConvertLegacyGroupedFlag(t *testing.T) {
 		t.Error("--moe-legacy-grouped-gemm without --moe-grouped-gemm was accepted")
 	}
 }
+
+// TestCheckCheckpointCapped: check --checkpoint lists 20 problems of a
+// kind and counts the rest, as text and as JSON.
+func TestCheckCheckpointCapped(t *testing.T) {
+	hf := filepath.Join(t.TempDir(), "hf")
+	writeLlamaLayers(t, hf, 30)
+	cfgPath := filepath.Join(hf, "config.json")
+	b, _ := os.ReadFile(cfgPath)
+	var cfg map[string]any
+	json.Unmarshal(b, &cfg)
+	cfg["num_hidden_layers"] = 2 // 28 layers beyond
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(cfgPath, b, 0o644)
+	code, stdout, stderr := run(t, "", "check", "--checkpoint", hf)
+	if code != ExitError || strings.Count(stdout, "error [layers]") != exec.MaxProblemsPerKind ||
+		!strings.Contains(stdout, "28 errors") || !strings.Contains(stdout, "... and 8 more [layers] problems (20 listed)") {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = run(t, "", "check", "--diags", "json", "--checkpoint", hf)
+	var rep struct {
+		Errors   int
+		Problems []json.RawMessage
+		Omitted  []exec.KindCount
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != ExitError {
+		t.Fatalf("exit %d, %v\n%s", code, err, stdout)
+	}
+	if rep.Errors != 28 || len(rep.Problems) != 20 || len(rep.Omitted) != 1 || rep.Omitted[0] != (exec.KindCount{Kind: exec.ProblemLayers, Count: 8}) {
+		t.Errorf("report: %d errors, %d problems, omitted %v", rep.Errors, len(rep.Problems), rep.Omitted)
+	}
+}
