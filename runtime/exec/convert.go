@@ -110,37 +110,17 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 			return nil, err
 		}
 	}
-	cfgPath, cfgText, _, err := ReadHFConfig(src)
+	hs, err := openHFSource(m, src, opts.Layout, opts.NameOrPath)
 	if err != nil {
 		return nil, err
 	}
-	sh, err := safetensors.OpenSharded(src)
-	if err != nil {
-		return nil, err
-	}
-	defer sh.Close()
-	all := sh.Tensors()
-	metas := make([]TensorMeta, len(all))
-	for i, t := range all {
-		metas[i] = TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, Size: t.Size, File: t.File.Path()}
-	}
-	nameOrPath := opts.NameOrPath
-	if nameOrPath == "" {
-		nameOrPath = src
-	}
-	mc, err := BuildMCAConfig(m, cfgText, cfgPath, nameOrPath, opts.Layout)
-	if err != nil {
-		return nil, err
-	}
-	plan := PlanHFToMCA(m, mc, metas)
-	if !mc.Layout().trivial() {
-		plan.Problems = append(plan.Problems, LayoutProblems(mc, mc.Layout())...)
-	}
+	defer hs.sh.Close()
+	mc, plan, all := hs.mc, hs.plan, hs.sh.Tensors()
 	res = &Result{Plan: plan}
 	if err := plan.Err(); err != nil {
 		return res, err
 	}
-	if err := recordRun(m, mc, sh); err != nil {
+	if err := recordRun(m, mc, hs.sh); err != nil {
 		return res, err
 	}
 
@@ -226,37 +206,19 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 		return nil, err
 	}
-	mck, err := locateMCACheckpoint(src)
+	ms, err := openMCASource(m, src)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkMCARun(mck); err != nil {
-		return nil, err
-	}
-	hfConfig, err := BuildHFConfig(m, mck.Config, mck.ConfigPath)
-	if err != nil {
-		return nil, err
-	}
-	if !mck.Config.Layout().trivial() {
-		return convertMCAToHFLayout(ctx, m, mck, hfConfig, dst, opts)
-	}
-	if err := mck.checkSingleRank(); err != nil {
-		return nil, err
-	}
-	tf, err := torchsave.Open(mck.PT)
-	if err != nil {
-		return nil, err
-	}
-	defer tf.Close()
-	tts, metas, err := mcaTensors(tf)
-	if err != nil {
-		return nil, err
-	}
-	plan := PlanMCAToHF(m, mck.Config, metas)
-	res = &Result{Plan: plan}
-	if err := plan.Err(); err != nil {
+	defer ms.close()
+	res = &Result{Plan: ms.plan}
+	if err := ms.plan.Err(); err != nil {
 		return res, err
 	}
+	if ms.rs != nil {
+		return convertMCAToHFLayout(ctx, ms, dst, opts, res)
+	}
+	mck, hfConfig, plan, tf, tts := ms.ck, ms.hfConfig, ms.plan, ms.tf, ms.tts
 	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err

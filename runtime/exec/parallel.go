@@ -659,29 +659,17 @@ func (rs *rankSet) spans() [][2]uintptr {
 // convertMCAToHFLayout is ConvertMCAToHF for a parallel layout: the rank
 // files are merged weight group by weight group into the global MCA
 // weights the inverse ops take.
-func convertMCAToHFLayout(ctx context.Context, m *Model, mck *MCACheckpoint, hfConfig []byte, dst string, opts Options) (res *Result, err error) {
-	rs, err := openRankSet(m, mck.Config, mck.ConfigPath, mck.IterDir)
-	if err != nil {
-		return nil, err
-	}
-	defer rs.close()
-	mi := &mergeInput{rs: rs, cache: map[int]map[string]tensor.Tensor{}, left: map[int]int{}}
-	metas := mi.metas(mck.IterDir)
-	plan := PlanMCAToHF(m, mck.Config, metas)
-	res = &Result{Plan: plan}
-	if err := plan.Err(); err != nil {
-		return res, err
-	}
-	out, err := newOutput(mck.Dir, dst, opts)
+func convertMCAToHFLayout(ctx context.Context, ms *mcaSource, dst string, opts Options, res *Result) (_ *Result, err error) {
+	out, err := newOutput(ms.ck.Dir, dst, opts)
 	if err != nil {
 		return res, err
 	}
 	defer out.abort(&err)
-	ex := newExecutor(plan, opts, nil)
-	ex.merged = mi
-	ex.spans = rs.spans()
+	ex := newExecutor(ms.plan, opts, nil)
+	ex.merged = ms.mi
+	ex.spans = ms.rs.spans()
 	defer ex.close()
-	return res, finishHF(ctx, ex, out, mck.Dir, hfConfig, opts, res)
+	return res, finishHF(ctx, ex, out, ms.ck.Dir, ms.hfConfig, opts, res)
 }
 
 // mergedValue is the executor's input value for a merged global weight.

@@ -20,7 +20,9 @@
 //
 // Dict keys are None, bool, integers, floats or strings. Tensors are
 // addressed by their path in the tree, keys joined by "/":
-// "model/decoder.layers.0.mlp.linear_fc1.weight".
+// "model/decoder.layers.0.mlp.linear_fc1.weight". One tensor under several
+// keys (torch.save memoizes it; the writer does so for a *TensorSpec found
+// twice) is stored once and listed by [File.Tensors] under every key.
 //
 // # Writer
 //

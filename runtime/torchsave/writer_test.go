@@ -387,3 +387,43 @@ func TestStaleTemps(t *testing.T) {
 		t.Errorf("Temps after: %+v, want the live writer's and the unknown one", temps)
 	}
 }
+
+// TestSharedTensorSpec writes one *TensorSpec under three keys: the file
+// holds one storage record, and reading it back lists every key with the
+// same bytes (torch.save's memoized tensor, read as the keys it is saved
+// under).
+func TestSharedTensorSpec(t *testing.T) {
+	w := &TensorSpec{DType: tensor.F32, Shape: tensor.Shape{2, 2}}
+	other := &TensorSpec{DType: tensor.BF16, Shape: tensor.Shape{3}}
+	root := dict("model", stateDict("a", w, "b", other, "c", w), "extra", &List{Items: []any{w}})
+	data := map[string][]byte{"model/a": []byte("0123456789abcdef"), "model/b": []byte("xyzuvw")}
+	path := tempPath(t, "model_optim_rng.pt")
+	writeFile(t, path, root, data, nil)
+	f := mustOpen(t, path)
+	type entry struct {
+		Name, Storage string
+		Data          string
+	}
+	var got []entry
+	for _, tt := range f.Tensors() {
+		got = append(got, entry{tt.Name, tt.Storage, string(tt.Data)})
+	}
+	want := []entry{
+		{"model/a", "0", "0123456789abcdef"},
+		{"model/b", "1", "xyzuvw"},
+		{"model/c", "0", "0123456789abcdef"},
+		{"extra/0", "0", "0123456789abcdef"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tensors (-want +got):\n%s", diff)
+	}
+	var storages []string
+	for _, r := range f.Records() {
+		if strings.Contains(r.Name, "data/") {
+			storages = append(storages, r.Name)
+		}
+	}
+	if len(storages) != 2 {
+		t.Errorf("storage records %v, want 2 (one per distinct tensor)", storages)
+	}
+}

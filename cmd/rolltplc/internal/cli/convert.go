@@ -99,8 +99,12 @@ func runConvert(e *env, args []string) int {
 		return ExitError
 	}
 	if !*quiet {
-		for _, p := range res.Plan.Problems {
+		kept, omitted := exec.CapProblems(res.Plan.Problems)
+		for _, p := range kept {
 			fmt.Fprintf(e.stderr, "rolltplc convert: %s [%s]: %s\n", p.Severity, p.Kind, p.Error())
+		}
+		for _, o := range omitted {
+			fmt.Fprintf(e.stderr, "rolltplc convert: ... and %d more [%s]\n", o.Count, o.Kind)
 		}
 		d := time.Since(start)
 		fmt.Fprintf(e.stderr, "%s (%s): %d tensors, %s in %s (%s/s) -> %s\n", dir, m.Template.Name,
