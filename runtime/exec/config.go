@@ -2,10 +2,12 @@ package exec
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 )
 
 // MCAConfig is the content of an mca_config.json: a JSON object written
@@ -17,14 +19,203 @@ type MCAConfig struct {
 // NewMCAConfig wraps a parsed mca_config.json object.
 func NewMCAConfig(obj *Object) *MCAConfig { return &MCAConfig{obj: obj} }
 
-// ParseMCAConfig parses the text of an mca_config.json; path is used in
-// errors.
+// ParseMCAConfig parses the text of an mca_config.json and validates the
+// values the runtime reads ([MCAConfig.Validate]); path is used in errors.
 func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) {
 	obj, err := ParseObject(text)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
 	}
-	return &MCAConfig{obj: obj}, nil
+	c := &MCAConfig{obj: obj}
+	if err := c.Validate(path, nil); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Bounds on the values of an MCA config. Counts (parallel sizes, layers,
+// experts) are at most shard.MaxCount, and the products that size tables
+// (rank files TP×PP×EP, stages PP×VPP) too; model sizes (hidden_size,
+// head counts and dimensions, vocabulary) at most MaxModelSize, so that
+// products of two of them cannot overflow. A value beyond either is
+// refused before anything is sized from it; the planner then checks every
+// value against the tensors actually present.
+const MaxModelSize = 1 << 26
+
+// mcaRule is what the runtime accepts for one mca_config.json key.
+type mcaRule struct {
+	key      string
+	kind     byte // 'i' integer, 'b' boolean, 's' string, 'l' list of strings, 'n' integer or anything else (linear_attention_freq)
+	min, max int64
+	null     bool     // null (or absent) is allowed
+	oneOf    []string // allowed strings
+}
+
+// mcaRules lists every mca_config.json key the runtime reads.
+var mcaRules = []mcaRule{
+	{key: "tensor_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
+	{key: "pipeline_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
+	{key: "virtual_pipeline_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
+	{key: "expert_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
+	{key: "expert_tensor_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
+	{key: "context_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
+	{key: "num_layers", kind: 'i', min: 1, max: shard.MaxCount},
+	{key: "num_moe_experts", kind: 'i', min: 0, max: shard.MaxCount, null: true},
+	{key: "mtp_num_layers", kind: 'i', min: 0, max: shard.MaxCount, null: true},
+	{key: "linear_attention_freq", kind: 'n', min: 1, max: shard.MaxCount, null: true},
+	{key: "hidden_size", kind: 'i', min: 1, max: MaxModelSize},
+	{key: "num_attention_heads", kind: 'i', min: 1, max: MaxModelSize},
+	{key: "num_query_groups", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "kv_channels", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "ffn_hidden_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "moe_ffn_hidden_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "padded_vocab_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "vocab_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "linear_num_key_heads", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "linear_num_value_heads", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "linear_key_head_dim", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "linear_value_head_dim", kind: 'i', min: 1, max: MaxModelSize, null: true},
+	{key: "swiglu", kind: 'b', null: true},
+	{key: "tie_embeddings_and_output_weights", kind: 'b', null: true},
+	{key: "moe_grouped_gemm", kind: 'b', null: true},
+	{key: "moe_use_legacy_grouped_gemm", kind: 'b', null: true},
+	{key: "account_for_embedding_in_pipeline_split", kind: 'b', null: true},
+	{key: "account_for_loss_in_pipeline_split", kind: 'b', null: true},
+	{key: "sequence_parallel", kind: 'b', null: true},
+	{key: "transformer_impl", kind: 's', null: true, oneOf: []string{shard.ImplTransformerEngine, shard.ImplLocal}},
+	{key: "pipeline_model_parallel_layout", kind: 's', null: true},
+	{key: "hf_model_type", kind: 's', null: true},
+	{key: "hf_config_json", kind: 's', null: true},
+	{key: "layer_types", kind: 'l', null: true},
+}
+
+// Validate checks the values of the config the runtime reads: each key
+// of mcaRules has the right JSON type (an integer is written without a
+// fraction; 3.0 and "3" are not integers) and, for a size or count, is in
+// range; the rank files TP×PP×EP and the pipeline stages PP×VPP are at
+// most shard.MaxCount; layer_types has num_layers entries. path names the
+// file in the error; from, when not nil, names the HF key a value was
+// copied from (for an mca_config.json being built from config.json). All
+// problems are reported at once.
+func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error {
+	var probs []string
+	bad := func(key, format string, args ...any) {
+		what := key
+		if from != nil {
+			if hf := from(key); hf != "" && hf != key {
+				what = fmt.Sprintf("%s (mca_config %s)", hf, key)
+			}
+		}
+		probs = append(probs, what+" "+fmt.Sprintf(format, args...))
+	}
+	for _, r := range mcaRules {
+		v, ok := c.obj.Get(r.key)
+		if !ok {
+			continue
+		}
+		if v == nil {
+			if !r.null {
+				bad(r.key, "is null; want %s", r.want())
+			}
+			continue
+		}
+		switch r.kind {
+		case 'i', 'n':
+			n, isNum := v.(Number)
+			if !isNum {
+				if r.kind == 'n' {
+					continue
+				}
+				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
+				continue
+			}
+			i, isInt := n.Int()
+			if n.Float || !isInt {
+				bad(r.key, "is %s; want %s", n.Text, r.want())
+				continue
+			}
+			if i < r.min || i > r.max {
+				bad(r.key, "is %d; want %s", i, r.want())
+			}
+		case 'b':
+			if _, ok := v.(bool); !ok {
+				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
+			}
+		case 's':
+			s, ok := v.(string)
+			if !ok {
+				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
+				continue
+			}
+			if len(r.oneOf) > 0 && !slices.Contains(r.oneOf, s) {
+				bad(r.key, "is %q; want %s", s, r.want())
+			}
+		case 'l':
+			l, ok := v.([]any)
+			if !ok {
+				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
+				continue
+			}
+			for i, e := range l {
+				if _, ok := e.(string); !ok {
+					bad(r.key, "[%d] is %s %s; want a string", i, jsonKind(e), shortJSON(e))
+					break
+				}
+			}
+			if n, ok := c.Int("num_layers"); ok && int64(len(l)) != n {
+				bad(r.key, "has %d entries but num_layers is %d; want one per layer", len(l), n)
+			}
+		}
+	}
+	if len(probs) == 0 {
+		l := c.Layout().normalized()
+		if r := int64(l.TP) * int64(l.PP) * int64(l.EP); r > shard.MaxCount {
+			probs = append(probs, fmt.Sprintf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
+				l.TP, l.PP, l.EP, r, shard.MaxCount))
+		}
+		if s := int64(l.PP) * int64(l.VPP); s > shard.MaxCount {
+			probs = append(probs, fmt.Sprintf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
+				l.PP, l.VPP, s, shard.MaxCount))
+		}
+	}
+	switch len(probs) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("%s: %s", path, probs[0])
+	}
+	return fmt.Errorf("%s: %d invalid values:\n  %s", path, len(probs), strings.Join(probs, "\n  "))
+}
+
+// want describes the values r accepts.
+func (r mcaRule) want() string {
+	var s string
+	switch r.kind {
+	case 'i', 'n':
+		s = fmt.Sprintf("an integer from %d to %d", r.min, r.max)
+	case 'b':
+		s = "true or false"
+	case 's':
+		s = "a string"
+		if len(r.oneOf) > 0 {
+			s = fmt.Sprintf("one of %q", r.oneOf)
+		}
+	case 'l':
+		s = "a list of strings"
+	}
+	if r.null {
+		s += " or null"
+	}
+	return s
+}
+
+// shortJSON renders a JSON value for a message, cut to 40 bytes.
+func shortJSON(v any) string {
+	b := PyJSON(v, -1, false)
+	if len(b) > 40 {
+		return string(b[:37]) + "..."
+	}
+	return string(b)
 }
 
 // Object returns the underlying JSON object.
@@ -339,7 +530,9 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 			f, okF = 4, true
 		}
 		n, okN := c.Int("num_layers")
-		if okF && okN && f > 0 {
+		// A num_layers out of range is reported by Validate below,
+		// before anything is sized from it.
+		if okF && okN && f > 0 && n > 0 && n <= shard.MaxCount {
 			types := make([]any, n)
 			for i := range types {
 				types[i] = "full_attention"
@@ -349,6 +542,15 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 			}
 			kw.Set("layer_types", types)
 		}
+	}
+	hfKey := map[string]string{}
+	for _, cm := range m.configMappings() {
+		if _, ok := hfValue(hf, cm.HF, cm.Plain); ok {
+			hfKey[cm.MCA] = cm.HF
+		}
+	}
+	if err := c.Validate(hfPath, func(k string) string { return hfKey[k] }); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
