@@ -47,7 +47,8 @@ type mcaRule struct {
 	key      string
 	kind     byte // 'i' integer, 'b' boolean, 's' string, 'l' list of strings, 'n' integer or anything else (linear_attention_freq)
 	min, max int64
-	null     bool     // null (or absent) is allowed
+	null     bool     // null is allowed
+	required bool     // the key must be present
 	oneOf    []string // allowed strings
 }
 
@@ -59,12 +60,12 @@ var mcaRules = []mcaRule{
 	{key: "expert_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
 	{key: "expert_tensor_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
 	{key: "context_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
-	{key: "num_layers", kind: 'i', min: 1, max: shard.MaxCount},
+	{key: "num_layers", kind: 'i', required: true, min: 1, max: shard.MaxCount},
 	{key: "num_moe_experts", kind: 'i', min: 0, max: shard.MaxCount, null: true},
 	{key: "mtp_num_layers", kind: 'i', min: 0, max: shard.MaxCount, null: true},
 	{key: "linear_attention_freq", kind: 'n', min: 1, max: shard.MaxCount, null: true},
-	{key: "hidden_size", kind: 'i', min: 1, max: MaxModelSize},
-	{key: "num_attention_heads", kind: 'i', min: 1, max: MaxModelSize},
+	{key: "hidden_size", kind: 'i', required: true, min: 1, max: MaxModelSize},
+	{key: "num_attention_heads", kind: 'i', required: true, min: 1, max: MaxModelSize},
 	{key: "num_query_groups", kind: 'i', min: 1, max: MaxModelSize, null: true},
 	{key: "kv_channels", kind: 'i', min: 1, max: MaxModelSize, null: true},
 	{key: "ffn_hidden_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
@@ -92,7 +93,9 @@ var mcaRules = []mcaRule{
 // Validate checks the values of the config the runtime reads: each key
 // of mcaRules has the right JSON type (an integer is written without a
 // fraction; 3.0 and "3" are not integers) and, for a size or count, is in
-// range; the rank files TP×PP×EP and the pipeline stages PP×VPP are at
+// range; num_layers, hidden_size and num_attention_heads, which every
+// Megatron model has and the shape checks need, are present; the rank
+// files TP×PP×EP and the pipeline stages PP×VPP are at
 // most shard.MaxCount; layer_types has num_layers entries. path names the
 // file in the error; from, when not nil, names the HF key a value was
 // copied from (for an mca_config.json being built from config.json). All
@@ -111,6 +114,9 @@ func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error
 	for _, r := range mcaRules {
 		v, ok := c.obj.Get(r.key)
 		if !ok {
+			if r.required {
+				bad(r.key, "is missing; want %s", r.want())
+			}
 			continue
 		}
 		if v == nil {
