@@ -2,12 +2,10 @@ package exec
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/ops"
-	"github.com/rolltpl/rolltpl/runtime/shard"
 )
 
 // MCAConfig is the content of an mca_config.json: a JSON object written
@@ -33,73 +31,16 @@ func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) {
 	return c, nil
 }
 
-// Bounds on the values of an MCA config. Counts (parallel sizes, layers,
-// experts) are at most shard.MaxCount, and the products that size tables
-// (rank files TP×PP×EP, stages PP×VPP) too; model sizes (hidden_size,
-// head counts and dimensions, vocabulary) at most MaxModelSize, so that
-// products of two of them cannot overflow. A value beyond either is
-// refused before anything is sized from it; the planner then checks every
-// value against the tensors actually present.
-const MaxModelSize = 1 << 26
-
-// mcaRule is what the runtime accepts for one mca_config.json key.
-type mcaRule struct {
-	key      string
-	kind     byte // 'i' integer, 'b' boolean, 's' string, 'l' list of strings, 'n' integer or anything else (linear_attention_freq)
-	min, max int64
-	null     bool     // null is allowed
-	required bool     // the key must be present
-	oneOf    []string // allowed strings
-}
-
-// mcaRules lists every mca_config.json key the runtime reads.
-var mcaRules = []mcaRule{
-	{key: "tensor_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
-	{key: "pipeline_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
-	{key: "virtual_pipeline_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
-	{key: "expert_model_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
-	{key: "expert_tensor_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
-	{key: "context_parallel_size", kind: 'i', min: 1, max: shard.MaxCount, null: true},
-	{key: "num_layers", kind: 'i', required: true, min: 1, max: shard.MaxCount},
-	{key: "num_moe_experts", kind: 'i', min: 0, max: shard.MaxCount, null: true},
-	{key: "mtp_num_layers", kind: 'i', min: 0, max: shard.MaxCount, null: true},
-	{key: "linear_attention_freq", kind: 'n', min: 1, max: shard.MaxCount, null: true},
-	{key: "hidden_size", kind: 'i', required: true, min: 1, max: MaxModelSize},
-	{key: "num_attention_heads", kind: 'i', required: true, min: 1, max: MaxModelSize},
-	{key: "num_query_groups", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "kv_channels", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "ffn_hidden_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "moe_ffn_hidden_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "padded_vocab_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "vocab_size", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "linear_num_key_heads", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "linear_num_value_heads", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "linear_key_head_dim", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "linear_value_head_dim", kind: 'i', min: 1, max: MaxModelSize, null: true},
-	{key: "swiglu", kind: 'b', null: true},
-	{key: "tie_embeddings_and_output_weights", kind: 'b', null: true},
-	{key: "moe_grouped_gemm", kind: 'b', null: true},
-	{key: "moe_use_legacy_grouped_gemm", kind: 'b', null: true},
-	{key: "account_for_embedding_in_pipeline_split", kind: 'b', null: true},
-	{key: "account_for_loss_in_pipeline_split", kind: 'b', null: true},
-	{key: "sequence_parallel", kind: 'b', null: true},
-	{key: "transformer_impl", kind: 's', null: true, oneOf: []string{shard.ImplTransformerEngine, shard.ImplLocal}},
-	{key: "pipeline_model_parallel_layout", kind: 's', null: true},
-	{key: "hf_model_type", kind: 's', null: true},
-	{key: "hf_config_json", kind: 's', null: true},
-	{key: "layer_types", kind: 'l', null: true},
-}
-
-// Validate checks the values of the config the runtime reads: each key
-// of mcaRules has the right JSON type (an integer is written without a
-// fraction; 3.0 and "3" are not integers) and, for a size or count, is in
-// range; num_layers, hidden_size and num_attention_heads, which every
-// Megatron model has and the shape checks need, are present; the rank
-// files TP×PP×EP and the pipeline stages PP×VPP are at
-// most shard.MaxCount; layer_types has num_layers entries. path names the
-// file in the error; from, when not nil, names the HF key a value was
-// copied from (for an mca_config.json being built from config.json). All
-// problems are reported at once.
+// Validate checks the values of the config the runtime reads against
+// [ir.MCARules]: each has the right JSON type (an integer is written
+// without a fraction: 3.0 and "3" are not integers) and, for a size or
+// count, is in range; num_layers, hidden_size and num_attention_heads,
+// which every Megatron model has and the shape checks need, are present;
+// the rank files TP×PP×EP and the pipeline stages PP×VPP number at most
+// ir.MaxCount; layer_types is a list of strings, one per layer. path
+// names the file in the error; from, when not nil, names the HF key a
+// value was copied from (for an mca_config.json built from config.json).
+// All problems are reported at once.
 func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error {
 	var probs []string
 	bad := func(key, format string, args ...any) {
@@ -111,79 +52,50 @@ func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error
 		}
 		probs = append(probs, what+" "+fmt.Sprintf(format, args...))
 	}
-	for _, r := range mcaRules {
-		v, ok := c.obj.Get(r.key)
+	for _, r := range ir.MCARules {
+		v, ok := c.obj.Get(r.Key)
 		if !ok {
-			if r.required {
-				bad(r.key, "is missing; want %s", r.want())
+			if r.Required {
+				bad(r.Key, "is missing; want %s", r.Want())
 			}
 			continue
 		}
-		if v == nil {
-			if !r.null {
-				bad(r.key, "is null; want %s", r.want())
-			}
+		cv := configValue(v)
+		if code, msg := r.Check(cv); code != "" {
+			bad(r.Key, "is %s: %s", cv.Text, msg)
 			continue
 		}
-		switch r.kind {
-		case 'i', 'n':
-			n, isNum := v.(Number)
-			if !isNum {
-				if r.kind == 'n' {
-					continue
-				}
-				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
-				continue
+		if r.Kind != "strings" || cv.Kind != "list" {
+			continue
+		}
+		l := v.([]any)
+		for i, e := range l {
+			if _, ok := e.(string); !ok {
+				bad(r.Key, "[%d] is %s; want a string", i, shortJSON(e))
+				break
 			}
-			i, isInt := n.Int()
-			if n.Float || !isInt {
-				bad(r.key, "is %s; want %s", n.Text, r.want())
-				continue
-			}
-			if i < r.min || i > r.max {
-				bad(r.key, "is %d; want %s", i, r.want())
-			}
-		case 'b':
-			if _, ok := v.(bool); !ok {
-				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
-			}
-		case 's':
-			s, ok := v.(string)
-			if !ok {
-				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
-				continue
-			}
-			if len(r.oneOf) > 0 && !slices.Contains(r.oneOf, s) {
-				bad(r.key, "is %q; want %s", s, r.want())
-			}
-		case 'l':
-			l, ok := v.([]any)
-			if !ok {
-				bad(r.key, "is %s %s; want %s", jsonKind(v), shortJSON(v), r.want())
-				continue
-			}
-			for i, e := range l {
-				if _, ok := e.(string); !ok {
-					bad(r.key, "[%d] is %s %s; want a string", i, jsonKind(e), shortJSON(e))
-					break
-				}
-			}
-			if n, ok := c.Int("num_layers"); ok && int64(len(l)) != n {
-				bad(r.key, "has %d entries but num_layers is %d; want one per layer", len(l), n)
-			}
+		}
+		if n, ok := c.Int("num_layers"); ok && int64(len(l)) != n {
+			bad(r.Key, "has %d entries but num_layers is %d; want one per layer", len(l), n)
 		}
 	}
 	if len(probs) == 0 {
 		l := c.Layout().normalized()
-		if r := int64(l.TP) * int64(l.PP) * int64(l.EP); r > shard.MaxCount {
+		if r := int64(l.TP) * int64(l.PP) * int64(l.EP); r > ir.MaxCount {
 			probs = append(probs, fmt.Sprintf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
-				l.TP, l.PP, l.EP, r, shard.MaxCount))
+				l.TP, l.PP, l.EP, r, ir.MaxCount))
 		}
-		if s := int64(l.PP) * int64(l.VPP); s > shard.MaxCount {
+		if s := int64(l.PP) * int64(l.VPP); s > ir.MaxCount {
 			probs = append(probs, fmt.Sprintf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
-				l.PP, l.VPP, s, shard.MaxCount))
+				l.PP, l.VPP, s, ir.MaxCount))
 		}
 	}
+	return problemsError(path, probs)
+}
+
+// problemsError joins the problems found in the file at path into one
+// error (nil for none).
+func problemsError(path string, probs []string) error {
 	switch len(probs) {
 	case 0:
 		return nil
@@ -193,26 +105,44 @@ func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error
 	return fmt.Errorf("%s: %d invalid values:\n  %s", path, len(probs), strings.Join(probs, "\n  "))
 }
 
-// want describes the values r accepts.
-func (r mcaRule) want() string {
-	var s string
-	switch r.kind {
-	case 'i', 'n':
-		s = fmt.Sprintf("an integer from %d to %d", r.min, r.max)
-	case 'b':
-		s = "true or false"
-	case 's':
-		s = "a string"
-		if len(r.oneOf) > 0 {
-			s = fmt.Sprintf("one of %q", r.oneOf)
+// configValue describes a JSON value for the config checks of package ir.
+func configValue(v any) ir.ConfigValue {
+	cv := ir.ConfigValue{Text: shortJSON(v)}
+	switch v := v.(type) {
+	case nil:
+		cv.Kind = "null"
+	case bool:
+		cv.Kind = "bool"
+	case string:
+		cv.Kind, cv.Str = "string", v
+	case []any:
+		cv.Kind = "list"
+	case *Object:
+		cv.Kind = "object"
+	case Number:
+		cv.Kind, cv.Text = "float", v.Text
+		if !v.Float {
+			cv.Kind = "int"
+			cv.Int, cv.IntOK = v.Int()
 		}
-	case 'l':
-		s = "a list of strings"
 	}
-	if r.null {
-		s += " or null"
+	return cv
+}
+
+// CheckHFConfig runs the template's checks of the HF config keys it maps
+// ([ir.Template.CheckHFConfig], as `rolltplc check --hf-config` does):
+// a mapped key missing without a schema default, of the wrong type, or
+// out of range for its MCA key is an error naming the file and the key,
+// all at once.
+func CheckHFConfig(m *Model, hf *Object, hfPath string) error {
+	var probs []string
+	for _, p := range m.Template.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
+		v, ok := lookupPath(hf, key)
+		return configValue(v), ok
+	}) {
+		probs = append(probs, fmt.Sprintf("%s [%s]", p, p.Code))
 	}
-	return s
+	return problemsError(hfPath, probs)
 }
 
 // shortJSON renders a JSON value for a message, cut to 40 bytes.
@@ -447,6 +377,9 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %v", hfPath, err)
 	}
+	if err := CheckHFConfig(m, hf, hfPath); err != nil {
+		return nil, err
+	}
 	layout = layout.normalized()
 	kw := NewObject()
 	kw.Set("tensor_model_parallel_size", IntNumber(int64(layout.TP)))
@@ -538,7 +471,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 		n, okN := c.Int("num_layers")
 		// A num_layers out of range is reported by Validate below,
 		// before anything is sized from it.
-		if okF && okN && f > 0 && n > 0 && n <= shard.MaxCount {
+		if okF && okN && f > 0 && n > 0 && n <= ir.MaxCount {
 			types := make([]any, n)
 			for i := range types {
 				types[i] = "full_attention"

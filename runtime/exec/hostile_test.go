@@ -2,15 +2,22 @@ package exec_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/stdlib"
 )
 
 // Hostile config values: every size or count read from mca_config.json or
@@ -65,27 +72,27 @@ func TestHostileMCAConfig(t *testing.T) {
 		key, raw, want string
 		also           map[string]string // more keys to set
 	}{
-		{"tensor_model_parallel_size", "4294967296", `tensor_model_parallel_size is 4294967296; want an integer from 1 to 65536`, nil},
+		{"tensor_model_parallel_size", "4294967296", `tensor_model_parallel_size is 4294967296: want an integer from 1 to 65536`, nil},
 		{"pipeline_model_parallel_size", "4294967296", `pipeline_model_parallel_size is 4294967296`, nil},
 		{"expert_model_parallel_size", "-1", `expert_model_parallel_size is -1`, nil},
 		{"virtual_pipeline_model_parallel_size", "100000000", `virtual_pipeline_model_parallel_size is 100000000`, nil},
-		{"expert_tensor_parallel_size", "1e9", `expert_tensor_parallel_size is 1e9; want an integer`, nil},
+		{"expert_tensor_parallel_size", "1e9", `expert_tensor_parallel_size is 1e9: got float, want an integer`, nil},
 		// Each size is in range; the rank files are too many.
 		{"tensor_model_parallel_size", "256", `tensor_model_parallel_size 256 × pipeline_model_parallel_size 256 × expert_model_parallel_size 2 = 131072 rank files, more than 65536`,
 			map[string]string{"pipeline_model_parallel_size": "256", "expert_model_parallel_size": "2"}},
-		{"num_layers", "1000000000", `num_layers is 1000000000; want an integer from 1 to 65536`, nil},
+		{"num_layers", "1000000000", `num_layers is 1000000000: want an integer from 1 to 65536`, nil},
 		{"num_layers", "1e9", `num_layers is 1e9`, nil},
-		{"num_layers", `"3"`, `num_layers is a string "3"; want an integer`, nil},
+		{"num_layers", `"3"`, `num_layers is "3": got string, want an integer`, nil},
 		{"num_layers", "3.5", `num_layers is 3.5`, nil},
 		{"num_layers", "null", `num_layers is null`, nil},
 		{"num_layers", "0", `num_layers is 0`, nil},
 		{"num_moe_experts", "4294967296", `num_moe_experts is 4294967296`, nil},
 		{"hidden_size", "0", `hidden_size is 0`, nil},
 		{"hidden_size", "99999999999999999999", `hidden_size is 99999999999999999999`, nil},
-		{"num_attention_heads", "[8]", `num_attention_heads is an array \[8\]`, nil},
-		{"swiglu", `"yes"`, `swiglu is a string "yes"; want true or false`, nil},
-		{"tie_embeddings_and_output_weights", "1", `tie_embeddings_and_output_weights is a number 1`, nil},
-		{"transformer_impl", `"fast"`, `transformer_impl is "fast"`, nil},
+		{"num_attention_heads", "[8]", `num_attention_heads is \[8\]: got list`, nil},
+		{"swiglu", `"yes"`, `swiglu is "yes": got string, want true or false`, nil},
+		{"tie_embeddings_and_output_weights", "1", `tie_embeddings_and_output_weights is 1: got int, want true or false`, nil},
+		{"transformer_impl", `"fast"`, `transformer_impl is "fast": want one of \["transformer_engine" "local"\]`, nil},
 		{"layer_types", `["full_attention"]`, `layer_types has 1 entries but num_layers is 3`, nil},
 	} {
 		t.Run(tc.key+"="+tc.raw, func(t *testing.T) {
@@ -127,15 +134,15 @@ func TestHostileHFConfig(t *testing.T) {
 		val  any
 		want string
 	}{
-		{"num_hidden_layers", "3", `num_hidden_layers \(mca_config num_layers\) is a string "3"; want an integer`},
-		{"num_hidden_layers", 3.5, `num_hidden_layers \(mca_config num_layers\) is 3\.5`},
-		{"num_hidden_layers", nil, `num_hidden_layers \(mca_config num_layers\) is null`},
-		{"num_hidden_layers", 0, `num_hidden_layers \(mca_config num_layers\) is 0`},
-		{"num_hidden_layers", 1_000_000_000, `num_hidden_layers \(mca_config num_layers\) is 1000000000; want an integer from 1 to 65536`},
+		{"num_hidden_layers", "3", `num_hidden_layers is "3": got string, want an integer from 1 to 65536 \(for MCA num_layers\) \[hf-config-type\]`},
+		{"num_hidden_layers", 3.5, `num_hidden_layers is 3\.5: got float`},
+		{"num_hidden_layers", nil, `num_hidden_layers is null: got null`},
+		{"num_hidden_layers", 0, `num_hidden_layers is 0: want an integer from 1 to 65536 \(for MCA num_layers\) \[hf-config-range\]`},
+		{"num_hidden_layers", 1_000_000_000, `num_hidden_layers is 1000000000: want an integer from 1 to 65536`},
 		{"hidden_size", 0, `hidden_size is 0`},
 		{"num_attention_heads", -8, `num_attention_heads is -8`},
-		{"vocab_size", 1 << 40, `vocab_size \(mca_config padded_vocab_size\) is 1099511627776`},
-		{"tie_word_embeddings", "yes", `tie_word_embeddings \(mca_config tie_embeddings_and_output_weights\) is a string "yes"; want true or false`},
+		{"vocab_size", 1 << 40, `vocab_size is 1099511627776: want an integer from 1 to 67108864 or null \(for MCA padded_vocab_size\)`},
+		{"tie_word_embeddings", "yes", `tie_word_embeddings is "yes": got string, want true or false or null \(for MCA tie_embeddings_and_output_weights\)`},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			dir := t.TempDir()
@@ -192,5 +199,66 @@ func TestHostileLayout(t *testing.T) {
 		if n > allocBound {
 			t.Errorf("%+v: allocated %d MB", tc.l, n>>20)
 		}
+	}
+}
+
+// TestHFConfigSameChecks: compiled with the config schemas (as rolltplc
+// does), convert refuses what `check --hf-config` refuses, with the same
+// codes: a value of the wrong schema type, even where no MCA rule
+// applies (rms_norm_eps "x"), and a value out of range for its MCA key.
+func TestHFConfigSameChecks(t *testing.T) {
+	set, diags := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	paths, err := compiler.LibPaths(stdlib.Templates())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+	if res.Diags.HasErrors() {
+		t.Fatal(res.Diags)
+	}
+	m, err := exec.NewModel(res.Program, "llama", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key  string
+		val  any
+		want string
+	}{
+		{"rms_norm_eps", "x", `rms_norm_eps is "x": got string, want float \[hf-config-type\]`},
+		{"num_hidden_layers", 2.0, `num_hidden_layers is 2\.0: got float, want int \[hf-config-type\]`},
+		{"num_hidden_layers", -3, `num_hidden_layers is -3: want an integer from 1 to 65536 \(for MCA num_layers\) \[hf-config-range\]`},
+		{"tie_word_embeddings", "yes", `tie_word_embeddings is "yes": got string, want bool \[hf-config-type\]`},
+	} {
+		dir := t.TempDir()
+		src := filepath.Join(dir, "hf")
+		s := synthFor("llama", tensor.BF16)
+		s.write(t, src, 1, 3)
+		cfg := string(readAll(t, filepath.Join(src, "config.json")))
+		// json.Marshal writes 2.0 as 2; write the value as text.
+		val := fmt.Sprintf("%v", tc.val)
+		switch v := tc.val.(type) {
+		case string:
+			val = fmt.Sprintf("%q", v)
+		case float64:
+			val = strconv.FormatFloat(v, 'f', 1, 64)
+		}
+		re := regexp.MustCompile(`"` + tc.key + `": [^,\n]*`)
+		writeFile(t, filepath.Join(src, "config.json"), []byte(re.ReplaceAllString(cfg, `"`+tc.key+`": `+val)))
+		_, err := exec.ConvertHFToMCA(context.Background(), m, src, filepath.Join(dir, "mca"), exec.Options{})
+		if err == nil || !regexp.MustCompile(`hf/config\.json: `+tc.want).MatchString(err.Error()) {
+			t.Errorf("%s %v: error %v, want %s", tc.key, tc.val, err, tc.want)
+		}
+	}
+}
+
+// TestBoundsAgree: the config rules (compiler/ir) and the shard planner
+// bound counts alike.
+func TestBoundsAgree(t *testing.T) {
+	if ir.MaxCount != shard.MaxCount {
+		t.Errorf("ir.MaxCount %d, shard.MaxCount %d", ir.MaxCount, shard.MaxCount)
 	}
 }
