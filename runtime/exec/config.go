@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
@@ -16,6 +17,16 @@ type MCAConfig struct {
 
 // NewMCAConfig wraps a parsed mca_config.json object.
 func NewMCAConfig(obj *Object) *MCAConfig { return &MCAConfig{obj: obj} }
+
+// MaxConfigSize bounds the config files read into memory (config.json,
+// mca_config.json, the tracker); real ones are a few KB.
+const MaxConfigSize = 64 << 20
+
+// ReadConfigFile reads a small config file: a regular file (a FIFO is
+// refused, never waited on) of at most MaxConfigSize bytes.
+func ReadConfigFile(path string) ([]byte, error) {
+	return blockio.ReadRegular(path, MaxConfigSize)
+}
 
 // ParseMCAConfig parses the text of an mca_config.json and validates the
 // values the runtime reads ([MCAConfig.Validate]); path is used in errors.

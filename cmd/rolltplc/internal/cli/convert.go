@@ -203,7 +203,7 @@ func (f *layoutFlags) layout() exec.Layout {
 func detectModelType(dir string, isMCA bool) (string, error) {
 	if isMCA {
 		path := filepath.Join(dir, exec.MCAConfigName)
-		text, err := os.ReadFile(path)
+		text, err := exec.ReadConfigFile(path)
 		if err != nil {
 			return "", err
 		}

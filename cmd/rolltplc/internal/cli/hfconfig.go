@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"os"
 	"strconv"
 	"strings"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/parser"
 	"github.com/rolltpl/rolltpl/lang/token"
+	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -24,7 +24,7 @@ import (
 // schema, with the right type. For a model type the stdlib has no schema
 // for, a schema is inferred from the file.
 func checkHFConfig(e *env, path string, paths []string, format string) int {
-	src, err := os.ReadFile(path)
+	src, err := exec.ReadConfigFile(path)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc check: %v\n", err)
 		return ExitError
