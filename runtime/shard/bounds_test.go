@@ -37,3 +37,46 @@ func TestLayoutBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestParseStageKey: ParseStageKey inverts StageKey without allocating
+// per stage, and names the valid range otherwise.
+func TestParseStageKey(t *testing.T) {
+	big := Layout{VPP: MaxCount}
+	for _, tc := range []struct {
+		key  string
+		l    Layout
+		vp   int
+		want string
+	}{
+		{"model", Layout{}, 0, ""},
+		{"model0", Layout{}, 0, `state-dict key "model0" is not "model" (no virtual pipeline)`},
+		{"model0", big, 0, ""},
+		{"model65535", big, 65535, ""},
+		{"model65536", big, 0, `state-dict key "model65536" is not one of "model0" … "model65535" (virtual pipeline size 65536)`},
+		{"model01", big, 0, `is not one of`},
+		{"model-1", big, 0, `is not one of`},
+		{"model+1", big, 0, `is not one of`},
+		{"model", big, 0, `is not one of`},
+	} {
+		vp, err := ParseStageKey(tc.key, tc.l)
+		if tc.want == "" {
+			if err != nil || vp != tc.vp {
+				t.Errorf("%q: %d, %v; want %d", tc.key, vp, err, tc.vp)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.key, err, tc.want)
+		}
+	}
+	for vp := range 3 {
+		l := Layout{VPP: 3}
+		if got, err := ParseStageKey(StageKey(vp, l), l); err != nil || got != vp {
+			t.Errorf("round trip %d: %d %v", vp, got, err)
+		}
+	}
+	allocs := testing.AllocsPerRun(10, func() { ParseStageKey("model65535", big) })
+	if allocs > 0 {
+		t.Errorf("%v allocations per call", allocs)
+	}
+}
