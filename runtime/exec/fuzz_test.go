@@ -34,7 +34,8 @@ import (
 //     global weights (the output layer exactly when the embeddings are not
 //     tied), every weight float and with a hidden_size dimension.
 //
-// The seed corpus (valid tiny Llama checkpoints at TP=1 and TP=2, and the
+// The model is compiled with the config schemas, as rolltplc compiles
+// it. The seed corpus (valid tiny Llama checkpoints at TP=1 and TP=2, and the
 // hostile values of issue 14) runs in go test; run the fuzzers with
 //
 //	go test ./runtime/exec -run '^$' -fuzz FuzzMCAToHF -fuzztime 30s
@@ -149,7 +150,7 @@ func fuzzSetup(t testing.TB) {
 			return
 		}
 		defer os.RemoveAll(dir)
-		m := stdlibModel(t, "llama")
+		m := schemaModel(t, "llama")
 		s := &fuzzSeeds
 		for _, tie := range []bool{false, true} {
 			src := filepath.Join(dir, fmt.Sprintf("hf-%v", tie))
@@ -340,7 +341,7 @@ func FuzzMCAToHF(f *testing.F) {
 		f.Add(editMCA(s.mcaConfig, hv[0], hv[1]), s.rank, []byte(nil))
 		f.Add(editMCA(s.mcaConfig2, hv[0], hv[1]), s.rank0, s.rank1)
 	}
-	m := stdlibModel(f, "llama")
+	m := schemaModel(f, "llama")
 	f.Fuzz(func(t *testing.T, cfg, rank0, rank1 []byte) {
 		dir := t.TempDir()
 		src := filepath.Join(dir, "mca")
@@ -405,7 +406,7 @@ func FuzzHFToMCA(f *testing.F) {
 	for _, hv := range hostileHFValues {
 		f.Add(editHF(f, s.hfConfig, hv.key, hv.val), s.hfST)
 	}
-	m := stdlibModel(f, "llama")
+	m := schemaModel(f, "llama")
 	f.Fuzz(func(t *testing.T, cfg, st []byte) {
 		dir := t.TempDir()
 		src := filepath.Join(dir, "hf")

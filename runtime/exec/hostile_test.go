@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rolltpl/rolltpl/compiler"
@@ -202,27 +203,50 @@ func TestHostileLayout(t *testing.T) {
 	}
 }
 
+var (
+	schemaOnce sync.Once
+	schemaProg *ir.Program
+	schemaErr  error
+)
+
+// schemaModel returns the stdlib model compiled with the config schemas,
+// as rolltplc compiles it: the HF config keys carry their schema types.
+func schemaModel(t testing.TB, name string) *exec.Model {
+	t.Helper()
+	schemaOnce.Do(func() {
+		set, diags := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
+		if diags.HasErrors() {
+			schemaErr = fmt.Errorf("schemas: %v", diags)
+			return
+		}
+		paths, err := compiler.LibPaths(stdlib.Templates())
+		if err != nil {
+			schemaErr = err
+			return
+		}
+		res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+		if res.Diags.HasErrors() {
+			schemaErr = fmt.Errorf("stdlib: %v", res.Diags)
+			return
+		}
+		schemaProg = res.Program
+	})
+	if schemaErr != nil {
+		t.Fatal(schemaErr)
+	}
+	m, err := exec.NewModel(schemaProg, name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestHFConfigSameChecks: compiled with the config schemas (as rolltplc
 // does), convert refuses what `check --hf-config` refuses, with the same
 // codes: a value of the wrong schema type, even where no MCA rule
 // applies (rms_norm_eps "x"), and a value out of range for its MCA key.
 func TestHFConfigSameChecks(t *testing.T) {
-	set, diags := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	paths, err := compiler.LibPaths(stdlib.Templates())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
-	if res.Diags.HasErrors() {
-		t.Fatal(res.Diags)
-	}
-	m, err := exec.NewModel(res.Program, "llama", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := schemaModel(t, "llama")
 	for _, tc := range []struct {
 		key  string
 		val  any
