@@ -1,9 +1,13 @@
 package exec_test
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,7 +24,8 @@ import (
 )
 
 // The two fuzz targets feed hostile checkpoints to the conversions: a
-// fuzzed mca_config.json with fuzzed rank files (MCA → HF), and a fuzzed
+// fuzzed mca_config.json with rank files of fuzzed headers (MCA → HF; the
+// archive layer has its own fuzzer, torchsave's FuzzReader), and a fuzzed
 // config.json with a fuzzed model.safetensors (HF → MCA). Each input must
 //
 //   - not panic (the conversions turn a panic into an "internal error",
@@ -263,6 +268,12 @@ func editMCA(cfg []byte, key, raw string) []byte {
 	return re.ReplaceAll(cfg, []byte(`  "`+key+`": `+raw+`$1`))
 }
 
+// deleteMCA returns an mca_config.json without key.
+func deleteMCA(cfg []byte, key string) []byte {
+	re := regexp.MustCompile(`(?m)^  "` + regexp.QuoteMeta(key) + `": .*,\n`)
+	return re.ReplaceAll(cfg, nil)
+}
+
 func editHF(t testing.TB, cfg []byte, key string, val any) []byte {
 	var m map[string]any
 	if err := json.Unmarshal(cfg, &m); err != nil {
@@ -330,25 +341,99 @@ func checkFloatHidden(ms []exec.TensorMeta, hidden int64) error {
 	return nil
 }
 
+// rankPickle returns the data.pkl record of a rank file (a zip archive).
+func rankPickle(t testing.TB, rank []byte) []byte {
+	zr, err := zip.NewReader(bytes.NewReader(rank), int64(len(rank)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range zr.File {
+		if strings.HasSuffix(f.Name, "/data.pkl") {
+			rc, err := f.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			b, err := io.ReadAll(rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+	t.Fatal("no data.pkl")
+	return nil
+}
+
+// withPickle returns the rank file with its data.pkl record replaced by
+// pkl, the records stored with correct CRCs: the fuzzed pickle is the
+// rank file's header (keys, names, dtypes, shapes, storages), read past
+// the archive checks.
+func withPickle(t testing.TB, rank, pkl []byte) []byte {
+	zr, err := zip.NewReader(bytes.NewReader(rank), int64(len(rank)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, f := range zr.File {
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(f.Name, "/data.pkl") {
+			data = pkl
+		}
+		w, err := zw.CreateRaw(&zip.FileHeader{Name: f.Name, Method: zip.Store, CRC32: crc32.ChecksumIEEE(data),
+			CompressedSize64: uint64(len(data)), UncompressedSize64: uint64(len(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// FuzzMCAToHF fuzzes mca_config.json and the headers (pickles) of one or
+// two rank files, whose tensor data are those of the valid tiny Llama:
+// one rank file (pkl1 empty) at TP=1, two at TP=2.
 func FuzzMCAToHF(f *testing.F) {
 	fuzzSetup(f)
 	s := &fuzzSeeds
-	f.Add(s.mcaConfig, s.rank, []byte(nil))
-	f.Add(s.mcaConfig2, s.rank0, s.rank1)
-	f.Add(s.mcaConfig, s.rank0, []byte(nil))
-	f.Add(s.mcaConfig2, s.rank0, s.rank0)
+	p, p0, p1 := rankPickle(f, s.rank), rankPickle(f, s.rank0), rankPickle(f, s.rank1)
+	f.Add(s.mcaConfig, p, []byte(nil))
+	f.Add(s.mcaConfig2, p0, p1)
+	f.Add(s.mcaConfig, p0, []byte(nil))
+	f.Add(s.mcaConfig2, p0, p0)
+	f.Add(s.mcaConfig2, p, p)
 	for _, hv := range hostileMCAValues {
-		f.Add(editMCA(s.mcaConfig, hv[0], hv[1]), s.rank, []byte(nil))
-		f.Add(editMCA(s.mcaConfig2, hv[0], hv[1]), s.rank0, s.rank1)
+		f.Add(editMCA(s.mcaConfig, hv[0], hv[1]), p, []byte(nil))
+		f.Add(editMCA(s.mcaConfig2, hv[0], hv[1]), p0, p1)
+	}
+	// Without the sizes every Megatron model has (found by this fuzzer:
+	// no hidden_size converted, with no shape checked against it).
+	for _, k := range []string{"num_layers", "hidden_size", "num_attention_heads"} {
+		f.Add(deleteMCA(s.mcaConfig, k), p, []byte(nil))
 	}
 	m := schemaModel(f, "llama")
-	f.Fuzz(func(t *testing.T, cfg, rank0, rank1 []byte) {
+	f.Fuzz(func(t *testing.T, cfg, pkl0, pkl1 []byte) {
 		dir := t.TempDir()
 		src := filepath.Join(dir, "mca")
-		for i, r := range [][]byte{rank0, rank1} {
-			if i > 0 && len(r) == 0 {
-				continue
-			}
+		ranks := [][]byte{withPickle(t, s.rank, pkl0)}
+		if len(pkl1) > 0 {
+			ranks = [][]byte{withPickle(t, s.rank0, pkl0), withPickle(t, s.rank1, pkl1)}
+		}
+		for i, r := range ranks {
 			p := filepath.Join(src, "iter_0000001", fmt.Sprintf("mp_rank_%02d", i), exec.MCACheckpointPT)
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				t.Fatal(err)
