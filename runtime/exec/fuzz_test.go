@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
@@ -26,7 +27,8 @@ import (
 // The two fuzz targets feed hostile checkpoints to the conversions: a
 // fuzzed mca_config.json with rank files of fuzzed headers (MCA → HF; the
 // archive layer has its own fuzzer, torchsave's FuzzReader), and a fuzzed
-// config.json with a fuzzed model.safetensors (HF → MCA). Each input must
+// config.json with a model.safetensors of fuzzed header (HF → MCA; the
+// file layer is fuzzed by safetensors' FuzzParseHeader). Each input must
 //
 //   - not panic (the conversions turn a panic into an "internal error",
 //     which counts as one),
@@ -481,23 +483,48 @@ func FuzzMCAToHF(f *testing.F) {
 	})
 }
 
+// splitSafetensors splits a safetensors file into its JSON header and its
+// data region.
+func splitSafetensors(t testing.TB, b []byte) (header, data []byte) {
+	if len(b) < 8 {
+		t.Fatal("short safetensors file")
+	}
+	n := binary.LittleEndian.Uint64(b)
+	if n > uint64(len(b)-8) {
+		t.Fatal("bad safetensors header length")
+	}
+	return b[8 : 8+n], b[8+n:]
+}
+
+// FuzzHFToMCA fuzzes config.json and the JSON header of model.safetensors,
+// whose data region is that of the valid tiny Llama (tied or untied
+// embeddings); the file layer has its own fuzzer, safetensors'
+// FuzzParseHeader.
 func FuzzHFToMCA(f *testing.F) {
 	fuzzSetup(f)
 	s := &fuzzSeeds
-	f.Add(s.hfConfig, s.hfST)
-	f.Add(s.hfConfigTied, s.hfSTTie)
-	f.Add(s.hfConfigTied, s.hfST)
-	f.Add(s.hfConfig, s.hfSTTie)
+	h, _ := splitSafetensors(f, s.hfST)
+	hTie, _ := splitSafetensors(f, s.hfSTTie)
+	f.Add(s.hfConfig, h, false)
+	f.Add(s.hfConfigTied, hTie, true)
+	f.Add(s.hfConfigTied, h, false)
+	f.Add(s.hfConfig, hTie, true)
 	for _, hv := range hostileHFValues {
-		f.Add(editHF(f, s.hfConfig, hv.key, hv.val), s.hfST)
+		f.Add(editHF(f, s.hfConfig, hv.key, hv.val), h, false)
 	}
 	m := schemaModel(f, "llama")
-	f.Fuzz(func(t *testing.T, cfg, st []byte) {
+	f.Fuzz(func(t *testing.T, cfg, header []byte, tied bool) {
 		dir := t.TempDir()
 		src := filepath.Join(dir, "hf")
 		if err := os.MkdirAll(src, 0o755); err != nil {
 			t.Fatal(err)
 		}
+		_, data := splitSafetensors(t, s.hfST)
+		if tied {
+			_, data = splitSafetensors(t, s.hfSTTie)
+		}
+		st := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+		st = append(append(st, header...), data...)
 		writeFile(t, filepath.Join(src, "config.json"), cfg)
 		writeFile(t, filepath.Join(src, "model.safetensors"), st)
 		dst := filepath.Join(dir, "mca")
@@ -518,7 +545,7 @@ func FuzzHFToMCA(f *testing.F) {
 		if !okN || !okH {
 			t.Fatalf("converted with num_hidden_layers %v, hidden_size %v", hcfg["num_hidden_layers"], hcfg["hidden_size"])
 		}
-		tied, ok := hcfg["tie_word_embeddings"].(bool)
+		tiedCfg, ok := hcfg["tie_word_embeddings"].(bool)
 		if _, present := hcfg["tie_word_embeddings"]; present && !ok {
 			t.Fatalf("converted with tie_word_embeddings %v", hcfg["tie_word_embeddings"])
 		}
@@ -539,7 +566,7 @@ func FuzzHFToMCA(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.mcaShape.check(metaNames(ms), n, tied); err != nil {
+		if err := s.mcaShape.check(metaNames(ms), n, tiedCfg); err != nil {
 			inconsistent(t, err)
 		}
 		if err := checkFloatHidden(ms, hidden); err != nil {
