@@ -62,7 +62,7 @@ func (c *HFCheckpoint) Bytes() int64 {
 // ReadHFConfig reads and parses dir/config.json.
 func ReadHFConfig(dir string) (path string, text []byte, obj *Object, err error) {
 	path = filepath.Join(dir, HFConfigName)
-	text, err = os.ReadFile(path)
+	text, err = ReadConfigFile(path)
 	if err != nil {
 		return path, nil, nil, err
 	}
@@ -163,7 +163,7 @@ type MCACheckpoint struct {
 // directory, whatever the layout.
 func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
 	c := &MCACheckpoint{Dir: dir, ConfigPath: filepath.Join(dir, MCAConfigName)}
-	text, err := os.ReadFile(c.ConfigPath)
+	text, err := ReadConfigFile(c.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
 		return nil, err
 	}
 	iter := "iter_0000001"
-	if b, err := os.ReadFile(filepath.Join(dir, TrackerName)); err == nil {
+	if b, err := ReadConfigFile(filepath.Join(dir, TrackerName)); err == nil {
 		s := strings.TrimSpace(string(b))
 		if s == "release" {
 			iter = "release"

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -551,11 +552,22 @@ func (e *destError) Error() string { return e.msg }
 func (e *destError) Unwrap() error { return e.err }
 
 // copyAux copies the top-level regular files of src that skip does not
-// exclude (tokenizer, processor and remote-code files, READMEs) to dst;
-// symbolic links are followed (Hugging Face cache snapshots are links).
-// Directories are not copied. It returns the names copied.
+// exclude (tokenizer, processor and remote-code files, READMEs) to dst.
+// Directories, FIFOs, devices and sockets are not copied. A symbolic link
+// is followed only when its target lies inside the source folder or, for
+// a Hugging Face cache snapshot (…/models--org--name/snapshots/<rev>),
+// inside the cache folder of that model (the parent of snapshots/, where
+// the blobs/ the snapshot links to are); a link out of it (say
+// tokenizer_config.json -> /etc/shadow) is an error naming the link and
+// its target, and nothing is written. A copy keeps the permission bits of
+// its source, never more than rw-rw-rw- (the umask narrows them further).
+// It returns the names copied.
 func copyAux(src, dst string, skip func(name string) bool) ([]string, error) {
 	entries, err := os.ReadDir(src)
+	if err != nil {
+		return nil, err
+	}
+	root, err := linkRoot(src)
 	if err != nil {
 		return nil, err
 	}
@@ -565,11 +577,21 @@ func copyAux(src, dst string, skip func(name string) bool) ([]string, error) {
 		if strings.HasPrefix(name, ".") || skip(name) {
 			continue
 		}
-		st, err := os.Stat(filepath.Join(src, name))
+		path := filepath.Join(src, name)
+		if e.Type()&fs.ModeSymlink != 0 {
+			target, err := filepath.EvalSymlinks(path)
+			if err != nil {
+				continue // a dangling link: nothing to copy
+			}
+			if !within(root, target) {
+				return copied, fmt.Errorf("%s is a symbolic link to %s, outside the source folder %s; refusing to copy it (replace the link by the file or remove it)", path, target, root)
+			}
+		}
+		st, err := os.Stat(path)
 		if err != nil || !st.Mode().IsRegular() {
 			continue
 		}
-		if err := copyFile(filepath.Join(src, name), filepath.Join(dst, name)); err != nil {
+		if err := copyFile(path, filepath.Join(dst, name)); err != nil {
 			return copied, err
 		}
 		copied = append(copied, name)
@@ -578,13 +600,47 @@ func copyAux(src, dst string, skip func(name string) bool) ([]string, error) {
 	return copied, nil
 }
 
+// linkRoot returns the folder symbolic links in src may point into: src
+// itself (symbolic links resolved), or for a Hugging Face cache snapshot
+// src = <cache>/models--org--name/snapshots/<rev>, the model's cache
+// folder <cache>/models--org--name.
+func linkRoot(src string) (string, error) {
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return "", err
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	snapshots := filepath.Dir(abs)
+	if filepath.Base(snapshots) == "snapshots" {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(snapshots), "blobs")); err == nil {
+			return filepath.Dir(snapshots), nil
+		}
+	}
+	return abs, nil
+}
+
+// within reports whether path (absolute, links resolved) is root or below
+// it.
+func within(root, path string) bool {
+	return path == root || strings.HasPrefix(path, root+string(filepath.Separator))
+}
+
+// copyFile copies the regular file src to the new file dst with the
+// permission bits of src (at most 0o666).
 func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+	in, err := blockio.OpenRegular(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	perm := st.Mode().Perm() & 0o666
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}

@@ -30,9 +30,10 @@ func (l Layout) trivial() bool {
 		!n.MoEGroupedGEMM && (n.TransformerImpl == "" || n.TransformerImpl == shard.ImplTransformerEngine)
 }
 
-// Check reports a layout the runtime cannot write: sizes below 0.
-// Divisibility is checked against the model by [LayoutProblems] and the
-// shard planner.
+// Check reports a layout the runtime cannot write: sizes below 0 or
+// above [shard.MaxCount], more than shard.MaxCount rank files (TP×PP×EP)
+// or pipeline stages (PP×VPP). Divisibility is checked against the model
+// by [LayoutProblems] and the shard planner.
 func (l Layout) Check() error {
 	for _, f := range []struct {
 		name string
@@ -41,6 +42,16 @@ func (l Layout) Check() error {
 		if f.v < 0 {
 			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
 		}
+		if f.v > shard.MaxCount {
+			return fmt.Errorf("parallel layout: %s=%d is larger than %d", f.name, f.v, shard.MaxCount)
+		}
+	}
+	n := l.normalized()
+	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > shard.MaxCount {
+		return fmt.Errorf("parallel layout: tp=%d × pp=%d × ep=%d = %d rank files, more than %d", n.TP, n.PP, n.EP, r, shard.MaxCount)
+	}
+	if s := int64(n.PP) * int64(n.VPP); s > shard.MaxCount {
+		return fmt.Errorf("parallel layout: pp=%d × vpp=%d = %d pipeline stages, more than %d", n.PP, n.VPP, s, shard.MaxCount)
 	}
 	if l.LegacyGroupedGEMM && !l.MoEGroupedGEMM {
 		return errors.New("parallel layout: legacy grouped GEMM needs moe_grouped_gemm")

@@ -106,13 +106,24 @@ func (pl *planner) checkGlobals() {
 	// Without tie_embeddings_and_output_weights the config does not say
 	// whether an output layer exists: it is not required.
 	tied, known := pl.p.Config.Bool("tie_embeddings_and_output_weights")
-	tied = tied || !known
 	fired := map[int]bool{}
 	for _, st := range pl.p.Steps {
 		if st.Bucket == "" {
 			fired[st.OpIndex] = true
 		}
 	}
+	if tied && known {
+		// Tied embeddings have no output layer of their own: a checkpoint
+		// with one contradicts its config (the weight would be dropped by
+		// Megatron's loader, or the tie would silently replace it).
+		for _, s := range pl.sides {
+			if fired[s.info.index] && slices.Contains(s.info.mca, "output_layer.weight") {
+				pl.problem(ProblemConfig, Error, s.info.describe(), nil,
+					"the checkpoint has an output layer (%s) but its config ties the embeddings (tie_word_embeddings true): set tie_word_embeddings to false if the output layer is its own weight, or remove it", strings.Join(s.sources, ", "))
+			}
+		}
+	}
+	tied = tied || !known
 	for _, s := range pl.sides {
 		i := s.info.index
 		if fired[i] || pl.attempted[bucketOp{"", i}] || s.info.kind == ops.KindDrop || isSplitKind(s.info.kind) {

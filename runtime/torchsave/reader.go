@@ -3,10 +3,10 @@ package torchsave
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -30,7 +30,7 @@ type File struct {
 // Only CRCs of the small records (data.pkl, version, byteorder) are
 // checked; use [File.VerifyCRC] to check all.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, err := blockio.OpenRegular(path)
 	if err != nil {
 		return nil, &Error{File: path, Offset: -1, Err: err}
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -210,7 +209,7 @@ func (cm checkpointModel) from() string { return cm.path + "'s " + cm.key }
 func readCheckpointModel(dir string, isMCA bool) (checkpointModel, error) {
 	if isMCA {
 		path := filepath.Join(dir, exec.MCAConfigName)
-		text, err := os.ReadFile(path)
+		text, err := exec.ReadConfigFile(path)
 		if err != nil {
 			return checkpointModel{}, err
 		}
