@@ -290,7 +290,7 @@ func compareOps(roll, ours any) ([]string, error) {
 				return nil, err
 			}
 			if overlap {
-				problems = append(problems, fmt.Sprintf("order: ROLL registers %s (op %d) before %s (op %d), rolltpl after (ops %d and %d); lookup depends on it: %s",
+				problems = append(problems, fmt.Sprintf("order: ROLL registers %s (op %d) before %s (op %d), rolltpl the other way round (ops %d and %d), and ROLL's lookup depends on it: %s overlap",
 					want[i].text, i+1, want[j].text, j+1, pos[i]+1, pos[j]+1, why))
 			}
 		}
