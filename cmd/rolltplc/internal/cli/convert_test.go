@@ -411,6 +411,7 @@ template llama {
         zero_centered_rmsnorm ".input_layernorm.weight" -> ".self_attention.linear_qkv.layer_norm_weight"
         use attention_out
         use te_mlp
+        use final_norm
         use qkv
     }
     parallel { use default }
