@@ -50,7 +50,7 @@ func init() {
 		{"build", "compile templates to Python modules ROLL imports", "rolltplc build [-o DIR] [--diags=text|json] [PATH...]", runBuild},
 		{"check", "check templates and report diagnostics", "rolltplc check [--diags=text|json] [--hf-config FILE] [--checkpoint DIR [--tp N --pp N --ep N]] [PATH...]", runCheck},
 		{"convert", "convert a checkpoint HF <-> MCA (direction from mca_config.json)", "rolltplc convert --from DIR --to DIR [--template PATH|--model-type T] [--to-hf] [--quiet] [--force]", runConvert},
-		{"verify", "convert HF -> MCA -> HF and compare every tensor", "rolltplc verify [--template PATH|--model-type T] [--tp N --pp N --ep N ...] [--quiet] DIR", runVerify},
+		{"verify", "check an HF checkpoint survives conversion: HF -> MCA -> HF, every tensor compared", "rolltplc verify [--template PATH|--model-type T] [--tp N --pp N --ep N ...] [--quiet] DIR", runVerify},
 		{"fmt", "format .rolltpl files canonically", "rolltplc fmt [-l] [-w] [PATH...]  (no PATH: stdin to stdout)", runFmt},
 		{"lsp", "run the language server for editors (LSP over stdio)", "rolltplc lsp [--log-file FILE]", runLSP},
 		{"schema", "infer a config schema from a config.json", "rolltplc schema infer [--name NAME] CONFIG.json  (- for stdin)", runSchema},
