@@ -129,7 +129,7 @@ func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.
 		if e, ok := old[string(sl.text)]; ok && !taken[string(sl.text)] {
 			taken[string(sl.text)] = true
 			shift(e.decl, e.base, sl.base)
-			sl.decl, sl.reused = e.decl, true
+			sl.decl = e.decl
 			continue
 		}
 		if ch.tooDeep.end > 0 {
@@ -150,6 +150,9 @@ func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.
 			break
 		}
 		sl := &slots[i]
+		if sl.decl == nil {
+			break // not parsed: after MaxErrors errors (see parseAll)
+		}
 		if sl.diag != nil {
 			diags.Add(sl.diag)
 		}
@@ -168,11 +171,10 @@ func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.
 
 // slot is one declaration of a file being parsed.
 type slot struct {
-	text   []byte
-	base   token.Pos // where text starts
-	decl   *ast.Decl
-	diag   *diag.Diagnostic // its one error, if any
-	reused bool             // taken from the cache
+	text []byte
+	base token.Pos // where text starts
+	decl *ast.Decl
+	diag *diag.Diagnostic // its one error, if any
 }
 
 // parallelMin is the number of declarations from which ParseFile parses
@@ -181,10 +183,18 @@ const parallelMin = 64
 
 // parseAll parses the declarations slots[todo[...]] (their spans are in
 // decls), each placed at its base, on up to GOMAXPROCS goroutines when
-// there are many. A panic in the parser becomes an internal-error
+// there are many. Declarations are taken in order, and none is taken once
+// MaxErrors of those taken failed: the first MaxErrors errors of the file
+// are then known. A panic in the parser becomes an internal-error
 // diagnostic of that declaration.
 func parseAll(filename string, tf *token.File, decls []decl, slots []slot, todo []int) {
+	var errs atomic.Int64
 	one := func(i int) {
+		defer func() {
+			if slots[i].diag != nil {
+				errs.Add(1)
+			}
+		}()
 		sl := &slots[i]
 		defer func() {
 			if r := recover(); r != nil {
@@ -211,6 +221,9 @@ func parseAll(filename string, tf *token.File, decls []decl, slots []slot, todo 
 	workers := runtime.GOMAXPROCS(0)
 	if len(todo) < parallelMin || workers < 2 {
 		for _, i := range todo {
+			if errs.Load() >= MaxErrors {
+				return
+			}
 			one(i)
 		}
 		return
@@ -220,6 +233,9 @@ func parseAll(filename string, tf *token.File, decls []decl, slots []slot, todo 
 	for range workers {
 		wg.Go(func() {
 			for {
+				if errs.Load() >= MaxErrors {
+					return
+				}
 				k := int(next.Add(1)) - 1
 				if k >= len(todo) {
 					return
