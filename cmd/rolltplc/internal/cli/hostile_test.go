@@ -58,8 +58,8 @@ func withTimeout(t *testing.T, what string, f func()) {
 	}
 }
 
-// TestFIFOInputs: a FIFO given as a template, as an import, to fmt or as
-// --hf-config is an error naming it, at once (opening one blocks until a
+// TestFIFOInputs: a FIFO given as a template, as an import, to fmt or to
+// schema infer is an error naming it (--hf-config: TestCheckHFConfigFIFO), at once (opening one blocks until a
 // writer comes: they hung).
 func TestFIFOInputs(t *testing.T) {
 	dir := t.TempDir()
@@ -79,7 +79,7 @@ func TestFIFOInputs(t *testing.T) {
 		{"check", []string{"check", fifo}, "not a regular file"},
 		{"import", []string{"check", importer}, "The import names " + fifo + ", which cannot be read"},
 		{"fmt", []string{"fmt", fifo}, "not a regular file"},
-		{"hf-config", []string{"check", "--hf-config", fifo}, "not a regular file"},
+		{"schema infer", []string{"schema", "infer", fifo}, "not a regular file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

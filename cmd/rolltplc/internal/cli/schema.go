@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/runtime/exec"
 )
 
 // schemaNameRE matches the names a schema may have.
@@ -50,7 +50,7 @@ func runSchema(e *env, args []string) int {
 		file = stdinName
 		src, err = io.ReadAll(e.stdin)
 	} else {
-		src, err = os.ReadFile(file)
+		src, err = exec.ReadConfigFile(file)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc schema infer: %v\n", err)
