@@ -75,6 +75,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 	res.Program = prog
 	res.Diags.Extend(ldiags)
 	res.Diags.Extend(check.Check(prog, opts.Schemas))
+	check.AnnotateConfigTypes(prog, opts.Schemas)
 	if opts.Backend != nil && !res.Diags.HasErrors() {
 		res.Diags.Extend(opts.Backend(prog))
 	}

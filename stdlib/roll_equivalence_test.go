@@ -185,6 +185,119 @@ func opFields(v any) any {
 	return out
 }
 
+// regOp is one registered op: its fields as compared (op kind, names,
+// parameters; not where ROLL defines its class) in canonical JSON, and its
+// op-lookup keys on each side.
+type regOp struct {
+	text     string
+	hf, mca  []string
+	position int
+}
+
+// regOps decodes a recorded weight_converters list.
+func regOps(v any) ([]regOp, error) {
+	var out []regOp
+	for i, o := range opFields(v).([]any) {
+		b, err := json.Marshal(o)
+		if err != nil {
+			return nil, err
+		}
+		op := regOp{text: string(b), position: i}
+		m := o.(map[string]any)
+		for side, dst := range map[string]*[]string{"hf_names": &op.hf, "mca_names": &op.mca} {
+			names, _ := m[side].([]any)
+			for _, n := range names {
+				s, ok := n.(string)
+				if !ok {
+					return nil, fmt.Errorf("op %d: %s holds %v, not a string", i, side, n)
+				}
+				*dst = append(*dst, s)
+			}
+		}
+		out = append(out, op)
+	}
+	return out, nil
+}
+
+// opsOverlap reports whether ROLL's op lookup can have to choose between
+// two ops by registration order: some name can be taken by a key of each,
+// among the HF keys (HF -> MCA) or the MCA keys (MCA -> HF). why names the
+// first such pair of keys.
+func opsOverlap(a, b regOp) (why string, overlap bool, err error) {
+	for _, side := range []struct {
+		name   string
+		ka, kb []string
+	}{{"HF", a.hf, b.hf}, {"MCA", a.mca, b.mca}} {
+		for _, x := range side.ka {
+			for _, y := range side.kb {
+				ok, err := lookupOverlap(x, y)
+				if err != nil {
+					return "", false, err
+				}
+				if ok {
+					return fmt.Sprintf("%s keys %q and %q", side.name, x, y), true, nil
+				}
+			}
+		}
+	}
+	return "", false, nil
+}
+
+// compareOps compares the ops a template registers with ROLL's in what
+// ROLL's behaviour depends on: the same ops (kind, names, parameters) the
+// same number of times, and, for every two ops whose lookup keys overlap
+// (opsOverlap), the same relative order. The order of ops no name can
+// reach both of is free. It returns one line per difference.
+func compareOps(roll, ours any) ([]string, error) {
+	want, err := regOps(roll)
+	if err != nil {
+		return nil, err
+	}
+	have, err := regOps(ours)
+	if err != nil {
+		return nil, err
+	}
+	// The k-th registration of an op in ROLL's list pairs with the k-th
+	// of the same op in ours.
+	byText := map[string][]int{}
+	for i, op := range have {
+		byText[op.text] = append(byText[op.text], i)
+	}
+	var problems []string
+	pos := make([]int, len(want))
+	for i, op := range want {
+		if len(byText[op.text]) == 0 {
+			problems = append(problems, fmt.Sprintf("missing op %d of ROLL's: %s", i+1, op.text))
+			pos[i] = -1
+			continue
+		}
+		pos[i] = byText[op.text][0]
+		byText[op.text] = byText[op.text][1:]
+	}
+	for _, op := range have {
+		if rest := byText[op.text]; len(rest) > 0 && rest[0] == op.position {
+			problems = append(problems, fmt.Sprintf("extra op %d: %s", op.position+1, op.text))
+			byText[op.text] = rest[1:]
+		}
+	}
+	for i := range want {
+		for j := i + 1; j < len(want); j++ {
+			if pos[i] < 0 || pos[j] < 0 || pos[i] < pos[j] {
+				continue
+			}
+			why, overlap, err := opsOverlap(want[i], want[j])
+			if err != nil {
+				return nil, err
+			}
+			if overlap {
+				problems = append(problems, fmt.Sprintf("order: ROLL registers %s (op %d) before %s (op %d), rolltpl the other way round (ops %d and %d), and ROLL's lookup depends on it: %s overlap",
+					want[i].text, i+1, want[j].text, j+1, pos[i]+1, pos[j]+1, why))
+			}
+		}
+	}
+	return problems, nil
+}
+
 // TestRegistrationsEqualROLL imports every emitted module under recording
 // stand-ins for mcore_adapter and compares what it registers, field by
 // field, with what ROLL itself registers, in both is_megatron_llama() modes.
@@ -224,7 +337,15 @@ func TestRegistrationsEqualROLL(t *testing.T) {
 			for _, f := range templateFields {
 				want, have := rt[f], gt[f]
 				if f == "weight_converters" {
-					want, have = opFields(want), opFields(have)
+					problems, err := compareOps(want, have)
+					if err != nil {
+						t.Fatalf("%s/%s: %v", mode.name, typ, err)
+					}
+					for _, p := range problems {
+						t.Errorf("%s/%s: weight_converters: %s", mode.name, typ, p)
+						ok = false
+					}
+					continue
 				}
 				if diff := cmp.Diff(want, have); diff != "" {
 					t.Errorf("%s/%s: %s mismatch (-roll +rolltpl):\n%s", mode.name, typ, f, diff)
@@ -245,5 +366,60 @@ func TestRegistrationsEqualROLL(t *testing.T) {
 				t.Errorf("%s: named set %s (ours %s) mismatch (-roll +rolltpl):\n%s", mode.name, rollName, ours, diff)
 			}
 		}
+	}
+}
+
+// TestCompareOpsMutations proves compareOps on ROLL's own registrations:
+// swapping two adjacent ops changes the relative order of exactly that
+// pair, so it must be reported exactly when their lookup keys overlap;
+// dropping, adding or changing an op is always reported.
+func TestCompareOpsMutations(t *testing.T) {
+	swaps := map[bool]int{}
+	for _, file := range []string{"roll-templates.json", "roll-templates-megatron-llama.json"} {
+		ref := readReference(t, file)
+		for _, typ := range slices.Sorted(maps.Keys(ref["templates"])) {
+			ops, _ := ref["templates"][typ].(map[string]any)["weight_converters"].([]any)
+			decoded, err := regOps(ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check := func(what string, mutated []any, wantProblems bool) {
+				t.Helper()
+				problems, err := compareOps(ops, mutated)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := len(problems) > 0; got != wantProblems {
+					t.Errorf("%s/%s: %s: problems %q, want some: %v", file, typ, what, problems, wantProblems)
+				}
+			}
+			check("unchanged", slices.Clone(ops), false)
+			for i := 0; i+1 < len(ops); i++ {
+				why, overlap, err := opsOverlap(decoded[i], decoded[i+1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if decoded[i].text == decoded[i+1].text {
+					continue // swapping an op with its twin changes nothing
+				}
+				swapped := slices.Clone(ops)
+				swapped[i], swapped[i+1] = swapped[i+1], swapped[i]
+				check(fmt.Sprintf("swap ops %d and %d (%s)", i+1, i+2, why), swapped, overlap)
+				swaps[overlap]++
+			}
+			for i := range ops {
+				check(fmt.Sprintf("drop op %d", i+1), slices.Delete(slices.Clone(ops), i, i+1), true)
+				check(fmt.Sprintf("repeat op %d", i+1), slices.Insert(slices.Clone(ops), i, ops[i]), true)
+				changed := slices.Clone(ops)
+				m := maps.Clone(ops[i].(map[string]any))
+				m["hf_names"] = append(slices.Clone(m["hf_names"].([]any)), "x")
+				changed[i] = m
+				check(fmt.Sprintf("change op %d", i+1), changed, true)
+			}
+		}
+	}
+	t.Logf("adjacent swaps: %d of overlapping ops (reported), %d of independent ops (accepted)", swaps[true], swaps[false])
+	if swaps[true] == 0 || swaps[false] == 0 {
+		t.Errorf("ROLL's registrations exercise only one kind of swap: %v", swaps)
 	}
 }

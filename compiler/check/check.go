@@ -99,6 +99,46 @@ func (c *checker) template(t *ir.Template) {
 	c.knownMistakes(t)
 }
 
+// AnnotateConfigTypes fills in [ir.ConfigEntry.Type] of every template
+// with a config schema in set: the type and default of the HF key each
+// entry maps, for [ir.Template.CheckHFConfig]. A key below a dict or any
+// field takes any value; a key the schema lacks takes any value and has
+// no default. Templates without a schema keep nil types.
+func AnnotateConfigTypes(p *ir.Program, set *schema.Set) {
+	if p == nil || set == nil {
+		return
+	}
+	for _, t := range p.Templates {
+		root := set.Schema(t.Name)
+		if root == nil {
+			continue
+		}
+		for i, e := range t.Config {
+			parts := strings.Split(EffectiveKey(t, e.HF), ".")
+			f, holder, _ := set.Resolve(root, parts)
+			if f == nil {
+				// Unknown to the schema (check warns or errs): any value,
+				// and no default.
+				t.Config[i].Type = &ir.ConfigType{Kinds: []string{"any"}}
+				continue
+			}
+			ct := &ir.ConfigType{Nullable: f.Type.Nullable, Default: f.Default != ""}
+			if holder.Field(parts[len(parts)-1]) != f {
+				ct.Kinds = []string{"any"} // below a dict or any field
+			} else {
+				for _, a := range f.Type.Alts {
+					k := a.Name
+					if !schema.BasicTypes[k] {
+						k = "object"
+					}
+					ct.Kinds = append(ct.Kinds, k)
+				}
+			}
+			t.Config[i].Type = ct
+		}
+	}
+}
+
 // EffectiveKey applies the template's key-prefix rules to an HF key.
 func EffectiveKey(t *ir.Template, key string) string { return t.EffectiveKey(key) }
 

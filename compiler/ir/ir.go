@@ -1,7 +1,10 @@
 // Package ir is the lowered, resolved form of .rolltpl templates that both
 // backends read: the Python emitter (compiler/pyemit) and the Go runtime
 // (runtime/exec). It is pure data: every element keeps the source span it
-// came from, and the package imports nothing but lang/token.
+// came from, and the package imports nothing but lang/token. The checks of
+// config values against a template ([Template.CheckHFConfig], [MCARules])
+// live here too, as the one place both the compiler's `check --hf-config`
+// and the runtime can reach.
 //
 // A [Program] holds the templates in build order and the named parallel sets
 // they reference. Reuse (`use`, `extends`) is already expanded: each
@@ -106,6 +109,9 @@ type ConfigEntry struct {
 	HF   string
 	MCA  string
 	Span token.Span
+	// Type is the HF key's type in the model type's config schema, filled
+	// in by the compiler when it has the schema; nil otherwise.
+	Type *ConfigType
 }
 
 // PrefixRule prefixes every HF config key except those matching Unless

@@ -14,9 +14,26 @@
 package blockio
 
 import (
+	"errors"
 	"fmt"
 	"io"
 )
+
+// ErrNoSpace is matched (errors.Is) by the error of a Preallocate that
+// found no room on the disk or in the quota.
+var ErrNoSpace = errors.New("no space for the output")
+
+// spaceError is a failed reservation: its message gives the bytes asked
+// for and those free, it unwraps to the system's error and matches
+// ErrNoSpace.
+type spaceError struct {
+	msg string
+	err error
+}
+
+func (e *spaceError) Error() string        { return e.msg }
+func (e *spaceError) Unwrap() error        { return e.err }
+func (e *spaceError) Is(target error) bool { return target == ErrNoSpace }
 
 // DefaultBlock is the block size a zero Pipe uses.
 const DefaultBlock = 2 << 20

@@ -13,7 +13,8 @@ import (
 // changing its size (fallocate with FALLOC_FL_KEEP_SIZE), so that a full
 // disk is reported before anything is written. A file system that cannot
 // preallocate is not an error; a full disk or quota is, giving
-// the bytes asked for and those free; the caller names the file.
+// the bytes asked for and those free (errors.Is(err, ErrNoSpace)); the
+// caller names the file.
 func Preallocate(f *os.File, off, n int64) error {
 	if n <= 0 {
 		return nil
@@ -31,7 +32,7 @@ func Preallocate(f *os.File, off, n int64) error {
 			if syscall.Fstatfs(int(f.Fd()), &fs) == nil {
 				msg += fmt.Sprintf(" (%s free)", HumanBytes(int64(fs.Bavail)*fs.Bsize))
 			}
-			return errors.New(msg)
+			return &spaceError{msg: msg, err: err}
 		default: // EOPNOTSUPP, ENOSYS, ...: the file system does not preallocate
 			return nil
 		}

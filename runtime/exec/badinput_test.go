@@ -1,12 +1,16 @@
 package exec_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -200,7 +204,139 @@ func badHFCases() []badCase {
 		{"non-integer layer index", func(t *testing.T, src string) {
 			addTensor(t, src, "model.layers.x1.mlp.down_proj.weight", tensor.Shape{4})
 		}, []string{`"model\.layers\.x1\.mlp\.down_proj\.weight" in \S+\.safetensors`, `layer index "x1"`}},
+		// The expected structure (llama: hidden 64, intermediate 160, 3
+		// layers, untied).
+		{"a layer without down_proj", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.layers.1.mlp.down_proj.weight")
+		}, []string{`layer 1 \(model\.layers\.1\): the checkpoint has no "model\.layers\.1\.mlp\.down_proj\.weight", which 2 layers of the same kind have`}},
+		{"no final norm", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.norm.weight")
+		}, []string{`global weights: the checkpoint has no "model\.norm\.weight" of shape \[64\] \(hidden_size\)`}},
+		{"no embedding", func(t *testing.T, src string) {
+			dropTensor(t, src, "model.embed_tokens.weight")
+		}, []string{`no "model\.embed_tokens\.weight" of shape \[\*, 64\]`}},
+		{"a layer beyond num_hidden_layers", func(t *testing.T, src string) {
+			setJSONKey(t, filepath.Join(src, "config.json"), "num_hidden_layers", 2)
+		}, []string{`layer 2 is beyond num_layers 2 \(num_hidden_layers in config\.json\)`, `"model\.layers\.2\.`}},
+		{"down_proj with one extra row in every layer", func(t *testing.T, src string) {
+			for l := range 3 {
+				reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.mlp.down_proj.weight", l), tensor.Shape{65, 160})
+			}
+		}, []string{`decoder\.layers\.0\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\] \(hidden_size, ffn_hidden_size\)`, `"model\.layers\.0\.mlp\.down_proj\.weight" in \S+\.safetensors`}},
+		{"one layer's down_proj with one extra row", func(t *testing.T, src string) {
+			reshapeTensor(t, src, "model.layers.2.mlp.down_proj.weight", tensor.Shape{65, 160})
+		}, []string{`layer 2 \(model\.layers\.2\): the tensor has shape \[65, 160\]; want \[64, 160\], its shape in 2 layers of the same kind`, `decoder\.layers\.2\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\]`}},
+		{"a norm of hidden+1", func(t *testing.T, src string) {
+			reshapeTensor(t, src, "model.norm.weight", tensor.Shape{65})
+		}, []string{`decoder\.final_layernorm\.weight has shape \[65\]; want \[64\] \(hidden_size\)`, `"model\.norm\.weight" in \S+\.safetensors`}},
+		{"o_proj of the wrong width", func(t *testing.T, src string) {
+			for l := range 3 {
+				reshapeTensor(t, src, fmt.Sprintf("model.layers.%d.self_attn.o_proj.weight", l), tensor.Shape{64, 32})
+			}
+		}, []string{`linear_proj\.weight has shape \[64, 32\]; want \[64, 64\] \(hidden_size, num_attention_heads × kv_channels\)`}},
+		{"an integer weight", func(t *testing.T, src string) {
+			retypeTensor(t, src, "model.layers.0.post_attention_layernorm.weight", tensor.I16)
+		}, []string{`\[dtype\]|the weight is I16; weights and biases are floating-point`, `"model\.layers\.0\.post_attention_layernorm\.weight" in \S+\.safetensors`}},
+		{"a bool weight", func(t *testing.T, src string) {
+			retypeTensor(t, src, "lm_head.weight", tensor.BOOL)
+		}, []string{`the weight is BOOL`, `"lm_head\.weight"`}},
 	}
+}
+
+// editPT rewrites the rank file at path (its "model" state dict, zero
+// bytes for changed tensors) after edit.
+func editPT(t *testing.T, path string, edit func(model *torchsave.Dict)) {
+	t.Helper()
+	f, err := torchsave.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := &torchsave.Dict{Ordered: true}
+	data := map[*torchsave.TensorSpec][]byte{}
+	for _, tt := range f.Tensors() {
+		name, ok := strings.CutPrefix(tt.Name, "model/")
+		if !ok {
+			continue
+		}
+		sp := &torchsave.TensorSpec{DType: tt.DType, Shape: tt.Shape}
+		data[sp] = append([]byte(nil), tt.Data...)
+		model.Items = append(model.Items, torchsave.Item{Key: name, Value: sp})
+	}
+	f.Close()
+	edit(model)
+	w, err := torchsave.Create(path, &torchsave.Dict{Items: []torchsave.Item{{Key: "model", Value: model}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	byName := map[string]*torchsave.TensorSpec{}
+	for _, it := range model.Items {
+		byName["model/"+it.Key.(string)] = it.Value.(*torchsave.TensorSpec)
+	}
+	for _, ti := range w.Tensors() {
+		sp := byName[ti.Name]
+		b := data[sp]
+		if int64(len(b)) != sp.Size() {
+			b = make([]byte, sp.Size())
+		}
+		if err := w.WriteTensor(ti.Name, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func deleteKey(d *torchsave.Dict, key string) {
+	d.Items = slices.DeleteFunc(d.Items, func(it torchsave.Item) bool { return it.Key == key })
+}
+
+// setSpec edits the spec of a tensor of d in place (a copy, so that a
+// spec shared with another key stays as it was).
+func setSpec(d *torchsave.Dict, key string, edit func(*torchsave.TensorSpec)) {
+	for i, it := range d.Items {
+		if it.Key == key {
+			sp := *it.Value.(*torchsave.TensorSpec)
+			edit(&sp)
+			d.Items[i].Value = &sp
+			return
+		}
+	}
+	panic("no tensor " + key)
+}
+
+// reshapeTensor gives a tensor of the checkpoint a new shape (zero bytes).
+func reshapeTensor(t *testing.T, src, name string, shape tensor.Shape) {
+	t.Helper()
+	editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+		for i := range specs {
+			if specs[i].Name == name {
+				specs[i].Shape = shape
+				data[name] = make([]byte, shape.NumElements()*int64(specs[i].DType.Size()))
+				return specs
+			}
+		}
+		t.Fatalf("no tensor %s", name)
+		return nil
+	})
+}
+
+// retypeTensor gives a tensor of the checkpoint another dtype of the same
+// element count (zero bytes).
+func retypeTensor(t *testing.T, src, name string, dt tensor.DType) {
+	t.Helper()
+	editShard(t, src, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
+		for i := range specs {
+			if specs[i].Name == name {
+				specs[i].DType = dt
+				data[name] = make([]byte, specs[i].Shape.NumElements()*int64(dt.Size()))
+				return specs
+			}
+		}
+		t.Fatalf("no tensor %s", name)
+		return nil
+	})
 }
 
 // addTensor adds a tensor (zero bytes) to the first shard and the index.
@@ -254,7 +390,7 @@ func TestBadHFInput(t *testing.T) {
 			dst := filepath.Join(dir, "out")
 			writeFile(t, filepath.Join(dir, "keep"), nil)
 			os.MkdirAll(dst, 0o755)
-			writeFile(t, filepath.Join(dst, "marker"), []byte("old"))
+			writeFile(t, filepath.Join(dst, "mca_config.json"), []byte("old"))
 			before := snapshot(t, dir)
 
 			_, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{Force: true})
@@ -282,6 +418,9 @@ func TestBadHFInput(t *testing.T) {
 			}
 			if herr == nil || herr.Error() != err.Error() {
 				t.Errorf("header-only check gave %v, conversion %v", herr, err)
+			}
+			if perr := planVerdict(m, src, exec.Layout{}); perr == nil || perr.Error() != err.Error() {
+				t.Errorf("PlanConversion gave %v, conversion %v", perr, err)
 			}
 		})
 	}
@@ -311,6 +450,38 @@ func TestBadMCAInput(t *testing.T) {
 		{"qkv rows disagree with the config", func(t *testing.T, mca string) {
 			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "num_query_groups", 7)
 		}, []string{`"decoder\.layers\.0\.self_attention\.linear_qkv\.weight" in \S+model_optim_rng\.pt`, `qkv op`}},
+		// The expected structure (qwen2: hidden 112, ffn 192, 2 layers).
+		{"a layer without linear_fc2", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				deleteKey(model, "decoder.layers.1.mlp.linear_fc2.weight")
+			})
+		}, []string{`layer 1 \(decoder\.layers\.1\): the checkpoint has no "decoder\.layers\.1\.mlp\.linear_fc2\.weight"`}},
+		{"a layer beyond num_layers", func(t *testing.T, mca string) {
+			setJSONKey(t, filepath.Join(mca, "mca_config.json"), "num_layers", 1)
+		}, []string{`layer 1 is beyond num_layers 1`, `"decoder\.layers\.1\.\S+" in \S+model_optim_rng\.pt`}},
+		{"no final norm", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) { deleteKey(model, "decoder.final_layernorm.weight") })
+		}, []string{`global weights: the checkpoint has no "decoder\.final_layernorm\.weight" of shape \[112\] \(hidden_size\)`}},
+		{"no embedding", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) { deleteKey(model, "embedding.word_embeddings.weight") })
+		}, []string{`no "embedding\.word_embeddings\.weight" of shape \[\*, 112\]`}},
+		{"linear_fc2 with one extra row", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				for _, l := range []string{"0", "1"} {
+					setSpec(model, "decoder.layers."+l+".mlp.linear_fc2.weight", func(s *torchsave.TensorSpec) { s.Shape = tensor.Shape{113, 192} })
+				}
+			})
+		}, []string{`decoder\.layers\.0\.mlp\.linear_fc2\.weight has shape \[113, 192\]; want \[112, 192\] \(hidden_size, ffn_hidden_size\)`, `in \S+model_optim_rng\.pt`}},
+		{"a norm of hidden+1", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				setSpec(model, "decoder.final_layernorm.weight", func(s *torchsave.TensorSpec) { s.Shape = tensor.Shape{113} })
+			})
+		}, []string{`decoder\.final_layernorm\.weight has shape \[113\]; want \[112\] \(hidden_size\)`}},
+		{"an integer weight", func(t *testing.T, mca string) {
+			editPT(t, filepath.Join(mca, pt), func(model *torchsave.Dict) {
+				setSpec(model, "decoder.layers.0.mlp.linear_fc1.layer_norm_weight", func(s *torchsave.TensorSpec) { s.DType = tensor.I16 })
+			})
+		}, []string{`the weight is I16; weights and biases are floating-point`, `"decoder\.layers\.0\.mlp\.linear_fc1\.layer_norm_weight" in \S+model_optim_rng\.pt`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -336,8 +507,21 @@ func TestBadMCAInput(t *testing.T) {
 			if after := snapshot(t, dir); !slices.Equal(before, after) {
 				t.Errorf("the directory changed:\nbefore %v\nafter  %v", before, after)
 			}
+			if perr := planVerdict(m, mca, exec.Layout{}); perr == nil || perr.Error() != err.Error() {
+				t.Errorf("PlanConversion gave %v, conversion %v", perr, err)
+			}
 		})
 	}
+}
+
+// planVerdict is the error PlanConversion gives for src: its error, or
+// the plan's.
+func planVerdict(m *exec.Model, src string, l exec.Layout) error {
+	cp, err := exec.PlanConversion(m, src, l)
+	if err != nil {
+		return err
+	}
+	return cp.Plan.Err()
 }
 
 func TestDestination(t *testing.T) {
@@ -347,18 +531,21 @@ func TestDestination(t *testing.T) {
 	synthFor("qwen3", tensor.BF16).write(t, src, 1, 5)
 	dst := filepath.Join(dir, "out")
 	os.MkdirAll(dst, 0o755)
-	writeFile(t, filepath.Join(dst, "marker"), nil)
+	// A previous checkpoint's shard: --force replaces it (a file that is
+	// not a checkpoint's is refused, TestForceRefusesForeignFiles).
+	old := filepath.Join(dst, "model-00001-of-00003.safetensors")
+	writeFile(t, old, nil)
 	_, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{})
-	if err == nil || !strings.Contains(err.Error(), "is not empty") {
+	if err == nil || !strings.Contains(err.Error(), "is not empty (model-00001-of-00003.safetensors); pass --force") {
 		t.Fatalf("non-empty destination: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dst, "marker")); err != nil {
+	if _, err := os.Stat(old); err != nil {
 		t.Fatal("destination changed")
 	}
 	if _, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dst, "marker")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("forced conversion kept the old content")
 	}
 	if !exec.IsMCA(dst) {
@@ -391,5 +578,149 @@ func TestDestination(t *testing.T) {
 	}
 	if _, err := os.Stat(gone); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cancelled conversion created %s", gone)
+	}
+}
+
+// TestSharedStorageMCA converts back a rank file in which two keys hold
+// one tensor (torch.save memoizes it; here the writer does the same for a
+// shared *TensorSpec): both keys are converted.
+func TestSharedStorageMCA(t *testing.T) {
+	m := stdlibModel(t, "qwen2")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthFor("qwen2", tensor.BF16).write(t, src, 1, 4)
+	mca := filepath.Join(dir, "mca")
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	pt := filepath.Join(mca, "iter_0000001", "mp_rank_00", exec.MCACheckpointPT)
+	editPT(t, pt, func(model *torchsave.Dict) {
+		a, _ := model.Get("decoder.layers.0.mlp.linear_fc2.weight")
+		for i, it := range model.Items {
+			if it.Key == "decoder.layers.1.mlp.linear_fc2.weight" {
+				model.Items[i].Value = a
+			}
+		}
+	})
+	f, err := torchsave.Open(pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storages := 0
+	for _, r := range f.Records() {
+		if strings.HasPrefix(r.Name, "data/") {
+			storages++
+		}
+	}
+	if storages != len(f.Tensors())-1 {
+		t.Errorf("%d storages for %d tensors: the edit did not share one", storages, len(f.Tensors()))
+	}
+	f.Close()
+	back := filepath.Join(dir, "back")
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := safetensors.OpenSharded(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	data := map[string][]byte{}
+	for _, st := range sh.Tensors() {
+		data[st.Name] = st.File.Data(st.TensorInfo)
+	}
+	d0, ok0 := data["model.layers.0.mlp.down_proj.weight"]
+	d1, ok1 := data["model.layers.1.mlp.down_proj.weight"]
+	if !ok0 || !ok1 || !bytes.Equal(d0, d1) {
+		t.Errorf("down_proj of layers 0 and 1: present %v %v, equal %v", ok0, ok1, bytes.Equal(d0, d1))
+	}
+}
+
+// TestSharedStorageTorch: a rank file torch.save wrote with one tensor
+// under two keys (what a training script that ties two weights saves)
+// converts back to HF with both weights.
+func TestSharedStorageTorch(t *testing.T) {
+	py := torchtest.Python(t)
+	m := stdlibModel(t, "qwen2")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "hf")
+	synthFor("qwen2", tensor.BF16).write(t, src, 1, 4)
+	mca := filepath.Join(dir, "mca")
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	pt := filepath.Join(mca, "iter_0000001", "mp_rank_00", exec.MCACheckpointPT)
+	script := `import sys, torch
+sd = torch.load(sys.argv[1])
+m = sd["model"]
+m["decoder.layers.1.mlp.linear_fc2.weight"] = m["decoder.layers.0.mlp.linear_fc2.weight"]
+torch.save(sd, sys.argv[1])
+`
+	if out, err := osexec.Command(py, "-c", script, pt).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	back := filepath.Join(dir, "back")
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := safetensors.OpenSharded(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	data := map[string][]byte{}
+	for _, st := range sh.Tensors() {
+		data[st.Name] = st.File.Data(st.TensorInfo)
+	}
+	d0, ok0 := data["model.layers.0.mlp.down_proj.weight"]
+	d1, ok1 := data["model.layers.1.mlp.down_proj.weight"]
+	if !ok0 || !ok1 || !bytes.Equal(d0, d1) {
+		t.Errorf("down_proj of layers 0 and 1: present %v %v, equal %v", ok0, ok1, bytes.Equal(d0, d1))
+	}
+}
+
+// TestStructureMergedRanks: MCA -> HF of a parallel layout checks the
+// merged global weights: a final norm missing from the last pipeline
+// stage, or a down projection with an extra row in one stage, is an
+// error before anything is written.
+func TestStructureMergedRanks(t *testing.T) {
+	m := stdlibModel(t, "llama")
+	for _, c := range []struct {
+		name string
+		edit func(model *torchsave.Dict)
+		want string
+	}{
+		{"no final norm", func(model *torchsave.Dict) { deleteKey(model, "decoder.final_layernorm.weight") },
+			`global weights: the checkpoint has no "decoder\.final_layernorm\.weight" of shape \[64\] \(hidden_size\)`},
+		{"fc2 of hidden+1 rows", func(model *torchsave.Dict) {
+			setSpec(model, "decoder.layers.0.mlp.linear_fc2.weight", func(s *torchsave.TensorSpec) { s.Shape = tensor.Shape{65, 160} })
+		}, `decoder\.layers\.2\.mlp\.linear_fc2\.weight has shape \[65, 160\]; want \[64, 160\] \(hidden_size, ffn_hidden_size\)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "hf")
+			s := synthWith("llama", tensor.BF16, func(d *dims, cfg map[string]any) { d.layers = 4 })
+			s.write(t, src, 1, 2)
+			mca := filepath.Join(dir, "mca")
+			if _, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{Layout: exec.Layout{PP: 2}}); err != nil {
+				t.Fatal(err)
+			}
+			ranks, _ := filepath.Glob(filepath.Join(mca, "iter_0000001", "*", exec.MCACheckpointPT))
+			if len(ranks) != 2 {
+				t.Fatalf("rank files %v", ranks)
+			}
+			editPT(t, ranks[1], c.edit) // the last stage: layers 2 and 3 (local 0 and 1), the final norm
+			before := snapshot(t, dir)
+			_, err := exec.ConvertMCAToHF(context.Background(), m, mca, filepath.Join(dir, "back"), exec.Options{})
+			if err == nil || !regexp.MustCompile(c.want).MatchString(err.Error()) {
+				t.Errorf("error %v, want %q", err, c.want)
+			}
+			if after := snapshot(t, dir); !slices.Equal(before, after) {
+				t.Errorf("the directory changed:\nbefore %v\nafter  %v", before, after)
+			}
+			if perr := planVerdict(m, mca, exec.Layout{}); perr == nil || err == nil || perr.Error() != err.Error() {
+				t.Errorf("PlanConversion gave %v, conversion %v", perr, err)
+			}
+		})
 	}
 }

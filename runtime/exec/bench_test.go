@@ -410,17 +410,13 @@ func readChars(t testing.TB) int64 {
 }
 
 // planHeaders is what `rolltplc check --checkpoint` does: config, index and
-// headers, then the plan.
+// headers, then the plan ([exec.PlanConversion]).
 func planHeaders(t testing.TB, m *exec.Model, dir string) *exec.Plan {
-	hc, err := exec.ReadHFCheckpoint(dir)
+	cp, err := exec.PlanConversion(m, dir, exec.Layout{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mc, err := exec.BuildMCAConfig(m, hc.ConfigText, hc.ConfigPath, dir, exec.Layout{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exec.PlanHFToMCA(m, mc, hc.Tensors)
+	return cp.Plan
 }
 
 // TestHeaderCheckReadsNoData plans a 16 GB sparse checkpoint and requires

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
@@ -61,7 +62,7 @@ func (c *HFCheckpoint) Bytes() int64 {
 // ReadHFConfig reads and parses dir/config.json.
 func ReadHFConfig(dir string) (path string, text []byte, obj *Object, err error) {
 	path = filepath.Join(dir, HFConfigName)
-	text, err = os.ReadFile(path)
+	text, err = ReadConfigFile(path)
 	if err != nil {
 		return path, nil, nil, err
 	}
@@ -145,8 +146,8 @@ func (c *HFCheckpoint) addTensors(h *safetensors.Header) {
 	}
 }
 
-// MCACheckpoint is an MCA checkpoint directory: its config and the path
-// of its single-rank model file.
+// MCACheckpoint is an MCA checkpoint directory: its config, iteration
+// directory and, for a single-rank layout, the path of its model file.
 type MCACheckpoint struct {
 	Dir        string
 	ConfigPath string
@@ -158,29 +159,11 @@ type MCACheckpoint struct {
 	PT string
 }
 
-// ReadMCACheckpoint reads dir/mca_config.json and locates the model file
-// of a TP=PP=EP=1 checkpoint: the iteration named by
-// latest_checkpointed_iteration.txt ("release" or a number; 1 when the
-// file is absent, as ROLL's converter always uses iteration 1).
-func ReadMCACheckpoint(dir string) (*MCACheckpoint, error) {
-	c, err := locateMCACheckpoint(dir)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Config.Layout().Supported(); err != nil {
-		return nil, fmt.Errorf("%s: %w", c.ConfigPath, err)
-	}
-	if err := c.checkSingleRank(); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
 // locateMCACheckpoint reads dir/mca_config.json and finds the iteration
 // directory, whatever the layout.
 func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
 	c := &MCACheckpoint{Dir: dir, ConfigPath: filepath.Join(dir, MCAConfigName)}
-	text, err := os.ReadFile(c.ConfigPath)
+	text, err := ReadConfigFile(c.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +171,7 @@ func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
 		return nil, err
 	}
 	iter := "iter_0000001"
-	if b, err := os.ReadFile(filepath.Join(dir, TrackerName)); err == nil {
+	if b, err := ReadConfigFile(filepath.Join(dir, TrackerName)); err == nil {
 		s := strings.TrimSpace(string(b))
 		if s == "release" {
 			iter = "release"
@@ -221,13 +204,6 @@ func (c *MCACheckpoint) checkSingleRank() error {
 	}
 	c.PT = filepath.Join(iterDir, "mp_rank_00", MCACheckpointPT)
 	return nil
-}
-
-// MCATensorMetas returns the tensors of the "model" state dict of an
-// opened .pt (names without the "model/" path), for planning.
-func MCATensorMetas(f *torchsave.File) ([]TensorMeta, error) {
-	_, metas, err := mcaTensors(f)
-	return metas, err
 }
 
 // mcaTensors returns the state-dict tensors of an opened .pt: the entries
@@ -304,4 +280,174 @@ func weightFile(name string) bool {
 		}
 	}
 	return false
+}
+
+// hfSource is an HF checkpoint opened and planned for HF -> MCA: the
+// mapped shards (no tensor data is read), the MCA config and the plan.
+type hfSource struct {
+	sh    *safetensors.Sharded
+	mc    *MCAConfig
+	plan  *Plan
+	files []string
+}
+
+// openHFSource opens the HF checkpoint in src and plans its conversion
+// to the layout: the one place HF -> MCA conversions and [PlanConversion]
+// choose the files, build the MCA config and plan. The plan may hold
+// errors; the caller closes sh.
+func openHFSource(m *Model, src string, layout Layout, nameOrPath string) (*hfSource, error) {
+	cfgPath, cfgText, _, err := ReadHFConfig(src)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := safetensors.OpenSharded(src)
+	if err != nil {
+		return nil, err
+	}
+	all := sh.Tensors()
+	metas := make([]TensorMeta, len(all))
+	for i, t := range all {
+		metas[i] = TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, Size: t.Size, File: t.File.Path()}
+	}
+	if nameOrPath == "" {
+		nameOrPath = src
+	}
+	mc, err := BuildMCAConfig(m, cfgText, cfgPath, nameOrPath, layout)
+	if err != nil {
+		sh.Close()
+		return nil, err
+	}
+	s := &hfSource{sh: sh, mc: mc, plan: PlanHFToMCA(m, mc, metas)}
+	if !mc.Layout().trivial() {
+		s.plan.Problems = append(s.plan.Problems, LayoutProblems(mc, mc.Layout())...)
+	}
+	for _, f := range sh.Files {
+		s.files = append(s.files, f.Path())
+	}
+	return s, nil
+}
+
+// mcaSource is an MCA checkpoint opened and planned for MCA -> HF: the
+// single rank file, or the rank files of the recorded layout merged group
+// by group, and the plan of the global weights.
+type mcaSource struct {
+	ck       *MCACheckpoint
+	hfConfig []byte
+	plan     *Plan
+	files    []string
+	// TP=PP=VPP=EP=ETP=1: the rank file and its model tensors.
+	tf  *torchsave.File
+	tts []*torchsave.Tensor
+	// Any other layout: the rank files and the merged globals.
+	rs *rankSet
+	mi *mergeInput
+}
+
+func (s *mcaSource) close() {
+	if s.tf != nil {
+		s.tf.Close()
+	}
+	if s.rs != nil {
+		s.rs.close()
+	}
+}
+
+// openMCASource opens the MCA checkpoint in src (any layout recorded in
+// its mca_config.json) and plans its conversion back to HF: the one place
+// MCA -> HF conversions and [PlanConversion] choose the rank files and
+// plan. The plan may hold errors; the caller closes the source.
+func openMCASource(m *Model, src string) (*mcaSource, error) {
+	ck, err := locateMCACheckpoint(src)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMCARun(ck); err != nil {
+		return nil, err
+	}
+	s := &mcaSource{ck: ck}
+	if s.hfConfig, err = BuildHFConfig(m, ck.Config, ck.ConfigPath); err != nil {
+		return nil, err
+	}
+	if !ck.Config.Layout().trivial() {
+		if s.rs, err = openRankSet(m, ck.Config, ck.ConfigPath, ck.IterDir); err != nil {
+			return nil, err
+		}
+		s.mi = &mergeInput{rs: s.rs, cache: map[int]map[string]tensor.Tensor{}, left: map[int]int{}}
+		s.plan = PlanMCAToHF(m, ck.Config, s.mi.metas(ck.IterDir))
+		for _, f := range s.rs.files {
+			s.files = append(s.files, f.Path)
+		}
+		return s, nil
+	}
+	if err := ck.checkSingleRank(); err != nil {
+		return nil, err
+	}
+	if s.tf, err = torchsave.Open(ck.PT); err != nil {
+		return nil, err
+	}
+	tts, metas, err := mcaTensors(s.tf)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.tts = tts
+	s.plan = PlanMCAToHF(m, ck.Config, metas)
+	s.files = []string{ck.PT}
+	return s, nil
+}
+
+// CheckpointPlan is the plan of a conversion as [PlanConversion] makes
+// it.
+type CheckpointPlan struct {
+	// Plan is the plan of the global weights, with every problem
+	// found, including those of the parallel layout.
+	Plan *Plan
+	// Files are the files the conversion reads: the safetensors shards
+	// (HF -> MCA) or the rank files of the recorded layout (MCA -> HF).
+	Files []string
+	// Layout is the layout written (HF -> MCA) or read (MCA -> HF), its
+	// unset sizes 1 (ETP: TP).
+	Layout Layout
+	// RankFiles is the number of rank files written (HF -> MCA): one
+	// per tensor, pipeline and expert rank.
+	RankFiles int
+}
+
+// PlanConversion plans the conversion of the checkpoint in src as
+// [ConvertHFToMCA] (to layout) or [ConvertMCAToHF] (an MCA checkpoint:
+// the layout recorded in its mca_config.json; layout is ignored) would:
+// the same files, the same config, the same problems and the same
+// verdict, without reading tensor data or writing anything. Errors that
+// stop a conversion before planning (a missing rank file, a malformed
+// header) are returned as errors; planning problems are in the plan, and
+// a parallel layout the model cannot be split into is an error problem
+// of kind layout.
+func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error) {
+	if IsMCA(src) {
+		s, err := openMCASource(m, src)
+		if err != nil {
+			return nil, err
+		}
+		defer s.close()
+		return &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: s.ck.Config.Layout().normalized()}, nil
+	}
+	if err := layout.Check(); err != nil {
+		return nil, err
+	}
+	s, err := openHFSource(m, src, layout, "")
+	if err != nil {
+		return nil, err
+	}
+	defer s.sh.Close()
+	n := s.mc.Layout().normalized()
+	cp := &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: n, RankFiles: n.TP * n.PP * n.EP}
+	if !s.mc.Layout().trivial() && s.plan.Err() == nil {
+		_, wp, err := rankWritePlan(m, s.mc, s.plan)
+		if err != nil {
+			s.plan.Problems = append(s.plan.Problems, Problem{Kind: ProblemLayout, Severity: Error, Msg: err.Error()})
+		} else {
+			cp.RankFiles = len(wp.Files)
+		}
+	}
+	return cp, nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
@@ -17,14 +18,151 @@ type MCAConfig struct {
 // NewMCAConfig wraps a parsed mca_config.json object.
 func NewMCAConfig(obj *Object) *MCAConfig { return &MCAConfig{obj: obj} }
 
-// ParseMCAConfig parses the text of an mca_config.json; path is used in
-// errors.
+// MaxConfigSize bounds the config files read into memory (config.json,
+// mca_config.json, the tracker); real ones are a few KB.
+const MaxConfigSize = 64 << 20
+
+// ReadConfigFile reads a small config file: a regular file (a FIFO is
+// refused, never waited on) of at most MaxConfigSize bytes.
+func ReadConfigFile(path string) ([]byte, error) {
+	return blockio.ReadRegular(path, MaxConfigSize)
+}
+
+// ParseMCAConfig parses the text of an mca_config.json and validates the
+// values the runtime reads ([MCAConfig.Validate]); path is used in errors.
 func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) {
 	obj, err := ParseObject(text)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
 	}
-	return &MCAConfig{obj: obj}, nil
+	c := &MCAConfig{obj: obj}
+	if err := c.Validate(path, nil); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Validate checks the values of the config the runtime reads against
+// [ir.MCARules]: each has the right JSON type (an integer is written
+// without a fraction: 3.0 and "3" are not integers) and, for a size or
+// count, is in range; num_layers, hidden_size and num_attention_heads,
+// which every Megatron model has and the shape checks need, are present;
+// the rank files TP×PP×EP and the pipeline stages PP×VPP number at most
+// ir.MaxCount; layer_types is a list of strings, one per layer. path
+// names the file in the error; from, when not nil, names the HF key a
+// value was copied from (for an mca_config.json built from config.json).
+// All problems are reported at once.
+func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error {
+	var probs []string
+	bad := func(key, format string, args ...any) {
+		what := key
+		if from != nil {
+			if hf := from(key); hf != "" && hf != key {
+				what = fmt.Sprintf("%s (mca_config %s)", hf, key)
+			}
+		}
+		probs = append(probs, what+" "+fmt.Sprintf(format, args...))
+	}
+	for _, r := range ir.MCARules {
+		v, ok := c.obj.Get(r.Key)
+		if !ok {
+			if r.Required {
+				bad(r.Key, "is missing; want %s", r.Want())
+			}
+			continue
+		}
+		cv := configValue(v)
+		if code, msg := r.Check(cv); code != "" {
+			bad(r.Key, "is %s: %s", cv.Text, msg)
+			continue
+		}
+		if r.Kind != "strings" || cv.Kind != "list" {
+			continue
+		}
+		l := v.([]any)
+		for i, e := range l {
+			if _, ok := e.(string); !ok {
+				bad(r.Key, "[%d] is %s; want a string", i, shortJSON(e))
+				break
+			}
+		}
+		if n, ok := c.Int("num_layers"); ok && int64(len(l)) != n {
+			bad(r.Key, "has %d entries but num_layers is %d; want one per layer", len(l), n)
+		}
+	}
+	if len(probs) == 0 {
+		l := c.Layout().normalized()
+		if r := int64(l.TP) * int64(l.PP) * int64(l.EP); r > ir.MaxCount {
+			probs = append(probs, fmt.Sprintf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
+				l.TP, l.PP, l.EP, r, ir.MaxCount))
+		}
+		if s := int64(l.PP) * int64(l.VPP); s > ir.MaxCount {
+			probs = append(probs, fmt.Sprintf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
+				l.PP, l.VPP, s, ir.MaxCount))
+		}
+	}
+	return problemsError(path, probs)
+}
+
+// problemsError joins the problems found in the file at path into one
+// error (nil for none).
+func problemsError(path string, probs []string) error {
+	switch len(probs) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("%s: %s", path, probs[0])
+	}
+	return fmt.Errorf("%s: %d invalid values:\n  %s", path, len(probs), strings.Join(probs, "\n  "))
+}
+
+// configValue describes a JSON value for the config checks of package ir.
+func configValue(v any) ir.ConfigValue {
+	cv := ir.ConfigValue{Text: shortJSON(v)}
+	switch v := v.(type) {
+	case nil:
+		cv.Kind = "null"
+	case bool:
+		cv.Kind = "bool"
+	case string:
+		cv.Kind, cv.Str = "string", v
+	case []any:
+		cv.Kind = "list"
+	case *Object:
+		cv.Kind = "object"
+	case Number:
+		cv.Kind, cv.Text = "float", v.Text
+		if !v.Float {
+			cv.Kind = "int"
+			cv.Int, cv.IntOK = v.Int()
+		}
+	}
+	return cv
+}
+
+// CheckHFConfig runs the template's checks of the HF config keys it maps
+// ([ir.Template.CheckHFConfig], as `rolltplc check --hf-config` does):
+// a mapped key missing without a schema default, of the wrong type, or
+// out of range for its MCA key is an error naming the file and the key,
+// all at once.
+func CheckHFConfig(m *Model, hf *Object, hfPath string) error {
+	var probs []string
+	for _, p := range m.Template.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
+		v, ok := lookupPath(hf, key)
+		return configValue(v), ok
+	}) {
+		probs = append(probs, fmt.Sprintf("%s [%s]", p, p.Code))
+	}
+	return problemsError(hfPath, probs)
+}
+
+// shortJSON renders a JSON value for a message, cut to 40 bytes.
+func shortJSON(v any) string {
+	b := PyJSON(v, -1, false)
+	if len(b) > 40 {
+		return string(b[:37]) + "..."
+	}
+	return string(b)
 }
 
 // Object returns the underlying JSON object.
@@ -236,7 +374,8 @@ func irValueJSON(v ir.Value) any {
 //  2. every key of the template's config map present in the HF config
 //     (dotted keys walk nested objects; missing keys are skipped and the
 //     MCA default applies);
-//  3. hf_model_type, name_or_path and hf_config_json (hfText verbatim);
+//  3. hf_model_type, name_or_path and hf_config_json (hfText verbatim),
+//     and the template's name and digest (TemplateKey, TemplateDigestKey);
 //  4. the template's constants;
 //  5. derived values Megatron fills in when unset: num_query_groups,
 //     kv_channels, ffn_hidden_size, moe_ffn_hidden_size, rotary_base from
@@ -249,6 +388,9 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	hf, err := ParseObject(hfText)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %v", hfPath, err)
+	}
+	if err := CheckHFConfig(m, hf, hfPath); err != nil {
+		return nil, err
 	}
 	layout = layout.normalized()
 	kw := NewObject()
@@ -293,6 +435,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	kw.Set("hf_model_type", m.Template.Name)
 	kw.Set("name_or_path", nameOrPath)
 	kw.Set("hf_config_json", string(hfText))
+	recordTemplate(kw, m)
 	for _, c := range m.Template.Constants {
 		kw.Set(c.Key, irValueJSON(c.Value))
 	}
@@ -339,7 +482,9 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 			f, okF = 4, true
 		}
 		n, okN := c.Int("num_layers")
-		if okF && okN && f > 0 {
+		// A num_layers out of range is reported by Validate below,
+		// before anything is sized from it.
+		if okF && okN && f > 0 && n > 0 && n <= ir.MaxCount {
 			types := make([]any, n)
 			for i := range types {
 				types[i] = "full_attention"
@@ -349,6 +494,15 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 			}
 			kw.Set("layer_types", types)
 		}
+	}
+	hfKey := map[string]string{}
+	for _, cm := range m.configMappings() {
+		if _, ok := hfValue(hf, cm.HF, cm.Plain); ok {
+			hfKey[cm.MCA] = cm.HF
+		}
+	}
+	if err := c.Validate(hfPath, func(k string) string { return hfKey[k] }); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -172,7 +172,7 @@ func TestHFConfigRoundTrip(t *testing.T) {
 // (text keys at the top level), and the reverse map back into each.
 func TestVisionConfigPrefixes(t *testing.T) {
 	m := stdlibModel(t, "qwen2_vl")
-	flat := []byte(`{"model_type": "qwen2_vl", "hidden_size": 96, "num_attention_heads": 12, "num_key_value_heads": 2,
+	flat := []byte(`{"model_type": "qwen2_vl", "hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 12, "num_key_value_heads": 2,
  "vision_config": {"depth": 2}, "image_token_id": 151655, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
  "tie_word_embeddings": true, "torch_dtype": "float16"}`)
 	mc, err := rexec.BuildMCAConfig(m, flat, "config.json", "x", rexec.Layout{})
@@ -195,7 +195,7 @@ func TestVisionConfigPrefixes(t *testing.T) {
 	if o.Has("text_config") || !o.Has("hidden_size") {
 		t.Errorf("flat config rebuilt nested: %s", out)
 	}
-	nested := []byte(`{"model_type": "qwen3_vl", "text_config": {"hidden_size": 64, "num_attention_heads": 8, "head_dim": 16},
+	nested := []byte(`{"model_type": "qwen3_vl", "text_config": {"hidden_size": 64, "num_attention_heads": 8, "head_dim": 16, "num_hidden_layers": 2},
  "hidden_size": 999, "tie_word_embeddings": false}`)
 	m3 := stdlibModel(t, "qwen3_vl")
 	mc, err = rexec.BuildMCAConfig(m3, nested, "config.json", "x", rexec.Layout{})

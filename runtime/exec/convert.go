@@ -2,6 +2,7 @@ package exec
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,8 +20,15 @@ const DefaultMaxShardSize = 5_000_000_000
 
 // Options configure a conversion.
 type Options struct {
-	// Force replaces a destination that exists and is not empty.
+	// Force replaces the checkpoint in a destination that is not empty:
+	// every entry must be a checkpoint's own file (weights, configs,
+	// tokenizer and processor files, the files the source has at its top
+	// level; see foreignFiles), or the conversion is refused naming the
+	// others, and nothing is changed.
 	Force bool
+	// Notice, if set, is told about stale temporaries of interrupted
+	// conversions that were removed (a message naming each).
+	Notice func(msg string)
 	// Layout is the parallel layout to write (HF → MCA); the zero value
 	// is TP=PP=EP=1. MCA → HF reads the layout from mca_config.json.
 	Layout Layout
@@ -43,12 +51,17 @@ type Options struct {
 	// the rank files with these indices in shard.Ranks order (ROLL's
 	// rank-file order: tensor rank, then pipeline rank, then expert
 	// rank), in place, each through a temporary name renamed when
-	// complete. The destination may exist and hold other jobs' files;
-	// the shared files are left to a Finalize job.
+	// complete, then its run stamp (RunStampName). The destination may
+	// exist and hold other jobs' files; the shared files are left to a
+	// Finalize job. A finalized destination (with a tracker file) is
+	// refused unless Force, and with Force its tracker is removed before
+	// any rank file is written.
 	Ranks []int
 	// Finalize makes ConvertHFToMCA the last job of such a conversion: it
-	// checks that every rank file of the layout is in the destination
-	// with the planned tensors, then writes the shared files
+	// checks that every rank file of the layout is in the destination,
+	// finished, stamped with this conversion's run id and holding the
+	// planned tensors (naming every one that is not), then writes the
+	// shared files
 	// (mca_config.json, the source's tokenizer and other files, and last
 	// latest_checkpointed_iteration.txt).
 	Finalize bool
@@ -81,7 +94,8 @@ type Result struct {
 // written. Tensors are streamed from the mapped shards to the output file
 // in plan order without copies for the ops that only reorder rows; the
 // pages of consumed input are dropped from the resident set as they are
-// written. Output goes to a temporary directory renamed into place.
+// written. Output goes to a temporary folder moved into place when
+// complete (see output).
 func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := opts.Layout.Check(); err != nil {
@@ -92,38 +106,21 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	}
 	job := opts.Ranks != nil || opts.Finalize
 	if !job {
-		if err := checkDest(dst, opts.Force); err != nil {
+		if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 			return nil, err
 		}
 	}
-	cfgPath, cfgText, _, err := ReadHFConfig(src)
+	hs, err := openHFSource(m, src, opts.Layout, opts.NameOrPath)
 	if err != nil {
 		return nil, err
 	}
-	sh, err := safetensors.OpenSharded(src)
-	if err != nil {
-		return nil, err
-	}
-	defer sh.Close()
-	all := sh.Tensors()
-	metas := make([]TensorMeta, len(all))
-	for i, t := range all {
-		metas[i] = TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, Size: t.Size, File: t.File.Path()}
-	}
-	nameOrPath := opts.NameOrPath
-	if nameOrPath == "" {
-		nameOrPath = src
-	}
-	mc, err := BuildMCAConfig(m, cfgText, cfgPath, nameOrPath, opts.Layout)
-	if err != nil {
-		return nil, err
-	}
-	plan := PlanHFToMCA(m, mc, metas)
-	if !mc.Layout().trivial() {
-		plan.Problems = append(plan.Problems, LayoutProblems(mc, mc.Layout())...)
-	}
+	defer hs.sh.Close()
+	mc, plan, all := hs.mc, hs.plan, hs.sh.Tensors()
 	res = &Result{Plan: plan}
 	if err := plan.Err(); err != nil {
+		return res, err
+	}
+	if err := recordRun(m, mc, hs.sh); err != nil {
 		return res, err
 	}
 
@@ -134,7 +131,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	if job {
 		return convertHFToMCAJob(ctx, m, src, dst, mc, plan, opts, input, res)
 	}
-	out, err := newOutput(dst, opts.Force)
+	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err
 	}
@@ -161,9 +158,13 @@ func writeSingleRank(ctx context.Context, plan *Plan, opts Options, input func(i
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return 0, err
 	}
+	if err := removeStaleWriters(path, opts.Notice); err != nil {
+		return 0, err
+	}
 	ex := newExecutor(plan, opts, input)
 	defer ex.close()
-	if err := ex.writeMCA(ctx, path); err != nil {
+	st := stampFor(plan.Config, 0, filepath.Base(filepath.Dir(path)))
+	if err := writeStamped(path, st, opts.Sync, func() error { return ex.writeMCA(ctx, path) }); err != nil {
 		return 0, err
 	}
 	return ex.done, nil
@@ -202,38 +203,23 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := checkPaths(src, dst); err != nil {
 		return nil, err
 	}
-	if err := checkDest(dst, opts.Force); err != nil {
+	if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 		return nil, err
 	}
-	mck, err := locateMCACheckpoint(src)
+	ms, err := openMCASource(m, src)
 	if err != nil {
 		return nil, err
 	}
-	hfConfig, err := BuildHFConfig(m, mck.Config, mck.ConfigPath)
-	if err != nil {
-		return nil, err
-	}
-	if !mck.Config.Layout().trivial() {
-		return convertMCAToHFLayout(ctx, m, mck, hfConfig, dst, opts)
-	}
-	if err := mck.checkSingleRank(); err != nil {
-		return nil, err
-	}
-	tf, err := torchsave.Open(mck.PT)
-	if err != nil {
-		return nil, err
-	}
-	defer tf.Close()
-	tts, metas, err := mcaTensors(tf)
-	if err != nil {
-		return nil, err
-	}
-	plan := PlanMCAToHF(m, mck.Config, metas)
-	res = &Result{Plan: plan}
-	if err := plan.Err(); err != nil {
+	defer ms.close()
+	res = &Result{Plan: ms.plan}
+	if err := ms.plan.Err(); err != nil {
 		return res, err
 	}
-	out, err := newOutput(dst, opts.Force)
+	if ms.rs != nil {
+		return convertMCAToHFLayout(ctx, ms, dst, opts, res)
+	}
+	mck, hfConfig, plan, tf, tts := ms.ck, ms.hfConfig, ms.plan, ms.tf, ms.tts
+	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err
 	}
@@ -706,8 +692,8 @@ func (s *fileSink) Copy(n int64, fill blockio.Fill) error {
 // to fn with its name, releasing each step's inputs after.
 func (ex *executor) eachOutput(ctx context.Context, fn func(name string, t tensor.Tensor) error) error {
 	for si := range ex.plan.Steps {
-		if err := ctx.Err(); err != nil {
-			return err
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
 		}
 		st := &ex.plan.Steps[si]
 		if st.Dropped {
@@ -728,9 +714,12 @@ func (ex *executor) eachOutput(ctx context.Context, fn func(name string, t tenso
 }
 
 // writeHF writes the HF shards and the index; it returns the file names.
-// Each shard's header comes from safetensors.NewWriter, whose layout
-// (Tensors, Size) the data then follows; the data itself goes through a
-// fileSink so that bytes of the mapped input are copied by the kernel.
+// Every shard is created, with its header, and its disk space reserved
+// before the first tensor byte is written, so that a full disk is
+// reported first (reserveNote). Each shard's header comes from
+// safetensors.NewWriter, whose layout (Tensors, Size) the data then
+// follows; the data itself goes through a fileSink so that bytes of the
+// mapped input are copied by the kernel.
 func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([]string, error) {
 	outs := ex.plan.Outputs()
 	shards := assignShards(outs, maxShard)
@@ -742,78 +731,84 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 			total += o.Size
 		}
 	}
-	var (
-		cur    = -1
+	type shardOut struct {
 		f      *os.File
 		fs     *fileSink
 		layout []safetensors.TensorInfo
 		size   int64
-		files  []string
-	)
+	}
+	opened := make([]shardOut, len(shards))
+	defer func() {
+		for _, so := range opened {
+			if so.f != nil {
+				so.f.Close()
+			}
+		}
+	}()
+	files := make([]string, 0, len(shards)+1)
+	for i, s := range shards {
+		specs := make([]safetensors.Spec, 0, s.end-s.first)
+		for _, o := range outs[s.first:s.end] {
+			specs = append(specs, safetensors.Spec{Name: o.Name, DType: o.DType, Shape: o.Shape})
+		}
+		f, err := os.OpenFile(out.path(s.name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		opened[i].f = f
+		sw, err := safetensors.NewWriter(f, specs, map[string]string{"format": "pt"})
+		if err != nil {
+			return nil, fmt.Errorf("writing %s: %w", s.name, err)
+		}
+		opened[i].layout, opened[i].size = sw.Tensors(), sw.Size()
+		if err := blockio.Preallocate(f, 0, sw.Size()); err != nil {
+			return nil, fmt.Errorf("writing %s: %w%s", out.path(s.name), err, reserveNote(err, len(shards), "shards", total))
+		}
+		opened[i].fs = &fileSink{f: f}
+		files = append(files, s.name)
+	}
+	cur := -1
 	finish := func() error {
-		if f == nil {
+		if cur < 0 || opened[cur].f == nil {
 			return nil
 		}
+		so := &opened[cur]
 		var err error
-		if pos, _ := f.Seek(0, io.SeekCurrent); pos != size {
-			err = fmt.Errorf("internal error: %d bytes written, the header lays out %d", pos, size)
+		if pos, _ := so.f.Seek(0, io.SeekCurrent); pos != so.size {
+			err = fmt.Errorf("internal error: %d bytes written, the header lays out %d", pos, so.size)
 		}
 		if err == nil && ex.opts.Sync {
-			err = f.Sync()
+			err = so.f.Sync()
 		}
-		if cerr := f.Close(); err == nil {
+		if cerr := so.f.Close(); err == nil {
 			err = cerr
 		}
-		f = nil
+		so.f, so.fs = nil, nil // the sink's buffers can go
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", shards[cur].name, err)
 		}
 		return nil
 	}
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-	}()
-	open := func(i int) error {
+	next := func() error {
 		if err := finish(); err != nil {
 			return err
 		}
-		cur = i
-		s := shards[i]
-		specs := make([]safetensors.Spec, 0, s.end-s.first)
-		for _, o := range outs[s.first:s.end] {
-			specs = append(specs, safetensors.Spec{Name: o.Name, DType: o.DType, Shape: o.Shape})
-		}
-		var err error
-		f, err = os.OpenFile(out.path(s.name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		sw, err := safetensors.NewWriter(f, specs, map[string]string{"format": "pt"})
-		if err != nil {
-			return fmt.Errorf("writing %s: %w", s.name, err)
-		}
-		layout, size = sw.Tensors(), sw.Size()
-		if err := blockio.Preallocate(f, 0, size); err != nil {
-			return fmt.Errorf("writing %s: %w", out.path(s.name), err)
-		}
-		fs = &fileSink{f: f}
-		files = append(files, s.name)
+		cur++
 		return nil
 	}
 	k := 0
 	err := ex.eachOutput(ctx, func(name string, t tensor.Tensor) error {
 		for cur < 0 || k >= shards[cur].end {
-			if err := open(cur + 1); err != nil {
+			if err := next(); err != nil {
 				return err
 			}
 		}
-		ti := layout[k-shards[cur].first]
-		if ti.Name != name || ti.Size != t.Len() || fs.n != ti.Offset-layout[0].Offset {
-			return fmt.Errorf("writing %s: internal error: tensor %q at %d, the header has %q at %d", shards[cur].name, name, fs.n, ti.Name, ti.Offset)
+		so := &opened[cur]
+		ti := so.layout[k-shards[cur].first]
+		if ti.Name != name || ti.Size != t.Len() || so.fs.n != ti.Offset-so.layout[0].Offset {
+			return fmt.Errorf("writing %s: internal error: tensor %q at %d, the header has %q at %d", shards[cur].name, name, so.fs.n, ti.Name, ti.Offset)
 		}
-		if err := ex.write(fs, t); err != nil {
+		if err := ex.write(so.fs, t); err != nil {
 			return fmt.Errorf("writing %s: %w", shards[cur].name, err)
 		}
 		k++
@@ -823,7 +818,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		return nil, err
 	}
 	for cur < len(shards)-1 { // a shard of nothing (no outputs at all)
-		if err := open(cur + 1); err != nil {
+		if err := next(); err != nil {
 			return nil, err
 		}
 	}
@@ -834,4 +829,13 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		return nil, err
 	}
 	return append(files, safetensors.IndexFileName), nil
+}
+
+// reserveNote adds to a failed reservation of one of n output files what
+// all of them need, when the disk is full.
+func reserveNote(err error, n int, what string, total int64) string {
+	if n < 2 || !errors.Is(err, blockio.ErrNoSpace) {
+		return ""
+	}
+	return fmt.Sprintf("; the %d %s of the output need %s in all", n, what, HumanBytes(total))
 }

@@ -57,9 +57,8 @@ func (l Layout) normalized() Layout {
 // than TP=PP=EP=1.
 var ErrLayoutUnsupported = errors.New("not supported yet")
 
-// Supported checks that l is TP=PP=VPP=EP=ETP=1, the only layout
-// [ReadMCACheckpoint] and the verify path handle; the conversions take
-// any layout (see [Layout.Check]).
+// Supported checks that l is TP=PP=VPP=EP=ETP=1, the layout of a single
+// rank file; the conversions take any layout (see [Layout.Check]).
 func (l Layout) Supported() error {
 	n := l.normalized()
 	var bad []string

@@ -46,13 +46,17 @@
 //     before it. The mapping itself is never read for them, so it costs
 //     no page faults and no resident memory; pages that ops do read are
 //     dropped as they are consumed, so memory stays bounded (about 20 MiB)
-//     whatever the model size. The output's disk space is reserved
-//     (fallocate) before tensors are written, so a full disk is reported
-//     first, naming the file, the bytes needed and the bytes free.
-//     Bytes an op computes (the zero-centred norm, transposing expert
-//     splits) are written from the op's reused arena. Output goes to a
-//     temporary directory beside the destination and is renamed into
-//     place only when everything is written.
+//     whatever the model size. The disk space of every output file (all
+//     shards, all rank files) is reserved (fallocate) before any tensor
+//     is written, so a full disk is reported first, naming the file, the
+//     bytes needed and the bytes free. Bytes an op computes (the
+//     zero-centred norm, transposing expert splits) are written from the
+//     op's reused arena. Output goes to a temporary folder (beside a new
+//     destination, inside an existing one) and is moved into place only
+//     when everything is written; Options.Force replaces only a
+//     checkpoint's own files (see output.go). Temporary names record
+//     their process (internal/tempname), so a later run removes those of
+//     a killed one.
 //
 // # Files
 //

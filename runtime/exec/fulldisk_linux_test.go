@@ -72,3 +72,60 @@ func TestFullDisk(t *testing.T) {
 		})
 	}
 }
+
+// TestMountPoint converts into an empty mount point (a Docker or
+// Kubernetes volume): the checkpoint is written on that file system,
+// through a temporary folder inside it. On main the output was written to
+// the parent's file system and the final rename failed.
+func TestMountPoint(t *testing.T) {
+	dir := t.TempDir()
+	m, hf, mca := convertPair(t, dir)
+	disk := smallDisk(t, 64<<20)
+	if _, err := rexec.ConvertHFToMCA(context.Background(), m, hf, disk, rexec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, mca, disk)
+}
+
+// TestFullDiskEveryFile converts onto a disk on which the first output
+// files fit and a later one does not (two rank files at tp=2, several HF
+// shards): the full disk is reported before any tensor byte is written,
+// naming the file that did not fit, and nothing is left. On main each file
+// was reserved when opened, so the first files were written first.
+func TestFullDiskEveryFile(t *testing.T) {
+	dir := t.TempDir()
+	m, hf, mca := convertPair(t, dir)
+	var size int64
+	for _, b := range readTree(t, mca) {
+		size += int64(len(b))
+	}
+	for _, c := range []struct {
+		name string
+		run  func(dst string, progress func(done, total int64)) error
+		want string
+	}{
+		{"HF to MCA tp=2", func(dst string, progress func(done, total int64)) error {
+			_, err := rexec.ConvertHFToMCA(context.Background(), m, hf, dst, rexec.Options{Layout: rexec.Layout{TP: 2}, Progress: progress})
+			return err
+		}, `out/iter_0000001/mp_rank_01/model_optim_rng\.pt: reserving [0-9.]+ KiB for the output: no space left on device \([0-9.]+ (B|KiB) free\); the 2 rank files of the output need [0-9.]+ KiB in all`},
+		{"MCA to HF 4 shards", func(dst string, progress func(done, total int64)) error {
+			_, err := rexec.ConvertMCAToHF(context.Background(), m, mca, dst, rexec.Options{MaxShardSize: size / 4, Progress: progress})
+			return err
+		}, `writing \S+/out/model-0000[2-9]-of-0000[4-9]\.safetensors: reserving [0-9.]+ KiB for the output: no space left on device \([0-9.]+ (B|KiB) free\); the [4-9] shards of the output need [0-9.]+ KiB in all`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			disk := smallDisk(t, size*6/10)
+			var written int64
+			err := c.run(filepath.Join(disk, "out"), func(done, _ int64) { written = max(written, done) })
+			if err == nil || !regexp.MustCompile(c.want).MatchString(err.Error()) {
+				t.Fatalf("error does not match %q:\n%v", c.want, err)
+			}
+			if written != 0 {
+				t.Errorf("%d tensor bytes written before the full disk was reported", written)
+			}
+			if left, _ := os.ReadDir(disk); len(left) != 0 {
+				t.Errorf("left on the disk: %v", left)
+			}
+		})
+	}
+}

@@ -19,6 +19,8 @@ type Model struct {
 	// Flags are the build flags names are resolved with (e.g.
 	// "megatron_llama"); nil means all false.
 	Flags map[string]bool
+
+	digest string // TemplateDigest, set by NewModel
 }
 
 // NewModel returns the model for the template named modelType in prog. It
@@ -44,7 +46,7 @@ func NewModel(prog *ir.Program, modelType string, flags map[string]bool) (*Model
 		merged.Parts = append(append([]ir.ParallelPart(nil), ps.Parts...), ir.ParallelPart{Use: "megatron_llama"})
 		ps = &merged
 	}
-	m := &Model{Template: t, Parallel: prog.Effective(ps), Flags: flags}
+	m := &Model{Template: t, Parallel: prog.Effective(ps), Flags: flags, digest: templateDigest(t, prog.Effective(t.Parallel))}
 	for i, o := range t.Ops {
 		if _, err := m.opInfo(i, o); err != nil {
 			return nil, err

@@ -30,9 +30,10 @@ func (l Layout) trivial() bool {
 		!n.MoEGroupedGEMM && (n.TransformerImpl == "" || n.TransformerImpl == shard.ImplTransformerEngine)
 }
 
-// Check reports a layout the runtime cannot write: sizes below 0.
-// Divisibility is checked against the model by [LayoutProblems] and the
-// shard planner.
+// Check reports a layout the runtime cannot write: sizes below 0 or
+// above [shard.MaxCount], more than shard.MaxCount rank files (TP×PP×EP)
+// or pipeline stages (PP×VPP). Divisibility is checked against the model
+// by [LayoutProblems] and the shard planner.
 func (l Layout) Check() error {
 	for _, f := range []struct {
 		name string
@@ -41,6 +42,16 @@ func (l Layout) Check() error {
 		if f.v < 0 {
 			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
 		}
+		if f.v > shard.MaxCount {
+			return fmt.Errorf("parallel layout: %s=%d is larger than %d", f.name, f.v, shard.MaxCount)
+		}
+	}
+	n := l.normalized()
+	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > shard.MaxCount {
+		return fmt.Errorf("parallel layout: tp=%d × pp=%d × ep=%d = %d rank files, more than %d", n.TP, n.PP, n.EP, r, shard.MaxCount)
+	}
+	if s := int64(n.PP) * int64(n.VPP); s > shard.MaxCount {
+		return fmt.Errorf("parallel layout: pp=%d × vpp=%d = %d pipeline stages, more than %d", n.PP, n.VPP, s, shard.MaxCount)
 	}
 	if l.LegacyGroupedGEMM && !l.MoEGroupedGEMM {
 		return errors.New("parallel layout: legacy grouped GEMM needs moe_grouped_gemm")
@@ -145,9 +156,23 @@ func (p *progressSum) add(n int64) {
 	p.mu.Unlock()
 }
 
+// rankIndex returns the index of every rank file of l in shard.Ranks
+// order (ROLL's rank-file order, the indices of Options.Ranks).
+func rankIndex(l shard.Layout) map[shard.Rank]int {
+	index := map[shard.Rank]int{}
+	for i, r := range shard.Ranks(l) {
+		index[r] = i
+	}
+	return index
+}
+
 // writeMCARanks writes the rank files of files (all those of a write
-// plan, or the ones a job selected) under iter_0000001. Rank files
-// are written concurrently, each by its own executor on the shared input
+// plan, or the ones a job selected) under iter_0000001, each followed by its run stamp. Every rank file
+// is created and its disk space reserved before the first tensor byte is
+// written, so that a full disk is reported first, naming the file; a
+// rank job (out written in place) first removes the temporaries its
+// killed predecessors left (removeStaleWriters). Rank files are then
+// written concurrently, each by its own executor on the shared input
 // mapping; each file is written stage by stage, running the steps whose
 // outputs it holds and splitting their results. It returns the files
 // written (relative to the output) and the bytes written.
@@ -157,12 +182,30 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 		total += f.Bytes()
 	}
 	prog := &progressSum{total: total, fn: opts.Progress}
+	index := rankIndex(sh.Layout())
 	rels := make([]string, len(files))
+	writers := make([]*torchsave.Writer, len(files))
+	defer func() {
+		for _, w := range writers {
+			if w != nil {
+				w.Abort()
+			}
+		}
+	}()
 	for i, f := range files {
 		rels[i] = filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
-		if err := os.MkdirAll(filepath.Dir(out.path(rels[i])), 0o755); err != nil {
+		path := out.path(rels[i])
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, 0, err
 		}
+		if err := removeStaleWriters(path, opts.Notice); err != nil {
+			return nil, 0, err
+		}
+		w, err := torchsave.Create(path, rankRoot(sh, f), &torchsave.Options{Sync: opts.Sync})
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w%s", err, reserveNote(err, len(files), "rank files", total))
+		}
+		writers[i] = w
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -180,9 +223,12 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 				var last int64
 				o.Progress = func(done, _ int64) { prog.add(done - last); last = done }
 				ex := newExecutor(p, o, input)
-				errs[i] = ex.writeRankFile(ctx, sh, files[i], out.path(rels[i]))
+				path := out.path(rels[i])
+				st := stampFor(p.Config, index[files[i].Rank], files[i].Dir)
+				errs[i] = writeStamped(path, st, opts.Sync, func() error { return ex.writeRankFile(ctx, sh, files[i], writers[i], path) })
 				written[i] = ex.done
 				ex.close()
+				writers[i] = nil // closed or aborted; its buffers can go
 				if errs[i] != nil {
 					cancel()
 				}
@@ -209,34 +255,42 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 	return rels, n, nil
 }
 
-// rankBufferHook, when set (by tests), is called after each rank file is
-// written with the most bytes its pending buffers held at a time and the
-// number of buffers allocated.
-var rankBufferHook func(path string, peak int64, allocs int)
-
-// writeRankFile writes one rank file: {"model": ...} or {"model0": ...,
-// "model1": ...}.
-func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp shard.FilePlan, path string) error {
+// rankRoot is the value tree of a rank file: {"model": ...} or
+// {"model0": ..., "model1": ...}, each an ordered state dict of the
+// file's entries of that stage.
+func rankRoot(sh *shard.Sharder, fp shard.FilePlan) *torchsave.Dict {
 	keys := shard.StageKeys(sh.Layout())
 	stages := make([]*torchsave.Dict, len(keys))
-	need := make([]map[string]bool, len(keys))
 	for i := range keys {
 		stages[i] = &torchsave.Dict{Ordered: true}
-		need[i] = map[string]bool{}
 	}
 	for _, e := range fp.Entries {
 		stages[e.Stage].Items = append(stages[e.Stage].Items, torchsave.Item{Key: e.Name, Value: torchsave.TensorSpec{DType: e.DType, Shape: e.Shape}})
-		for _, part := range e.Parts {
-			need[e.Stage][part.Global] = true
-		}
 	}
 	root := &torchsave.Dict{}
 	for i, k := range keys {
 		root.Items = append(root.Items, torchsave.Item{Key: k, Value: stages[i]})
 	}
-	w, err := torchsave.Create(path, root, &torchsave.Options{Sync: ex.opts.Sync})
-	if err != nil {
-		return err
+	return root
+}
+
+// rankBufferHook, when set (by tests), is called after each rank file is
+// written with the most bytes its pending buffers held at a time and the
+// number of buffers allocated.
+var rankBufferHook func(path string, peak int64, allocs int)
+
+// writeRankFile writes one rank file at path through w, created with
+// rankRoot(sh, fp) as its value tree.
+func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp shard.FilePlan, w *torchsave.Writer, path string) error {
+	keys := shard.StageKeys(sh.Layout())
+	need := make([]map[string]bool, len(keys))
+	for i := range keys {
+		need[i] = map[string]bool{}
+	}
+	for _, e := range fp.Entries {
+		for _, part := range e.Parts {
+			need[e.Stage][part.Global] = true
+		}
 	}
 	defer w.Abort()
 	// Entries are written in plan order. A piece of the current entry
@@ -317,8 +371,8 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 			continue
 		}
 		for si := range ex.plan.Steps {
-			if err := ctx.Err(); err != nil {
-				return err
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
 			}
 			st := &ex.plan.Steps[si]
 			if st.Dropped {
@@ -405,9 +459,10 @@ func convertHFToMCALayout(ctx context.Context, m *Model, mc *MCAConfig, plan *Pl
 
 // rankSet is the opened rank files of a parallel MCA checkpoint.
 type rankSet struct {
-	sh    *shard.Sharder
-	files []*torchsave.File
-	index map[shard.Rank]int
+	sh      *shard.Sharder
+	iterDir string
+	files   []*torchsave.File
+	index   map[shard.Rank]int
 	// tensors by rank file index, then "key/name"
 	tensors []map[string]*torchsave.Tensor
 	offs    []map[*torchsave.Tensor]int64
@@ -429,7 +484,7 @@ func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSe
 	if err != nil {
 		return nil, err
 	}
-	rs := &rankSet{sh: sh, index: map[shard.Rank]int{}}
+	rs := &rankSet{sh: sh, iterDir: iterDir, index: map[shard.Rank]int{}}
 	defer func() {
 		if err != nil {
 			rs.close()
@@ -493,7 +548,7 @@ func openRankSet(m *Model, mc *MCAConfig, configPath, iterDir string) (_ *rankSe
 		rs.offs = append(rs.offs, toff)
 	}
 	if rs.rp, err = sh.PlanRead(rfs); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", iterDir, err)
 	}
 	return rs, nil
 }
@@ -569,7 +624,7 @@ func (mi *mergeInput) tensor(i int, name string) (tensor.Tensor, []inputRange, e
 	if !ok {
 		globals, err := mi.rs.sh.Merge(locals)
 		if err != nil {
-			return tensor.Tensor{}, nil, err
+			return tensor.Tensor{}, nil, fmt.Errorf("%s: %w", mi.rs.iterDir, err)
 		}
 		c = map[string]tensor.Tensor{}
 		for _, gl := range globals {
@@ -615,29 +670,17 @@ func (rs *rankSet) spans() [][2]uintptr {
 // convertMCAToHFLayout is ConvertMCAToHF for a parallel layout: the rank
 // files are merged weight group by weight group into the global MCA
 // weights the inverse ops take.
-func convertMCAToHFLayout(ctx context.Context, m *Model, mck *MCACheckpoint, hfConfig []byte, dst string, opts Options) (res *Result, err error) {
-	rs, err := openRankSet(m, mck.Config, mck.ConfigPath, mck.IterDir)
-	if err != nil {
-		return nil, err
-	}
-	defer rs.close()
-	mi := &mergeInput{rs: rs, cache: map[int]map[string]tensor.Tensor{}, left: map[int]int{}}
-	metas := mi.metas(mck.IterDir)
-	plan := PlanMCAToHF(m, mck.Config, metas)
-	res = &Result{Plan: plan}
-	if err := plan.Err(); err != nil {
-		return res, err
-	}
-	out, err := newOutput(dst, opts.Force)
+func convertMCAToHFLayout(ctx context.Context, ms *mcaSource, dst string, opts Options, res *Result) (_ *Result, err error) {
+	out, err := newOutput(ms.ck.Dir, dst, opts)
 	if err != nil {
 		return res, err
 	}
 	defer out.abort(&err)
-	ex := newExecutor(plan, opts, nil)
-	ex.merged = mi
-	ex.spans = rs.spans()
+	ex := newExecutor(ms.plan, opts, nil)
+	ex.merged = ms.mi
+	ex.spans = ms.rs.spans()
 	defer ex.close()
-	return res, finishHF(ctx, ex, out, mck.Dir, hfConfig, opts, res)
+	return res, finishHF(ctx, ex, out, ms.ck.Dir, ms.hfConfig, opts, res)
 }
 
 // mergedValue is the executor's input value for a merged global weight.

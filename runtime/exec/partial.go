@@ -16,9 +16,11 @@ import (
 // This file runs a conversion as several jobs (a Slurm array, a
 // Kubernetes indexed Job) writing into one shared output: each job writes
 // the rank files of Options.Ranks in place (every file through a
-// temporary name renamed when complete), and a last job with
-// Options.Finalize checks that every rank file of the layout is there and
-// writes the shared files.
+// temporary name renamed when complete, then its run stamp, stamp.go),
+// and a last job with Options.Finalize checks that every rank file of the
+// layout is there, complete and of this conversion, and writes the shared
+// files. A finalized output is only rewritten with Force, which removes
+// its tracker first.
 
 // rankWritePlan plans the rank files of the layout recorded in mc.
 func rankWritePlan(m *Model, mc *MCAConfig, plan *Plan) (*shard.Sharder, *shard.WritePlan, error) {
@@ -92,6 +94,9 @@ func convertHFToMCAJob(ctx context.Context, m *Model, src, dst string, mc *MCACo
 	if err != nil {
 		return res, err
 	}
+	if err := unfinalize(dst, opts.Force); err != nil {
+		return res, err
+	}
 	if mc.Layout().trivial() {
 		// The single rank file, written as a one-job conversion writes it.
 		rel := filepath.Join("iter_0000001", files[0].Dir, MCACheckpointPT)
@@ -105,42 +110,72 @@ func convertHFToMCAJob(ctx context.Context, m *Model, src, dst string, mc *MCACo
 	return res, err
 }
 
-// finalizeMCA checks that every rank file of the layout is in the output
-// with the planned tensors, then writes the shared files: the source's
-// auxiliary files, mca_config.json and, last, the tracker file.
-func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard.WritePlan, mc *MCAConfig, opts Options) (*Result, error) {
-	ranks := shard.Ranks(l)
-	index := map[shard.Rank]int{}
-	for i, r := range ranks {
-		index[r] = i
+// unfinalize prepares a rank job's destination: one holding a finalized
+// checkpoint (a tracker file) is refused unless force, and with force
+// the tracker is removed (durably) before any rank file is rewritten, so
+// that a conversion being redone never looks complete.
+func unfinalize(dst string, force bool) error {
+	tracker := filepath.Join(dst, TrackerName)
+	if _, err := os.Lstat(tracker); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
 	}
+	if !force {
+		return fmt.Errorf("destination %s holds a finalized checkpoint (%s): rewriting some of its rank files would mix two conversions; pass --force to redo the conversion (the tracker is then removed first, and --finalize checks every rank file again)",
+			dst, TrackerName)
+	}
+	if err := os.Remove(tracker); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(dst)
+}
+
+// syncDir fsyncs a directory, making renames and removals in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// finalizeMCA checks that every rank file of the layout is in the output,
+// finished, stamped with this conversion's run and holding the planned
+// tensors, then writes the shared files: the source's auxiliary files,
+// mca_config.json and, last, the tracker file. When rank files are not
+// ready it writes nothing and names every one of them, and every rank
+// directory the layout does not have.
+func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard.WritePlan, mc *MCAConfig, opts Options) (*Result, error) {
+	index := rankIndex(l)
 	want := map[string]bool{}
-	var rels []string
+	var rels, problems []string
 	for _, f := range wp.Files {
 		want[f.Dir] = true
 		rel := filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
-		if err := checkRankFile(out.path(rel), f); err != nil {
-			return res, fmt.Errorf("rank %d (%s): %w", index[f.Rank], f.Dir, err)
-		}
-		left, err := unfinished(out.path(rel))
-		if err != nil {
-			return res, err
-		}
-		if len(left) > 0 {
-			return res, fmt.Errorf("rank %d (%s): %s is an unfinished rank file: a job writing this rank is still running, or one crashed (remove the file once no job writes it, then finalize again)",
-				index[f.Rank], f.Dir, strings.Join(left, ", "))
-		}
 		rels = append(rels, rel)
+		if msg := rankFileProblem(out.path(rel), f, stampFor(mc, index[f.Rank], f.Dir)); msg != "" {
+			problems = append(problems, fmt.Sprintf("rank %d (%s): %s", index[f.Rank], f.Dir, msg))
+		}
 	}
 	entries, err := os.ReadDir(out.path("iter_0000001"))
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return res, err
 	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "mp_rank_") && !want[e.Name()] {
-			return res, fmt.Errorf("%s is not a rank file directory of the layout (tp=%d pp=%d vpp=%d ep=%d etp=%d)",
-				out.path("iter_0000001", e.Name()), l.TP, l.PP, l.VPP, l.EP, l.ETP)
+			problems = append(problems, fmt.Sprintf("%s is not a rank file directory of the layout (%s)",
+				out.path("iter_0000001", e.Name()), layoutString(mc.Layout())))
 		}
+	}
+	if len(problems) > 0 {
+		return res, fmt.Errorf("cannot finalize %s (layout %s, %d rank files): %d problem%s:\n  %s\n"+
+			"run the jobs of these ranks again (same --from, template and layout flags), then finalize again", out.dst, layoutString(mc.Layout()), len(wp.Files),
+			len(problems), map[bool]string{true: "", false: "s"}[len(problems) == 1], strings.Join(problems, "\n  "))
 	}
 	res.Files = rels
 	res.Copied, err = copyAux(src, out.dst, func(name string) bool {
@@ -158,18 +193,52 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 	return res, nil
 }
 
-// unfinished returns the temporary files of torch.save writers of path
-// (finished or crashed) in its directory.
+// rankFileProblem says what keeps the rank file at path from being
+// finalized ("" when nothing does): temporary files of its writers, no
+// file, a missing or foreign run stamp, or tensors other than its plan.
+func rankFileProblem(path string, fp shard.FilePlan, want runStamp) string {
+	left, err := unfinished(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(left) > 0 {
+		return fmt.Sprintf("%s is an unfinished rank file: a job writing this rank is still running, or one crashed (remove the file once no job writes it, then finalize again)",
+			strings.Join(left, ", "))
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Sprintf("rank file %s is missing", path)
+	}
+	st, err := readStamp(path)
+	if err != nil {
+		return err.Error()
+	}
+	if msg := stampProblem(st, want); msg != "" {
+		return fmt.Sprintf("rank file %s %s", path, msg)
+	}
+	if err := checkRankFile(path, fp); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// unfinished returns the temporary files of the writers of the rank file
+// at path and of its run stamp (running or crashed) in its directory.
 func unfinished(path string) ([]string, error) {
-	dir, prefix := filepath.Dir(path), filepath.Base(path)+torchsave.TempSuffix
+	dir := filepath.Dir(path)
+	prefixes := []string{filepath.Base(path) + torchsave.TempSuffix, RunStampName + torchsave.TempSuffix}
 	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	var left []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
-			left = append(left, filepath.Join(dir, e.Name()))
+		for _, p := range prefixes {
+			if strings.HasPrefix(e.Name(), p) {
+				left = append(left, filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 	return left, nil

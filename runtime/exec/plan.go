@@ -53,13 +53,14 @@ const (
 	ProblemUnconsumed ProblemKind = "unconsumed"
 	// An op had enough tensors but not the ones it declares.
 	ProblemGather ProblemKind = "gather"
-	// Shapes that disagree with the op or the config.
+	// Shapes that disagree with the op, the config or the other layers.
 	ProblemShape ProblemKind = "shape"
 	// An output name no parallel class covers.
 	ProblemUnclassified ProblemKind = "unclassified"
 	// Two op groups produce the same name.
 	ProblemDuplicate ProblemKind = "duplicate"
-	// Decoder layers missing or beyond num_layers.
+	// Decoder layers missing or beyond num_layers (an error unless the
+	// template drops or ignores all of a layer beyond).
 	ProblemLayers ProblemKind = "layers"
 	// Experts missing or beyond num_moe_experts.
 	ProblemExperts ProblemKind = "experts"
@@ -67,6 +68,11 @@ const (
 	ProblemConfig ProblemKind = "config"
 	// A parallel layout that does not fit the model.
 	ProblemLayout ProblemKind = "layout"
+	// A tensor the template and the config say the model has, and the
+	// checkpoint lacks (structure.go).
+	ProblemMissing ProblemKind = "missing"
+	// A weight or bias of an integer or bool dtype.
+	ProblemDType ProblemKind = "dtype"
 )
 
 // Problem is one thing wrong with a checkpoint (or a template for it),
@@ -97,6 +103,10 @@ func (p Problem) Error() string {
 	if len(p.Tensors) > 0 {
 		b.WriteString(": ")
 		for i, t := range p.Tensors {
+			if i == MaxProblemTensors {
+				fmt.Fprintf(&b, " and %d more", len(p.Tensors)-i)
+				break
+			}
 			if i > 0 {
 				b.WriteString(", ")
 			}
@@ -185,6 +195,8 @@ type PlanError struct {
 	Problems []Problem
 }
 
+// Error lists the problems, at most [MaxProblemsPerKind] of each kind
+// with a count of the others.
 func (e *PlanError) Error() string {
 	var b strings.Builder
 	if len(e.Problems) == 1 {
@@ -193,9 +205,13 @@ func (e *PlanError) Error() string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%d problems:", len(e.Problems))
-	for _, p := range e.Problems {
+	kept, omitted := CapProblems(e.Problems)
+	for _, p := range kept {
 		b.WriteString("\n  ")
 		b.WriteString(p.Error())
+	}
+	for _, o := range omitted {
+		fmt.Fprintf(&b, "\n  ... and %d more [%s]", o.Count, o.Kind)
 	}
 	return b.String()
 }
@@ -281,6 +297,13 @@ type planner struct {
 	// layers meeting it, as ROLL's template class does in add_hf_weight).
 	variants  map[*side]layerVariant
 	layerVals map[string][]string // mca_config lists the variants read, by key
+
+	// For the expected-structure checks (structure.go):
+	sides      []*side           // one per template op (MCA -> HF: and per-layer variants)
+	attempted  map[bucketOp]bool // op groups that ran or were reported in a bucket
+	consumed   map[int]bool      // inputs that reached an op other than drop
+	dropped    map[int]bool      // inputs of drop ops
+	mcaGlobals []mcaGlobal       // HF -> MCA: the global MCA outputs
 }
 
 // layerVariant is the side an op takes in the layers meeting cond.
@@ -300,6 +323,9 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		seen:      map[string]bool{},
 		variants:  map[*side]layerVariant{},
 		layerVals: map[string][]string{},
+		attempted: map[bucketOp]bool{},
+		consumed:  map[int]bool{},
+		dropped:   map[int]bool{},
 	}
 	hfp := prefixes{t.LayerPrefix, t.ExpertPrefix}
 	mcap := prefixes{MCALayerPrefix, MCAExpertPrefix}
@@ -364,6 +390,7 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 			pl.variants[sd] = layerVariant{cond: lc, side: as}
 		}
 	}
+	pl.sides = sides
 	if dir == ops.HFToMCA {
 		pl.table = newOpTable(sides, func(s *side) []string { return s.info.hf })
 	} else {
@@ -389,6 +416,7 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	pl.leftovers()
 	pl.checkOutputs()
 	pl.checkLayers()
+	pl.checkStructure()
 	return p
 }
 
@@ -449,8 +477,10 @@ func (pl *planner) add(i int) {
 		// no MCA names, so they are on no rank): they never reach a
 		// bucket, whatever the drop op's declared names.
 		pl.p.Steps = append(pl.p.Steps, Step{OpIndex: s.info.index, Kind: s.info.kind, Bucket: wp.Prefix, Inputs: []int{i}, Dropped: true, side: s})
+		pl.dropped[i] = true
 		return
 	}
+	pl.consumed[i] = true
 	key := pure
 	if pl.dir == ops.MCAToHF && isSplitKind(s.info.kind) && wp.Expert >= 0 {
 		// Qwen3VLMoeTemplate: all experts of a layer share a bucket, keyed
@@ -512,6 +542,7 @@ func (pl *planner) add(i int) {
 			for c, k := range cands {
 				idx[c] = candIdx[k]
 			}
+			pl.attempted[bucketOp{b.wp.Prefix, s.info.index}] = true
 			pl.problem(ProblemGather, Error, s.info.describe(), idx,
 				"%s: the op has %d tensors but not its source %q", bucketDesc(b.wp), len(cands), fullName(b.wp.Prefix, src))
 			return
@@ -556,6 +587,7 @@ func (pl *planner) fake(i int) (tensor.Tensor, error) {
 func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []string) {
 	st := Step{OpIndex: s.info.index, Kind: s.info.kind, Bucket: wp.Prefix, Inputs: inputs, Captures: captures, side: s}
 	desc := s.info.describe()
+	pl.attempted[bucketOp{wp.Prefix, s.info.index}] = true
 	if s.info.kind == ops.KindDrop {
 		st.Dropped = true
 		pl.p.Steps = append(pl.p.Steps, st)
@@ -610,6 +642,9 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 	for k, v := range outs {
 		name := prefix + targets[k]
 		if pl.dir == ops.HFToMCA {
+			if dt, shape, ok := valueMeta(v); ok {
+				pl.mcaGlobals = append(pl.mcaGlobals, mcaGlobal{name: name, dtype: dt, shape: shape, inputs: inputs, op: desc})
+			}
 			rts, err := pl.dist.toRanks(name, v)
 			if err != nil {
 				kind := ProblemShape
@@ -713,6 +748,7 @@ func (pl *planner) leftovers() {
 				pl.problem(ProblemIncomplete, Error, "", idx, "%s: tensors left unconverted", bucketDesc(b.wp))
 				continue
 			}
+			pl.attempted[bucketOp{b.wp.Prefix, g.s.info.index}] = true
 			var missing []string
 			for _, src := range g.s.sources {
 				if _, ok := b.idx[src]; !ok {
@@ -750,7 +786,11 @@ func (pl *planner) checkOutputs() {
 	if pl.dir != ops.HFToMCA || len(pl.p.Steps) == 0 {
 		return
 	}
-	if tied, ok := pl.p.Config.Bool("tie_embeddings_and_output_weights"); ok && !tied {
+	declared := false // then checkGlobals reports it missing
+	for _, s := range pl.sides {
+		declared = declared || slices.Contains(s.info.mca, "output_layer.weight")
+	}
+	if tied, ok := pl.p.Config.Bool("tie_embeddings_and_output_weights"); ok && !tied && !declared {
 		if _, ok := first["output_layer.weight"]; !ok {
 			pl.problem(ProblemConfig, Warning, "", nil, "the embeddings are not tied (tie_word_embeddings is false) but no tensor becomes output_layer.weight")
 		}
@@ -808,9 +848,27 @@ func (pl *planner) checkLayers() {
 			}
 		}
 		sort.Ints(beyond)
+		ignored := map[int]bool{}
+		for _, i := range pl.p.Ignored {
+			ignored[i] = true
+		}
 		for _, l := range beyond {
-			pl.problem(ProblemLayers, Warning, "", layers[l][:min(len(layers[l]), 4)],
-				"layer %d is beyond num_layers %d (an extra or multi-token-prediction layer?)", l, n)
+			// A layer the template drops or ignores entirely (a
+			// multi-token-prediction layer) is only noted; any tensor of
+			// it that would be converted is an error.
+			var kept []int
+			for _, i := range layers[l] {
+				if !ignored[i] && !pl.dropped[i] {
+					kept = append(kept, i)
+				}
+			}
+			if len(kept) == 0 {
+				pl.problem(ProblemLayers, Warning, "", layers[l][:min(len(layers[l]), 4)],
+					"layer %d is beyond num_layers %d; the template drops or ignores all its tensors", l, n)
+				continue
+			}
+			pl.problem(ProblemLayers, Error, "", kept[:min(len(kept), 4)],
+				"layer %d is beyond num_layers %d (num_hidden_layers in config.json): an extra layer, or a config for another model; %d of its tensors would be converted", l, n, len(kept))
 		}
 	}
 	if len(experts) == 0 {

@@ -44,7 +44,10 @@ func (p *Plan) OpStats() []OpStat {
 	return stats
 }
 
-// Report is a plan summary for printing or JSON.
+// Report is a plan summary for printing or JSON. Problems holds at most
+// [MaxProblemsPerKind] problems of each kind (each with at most
+// [MaxProblemTensors] tensors); Omitted counts the others by kind, and
+// Errors and Warnings count them all.
 type Report struct {
 	Template  string          `json:"template"`
 	Direction string          `json:"direction"`
@@ -57,12 +60,53 @@ type Report struct {
 	Errors    int             `json:"errors"`
 	Warnings  int             `json:"warnings"`
 	Problems  []ReportProblem `json:"problems"`
+	Omitted   []KindCount     `json:"omitted,omitempty"`
 }
 
-// ReportProblem is a problem with its severity spelled out.
+// ReportProblem is a problem with its severity spelled out. MoreTensors
+// counts the tensors left out of Tensors.
 type ReportProblem struct {
 	Severity string `json:"severity"`
 	Problem
+	MoreTensors int `json:"more_tensors,omitempty"`
+}
+
+// KindCount is a number of problems of one kind left out of a list.
+type KindCount struct {
+	Kind  ProblemKind `json:"kind"`
+	Count int         `json:"count"`
+}
+
+// Limits of problem lists: a checkpoint of 200 000 unmatched names must
+// not print 200 000 paragraphs.
+const (
+	// MaxProblemsPerKind is how many problems of one kind are listed.
+	MaxProblemsPerKind = 20
+	// MaxProblemTensors is how many tensors of one problem are listed.
+	MaxProblemTensors = 12
+)
+
+// CapProblems returns the first [MaxProblemsPerKind] problems of each
+// kind, in their order, and the number left out of each kind, kinds in
+// order of first occurrence.
+func CapProblems(problems []Problem) (kept []Problem, omitted []KindCount) {
+	n := map[ProblemKind]int{}
+	at := map[ProblemKind]int{}
+	for _, pr := range problems {
+		n[pr.Kind]++
+		if n[pr.Kind] <= MaxProblemsPerKind {
+			kept = append(kept, pr)
+			continue
+		}
+		i, ok := at[pr.Kind]
+		if !ok {
+			i = len(omitted)
+			at[pr.Kind] = i
+			omitted = append(omitted, KindCount{Kind: pr.Kind})
+		}
+		omitted[i].Count++
+	}
+	return kept, omitted
 }
 
 // Report summarises the plan.
@@ -81,18 +125,27 @@ func (p *Plan) Report() Report {
 		r.Ignored = append(r.Ignored, p.Inputs[i].Name)
 	}
 	for _, pr := range p.Problems {
-		r.Problems = append(r.Problems, ReportProblem{Severity: pr.Severity.String(), Problem: pr})
 		if pr.Severity == Error {
 			r.Errors++
 		} else {
 			r.Warnings++
 		}
 	}
+	kept, omitted := CapProblems(p.Problems)
+	r.Omitted = omitted
+	for _, pr := range kept {
+		rp := ReportProblem{Severity: pr.Severity.String(), Problem: pr}
+		if len(pr.Tensors) > MaxProblemTensors {
+			rp.MoreTensors = len(pr.Tensors) - MaxProblemTensors
+			rp.Tensors = pr.Tensors[:MaxProblemTensors]
+		}
+		r.Problems = append(r.Problems, rp)
+	}
 	return r
 }
 
 // WriteSummary prints the plan as text: totals, a line per op kind, and
-// every problem with its tensors.
+// the problems with their tensors (capped as [WriteProblems] does).
 func (p *Plan) WriteSummary(w io.Writer) {
 	r := p.Report()
 	dir := "HF -> MCA"
@@ -122,22 +175,32 @@ func (p *Plan) WriteSummary(w io.Writer) {
 }
 
 // WriteProblems prints problems, one per paragraph: severity, kind and
-// message, the op, and the tensors with their files (at most 12 listed).
+// message, the op, and the tensors with their files. At most
+// [MaxProblemsPerKind] problems of each kind and [MaxProblemTensors]
+// tensors of each problem are listed; a last line per kind counts the
+// problems left out.
 func WriteProblems(w io.Writer, problems []Problem) {
-	for _, pr := range problems {
+	kept, omitted := CapProblems(problems)
+	for _, pr := range kept {
 		fmt.Fprintf(w, "%s [%s]: %s", pr.Severity, pr.Kind, pr.Msg)
 		if pr.Op != "" {
 			fmt.Fprintf(w, "\n    op: %s", pr.Op)
 		}
-		const maxListed = 12
 		for i, t := range pr.Tensors {
-			if i == maxListed {
-				fmt.Fprintf(w, "\n    ... and %d more", len(pr.Tensors)-maxListed)
+			if i == MaxProblemTensors {
+				fmt.Fprintf(w, "\n    ... and %d more", len(pr.Tensors)-MaxProblemTensors)
 				break
 			}
 			fmt.Fprintf(w, "\n    %s", t)
 		}
 		fmt.Fprintln(w)
+	}
+	for _, o := range omitted {
+		what := "problems"
+		if o.Count == 1 {
+			what = "problem"
+		}
+		fmt.Fprintf(w, "... and %d more [%s] %s (%d listed)\n", o.Count, o.Kind, what, MaxProblemsPerKind)
 	}
 }
 
@@ -153,9 +216,8 @@ func HumanBytes(n int64) string { return blockio.HumanBytes(n) }
 
 // LayoutProblems checks that a parallel layout fits the model described
 // by mc: attention heads, query groups, FFN sizes and the vocabulary must
-// divide by TP (expert FFN by ETP), layers by PP×VPP, experts by EP.
-// Splitting itself is not implemented yet; this is what a plan for such a
-// layout would first require.
+// divide by TP (expert FFN by ETP), layers by PP×VPP, experts by EP. The
+// shard planner checks the rest when the rank files are planned.
 func LayoutProblems(mc *MCAConfig, l Layout) []Problem {
 	l = l.normalized()
 	var out []Problem

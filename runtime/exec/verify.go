@@ -24,6 +24,9 @@ type VerifyOptions struct {
 	Progress func(done, total int64)
 	// Keep keeps the intermediate checkpoints and reports their directory.
 	Keep bool
+	// Notice, if set, is told about stale temporary folders of killed
+	// verify runs that were removed.
+	Notice func(msg string)
 	// Layout is the parallel layout of the intermediate MCA checkpoint:
 	// the round trip then goes through its rank files (split, then merged
 	// back). The zero value is TP=PP=EP=1.
@@ -56,13 +59,32 @@ type TensorDiff struct {
 // OK reports whether every tensor came back identical.
 func (r *VerifyReport) OK() bool { return len(r.Diffs) == 0 }
 
+// verifyPrefix starts the names of Verify's temporary folders, followed by
+// the owner fields of internal/tempname: a later Verify removes those of
+// runs that were killed.
+const verifyPrefix = "rolltpl-verify-"
+
 // Verify converts the HF checkpoint in dir to MCA (in opts.Layout) in a
 // temporary directory, then converts that back and compares every tensor's
 // dtype, shape and bytes with the original as it is produced: the HF
 // shards are never written, so the round trip needs temporary space for
-// the MCA checkpoint only, and reads the original once.
+// the MCA checkpoint only, and reads the original once. The temporary
+// folder (TempDir/rolltpl-verify-OWNER) is removed on return, canceled
+// included; those of killed runs are removed by the next Verify.
 func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*VerifyReport, error) {
-	tmp, err := os.MkdirTemp(opts.TempDir, "rolltpl-verify-")
+	tmpDir := opts.TempDir
+	if tmpDir == "" {
+		tmpDir = os.TempDir()
+	}
+	removeStale(tmpDir, verifyPrefix, opts.Notice)
+	var tmp string
+	var err error
+	if opts.Keep {
+		// Named without an owner: a later Verify must not remove it.
+		tmp, err = os.MkdirTemp(tmpDir, verifyPrefix+"kept-")
+	} else {
+		tmp, err = mkdirOwned(tmpDir, verifyPrefix, 0o700)
+	}
 	if err != nil {
 		return nil, err
 	}

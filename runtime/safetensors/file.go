@@ -3,6 +3,8 @@ package safetensors
 import (
 	"fmt"
 	"os"
+
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 )
 
 // File is an open safetensors file, mapped read-only into memory.
@@ -18,7 +20,7 @@ type File struct {
 // header (see the package documentation for the checks). Tensor bytes are
 // not read until they are used.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, err := blockio.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}

@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
 	"unicode/utf8"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -70,7 +70,7 @@ func (h *Header) Lookup(name string) (TensorInfo, bool) {
 // region, whose size it takes from the file's size. It applies the same
 // checks as [Open].
 func ReadHeader(path string) (*Header, error) {
-	f, err := os.Open(path)
+	f, err := blockio.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}

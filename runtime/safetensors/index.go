@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 )
 
 // File names of a Hugging Face model directory.
@@ -17,6 +19,10 @@ const (
 	SingleFileName = "model.safetensors"
 	IndexFileName  = "model.safetensors.index.json"
 )
+
+// maxIndexSize bounds the index file read into memory, like
+// MaxHeaderSize bounds a header: an index lists each tensor name once.
+const maxIndexSize = MaxHeaderSize
 
 // Index is a parsed model.safetensors.index.json:
 //
@@ -50,7 +56,7 @@ func (ix *Index) Shards() []string {
 // file in the directory of the index; a missing shard is reported together
 // with a tensor that it should hold.
 func ReadIndex(path string) (*Index, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := blockio.ReadRegular(path, maxIndexSize)
 	if err != nil {
 		return nil, err
 	}

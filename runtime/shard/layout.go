@@ -148,6 +148,30 @@ func (l Layout) Validate() error {
 	return err
 }
 
+// MaxCount bounds every size and count of a layout (each parallel size,
+// num_layers, num_moe_experts, mtp_num_layers, the gdn head counts and
+// dimensions) and the two products that size tables: the rank files
+// TP×PP×EP and the pipeline stages PP×VPP. The largest real layouts are
+// a few thousand ranks; the bound keeps a hostile config value (a TP of
+// 2^32) from sizing an allocation.
+const MaxCount = 1 << 16
+
+// checkProducts checks the rank-file count TP×PP×EP and the stage count
+// PP×VPP against MaxCount (each factor is already at most MaxCount, so
+// the products cannot overflow).
+func (l Layout) checkProducts() error {
+	n := l.Normalized()
+	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > MaxCount {
+		return fmt.Errorf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
+			n.TP, n.PP, n.EP, r, MaxCount)
+	}
+	if s := int64(n.PP) * int64(n.VPP); s > MaxCount {
+		return fmt.Errorf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
+			n.PP, n.VPP, s, MaxCount)
+	}
+	return nil
+}
+
 // geometry is a validated, normalized layout with its stage table.
 type geometry struct {
 	Layout
@@ -173,9 +197,18 @@ func (l Layout) geometry() (*geometry, error) {
 		if f.v < 0 {
 			return nil, fmt.Errorf("%s %d is negative", f.name, f.v)
 		}
+		if f.v > MaxCount {
+			return nil, fmt.Errorf("%s %d is larger than %d", f.name, f.v, MaxCount)
+		}
 	}
 	if l.NumLayers <= 0 {
 		return nil, fmt.Errorf("num_layers %d must be positive", l.NumLayers)
+	}
+	if l.NumLayers > MaxCount {
+		return nil, fmt.Errorf("num_layers %d is larger than %d", l.NumLayers, MaxCount)
+	}
+	if err := l.checkProducts(); err != nil {
+		return nil, err
 	}
 	explicitVPP := l.VPP
 	g := &geometry{Layout: l.Normalized()}

@@ -36,6 +36,24 @@ type ref struct {
 }
 
 // resolve maps local tensor name of rank rk, stage vp back to the global
+// weight(s) it holds; errors name the rank file and stage (see resolve).
+func (s *Sharder) resolveIn(rk Rank, vp int, name string) ([]ref, error) {
+	refs, err := s.resolve(rk, vp, name)
+	if err != nil {
+		return nil, fmt.Errorf("rank file %s, %s: %w", RankDir(rk, s.g.Layout), s.stageKey(vp), err)
+	}
+	return refs, nil
+}
+
+// stageKey is StageKey for a stage that may be outside the layout.
+func (s *Sharder) stageKey(vp int) string {
+	if vp < 0 || vp >= s.g.Layout.Normalized().VPP {
+		return fmt.Sprintf("stage %d", vp)
+	}
+	return StageKey(vp, s.g.Layout)
+}
+
+// resolve maps local tensor name of rank rk, stage vp back to the global
 // weight(s) it holds (§5.4 with revert=True): the tied LM-head copy to the
 // embedding, local to global layer and expert indices, TE grouped and
 // legacy grouped names to per-expert names, local (transformer_impl=local)
@@ -58,7 +76,7 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 	layer := n.layer
 	if layer >= 0 && !n.mtp {
 		if layer, err = g.globalLayer(rk.PP, vp, n.layer); err != nil {
-			return nil, fmt.Errorf("tensor %q in %s: %w", name, RankDir(rk, g.Layout), err)
+			return nil, fmt.Errorf("tensor %q: %w", name, err)
 		}
 	}
 	pure := n.pure
@@ -94,8 +112,8 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 	switch cls {
 	case GroupedDuplicated, GroupedColumn, GroupedRow:
 		if !s.groupedReverseKeys.match(pure) {
-			return nil, fmt.Errorf("tensor %q in %s: with grouped GEMM, expert weights must have grouped names (%s), not %q",
-				name, RankDir(rk, g.Layout), g.ExpertNaming(), pure)
+			return nil, fmt.Errorf("tensor %q: with grouped GEMM, expert weights must have grouped names (%s), not %q",
+				name, g.ExpertNaming(), pure)
 		}
 		per, ok := matchedName(pure, s.groupedReverse)
 		if !ok {
@@ -115,10 +133,10 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 		}
 		if g.ExpertNaming() == TEGrouped {
 			if teK < 0 {
-				return nil, fmt.Errorf("tensor %q in %s: a TE grouped expert weight needs the local expert index at the end of its name", name, RankDir(rk, g.Layout))
+				return nil, fmt.Errorf("tensor %q: a TE grouped expert weight needs the local expert index at the end of its name", name)
 			}
 			if teK >= g.perEP {
-				return nil, fmt.Errorf("tensor %q in %s: local expert %d is out of range (%d experts per EP rank)", name, RankDir(rk, g.Layout), teK, g.perEP)
+				return nil, fmt.Errorf("tensor %q: local expert %d is out of range (%d experts per EP rank)", name, teK, g.perEP)
 			}
 			r.global = withPrefix(per, n.mtp, layer, g.perEP*rk.EP+teK)
 			return []ref{r}, nil
@@ -138,10 +156,10 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 	expert := -1
 	if n.expert >= 0 {
 		if g.perEP == 0 {
-			return nil, fmt.Errorf("tensor %q in %s is an expert weight, but num_moe_experts is 0", name, RankDir(rk, g.Layout))
+			return nil, fmt.Errorf("tensor %q is an expert weight, but num_moe_experts is 0", name)
 		}
 		if n.expert >= g.perEP {
-			return nil, fmt.Errorf("tensor %q in %s: local expert %d is out of range (%d experts per EP rank)", name, RankDir(rk, g.Layout), n.expert, g.perEP)
+			return nil, fmt.Errorf("tensor %q: local expert %d is out of range (%d experts per EP rank)", name, n.expert, g.perEP)
 		}
 		expert = g.perEP*rk.EP + n.expert
 		expertParts()
@@ -164,6 +182,21 @@ type member struct {
 
 func (m member) where(l Layout) string {
 	return fmt.Sprintf("%s (%s, %q)", RankDir(m.rank, l), StageKey(m.stage, l), m.name)
+}
+
+// shareAt names where tensor-parallel share r of a weight is: the rank
+// file, stage and local name of its first copy.
+func (s *Sharder) shareAt(ms []member, slots [][]int, r int) string {
+	return ms[slots[r][0]].where(s.g.Layout)
+}
+
+// inShares adds to err where every share of the weight is.
+func (s *Sharder) inShares(err error, ms []member, slots [][]int) error {
+	where := make([]string, len(slots))
+	for r := range slots {
+		where[r] = s.shareAt(ms, slots, r)
+	}
+	return fmt.Errorf("%w (shares in %s)", err, strings.Join(where, ", "))
 }
 
 // Merge reconstructs the global weights held by locals, which must contain
@@ -200,7 +233,7 @@ func (s *Sharder) group(n int, at func(i int) (Rank, int, string, tensor.Tensor)
 	var order []string
 	for i := range n {
 		rk, vp, name, t := at(i)
-		refs, err := s.resolve(rk, vp, name)
+		refs, err := s.resolveIn(rk, vp, name)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -288,13 +321,13 @@ func (s *Sharder) mergeOne(name string, ms []member) (Global, error) {
 	for r, sl := range slots {
 		ref, err := s.block(ms[sl[0]])
 		if err != nil {
-			return Global{}, err
+			return Global{}, fmt.Errorf("%s: %w", ms[sl[0]].where(s.g.Layout), err)
 		}
 		var diff []string
 		for _, i := range sl[1:] {
 			t, err := s.block(ms[i])
 			if err != nil {
-				return Global{}, err
+				return Global{}, fmt.Errorf("%s: %w", ms[i].where(s.g.Layout), err)
 			}
 			if !t.Equal(ref) {
 				diff = append(diff, ms[i].where(s.g.Layout))
@@ -306,7 +339,7 @@ func (s *Sharder) mergeOne(name string, ms []member) (Global, error) {
 		}
 		if ms[sl[0]].sub >= 0 {
 			if ref, err = tensor.Transpose(ref, 0, 1, s.alloc(ref.Len())); err != nil {
-				return Global{}, err
+				return Global{}, fmt.Errorf("%s: %w", ms[sl[0]].where(s.g.Layout), err)
 			}
 		}
 		pieces[r] = ref
@@ -324,24 +357,25 @@ func (s *Sharder) mergeOne(name string, ms []member) (Global, error) {
 		if len(pieces) == 1 {
 			out.Tensor = pieces[0]
 		} else if out.Tensor, err = tensor.Concat(d, pieces...); err != nil {
-			return Global{}, fmt.Errorf("weight %q: %v merge: %w", name, first.class, err)
+			return Global{}, s.inShares(fmt.Errorf("weight %q: %v merge: %w", name, first.class, err), ms, slots)
 		}
 	case Swiglu, GDN:
 		var sizes []int64
 		if first.class == Swiglu {
 			if len(pieces[0].Shape) == 0 || pieces[0].Shape[0]%2 != 0 {
-				return Global{}, fmt.Errorf("swiglu weight %q: shares of shape %v do not halve into gate and up", name, pieces[0].Shape)
+				return Global{}, fmt.Errorf("swiglu weight %q: the share in %s has shape %v, which does not halve into gate and up",
+					name, s.shareAt(ms, slots, 0), pieces[0].Shape)
 			}
 			h := pieces[0].Shape[0] / 2
 			sizes = []int64{h, h}
 		} else if sizes, err = s.gdnShareRows(name, len(pieces)); err != nil {
-			return Global{}, err
+			return Global{}, s.inShares(err, ms, slots)
 		}
 		comps := make([][]tensor.Tensor, len(sizes))
-		for _, p := range pieces {
+		for r, p := range pieces {
 			parts, err := tensor.Split(p, 0, sizes...)
 			if err != nil {
-				return Global{}, fmt.Errorf("%v weight %q: %w", first.class, name, err)
+				return Global{}, fmt.Errorf("%v weight %q: the share in %s: %w", first.class, name, s.shareAt(ms, slots, r), err)
 			}
 			for c := range parts {
 				comps[c] = append(comps[c], parts[c])
@@ -350,16 +384,16 @@ func (s *Sharder) mergeOne(name string, ms []member) (Global, error) {
 		joined := make([]tensor.Tensor, len(comps))
 		for c, ts := range comps {
 			if joined[c], err = tensor.Concat(0, ts...); err != nil {
-				return Global{}, fmt.Errorf("%v weight %q: %w", first.class, name, err)
+				return Global{}, s.inShares(fmt.Errorf("%v weight %q: %w", first.class, name, err), ms, slots)
 			}
 		}
 		st, err := tensor.NewStacked(0, joined...)
 		if err != nil {
-			return Global{}, fmt.Errorf("%v weight %q: %w", first.class, name, err)
+			return Global{}, s.inShares(fmt.Errorf("%v weight %q: %w", first.class, name, err), ms, slots)
 		}
 		out.Stacked = &st
 		if out.Tensor, err = st.Concat(); err != nil {
-			return Global{}, err
+			return Global{}, s.inShares(fmt.Errorf("%v weight %q: %w", first.class, name, err), ms, slots)
 		}
 	default:
 		return Global{}, fmt.Errorf("weight %q: class %v cannot be merged", name, first.class)

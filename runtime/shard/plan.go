@@ -408,7 +408,7 @@ func (s *Sharder) groupMeta(n int, at func(i int) (LocalRef, LocalTensor)) (map[
 	var order []string
 	for i := range n {
 		lr, t := at(i)
-		refs, err := s.resolve(lr.Rank, lr.Stage, lr.Name)
+		refs, err := s.resolveIn(lr.Rank, lr.Stage, lr.Name)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -445,7 +445,7 @@ func (s *Sharder) mergeShape(name string, mms []metaMember) (GlobalTensor, error
 		if first.sub >= 0 {
 			b, a, err := s.legacyBlockShape(first.name, sh, first.rowish)
 			if err != nil {
-				return GlobalTensor{}, err
+				return GlobalTensor{}, fmt.Errorf("%s: %w", first.where(s.g.Layout), err)
 			}
 			sh = tensor.Shape{a, b} // transposed back
 		}
@@ -459,7 +459,8 @@ func (s *Sharder) mergeShape(name string, mms []metaMember) (GlobalTensor, error
 		if r == 0 {
 			dt = first.dtype
 		} else if first.dtype != dt {
-			return GlobalTensor{}, fmt.Errorf("weight %q: shares have dtypes %v and %v", name, dt, first.dtype)
+			return GlobalTensor{}, fmt.Errorf("weight %q: the share in %s is %v, the share in %s is %v",
+				name, s.shareAt(ms, slots, 0), dt, s.shareAt(ms, slots, r), first.dtype)
 		}
 		shares[r] = sh
 	}
@@ -476,17 +477,19 @@ func (s *Sharder) mergeShape(name string, mms []metaMember) (GlobalTensor, error
 		}
 		gt.Shape = append(tensor.Shape(nil), shares[0]...)
 		if len(gt.Shape) <= d {
-			return GlobalTensor{}, fmt.Errorf("weight %q is %v but its shares have shape %v", name, cls, shares[0])
+			return GlobalTensor{}, fmt.Errorf("weight %q is %v but the share in %s has shape %v", name, cls, s.shareAt(ms, slots, 0), shares[0])
 		}
 		gt.Shape[d] = 0
-		for _, sh := range shares {
-			if len(sh) != len(shares[0]) {
-				return GlobalTensor{}, fmt.Errorf("weight %q: shares of shapes %v and %v", name, shares[0], sh)
-			}
+		for r, sh := range shares {
+			mismatch := len(sh) != len(shares[0])
 			for i := range sh {
-				if i != d && sh[i] != shares[0][i] {
-					return GlobalTensor{}, fmt.Errorf("weight %q: shares of shapes %v and %v do not concatenate along dim %d", name, shares[0], sh, d)
+				if !mismatch && i != d && sh[i] != shares[0][i] {
+					mismatch = true
 				}
+			}
+			if mismatch {
+				return GlobalTensor{}, fmt.Errorf("weight %q: the share in %s is %v, the share in %s is %v: they do not concatenate along dim %d",
+					name, s.shareAt(ms, slots, 0), shares[0], s.shareAt(ms, slots, r), sh, d)
 			}
 			gt.Shape[d] += sh[d]
 		}
@@ -494,26 +497,28 @@ func (s *Sharder) mergeShape(name string, mms []metaMember) (GlobalTensor, error
 		switch cls {
 		case Swiglu:
 			if shares[0][0]%2 != 0 {
-				return GlobalTensor{}, fmt.Errorf("swiglu weight %q: shares of shape %v do not halve into gate and up", name, shares[0])
+				return GlobalTensor{}, fmt.Errorf("swiglu weight %q: the share in %s has shape %v, which does not halve into gate and up",
+					name, s.shareAt(ms, slots, 0), shares[0])
 			}
 			per = []int64{shares[0][0] / 2, shares[0][0] / 2}
 		case GDN:
 			if per, err = s.gdnShareRows(name, len(shares)); err != nil {
-				return GlobalTensor{}, err
+				return GlobalTensor{}, s.inShares(err, ms, slots)
 			}
 			var sum int64
 			for _, r := range per {
 				sum += r
 			}
 			if sum != shares[0][0] {
-				return GlobalTensor{}, fmt.Errorf("gdn weight %q: shares have %d rows, the linear_* sizes give %d", name, shares[0][0], sum)
+				return GlobalTensor{}, s.inShares(fmt.Errorf("gdn weight %q: shares have %d rows, the linear_* sizes give %d", name, shares[0][0], sum), ms, slots)
 			}
 		default:
 			return gt, nil
 		}
-		for _, sh := range shares {
+		for r, sh := range shares {
 			if sh[0] != shares[0][0] {
-				return GlobalTensor{}, fmt.Errorf("%v weight %q: shares of %d and %d rows", cls, name, shares[0][0], sh[0])
+				return GlobalTensor{}, fmt.Errorf("%v weight %q: the share in %s has %d rows, the share in %s has %d",
+					cls, name, s.shareAt(ms, slots, 0), shares[0][0], s.shareAt(ms, slots, r), sh[0])
 			}
 		}
 		gt.Components = make([]int64, len(per))

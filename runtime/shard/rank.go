@@ -117,12 +117,21 @@ func StageKeys(l Layout) []string {
 	return keys
 }
 
-// ParseStageKey is the inverse of [StageKey].
+// ParseStageKey is the inverse of [StageKey]. It allocates nothing per
+// stage: a rank file may hold many keys and the layout many stages.
 func ParseStageKey(key string, l Layout) (int, error) {
-	for vp, k := range StageKeys(l) {
-		if k == key {
+	vpp := l.Normalized().VPP
+	if vpp <= 1 {
+		if key == "model" {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("state-dict key %q is not %q (no virtual pipeline)", key, "model")
+	}
+	if d, ok := strings.CutPrefix(key, "model"); ok && d != "" && (d == "0" || d[0] != '0') &&
+		strings.Trim(d, "0123456789") == "" {
+		if vp, err := strconv.Atoi(d); err == nil && vp < vpp {
 			return vp, nil
 		}
 	}
-	return 0, fmt.Errorf("state-dict key %q is not one of %q", key, StageKeys(l))
+	return 0, fmt.Errorf("state-dict key %q is not one of \"model0\" … \"model%d\" (virtual pipeline size %d)", key, vpp-1, vpp)
 }

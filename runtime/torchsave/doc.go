@@ -20,7 +20,9 @@
 //
 // Dict keys are None, bool, integers, floats or strings. Tensors are
 // addressed by their path in the tree, keys joined by "/":
-// "model/decoder.layers.0.mlp.linear_fc1.weight".
+// "model/decoder.layers.0.mlp.linear_fc1.weight". One tensor under several
+// keys (torch.save memoizes it; the writer does so for a *TensorSpec found
+// twice) is stored once and listed by [File.Tensors] under every key.
 //
 // # Writer
 //
@@ -36,7 +38,8 @@
 // second goroutine while the block before it is written. The space of all
 // tensor records is reserved (fallocate) when the Writer is created.
 // [Writer.Close] writes the central directory and renames the temporary
-// file (path.tmp-RANDOM) to path.
+// file (path.tmp-HOST-PID-START-RANDOM) to path; [RemoveStaleTemps]
+// removes those of writers that died on this host.
 //
 // The file has the layout torch 2.x's torch.save(obj, path) writes:
 //

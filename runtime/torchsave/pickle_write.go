@@ -68,12 +68,17 @@ type slot struct {
 // same object graph, under torch.save's persistent_id. Every object that
 // Python memoizes gets a BINPUT; objects that are the same Python object in
 // torch's pickling (globals, the "storage" and "cpu" strings) are fetched
-// again with BINGET. Everything else in the Go tree is a distinct object.
+// again with BINGET. A *TensorSpec found twice in the Go tree is one
+// tensor saved under two keys (Python: sd["a"] = sd["b"] = t): its second
+// occurrence is a BINGET of the first, as torch.save's pickler memoizes
+// the tensor, and it has one storage record. Everything else in the Go
+// tree is a distinct object.
 type pickler struct {
 	buf     []byte
-	memo    int            // next memo index
-	globals map[string]int // "module\nname" -> memo index
-	consts  map[string]int // interned strings -> memo index
+	memo    int                 // next memo index
+	globals map[string]int      // "module\nname" -> memo index
+	consts  map[string]int      // interned strings -> memo index
+	tensors map[*TensorSpec]int // tensors already pickled -> memo index
 	slots   []slot
 }
 
@@ -263,7 +268,15 @@ func (p *pickler) value(v any, path string, depth int) error {
 		if v == nil {
 			return fmt.Errorf("%s: nil *TensorSpec", pathOrRoot(path))
 		}
-		return p.tensor(*v, path)
+		if i, ok := p.tensors[v]; ok {
+			p.get(i)
+			return nil
+		}
+		if err := p.tensor(*v, path); err != nil {
+			return err
+		}
+		p.tensors[v] = p.memo - 1 // the REDUCE result tensor() memoized last
+		return nil
 	default:
 		return fmt.Errorf("%s: cannot pickle a value of Go type %T", pathOrRoot(path), v)
 	}
@@ -487,7 +500,7 @@ const maxDepth = 200
 // encodePickle returns the data.pkl bytes for root and the tensors in the
 // order their bytes must follow.
 func encodePickle(root any) ([]byte, []slot, error) {
-	p := &pickler{globals: map[string]int{}, consts: map[string]int{}}
+	p := &pickler{globals: map[string]int{}, consts: map[string]int{}, tensors: map[*TensorSpec]int{}}
 	p.op(opProto, 2)
 	if err := p.value(root, "", 0); err != nil {
 		return nil, nil, err

@@ -3,10 +3,10 @@ package torchsave
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -30,7 +30,7 @@ type File struct {
 // Only CRCs of the small records (data.pkl, version, byteorder) are
 // checked; use [File.VerifyCRC] to check all.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, err := blockio.OpenRegular(path)
 	if err != nil {
 		return nil, &Error{File: path, Offset: -1, Err: err}
 	}
@@ -62,7 +62,10 @@ func (f *File) Close() error {
 }
 
 // Tensors returns every tensor of the value tree, in pickle order. A tensor
-// reachable twice (the same pickled object) is listed once.
+// reachable under several keys (one Python tensor saved as sd["a"] and
+// sd["b"]: torch.save memoizes it, so both keys hold the same pickled
+// object) is listed once per key, each entry with its own Name and the
+// same data. Containers reachable twice are walked once.
 func (f *File) Tensors() []*Tensor { return f.tensors }
 
 // Records returns the zip records, in central-directory order.
@@ -263,6 +266,12 @@ func (r *resolver) walk(v any, path string, depth int) error {
 		}
 	case *Tensor:
 		if r.seen[v] {
+			// The same tensor under another key: list it under this name
+			// too. Each alias costs a memo fetch in the pickle, so their
+			// number is bounded by its size.
+			alias := *v
+			alias.Name = path
+			r.f.tensors = append(r.f.tensors, &alias)
 			return nil
 		}
 		r.seen[v] = true

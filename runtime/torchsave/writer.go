@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -21,8 +20,9 @@ import (
 const maxChunk = 64 << 20
 
 // TempSuffix follows the file name in the names of the temporary files a
-// Writer writes (then a random suffix): a file named so is unfinished, or
-// left by a writer that crashed.
+// Writer writes (then the writer's host, pid, start time and a random
+// number; see [Temps]): a file named so is unfinished, or left by a writer
+// that crashed.
 const TempSuffix = ".tmp-"
 
 // Options tune [Create]. The zero value is what torch.save(obj, path) does.
@@ -74,7 +74,8 @@ type Writer struct {
 // value. root is usually a *Dict such as {"model": OrderedDict(name →
 // TensorSpec)}; the package documentation lists the Go types a tree may
 // hold. The file is written under a temporary name unique to this Writer,
-// path+".tmp-" and a random suffix (two writers of the same path, such as
+// path+".tmp-" and the writer's host, pid, start time and a random
+// number (two writers of the same path, such as
 // a job and its requeued copy, never share one), and renamed by Close; it
 // is created with mode 0666 less the umask, as os.Create does. data.pkl
 // and the small leading records are written before Create returns, so the
@@ -128,17 +129,75 @@ func Create(path string, root any, opts *Options) (*Writer, error) {
 	return w, nil
 }
 
-// createTemp creates a new file named path+TempSuffix+random digits with
-// mode 0666 (less the umask; os.CreateTemp would make it 0600).
+// createTemp creates a new file named path+TempSuffix+owner fields
+// (internal/tempname: host, pid, start time, random) with mode 0666 (less
+// the umask; os.CreateTemp would make it 0600).
 func createTemp(path string) (*os.File, error) {
 	for try := 0; ; try++ {
-		name := path + TempSuffix + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		name := tempname.New(path + TempSuffix)
 		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
 		if errors.Is(err, fs.ErrExist) && try < 100 {
 			continue
 		}
 		return f, err
 	}
+}
+
+// Temp is a temporary file of a Writer of some path.
+type Temp struct {
+	Path string
+	// Owner is the writer's process ("pid N on host H").
+	Owner string
+	// Stale is set when the writer is known to have ended without
+	// finishing (it ran on this host and is no longer running).
+	Stale bool
+}
+
+// Temps lists the temporary files of Writers of path in its folder:
+// those of running writers, and those left by writers that crashed or
+// were killed. Files named with the suffix but not by a Writer of this
+// version (no owner fields) are listed as not stale.
+func Temps(path string) ([]Temp, error) {
+	dir, prefix := filepath.Dir(path), filepath.Base(path)+TempSuffix
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Temp
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		t := Temp{Path: filepath.Join(dir, e.Name()), Owner: "an unknown writer"}
+		if o, ok := tempname.Parse(e.Name(), prefix); ok {
+			t.Owner, t.Stale = o.String(), !o.Alive()
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// RemoveStaleTemps removes the temporary files of path left by Writers
+// that ran on this host and are no longer running, and returns them.
+func RemoveStaleTemps(path string) ([]Temp, error) {
+	temps, err := Temps(path)
+	if err != nil {
+		return nil, err
+	}
+	var removed []Temp
+	for _, t := range temps {
+		if !t.Stale {
+			continue
+		}
+		if err := os.Remove(t.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, err
+		}
+		removed = append(removed, t)
+	}
+	return removed, nil
 }
 
 // defaultArchiveName returns torch's folder name for a file: its base name

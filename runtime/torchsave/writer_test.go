@@ -4,13 +4,16 @@ import (
 	"archive/zip"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -338,4 +341,89 @@ func createMode(t *testing.T) os.FileMode {
 		t.Fatal(err)
 	}
 	return st.Mode().Perm()
+}
+
+// TestStaleTemps: the temporary file of a Writer that is still writing is
+// listed as live, that of a writer whose process has exited (a killed
+// rank job) is stale and removed by RemoveStaleTemps, and an unrelated
+// file is left alone.
+func TestStaleTemps(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip(err)
+	}
+	path := tempPath(t, "model_optim_rng.pt")
+	w, err := Create(path, dict("model", stateDict("w", ts(tensor.F32, 4))), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	live := w.tmp
+	o, ok := tempname.Parse(filepath.Base(live), filepath.Base(path)+TempSuffix)
+	if !ok {
+		t.Fatalf("temporary name %s does not record its writer", live)
+	}
+	dead := fmt.Sprintf("%s%s%s-%d-%d-7", path, TempSuffix, o.Host, cmd.Process.Pid, o.Start)
+	old := path + TempSuffix + "12345" // a name without owner fields
+	for _, p := range []string{dead, old} {
+		if err := os.WriteFile(p, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := RemoveStaleTemps(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0].Path != dead || !strings.Contains(removed[0].Owner, fmt.Sprint("pid ", cmd.Process.Pid)) {
+		t.Errorf("removed %+v, want only %s", removed, dead)
+	}
+	for _, p := range []string{live, old} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", p, err)
+		}
+	}
+	temps, _ := Temps(path)
+	if len(temps) != 2 || temps[0].Stale || temps[1].Stale {
+		t.Errorf("Temps after: %+v, want the live writer's and the unknown one", temps)
+	}
+}
+
+// TestSharedTensorSpec writes one *TensorSpec under three keys: the file
+// holds one storage record, and reading it back lists every key with the
+// same bytes (torch.save's memoized tensor, read as the keys it is saved
+// under).
+func TestSharedTensorSpec(t *testing.T) {
+	w := &TensorSpec{DType: tensor.F32, Shape: tensor.Shape{2, 2}}
+	other := &TensorSpec{DType: tensor.BF16, Shape: tensor.Shape{3}}
+	root := dict("model", stateDict("a", w, "b", other, "c", w), "extra", &List{Items: []any{w}})
+	data := map[string][]byte{"model/a": []byte("0123456789abcdef"), "model/b": []byte("xyzuvw")}
+	path := tempPath(t, "model_optim_rng.pt")
+	writeFile(t, path, root, data, nil)
+	f := mustOpen(t, path)
+	type entry struct {
+		Name, Storage string
+		Data          string
+	}
+	var got []entry
+	for _, tt := range f.Tensors() {
+		got = append(got, entry{tt.Name, tt.Storage, string(tt.Data)})
+	}
+	want := []entry{
+		{"model/a", "0", "0123456789abcdef"},
+		{"model/b", "1", "xyzuvw"},
+		{"model/c", "0", "0123456789abcdef"},
+		{"extra/0", "0", "0123456789abcdef"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tensors (-want +got):\n%s", diff)
+	}
+	var storages []string
+	for _, r := range f.Records() {
+		if strings.Contains(r.Name, "data/") {
+			storages = append(storages, r.Name)
+		}
+	}
+	if len(storages) != 2 {
+		t.Errorf("storage records %v, want 2 (one per distinct tensor)", storages)
+	}
 }

@@ -6,9 +6,8 @@ func runCheck(e *env, args []string) int {
 	format := fs.String("diags", "text", "diagnostics format: text or json")
 	hfConfig := fs.String("hf-config", "", "also check the templates against this HF config.json")
 	checkpoint := fs.String("checkpoint", "", "plan the conversion of this checkpoint directory from its headers only")
-	tp := fs.Int("tp", 1, "with --checkpoint: tensor-parallel size to check divisibility for")
-	pp := fs.Int("pp", 1, "with --checkpoint: pipeline-parallel size")
-	ep := fs.Int("ep", 1, "with --checkpoint: expert-parallel size")
+	var layout layoutFlags // with --checkpoint: the layout convert would write
+	layout.add(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
 		return code
 	}
@@ -16,7 +15,7 @@ func runCheck(e *env, args []string) int {
 		return ExitUsage
 	}
 	if *checkpoint != "" {
-		return checkCheckpoint(e, *checkpoint, fs.Args(), *tp, *pp, *ep, *format)
+		return checkCheckpoint(e, *checkpoint, fs.Args(), layout.layout(), *format)
 	}
 	if *hfConfig != "" {
 		return checkHFConfig(e, *hfConfig, fs.Args(), *format)

@@ -5,19 +5,18 @@ import (
 	"fmt"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
 // checkCheckpoint implements `rolltplc check --checkpoint DIR`: it plans
 // the conversion of the checkpoint in dir with the template for its model
-// type (from paths, or the stdlib) from config.json, the index and the
-// safetensors headers only — no tensor data is read — and prints the plan
-// (ops, tensor counts, bytes) and every problem with its tensors and op.
-// An MCA checkpoint (with mca_config.json) is planned back to HF from its
-// pickle. tp, pp and ep are checked against what they split (heads, query
-// groups, layers, experts). format is "text" or "json".
-// The exit code is 1 when there are errors.
-func checkCheckpoint(e *env, dir string, paths []string, tp, pp, ep int, format string) int {
+// type (from paths, or the stdlib) through [exec.PlanConversion], as
+// convert plans it (the same files, problems and verdict) without reading
+// tensor data, and prints the plan (ops, tensor counts, bytes) and the
+// problems with their tensors and op. An MCA checkpoint (with
+// mca_config.json) is planned back to HF from its rank files, in the
+// layout they record; an HF checkpoint to the layout of the flags.
+// format is "text" or "json". The exit code is 1 when there are errors.
+func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, format string) int {
 	fail := func(err error) int {
 		if format == "json" {
 			b, _ := json.MarshalIndent(map[string]string{"checkpoint": dir, "error": err.Error()}, "", "  ")
@@ -27,7 +26,6 @@ func checkCheckpoint(e *env, dir string, paths []string, tp, pp, ep int, format 
 		}
 		return ExitError
 	}
-	layout := exec.Layout{TP: tp, PP: pp, EP: ep}
 	isMCA := exec.IsMCA(dir)
 	mt, err := detectModelType(dir, isMCA)
 	if err != nil {
@@ -43,61 +41,39 @@ func checkCheckpoint(e *env, dir string, paths []string, tp, pp, ep int, format 
 	if !ok {
 		return ExitError
 	}
-	var plan *exec.Plan
-	files := 0
-	if isMCA {
-		mck, err := exec.ReadMCACheckpoint(dir)
-		if err != nil {
-			return fail(err)
-		}
-		// Opening maps the file and reads its pickle; tensor data is not
-		// touched.
-		tf, err := torchsave.Open(mck.PT)
-		if err != nil {
-			return fail(err)
-		}
-		defer tf.Close()
-		metas, err := exec.MCATensorMetas(tf)
-		if err != nil {
-			return fail(err)
-		}
-		plan = exec.PlanMCAToHF(m, mck.Config, metas)
-		files = 1
-	} else {
-		hc, err := exec.ReadHFCheckpoint(dir)
-		if err != nil {
-			return fail(err)
-		}
-		mc, err := exec.BuildMCAConfig(m, hc.ConfigText, hc.ConfigPath, dir, layout)
-		if err != nil {
-			return fail(err)
-		}
-		plan = exec.PlanHFToMCA(m, mc, hc.Tensors)
-		plan.Problems = append(plan.Problems, exec.LayoutProblems(mc, layout)...)
-		files = len(hc.Files)
+	cp, err := exec.PlanConversion(m, dir, layout)
+	if err != nil {
+		return fail(err)
 	}
+	l := cp.Layout
 	note := ""
-	if tp*pp*ep > 1 {
-		note = fmt.Sprintf("layout tp=%d pp=%d ep=%d: %d rank files", tp, pp, ep, tp*pp*ep)
+	switch {
+	case isMCA && l.TP*l.PP*l.VPP*l.EP > 1:
+		note = fmt.Sprintf("layout tp=%d pp=%d vpp=%d ep=%d etp=%d (from %s): %s merged", l.TP, l.PP, l.VPP, l.EP, l.ETP, exec.MCAConfigName, plural(len(cp.Files), "rank file"))
+	case !isMCA && cp.RankFiles > 1:
+		note = fmt.Sprintf("layout tp=%d pp=%d vpp=%d ep=%d etp=%d: %s", l.TP, l.PP, l.VPP, l.EP, l.ETP, plural(cp.RankFiles, "rank file"))
 	}
 	if format == "json" {
 		out := struct {
 			Checkpoint string `json:"checkpoint"`
 			Files      int    `json:"files"`
 			exec.Report
-			Note string `json:"note,omitempty"`
-		}{Checkpoint: dir, Files: files, Report: plan.Report()}
-		out.Note = note
+			RankFiles int    `json:"rank_files,omitempty"`
+			Note      string `json:"note,omitempty"`
+		}{Checkpoint: dir, Files: len(cp.Files), Report: cp.Plan.Report(), RankFiles: cp.RankFiles, Note: note}
+		if isMCA {
+			out.RankFiles = 0
+		}
 		b, _ := json.MarshalIndent(out, "", "  ")
 		fmt.Fprintf(e.stdout, "%s\n", b)
 	} else {
-		fmt.Fprintf(e.stdout, "%s: %s\n", dir, plural(files, "file"))
-		plan.WriteSummary(e.stdout)
+		fmt.Fprintf(e.stdout, "%s: %s\n", dir, plural(len(cp.Files), "file"))
+		cp.Plan.WriteSummary(e.stdout)
 		if note != "" {
 			fmt.Fprintln(e.stdout, "note: "+note)
 		}
 	}
-	if plan.Err() != nil {
+	if cp.Plan.Err() != nil {
 		return ExitError
 	}
 	return ExitOK

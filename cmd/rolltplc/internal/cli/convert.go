@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,20 +15,23 @@ import (
 )
 
 func runConvert(e *env, args []string) int {
+	// Signals first: one during start-up cancels the conversion too.
+	ctx, stop := signalContext()
+	defer stop()
 	c := lookup("convert")
 	fs := flagSet(e, c)
 	from := fs.String("from", "", "source checkpoint directory (HF, or MCA when it has an mca_config.json)")
-	to := fs.String("to", "", "destination directory (created; refused if not empty unless --force)")
-	template := fs.String("template", "", "template file or folder (default: the stdlib template for the checkpoint's model type)")
-	modelType := fs.String("model-type", "", "model type whose template to use (default: config.json model_type or mca_config.json hf_model_type)")
+	to := fs.String("to", "", "destination folder (created, or an empty folder written through; refused if not empty unless --force)")
+	template := fs.String("template", "", "template file or folder (default: the stdlib template for the checkpoint's model type; MCA -> HF: the one mca_config.json records)")
+	modelType := fs.String("model-type", "", "model type of a checkpoint that names none (config.json model_type, mca_config.json hf_model_type); must agree with it otherwise")
 	toHF := fs.Bool("to-hf", false, "require an MCA source and convert it to HF (the direction is otherwise detected)")
 	quiet := fs.BoolP("quiet", "q", false, "no progress output (bar or log lines) and no summary")
-	force := fs.Bool("force", false, "replace a destination that is not empty")
+	force := fs.Bool("force", false, "replace the checkpoint in a non-empty --to (only a checkpoint's own files; any other file is refused, named)")
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
 	maxShard := fs.String("max-shard-size", "5GB", "HF shard size limit (MCA -> HF), e.g. 5GB, 500MB, 1GiB")
 	sync := fs.Bool("sync", false, "fsync every output file before the output is renamed into place")
-	ranksFlag := fs.String("ranks", "", "write only these rank files (HF -> MCA), e.g. 0-3,7: indices in ROLL's rank-file order (tp, then pp, then ep), for one job of a multi-job conversion into a shared --to; \"shared\" is --finalize")
-	finalize := fs.Bool("finalize", false, "last job of a multi-job conversion: check that every rank file is in --to, then write mca_config.json, the tokenizer files and latest_checkpointed_iteration.txt")
+	ranksFlag := fs.String("ranks", "", "write only these rank files (HF -> MCA), e.g. 0-3,7: indices in ROLL's rank-file order (tp, then pp, then ep), for one job of a multi-job conversion into a shared --to (a finalized --to needs --force, which removes latest_checkpointed_iteration.txt first); \"shared\" is --finalize")
+	finalize := fs.Bool("finalize", false, "last job of a multi-job conversion: check that every rank file is in --to, complete and of this conversion (naming every one that is not), then write mca_config.json, the tokenizer files and latest_checkpointed_iteration.txt")
 	var layout layoutFlags
 	layout.add(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
@@ -74,26 +74,17 @@ func runConvert(e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "rolltplc convert: --ranks and --finalize split HF -> MCA conversions; MCA -> HF runs as one job")
 		return ExitUsage
 	}
-	mt := *modelType
-	if mt == "" {
-		if mt, err = detectModelType(*from, isMCA); err != nil {
-			fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
-			return ExitError
-		}
-	}
-	m, ok := loadModel(e, "convert", *template, mt, map[string]bool{"megatron_llama": *megatronLlama})
+	m, ok := selectModel(e, "convert", *from, isMCA, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama})
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	dir := "HF -> MCA"
 	if isMCA {
 		dir = "MCA -> HF"
 	}
 	bar := newProgress(e, *quiet, dir)
 	opts := exec.Options{Force: *force, Layout: l, Progress: bar.update, MaxShardSize: shardSize, Sync: *sync,
-		Ranks: ranks, Finalize: *finalize}
+		Ranks: ranks, Finalize: *finalize, Notice: e.notice("convert")}
 	start := time.Now()
 	var res *exec.Result
 	if isMCA {
@@ -107,8 +98,12 @@ func runConvert(e *env, args []string) int {
 		return ExitError
 	}
 	if !*quiet {
-		for _, p := range res.Plan.Problems {
+		kept, omitted := exec.CapProblems(res.Plan.Problems)
+		for _, p := range kept {
 			fmt.Fprintf(e.stderr, "rolltplc convert: %s [%s]: %s\n", p.Severity, p.Kind, p.Error())
+		}
+		for _, o := range omitted {
+			fmt.Fprintf(e.stderr, "rolltplc convert: ... and %d more [%s]\n", o.Count, o.Kind)
 		}
 		d := time.Since(start)
 		fmt.Fprintf(e.stderr, "%s (%s): %d tensors, %s in %s (%s/s) -> %s\n", dir, m.Template.Name,
@@ -197,42 +192,143 @@ func (f *layoutFlags) layout() exec.Layout {
 		AccountForEmbedding: *f.accountEmb, AccountForLoss: *f.accountLoss}
 }
 
-// detectModelType reads the model type of a checkpoint: config.json's
-// model_type, or mca_config.json's hf_model_type.
-func detectModelType(dir string, isMCA bool) (string, error) {
+// checkpointModel is what a checkpoint says about the template that
+// converts it.
+type checkpointModel struct {
+	// modelType is the value of key (config.json's model_type or
+	// mca_config.json's hf_model_type) in the file path; "" when absent.
+	modelType, key, path string
+	// mc is the parsed mca_config.json of an MCA checkpoint.
+	mc *exec.MCAConfig
+}
+
+// from says where the model type comes from, for messages.
+func (cm checkpointModel) from() string { return cm.path + "'s " + cm.key }
+
+// readCheckpointModel reads the model type of the checkpoint in dir.
+func readCheckpointModel(dir string, isMCA bool) (checkpointModel, error) {
 	if isMCA {
 		path := filepath.Join(dir, exec.MCAConfigName)
-		text, err := os.ReadFile(path)
+		text, err := exec.ReadConfigFile(path)
 		if err != nil {
-			return "", err
+			return checkpointModel{}, err
 		}
 		mc, err := exec.ParseMCAConfig(path, text)
 		if err != nil {
-			return "", err
+			return checkpointModel{}, err
 		}
-		mt, ok := mc.String("hf_model_type")
-		if !ok || mt == "" {
-			return "", fmt.Errorf("%s: no hf_model_type; pass --model-type", path)
-		}
-		return mt, nil
+		mt, _ := mc.String("hf_model_type")
+		return checkpointModel{modelType: mt, key: "hf_model_type", path: path, mc: mc}, nil
 	}
 	path, _, obj, err := exec.ReadHFConfig(dir)
 	if err != nil {
-		return "", err
+		return checkpointModel{}, err
 	}
 	v, _ := obj.Get("model_type")
 	mt, _ := v.(string)
-	if mt == "" {
-		return "", fmt.Errorf("%s: no model_type; pass --model-type", path)
+	return checkpointModel{modelType: mt, key: "model_type", path: path}, nil
+}
+
+// detectModelType reads the model type of a checkpoint: config.json's
+// model_type, or mca_config.json's hf_model_type.
+func detectModelType(dir string, isMCA bool) (string, error) {
+	cm, err := readCheckpointModel(dir, isMCA)
+	if err != nil {
+		return "", err
 	}
-	return mt, nil
+	if cm.modelType == "" {
+		return "", fmt.Errorf("%s: no %s; pass --model-type", cm.path, cm.key)
+	}
+	return cm.modelType, nil
+}
+
+// selectModel picks and compiles the template that converts the
+// checkpoint in dir, from the --template and --model-type flags and what
+// the checkpoint records:
+//
+//   - The model type is the checkpoint's (config.json model_type,
+//     mca_config.json hf_model_type). --model-type names it for a
+//     checkpoint that records none; one that disagrees with the
+//     checkpoint's is an error (the template for another model type
+//     would convert the weights as that model's, and rewrite model_type).
+//   - Without --template, the stdlib template of the model type is used.
+//     An MCA checkpoint converted by rolltpl records its template's name
+//     and digest in mca_config.json: the stdlib template must be that
+//     one (same name, same digest); if it changed since, or the template
+//     was a user's, the error asks for --template.
+//   - With --template PATH, the template of PATH named after the model
+//     type is used (with no model type known, the only template of
+//     PATH); PATH having none of that name is an error. A template that
+//     differs from the recorded one is used with a warning: passing it is
+//     how the user says which template to trust.
+//
+// Errors and diagnostics are printed; ok is false after one.
+func selectModel(e *env, cmd, dir string, isMCA bool, templatePath, modelType string, flags map[string]bool) (*exec.Model, bool) {
+	fail := func(format string, args ...any) (*exec.Model, bool) {
+		fmt.Fprintf(e.stderr, "rolltplc %s: "+format+"\n", append([]any{cmd}, args...)...)
+		return nil, false
+	}
+	cm, err := readCheckpointModel(dir, isMCA)
+	if err != nil {
+		return fail("%v", err)
+	}
+	mt, from := cm.modelType, cm.from()
+	if modelType != "" {
+		if mt != "" && mt != modelType {
+			return fail("--model-type %q conflicts with %s %q: the template must be for the checkpoint's model type (correct the checkpoint's if it is wrong)", modelType, from, mt)
+		}
+		mt, from = modelType, "--model-type"
+	}
+	var recName string
+	recorded := false
+	if cm.mc != nil {
+		recName, _, recorded = cm.mc.RecordedTemplate()
+	}
+	if mt == "" && recorded {
+		mt, from = recName, cm.path+"'s "+exec.TemplateKey
+	}
+	if mt == "" && templatePath == "" {
+		return fail("%s: no %s; pass --model-type", cm.path, cm.key)
+	}
+	if recorded && recName != mt {
+		return fail("%s records the template %q, but the model type is %q (%s); pass --template with the template the checkpoint was converted with", cm.path, recName, mt, from)
+	}
+	if templatePath == "" {
+		if _, err := fs.Stat(stdlib.Templates(), mt+".rolltpl"); err != nil {
+			if recorded {
+				return fail("%s was converted with the template %q, which is not in the stdlib (a template of your own?); pass --template with it", dir, recName)
+			}
+			return fail("the stdlib has no template for model type %q (%s); pass --template", mt, from)
+		}
+	}
+	m, ok := loadModelFrom(e, cmd, templatePath, mt, from, flags)
+	if !ok {
+		return nil, false
+	}
+	if recorded {
+		if err := exec.CheckRecordedTemplate(m, cm.mc, cm.path); err != nil {
+			if templatePath == "" {
+				return fail("%v; the stdlib template %q is not the one the checkpoint was converted with: pass --template with that one", err, m.Template.Name)
+			}
+			fmt.Fprintf(e.stderr, "rolltplc %s: warning: %v; converting with %s as given\n", cmd, err, templatePath)
+		}
+	}
+	return m, true
 }
 
 // loadModel compiles the template for modelType: from templatePath (a
-// file or folder) when given, else the stdlib template of that name. With
-// a path holding a single template of another name, that template is
-// used. Diagnostics of a failed compilation are printed.
+// file or folder) when given, else the stdlib template of that name.
+// Diagnostics of a failed compilation are printed.
 func loadModel(e *env, cmd, templatePath, modelType string, flags map[string]bool) (*exec.Model, bool) {
+	return loadModelFrom(e, cmd, templatePath, modelType, "the checkpoint's model type", flags)
+}
+
+// loadModelFrom is loadModel; from says where modelType comes from, for
+// messages. With templatePath and no modelType, the single template of
+// templatePath is used. A templatePath without a template named
+// modelType is an error (it would convert the checkpoint as another
+// model).
+func loadModelFrom(e *env, cmd, templatePath, modelType, from string, flags map[string]bool) (*exec.Model, bool) {
 	var paths []string
 	if templatePath != "" {
 		paths = []string{templatePath}
@@ -252,8 +348,22 @@ func loadModel(e *env, cmd, templatePath, modelType string, flags map[string]boo
 		return nil, false
 	}
 	prog := res.Program
-	if prog.Template(modelType) == nil && templatePath != "" && len(prog.Templates) == 1 {
-		modelType = prog.Templates[0].Name
+	if templatePath != "" && prog.Template(modelType) == nil {
+		var names []string
+		for _, t := range prog.Templates {
+			names = append(names, fmt.Sprintf("%q", t.Name))
+		}
+		switch {
+		case modelType == "" && len(prog.Templates) == 1:
+			modelType = prog.Templates[0].Name
+		case modelType == "":
+			fmt.Fprintf(e.stderr, "rolltplc %s: %s has templates for %s; pass --model-type to choose one\n", cmd, templatePath, strings.Join(names, ", "))
+			return nil, false
+		default:
+			fmt.Fprintf(e.stderr, "rolltplc %s: %s has no template for model type %q (%s), only for %s: a template converts one model type\n",
+				cmd, templatePath, modelType, from, strings.Join(names, ", "))
+			return nil, false
+		}
 	}
 	m, err := exec.NewModel(prog, modelType, flags)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/exec"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -123,7 +124,7 @@ func TestConvertRoundTrip(t *testing.T) {
 	}
 	// Refusals.
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", mca)
-	if code != ExitError || !strings.Contains(stderr, "is not empty (use force") {
+	if code != ExitError || !strings.Contains(stderr, "; pass --force") {
 		t.Errorf("non-empty destination: exit %d %q", code, stderr)
 	}
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--tp", "2")
@@ -142,8 +143,8 @@ func TestConvertRoundTrip(t *testing.T) {
 		t.Errorf("missing --to: exit %d", code)
 	}
 	code, _, stderr = run(t, "", "convert", "--from", hf, "--to", filepath.Join(dir, "x"), "--model-type", "gpt9")
-	if code != ExitError || !strings.Contains(stderr, `no template for model type "gpt9"`) {
-		t.Errorf("unknown model type: exit %d %q", code, stderr)
+	if code != ExitError || !strings.Contains(stderr, `--model-type "gpt9" conflicts with`) {
+		t.Errorf("another model type: exit %d %q", code, stderr)
 	}
 	code, _, stderr = run(t, "", "convert", "--force", "--quiet", "--from", hf, "--to", mca)
 	if code != ExitOK {
@@ -308,6 +309,26 @@ func TestConvertRanksJobs(t *testing.T) {
 	if code != ExitError || !strings.Contains(stderr, "mp_rank_00_001") || !strings.Contains(stderr, "missing") {
 		t.Errorf("finalize with a rank file missing: exit %d %q", code, stderr)
 	}
+	// The output was finalized: redoing a rank needs --force, which
+	// removes the tracker first; finalize then restores the checkpoint.
+	redo := append([]string{"convert", "--quiet", "--from", hf, "--to", shared, "--ranks", "1"}, layout...)
+	if code, _, stderr := run(t, "", redo...); code != ExitError || !strings.Contains(stderr, "finalized checkpoint") || !strings.Contains(stderr, "--force") {
+		t.Errorf("rank job into a finalized output: exit %d %q", code, stderr)
+	}
+	if code, _, stderr := run(t, "", append(redo, "--force")...); code != ExitOK {
+		t.Fatalf("rank job --force: exit %d %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(shared, "latest_checkpointed_iteration.txt")); err == nil {
+		t.Error("a rank job with --force left the tracker")
+	}
+	if code, _, stderr := run(t, "", append([]string{"convert", "--quiet", "--from", hf, "--to", shared, "--finalize"}, layout...)...); code != ExitOK {
+		t.Fatalf("finalize after the redo: exit %d %q", code, stderr)
+	}
+	for k, v := range files(one) {
+		if !bytes.Equal(v, files(shared)[k]) {
+			t.Errorf("after the redo, %s differs from the one-job conversion", k)
+		}
+	}
 	for _, bad := range []string{"x", "3-1", "-1", "1,,2"} {
 		if code, _, stderr := run(t, "", "convert", "--from", hf, "--to", shared, "--ranks", bad); code != ExitUsage {
 			t.Errorf("--ranks %q: exit %d %q", bad, code, stderr)
@@ -390,6 +411,7 @@ template llama {
         zero_centered_rmsnorm ".input_layernorm.weight" -> ".self_attention.linear_qkv.layer_norm_weight"
         use attention_out
         use te_mlp
+        use final_norm
         use qkv
     }
     parallel { use default }
@@ -409,7 +431,7 @@ func TestCheckCheckpoint(t *testing.T) {
 	hf := filepath.Join(dir, "hf")
 	writeLlama(t, hf)
 	e, out, errb := testEnv()
-	if code := checkCheckpoint(e, hf, nil, 1, 1, 1, "text"); code != ExitOK {
+	if code := checkCheckpoint(e, hf, nil, exec.Layout{}, "text"); code != ExitOK {
 		t.Fatalf("exit %d\n%s%s", code, out, errb)
 	}
 	for _, want := range []string{"2 files", "llama HF -> MCA: 21 tensors", "rename", "stack", "qkv", "no problems"} {
@@ -421,7 +443,7 @@ func TestCheckCheckpoint(t *testing.T) {
 	bad := filepath.Join(dir, "bad")
 	writeLlama(t, bad, "model.layers.0.mlp.up_proj.weight")
 	e, out, _ = testEnv()
-	if code := checkCheckpoint(e, bad, nil, 3, 1, 1, "json"); code != ExitError {
+	if code := checkCheckpoint(e, bad, nil, exec.Layout{TP: 3}, "json"); code != ExitError {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	var rep struct {
@@ -452,7 +474,7 @@ func TestCheckCheckpoint(t *testing.T) {
 		t.Fatal(stderr)
 	}
 	e, out, _ = testEnv()
-	if code := checkCheckpoint(e, mca, nil, 1, 1, 1, "text"); code != ExitOK || !strings.Contains(out.String(), "llama MCA -> HF: 15 tensors") {
+	if code := checkCheckpoint(e, mca, nil, exec.Layout{}, "text"); code != ExitOK || !strings.Contains(out.String(), "llama MCA -> HF: 15 tensors") {
 		t.Errorf("MCA: exit %d\n%s", code, out)
 	}
 }
@@ -477,6 +499,67 @@ func TestCheckCheckpointFlag(t *testing.T) {
 	}
 }
 
+// TestCheckCheckpointParity: check --checkpoint plans every layout
+// convert handles, from the files convert opens, with its verdict, and
+// takes the layout flags convert takes.
+func TestCheckCheckpointParity(t *testing.T) {
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	writeLlamaLayers(t, hf, 4)
+	for _, c := range []struct {
+		name   string
+		layout []string
+	}{
+		{"pp2", []string{"--pp", "2"}},
+		{"pp2 vpp2", []string{"--pp", "2", "--vpp", "2"}},
+		{"ep1 etp1 local", []string{"--pp", "2", "--etp", "1", "--transformer-impl", "local"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mca := filepath.Join(t.TempDir(), "mca")
+			// HF -> MCA in the layout: check plans it with the flags
+			// convert takes, and says how many rank files.
+			code, stdout, stderr := run(t, "", append([]string{"check", "--checkpoint", hf}, c.layout...)...)
+			if code != ExitOK || !strings.Contains(stdout, "no problems") || !strings.Contains(stdout, "2 rank files") {
+				t.Errorf("check HF: exit %d\n%s%s", code, stdout, stderr)
+			}
+			if code, _, stderr := run(t, "", append([]string{"convert", "-q", "--from", hf, "--to", mca}, c.layout...)...); code != ExitOK {
+				t.Fatal(stderr)
+			}
+			// MCA -> HF from the rank files: planned as convert plans it.
+			code, stdout, stderr = run(t, "", "check", "--checkpoint", mca)
+			if code != ExitOK || !strings.Contains(stdout, "llama MCA -> HF") || !strings.Contains(stdout, "2 rank files merged") || !strings.Contains(stdout, "no problems") {
+				t.Errorf("check MCA: exit %d\n%s%s", code, stdout, stderr)
+			}
+			// A missing rank file: both refuse, naming it.
+			ranks, _ := filepath.Glob(filepath.Join(mca, "iter_0000001", "*", "model_optim_rng.pt"))
+			if len(ranks) != 2 {
+				t.Fatalf("rank files %v", ranks)
+			}
+			rank := ranks[1]
+			if err := os.Remove(rank); err != nil {
+				t.Fatal(err)
+			}
+			code, _, checkErr := run(t, "", "check", "--checkpoint", mca)
+			code2, _, convErr := run(t, "", "convert", "-q", "--from", mca, "--to", filepath.Join(t.TempDir(), "back"))
+			if code != ExitError || code2 != ExitError || !strings.Contains(checkErr, rank) || !strings.Contains(convErr, rank) {
+				t.Errorf("missing rank file: check exit %d %q, convert exit %d %q", code, checkErr, code2, convErr)
+			}
+		})
+	}
+	// The files convert opens: a model.safetensors that is not a file
+	// stops convert, and so check, whatever the index says.
+	odd := filepath.Join(dir, "odd")
+	writeLlama(t, odd)
+	if err := os.Mkdir(filepath.Join(odd, "model.safetensors"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, _, checkErr := run(t, "", "check", "--checkpoint", odd)
+	code2, _, convErr := run(t, "", "convert", "-q", "--from", odd, "--to", filepath.Join(dir, "odd_out"))
+	if code != ExitError || code2 != ExitError || !strings.Contains(checkErr, "model.safetensors") {
+		t.Errorf("model.safetensors folder: check exit %d %q, convert exit %d %q", code, checkErr, code2, convErr)
+	}
+}
+
 // TestConvertLegacyGroupedFlag: the flag reaches mca_config.json, and needs
 // --moe-grouped-gemm.
 func TestConvertLegacyGroupedFlag(t *testing.T) {
@@ -495,5 +578,36 @@ func TestConvertLegacyGroupedFlag(t *testing.T) {
 	code, _, _ = run(t, "", "convert", "--quiet", "--from", hf, "--to", filepath.Join(dir, "x"), "--moe-legacy-grouped-gemm")
 	if code == ExitOK {
 		t.Error("--moe-legacy-grouped-gemm without --moe-grouped-gemm was accepted")
+	}
+}
+
+// TestCheckCheckpointCapped: check --checkpoint lists 20 problems of a
+// kind and counts the rest, as text and as JSON.
+func TestCheckCheckpointCapped(t *testing.T) {
+	hf := filepath.Join(t.TempDir(), "hf")
+	writeLlamaLayers(t, hf, 30)
+	cfgPath := filepath.Join(hf, "config.json")
+	b, _ := os.ReadFile(cfgPath)
+	var cfg map[string]any
+	json.Unmarshal(b, &cfg)
+	cfg["num_hidden_layers"] = 2 // 28 layers beyond
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(cfgPath, b, 0o644)
+	code, stdout, stderr := run(t, "", "check", "--checkpoint", hf)
+	if code != ExitError || strings.Count(stdout, "error [layers]") != exec.MaxProblemsPerKind ||
+		!strings.Contains(stdout, "28 errors") || !strings.Contains(stdout, "... and 8 more [layers] problems (20 listed)") {
+		t.Errorf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = run(t, "", "check", "--diags", "json", "--checkpoint", hf)
+	var rep struct {
+		Errors   int
+		Problems []json.RawMessage
+		Omitted  []exec.KindCount
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != ExitError {
+		t.Fatalf("exit %d, %v\n%s", code, err, stdout)
+	}
+	if rep.Errors != 28 || len(rep.Problems) != 20 || len(rep.Omitted) != 1 || rep.Omitted[0] != (exec.KindCount{Kind: exec.ProblemLayers, Count: 8}) {
+		t.Errorf("report: %d errors, %d problems, omitted %v", rep.Errors, len(rep.Problems), rep.Omitted)
 	}
 }

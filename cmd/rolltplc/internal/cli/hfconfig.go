@@ -5,16 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"os"
+	"strconv"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/compiler/check"
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/parser"
 	"github.com/rolltpl/rolltpl/lang/token"
+	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -24,7 +24,7 @@ import (
 // schema, with the right type. For a model type the stdlib has no schema
 // for, a schema is inferred from the file.
 func checkHFConfig(e *env, path string, paths []string, format string) int {
-	src, err := os.ReadFile(path)
+	src, err := exec.ReadConfigFile(path)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc check: %v\n", err)
 		return ExitError
@@ -67,12 +67,6 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 	if res == nil {
 		return ExitError
 	}
-	set, _ := stdlibSchemas()
-	if extra != nil {
-		for n, sc := range extra.Schemas {
-			set.Schemas[n] = sc
-		}
-	}
 	var tmpl *ir.Template
 	if len(paths) == 0 || strings.HasPrefix(paths[0], resolve.LibPrefix) {
 		tmpl = res.Program.Template(modelType)
@@ -93,7 +87,7 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		}
 	}
 	if tmpl != nil {
-		res.Diags.Extend(hfConfigDiags(set, tmpl, cfg, path))
+		res.Diags.Extend(hfConfigDiags(tmpl, cfg, path))
 	}
 	srcs := res.Sources()
 	srcs[path] = src
@@ -104,35 +98,58 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 	return ExitOK
 }
 
-// hfConfigDiags checks each mapped key of t against the decoded config.
-func hfConfigDiags(set *schema.Set, t *ir.Template, cfg map[string]any, path string) diag.List {
+// hfConfigDiags checks each mapped key of t against the decoded config
+// with the checks convert runs ([ir.Template.CheckHFConfig]).
+func hfConfigDiags(t *ir.Template, cfg map[string]any, path string) diag.List {
 	var out diag.List
-	problems := map[string]string{}
-	for _, p := range set.Validate(t.Name, cfg) {
-		problems[p.Path] = p.Msg
-	}
-	root := set.Schema(t.Name)
-	for _, e := range t.Config {
-		key := check.EffectiveKey(t, e.HF)
-		val, present := lookupPath(cfg, key)
-		if !present {
-			var field *schema.Field
-			if root != nil {
-				field, _, _ = set.Resolve(root, strings.Split(key, "."))
-			}
-			if field != nil && field.Default != "" {
-				continue // the class default applies
-			}
-			out.Add(diag.Errorf(e.Span, "hf-config-missing", "Mapped key missing from config.json",
-				"%s has no %s and the schema gives it no default; ROLL would skip it and leave MCA %s at Megatron's default.", path, key, e.MCA))
-			continue
-		}
-		if msg, bad := problems[key]; bad {
-			out.Add(diag.Errorf(e.Span, "hf-config-type", "Config value of the wrong type",
-				"%s: %s is %s: %s.", path, key, jsonText(val), msg))
+	probs := t.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
+		v, ok := lookupPath(cfg, key)
+		return configValue(v), ok
+	})
+	for _, p := range probs {
+		switch p.Code {
+		case "hf-config-missing":
+			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Mapped key missing from config.json",
+				"%s has no %s and the schema gives it no default; ROLL would skip it and leave MCA %s at Megatron's default.", path, p.Key, p.Entry.MCA))
+		case "hf-config-range":
+			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Config value out of range",
+				"%s: %s is %s: %s.", path, p.Key, p.Value, p.Msg))
+		default:
+			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Config value of the wrong type",
+				"%s: %s is %s: %s.", path, p.Key, p.Value, p.Msg))
 		}
 	}
 	return out
+}
+
+// configValue describes a value decoded with json.Decoder.UseNumber for
+// the config checks.
+func configValue(v any) ir.ConfigValue {
+	cv := ir.ConfigValue{Text: jsonText(v)}
+	switch v := v.(type) {
+	case nil:
+		cv.Kind = "null"
+	case bool:
+		cv.Kind = "bool"
+	case string:
+		cv.Kind, cv.Str = "string", v
+	case []any:
+		cv.Kind = "list"
+	case map[string]any:
+		cv.Kind = "object"
+	case json.Number:
+		cv.Kind = "float"
+		if !strings.ContainsAny(string(v), ".eE") {
+			cv.Kind = "int"
+			cv.Int, cv.IntOK = parseInt64(string(v))
+		}
+	}
+	return cv
+}
+
+func parseInt64(s string) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 func lookupPath(cfg map[string]any, key string) (any, bool) {

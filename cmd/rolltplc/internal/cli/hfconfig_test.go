@@ -44,6 +44,11 @@ func TestCheckBrokenConfig(t *testing.T) {
 		// every key the file lacks has no default.
 		{"missing key", `{"model_type": "my_model", "hidden_size": 896}`, []string{"testdata/good.rolltpl"},
 			[]string{"[hf-config-missing]", "has no num_attention_heads"}},
+		{"out of range", `{"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14, "num_hidden_layers": 0,
+			"num_key_value_heads": 2, "vocab_size": 151936, "intermediate_size": 4864, "max_position_embeddings": 32768,
+			"rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": "yes"}`, nil,
+			[]string{"[hf-config-range]", `num_hidden_layers is 0: want an integer from 1 to 65536 (for MCA num_layers)`,
+				"[hf-config-type]", `tie_word_embeddings is "yes": got string, want bool`}},
 		{"not json", `{"model_type": "qwen2",`, nil, []string{"[hf-config-json]"}},
 		{"no model type", `{"hidden_size": 896}`, nil, []string{"[hf-config-model-type]"}},
 		{"model type mismatch", `{"model_type": "llama"}`, []string{"testdata/good.rolltpl"},

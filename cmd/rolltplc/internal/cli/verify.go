@@ -1,10 +1,7 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 	"time"
 
@@ -14,10 +11,13 @@ import (
 )
 
 func runVerify(e *env, args []string) int {
+	// Signals first: one during start-up cancels the conversion too.
+	ctx, stop := signalContext()
+	defer stop()
 	c := lookup("verify")
 	fs := flagSet(e, c)
 	template := fs.String("template", "", "template file or folder (default: the stdlib template for config.json's model_type)")
-	modelType := fs.String("model-type", "", "model type whose template to use (default: config.json model_type)")
+	modelType := fs.String("model-type", "", "model type of a checkpoint whose config.json names none; must agree with it otherwise")
 	quiet := fs.BoolP("quiet", "q", false, "no progress output; print only the tensors that differ")
 	keep := fs.Bool("keep", false, "keep the intermediate MCA checkpoint (and the rebuilt config.json) and print where they are")
 	tmpDir := fs.String("tmp", "", "directory for the intermediate MCA checkpoint (default: the system's temporary directory)")
@@ -43,23 +43,13 @@ func runVerify(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "rolltplc verify: %s is an MCA checkpoint; verify takes an HF checkpoint\n", dir)
 		return ExitError
 	}
-	mt := *modelType
-	if mt == "" {
-		var err error
-		if mt, err = detectModelType(dir, false); err != nil {
-			fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
-			return ExitError
-		}
-	}
-	m, ok := loadModel(e, "verify", *template, mt, map[string]bool{"megatron_llama": *megatronLlama})
+	m, ok := selectModel(e, "verify", dir, false, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama})
 	if !ok {
 		return ExitError
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	bar := newProgress(e, *quiet, "verify")
 	start := time.Now()
-	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l})
+	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l, Notice: e.notice("verify")})
 	bar.finish()
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
