@@ -662,9 +662,11 @@ torch.save({"model": OrderedDict([("a", w), ("b", w)])}, out + "/same.pt")
 // *TensorSpec found twice) pickles as torch.save pickles one Python
 // tensor saved under two keys: the second key fetches the memoized
 // tensor, and there is one storage record.
-func TestSharedTensorMatchesTorch(t *testing.T) {
-	needTorch(t)
-	dir := torchExec(t, `
+func TestSharedTensorMatchesTorch(t *testing.T) { torchtest.Run(t, testSharedTensorMatchesTorch) }
+
+func testSharedTensorMatchesTorch(t *testing.T, python string) {
+	needTorch(t, python)
+	dir := torchExec(t, python, `
 w = torch.zeros(2, 3, dtype=torch.bfloat16)
 v = torch.zeros(4)
 torch.save({"model": OrderedDict([("embedding.word_embeddings.weight", w), ("x", v), ("output_layer.weight", w), ("y", v), ("z", w)])}, out + "/shared.pt")
