@@ -639,8 +639,9 @@ func TestSharedStorageMCA(t *testing.T) {
 // TestSharedStorageTorch: a rank file torch.save wrote with one tensor
 // under two keys (what a training script that ties two weights saves)
 // converts back to HF with both weights.
-func TestSharedStorageTorch(t *testing.T) {
-	py := torchtest.Python(t)
+func TestSharedStorageTorch(t *testing.T) { torchtest.Run(t, testSharedStorageTorch) }
+
+func testSharedStorageTorch(t *testing.T, py string) {
 	m := stdlibModel(t, "qwen2")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "hf")
