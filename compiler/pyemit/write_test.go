@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -154,39 +152,5 @@ func TestWriteDirRefuses(t *testing.T) {
 				t.Errorf("the folder changed (-before +after):\n%s", diff)
 			}
 		})
-	}
-}
-
-// TestWriteDirKeepsFolder: an existing folder is written through, not
-// replaced: its mode stays, and a symbolic link to it stays a link.
-func TestWriteDirKeepsFolder(t *testing.T) {
-	parent := t.TempDir()
-	target, link := filepath.Join(parent, "target"), filepath.Join(parent, "link")
-	os.Mkdir(target, 0o700)
-	os.Chmod(target, 0o750)
-	os.Symlink(target, link)
-	before, _ := os.Stat(target)
-	for range 2 { // a first build, then a rebuild
-		if err := WriteDir(context.Background(), link, build2, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	after, _ := os.Stat(target)
-	if !os.SameFile(before, after) || after.Mode() != before.Mode() {
-		t.Errorf("folder replaced: mode %v, was %v", after.Mode(), before.Mode())
-	}
-	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
-		t.Errorf("the link was replaced")
-	}
-	if diff := cmp.Diff(wantBuild2(), tree(t, target)); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
-	var names []string
-	es, _ := os.ReadDir(parent)
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
-	if !slices.Equal(names, []string{"link", "target"}) || strings.Contains(fmt.Sprint(tree(t, target)), "tmp") {
-		t.Errorf("left in %s: %v", parent, names)
 	}
 }
