@@ -1,6 +1,9 @@
+//go:build unix
+
 package srcfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +14,9 @@ import (
 
 // TestReadFile: a regular file (directly or through a symbolic link) is
 // read whole; a FIFO (without a writer: opening it would block), a
-// directory and a character device are errors naming the file and what it
-// is, returned at once.
+// directory and a character device are a *NotRegularError naming the
+// file and what it is, returned at once, by ReadFile, ReadFileMax and
+// Open alike.
 func TestReadFile(t *testing.T) {
 	dir := t.TempDir()
 	reg := filepath.Join(dir, "a.rolltpl")
@@ -34,27 +38,63 @@ func TestReadFile(t *testing.T) {
 			t.Errorf("ReadFile(%s) = %d bytes, %v; want the %d bytes", name, len(got), err, len(data))
 		}
 	}
-	if got, err := ReadFile(filepath.Join(dir, "empty")); err == nil {
-		t.Errorf("missing file read: %q", got)
+	if got, err := ReadFile(filepath.Join(dir, "empty")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %q, %v", got, err)
+	}
+	read := map[string]func(string) error{
+		"ReadFile":    func(n string) error { _, err := ReadFile(n); return err },
+		"ReadFileMax": func(n string) error { _, err := ReadFileMax(n, 10); return err },
+		"Open": func(n string) error {
+			f, _, err := Open(n)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		},
 	}
 	tests := []struct{ name, want string }{
-		{fifo, "not a regular file (a named pipe)"},
-		{dir, "not a regular file (a directory)"},
-		{"/dev/null", "not a regular file (a character device)"},
+		{fifo, fifo + ": a named pipe (FIFO), not a regular file; refusing to read it"},
+		{dir, dir + ": a directory, not a regular file"},
+		{"/dev/null", "/dev/null: a character device, not a regular file"},
 	}
-	for _, tt := range tests {
-		done := make(chan error, 1)
-		go func() {
-			_, err := ReadFile(tt.name)
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), tt.name) || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("ReadFile(%s) error %v, want one naming the file and %q", tt.name, err, tt.want)
+	for fn, f := range read {
+		for _, tt := range tests {
+			done := make(chan error, 1)
+			go func() { done <- f(tt.name) }()
+			select {
+			case err := <-done:
+				var nr *NotRegularError
+				if !errors.As(err, &nr) || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("%s(%s) error %v, want a *NotRegularError saying %q", fn, tt.name, err, tt.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s(%s) hangs", fn, tt.name)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("ReadFile(%s) hangs", tt.name)
+		}
+	}
+}
+
+// TestReadFileMax: a file of at most the limit is read; a larger one is
+// an error naming it and its size.
+func TestReadFileMax(t *testing.T) {
+	reg := filepath.Join(t.TempDir(), "a.json")
+	if err := os.WriteFile(reg, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		limit int64
+		want  string // the error, or "" for the contents
+	}{
+		{0, ""},
+		{10, ""},
+		{9, reg + ": 10 bytes, more than the 9 bytes accepted for this file"},
+	} {
+		b, err := ReadFileMax(reg, c.limit)
+		switch {
+		case c.want == "" && (err != nil || string(b) != "0123456789"):
+			t.Errorf("limit %d: %q, %v", c.limit, b, err)
+		case c.want != "" && (err == nil || err.Error() != c.want):
+			t.Errorf("limit %d: error %v, want %q", c.limit, err, c.want)
 		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
@@ -25,7 +25,7 @@ const MaxConfigSize = 64 << 20
 // ReadConfigFile reads a small config file: a regular file (a FIFO is
 // refused, never waited on) of at most MaxConfigSize bytes.
 func ReadConfigFile(path string) ([]byte, error) {
-	return blockio.ReadRegular(path, MaxConfigSize)
+	return srcfile.ReadFileMax(path, MaxConfigSize)
 }
 
 // ParseMCAConfig parses the text of an mca_config.json and validates the

@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/runtime/outdir"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -324,15 +324,11 @@ func within(root, path string) bool {
 // copyFile copies the regular file src to the new file dst with the
 // permission bits of src (at most 0o666).
 func copyFile(src, dst string) error {
-	in, err := blockio.OpenRegular(src)
+	in, st, err := srcfile.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
 	perm := st.Mode().Perm() & 0o666
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {

@@ -40,7 +40,7 @@ func TestHostileDocuments(t *testing.T) {
 	impURI := pathToURI(impPath)
 	c.open(impURI, "import \"pipe\"\n")
 	got = c.diagnostics(impURI, 1)
-	if codes := pick(got.Diagnostics, "bad-import"); len(codes) != 1 || !strings.Contains(got.Diagnostics[0].Message, "not a regular file (a named pipe)") {
+	if codes := pick(got.Diagnostics, "bad-import"); len(codes) != 1 || !strings.Contains(got.Diagnostics[0].Message, "a named pipe (FIFO), not a regular file") {
 		t.Errorf("FIFO import: %+v, want one bad-import saying it is a named pipe", got.Diagnostics)
 	}
 
