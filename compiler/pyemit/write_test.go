@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 )
 
 // tree lists a folder: relative paths, with the content of files.
@@ -152,5 +155,44 @@ func TestWriteDirRefuses(t *testing.T) {
 				t.Errorf("the folder changed (-before +after):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestWriteDirStale: the temporary folders of a killed build, beside a
+// missing -o and inside an existing one, are removed and told as a
+// build's; one of a build that may still run (another host's) stops the
+// build, named.
+func TestWriteDirStale(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip(err)
+	}
+	self := tempname.Self()
+	dead := fmt.Sprintf("%s-%d-%d-1", self.Host, cmd.Process.Pid, self.Start)
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "pkg")
+	beside := filepath.Join(parent, ".pkg"+buildTmp+dead)
+	put(t, filepath.Join(beside, "a.py"), "partial")
+	var notes []string
+	notice := func(s string) { notes = append(notes, s) }
+	if err := WriteDir(context.Background(), dir, build2, notice); err != nil {
+		t.Fatal(err)
+	}
+	inside := filepath.Join(dir, buildTmp+dead)
+	put(t, filepath.Join(inside, "a.py"), "partial")
+	if err := WriteDir(context.Background(), dir, build2, notice); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"removed " + beside + ", left by an interrupted build (pid ", "removed " + inside + ", left by an interrupted build (pid "}
+	if len(notes) != len(want) || !strings.HasPrefix(notes[0], want[0]) || !strings.HasPrefix(notes[1], want[1]) {
+		t.Errorf("notices %q, want %q", notes, want)
+	}
+	if diff := cmp.Diff(wantBuild2(), tree(t, dir)); diff != "" {
+		t.Errorf("folder after the build (-want +got):\n%s", diff)
+	}
+	live := filepath.Join(dir, buildTmp+"node-b-1-1-1")
+	os.Mkdir(live, 0o700)
+	if err := WriteDir(context.Background(), dir, build2, nil); err == nil || !strings.Contains(err.Error(), live+" is the temporary folder of another build (pid 1 on host node-b)") {
+		t.Errorf("live temporary: %v", err)
 	}
 }
