@@ -214,7 +214,7 @@ func badHFCases() []badCase {
 		}, []string{`global weights: the checkpoint has no "model\.norm\.weight" of shape \[64\] \(hidden_size\)`}},
 		{"no embedding", func(t *testing.T, src string) {
 			dropTensor(t, src, "model.embed_tokens.weight")
-		}, []string{`no "model\.embed_tokens\.weight" of shape \[\*, 64\]`}},
+		}, []string{`no "model\.embed_tokens\.weight" of shape \[384, 64\]`}},
 		{"a layer beyond num_hidden_layers", func(t *testing.T, src string) {
 			setJSONKey(t, filepath.Join(src, "config.json"), "num_hidden_layers", 2)
 		}, []string{`layer 2 is beyond num_layers 2 \(num_hidden_layers in config\.json\)`, `"model\.layers\.2\.`}},

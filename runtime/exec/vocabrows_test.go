@@ -69,3 +69,39 @@ func TestMCAVocabRows(t *testing.T) {
 		})
 	}
 }
+
+// TestHFVocabRows: HF -> MCA refuses an embedding or LM head whose rows
+// are not config.json's vocab_size (Megatron's padded_vocab_size), naming
+// the tensor and the file, before anything is written. On main it was a
+// warning and the conversion wrote an MCA checkpoint Megatron cannot load.
+func TestHFVocabRows(t *testing.T) {
+	m := stdlibModel(t, "llama")
+	for _, c := range []struct{ hf, mca string }{
+		{"model.embed_tokens.weight", "embedding.word_embeddings.weight"},
+		{"lm_head.weight", "output_layer.weight"},
+	} {
+		t.Run(c.hf, func(t *testing.T) {
+			dir := t.TempDir()
+			src := filepath.Join(dir, "hf")
+			synthFor("llama", tensor.BF16).write(t, src, 2, 3)
+			var cfg struct {
+				Vocab  int64 `json:"vocab_size"`
+				Hidden int64 `json:"hidden_size"`
+			}
+			if err := json.Unmarshal(readAll(t, filepath.Join(src, "config.json")), &cfg); err != nil || cfg.Vocab == 0 {
+				t.Fatalf("config.json: %v %+v", err, cfg)
+			}
+			reshapeTensor(t, src, c.hf, tensor.Shape{cfg.Vocab + 1, cfg.Hidden})
+			before := snapshot(t, dir)
+			_, err := exec.ConvertHFToMCA(context.Background(), m, src, filepath.Join(dir, "mca"), exec.Options{})
+			want := fmt.Sprintf(`%s has shape \[%d, %d\]; want \[%d, %d\] \(padded_vocab_size, hidden_size\)(.|\n)*%q in \S+model-0000[12]-of-00002\.safetensors`,
+				regexp.QuoteMeta(c.mca), cfg.Vocab+1, cfg.Hidden, cfg.Vocab, cfg.Hidden, c.hf)
+			if err == nil || !regexp.MustCompile(want).MatchString(err.Error()) {
+				t.Fatalf("error %v\nwant one matching %q", err, want)
+			}
+			if after := snapshot(t, dir); fmt.Sprint(before) != fmt.Sprint(after) {
+				t.Errorf("the directory changed:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+}
