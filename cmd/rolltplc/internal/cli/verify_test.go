@@ -15,7 +15,7 @@ func TestVerifyHelp(t *testing.T) {
 		t.Fatalf("help verify: exit %d", code)
 	}
 	for _, name := range []string{"tp", "pp", "vpp", "ep", "etp"} {
-		line := regexp.MustCompile(`(?m)^\s+--` + name + ` int\s+(.*)$`).FindStringSubmatch(stdout)
+		line := regexp.MustCompile(`(?m)^\s+--` + name + ` N\s+(.*)$`).FindStringSubmatch(stdout)
 		if line == nil {
 			t.Errorf("no --%s in:\n%s", name, stdout)
 			continue
