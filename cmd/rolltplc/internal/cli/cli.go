@@ -95,7 +95,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	}
 	c := lookup(args[0])
 	if c == nil {
-		fmt.Fprintf(stderr, "rolltplc: unknown command %q\nsee 'rolltplc help'\n", args[0])
+		fmt.Fprintf(stderr, "rolltplc: unknown command %q%s\nsee 'rolltplc help'\n", args[0], didYouMean(args[0]))
 		return ExitUsage
 	}
 	code = c.run(e, args[1:])
@@ -116,6 +116,19 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'rolltplc help COMMAND' for a command's flags.")
+}
+
+// didYouMean returns "; did you mean X?" for the command X closest to a
+// mistyped name, or "".
+func didYouMean(name string) string {
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	if s := schema.Suggest(name, names); s != "" {
+		return fmt.Sprintf("; did you mean %q?", s)
+	}
+	return ""
 }
 
 func lookup(name string) *command {
@@ -140,7 +153,7 @@ func runHelp(e *env, args []string) int {
 	}
 	c := lookup(args[0])
 	if c == nil {
-		fmt.Fprintf(e.stderr, "rolltplc help: unknown command %q\n", args[0])
+		fmt.Fprintf(e.stderr, "rolltplc help: unknown command %q%s\n", args[0], didYouMean(args[0]))
 		return ExitUsage
 	}
 	var fs *pflag.FlagSet
