@@ -41,11 +41,21 @@ const (
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// cmd is the name of the command being run, for messages.
+	cmd string
 	// flagsOnly makes [parse] record the command's flag set in flags and
 	// stop, without parsing or running anything: how `help CMD` gets a
 	// command's flags.
 	flagsOnly bool
 	flags     *pflag.FlagSet
+}
+
+// prefix is how messages of the running command begin: "rolltplc CMD".
+func (e *env) prefix() string {
+	if e.cmd == "" {
+		return "rolltplc"
+	}
+	return "rolltplc " + e.cmd
 }
 
 type command struct {
@@ -98,6 +108,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintf(stderr, "rolltplc: unknown command %q%s\nsee 'rolltplc help'\n", args[0], didYouMean(args[0]))
 		return ExitUsage
 	}
+	e.cmd = c.name
 	code = c.run(e, args[1:])
 	if code == ExitUsage {
 		if c.name == "help" {
@@ -428,7 +439,7 @@ func compile(e *env, paths []string, format string) (*compiler.Result, bool) {
 func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*compiler.Result, bool) {
 	files, err := expandPaths(paths)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rolltplc: %v\n", err)
+		fmt.Fprintf(e.stderr, "%s: %v\n", e.prefix(), err)
 		return nil, true
 	}
 	set, sdiags := stdlibSchemas()
