@@ -273,7 +273,14 @@ func copyAux(src, dst string, skip func(name string) bool) ([]string, error) {
 		}
 		path := filepath.Join(src, name)
 		if e.Type()&fs.ModeSymlink != 0 {
-			target, err := filepath.EvalSymlinks(path)
+			// Resolved from the absolute path, as root is: a relative
+			// source folder would otherwise give a relative target that
+			// is never within root.
+			abs, err := filepath.Abs(path)
+			if err != nil {
+				return copied, err
+			}
+			target, err := filepath.EvalSymlinks(abs)
 			if err != nil {
 				continue // a dangling link: nothing to copy
 			}

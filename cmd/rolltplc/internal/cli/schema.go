@@ -26,15 +26,15 @@ func runSchema(e *env, args []string) int {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		fmt.Fprintf(e.stderr, "rolltplc schema: missing subcommand\nUsage: %s\n", c.usage)
+		fmt.Fprintf(e.stderr, "rolltplc schema: missing subcommand (infer)\n")
 		return ExitUsage
 	}
 	if rest[0] != "infer" {
-		fmt.Fprintf(e.stderr, "rolltplc schema: unknown subcommand %q\nUsage: %s\n", rest[0], c.usage)
+		fmt.Fprintf(e.stderr, "rolltplc schema: unknown subcommand %q (the one subcommand is infer)\n", rest[0])
 		return ExitUsage
 	}
 	if len(rest) != 2 {
-		fmt.Fprintf(e.stderr, "rolltplc schema infer: want one CONFIG.json\nUsage: %s\n", c.usage)
+		fmt.Fprintf(e.stderr, "rolltplc schema infer: want one CONFIG.json\n")
 		return ExitUsage
 	}
 	if *name != "" && !schemaNameRE.MatchString(*name) {
