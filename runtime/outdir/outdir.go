@@ -165,7 +165,8 @@ func RemoveStale(dir, prefix, run string, notice func(string)) error {
 // removeStaleInside removes the temporary folders of killed writers
 // inside dst, telling opts.Notice. A writer killed while moving its
 // entries into dst left its journal: the entries it lists that were moved
-// already are a partial output and are removed too.
+// already are a partial output and are removed too (never a name holding
+// a path separator or starting with ".rolltpl": markers, temporaries).
 func removeStaleInside(dst string, opts Options) error {
 	notice := opts.Notice
 	if notice == nil {
