@@ -401,3 +401,30 @@ func BenchmarkDiff(b *testing.B) {
 		})
 	}
 }
+
+// FuzzDiff checks that Diff's output applies to old to give new, and is a
+// shortest diff for small inputs.
+func FuzzDiff(f *testing.F) {
+	f.Add("a\nb\nc\n", "a\nc\nd")
+	f.Add("", "x\n")
+	f.Add("}\n\n\n\nm\n", "}\n\nm\n")
+	f.Fuzz(func(t *testing.T, old, new string) {
+		d := Diff("o", []byte(old), "n", []byte(new))
+		if old == new {
+			if d != nil {
+				t.Fatalf("Diff of equal texts = %q", d)
+			}
+			return
+		}
+		got, edits, err := apply(old, d)
+		if err != nil || got != new {
+			t.Fatalf("Diff(%q, %q):\n%s\ndoes not apply: %q, %v", old, new, d, got, err)
+		}
+		x, y := splitLines([]byte(old)), splitLines([]byte(new))
+		if len(x)*len(y) <= 1<<16 {
+			if want := shortest(x, y); edits != want {
+				t.Fatalf("Diff(%q, %q):\n%s\nhas %d changed lines, want %d", old, new, d, edits, want)
+			}
+		}
+	})
+}
