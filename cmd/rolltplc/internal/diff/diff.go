@@ -1,264 +1,348 @@
-// Copyright 2022 The Go Authors. All rights reserved.
-// Use of this source code is governed by a BSD-style
-// license that can be found in the LICENSE file.
-
-// Package diff is a copy of the Go distribution's internal/diff (Go 1.26,
-// unchanged but for this comment; its LICENSE is beside it), which gofmt
-// -d uses: rolltplc fmt -d prints the same unified diffs as gofmt -d.
+// Package diff prints line-based unified diffs in the layout gofmt -d uses:
+// rolltplc fmt -d shows what formatting would change with it.
+//
+// The alignment is a shortest edit script (Myers' O((n+m)D) algorithm in its
+// linear-space, divide-and-conquer form), after lines that occur nowhere in
+// the other text are set aside as changed, which keeps the all-different
+// case linear. Runs of changed lines are then slid, where equal lines allow,
+// to the same places GNU diff puts them: as far down as they go, or up to a
+// change in the other text when one lies in reach.
 package diff
 
 import (
 	"bytes"
 	"fmt"
-	"sort"
 	"strings"
 )
 
-// A pair is a pair of values tracked for both the x and y side of a diff.
-// It is typically a pair of line indexes.
-type pair struct{ x, y int }
+// context is the number of unchanged lines printed around each change.
+const context = 3
 
-// Diff returns an anchored diff of the two texts old and new
-// in the “unified diff” format. If old and new are identical,
-// Diff returns a nil slice (no output).
-//
-// Unix diff implementations typically look for a diff with
-// the smallest number of lines inserted and removed,
-// which can in the worst case take time quadratic in the
-// number of lines in the texts. As a result, many implementations
-// either can be made to run for a long time or cut off the search
-// after a predetermined amount of work.
-//
-// In contrast, this implementation looks for a diff with the
-// smallest number of “unique” lines inserted and removed,
-// where unique means a line that appears just once in both old and new.
-// We call this an “anchored diff” because the unique lines anchor
-// the chosen matching regions. An anchored diff is usually clearer
-// than a standard diff, because the algorithm does not try to
-// reuse unrelated blank lines or closing braces.
-// The algorithm also guarantees to run in O(n log n) time
-// instead of the standard O(n²) time.
-//
-// Some systems call this approach a “patience diff,” named for
-// the “patience sorting” algorithm, itself named for a solitaire card game.
-// We avoid that name for two reasons. First, the name has been used
-// for a few different variants of the algorithm, so it is imprecise.
-// Second, the name is frequently interpreted as meaning that you have
-// to wait longer (to be patient) for the diff, meaning that it is a slower algorithm,
-// when in fact the algorithm is faster than the standard one.
+// noNewline marks a last line that has no newline, as diff and gofmt -d do.
+const noNewline = "\n\\ No newline at end of file\n"
+
+// Diff returns the unified diff from old (named oldName) to new (named
+// newName): a header "diff oldName newName", "--- oldName", "+++ newName",
+// then hunks "@@ -a,b +c,d @@" with three lines of context. A text whose
+// last line has no newline gets "\ No newline at end of file" after that
+// line. Diff returns nil when old and new are equal.
 func Diff(oldName string, old []byte, newName string, new []byte) []byte {
 	if bytes.Equal(old, new) {
 		return nil
 	}
-	x := lines(old)
-	y := lines(new)
-
-	// Print diff header.
+	x, y := splitLines(old), splitLines(new)
+	xch, ych := align(x, y)
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "diff %s %s\n", oldName, newName)
-	fmt.Fprintf(&out, "--- %s\n", oldName)
-	fmt.Fprintf(&out, "+++ %s\n", newName)
-
-	// Loop over matches to consider,
-	// expanding each match to include surrounding lines,
-	// and then printing diff chunks.
-	// To avoid setup/teardown cases outside the loop,
-	// tgs returns a leading {0,0} and trailing {len(x), len(y)} pair
-	// in the sequence of matches.
-	var (
-		done  pair     // printed up to x[:done.x] and y[:done.y]
-		chunk pair     // start lines of current chunk
-		count pair     // number of lines from each side in current chunk
-		ctext []string // lines for current chunk
-	)
-	for _, m := range tgs(x, y) {
-		if m.x < done.x {
-			// Already handled scanning forward from earlier match.
-			continue
-		}
-
-		// Expand matching lines as far as possible,
-		// establishing that x[start.x:end.x] == y[start.y:end.y].
-		// Note that on the first (or last) iteration we may (or definitely do)
-		// have an empty match: start.x==end.x and start.y==end.y.
-		start := m
-		for start.x > done.x && start.y > done.y && x[start.x-1] == y[start.y-1] {
-			start.x--
-			start.y--
-		}
-		end := m
-		for end.x < len(x) && end.y < len(y) && x[end.x] == y[end.y] {
-			end.x++
-			end.y++
-		}
-
-		// Emit the mismatched lines before start into this chunk.
-		// (No effect on first sentinel iteration, when start = {0,0}.)
-		for _, s := range x[done.x:start.x] {
-			ctext = append(ctext, "-"+s)
-			count.x++
-		}
-		for _, s := range y[done.y:start.y] {
-			ctext = append(ctext, "+"+s)
-			count.y++
-		}
-
-		// If we're not at EOF and have too few common lines,
-		// the chunk includes all the common lines and continues.
-		const C = 3 // number of context lines
-		if (end.x < len(x) || end.y < len(y)) &&
-			(end.x-start.x < C || (len(ctext) > 0 && end.x-start.x < 2*C)) {
-			for _, s := range x[start.x:end.x] {
-				ctext = append(ctext, " "+s)
-				count.x++
-				count.y++
-			}
-			done = end
-			continue
-		}
-
-		// End chunk with common lines for context.
-		if len(ctext) > 0 {
-			n := end.x - start.x
-			if n > C {
-				n = C
-			}
-			for _, s := range x[start.x : start.x+n] {
-				ctext = append(ctext, " "+s)
-				count.x++
-				count.y++
-			}
-			done = pair{start.x + n, start.y + n}
-
-			// Format and emit chunk.
-			// Convert line numbers to 1-indexed.
-			// Special case: empty file shows up as 0,0 not 1,0.
-			if count.x > 0 {
-				chunk.x++
-			}
-			if count.y > 0 {
-				chunk.y++
-			}
-			fmt.Fprintf(&out, "@@ -%d,%d +%d,%d @@\n", chunk.x, count.x, chunk.y, count.y)
-			for _, s := range ctext {
-				out.WriteString(s)
-			}
-			count.x = 0
-			count.y = 0
-			ctext = ctext[:0]
-		}
-
-		// If we reached EOF, we're done.
-		if end.x >= len(x) && end.y >= len(y) {
-			break
-		}
-
-		// Otherwise start a new chunk.
-		chunk = pair{end.x - C, end.y - C}
-		for _, s := range x[chunk.x:end.x] {
-			ctext = append(ctext, " "+s)
-			count.x++
-			count.y++
-		}
-		done = end
-	}
-
+	fmt.Fprintf(&out, "diff %s %s\n--- %s\n+++ %s\n", oldName, newName, oldName, newName)
+	writeHunks(&out, x, y, xch, ych)
 	return out.Bytes()
 }
 
-// lines returns the lines in the file x, including newlines.
-// If the file does not end in a newline, one is supplied
-// along with a warning about the missing newline.
-func lines(x []byte) []string {
-	l := strings.SplitAfter(string(x), "\n")
-	if l[len(l)-1] == "" {
-		l = l[:len(l)-1]
-	} else {
-		// Treat last line as having a message about the missing newline attached,
-		// using the same text as BSD/GNU diff (including the leading backslash).
-		l[len(l)-1] += "\n\\ No newline at end of file\n"
+// splitLines returns the lines of t, each with its newline; a last line
+// without one carries the noNewline marker instead, so that it differs from
+// the same line with a newline and prints as diff prints it.
+func splitLines(t []byte) []string {
+	if len(t) == 0 {
+		return nil
 	}
-	return l
+	ls := strings.SplitAfter(string(t), "\n")
+	if last := len(ls) - 1; ls[last] == "" {
+		ls = ls[:last]
+	} else {
+		ls[last] += noNewline
+	}
+	return ls
 }
 
-// tgs returns the pairs of indexes of the longest common subsequence
-// of unique lines in x and y, where a unique line is one that appears
-// once in x and once in y.
-//
-// The longest common subsequence algorithm is as described in
-// Thomas G. Szymanski, “A Special Case of the Maximal Common
-// Subsequence Problem,” Princeton TR #170 (January 1975),
-// available at https://research.swtch.com/tgs170.pdf.
-func tgs(x, y []string) []pair {
-	// Count the number of times each string appears in a and b.
-	// We only care about 0, 1, many, counted as 0, -1, -2
-	// for the x side and 0, -4, -8 for the y side.
-	// Using negative numbers now lets us distinguish positive line numbers later.
-	m := make(map[string]int)
-	for _, s := range x {
-		if c := m[s]; c > -2 {
-			m[s] = c - 1
+// align returns, for each line of x and of y, whether it is changed (deleted
+// from x, inserted into y) in a shortest edit script from x to y. The
+// unchanged lines of x and y pair up in order.
+func align(x, y []string) (xch, ych []bool) {
+	// Number the distinct lines so that comparisons are of integers.
+	ids := make(map[string]int)
+	number := func(ls []string) []int {
+		out := make([]int, len(ls))
+		for i, l := range ls {
+			id, ok := ids[l]
+			if !ok {
+				id = len(ids)
+				ids[l] = id
+			}
+			out[i] = id
 		}
+		return out
 	}
-	for _, s := range y {
-		if c := m[s]; c > -8 {
-			m[s] = c - 4
-		}
+	a, b := number(x), number(y)
+	inA := make([]bool, len(ids))
+	inB := make([]bool, len(ids))
+	for _, id := range a {
+		inA[id] = true
 	}
+	for _, id := range b {
+		inB[id] = true
+	}
+	xch, ych = make([]bool, len(a)), make([]bool, len(b))
 
-	// Now unique strings can be identified by m[s] = -1+-4.
-	//
-	// Gather the indexes of those strings in x and y, building:
-	//	xi[i] = increasing indexes of unique strings in x.
-	//	yi[i] = increasing indexes of unique strings in y.
-	//	inv[i] = index j such that x[xi[i]] = y[yi[j]].
-	var xi, yi, inv []int
-	for i, s := range y {
-		if m[s] == -1+-4 {
-			m[s] = len(yi)
-			yi = append(yi, i)
+	// A line found nowhere in the other text is changed in every alignment:
+	// set it aside and align the rest, remembering where each kept line was.
+	keep := func(s []int, other []bool, ch []bool) (kept, at []int) {
+		for i, id := range s {
+			if other[id] {
+				kept = append(kept, id)
+				at = append(at, i)
+			} else {
+				ch[i] = true
+			}
 		}
+		return kept, at
 	}
-	for i, s := range x {
-		if j, ok := m[s]; ok && j >= 0 {
-			xi = append(xi, i)
-			inv = append(inv, j)
-		}
+	ka, atA := keep(a, inB, xch)
+	kb, atB := keep(b, inA, ych)
+	m := &myers{a: ka, b: kb, ach: make([]bool, len(ka)), bch: make([]bool, len(kb))}
+	// Diagonals reach at most about 1.5(n+m) from 0 while the search runs.
+	n := 2 * (len(ka) + len(kb) + 2)
+	m.vf, m.vb = make([]int, 2*n+1), make([]int, 2*n+1)
+	m.compare(0, len(ka), 0, len(kb))
+	for i, c := range m.ach {
+		xch[atA[i]] = c
 	}
+	for i, c := range m.bch {
+		ych[atB[i]] = c
+	}
+	slide(a, xch, ych)
+	slide(b, ych, xch)
+	return xch, ych
+}
 
-	// Apply Algorithm A from Szymanski's paper.
-	// In those terms, A = J = inv and B = [0, n).
-	// We add sentinel pairs {0,0}, and {len(x),len(y)}
-	// to the returned sequence, to help the processing loop.
-	J := inv
-	n := len(xi)
-	T := make([]int, n)
-	L := make([]int, n)
-	for i := range T {
-		T[i] = n + 1
+// myers holds the state of the linear-space Myers alignment of a and b.
+type myers struct {
+	a, b     []int
+	ach, bch []bool // changed marks, filled in by compare
+	vf, vb   []int  // furthest-reaching x per diagonal, forward and backward
+}
+
+// compare marks the changed lines of a[a0:a1] and b[b0:b1] for a shortest
+// edit script between them, splitting the problem at a middle snake.
+func (m *myers) compare(a0, a1, b0, b1 int) {
+	for {
+		for a0 < a1 && b0 < b1 && m.a[a0] == m.b[b0] {
+			a0, b0 = a0+1, b0+1
+		}
+		for a0 < a1 && b0 < b1 && m.a[a1-1] == m.b[b1-1] {
+			a1, b1 = a1-1, b1-1
+		}
+		switch {
+		case a0 == a1:
+			for i := b0; i < b1; i++ {
+				m.bch[i] = true
+			}
+			return
+		case b0 == b1:
+			for i := a0; i < a1; i++ {
+				m.ach[i] = true
+			}
+			return
+		}
+		xm, ym, xe, ye := m.middleSnake(a0, a1, b0, b1)
+		m.compare(a0, xm, b0, ym)
+		a0, b0 = xe, ye // the second half, without recursing
 	}
-	for i := 0; i < n; i++ {
-		k := sort.Search(n, func(k int) bool {
-			return T[k] >= J[i]
-		})
-		T[k] = J[i]
-		L[i] = k + 1
-	}
-	k := 0
-	for _, v := range L {
-		if k < v {
-			k = v
+}
+
+// middleSnake returns the start (x0,y0) and end (x1,y1) of the middle snake
+// of a shortest edit script between a[a0:a1] and b[b0:b1], both non-empty
+// and differing in their first and last lines. Coordinates are absolute.
+func (m *myers) middleSnake(a0, a1, b0, b1 int) (x0, y0, x1, y1 int) {
+	n, mm := a1-a0, b1-b0
+	delta := n - mm
+	odd := delta&1 != 0
+	off := len(m.vf) / 2 // diagonal k is at index off+k
+	vf, vb := m.vf, m.vb
+	// Diagonal k holds the points with x-y == k, x and y relative to a0, b0.
+	vf[off+1] = 0
+	vb[off+delta-1] = n
+	for d := 0; ; d++ {
+		for k := -d; k <= d; k += 2 {
+			var x int
+			if k == -d || (k != d && vf[off+k-1] < vf[off+k+1]) {
+				x = vf[off+k+1] // down: an insertion
+			} else {
+				x = vf[off+k-1] + 1 // right: a deletion
+			}
+			y := x - k
+			sx, sy := x, y
+			for x < n && y < mm && m.a[a0+x] == m.b[b0+y] {
+				x, y = x+1, y+1
+			}
+			vf[off+k] = x
+			if odd && k >= delta-(d-1) && k <= delta+(d-1) && x >= vb[off+k] {
+				return a0 + sx, b0 + sy, a0 + x, b0 + y
+			}
+		}
+		for k := -d; k <= d; k += 2 {
+			kk := k + delta
+			var x int
+			if k == d || (k != -d && vb[off+kk-1] < vb[off+kk+1]) {
+				x = vb[off+kk-1] // up: an insertion
+			} else {
+				x = vb[off+kk+1] - 1 // left: a deletion
+			}
+			y := x - kk
+			ex, ey := x, y
+			for x > 0 && y > 0 && m.a[a0+x-1] == m.b[b0+y-1] {
+				x, y = x-1, y-1
+			}
+			vb[off+kk] = x
+			if !odd && kk >= -d && kk <= d && x <= vf[off+kk] {
+				return a0 + x, b0 + y, a0 + ex, b0 + ey
+			}
 		}
 	}
-	seq := make([]pair, 2+k)
-	seq[1+k] = pair{len(x), len(y)} // sentinel at end
-	lastj := n
-	for i := n - 1; i >= 0; i-- {
-		if L[i] == k && J[i] < lastj {
-			seq[k] = pair{xi[i], yi[J[i]]}
-			k--
+}
+
+// slide moves each run of changed lines of s (marked in ch) over equal lines,
+// which keeps the edit script valid and as short: first as far up as it
+// goes, merging with runs it meets, then as far down; it ends at the lowest
+// place where it lies against a run of changes in the other text (marked in
+// och), or at the bottom if there is none, as GNU diff does.
+func slide(s []int, ch, och []bool) {
+	n, on := len(s), len(och)
+	// j follows i in the other text: the index after the pair of the last
+	// unchanged line before i, so that och[j:] starts with the other text's
+	// changes at the place of the run.
+	i, j := 0, 0
+	for {
+		for i < n && !ch[i] {
+			for j < on && och[j] {
+				j++
+			}
+			i, j = i+1, j+1
+		}
+		if i == n {
+			return
+		}
+		start := i
+		for i < n && ch[i] {
+			i++
+		}
+		end := i
+		// back moves j to the pair of the unchanged line before start.
+		back := func() {
+			j--
+			for j > 0 && och[j-1] {
+				j--
+			}
+		}
+		corr := -1 // lowest end at which the run lies against other changes
+		for {
+			size := end - start
+			for start > 0 && s[start-1] == s[end-1] {
+				start, end = start-1, end-1
+				ch[start], ch[end] = true, false
+				back()
+				for start > 0 && ch[start-1] {
+					start--
+				}
+			}
+			corr = -1
+			if j < on && och[j] {
+				corr = end
+			}
+			for end < n && s[start] == s[end] {
+				ch[start], ch[end] = false, true
+				start, end = start+1, end+1
+				for j < on && och[j] {
+					j++
+				}
+				j++
+				for end < n && ch[end] {
+					end++
+				}
+				if j < on && och[j] {
+					corr = end
+				}
+			}
+			if end-start == size {
+				break
+			}
+		}
+		for corr >= 0 && end > corr {
+			start, end = start-1, end-1
+			ch[start], ch[end] = true, false
+			back()
+		}
+		i = end
+	}
+}
+
+// writeHunks writes the hunks of the alignment xch, ych of x and y: each
+// change with up to context unchanged lines around it, changes fewer than
+// 2*context unchanged lines apart sharing a hunk (as gofmt -d does; GNU diff
+// also joins changes exactly 2*context lines apart, where gofmt -d prints
+// two hunks that touch). In a change, the deleted lines come before the
+// inserted ones.
+func writeHunks(out *bytes.Buffer, x, y []string, xch, ych []bool) {
+	// ops lists the alignment: ' ' pairs x[i] and y[j], '-' deletes x[i],
+	// '+' inserts y[j].
+	type op struct {
+		kind byte
+		i, j int
+	}
+	var ops []op
+	for i, j := 0, 0; i < len(x) || j < len(y); {
+		switch {
+		case i < len(x) && xch[i]:
+			ops = append(ops, op{'-', i, j})
+			i++
+		case j < len(y) && ych[j]:
+			ops = append(ops, op{'+', i, j})
+			j++
+		default:
+			ops = append(ops, op{' ', i, j})
+			i, j = i+1, j+1
 		}
 	}
-	seq[0] = pair{0, 0} // sentinel at start
-	return seq
+	for k := 0; k < len(ops); {
+		if ops[k].kind == ' ' {
+			k++
+			continue
+		}
+		// A hunk starts context lines before this change and runs to the
+		// last change followed by 2*context or more unchanged lines.
+		first := max(k-context, 0)
+		last := k // the last changed op in the hunk
+		for e := k + 1; e < len(ops) && e-last <= 2*context; e++ {
+			if ops[e].kind != ' ' {
+				last = e
+			}
+		}
+		stop := min(last+1+context, len(ops))
+		var nx, ny int
+		for _, o := range ops[first:stop] {
+			if o.kind != '+' {
+				nx++
+			}
+			if o.kind != '-' {
+				ny++
+			}
+		}
+		// Ranges count from 1; an empty range names the line before it.
+		sx, sy := ops[first].i, ops[first].j
+		if nx > 0 {
+			sx++
+		}
+		if ny > 0 {
+			sy++
+		}
+		fmt.Fprintf(out, "@@ -%d,%d +%d,%d @@\n", sx, nx, sy, ny)
+		for _, o := range ops[first:stop] {
+			out.WriteByte(o.kind)
+			if o.kind == '+' {
+				out.WriteString(y[o.j])
+			} else {
+				out.WriteString(x[o.i])
+			}
+		}
+		k = stop
+	}
 }
