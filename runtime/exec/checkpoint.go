@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -37,7 +38,7 @@ type HFCheckpoint struct {
 	// the parsed object.
 	ConfigPath string
 	ConfigText []byte
-	Config     *Object
+	Config     *pyjson.Object
 	// ModelType is config.json's model_type ("" if absent).
 	ModelType string
 	// Index is the parsed model.safetensors.index.json, nil for a single
@@ -60,13 +61,13 @@ func (c *HFCheckpoint) Bytes() int64 {
 }
 
 // ReadHFConfig reads and parses dir/config.json.
-func ReadHFConfig(dir string) (path string, text []byte, obj *Object, err error) {
+func ReadHFConfig(dir string) (path string, text []byte, obj *pyjson.Object, err error) {
 	path = filepath.Join(dir, HFConfigName)
 	text, err = ReadConfigFile(path)
 	if err != nil {
 		return path, nil, nil, err
 	}
-	obj, err = ParseObject(text)
+	obj, err = pyjson.ParseObject(text)
 	if err != nil {
 		return path, nil, nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
 	}

@@ -7,16 +7,17 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
 
 // MCAConfig is the content of an mca_config.json: a JSON object written
 // with sorted keys and an indent of 2, as ROLL's to_json_string does.
 type MCAConfig struct {
-	obj *Object
+	obj *pyjson.Object
 }
 
 // NewMCAConfig wraps a parsed mca_config.json object.
-func NewMCAConfig(obj *Object) *MCAConfig { return &MCAConfig{obj: obj} }
+func NewMCAConfig(obj *pyjson.Object) *MCAConfig { return &MCAConfig{obj: obj} }
 
 // MaxConfigSize bounds the config files read into memory (config.json,
 // mca_config.json, the tracker); real ones are a few KB.
@@ -31,7 +32,7 @@ func ReadConfigFile(path string) ([]byte, error) {
 // ParseMCAConfig parses the text of an mca_config.json and validates the
 // values the runtime reads ([MCAConfig.Validate]); path is used in errors.
 func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) {
-	obj, err := ParseObject(text)
+	obj, err := pyjson.ParseObject(text)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
 	}
@@ -128,9 +129,9 @@ func configValue(v any) ir.ConfigValue {
 		cv.Kind, cv.Str = "string", v
 	case []any:
 		cv.Kind = "list"
-	case *Object:
+	case *pyjson.Object:
 		cv.Kind = "object"
-	case Number:
+	case pyjson.Number:
 		cv.Kind, cv.Text = "float", v.Text
 		if !v.Float {
 			cv.Kind = "int"
@@ -145,10 +146,10 @@ func configValue(v any) ir.ConfigValue {
 // a mapped key missing without a schema default, of the wrong type, or
 // out of range for its MCA key is an error naming the file and the key,
 // all at once.
-func CheckHFConfig(m *Model, hf *Object, hfPath string) error {
+func CheckHFConfig(m *Model, hf *pyjson.Object, hfPath string) error {
 	var probs []string
 	for _, p := range m.Template.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
-		v, ok := lookupPath(hf, key)
+		v, ok := pyjson.Lookup(hf, key)
 		return configValue(v), ok
 	}) {
 		probs = append(probs, fmt.Sprintf("%s [%s]", p, p.Code))
@@ -158,7 +159,7 @@ func CheckHFConfig(m *Model, hf *Object, hfPath string) error {
 
 // shortJSON renders a JSON value for a message, cut to 40 bytes.
 func shortJSON(v any) string {
-	b := PyJSON(v, -1, false)
+	b := pyjson.Encode(v, -1, false)
 	if len(b) > 40 {
 		return string(b[:37]) + "..."
 	}
@@ -166,11 +167,11 @@ func shortJSON(v any) string {
 }
 
 // Object returns the underlying JSON object.
-func (c *MCAConfig) Object() *Object { return c.obj }
+func (c *MCAConfig) Object() *pyjson.Object { return c.obj }
 
 // JSON returns the file content: json.dumps(config, indent=2,
 // sort_keys=True) + "\n".
-func (c *MCAConfig) JSON() []byte { return append(PyJSON(c.obj, 2, true), '\n') }
+func (c *MCAConfig) JSON() []byte { return append(pyjson.Encode(c.obj, 2, true), '\n') }
 
 // Get returns the value of key.
 func (c *MCAConfig) Get(key string) (any, bool) { return c.obj.Get(key) }
@@ -182,7 +183,7 @@ func (c *MCAConfig) Int(key string) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	n, ok := v.(Number)
+	n, ok := v.(pyjson.Number)
 	if !ok {
 		return 0, false
 	}
@@ -298,14 +299,14 @@ func prefixedKey(t *ir.Template, key string) string {
 // prefix's container is missing altogether (a flat Qwen2-VL config.json,
 // whose text keys sit at the top level; transformers builds text_config
 // from them), the unprefixed key is read instead.
-func hfValue(hf *Object, key, plain string) (any, bool) {
-	if v, ok := lookupPath(hf, key); ok {
+func hfValue(hf *pyjson.Object, key, plain string) (any, bool) {
+	if v, ok := pyjson.Lookup(hf, key); ok {
 		return v, true
 	}
 	if key != plain {
 		first, _, _ := strings.Cut(key, ".")
 		if _, ok := hf.Get(first); !ok {
-			return lookupPath(hf, plain)
+			return pyjson.Lookup(hf, plain)
 		}
 	}
 	return nil, false
@@ -314,12 +315,12 @@ func hfValue(hf *Object, key, plain string) (any, bool) {
 // setHFValue is the inverse of hfValue for the reverse map: it sets the
 // dotted key, or the unprefixed top-level key when the prefix's container
 // does not exist.
-func setHFValue(hf *Object, key, plain string, v any) {
+func setHFValue(hf *pyjson.Object, key, plain string, v any) {
 	parts := strings.Split(key, ".")
 	cur := hf
 	for _, p := range parts[:len(parts)-1] {
 		next, ok := cur.Get(p)
-		obj, isObj := next.(*Object)
+		obj, isObj := next.(*pyjson.Object)
 		if !ok || !isObj {
 			hf.Set(plain, v)
 			return
@@ -350,9 +351,9 @@ func irValueJSON(v ir.Value) any {
 	case ir.Bool:
 		return v.Bool
 	case ir.Int:
-		return Number{Text: v.Text}
+		return pyjson.Number{Text: v.Text}
 	case ir.Float:
-		return Number{Text: v.Text, Float: true}
+		return pyjson.Number{Text: v.Text, Float: true}
 	case ir.String:
 		return v.Text
 	case ir.List:
@@ -385,7 +386,7 @@ func irValueJSON(v ir.Value) any {
 //
 // hfPath names the file in errors.
 func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout Layout) (*MCAConfig, error) {
-	hf, err := ParseObject(hfText)
+	hf, err := pyjson.ParseObject(hfText)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %v", hfPath, err)
 	}
@@ -393,17 +394,17 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 		return nil, err
 	}
 	layout = layout.normalized()
-	kw := NewObject()
-	kw.Set("tensor_model_parallel_size", IntNumber(int64(layout.TP)))
-	kw.Set("pipeline_model_parallel_size", IntNumber(int64(layout.PP)))
+	kw := pyjson.NewObject()
+	kw.Set("tensor_model_parallel_size", pyjson.IntNumber(int64(layout.TP)))
+	kw.Set("pipeline_model_parallel_size", pyjson.IntNumber(int64(layout.PP)))
 	if layout.VPP > 1 {
-		kw.Set("virtual_pipeline_model_parallel_size", IntNumber(int64(layout.VPP)))
+		kw.Set("virtual_pipeline_model_parallel_size", pyjson.IntNumber(int64(layout.VPP)))
 	} else {
 		kw.Set("virtual_pipeline_model_parallel_size", nil)
 	}
-	kw.Set("expert_model_parallel_size", IntNumber(int64(layout.EP)))
-	kw.Set("expert_tensor_parallel_size", IntNumber(int64(layout.ETP)))
-	kw.Set("context_parallel_size", IntNumber(1))
+	kw.Set("expert_model_parallel_size", pyjson.IntNumber(int64(layout.EP)))
+	kw.Set("expert_tensor_parallel_size", pyjson.IntNumber(int64(layout.ETP)))
+	kw.Set("context_parallel_size", pyjson.IntNumber(1))
 	// McaModelConfig.__post_init__: sequence parallelism is forced on with
 	// tensor and expert parallelism together, and off without tensor
 	// parallelism.
@@ -429,7 +430,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 
 	for _, cm := range m.configMappings() {
 		if v, ok := hfValue(hf, cm.HF, cm.Plain); ok {
-			kw.Set(cm.MCA, cloneJSON(v))
+			kw.Set(cm.MCA, pyjson.CloneValue(v))
 		}
 	}
 	kw.Set("hf_model_type", m.Template.Name)
@@ -448,23 +449,23 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	nh, okH := c.Int("num_attention_heads")
 	h, okHidden := c.Int("hidden_size")
 	if unset("num_query_groups") && okH {
-		kw.Set("num_query_groups", IntNumber(nh))
+		kw.Set("num_query_groups", pyjson.IntNumber(nh))
 	}
 	if unset("kv_channels") && okH && okHidden && nh > 0 {
-		kw.Set("kv_channels", IntNumber(h/nh))
+		kw.Set("kv_channels", pyjson.IntNumber(h/nh))
 	}
 	if unset("ffn_hidden_size") && okHidden {
-		kw.Set("ffn_hidden_size", IntNumber(4*h))
+		kw.Set("ffn_hidden_size", pyjson.IntNumber(4*h))
 	}
 	if !unset("num_moe_experts") && unset("moe_ffn_hidden_size") {
 		if v, ok := kw.Get("ffn_hidden_size"); ok {
-			kw.Set("moe_ffn_hidden_size", cloneJSON(v))
+			kw.Set("moe_ffn_hidden_size", pyjson.CloneValue(v))
 		}
 	}
 	if rp, ok := kw.Get("rope_parameters"); ok {
-		if o, ok := rp.(*Object); ok {
+		if o, ok := rp.(*pyjson.Object); ok {
 			if th, ok := o.Get("rope_theta"); ok {
-				kw.Set("rotary_base", cloneJSON(th))
+				kw.Set("rotary_base", pyjson.CloneValue(th))
 			}
 		}
 	}
@@ -518,7 +519,7 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: hf_config_json is missing or not a string; the HF config cannot be rebuilt", mcaPath)
 	}
-	hf, err := ParseObject([]byte(text))
+	hf, err := pyjson.ParseObject([]byte(text))
 	if err != nil {
 		return nil, fmt.Errorf("%s: hf_config_json is not a JSON object: %v", mcaPath, err)
 	}
@@ -537,8 +538,8 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 			continue
 		}
 		r := revMap[k]
-		setHFValue(hf, r.hf, r.plain, cloneJSON(v))
+		setHFValue(hf, r.hf, r.plain, pyjson.CloneValue(v))
 	}
 	hf.Set("model_type", m.Template.Name)
-	return append(PyJSON(hf, 2, true), '\n'), nil
+	return append(pyjson.Encode(hf, 2, true), '\n'), nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"hash"
 	"io/fs"
@@ -193,7 +194,7 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 }
 
 // recordTemplate adds the template's name and digest to an MCA config.
-func recordTemplate(kw *Object, m *Model) {
+func recordTemplate(kw *pyjson.Object, m *Model) {
 	kw.Set(TemplateKey, m.Template.Name)
 	kw.Set(TemplateDigestKey, m.TemplateDigest())
 }
@@ -273,7 +274,7 @@ func runID(m *Model, mc *MCAConfig, src *safetensors.Sharded) (string, error) {
 	cfg := mc.obj.Clone()
 	cfg.Delete("name_or_path")
 	cfg.Delete(RunKey)
-	h.Write(PyJSON(cfg, 0, true))
+	h.Write(pyjson.Encode(cfg, 0, true))
 	var flags []string
 	for k, v := range m.Flags {
 		if v {
