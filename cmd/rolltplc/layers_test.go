@@ -32,7 +32,10 @@ var allowed = map[string][]string{
 	// JSON as Python reads and writes it: a leaf every runtime package may
 	// use for config files and headers.
 	"runtime/pyjson": {},
-	"runtime/exec":   {"compiler/ir", "lang/token", "runtime/..."},
+	// The model of mca_config.json: its values (pyjson), their checks
+	// (compiler/ir's MCA rules) and the layout it records (shard).
+	"runtime/mcaconfig": {"compiler/ir", "runtime/pyjson", "runtime/ops", "runtime/shard"},
+	"runtime/exec":      {"compiler/ir", "lang/token", "runtime/..."},
 	// Names of temporary files that record their writer, shared by the
 	// runtime and the Python emitter's build output.
 	"runtime/tempname": {},

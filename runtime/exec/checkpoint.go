@@ -319,7 +319,7 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string) (*hfSo
 		return nil, err
 	}
 	s := &hfSource{sh: sh, mc: mc, plan: PlanHFToMCA(m, mc, metas)}
-	if !mc.Layout().trivial() {
+	if !mc.Layout().Single() {
 		s.plan.Problems = append(s.plan.Problems, LayoutProblems(mc, mc.Layout())...)
 	}
 	for _, f := range sh.Files {
@@ -369,7 +369,7 @@ func openMCASource(m *Model, src string) (*mcaSource, error) {
 	if s.hfConfig, err = BuildHFConfig(m, ck.Config, ck.ConfigPath); err != nil {
 		return nil, err
 	}
-	if !ck.Config.Layout().trivial() {
+	if !ck.Config.Layout().Single() {
 		if s.rs, err = openRankSet(m, ck.Config, ck.ConfigPath, ck.IterDir); err != nil {
 			return nil, err
 		}
@@ -430,7 +430,7 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 			return nil, err
 		}
 		defer s.close()
-		return &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: s.ck.Config.Layout().normalized()}, nil
+		return &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: s.ck.Config.Layout().Normalized()}, nil
 	}
 	if err := layout.Check(); err != nil {
 		return nil, err
@@ -440,9 +440,9 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 		return nil, err
 	}
 	defer s.sh.Close()
-	n := s.mc.Layout().normalized()
+	n := s.mc.Layout().Normalized()
 	cp := &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: n, RankFiles: n.TP * n.PP * n.EP}
-	if !s.mc.Layout().trivial() && s.plan.Err() == nil {
+	if !s.mc.Layout().Single() && s.plan.Err() == nil {
 		_, wp, err := rankWritePlan(m, s.mc, s.plan)
 		if err != nil {
 			s.plan.Problems = append(s.plan.Problems, Problem{Kind: ProblemLayout, Severity: Error, Msg: err.Error()})

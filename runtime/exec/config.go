@@ -6,18 +6,19 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/blockio"
-	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/mcaconfig"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
 
-// MCAConfig is the content of an mca_config.json: a JSON object written
-// with sorted keys and an indent of 2, as ROLL's to_json_string does.
-type MCAConfig struct {
-	obj *pyjson.Object
-}
+// MCAConfig is the content of an mca_config.json (package mcaconfig).
+type MCAConfig = mcaconfig.Config
 
 // NewMCAConfig wraps a parsed mca_config.json object.
-func NewMCAConfig(obj *pyjson.Object) *MCAConfig { return &MCAConfig{obj: obj} }
+func NewMCAConfig(obj *pyjson.Object) *MCAConfig { return mcaconfig.New(obj) }
+
+// ParseMCAConfig parses the text of an mca_config.json and validates the
+// values the runtime reads; path is used in errors.
+func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) { return mcaconfig.Parse(path, text) }
 
 // MaxConfigSize bounds the config files read into memory (config.json,
 // mca_config.json, the tracker); real ones are a few KB.
@@ -29,118 +30,6 @@ func ReadConfigFile(path string) ([]byte, error) {
 	return blockio.ReadRegular(path, MaxConfigSize)
 }
 
-// ParseMCAConfig parses the text of an mca_config.json and validates the
-// values the runtime reads ([MCAConfig.Validate]); path is used in errors.
-func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) {
-	obj, err := pyjson.ParseObject(text)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
-	}
-	c := &MCAConfig{obj: obj}
-	if err := c.Validate(path, nil); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// Validate checks the values of the config the runtime reads against
-// [ir.MCARules]: each has the right JSON type (an integer is written
-// without a fraction: 3.0 and "3" are not integers) and, for a size or
-// count, is in range; num_layers, hidden_size and num_attention_heads,
-// which every Megatron model has and the shape checks need, are present;
-// the rank files TP×PP×EP and the pipeline stages PP×VPP number at most
-// ir.MaxCount; layer_types is a list of strings, one per layer. path
-// names the file in the error; from, when not nil, names the HF key a
-// value was copied from (for an mca_config.json built from config.json).
-// All problems are reported at once.
-func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error {
-	var probs []string
-	bad := func(key, format string, args ...any) {
-		what := key
-		if from != nil {
-			if hf := from(key); hf != "" && hf != key {
-				what = fmt.Sprintf("%s (mca_config %s)", hf, key)
-			}
-		}
-		probs = append(probs, what+" "+fmt.Sprintf(format, args...))
-	}
-	for _, r := range ir.MCARules {
-		v, ok := c.obj.Get(r.Key)
-		if !ok {
-			if r.Required {
-				bad(r.Key, "is missing; want %s", r.Want())
-			}
-			continue
-		}
-		cv := configValue(v)
-		if code, msg := r.Check(cv); code != "" {
-			bad(r.Key, "is %s: %s", cv.Text, msg)
-			continue
-		}
-		if r.Kind != "strings" || cv.Kind != "list" {
-			continue
-		}
-		l := v.([]any)
-		for i, e := range l {
-			if _, ok := e.(string); !ok {
-				bad(r.Key, "[%d] is %s; want a string", i, shortJSON(e))
-				break
-			}
-		}
-		if n, ok := c.Int("num_layers"); ok && int64(len(l)) != n {
-			bad(r.Key, "has %d entries but num_layers is %d; want one per layer", len(l), n)
-		}
-	}
-	if len(probs) == 0 {
-		l := c.Layout().normalized()
-		if r := int64(l.TP) * int64(l.PP) * int64(l.EP); r > ir.MaxCount {
-			probs = append(probs, fmt.Sprintf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
-				l.TP, l.PP, l.EP, r, ir.MaxCount))
-		}
-		if s := int64(l.PP) * int64(l.VPP); s > ir.MaxCount {
-			probs = append(probs, fmt.Sprintf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
-				l.PP, l.VPP, s, ir.MaxCount))
-		}
-	}
-	return problemsError(path, probs)
-}
-
-// problemsError joins the problems found in the file at path into one
-// error (nil for none).
-func problemsError(path string, probs []string) error {
-	switch len(probs) {
-	case 0:
-		return nil
-	case 1:
-		return fmt.Errorf("%s: %s", path, probs[0])
-	}
-	return fmt.Errorf("%s: %d invalid values:\n  %s", path, len(probs), strings.Join(probs, "\n  "))
-}
-
-// configValue describes a JSON value for the config checks of package ir.
-func configValue(v any) ir.ConfigValue {
-	cv := ir.ConfigValue{Text: shortJSON(v)}
-	switch v := v.(type) {
-	case nil:
-		cv.Kind = "null"
-	case bool:
-		cv.Kind = "bool"
-	case string:
-		cv.Kind, cv.Str = "string", v
-	case []any:
-		cv.Kind = "list"
-	case *pyjson.Object:
-		cv.Kind = "object"
-	case pyjson.Number:
-		cv.Kind, cv.Text = "float", v.Text
-		if !v.Float {
-			cv.Kind = "int"
-			cv.Int, cv.IntOK = v.Int()
-		}
-	}
-	return cv
-}
-
 // CheckHFConfig runs the template's checks of the HF config keys it maps
 // ([ir.Template.CheckHFConfig], as `rolltplc check --hf-config` does):
 // a mapped key missing without a schema default, of the wrong type, or
@@ -150,130 +39,11 @@ func CheckHFConfig(m *Model, hf *pyjson.Object, hfPath string) error {
 	var probs []string
 	for _, p := range m.Template.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
 		v, ok := pyjson.Lookup(hf, key)
-		return configValue(v), ok
+		return mcaconfig.Value(v), ok
 	}) {
 		probs = append(probs, fmt.Sprintf("%s [%s]", p, p.Code))
 	}
-	return problemsError(hfPath, probs)
-}
-
-// shortJSON renders a JSON value for a message, cut to 40 bytes.
-func shortJSON(v any) string {
-	b := pyjson.Encode(v, -1, false)
-	if len(b) > 40 {
-		return string(b[:37]) + "..."
-	}
-	return string(b)
-}
-
-// Object returns the underlying JSON object.
-func (c *MCAConfig) Object() *pyjson.Object { return c.obj }
-
-// JSON returns the file content: json.dumps(config, indent=2,
-// sort_keys=True) + "\n".
-func (c *MCAConfig) JSON() []byte { return append(pyjson.Encode(c.obj, 2, true), '\n') }
-
-// Get returns the value of key.
-func (c *MCAConfig) Get(key string) (any, bool) { return c.obj.Get(key) }
-
-// Int returns the integer value of key; false when absent, null or not an
-// integer.
-func (c *MCAConfig) Int(key string) (int64, bool) {
-	v, ok := c.obj.Get(key)
-	if !ok {
-		return 0, false
-	}
-	n, ok := v.(pyjson.Number)
-	if !ok {
-		return 0, false
-	}
-	return n.Int()
-}
-
-// Bool returns the boolean value of key.
-func (c *MCAConfig) Bool(key string) (bool, bool) {
-	v, ok := c.obj.Get(key)
-	if !ok {
-		return false, false
-	}
-	b, ok := v.(bool)
-	return b, ok
-}
-
-// String returns the string value of key.
-func (c *MCAConfig) String(key string) (string, bool) {
-	v, ok := c.obj.Get(key)
-	if !ok {
-		return "", false
-	}
-	s, ok := v.(string)
-	return s, ok
-}
-
-// LayerValues returns the per-layer string list key (layer_types): one
-// entry per layer.
-func (c *MCAConfig) LayerValues(key string) ([]string, error) {
-	v, ok := c.Get(key)
-	if !ok || v == nil {
-		return nil, fmt.Errorf("mca_config has no %s, which a per-layer name of the template needs", key)
-	}
-	l, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("mca_config %s is not a list", key)
-	}
-	out := make([]string, len(l))
-	for i, x := range l {
-		s, ok := x.(string)
-		if !ok {
-			return nil, fmt.Errorf("mca_config %s[%d] is not a string", key, i)
-		}
-		out[i] = s
-	}
-	return out, nil
-}
-
-// OpsConfig returns the configuration values the ops read.
-func (c *MCAConfig) OpsConfig() ops.Config {
-	get := func(k string) int64 {
-		v, _ := c.Int(k)
-		return v
-	}
-	return ops.Config{
-		HiddenSize:          get("hidden_size"),
-		NumAttentionHeads:   get("num_attention_heads"),
-		NumQueryGroups:      get("num_query_groups"),
-		KVChannels:          get("kv_channels"),
-		LinearNumKeyHeads:   get("linear_num_key_heads"),
-		LinearNumValueHeads: get("linear_num_value_heads"),
-		LinearKeyHeadDim:    get("linear_key_head_dim"),
-		LinearValueHeadDim:  get("linear_value_head_dim"),
-		NumMoEExperts:       get("num_moe_experts"),
-	}
-}
-
-// Layout returns the parallel layout recorded in the config (sizes absent
-// or null count as 1).
-func (c *MCAConfig) Layout() Layout {
-	get := func(k string) int {
-		v, ok := c.Int(k)
-		if !ok {
-			return 0
-		}
-		return int(v)
-	}
-	l := Layout{
-		TP:  get("tensor_model_parallel_size"),
-		PP:  get("pipeline_model_parallel_size"),
-		VPP: get("virtual_pipeline_model_parallel_size"),
-		EP:  get("expert_model_parallel_size"),
-		ETP: get("expert_tensor_parallel_size"),
-	}
-	l.MoEGroupedGEMM, _ = c.Bool("moe_grouped_gemm")
-	l.LegacyGroupedGEMM, _ = c.Bool("moe_use_legacy_grouped_gemm")
-	l.TransformerImpl, _ = c.String("transformer_impl")
-	l.AccountForEmbedding, _ = c.Bool("account_for_embedding_in_pipeline_split")
-	l.AccountForLoss, _ = c.Bool("account_for_loss_in_pipeline_split")
-	return l
+	return mcaconfig.JoinProblems(hfPath, probs)
 }
 
 // prefixedKey applies the template's key-prefix rules (ROLL's
@@ -393,7 +163,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	if err := CheckHFConfig(m, hf, hfPath); err != nil {
 		return nil, err
 	}
-	layout = layout.normalized()
+	layout = layout.Normalized()
 	kw := pyjson.NewObject()
 	kw.Set("tensor_model_parallel_size", pyjson.IntNumber(int64(layout.TP)))
 	kw.Set("pipeline_model_parallel_size", pyjson.IntNumber(int64(layout.PP)))
@@ -441,7 +211,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 		kw.Set(c.Key, irValueJSON(c.Value))
 	}
 
-	c := &MCAConfig{obj: kw}
+	c := mcaconfig.New(kw)
 	unset := func(k string) bool {
 		v, ok := kw.Get(k)
 		return !ok || v == nil
@@ -533,7 +303,7 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 		revMap[cm.MCA] = rev{cm.HF, cm.Plain}
 	}
 	for _, k := range order {
-		v, ok := mc.obj.Get(k)
+		v, ok := mc.Get(k)
 		if !ok {
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
@@ -136,15 +137,14 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 		return res, err
 	}
 	defer out.abort(&err)
-	if !mc.Layout().trivial() {
+	if !mc.Layout().Single() {
 		res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input)
 		if err != nil {
 			return res, err
 		}
 		return finishMCA(res, src, out, mc, opts)
 	}
-	rank := Rank{}
-	rel := filepath.Join("iter_0000001", rank.Dir(mc.Layout()), MCACheckpointPT)
+	rel := filepath.Join("iter_0000001", shard.RankDir(shard.Rank{}, mc.Layout()), MCACheckpointPT)
 	if res.Written, err = writeSingleRank(ctx, plan, opts, input, out.path(rel)); err != nil {
 		return res, err
 	}

@@ -6,94 +6,19 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
-// Layout is a parallel layout: tensor, pipeline, virtual pipeline, expert
-// and expert-tensor parallel sizes. Zero means 1 (for VPP: no virtual
-// pipeline; ETP: same as TP).
-type Layout struct {
-	TP, PP, VPP, EP, ETP int
-	// MoEGroupedGEMM and TransformerImpl ("transformer_engine" when
-	// empty, or "local") are recorded in mca_config.json as
-	// moe_grouped_gemm and transformer_impl; they decide the expert and
-	// norm names of the rank files.
-	MoEGroupedGEMM  bool
-	TransformerImpl string
-	// LegacyGroupedGEMM (with MoEGroupedGEMM) is recorded as
-	// moe_use_legacy_grouped_gemm: the experts of a layer are the legacy
-	// GroupedMLP tensors "….experts.weight1"/"weight2" instead of the
-	// Transformer Engine names "….experts.linear_fc1.weight<k>".
-	LegacyGroupedGEMM bool
-	// AccountForEmbedding and AccountForLoss are recorded as
-	// account_for_embedding_in_pipeline_split and
-	// account_for_loss_in_pipeline_split: the pipeline split counts the
-	// embedding (first stage) and the loss (last stage) as one layer
-	// each, so (num_layers + flags) must divide into PP×VPP stages.
-	AccountForEmbedding bool
-	AccountForLoss      bool
-}
+// Layout is the parallel layout of an MCA checkpoint: the layout of
+// runtime/shard, where its rules live (sizes, divisibility, pipeline
+// split, rank directory names). The zero value is the single rank file,
+// a 1x1x1 layout.
+type Layout = shard.Layout
 
-func (l Layout) normalized() Layout {
-	if l.TP <= 0 {
-		l.TP = 1
-	}
-	if l.PP <= 0 {
-		l.PP = 1
-	}
-	if l.VPP <= 0 {
-		l.VPP = 1
-	}
-	if l.EP <= 0 {
-		l.EP = 1
-	}
-	if l.ETP <= 0 {
-		l.ETP = l.TP
-	}
-	return l
-}
-
-// ErrLayoutUnsupported is returned (wrapped) for a parallel layout other
-// than TP=PP=EP=1.
+// ErrLayoutUnsupported is returned (wrapped) for a checkpoint layout the
+// runtime cannot read (virtual pipeline stages in a single rank file).
 var ErrLayoutUnsupported = errors.New("not supported yet")
-
-// Supported checks that l is TP=PP=VPP=EP=ETP=1, the layout of a single
-// rank file; the conversions take any layout (see [Layout.Check]).
-func (l Layout) Supported() error {
-	n := l.normalized()
-	var bad []string
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"tp", n.TP}, {"pp", n.PP}, {"vpp", n.VPP}, {"ep", n.EP}, {"etp", n.ETP}} {
-		if f.v != 1 {
-			bad = append(bad, fmt.Sprintf("%s=%d", f.name, f.v))
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("parallel layout %s: %w (only tp=pp=vpp=ep=etp=1)", strings.Join(bad, " "), ErrLayoutUnsupported)
-	}
-	return nil
-}
-
-// Rank identifies one output file of a parallel layout.
-type Rank struct {
-	TP, PP, EP int
-}
-
-// Dir returns the rank's directory name under iter_NNNNNNN
-// (roll-converter-spec.md §6.1).
-func (r Rank) Dir(l Layout) string {
-	l = l.normalized()
-	s := fmt.Sprintf("mp_rank_%02d", r.TP)
-	if l.PP > 1 {
-		s += fmt.Sprintf("_%03d", r.PP)
-	}
-	if l.EP > 1 {
-		s += fmt.Sprintf("_%03d", r.EP)
-	}
-	return s
-}
 
 // Parallel classes, in the order ROLL's DistConverter tries them.
 const (
@@ -121,7 +46,7 @@ type dist struct {
 }
 
 func newDist(m *Model, mc *MCAConfig) *dist {
-	d := &dist{layout: mc.Layout().normalized(), cfg: mc.OpsConfig()}
+	d := &dist{layout: mc.Layout().Normalized(), cfg: mc.OpsConfig()}
 	d.swiglu, _ = mc.Bool("swiglu")
 	for _, c := range []string{ClassSwiglu, ClassGDN, ClassDuplicated, ClassColumn, ClassRow} {
 		var gs []glob
@@ -169,7 +94,7 @@ func (d *dist) class(name string) string {
 
 // rankTensor is one tensor of one rank's state dict.
 type rankTensor struct {
-	Rank   Rank
+	Rank   shard.Rank
 	Name   string
 	Tensor tensor.Tensor
 }

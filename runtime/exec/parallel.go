@@ -23,83 +23,6 @@ import (
 // rank files are merged back into global weights before the inverse ops
 // (MCA → HF).
 
-// trivial reports whether l is the single-rank layout.
-func (l Layout) trivial() bool {
-	n := l.normalized()
-	return n.TP == 1 && n.PP == 1 && n.VPP == 1 && n.EP == 1 && n.ETP == 1 &&
-		!n.MoEGroupedGEMM && (n.TransformerImpl == "" || n.TransformerImpl == shard.ImplTransformerEngine)
-}
-
-// Check reports a layout the runtime cannot write: sizes below 0 or
-// above [shard.MaxCount], more than shard.MaxCount rank files (TP×PP×EP)
-// or pipeline stages (PP×VPP). Divisibility is checked against the model
-// by [LayoutProblems] and the shard planner.
-func (l Layout) Check() error {
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"tp", l.TP}, {"pp", l.PP}, {"vpp", l.VPP}, {"ep", l.EP}, {"etp", l.ETP}} {
-		if f.v < 0 {
-			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
-		}
-		if f.v > shard.MaxCount {
-			return fmt.Errorf("parallel layout: %s=%d is larger than %d", f.name, f.v, shard.MaxCount)
-		}
-	}
-	n := l.normalized()
-	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > shard.MaxCount {
-		return fmt.Errorf("parallel layout: tp=%d × pp=%d × ep=%d = %d rank files, more than %d", n.TP, n.PP, n.EP, r, shard.MaxCount)
-	}
-	if s := int64(n.PP) * int64(n.VPP); s > shard.MaxCount {
-		return fmt.Errorf("parallel layout: pp=%d × vpp=%d = %d pipeline stages, more than %d", n.PP, n.VPP, s, shard.MaxCount)
-	}
-	if l.LegacyGroupedGEMM && !l.MoEGroupedGEMM {
-		return errors.New("parallel layout: legacy grouped GEMM needs moe_grouped_gemm")
-	}
-	switch l.TransformerImpl {
-	case "", shard.ImplTransformerEngine, shard.ImplLocal:
-	default:
-		return fmt.Errorf("parallel layout: transformer_impl %q is neither %q nor %q", l.TransformerImpl, shard.ImplTransformerEngine, shard.ImplLocal)
-	}
-	return nil
-}
-
-// shardLayout builds the runtime/shard layout from the MCA config: the
-// parallel sizes and the model facts placement depends on.
-func shardLayout(m *Model, mc *MCAConfig) shard.Layout {
-	l := mc.Layout()
-	geti := func(k string) int { v, _ := mc.Int(k); return int(v) }
-	getb := func(k string) bool { v, _ := mc.Bool(k); return v }
-	oc := mc.OpsConfig()
-	sl := shard.Layout{
-		TP: l.TP, PP: l.PP, VPP: l.VPP, EP: l.EP, ETP: l.ETP,
-		AccountForEmbedding: getb("account_for_embedding_in_pipeline_split"),
-		AccountForLoss:      getb("account_for_loss_in_pipeline_split"),
-		NumLayers:           geti("num_layers"),
-		NumExperts:          geti("num_moe_experts"),
-		MTPNumLayers:        geti("mtp_num_layers"),
-		TiedEmbeddings:      getb("tie_embeddings_and_output_weights"),
-		Swiglu:              getb("swiglu"),
-		MoEGroupedGEMM:      getb("moe_grouped_gemm"),
-		LegacyGroupedGEMM:   getb("moe_use_legacy_grouped_gemm"),
-		LinearNumKeyHeads:   int(oc.LinearNumKeyHeads),
-		LinearNumValueHeads: int(oc.LinearNumValueHeads),
-		LinearKeyHeadDim:    int(oc.LinearKeyHeadDim),
-		LinearValueHeadDim:  int(oc.LinearValueHeadDim),
-	}
-	if s, ok := mc.String("transformer_impl"); ok {
-		sl.TransformerImpl = s
-	}
-	if s, ok := mc.String("pipeline_model_parallel_layout"); ok {
-		sl.PipelineLayout = s
-	}
-	// What a machine with Transformer Engine ≥ 1.9 writes (ROLL's
-	// use_te_grouped_moe).
-	sl.TEGroupedMoE = sl.MoEGroupedGEMM && !sl.LegacyGroupedGEMM && sl.TransformerImpl != shard.ImplLocal
-	// The megatron_llama set is already merged into m.Parallel (NewModel).
-	return sl
-}
-
 // shardClassification converts the template's effective parallel
 // classification.
 func shardClassification(m *Model) shard.Classification {
@@ -127,7 +50,8 @@ func shardClassification(m *Model) shard.Classification {
 }
 
 func newSharder(m *Model, mc *MCAConfig) (*shard.Sharder, error) {
-	sl := shardLayout(m, mc)
+	// The megatron_llama set is already merged into m.Parallel (NewModel).
+	sl := mc.Layout()
 	if err := sl.Validate(); err != nil {
 		return nil, fmt.Errorf("parallel layout: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -152,7 +153,7 @@ type Output struct {
 	Size  int64
 	// Class is the MCA name's parallel class (HF → MCA only).
 	Class string
-	Rank  Rank
+	Rank  shard.Rank
 }
 
 // Plan is the result of matching a checkpoint's tensor list against a

@@ -219,7 +219,7 @@ func HumanBytes(n int64) string { return blockio.HumanBytes(n) }
 // divide by TP (expert FFN by ETP), layers by PP×VPP, experts by EP. The
 // shard planner checks the rest when the rank files are planned.
 func LayoutProblems(mc *MCAConfig, l Layout) []Problem {
-	l = l.normalized()
+	l = l.Normalized()
 	var out []Problem
 	check := func(key string, by int, what string) {
 		if by <= 1 {

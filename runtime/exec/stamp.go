@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/mcaconfig"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"hash"
@@ -45,10 +46,10 @@ import (
 // The keys rolltpl adds to mca_config.json and the run stamp file name.
 const (
 	// TemplateKey records the name of the template (its HF model type).
-	TemplateKey = "rolltpl_template"
+	TemplateKey = mcaconfig.TemplateKey
 	// TemplateDigestKey records the template's digest
 	// ([Model.TemplateDigest]).
-	TemplateDigestKey = "rolltpl_template_sha256"
+	TemplateDigestKey = mcaconfig.TemplateDigestKey
 	// RunKey records the run id of the conversion.
 	RunKey = "rolltpl_run"
 	// RunStampName is the run stamp in each rank directory, beside
@@ -199,15 +200,6 @@ func recordTemplate(kw *pyjson.Object, m *Model) {
 	kw.Set(TemplateDigestKey, m.TemplateDigest())
 }
 
-// RecordedTemplate returns the template name and digest recorded in the
-// config; ok is false when the config records none (a checkpoint written
-// by ROLL, by Megatron in training, or by an older rolltpl).
-func (c *MCAConfig) RecordedTemplate() (name, digest string, ok bool) {
-	name, okN := c.String(TemplateKey)
-	digest, okD := c.String(TemplateDigestKey)
-	return name, digest, okN && okD && name != ""
-}
-
 // TemplateMismatchError reports that an MCA checkpoint records another
 // template than the one given for converting it back.
 type TemplateMismatchError struct {
@@ -271,7 +263,7 @@ func runID(m *Model, mc *MCAConfig, src *safetensors.Sharded) (string, error) {
 	h := sha256.New()
 	w := digestWriter{h}
 	w.str("rolltpl-run-v1")
-	cfg := mc.obj.Clone()
+	cfg := mc.Object().Clone()
 	cfg.Delete("name_or_path")
 	cfg.Delete(RunKey)
 	h.Write(pyjson.Encode(cfg, 0, true))
@@ -299,7 +291,7 @@ func recordRun(m *Model, mc *MCAConfig, src *safetensors.Sharded) error {
 	if err != nil {
 		return err
 	}
-	mc.obj.Set(RunKey, id)
+	mc.Object().Set(RunKey, id)
 	return nil
 }
 
@@ -369,7 +361,7 @@ type runStamp struct {
 
 // layoutString describes a layout for messages and stamps.
 func layoutString(l Layout) string {
-	n := l.normalized()
+	n := l.Normalized()
 	s := fmt.Sprintf("tp=%d pp=%d vpp=%d ep=%d etp=%d", n.TP, n.PP, n.VPP, n.EP, n.ETP)
 	if n.MoEGroupedGEMM {
 		s += " moe_grouped_gemm"
@@ -509,8 +501,8 @@ func stampProblem(st *runStamp, want runStamp) string {
 // (written by ROLL, by Megatron in training, or by an older rolltpl) are
 // only checked for rank directories.
 func checkMCARun(c *MCACheckpoint) error {
-	l := c.Config.Layout().normalized()
-	sl := shard.Layout{TP: l.TP, PP: l.PP, EP: l.EP, VPP: l.VPP, ETP: l.ETP}
+	l := c.Config.Layout().Normalized()
+	sl := l
 	if l.TP > maxRankFiles || l.PP > maxRankFiles || l.EP > maxRankFiles || l.TP*l.PP*l.EP > maxRankFiles {
 		return fmt.Errorf("%s: the layout %s has more than %d rank files", c.ConfigPath, layoutString(l), maxRankFiles)
 	}

@@ -156,20 +156,77 @@ func (l Layout) Validate() error {
 // 2^32) from sizing an allocation.
 const MaxCount = 1 << 16
 
-// checkProducts checks the rank-file count TP×PP×EP and the stage count
-// PP×VPP against MaxCount (each factor is already at most MaxCount, so
-// the products cannot overflow).
-func (l Layout) checkProducts() error {
+// CheckProducts checks the rank-file count TP×PP×EP and the stage count
+// PP×VPP against MaxCount, naming the sizes by their mca_config.json keys.
+// Each factor must already be at most MaxCount (so the products cannot
+// overflow).
+func (l Layout) CheckProducts() error { return l.checkProducts(configNames) }
+
+// sizeNames names the parallel sizes in messages: by config key
+// ("tensor_model_parallel_size 2") or by flag ("tp=2").
+type sizeNames struct {
+	tp, pp, vpp, ep, etp string
+	sep                  string // between name and value
+}
+
+var (
+	configNames = sizeNames{"tensor_model_parallel_size", "pipeline_model_parallel_size",
+		"virtual_pipeline_model_parallel_size", "expert_model_parallel_size", "expert_tensor_parallel_size", " "}
+	flagNames = sizeNames{"tp", "pp", "vpp", "ep", "etp", "="}
+)
+
+func (l Layout) checkProducts(nm sizeNames) error {
 	n := l.Normalized()
 	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > MaxCount {
-		return fmt.Errorf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
-			n.TP, n.PP, n.EP, r, MaxCount)
+		return fmt.Errorf("%s%s%d × %s%s%d × %s%s%d = %d rank files, more than %d",
+			nm.tp, nm.sep, n.TP, nm.pp, nm.sep, n.PP, nm.ep, nm.sep, n.EP, r, MaxCount)
 	}
 	if s := int64(n.PP) * int64(n.VPP); s > MaxCount {
-		return fmt.Errorf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
-			n.PP, n.VPP, s, MaxCount)
+		return fmt.Errorf("%s%s%d × %s%s%d = %d pipeline stages, more than %d",
+			nm.pp, nm.sep, n.PP, nm.vpp, nm.sep, n.VPP, s, MaxCount)
 	}
 	return nil
+}
+
+// Check reports a layout no rank file set can have, before the model is
+// known (the parallel sizes as given on a command line, named by flag):
+// sizes below 0 or above MaxCount, more than MaxCount rank files
+// (TP×PP×EP) or pipeline stages (PP×VPP), legacy grouped GEMM without
+// moe_grouped_gemm, an unknown transformer_impl. Divisibility by the
+// model's sizes is checked by [Layout.Validate] and the planner.
+func (l Layout) Check() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"tp", l.TP}, {"pp", l.PP}, {"vpp", l.VPP}, {"ep", l.EP}, {"etp", l.ETP}} {
+		if f.v < 0 {
+			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
+		}
+		if f.v > MaxCount {
+			return fmt.Errorf("parallel layout: %s=%d is larger than %d", f.name, f.v, MaxCount)
+		}
+	}
+	if err := l.checkProducts(flagNames); err != nil {
+		return fmt.Errorf("parallel layout: %w", err)
+	}
+	if l.LegacyGroupedGEMM && !l.MoEGroupedGEMM {
+		return errors.New("parallel layout: legacy grouped GEMM needs moe_grouped_gemm")
+	}
+	switch l.TransformerImpl {
+	case "", ImplTransformerEngine, ImplLocal:
+	default:
+		return fmt.Errorf("parallel layout: transformer_impl %q is neither %q nor %q", l.TransformerImpl, ImplTransformerEngine, ImplLocal)
+	}
+	return nil
+}
+
+// Single reports whether l is the layout of one rank file whose names are
+// the plain single-rank names: TP=PP=VPP=EP=ETP=1, no grouped GEMM, the
+// Transformer Engine norm names.
+func (l Layout) Single() bool {
+	n := l.Normalized()
+	return n.TP == 1 && n.PP == 1 && n.VPP == 1 && n.EP == 1 && n.ETP == 1 &&
+		!n.MoEGroupedGEMM && n.TransformerImpl == ImplTransformerEngine
 }
 
 // geometry is a validated, normalized layout with its stage table.
@@ -207,7 +264,7 @@ func (l Layout) geometry() (*geometry, error) {
 	if l.NumLayers > MaxCount {
 		return nil, fmt.Errorf("num_layers %d is larger than %d", l.NumLayers, MaxCount)
 	}
-	if err := l.checkProducts(); err != nil {
+	if err := l.CheckProducts(); err != nil {
 		return nil, err
 	}
 	explicitVPP := l.VPP
