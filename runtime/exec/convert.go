@@ -291,11 +291,11 @@ const writeChunk = 16 << 20
 
 // executor runs a plan's steps on real tensor data.
 type executor struct {
-	plan  *Plan
-	opts  Options
-	cfg   ops.Config
-	dist  *dist
-	input func(i int) inputData
+	plan   *Plan
+	opts   Options
+	cfg    ops.Config
+	stacks *shard.Stacks
+	input  func(i int) inputData
 	// merged, when set, serves the inputs instead of input: global
 	// weights merged from the rank files of a parallel layout.
 	merged *mergeInput
@@ -336,7 +336,7 @@ type inputRange struct {
 const dropEvery = 256 << 20
 
 func newExecutor(p *Plan, opts Options, input func(int) inputData) *executor {
-	ex := &executor{plan: p, opts: opts, cfg: p.Config.OpsConfig(), dist: newDist(p.Model, p.Config), input: input,
+	ex := &executor{plan: p, opts: opts, cfg: p.Config.OpsConfig(), stacks: p.stacks, input: input,
 		total: p.OutBytes(), files: map[string]*os.File{}}
 	ex.cfg.Alloc = ex.arena.alloc
 	// One span per input file, from its tensors' data.
@@ -406,7 +406,7 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			ex.ranges = append(ex.ranges, inputRange{start: s, end: e, path: in.path, off: in.off})
 		}
 		if ex.plan.Dir == ops.MCAToHF {
-			if vals[j], err = ex.dist.fromRanks(meta.Name, []tensor.Tensor{t}); err != nil {
+			if vals[j], err = cutStack(ex.stacks, meta.Name, t); err != nil {
 				return nil, fmt.Errorf("%s: %v", meta.File, err)
 			}
 		} else {
@@ -423,13 +423,11 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			if len(ts) >= len(st.Outputs) {
 				return nil, fmt.Errorf("%s: internal error: result %d beyond the %d planned outputs", desc, k, len(st.Outputs))
 			}
-			rts, err := ex.dist.toRanks(st.Outputs[len(ts)].Name, v)
+			t, err := joinStack(ex.stacks, st.Outputs[len(ts)].Name, v)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", desc, err)
 			}
-			for _, rt := range rts {
-				ts = append(ts, rt.Tensor)
-			}
+			ts = append(ts, t)
 			continue
 		}
 		t, err := v.Flatten()

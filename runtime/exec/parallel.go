@@ -17,11 +17,43 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
-// This file connects the conversions to runtime/shard for parallel
-// layouts other than TP=PP=VPP=EP=ETP=1: the op results (global MCA
-// weights, as at TP=1) are split into the rank files (HF → MCA), and the
-// rank files are merged back into global weights before the inverse ops
-// (MCA → HF).
+// This file connects the conversions to runtime/shard, which owns the
+// placement rules: the op results are joined into global MCA weights
+// (shard.Stacks), which are split into the rank files of a parallel layout
+// (HF → MCA); the rank files are merged back into global weights and cut
+// into the components the inverse ops read (MCA → HF).
+
+// Layout is the parallel layout of an MCA checkpoint: the layout of
+// runtime/shard, where its rules live (sizes, divisibility, pipeline
+// split, rank directory names). The zero value is the single rank file,
+// a 1x1x1 layout.
+type Layout = shard.Layout
+
+// ErrLayoutUnsupported is returned (wrapped) for a checkpoint layout the
+// runtime cannot read (virtual pipeline stages in a single rank file).
+var ErrLayoutUnsupported = errors.New("not supported yet")
+
+// newStacks returns the stacked-weight rules (swiglu, gdn) of the model's
+// classification at the layout mc records.
+func newStacks(m *Model, mc *MCAConfig) (*shard.Stacks, error) {
+	return shard.NewStacks(mc.Layout(), shardClassification(m))
+}
+
+// joinStack returns the global MCA weight name of an op result v: the
+// components of a stacked swiglu or gdn result concatenated.
+func joinStack(s *shard.Stacks, name string, v ops.Value) (tensor.Tensor, error) {
+	return s.Join(name, v.Tensor, v.Stacked)
+}
+
+// cutStack returns the op input of the global MCA weight t: swiglu and
+// gdn weights cut into their components.
+func cutStack(s *shard.Stacks, name string, t tensor.Tensor) (ops.Value, error) {
+	st, stacked, err := s.Cut(name, t)
+	if err != nil || !stacked {
+		return ops.TensorValue(t), err
+	}
+	return ops.StackedValue(st), nil
+}
 
 // shardClassification converts the template's effective parallel
 // classification.
@@ -618,7 +650,7 @@ func (ex *executor) mergedValue(i int) (ops.Value, error) {
 	if t.DType != meta.DType || !t.Shape.Equal(meta.Shape) {
 		return ops.Value{}, fmt.Errorf("%s: internal error: merged %q is %v, planned %v%v", meta.File, meta.Name, t, meta.DType, meta.Shape)
 	}
-	v, err := ex.dist.fromRanks(meta.Name, []tensor.Tensor{t})
+	v, err := cutStack(ex.stacks, meta.Name, t)
 	if err != nil {
 		return ops.Value{}, fmt.Errorf("%s: %v", meta.File, err)
 	}

@@ -153,7 +153,6 @@ type Output struct {
 	Size  int64
 	// Class is the MCA name's parallel class (HF → MCA only).
 	Class string
-	Rank  shard.Rank
 }
 
 // Plan is the result of matching a checkpoint's tensor list against a
@@ -174,6 +173,9 @@ type Plan struct {
 	// names in the template's ignore list, MCA "._extra_state" entries.
 	Ignored  []int
 	Problems []Problem
+
+	// stacks joins and cuts the stacked swiglu and gdn weights.
+	stacks *shard.Stacks
 }
 
 // Err returns nil when the plan has no error-severity problems, else a
@@ -287,7 +289,7 @@ type planner struct {
 	cfg      ops.Config
 	src, dst prefixes
 	table    *opTable
-	dist     *dist
+	stacks   *shard.Stacks
 	buckets  map[string]*bucket
 	order    []string
 	virt     []byte
@@ -318,7 +320,6 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	t := m.Template
 	pl := &planner{
 		p: p, m: m, dir: dir, cfg: mc.OpsConfig(),
-		dist:      newDist(m, mc),
 		buckets:   map[string]*bucket{},
 		invalid:   map[string]bool{},
 		seen:      map[string]bool{},
@@ -328,6 +329,12 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		consumed:  map[int]bool{},
 		dropped:   map[int]bool{},
 	}
+	stacks, err := newStacks(m, mc)
+	if err != nil {
+		p.Problems = append(p.Problems, Problem{Kind: ProblemUnclassified, Severity: Error, Msg: fmt.Sprintf("parallel set: %v", err)})
+		return p
+	}
+	p.stacks, pl.stacks = stacks, stacks
 	hfp := prefixes{t.LayerPrefix, t.ExpertPrefix}
 	mcap := prefixes{MCALayerPrefix, MCAExpertPrefix}
 	if t.ExpertPrefix == "" {
@@ -602,10 +609,10 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 			return
 		}
 		if pl.dir == ops.MCAToHF {
-			v, err := pl.dist.fromRanks(pl.p.Inputs[i].Name, []tensor.Tensor{t})
+			v, err := cutStack(pl.stacks, pl.p.Inputs[i].Name, t)
 			if err != nil {
 				kind := ProblemShape
-				if pl.dist.class(pl.p.Inputs[i].Name) == "" {
+				if pl.stacks.Class(pl.p.Inputs[i].Name) == shard.Unclassified {
 					kind = ProblemUnclassified
 				}
 				pl.problem(kind, Error, desc, []int{i}, "%v", err)
@@ -646,19 +653,17 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 			if dt, shape, ok := valueMeta(v); ok {
 				pl.mcaGlobals = append(pl.mcaGlobals, mcaGlobal{name: name, dtype: dt, shape: shape, inputs: inputs, op: desc})
 			}
-			rts, err := pl.dist.toRanks(name, v)
+			t, err := joinStack(pl.stacks, name, v)
 			if err != nil {
 				kind := ProblemShape
-				if pl.dist.class(name) == "" {
+				if pl.stacks.Class(name) == shard.Unclassified {
 					kind = ProblemUnclassified
 				}
 				pl.problem(kind, Error, desc, inputs, "%v", err)
 				return
 			}
-			for _, rt := range rts {
-				st.Outputs = append(st.Outputs, Output{Name: rt.Name, DType: rt.Tensor.DType, Shape: rt.Tensor.Shape,
-					Size: rt.Tensor.Len(), Class: pl.dist.class(name), Rank: rt.Rank})
-			}
+			st.Outputs = append(st.Outputs, Output{Name: name, DType: t.DType, Shape: t.Shape,
+				Size: t.Len(), Class: pl.stacks.Class(name).String()})
 			continue
 		}
 		t, err := v.Flatten()
