@@ -3,6 +3,8 @@ package shard
 import (
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestCheck checks the layout bounds known before the model (flag
@@ -36,6 +38,32 @@ func TestCheck(t *testing.T) {
 		}
 		if c.err == "" && c.l.Single() != c.single {
 			t.Errorf("%+v: Single() = %v, want %v", c.l, !c.single, c.single)
+		}
+	}
+}
+
+// TestDivisibilityProblems checks the one set of divisibility rules: every
+// problem at once, by config key, and no layer check with a pipeline
+// layout string.
+func TestDivisibilityProblems(t *testing.T) {
+	sizes := map[string]int64{"num_attention_heads": 14, "num_query_groups": 2, "ffn_hidden_size": 64, "moe_ffn_hidden_size": 6}
+	size := func(k string) (int64, bool) { v, ok := sizes[k]; return v, ok }
+	for _, c := range []struct {
+		l    Layout
+		want []string
+	}{
+		{Layout{NumLayers: 2}, nil},
+		{Layout{NumLayers: 2, TP: 4, PP: 3}, []string{"num_attention_heads 14 is not divisible by tp 4",
+			"num_query_groups 2 is not divisible by tp 4", "moe_ffn_hidden_size 6 is not divisible by etp 4", "num_layers 2 is not divisible by PP×VPP = 3"}},
+		{Layout{NumLayers: 3, PP: 2, AccountForLoss: true, TP: 2}, nil},
+		{Layout{NumLayers: 3, PP: 2, AccountForLoss: true, AccountForEmbedding: true}, []string{"num_layers 3 (+1 embedding +1 loss = 5) is not divisible by PP×VPP = 2"}},
+		{Layout{NumLayers: 2, PP: 3, PipelineLayout: "Et|t|tL"}, nil},
+		{Layout{NumLayers: 2, EP: 4, NumExperts: 6, TP: 4, ETP: 4}, []string{"num_attention_heads 14 is not divisible by tp 4",
+			"num_query_groups 2 is not divisible by tp 4", "moe_ffn_hidden_size 6 is not divisible by etp 4", "num_moe_experts 6 is not divisible by EP = 4"}},
+		{Layout{NumLayers: 2, EP: 2}, []string{"expert_model_parallel_size 2 needs num_moe_experts"}},
+	} {
+		if d := cmp.Diff(c.want, c.l.DivisibilityProblems(size)); d != "" {
+			t.Errorf("%+v (-want +got):\n%s", c.l, d)
 		}
 	}
 }

@@ -229,6 +229,76 @@ func (l Layout) Single() bool {
 		!n.MoEGroupedGEMM && n.TransformerImpl == ImplTransformerEngine
 }
 
+// expertSplit checks the experts of a normalized layout against EP.
+func (l Layout) expertSplit() error {
+	if l.EP > 1 && l.NumExperts == 0 {
+		return fmt.Errorf("expert_model_parallel_size %d needs num_moe_experts", l.EP)
+	}
+	if l.NumExperts > 0 && l.NumExperts%l.EP != 0 {
+		return fmt.Errorf("num_moe_experts %d is not divisible by EP = %d", l.NumExperts, l.EP)
+	}
+	return nil
+}
+
+// layerSplit checks the even pipeline split of a normalized layout
+// without a pipeline layout string: num_layers, plus one for the
+// embedding and one for the loss when they are accounted, divides into
+// PP×VPP stages. It returns that layer count.
+func (l Layout) layerSplit() (int, error) {
+	stages := l.PP * l.VPP
+	total := l.NumLayers
+	var extra []string
+	if l.AccountForEmbedding {
+		total++
+		extra = append(extra, "+1 embedding")
+	}
+	if l.AccountForLoss {
+		total++
+		extra = append(extra, "+1 loss")
+	}
+	if total%stages != 0 {
+		what := fmt.Sprintf("num_layers %d", l.NumLayers)
+		if len(extra) > 0 {
+			what += fmt.Sprintf(" (%s = %d)", strings.Join(extra, " "), total)
+		}
+		return 0, fmt.Errorf("%s is not divisible by PP×VPP = %d", what, stages)
+	}
+	return total, nil
+}
+
+// DivisibilityProblems returns, all at once, every way the model does not
+// divide by the layout, before any tensor is planned: the model sizes
+// size reports by mca_config.json key (attention heads, query groups, the
+// FFN sizes and the padded vocabulary by TP, the expert FFN by ETP), the
+// layers by PP×VPP (the even split; a pipeline layout string is checked
+// by [Layout.Validate]) and the experts by EP. It is the one owner of these
+// rules; the planner then checks each tensor's own dimensions.
+func (l Layout) DivisibilityProblems(size func(key string) (int64, bool)) []string {
+	n := l.Normalized()
+	var out []string
+	check := func(key string, by int, what string) {
+		if by <= 1 {
+			return
+		}
+		if v, ok := size(key); ok && v%int64(by) != 0 {
+			out = append(out, fmt.Sprintf("%s %d is not divisible by %s %d", key, v, what, by))
+		}
+	}
+	for _, k := range []string{"num_attention_heads", "num_query_groups", "ffn_hidden_size", "padded_vocab_size", "moe_shared_expert_intermediate_size"} {
+		check(k, n.TP, "tp")
+	}
+	check("moe_ffn_hidden_size", n.ETP, "etp")
+	if n.PipelineLayout == "" && n.NumLayers > 0 {
+		if _, err := n.layerSplit(); err != nil {
+			out = append(out, err.Error())
+		}
+	}
+	if err := n.expertSplit(); err != nil {
+		out = append(out, err.Error())
+	}
+	return out
+}
+
 // geometry is a validated, normalized layout with its stage table.
 type geometry struct {
 	Layout
@@ -275,13 +345,10 @@ func (l Layout) geometry() (*geometry, error) {
 			"the legacy rank directories mp_rank_TT[_PPP][_EEE] have no expert-tensor component, "+
 			"so expert shards can only be stored when ETP divides TP (Megatron uses torch_dist otherwise)", n.ETP, n.TP)
 	}
-	if n.EP > 1 && n.NumExperts == 0 {
-		return nil, fmt.Errorf("expert_model_parallel_size %d needs num_moe_experts", n.EP)
+	if err := n.expertSplit(); err != nil {
+		return nil, err
 	}
 	if n.NumExperts > 0 {
-		if n.NumExperts%n.EP != 0 {
-			return nil, fmt.Errorf("num_moe_experts %d is not divisible by EP = %d", n.NumExperts, n.EP)
-		}
 		g.perEP = n.NumExperts / n.EP
 	}
 	switch n.TransformerImpl {
@@ -331,22 +398,9 @@ func (l Layout) geometry() (*geometry, error) {
 		}
 		return g, nil
 	}
-	total := n.NumLayers
-	var extra []string
-	if n.AccountForEmbedding {
-		total++
-		extra = append(extra, "+1 embedding")
-	}
-	if n.AccountForLoss {
-		total++
-		extra = append(extra, "+1 loss")
-	}
-	if total%stages != 0 {
-		what := fmt.Sprintf("num_layers %d", n.NumLayers)
-		if len(extra) > 0 {
-			what += fmt.Sprintf(" (%s = %d)", strings.Join(extra, " "), total)
-		}
-		return nil, fmt.Errorf("%s is not divisible by PP×VPP = %d", what, stages)
+	total, err := n.layerSplit()
+	if err != nil {
+		return nil, err
 	}
 	g.perChunk = total / stages
 	off := 0
