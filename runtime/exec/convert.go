@@ -193,7 +193,8 @@ func finishMCA(res *Result, src string, out *output, mc *MCAConfig, opts Options
 }
 
 // ConvertMCAToHF converts the MCA checkpoint in src (any parallel layout
-// recorded in its mca_config.json; the rank files are merged) back to an
+// recorded in its mca_config.json, the single rank file being the 1x1x1
+// one; the rank files are merged) back to an
 // HF checkpoint in dst: shards model-0000N-of-0000M.safetensors cut at
 // opts.MaxShardSize in plan order, model.safetensors.index.json, and
 // config.json rebuilt from hf_config_json and the template's reversed
@@ -215,29 +216,18 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := ms.plan.Err(); err != nil {
 		return res, err
 	}
-	if ms.rs != nil {
-		return convertMCAToHFLayout(ctx, ms, dst, opts, res)
-	}
-	mck, hfConfig, plan, tf, tts := ms.ck, ms.hfConfig, ms.plan, ms.tf, ms.tts
 	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err
 	}
 	defer out.abort(&err)
-	recs := map[string]int64{}
-	for _, r := range tf.Records() {
-		recs[r.Name] = r.Offset
-	}
-	ex := newExecutor(plan, opts, func(i int) inputData {
-		t := tts[i]
-		off, ok := recs["data/"+t.Storage]
-		if !ok {
-			return inputData{data: t.Data}
-		}
-		return inputData{data: t.Data, path: mck.PT, off: off + t.StorageOffset*int64(t.DType.Size())}
-	})
+	// The executor reads the global weights merged from the rank files
+	// (at 1x1x1 the one rank file's tensors, in place).
+	ex := newExecutor(ms.plan, opts, nil)
+	ex.merged = ms.mi
+	ex.spans = ms.rs.spans()
 	defer ex.close()
-	return res, finishHF(ctx, ex, out, src, hfConfig, opts, res)
+	return res, finishHF(ctx, ex, out, src, ms.hfConfig, opts, res)
 }
 
 // finishHF writes the HF shards, config.json and the copied auxiliary

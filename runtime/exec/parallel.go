@@ -29,10 +29,6 @@ import (
 // a 1x1x1 layout.
 type Layout = shard.Layout
 
-// ErrLayoutUnsupported is returned (wrapped) for a checkpoint layout the
-// runtime cannot read (virtual pipeline stages in a single rank file).
-var ErrLayoutUnsupported = errors.New("not supported yet")
-
 // newStacks returns the stacked-weight rules (swiglu, gdn) of the model's
 // classification at the layout mc records.
 func newStacks(m *Model, mc *MCAConfig) (*shard.Stacks, error) {
@@ -621,22 +617,6 @@ func (rs *rankSet) spans() [][2]uintptr {
 		}
 	}
 	return out
-}
-
-// convertMCAToHFLayout is ConvertMCAToHF for a parallel layout: the rank
-// files are merged weight group by weight group into the global MCA
-// weights the inverse ops take.
-func convertMCAToHFLayout(ctx context.Context, ms *mcaSource, dst string, opts Options, res *Result) (_ *Result, err error) {
-	out, err := newOutput(ms.ck.Dir, dst, opts)
-	if err != nil {
-		return res, err
-	}
-	defer out.abort(&err)
-	ex := newExecutor(ms.plan, opts, nil)
-	ex.merged = ms.mi
-	ex.spans = ms.rs.spans()
-	defer ex.close()
-	return res, finishHF(ctx, ex, out, ms.ck.Dir, ms.hfConfig, opts, res)
 }
 
 // mergedValue is the executor's input value for a merged global weight.

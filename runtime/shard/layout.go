@@ -445,6 +445,9 @@ func (g *geometry) layerStage(gl int) (pp, vp, local int, err error) {
 func (g *geometry) globalLayer(pp, vp, local int) (int, error) {
 	s := g.stage(pp, vp)
 	if local < 0 || local >= g.stageCount[s] {
+		if len(g.stageCount) == 1 {
+			return 0, fmt.Errorf("layer %d is beyond num_layers %d", local, g.NumLayers)
+		}
 		return 0, fmt.Errorf("local layer %d is out of range: pipeline rank %d, virtual stage %d holds %d layers", local, pp, vp, g.stageCount[s])
 	}
 	return g.stageOffset[s] + local, nil
