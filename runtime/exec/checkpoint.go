@@ -261,9 +261,7 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string) (*hfSo
 		return nil, err
 	}
 	s := &hfSource{sh: sh, mc: mc, plan: PlanHFToMCA(m, mc, metas)}
-	if !mc.Layout().Single() {
-		s.plan.Problems = append(s.plan.Problems, LayoutProblems(mc, mc.Layout())...)
-	}
+	s.plan.Problems = append(s.plan.Problems, LayoutProblems(mc, mc.Layout())...)
 	for _, f := range sh.Files {
 		s.files = append(s.files, f.Path())
 	}
@@ -361,7 +359,7 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 	defer s.sh.Close()
 	n := s.mc.Layout().Normalized()
 	cp := &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: n, RankFiles: n.TP * n.PP * n.EP}
-	if !s.mc.Layout().Single() && s.plan.Err() == nil {
+	if s.plan.Err() == nil {
 		_, wp, err := rankWritePlan(m, s.mc, s.plan)
 		if err != nil {
 			s.plan.Problems = append(s.plan.Problems, Problem{Kind: ProblemLayout, Severity: Error, Msg: err.Error()})

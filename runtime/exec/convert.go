@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
-	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
 // DefaultMaxShardSize is the HF shard size limit (transformers' "5GB").
@@ -137,37 +135,10 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 		return res, err
 	}
 	defer out.abort(&err)
-	if !mc.Layout().Single() {
-		res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input)
-		if err != nil {
-			return res, err
-		}
-		return finishMCA(res, src, out, mc, opts)
-	}
-	rel := filepath.Join("iter_0000001", shard.RankDir(shard.Rank{}, mc.Layout()), MCACheckpointPT)
-	if res.Written, err = writeSingleRank(ctx, plan, opts, input, out.path(rel)); err != nil {
+	if res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input); err != nil {
 		return res, err
 	}
-	res.Files = []string{rel}
 	return finishMCA(res, src, out, mc, opts)
-}
-
-// writeSingleRank writes the one model_optim_rng.pt of the TP=PP=EP=1
-// layout at path and returns the tensor bytes written.
-func writeSingleRank(ctx context.Context, plan *Plan, opts Options, input func(int) inputData, path string) (int64, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return 0, err
-	}
-	if err := removeStaleWriters(path, opts.Notice); err != nil {
-		return 0, err
-	}
-	ex := newExecutor(plan, opts, input)
-	defer ex.close()
-	st := stampFor(plan.Config, 0, filepath.Base(filepath.Dir(path)))
-	if err := writeStamped(path, st, opts.Sync, func() error { return ex.writeMCA(ctx, path) }); err != nil {
-		return 0, err
-	}
-	return ex.done, nil
 }
 
 // finishMCA writes the small files of an MCA output, copies the
@@ -589,37 +560,6 @@ func (ex *executor) releaseInputs(st *Step) {
 		}
 		dropPages(in.data)
 	}
-}
-
-// writeMCA writes the single-rank model_optim_rng.pt.
-func (ex *executor) writeMCA(ctx context.Context, path string) error {
-	outs := ex.plan.Outputs()
-	model := &torchsave.Dict{Ordered: true, Items: make([]torchsave.Item, len(outs))}
-	for i, o := range outs {
-		model.Items[i] = torchsave.Item{Key: o.Name, Value: torchsave.TensorSpec{DType: o.DType, Shape: o.Shape}}
-	}
-	root := &torchsave.Dict{Items: []torchsave.Item{{Key: "model", Value: model}}}
-	w, err := torchsave.Create(path, root, &torchsave.Options{Sync: ex.opts.Sync})
-	if err != nil {
-		return err
-	}
-	defer w.Abort()
-	want := w.Tensors()
-	if len(want) != len(outs) {
-		return fmt.Errorf("%s: internal error: the writer expects %d tensors, the plan has %d", path, len(want), len(outs))
-	}
-	k := 0
-	err = ex.eachOutput(ctx, func(name string, t tensor.Tensor) error {
-		if want[k].Name != "model/"+name {
-			return fmt.Errorf("%s: internal error: writing %q, the writer expects %q", path, name, want[k].Name)
-		}
-		k++
-		return ex.write(w, t)
-	})
-	if err != nil {
-		return err
-	}
-	return w.Close()
 }
 
 // shardFile is one HF output shard: a contiguous run of the plan's

@@ -97,15 +97,6 @@ func convertHFToMCAJob(ctx context.Context, m *Model, src, dst string, mc *MCACo
 	if err := unfinalize(dst, opts.Force); err != nil {
 		return res, err
 	}
-	if mc.Layout().Single() {
-		// The single rank file, written as a one-job conversion writes it.
-		rel := filepath.Join("iter_0000001", files[0].Dir, MCACheckpointPT)
-		if res.Written, err = writeSingleRank(ctx, plan, opts, input, out.path(rel)); err != nil {
-			return res, err
-		}
-		res.Files = []string{rel}
-		return res, nil
-	}
 	res.Files, res.Written, err = writeMCARanks(ctx, plan, opts, sh, files, out, input)
 	return res, err
 }
