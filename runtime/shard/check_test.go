@@ -8,26 +8,25 @@ import (
 )
 
 // TestCheck checks the layout bounds known before the model (flag
-// names in the messages) and Single, the one-rank-file layout.
+// names in the messages).
 func TestCheck(t *testing.T) {
 	for _, c := range []struct {
-		l      Layout
-		err    string
-		single bool
+		l   Layout
+		err string
 	}{
-		{Layout{}, "", true},
-		{Layout{TP: 1, PP: 1, VPP: 1, EP: 1, ETP: 1, TransformerImpl: ImplTransformerEngine}, "", true},
-		{Layout{TP: 2}, "", false},
-		{Layout{VPP: 2}, "", false},
-		{Layout{TransformerImpl: ImplLocal}, "", false},
-		{Layout{MoEGroupedGEMM: true}, "", false},
-		{Layout{PipelineLayout: "Et|tL"}, "", false}, // two stages at PP 1: VPP 2
-		{Layout{TP: -1}, "tp=-1 is negative", false},
-		{Layout{ETP: MaxCount + 1}, "etp=65537 is larger than 65536", false},
-		{Layout{TP: MaxCount, PP: 2}, "tp=65536 × pp=2 × ep=1 = 131072 rank files, more than 65536", false},
-		{Layout{PP: 1024, VPP: 1024}, "pp=1024 × vpp=1024 = 1048576 pipeline stages", false},
-		{Layout{LegacyGroupedGEMM: true}, "legacy grouped GEMM needs moe_grouped_gemm", false},
-		{Layout{TransformerImpl: "te"}, `transformer_impl "te" is neither`, false},
+		{Layout{}, ""},
+		{Layout{TP: 1, PP: 1, VPP: 1, EP: 1, ETP: 1, TransformerImpl: ImplTransformerEngine}, ""},
+		{Layout{TP: 2}, ""},
+		{Layout{VPP: 2}, ""},
+		{Layout{TransformerImpl: ImplLocal}, ""},
+		{Layout{MoEGroupedGEMM: true}, ""},
+		{Layout{PipelineLayout: "Et|tL"}, ""},
+		{Layout{TP: -1}, "tp=-1 is negative"},
+		{Layout{ETP: MaxCount + 1}, "etp=65537 is larger than 65536"},
+		{Layout{TP: MaxCount, PP: 2}, "tp=65536 × pp=2 × ep=1 = 131072 rank files, more than 65536"},
+		{Layout{PP: 1024, VPP: 1024}, "pp=1024 × vpp=1024 = 1048576 pipeline stages"},
+		{Layout{LegacyGroupedGEMM: true}, "legacy grouped GEMM needs moe_grouped_gemm"},
+		{Layout{TransformerImpl: "te"}, `transformer_impl "te" is neither`},
 	} {
 		err := c.l.Check()
 		switch {
@@ -35,9 +34,6 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%+v: %v", c.l, err)
 		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
 			t.Errorf("%+v: got %v, want %q", c.l, err, c.err)
-		}
-		if c.err == "" && c.l.Single() != c.single {
-			t.Errorf("%+v: Single() = %v, want %v", c.l, !c.single, c.single)
 		}
 	}
 }
@@ -65,5 +61,35 @@ func TestDivisibilityProblems(t *testing.T) {
 		if d := cmp.Diff(c.want, c.l.DivisibilityProblems(size)); d != "" {
 			t.Errorf("%+v (-want +got):\n%s", c.l, d)
 		}
+	}
+}
+
+// TestPipelineLayoutParsedOnce checks that the pipeline layout string is
+// parsed when the Sharder is made, not again for every piece: the
+// per-piece helpers (RankDir, ParseStageKey) on the Sharder's layout
+// allocate nothing, where on the raw layout each call parses the string.
+func TestPipelineLayoutParsedOnce(t *testing.T) {
+	raw := Layout{PP: 2, NumLayers: 4, PipelineLayout: "Et|t|t|tL"}
+	sh, err := New(raw, Classification{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := sh.Layout()
+	if l.VPP != 2 {
+		t.Fatalf("VPP %d, want 2 from the pipeline layout", l.VPP)
+	}
+	perPiece := func(l Layout) func() {
+		return func() {
+			if _, err := ParseStageKey("model1", l); err != nil {
+				t.Fatal(err)
+			}
+			_ = l.Normalized()
+		}
+	}
+	if n := testing.AllocsPerRun(100, perPiece(l)); n != 0 {
+		t.Errorf("per-piece helpers on the Sharder's layout allocate %v times: the pipeline layout is parsed again", n)
+	}
+	if n := testing.AllocsPerRun(100, perPiece(raw)); n == 0 {
+		t.Errorf("the raw layout needs no parse; the check above proves nothing")
 	}
 }

@@ -220,15 +220,6 @@ func (l Layout) Check() error {
 	return nil
 }
 
-// Single reports whether l is the layout of one rank file whose names are
-// the plain single-rank names: TP=PP=VPP=EP=ETP=1, no grouped GEMM, the
-// Transformer Engine norm names.
-func (l Layout) Single() bool {
-	n := l.Normalized()
-	return n.TP == 1 && n.PP == 1 && n.VPP == 1 && n.EP == 1 && n.ETP == 1 &&
-		!n.MoEGroupedGEMM && n.TransformerImpl == ImplTransformerEngine
-}
-
 // expertSplit checks the experts of a normalized layout against EP.
 func (l Layout) expertSplit() error {
 	if l.EP > 1 && l.NumExperts == 0 {
