@@ -28,10 +28,12 @@ var allowed = map[string][]string{
 	"stdlib":           {},
 	"runtime/tensor":   {},
 	"runtime/blockio":  {},
-	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/pyjson"},
+	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/pyjson", "runtime/fnmatch"},
 	// JSON as Python reads and writes it: a leaf every runtime package may
 	// use for config files and headers.
 	"runtime/pyjson": {},
+	// Python's fnmatch: the one glob translator, a leaf.
+	"runtime/fnmatch": {},
 	// The model of mca_config.json: its values (pyjson), their checks
 	// (compiler/ir's MCA rules) and the layout it records (shard).
 	"runtime/mcaconfig": {"compiler/ir", "runtime/pyjson", "runtime/ops", "runtime/shard"},

@@ -6,6 +6,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/runtime/fnmatch"
 	"github.com/rolltpl/rolltpl/runtime/mcaconfig"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
@@ -53,7 +54,8 @@ func prefixedKey(t *ir.Template, key string) string {
 	for _, r := range t.KeyPrefixes {
 		skip := false
 		for _, u := range r.Unless {
-			if compileGlob(u).match(key) {
+			// A pattern that does not compile matches itself only.
+			if g, err := fnmatch.Compile(u); (err == nil && g.Match(key)) || (err != nil && u == key) {
 				skip = true
 				break
 			}

@@ -80,25 +80,6 @@ func TestFormatTargets(t *testing.T) {
 	}
 }
 
-func TestGlob(t *testing.T) {
-	for _, c := range []struct {
-		pat, name string
-		want      bool
-	}{
-		{"vision_model.*", "vision_model.blocks.0.attn.qkv.weight", true},
-		{"vision_model.*", "xvision_model.a", false},
-		{".mlp.linear_fc1.weight", ".mlp.linear_fc1.weight", true},
-		{".mlp.linear_fc1.weight", ".mlp.linear_fc1.weight2", false},
-		{"a?c", "abc", true},
-		{"[!x]b", "ab", true},
-		{"[!x]b", "xb", false},
-	} {
-		if got := compileGlob(c.pat).match(c.name); got != c.want {
-			t.Errorf("glob %q %q = %v", c.pat, c.name, got)
-		}
-	}
-}
-
 func TestAssignShards(t *testing.T) {
 	outs := []Output{{Name: "a", Size: 4}, {Name: "b", Size: 4}, {Name: "c", Size: 20}, {Name: "d", Size: 1}, {Name: "e", Size: 9}}
 	got := assignShards(outs, 10)
