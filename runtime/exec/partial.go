@@ -143,13 +143,14 @@ func syncDir(dir string) error {
 // directory the layout does not have.
 func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard.WritePlan, mc *MCAConfig, opts Options) (*Result, error) {
 	index := rankIndex(l)
+	stampOf := stamper(mc)
 	want := map[string]bool{}
 	var rels, problems []string
 	for _, f := range wp.Files {
 		want[f.Dir] = true
 		rel := filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
 		rels = append(rels, rel)
-		if msg := rankFileProblem(out.path(rel), f, stampFor(mc, index[f.Rank], f.Dir)); msg != "" {
+		if msg := rankFileProblem(out.path(rel), f, stampOf(index[f.Rank], f.Dir)); msg != "" {
 			problems = append(problems, fmt.Sprintf("rank %d (%s): %s", index[f.Rank], f.Dir, msg))
 		}
 	}

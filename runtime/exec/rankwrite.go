@@ -63,6 +63,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 	}
 	prog := &progressSum{total: total, fn: opts.Progress}
 	index := rankIndex(sh.Layout())
+	stampOf := stamper(p.Config)
 	rels := make([]string, len(files))
 	writers := make([]*torchsave.Writer, len(files))
 	defer func() {
@@ -104,7 +105,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 				o.Progress = func(done, _ int64) { prog.add(done - last); last = done }
 				ex := newExecutor(p, o, input)
 				path := out.path(rels[i])
-				st := stampFor(p.Config, index[files[i].Rank], files[i].Dir)
+				st := stampOf(index[files[i].Rank], files[i].Dir)
 				errs[i] = writeStamped(path, st, opts.Sync, func() error { return ex.writeRankFile(ctx, sh, files[i], writers[i], path) })
 				written[i] = ex.done
 				ex.close()

@@ -381,11 +381,12 @@ func layoutString(l Layout) string {
 	return s
 }
 
-// stampFor returns the stamp of rank file i (directory dir) of the run
-// recorded in mc.
-func stampFor(mc *MCAConfig, i int, dir string) runStamp {
+// stamper returns the stamps of the rank files of the run recorded in mc,
+// the layout read (and its pipeline layout parsed) once for all of them.
+func stamper(mc *MCAConfig) func(i int, dir string) runStamp {
 	run, _ := mc.String(RunKey)
-	return runStamp{Run: run, Layout: layoutString(mc.Layout()), Rank: i, Dir: dir}
+	layout := layoutString(mc.Layout())
+	return func(i int, dir string) runStamp { return runStamp{Run: run, Layout: layout, Rank: i, Dir: dir} }
 }
 
 // stampPath returns the run stamp path beside a rank file.
