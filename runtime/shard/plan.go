@@ -277,8 +277,7 @@ func (s *Sharder) PlanRead(files []RankFile) (*ReadPlan, error) {
 	for i := range parent {
 		parent[i] = i
 	}
-	var find func(int) int
-	find = func(i int) int {
+	find := func(i int) int {
 		for parent[i] != i {
 			parent[i] = parent[parent[i]]
 			i = parent[i]

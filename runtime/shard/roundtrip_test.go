@@ -134,7 +134,6 @@ func roundTrip(t *testing.T, c layoutCase, seed uint64) {
 		byRef[rt.LocalRef] = rt.tensor()
 	}
 	got := map[string]Global{}
-	var order []string
 	for _, g := range rp.Groups {
 		locals := make([]Local, len(g.Members))
 		for i, m := range g.Members {
@@ -156,7 +155,6 @@ func roundTrip(t *testing.T, c layoutCase, seed uint64) {
 				t.Errorf("global %s merged twice", gl.Name)
 			}
 			got[gl.Name] = gl
-			order = append(order, gl.Name)
 		}
 	}
 	for _, w := range model {
