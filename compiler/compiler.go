@@ -7,7 +7,6 @@ package compiler
 import (
 	"fmt"
 	"io/fs"
-	"os"
 	"sort"
 	"strings"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 )
 
 // Options configure a compilation.
@@ -67,7 +67,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 				Detail: fmt.Sprintf("The compiler failed unexpectedly (%v). Please report this with the input.", r)})
 		}
 	}()
-	ld := &resolve.Loader{ReadFile: os.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
+	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
 	info, diags := ld.Load(paths)
 	res.Info = info
 	res.Diags.Extend(diags)

@@ -1,7 +1,6 @@
 package stdlib_test
 
 import (
-	"fmt"
 	"io/fs"
 	"regexp"
 	"strings"
@@ -71,6 +70,6 @@ func TestNoRepeatedBlocks(t *testing.T) {
 		}
 	}
 	if len(seen) == 0 {
-		t.Fatal(fmt.Sprint("no stdlib lines read"))
+		t.Fatal("no stdlib lines read")
 	}
 }

@@ -18,17 +18,18 @@ var allowed = map[string][]string{
 	"lang/parser":      {"lang/token", "lang/diag", "lang/ast"},
 	"lang/format":      {"lang/token", "lang/diag", "lang/ast", "lang/parser"},
 	"lang/langtest":    {},
+	"lang/srcfile":     {}, // reading only regular files: the front end's and the runtime's (lang is the lowest layer)
 	"compiler/ir":      {"lang/token"},
 	"compiler/schema":  {"lang/..."},
 	"compiler/resolve": {"lang/...", "compiler/schema"},
 	"compiler/check":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/ir"},
 	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/ir"},
-	"compiler/pyemit":  {"compiler/ir", "lang/token", "lang/diag", "runtime/tempname"}, // tempname: a leaf with no imports of the project
+	"compiler/pyemit":  {"compiler/ir", "lang/token", "lang/diag", "runtime/outdir", "runtime/tempname"}, // leaves: see runtime/outdir
 	"compiler":         {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/lower", "compiler/ir"},
 	"stdlib":           {},
 	"runtime/tensor":   {},
 	"runtime/blockio":  {},
-	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/pyjson", "runtime/fnmatch"},
+	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/outdir", "lang/srcfile", "runtime/pyjson", "runtime/fnmatch"},
 	// JSON as Python reads and writes it: a leaf every runtime package may
 	// use for config files and headers.
 	"runtime/pyjson": {},
@@ -37,10 +38,15 @@ var allowed = map[string][]string{
 	// The model of mca_config.json: its values (pyjson), their checks
 	// (compiler/ir's MCA rules) and the layout it records (shard).
 	"runtime/mcaconfig": {"compiler/ir", "runtime/pyjson", "runtime/ops", "runtime/shard"},
-	"runtime/exec":      {"compiler/ir", "lang/token", "runtime/..."},
-	// Names of temporary files that record their writer, shared by the
-	// runtime and the Python emitter's build output.
+	"runtime/exec":      {"compiler/ir", "lang/token", "lang/srcfile", "runtime/..."},
+	// Names of temporary files that record their writer (tempname), and
+	// output folders written through a temporary folder and committed
+	// (outdir): the one owner of both the runtime's --to and the Python
+	// emitter's build -o, so leaves importing nothing of the project but
+	// each other, which compiler/pyemit may import without depending on
+	// the runtime.
 	"runtime/tempname": {},
+	"runtime/outdir":   {"runtime/tempname"},
 	"cmd/...":          {"..."},
 	// The CLI parses flags, calls and prints: of the runtime it sees only
 	// exec, which owns every conversion and checkpoint operation.

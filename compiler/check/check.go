@@ -70,20 +70,25 @@ func templateModes(t *ir.Template) []map[string]bool {
 	seen := map[string]bool{}
 	out := modes
 	for _, op := range t.Ops {
-		for _, n := range append(append([]ir.Name{}, op.HF...), op.MCA...) {
-			for _, lc := range n.LayerConds() {
-				f := lc.Flag()
-				if seen[f] {
-					continue
+		for _, names := range [2][]ir.Name{op.HF, op.MCA} {
+			for _, n := range names {
+				if n.Flag == "" {
+					continue // no condition (most names): nothing to add
 				}
-				seen[f] = true
-				var more []map[string]bool
-				for _, m := range out {
-					on := maps.Clone(m)
-					on[f] = true
-					more = append(more, m, on)
+				for _, lc := range n.LayerConds() {
+					f := lc.Flag()
+					if seen[f] {
+						continue
+					}
+					seen[f] = true
+					var more []map[string]bool
+					for _, m := range out {
+						on := maps.Clone(m)
+						on[f] = true
+						more = append(more, m, on)
+					}
+					out = more
 				}
-				out = more
 			}
 		}
 	}

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 )
 
 // tree lists a folder: relative paths, with the content of files.
@@ -157,36 +158,41 @@ func TestWriteDirRefuses(t *testing.T) {
 	}
 }
 
-// TestWriteDirKeepsFolder: an existing folder is written through, not
-// replaced: its mode stays, and a symbolic link to it stays a link.
-func TestWriteDirKeepsFolder(t *testing.T) {
+// TestWriteDirStale: the temporary folders of a killed build, beside a
+// missing -o and inside an existing one, are removed and told as a
+// build's; one of a build that may still run (another host's) stops the
+// build, named.
+func TestWriteDirStale(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip(err)
+	}
+	self := tempname.Self()
+	dead := fmt.Sprintf("%s-%d-%d-1", self.Host, cmd.Process.Pid, self.Start)
 	parent := t.TempDir()
-	target, link := filepath.Join(parent, "target"), filepath.Join(parent, "link")
-	os.Mkdir(target, 0o700)
-	os.Chmod(target, 0o750)
-	os.Symlink(target, link)
-	before, _ := os.Stat(target)
-	for range 2 { // a first build, then a rebuild
-		if err := WriteDir(context.Background(), link, build2, nil); err != nil {
-			t.Fatal(err)
-		}
+	dir := filepath.Join(parent, "pkg")
+	beside := filepath.Join(parent, ".pkg"+buildTmp+dead)
+	put(t, filepath.Join(beside, "a.py"), "partial")
+	var notes []string
+	notice := func(s string) { notes = append(notes, s) }
+	if err := WriteDir(context.Background(), dir, build2, notice); err != nil {
+		t.Fatal(err)
 	}
-	after, _ := os.Stat(target)
-	if !os.SameFile(before, after) || after.Mode() != before.Mode() {
-		t.Errorf("folder replaced: mode %v, was %v", after.Mode(), before.Mode())
+	inside := filepath.Join(dir, buildTmp+dead)
+	put(t, filepath.Join(inside, "a.py"), "partial")
+	if err := WriteDir(context.Background(), dir, build2, notice); err != nil {
+		t.Fatal(err)
 	}
-	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
-		t.Errorf("the link was replaced")
+	want := []string{"removed " + beside + ", left by an interrupted build (pid ", "removed " + inside + ", left by an interrupted build (pid "}
+	if len(notes) != len(want) || !strings.HasPrefix(notes[0], want[0]) || !strings.HasPrefix(notes[1], want[1]) {
+		t.Errorf("notices %q, want %q", notes, want)
 	}
-	if diff := cmp.Diff(wantBuild2(), tree(t, target)); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
+	if diff := cmp.Diff(wantBuild2(), tree(t, dir)); diff != "" {
+		t.Errorf("folder after the build (-want +got):\n%s", diff)
 	}
-	var names []string
-	es, _ := os.ReadDir(parent)
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
-	if !slices.Equal(names, []string{"link", "target"}) || strings.Contains(fmt.Sprint(tree(t, target)), "tmp") {
-		t.Errorf("left in %s: %v", parent, names)
+	live := filepath.Join(dir, buildTmp+"node-b-1-1-1")
+	os.Mkdir(live, 0o700)
+	if err := WriteDir(context.Background(), dir, build2, nil); err == nil || !strings.Contains(err.Error(), live+" is the temporary folder of another build (pid 1 on host node-b)") {
+		t.Errorf("live temporary: %v", err)
 	}
 }

@@ -19,6 +19,7 @@
 package resolve
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -238,6 +239,11 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 			if err == nil {
 				return g
 			}
+			// There, but not readable (a FIFO, a directory, no permission):
+			// say so rather than look elsewhere.
+			st.diags.Add(diag.Errorf(im.Path.Span(), "bad-import", "Cannot read import",
+				"The import names %s, which cannot be read: %v.", local, err))
+			return nil
 		}
 	}
 	if st.ld.Lib != nil {
@@ -253,12 +259,14 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 	return nil
 }
 
+// exists reports whether p is there to read: a file that cannot be read
+// (a FIFO, a directory) exists, so that its import reports why.
 func (st *loadState) exists(p string) bool {
 	if st.ld.ReadFile == nil {
 		return false
 	}
 	_, err := st.ld.ReadFile(p)
-	return err == nil
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // declSymbol returns the kind and name ident of a declaration.

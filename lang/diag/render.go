@@ -22,7 +22,15 @@ type Printer struct {
 	Sources Sources
 	// Cwd, when set, makes absolute file names relative to it.
 	Cwd string
+	// MaxPerFile, when positive, caps the text rendering: at most this
+	// many diagnostics of each severity are printed for one file, followed
+	// by one line counting the ones left out. JSON is never capped.
+	MaxPerFile int
 }
+
+// DefaultMaxPerFile is the cap the command line puts on the diagnostics
+// of each severity it prints as text for one file.
+const DefaultMaxPerFile = 100
 
 func (p *Printer) name(n string) string {
 	if p.Cwd != "" && filepath.IsAbs(n) {
@@ -34,17 +42,55 @@ func (p *Printer) name(n string) string {
 }
 
 // Text writes each diagnostic as "path:line:col: severity: summary [code]",
-// the source line with carets under the subject, and the detail.
+// the source line with carets under the subject, and the detail. Each
+// file's line table is built once, so the time is linear in the size of
+// the sources plus the number of diagnostics. With MaxPerFile set, the
+// diagnostics over the cap are counted instead, one line per file:
+// "path: N more errors and M more warnings not shown (--diags json lists
+// them all)".
 func (p *Printer) Text(w io.Writer, l List) error {
+	files := map[string]*token.File{}
+	type key struct {
+		file string
+		sev  Severity
+	}
+	shown := map[key]int{}
+	type omitted struct{ n [Info + 1]int }
+	var skipped map[string]*omitted
+	var skippedOrder []string
 	for _, d := range l {
 		s := d.Subject.Start
+		if p.MaxPerFile > 0 {
+			k := key{s.Filename, d.Severity}
+			if shown[k] >= p.MaxPerFile {
+				if skipped == nil {
+					skipped = map[string]*omitted{}
+				}
+				o := skipped[s.Filename]
+				if o == nil {
+					o = &omitted{}
+					skipped[s.Filename] = o
+					skippedOrder = append(skippedOrder, s.Filename)
+				}
+				if d.Severity >= Error && d.Severity <= Info {
+					o.n[d.Severity]++
+				}
+				continue
+			}
+			shown[k]++
+		}
 		fmt.Fprintf(w, "%s:%d:%d: %s: %s", p.name(s.Filename), s.Line, s.Column, d.Severity, d.Summary)
 		if d.Code != "" {
 			fmt.Fprintf(w, " [%s]", d.Code)
 		}
 		fmt.Fprintln(w)
 		if src, ok := p.Sources[s.Filename]; ok && s.IsValid() {
-			p.snippet(w, token.NewFile(s.Filename, src), d.Subject)
+			f := files[s.Filename]
+			if f == nil {
+				f = token.NewFile(s.Filename, src)
+				files[s.Filename] = f
+			}
+			p.snippet(w, f, d.Subject)
 		}
 		if d.Detail != "" {
 			for _, line := range strings.Split(d.Detail, "\n") {
@@ -55,7 +101,23 @@ func (p *Printer) Text(w io.Writer, l List) error {
 			fmt.Fprintf(w, "  %s:%d:%d: note: %s\n", p.name(r.Span.Start.Filename), r.Span.Start.Line, r.Span.Start.Column, r.Message)
 		}
 	}
+	for _, name := range skippedOrder {
+		var parts []string
+		for sev, n := range skipped[name].n {
+			if n > 0 {
+				parts = append(parts, fmt.Sprintf("%d more %s%s", n, Severity(sev), plural(n)))
+			}
+		}
+		fmt.Fprintf(w, "%s: %s not shown (--diags json lists them all)\n", p.name(name), strings.Join(parts, " and "))
+	}
 	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 func (p *Printer) snippet(w io.Writer, f *token.File, sp token.Span) {

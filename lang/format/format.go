@@ -37,6 +37,7 @@
 //   - Comments keep their text, less trailing white space. A comment that
 //     follows code on a line stays there, two spaces after it; a comment on
 //     a line of its own is indented like the code line that follows it.
+//   - A UTF-8 byte order mark at the start of the file is dropped.
 //
 // # Alignment
 //
@@ -80,7 +81,10 @@ func (e *SyntaxError) Error() string {
 // src has syntax errors; filename names the positions in its diagnostics.
 // Formatting is idempotent: Source of its own output returns it unchanged.
 func Source(filename string, src []byte) ([]byte, error) {
-	f, diags := parser.ParseFile(filename, src)
+	// The cache makes the check below parse only the declarations whose
+	// text formatting changed.
+	cache := parser.NewCache()
+	f, diags := cache.ParseFile(filename, src)
 	if diags.HasErrors() {
 		return nil, &SyntaxError{Diags: diags}
 	}
@@ -90,11 +94,31 @@ func Source(filename string, src []byte) ([]byte, error) {
 	}
 	// The formatter only moves white space, so the output must mean the
 	// same; check it rather than hand back a damaged file.
-	g, gdiags := parser.ParseFile(filename, out)
-	if gdiags.HasErrors() || ast.Dump(g) != ast.Dump(f) {
+	g, gdiags := cache.ParseFile(filename, out)
+	if gdiags.HasErrors() || !sameTree(f, g) {
 		return nil, fmt.Errorf("%s: internal formatter error: the formatted text does not parse to the same syntax tree; please report this with the file", filename)
 	}
 	return out, nil
+}
+
+// sameTree reports whether f and g are the same syntax tree, positions
+// aside. Declarations the parser cache carried over from f into g are the
+// same nodes, so only the others are compared.
+func sameTree(f, g *ast.File) bool {
+	if len(f.Decls) != len(g.Decls) || len(f.Comments) != len(g.Comments) {
+		return false
+	}
+	for i, d := range f.Decls {
+		if d != g.Decls[i] && ast.Dump(d) != ast.Dump(g.Decls[i]) {
+			return false
+		}
+	}
+	for i, c := range f.Comments {
+		if c.Text != g.Comments[i].Text {
+			return false
+		}
+	}
+	return true
 }
 
 func format(filename string, f *ast.File, src []byte) (out []byte, err error) {

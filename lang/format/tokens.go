@@ -58,14 +58,12 @@ type item struct {
 
 // printer holds the tokens of one file.
 type printer struct {
-	toks   []tok
-	byOff  map[int]int // start offset -> token index
-	byEnd  map[int]int // end offset -> token index
+	toks   []tok // in source order
 	blocks []*block
 }
 
 func newPrinter(filename string, f *ast.File, src []byte) (*printer, error) {
-	p := &printer{byOff: map[int]int{}, byEnd: map[int]int{}}
+	p := &printer{}
 	if err := p.lex(filename, src); err != nil {
 		return nil, err
 	}
@@ -89,7 +87,11 @@ func newPrinter(filename string, f *ast.File, src []byte) (*printer, error) {
 func (p *printer) lex(filename string, src []byte) error {
 	sym := parser.Lexer.Symbols()
 	commentType, wsType := sym["Comment"], sym["Whitespace"]
-	lx, err := parser.Lexer.Lex(filename, bytes.NewReader(src))
+	base := 0
+	if bytes.HasPrefix(src, []byte(parser.BOM)) {
+		base = len(parser.BOM) // dropped: see the package doc
+	}
+	lx, err := parser.Lexer.Lex(filename, bytes.NewReader(src[base:]))
 	if err != nil {
 		return err
 	}
@@ -107,12 +109,9 @@ func (p *printer) lex(filename string, src []byte) error {
 			nl += strings.Count(t.Value, "\n")
 			continue
 		case commentType:
-			p.toks = append(p.toks, tok{text: strings.TrimRight(t.Value, " \t\r\f\v"), off: t.Pos.Offset, nl: nl, comment: true, match: -1})
+			p.toks = append(p.toks, tok{text: strings.TrimRight(t.Value, " \t\r\f\v"), off: base + t.Pos.Offset, nl: nl, comment: true, match: -1})
 		default:
-			i := len(p.toks)
-			p.toks = append(p.toks, tok{text: t.Value, off: t.Pos.Offset, nl: nl, match: -1})
-			p.byOff[t.Pos.Offset] = i
-			p.byEnd[t.Pos.Offset+len(t.Value)] = i
+			p.toks = append(p.toks, tok{text: t.Value, off: base + t.Pos.Offset, nl: nl, match: -1})
 		}
 		nl = 0
 	}
@@ -142,10 +141,25 @@ func (p *printer) matchBrackets() error {
 	return nil
 }
 
+// startingAt returns the index of the token (not a comment) that starts at
+// byte offset off. The tokens are in source order, so it is a binary
+// search (a map of every offset cost more than the tokens themselves).
+func (p *printer) startingAt(off int) (int, bool) {
+	i := sort.Search(len(p.toks), func(i int) bool { return p.toks[i].off >= off })
+	return i, i < len(p.toks) && p.toks[i].off == off && !p.toks[i].comment
+}
+
+// endingAt returns the index of the token (not a comment) that ends at
+// byte offset end.
+func (p *printer) endingAt(end int) (int, bool) {
+	i := sort.Search(len(p.toks), func(i int) bool { return p.toks[i].off+len(p.toks[i].text) >= end })
+	return i, i < len(p.toks) && p.toks[i].off+len(p.toks[i].text) == end && !p.toks[i].comment
+}
+
 // at returns the index of the token that starts at the start of n.
 func (p *printer) at(n ast.Node) (int, error) {
 	s := n.Span()
-	i, ok := p.byOff[s.Start.Offset]
+	i, ok := p.startingAt(s.Start.Offset)
 	if !ok {
 		return 0, fmt.Errorf("no token at %s", s.Start)
 	}
@@ -293,7 +307,7 @@ func (p *printer) markItem(n ast.Node, shape string, neutral bool, cellText stri
 		return err
 	}
 	s := n.Span()
-	last, ok := p.byEnd[s.End.Offset]
+	last, ok := p.endingAt(s.End.Offset)
 	if !ok || last < first {
 		return fmt.Errorf("no token ends at %s", s.End)
 	}

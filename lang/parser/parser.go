@@ -14,8 +14,10 @@ package parser
 import (
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/alecthomas/participle/v2"
@@ -26,24 +28,20 @@ import (
 	"github.com/rolltpl/rolltpl/lang/token"
 )
 
-// Lexer is the token definition shared by the parser and the formatter.
-// Comment and Whitespace tokens are elided by the parser.
-var Lexer = lexer.MustSimple([]lexer.SimpleRule{
-	{Name: "Comment", Pattern: `#[^\n]*`},
-	{Name: "Whitespace", Pattern: `[ \t\r\n]+`},
-	{Name: "String", Pattern: `"(\\.|[^"\\\n])*"`},
-	{Name: "BadString", Pattern: `"(\\.|[^"\\\n])*`},
-	{Name: "Float", Pattern: `[0-9]+\.[0-9]+([eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+`},
-	{Name: "Int", Pattern: `[0-9]+`},
-	{Name: "Ident", Pattern: `[A-Za-z_][A-Za-z0-9_]*`},
-	{Name: "Op", Pattern: `->|==|!=|<=|>=|//|&&|\|\||[-+*/%<>=!(){}\[\],.:?|]`},
-	{Name: "Bad", Pattern: `[\s\S]`},
-})
-
 var options = []participle.Option{
 	participle.Lexer(Lexer),
 	participle.Elide("Comment", "Whitespace"),
-	participle.Unquote("String"),
+	participle.Map(unquoteToken, "String"),
+}
+
+// unquoteToken replaces a String token's text with its value.
+func unquoteToken(t lexer.Token) (lexer.Token, error) {
+	v, err := unquote(t.Value)
+	if err != nil {
+		return t, participle.Errorf(t.Pos, "invalid quoted string %q: %s", t.Value, err.Error())
+	}
+	t.Value = v
+	return t, nil
 }
 
 var (
@@ -119,37 +117,148 @@ func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.
 		old = c.files[filename]
 		used = map[string]cached{}
 	}
-	for _, ch := range sc.decls {
+	// First the declarations the cache has and those too deep to parse,
+	// then the others, in parallel, then all of them in order.
+	slots := make([]slot, len(sc.decls))
+	var todo []int
+	taken := map[string]bool{}
+	for i, ch := range sc.decls {
+		sl := &slots[i]
+		sl.text = src[ch.start:ch.end]
+		sl.base = tf.Pos(ch.start)
+		if e, ok := old[string(sl.text)]; ok && !taken[string(sl.text)] {
+			taken[string(sl.text)] = true
+			shift(e.decl, e.base, sl.base)
+			sl.decl = e.decl
+			continue
+		}
+		if ch.tooDeep.end > 0 {
+			sl.decl = badDecl(tf, ch.span)
+			sl.diag = &diag.Diagnostic{
+				Severity: diag.Error, Code: "nesting-too-deep", Summary: "Nesting too deep",
+				Detail: fmt.Sprintf("This declaration nests brackets, conditionals or prefix operators more than %d levels deep here; "+
+					"it is not read. Split the expression up.", MaxNesting),
+				Subject: tf.Span(ch.tooDeep.start, ch.tooDeep.end),
+			}
+			continue
+		}
+		todo = append(todo, i)
+	}
+	parseAll(filename, tf, sc.decls, slots, todo)
+	for i := range slots {
 		if len(diags) >= MaxErrors {
 			break
 		}
-		text := src[ch.start:ch.end]
-		base := tf.Pos(ch.start)
-		if e, ok := old[string(text)]; ok {
-			if _, dup := used[string(text)]; !dup {
-				shift(e.decl, e.base, base)
-				f.Decls = append(f.Decls, e.decl)
-				used[string(text)] = cached{e.decl, base}
-				continue
+		sl := &slots[i]
+		if sl.decl == nil {
+			break // not parsed: after MaxErrors errors (see parseAll)
+		}
+		if sl.diag != nil {
+			diags.Add(sl.diag)
+		}
+		if used != nil && sl.diag == nil {
+			if _, dup := used[string(sl.text)]; !dup {
+				used[string(sl.text)] = cached{sl.decl, sl.base}
 			}
 		}
-		d, derr := parseChunk(filename, text)
-		if derr != nil {
-			derr.Subject = token.Span{Start: tf.Pos(ch.start + derr.Subject.Start.Offset), End: tf.Pos(ch.start + derr.Subject.End.Offset)}
-			diags.Add(derr)
-		}
-		shift(d, token.Pos{Offset: 0, Line: 1, Column: 1}, base)
-		if derr == nil && used != nil {
-			if _, dup := used[string(text)]; !dup {
-				used[string(text)] = cached{d, base}
-			}
-		}
-		f.Decls = append(f.Decls, d)
+		f.Decls = append(f.Decls, sl.decl)
 	}
 	if c != nil {
 		c.files[filename] = used
 	}
 	return f, diags
+}
+
+// slot is one declaration of a file being parsed.
+type slot struct {
+	text []byte
+	base token.Pos // where text starts
+	decl *ast.Decl
+	diag *diag.Diagnostic // its one error, if any
+}
+
+// parallelMin is the number of declarations from which ParseFile parses
+// on several cores.
+const parallelMin = 64
+
+// parseAll parses the declarations slots[todo[...]] (their spans are in
+// decls), each placed at its base, on up to GOMAXPROCS goroutines when
+// there are many. Declarations are taken in order, and none is taken once
+// MaxErrors of those taken failed: the first MaxErrors errors of the file
+// are then known. A panic in the parser becomes an internal-error
+// diagnostic of that declaration.
+func parseAll(filename string, tf *token.File, decls []decl, slots []slot, todo []int) {
+	var errs atomic.Int64
+	one := func(i int) {
+		defer func() {
+			if slots[i].diag != nil {
+				errs.Add(1)
+			}
+		}()
+		sl := &slots[i]
+		defer func() {
+			if r := recover(); r != nil {
+				sl.decl = badDecl(tf, decls[i].span)
+				sl.diag = &diag.Diagnostic{
+					Severity: diag.Error, Code: "internal-error", Summary: "Internal parser error",
+					Detail:  fmt.Sprintf("The parser failed unexpectedly (%v). Please report this with the file.", r),
+					Subject: tf.Span(decls[i].start, decls[i].start),
+				}
+			}
+		}()
+		if d, ok := parseAt(sl.text, sl.base); ok {
+			sl.decl = d
+			return
+		}
+		d, derr := parseChunk(filename, sl.text)
+		if derr != nil {
+			start := decls[i].start
+			derr.Subject = token.Span{Start: tf.Pos(start + derr.Subject.Start.Offset), End: tf.Pos(start + derr.Subject.End.Offset)}
+		}
+		shift(d, token.Pos{Offset: 0, Line: 1, Column: 1}, sl.base)
+		sl.decl, sl.diag = d, derr
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if len(todo) < parallelMin || workers < 2 {
+		for _, i := range todo {
+			if errs.Load() >= MaxErrors {
+				return
+			}
+			one(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				if errs.Load() >= MaxErrors {
+					return
+				}
+				k := int(next.Add(1)) - 1
+				if k >= len(todo) {
+					return
+				}
+				one(todo[k])
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// parseAt parses the text of one declaration that starts at base, with the
+// positions of the file, and reports whether it parsed. (A declaration
+// that does not is parsed again by parseChunk, which makes the BadDecl and
+// the diagnostic.)
+func parseAt(text []byte, base token.Pos) (*ast.Decl, bool) {
+	lx := Lexer.lexAt(string(text), lexer.Position(base), true)
+	peek, err := lexer.Upgrade(lx, Lexer.comment, Lexer.whitespace)
+	if err != nil {
+		return nil, false
+	}
+	d, err := declParser.ParseFromLexer(peek)
+	return d, err == nil
 }
 
 // parseChunk parses the text of one declaration with positions relative to
@@ -168,6 +277,14 @@ func parseChunk(filename string, text []byte) (*ast.Decl, *diag.Diagnostic) {
 	bad.Pos, bad.EndPos = tf.Pos(0), tf.Pos(len(text))
 	bad.Bad.Range = bad.Range
 	return bad, syntaxDiag(err, tf)
+}
+
+// badDecl returns a BadDecl spanning sp, with nothing parsed.
+func badDecl(tf *token.File, sp span) *ast.Decl {
+	bad := &ast.Decl{Bad: &ast.BadDecl{}}
+	bad.Pos, bad.EndPos = tf.Pos(sp.start), tf.Pos(sp.end)
+	bad.Bad.Range = bad.Range
+	return bad
 }
 
 var rangeType = reflect.TypeOf(ast.Range{})
@@ -218,8 +335,9 @@ func syntaxDiag(err error, tf *token.File) *diag.Diagnostic {
 	if off < len(tf.Src) {
 		switch c := tf.Src[off]; {
 		case c == '"':
-			endOff = stringEnd(tf.Src, off)
-			if tf.Src[endOff-1] != '"' || endOff == off+1 {
+			var closed bool
+			endOff, closed = stringToken(tf.Src, off)
+			if !closed {
 				msg = "string literal not terminated"
 			}
 		case isDigit(c):

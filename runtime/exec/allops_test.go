@@ -210,8 +210,9 @@ func indexOf(p *exec.Plan, name string) int {
 	return -1
 }
 
-func TestTorchRecomputeAllOps(t *testing.T) {
-	py := torchtest.Python(t, "numpy")
+func TestTorchRecomputeAllOps(t *testing.T) { torchtest.Run(t, testTorchRecomputeAllOps, "numpy") }
+
+func testTorchRecomputeAllOps(t *testing.T, py string) {
 	dir := t.TempDir()
 	var cases []torchCase
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16, tensor.F32} {

@@ -24,10 +24,13 @@ const (
 )
 
 // IsMCA reports whether dir holds an MCA checkpoint (an mca_config.json),
-// which is how ROLL's converter picks the direction.
+// which is how ROLL's converter picks the direction (os.path.exists). An
+// mca_config.json that is not a regular file (a FIFO, a folder) counts:
+// reading it then fails naming it, rather than the checkpoint being taken
+// for an HF one without config.json.
 func IsMCA(dir string) bool {
-	st, err := os.Stat(filepath.Join(dir, MCAConfigName))
-	return err == nil && st.Mode().IsRegular()
+	_, err := os.Stat(filepath.Join(dir, MCAConfigName))
+	return err == nil
 }
 
 // HFCheckpoint is an HF model directory read without its tensor data:

@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/runtime/fnmatch"
 	"github.com/rolltpl/rolltpl/runtime/mcaconfig"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
@@ -28,7 +28,7 @@ const MaxConfigSize = 64 << 20
 // ReadConfigFile reads a small config file: a regular file (a FIFO is
 // refused, never waited on) of at most MaxConfigSize bytes.
 func ReadConfigFile(path string) ([]byte, error) {
-	return blockio.ReadRegular(path, MaxConfigSize)
+	return srcfile.ReadFileMax(path, MaxConfigSize)
 }
 
 // CheckHFConfig runs the template's checks of the HF config keys it maps

@@ -134,7 +134,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	if err != nil {
 		return res, err
 	}
-	defer out.abort(&err)
+	defer out.Abort(&err)
 	if res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input); err != nil {
 		return res, err
 	}
@@ -145,19 +145,19 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 // auxiliary files and commits the output.
 func finishMCA(res *Result, src string, out *output, mc *MCAConfig, opts Options) (*Result, error) {
 	var err error
-	if err := writeFileSync(out.path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
+	if err := writeFileSync(out.Path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
 		return res, err
 	}
-	if err := writeFileSync(out.path(TrackerName), []byte("1"), opts.Sync); err != nil {
+	if err := writeFileSync(out.Path(TrackerName), []byte("1"), opts.Sync); err != nil {
 		return res, err
 	}
-	res.Copied, err = copyAux(src, out.tmp, func(name string) bool {
+	res.Copied, err = copyAux(src, out.Dir(), func(name string) bool {
 		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
 	})
 	if err != nil {
 		return res, err
 	}
-	if err := out.commit(); err != nil {
+	if err := out.Commit(); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -191,7 +191,7 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err != nil {
 		return res, err
 	}
-	defer out.abort(&err)
+	defer out.Abort(&err)
 	// The executor reads the global weights merged from the rank files
 	// (at 1x1x1 the one rank file's tensors, in place).
 	ex := newExecutor(ms.plan, opts, nil)
@@ -214,10 +214,10 @@ func finishHF(ctx context.Context, ex *executor, out *output, src string, hfConf
 		if err := ex.eachOutput(ctx, func(name string, t tensor.Tensor) error { return opts.compare.tensor(ex, name, t) }); err != nil {
 			return err
 		}
-		if err := writeFileSync(out.path(HFConfigName), hfConfig, opts.Sync); err != nil {
+		if err := writeFileSync(out.Path(HFConfigName), hfConfig, opts.Sync); err != nil {
 			return err
 		}
-		return out.commit()
+		return out.Commit()
 	}
 	files, err := ex.writeHF(ctx, out, maxShard)
 	if err != nil {
@@ -225,16 +225,16 @@ func finishHF(ctx context.Context, ex *executor, out *output, src string, hfConf
 	}
 	res.Written = ex.done
 	res.Files = files
-	if err := writeFileSync(out.path(HFConfigName), hfConfig, opts.Sync); err != nil {
+	if err := writeFileSync(out.Path(HFConfigName), hfConfig, opts.Sync); err != nil {
 		return err
 	}
-	res.Copied, err = copyAux(src, out.tmp, func(name string) bool {
+	res.Copied, err = copyAux(src, out.Dir(), func(name string) bool {
 		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
 	})
 	if err != nil {
 		return err
 	}
-	return out.commit()
+	return out.Commit()
 }
 
 // recoverInternal turns a panic into an error; the deferred cleanups have
@@ -679,7 +679,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		for _, o := range outs[s.first:s.end] {
 			specs = append(specs, safetensors.Spec{Name: o.Name, DType: o.DType, Shape: o.Shape})
 		}
-		f, err := os.OpenFile(out.path(s.name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		f, err := os.OpenFile(out.Path(s.name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
 			return nil, err
 		}
@@ -690,7 +690,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		}
 		opened[i].layout, opened[i].size = sw.Tensors(), sw.Size()
 		if err := blockio.Preallocate(f, 0, sw.Size()); err != nil {
-			return nil, fmt.Errorf("writing %s: %w%s", out.path(s.name), err, reserveNote(err, len(shards), "shards", total))
+			return nil, fmt.Errorf("writing %s: %w%s", out.Path(s.name), err, reserveNote(err, len(shards), "shards", total))
 		}
 		opened[i].fs = &fileSink{f: f}
 		files = append(files, s.name)
@@ -753,7 +753,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 	if err := finish(); err != nil {
 		return nil, err
 	}
-	if err := safetensors.WriteIndex(out.path(safetensors.IndexFileName), weightMap, total); err != nil {
+	if err := safetensors.WriteIndex(out.Path(safetensors.IndexFileName), weightMap, total); err != nil {
 		return nil, err
 	}
 	return append(files, safetensors.IndexFileName), nil

@@ -409,6 +409,7 @@ func withPickle(t testing.TB, rank, pkl []byte) []byte {
 // one rank file (pkl1 empty) at TP=1, two at TP=2.
 func FuzzMCAToHF(f *testing.F) {
 	fuzzSetup(f)
+	loadSeedShapes(f)
 	s := &fuzzSeeds
 	p, p0, p1 := rankPickle(f, s.rank), rankPickle(f, s.rank0), rankPickle(f, s.rank1)
 	f.Add(s.mcaConfig, p, []byte(nil))
@@ -478,6 +479,9 @@ func FuzzMCAToHF(f *testing.F) {
 		if err := checkFloatHidden(hc.Tensors, hidden); err != nil {
 			t.Fatalf("converted an inconsistent checkpoint: %v", err)
 		}
+		if sameSizes(t, exec.MCAConfigName, cfg, s.mcaConfig) {
+			checkSeedShapes(t, hc.Tensors, seedShapes.hf)
+		}
 	})
 }
 
@@ -500,6 +504,7 @@ func splitSafetensors(t testing.TB, b []byte) (header, data []byte) {
 // FuzzParseHeader.
 func FuzzHFToMCA(f *testing.F) {
 	fuzzSetup(f)
+	loadSeedShapes(f)
 	s := &fuzzSeeds
 	h, _ := splitSafetensors(f, s.hfST)
 	hTie, _ := splitSafetensors(f, s.hfSTTie)
@@ -569,6 +574,9 @@ func FuzzHFToMCA(f *testing.F) {
 		}
 		if err := checkFloatHidden(ms, hidden); err != nil {
 			t.Fatalf("converted an inconsistent checkpoint: %v", err)
+		}
+		if sameSizes(t, "config.json", cfg, s.hfConfig) {
+			checkSeedShapes(t, ms, seedShapes.mca)
 		}
 	})
 }

@@ -1,7 +1,6 @@
 package exec
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -12,191 +11,76 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
+	"github.com/rolltpl/rolltpl/runtime/outdir"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
-	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
-// output is a conversion's destination. Everything is written to a
-// temporary folder and moved into place by commit, so that a failed or
-// interrupted conversion leaves the destination as it was:
-//
-//   - a destination that does not exist is written as a hidden folder
-//     beside it (.NAME.rolltpl-tmp-OWNER), renamed to it when complete;
-//   - an existing folder (an empty mount point, a symbolic link to a
-//     folder, a previous output replaced with force) is written through a
-//     hidden folder inside it (.rolltpl-tmp-OWNER) whose entries are moved
-//     into it when complete: the folder itself, its mode, owner and group,
-//     and a symbolic link leading to it are kept.
-//
-// OWNER (internal/tempname) records the host, pid and start time of the
-// process, so that a later run removes the temporaries of a process that
-// was killed (see removeStale) and leaves those of a running one.
-type output struct {
-	dst, tmp string
-	// inside is set when tmp is a folder inside the existing dst.
-	inside    bool
-	src       string
-	force     bool
-	sync      bool
-	committed bool
-	notice    func(string)
-}
+// output is a conversion's destination (package outdir): written into a
+// temporary folder, beside the destination when it does not exist
+// (.NAME.rolltpl-tmp-OWNER), inside it when it does (.rolltpl-tmp-OWNER),
+// and moved into place by Commit, so that a failed or interrupted
+// conversion leaves the destination as it was. An existing folder (an
+// empty mount point, a symbolic link to a folder, a previous output
+// replaced with force) is kept, with its mode, owner and group.
+type output = outdir.Output
 
 // tmpMarker is the part of the name of every temporary folder of an
 // output (before the owner fields).
 const tmpMarker = ".rolltpl-tmp-"
 
-// maxNamed is how many unknown files a refusal names before counting the
-// rest.
-const maxNamed = 5
+// lastNames are the entries moved into an existing destination last (and
+// moved out of it first): with them, a checkpoint looks complete.
+var lastNames = []string{safetensors.IndexFileName, HFConfigName, MCAConfigName, TrackerName}
 
-// checkDest checks that the conversion may write dst. A destination that
-// does not exist, or is an empty folder (or a symbolic link to one), may
-// be written. A folder that holds files may be written with force only,
-// and only when every entry is a checkpoint's own file (see ownFiles):
-// anything else is refused, naming it, and nothing is changed. A
-// destination that is not a folder is refused. Stale temporaries of
-// killed conversions inside dst or beside it are removed first and
-// reported to notice. It reports whether dst exists.
+// destOptions are the outdir options of a conversion from src: its
+// recogniser is acceptDest.
+func destOptions(src string, force, sync bool, notice func(string)) outdir.Options {
+	return outdir.Options{
+		Prefix: tmpMarker,
+		Run:    "conversion",
+		Label:  "destination ",
+		Accept: func(dst string, entries []fs.DirEntry) error { return acceptDest(src, dst, entries, force) },
+		Last:   lastNames,
+		Sync:   sync,
+		Notice: notice,
+	}
+}
+
+// checkDest checks that the conversion may write dst (outdir.Check). A
+// destination that does not exist, or is an empty folder (or a symbolic
+// link to one), may be written. A folder that holds files may be written
+// with force only, and only when every entry is a checkpoint's own file
+// (see foreignFiles): anything else is refused, naming it, and nothing is
+// changed. A destination that is not a folder is refused. Stale
+// temporaries of killed conversions inside dst or beside it are removed
+// first and reported to notice. It reports whether dst exists.
 func checkDest(src, dst string, force bool, notice func(string)) (bool, error) {
-	return checkDestExcept(src, dst, force, notice, "")
+	return outdir.Check(dst, destOptions(src, force, false, notice))
 }
 
-// checkDestExcept is checkDest ignoring the entry of dst named skip (the
-// output's own temporary folder when committing).
-func checkDestExcept(src, dst string, force bool, notice func(string), skip string) (bool, error) {
-	dst = filepath.Clean(dst)
-	if err := removeStale(filepath.Dir(dst), "."+filepath.Base(dst)+tmpMarker, notice); err != nil {
-		return false, err
-	}
-	lst, err := os.Lstat(dst)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	st, err := os.Stat(dst)
-	if lst.Mode()&fs.ModeSymlink != 0 && errors.Is(err, fs.ErrNotExist) {
-		target, _ := os.Readlink(dst)
-		return false, fmt.Errorf("destination %s is a symbolic link to %s, which does not exist: create that folder, or remove the link", dst, target)
-	}
-	if err != nil {
-		return false, err
-	}
-	if !st.IsDir() {
-		return false, fmt.Errorf("destination %s exists and is not a folder; it was left as it is", dst)
-	}
-	if err := removeStaleInside(dst, notice); err != nil {
-		return false, err
-	}
-	entries, err := os.ReadDir(dst)
-	if err != nil {
-		return false, err
-	}
-	var names []string
-	for _, e := range entries {
-		if e.Name() == skip {
-			continue
-		}
-		if o, ok := tempname.Parse(e.Name(), tmpMarker); ok {
-			return false, fmt.Errorf("destination %s: %s is the temporary folder of another conversion (%s) that may still be running; wait for it to end, or remove the folder if it does not run any more", dst, filepath.Join(dst, e.Name()), o)
-		}
-		names = append(names, e.Name())
-	}
-	if len(names) == 0 {
-		return true, nil
-	}
-	if !force {
-		return false, fmt.Errorf("destination %s is not empty (%s); pass --force to replace the checkpoint in it", dst, nameList(names))
-	}
-	unknown, err := foreignFiles(src, dst, skip)
-	if err != nil {
-		return false, err
-	}
-	if len(unknown) > 0 {
-		return false, fmt.Errorf("destination %s holds files that are not a checkpoint's: %s; --force replaces only a checkpoint's own files "+
-			"(weights, configs, tokenizer and processor files, the files the source has), so nothing was changed: move them away or choose another destination",
-			dst, nameList(unknown))
-	}
-	return true, nil
-}
-
-// nameList names the first few of names and counts the rest.
-func nameList(names []string) string {
-	if len(names) <= maxNamed {
-		return strings.Join(names, ", ")
-	}
-	return fmt.Sprintf("%s and %d more", strings.Join(names[:maxNamed], ", "), len(names)-maxNamed)
-}
-
-// removeStale removes the temporaries named prefix+owner fields in dir
-// whose writer was killed, telling notice. Failing to remove one (another
-// user's) is told too, not an error: it is not this conversion's output.
-// A folder that cannot be listed is an error.
-func removeStale(dir, prefix string, notice func(string)) error {
-	if notice == nil {
-		notice = func(string) {}
-	}
-	removed, _, err := tempname.RemoveStale(dir, prefix)
-	for _, f := range removed {
-		notice(fmt.Sprintf("removed %s, left by an interrupted conversion (%s)", f.Path, f.Owner))
-	}
-	var rerr *tempname.RemoveError
-	if errors.As(err, &rerr) {
-		for _, e := range rerr.Failed {
-			notice(e.Error())
-		}
+// acceptDest accepts the entries of an existing destination dst: none,
+// or with force a checkpoint's own files only.
+func acceptDest(src, dst string, entries []fs.DirEntry, force bool) error {
+	if len(entries) == 0 {
 		return nil
 	}
-	return err
-}
-
-// movingName is the journal a commit into an existing destination writes
-// in its temporary folder before moving the entries into place: their
-// names, one a line.
-const movingName = ".rolltpl-moving"
-
-// removeStaleInside removes the temporary folders of killed conversions
-// inside dst, telling notice. A conversion killed while moving its
-// entries into dst left its journal (movingName): the entries it lists
-// that were moved already are a partial output and are removed too, so
-// that dst is as before the interrupted commit (less the previous
-// checkpoint it was replacing).
-func removeStaleInside(dst string, notice func(string)) error {
-	if notice == nil {
-		notice = func(string) {}
+	if !force {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return fmt.Errorf("destination %s is not empty (%s); pass --force to replace the checkpoint in it", dst, outdir.NameList(names))
 	}
-	stale, _, err := tempname.Scan(dst, tmpMarker)
+	unknown, err := foreignFiles(src, dst, entries)
 	if err != nil {
 		return err
 	}
-	for _, f := range stale {
-		if b, err := os.ReadFile(filepath.Join(f.Path, movingName)); err == nil {
-			for _, n := range strings.Split(string(b), "\n") {
-				if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".rolltpl") {
-					continue
-				}
-				if _, err := os.Lstat(filepath.Join(f.Path, n)); err == nil {
-					continue // not moved yet
-				}
-				p := filepath.Join(dst, n)
-				if _, err := os.Lstat(p); err != nil {
-					continue
-				}
-				if err := os.RemoveAll(p); err != nil {
-					return fmt.Errorf("removing %s, moved into place by an interrupted conversion (%s): %w", p, f.Owner, err)
-				}
-				notice(fmt.Sprintf("removed %s, moved into place by an interrupted conversion (%s) that did not finish", p, f.Owner))
-			}
-		}
-		if err := os.RemoveAll(f.Path); err != nil {
-			notice(fmt.Sprintf("could not remove %s, left by %s which is no longer running: %v", f.Path, f.Owner, err))
-			continue
-		}
-		notice(fmt.Sprintf("removed %s, left by an interrupted conversion (%s)", f.Path, f.Owner))
+	if len(unknown) > 0 {
+		return fmt.Errorf("destination %s holds files that are not a checkpoint's: %s; --force replaces only a checkpoint's own files "+
+			"(weights, configs, tokenizer and processor files, the files the source has), so nothing was changed: move them away or choose another destination",
+			dst, outdir.NameList(unknown))
 	}
 	return nil
 }
@@ -261,8 +145,8 @@ func ownTop(name string, srcNames map[string]bool) bool {
 	return false
 }
 
-// foreignFiles returns the entries of dst (relative paths) that are not a
-// checkpoint's own, so that --force may not replace them:
+// foreignFiles returns those of the entries of dst (relative paths) that
+// are not a checkpoint's own, so that --force may not replace them:
 //
 //   - top-level regular files: see ownNames and ownPatterns, plus the
 //     names of the source's top-level files;
@@ -271,11 +155,11 @@ func ownTop(name string, srcNames map[string]bool) bool {
 //     which hold only regular files named model_optim_rng* (the rank
 //     file, its writers' temporaries) or starting with ".rolltpl" or
 //     "rolltpl";
-//   - the conversion's temporaries (handled by checkDest).
+//   - the conversion's temporaries (handled by package outdir).
 //
 // Anything else (other folders such as .git, symbolic links, notes, a
-// training run's other files) is foreign. Entries named skip are ignored.
-func foreignFiles(src, dst, skip string) ([]string, error) {
+// training run's other files) is foreign.
+func foreignFiles(src, dst string, entries []fs.DirEntry) ([]string, error) {
 	srcNames := map[string]bool{}
 	if src != "" {
 		if entries, err := os.ReadDir(src); err == nil {
@@ -286,15 +170,10 @@ func foreignFiles(src, dst, skip string) ([]string, error) {
 			}
 		}
 	}
-	entries, err := os.ReadDir(dst)
-	if err != nil {
-		return nil, err
-	}
 	var out []string
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case name == skip:
 		case e.Type().IsRegular() && ownTop(name, srcNames):
 		case e.IsDir() && iterDirRE.MatchString(name):
 			bad, err := foreignInIter(filepath.Join(dst, name), name)
@@ -363,193 +242,8 @@ func checkPaths(src, dst string) error {
 // newOutput checks dst (checkDest) and creates the temporary folder of
 // the output: beside dst when it does not exist, inside it when it does.
 func newOutput(src, dst string, opts Options) (*output, error) {
-	dst = filepath.Clean(dst)
-	exists, err := checkDest(src, dst, opts.Force, opts.Notice)
-	if err != nil {
-		return nil, err
-	}
-	o := &output{dst: dst, src: src, force: opts.Force, sync: opts.Sync, inside: exists, notice: opts.Notice}
-	dir, prefix := dst, tmpMarker
-	if !exists {
-		dir, prefix = filepath.Dir(dst), "."+filepath.Base(dst)+tmpMarker
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	// A folder beside dst becomes dst: the mode of a new folder. One
-	// inside it is only for this process.
-	perm := fs.FileMode(0o700)
-	if !exists {
-		perm = 0o755
-	}
-	if o.tmp, err = mkdirOwned(dir, prefix, perm); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return outdir.Create(dst, destOptions(src, opts.Force, opts.Sync, opts.Notice))
 }
-
-// mkdirOwned creates a new folder in dir named prefix+owner fields
-// (perm less the umask) and returns its path.
-func mkdirOwned(dir, prefix string, perm fs.FileMode) (string, error) {
-	for try := 0; ; try++ {
-		p := filepath.Join(dir, tempname.New(prefix))
-		err := os.Mkdir(p, perm)
-		if errors.Is(err, fs.ErrExist) && try < 100 {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		return p, nil
-	}
-}
-
-// path returns the temporary path of a file of the output.
-func (o *output) path(elem ...string) string {
-	return filepath.Join(append([]string{o.tmp}, elem...)...)
-}
-
-// lastNames are the entries moved into an existing destination last (and
-// moved out of it first): with them, a checkpoint looks complete.
-var lastNames = []string{safetensors.IndexFileName, HFConfigName, MCAConfigName, TrackerName}
-
-// commit moves the output into place. A destination that did not exist
-// is the temporary folder renamed. Into an existing folder, the previous
-// checkpoint's entries (checked again: with force, all a checkpoint's
-// own) are moved aside into another temporary folder, the tracker and
-// index first, then the new entries are moved in, the tracker and index
-// last, and the old ones are removed; a failure on the way moves
-// everything back. The names being moved in are written to a journal
-// first, so that if the process is killed while moving, the next run
-// removes the entries it had moved (removeStaleInside).
-func (o *output) commit() error {
-	if !o.inside {
-		if _, err := os.Lstat(o.dst); err == nil {
-			return fmt.Errorf("destination %s was created while the conversion ran; it was left as it is", o.dst)
-		}
-		if err := os.Rename(o.tmp, o.dst); err != nil {
-			return err
-		}
-		o.committed = true
-		return nil
-	}
-	if _, err := checkDestExcept(o.src, o.dst, o.force, o.notice, filepath.Base(o.tmp)); err != nil {
-		return err
-	}
-	order := func(names []string) []string {
-		slices.SortFunc(names, func(a, b string) int {
-			return cmp.Or(cmp.Compare(slices.Index(lastNames, a), slices.Index(lastNames, b)), strings.Compare(a, b))
-		})
-		return names
-	}
-	list := func(dir string, skip ...string) ([]string, error) {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, e := range entries {
-			if !slices.Contains(skip, e.Name()) {
-				names = append(names, e.Name())
-			}
-		}
-		return names, nil
-	}
-	oldNames, err := list(o.dst, filepath.Base(o.tmp))
-	if err != nil {
-		return err
-	}
-	newNames, err := list(o.tmp)
-	if err != nil {
-		return err
-	}
-	var old string
-	type move struct{ from, to string }
-	var done []move
-	undo := func() {
-		for i := len(done) - 1; i >= 0; i-- {
-			os.Rename(done[i].to, done[i].from)
-		}
-		if old != "" {
-			os.Remove(old)
-		}
-	}
-	if len(oldNames) > 0 {
-		if old, err = mkdirOwned(o.dst, tmpMarker, 0o700); err != nil {
-			return err
-		}
-		// Tracker and index first: a half-replaced checkpoint must not
-		// look complete.
-		for _, n := range reverseLast(order(oldNames)) {
-			m := move{filepath.Join(o.dst, n), filepath.Join(old, n)}
-			if err := os.Rename(m.from, m.to); err != nil {
-				undo()
-				return err
-			}
-			done = append(done, m)
-		}
-	}
-	// The journal: if this process is killed while moving, the next run
-	// removes what was moved (removeStaleInside).
-	if err := writeFileSync(filepath.Join(o.tmp, movingName), []byte(strings.Join(newNames, "\n")+"\n"), o.sync); err != nil {
-		undo()
-		return err
-	}
-	for _, n := range order(newNames) {
-		m := move{filepath.Join(o.tmp, n), filepath.Join(o.dst, n)}
-		if err := os.Rename(m.from, m.to); err != nil {
-			undo()
-			return err
-		}
-		done = append(done, m)
-	}
-	o.committed = true
-	os.RemoveAll(o.tmp) // the journal
-	if old != "" {
-		os.RemoveAll(old)
-	}
-	return nil
-}
-
-// reverseLast puts the lastNames entries of ordered names first, in
-// reverse order (the tracker first).
-func reverseLast(names []string) []string {
-	var first, rest []string
-	for _, n := range names {
-		if slices.Contains(lastNames, n) {
-			first = append([]string{n}, first...)
-		} else {
-			rest = append(rest, n)
-		}
-	}
-	return append(first, rest...)
-}
-
-// abort removes the temporary folder unless committed, and names files
-// in *err by their place in the destination: the user chose the
-// destination, while the temporary folder is gone once abort returns.
-func (o *output) abort(err *error) {
-	if o.committed {
-		return
-	}
-	os.RemoveAll(o.tmp)
-	if *err != nil {
-		in, dst := o.tmp+string(filepath.Separator), o.dst+string(filepath.Separator)
-		if msg := (*err).Error(); strings.Contains(msg, in) {
-			*err = &destError{msg: strings.ReplaceAll(msg, in, dst), err: *err}
-		}
-	}
-}
-
-// destError is an error whose message names the destination instead of
-// the temporary directory; it unwraps to the original.
-type destError struct {
-	msg string
-	err error
-}
-
-func (e *destError) Error() string { return e.msg }
-func (e *destError) Unwrap() error { return e.err }
 
 // copyAux copies the top-level regular files of src that skip does not
 // exclude (tokenizer, processor and remote-code files, READMEs) to dst.
@@ -579,7 +273,14 @@ func copyAux(src, dst string, skip func(name string) bool) ([]string, error) {
 		}
 		path := filepath.Join(src, name)
 		if e.Type()&fs.ModeSymlink != 0 {
-			target, err := filepath.EvalSymlinks(path)
+			// Resolved from the absolute path, as root is: a relative
+			// source folder would otherwise give a relative target that
+			// is never within root.
+			abs, err := filepath.Abs(path)
+			if err != nil {
+				return copied, err
+			}
+			target, err := filepath.EvalSymlinks(abs)
 			if err != nil {
 				continue // a dangling link: nothing to copy
 			}
@@ -630,15 +331,11 @@ func within(root, path string) bool {
 // copyFile copies the regular file src to the new file dst with the
 // permission bits of src (at most 0o666).
 func copyFile(src, dst string) error {
-	in, err := blockio.OpenRegular(src)
+	in, st, err := srcfile.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return err
-	}
 	perm := st.Mode().Perm() & 0o666
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {

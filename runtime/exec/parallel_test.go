@@ -367,8 +367,9 @@ func TestParallelBadReplicaAndMissingRank(t *testing.T) {
 
 // TestParallelTorchLoad loads every rank file with torch (weights_only)
 // and checks its state-dict keys.
-func TestParallelTorchLoad(t *testing.T) {
-	py := torchtest.Python(t, "numpy")
+func TestParallelTorchLoad(t *testing.T) { torchtest.Run(t, testParallelTorchLoad, "numpy") }
+
+func testParallelTorchLoad(t *testing.T, py string) {
 	for _, c := range []struct {
 		mt     string
 		layout exec.Layout

@@ -29,8 +29,9 @@ type parallelTorchCase struct {
 // roll-converter-spec.md §2 (HF → global MCA, testdata/recompute.py) and
 // §5 (global → rank files, runtime/shard/testdata/reference.py) give from
 // the HF tensors. Skipped when torch cannot be imported, unless CI is set.
-func TestParallelTorchReference(t *testing.T) {
-	py := torchtest.Python(t, "numpy")
+func TestParallelTorchReference(t *testing.T) { torchtest.Run(t, testParallelTorchReference, "numpy") }
+
+func testParallelTorchReference(t *testing.T, py string) {
 	dir := t.TempDir()
 	var cases []parallelTorchCase
 	for _, c := range []struct {

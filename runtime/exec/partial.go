@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/outdir"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
@@ -86,7 +87,7 @@ func convertHFToMCAJob(ctx context.Context, m *Model, src, dst string, mc *MCACo
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return res, err
 	}
-	out := &output{dst: dst, tmp: dst, committed: true}
+	out := outdir.InPlace(dst)
 	if opts.Finalize {
 		return finalizeMCA(res, src, out, sh.Layout(), wp, mc, opts)
 	}
@@ -150,36 +151,36 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 		want[f.Dir] = true
 		rel := filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
 		rels = append(rels, rel)
-		if msg := rankFileProblem(out.path(rel), f, stampOf(index[f.Rank], f.Dir)); msg != "" {
+		if msg := rankFileProblem(out.Path(rel), f, stampOf(index[f.Rank], f.Dir)); msg != "" {
 			problems = append(problems, fmt.Sprintf("rank %d (%s): %s", index[f.Rank], f.Dir, msg))
 		}
 	}
-	entries, err := os.ReadDir(out.path("iter_0000001"))
+	entries, err := os.ReadDir(out.Path("iter_0000001"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return res, err
 	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "mp_rank_") && !want[e.Name()] {
 			problems = append(problems, fmt.Sprintf("%s is not a rank file directory of the layout (%s)",
-				out.path("iter_0000001", e.Name()), layoutString(mc.Layout())))
+				out.Path("iter_0000001", e.Name()), layoutString(mc.Layout())))
 		}
 	}
 	if len(problems) > 0 {
 		return res, fmt.Errorf("cannot finalize %s (layout %s, %d rank files): %d problem%s:\n  %s\n"+
-			"run the jobs of these ranks again (same --from, template and layout flags), then finalize again", out.dst, layoutString(mc.Layout()), len(wp.Files),
+			"run the jobs of these ranks again (same --from, template and layout flags), then finalize again", out.Dest(), layoutString(mc.Layout()), len(wp.Files),
 			len(problems), map[bool]string{true: "", false: "s"}[len(problems) == 1], strings.Join(problems, "\n  "))
 	}
 	res.Files = rels
-	res.Copied, err = copyAux(src, out.dst, func(name string) bool {
+	res.Copied, err = copyAux(src, out.Dest(), func(name string) bool {
 		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
 	})
 	if err != nil {
 		return res, err
 	}
-	if err := writeFileRename(out.path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
+	if err := writeFileRename(out.Path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
 		return res, err
 	}
-	if err := writeFileRename(out.path(TrackerName), []byte("1"), opts.Sync); err != nil {
+	if err := writeFileRename(out.Path(TrackerName), []byte("1"), opts.Sync); err != nil {
 		return res, err
 	}
 	return res, nil

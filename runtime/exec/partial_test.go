@@ -437,7 +437,7 @@ func TestMCAToHFRankDirs(t *testing.T) {
 			p := filepath.Join(mca, "iter_0000001", "mp_rank_00_001", exec.RunStampName)
 			os.Remove(p)
 			os.Mkdir(p, 0o755)
-		}, []string{filepath.Join("mp_rank_00_001", exec.RunStampName) + " is not a regular file"}},
+		}, []string{filepath.Join("mp_rank_00_001", exec.RunStampName) + ": a directory, not a regular file"}},
 		{"stamped", pp2, func(t *testing.T, mca string) {}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {

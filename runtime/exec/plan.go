@@ -673,20 +673,6 @@ func (pl *planner) checkOutputs() {
 			pl.problem(ProblemConfig, Warning, "", nil, "the embeddings are not tied (tie_word_embeddings is false) but no tensor becomes output_layer.weight")
 		}
 	}
-	if v, ok := pl.p.Config.Int("padded_vocab_size"); ok {
-		for _, name := range []string{"embedding.word_embeddings.weight", "output_layer.weight"} {
-			si, ok := first[name]
-			if !ok {
-				continue
-			}
-			for _, o := range pl.p.Steps[si].Outputs {
-				if o.Name == name && len(o.Shape) == 2 && o.Shape[0] != v {
-					pl.problem(ProblemShape, Warning, pl.p.Steps[si].side.info.describe(), pl.p.Steps[si].Inputs,
-						"%s has %d rows but vocab_size is %d", name, o.Shape[0], v)
-				}
-			}
-		}
-	}
 }
 
 // checkLayers compares the layer and expert indices seen with num_layers

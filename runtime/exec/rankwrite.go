@@ -75,7 +75,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 	}()
 	for i, f := range files {
 		rels[i] = filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
-		path := out.path(rels[i])
+		path := out.Path(rels[i])
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, 0, err
 		}
@@ -104,7 +104,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 				var last int64
 				o.Progress = func(done, _ int64) { prog.add(done - last); last = done }
 				ex := newExecutor(p, o, input)
-				path := out.path(rels[i])
+				path := out.Path(rels[i])
 				st := stampOf(index[files[i].Rank], files[i].Dir)
 				errs[i] = writeStamped(path, st, opts.Sync, func() error { return ex.writeRankFile(ctx, sh, files[i], writers[i], path) })
 				written[i] = ex.done

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -443,7 +444,7 @@ func writeStampFile(path string, data []byte, sync bool) error {
 // when there is none.
 func readStamp(rankFile string) (*runStamp, error) {
 	sp := stampPath(rankFile)
-	b, err := readSmallFile(sp, 1<<16)
+	b, err := srcfile.ReadFileMax(sp, 1<<16)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -458,21 +459,6 @@ func readStamp(rankFile string) (*runStamp, error) {
 		return nil, fmt.Errorf("%s: not a run stamp: no run id", sp)
 	}
 	return &st, nil
-}
-
-// readSmallFile reads a regular file of at most limit bytes.
-func readSmallFile(path string, limit int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d expected", path, st.Size(), limit)
-	}
-	return os.ReadFile(path)
 }
 
 // stampProblem describes what is wrong with the stamp of a rank file of

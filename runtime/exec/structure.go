@@ -509,8 +509,14 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 	}
 	switch name {
 	case "embedding.word_embeddings.weight", "output_layer.weight":
-		// The rows (padded_vocab_size) are checked, as a warning, by
-		// checkOutputs: vocabularies are often padded.
+		// The rows are padded_vocab_size (written from and to
+		// config.json's vocab_size): transformers requires them of the
+		// embedding and the LM head, Megatron of its embedding and output
+		// layer. A vocabulary padded for tensor parallelism is padded in
+		// both.
+		if v := get("padded_vocab_size"); v > 0 {
+			return []int64{v, h}, "padded_vocab_size, hidden_size"
+		}
 		return []int64{-1, h}, "padded_vocab_size, hidden_size"
 	case "decoder.final_layernorm.weight", "decoder.final_layernorm.bias":
 		return []int64{h}, "hidden_size"

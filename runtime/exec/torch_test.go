@@ -159,8 +159,9 @@ func runRecompute(t *testing.T, py string, dir string, cases []torchCase) {
 	}
 }
 
-func TestTorchRecompute(t *testing.T) {
-	py := torchtest.Python(t, "numpy")
+func TestTorchRecompute(t *testing.T) { torchtest.Run(t, testTorchRecompute, "numpy") }
+
+func testTorchRecompute(t *testing.T, py string) {
 	dir := t.TempDir()
 	var cases []torchCase
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16, tensor.F32} {

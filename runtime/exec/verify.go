@@ -10,8 +10,10 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/runtime/outdir"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -77,14 +79,14 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	if tmpDir == "" {
 		tmpDir = os.TempDir()
 	}
-	removeStale(tmpDir, verifyPrefix, opts.Notice)
+	outdir.RemoveStale(tmpDir, verifyPrefix, "conversion", opts.Notice)
 	var tmp string
 	var err error
 	if opts.Keep {
 		// Named without an owner: a later Verify must not remove it.
 		tmp, err = os.MkdirTemp(tmpDir, verifyPrefix+"kept-")
 	} else {
-		tmp, err = mkdirOwned(tmpDir, verifyPrefix, 0o700)
+		tmp, err = tempname.Mkdir(tmpDir, verifyPrefix, 0o700)
 	}
 	if err != nil {
 		return nil, err

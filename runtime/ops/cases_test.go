@@ -17,7 +17,6 @@ type vshape struct {
 	dim     int
 }
 
-func plainS(dims ...int64) vshape { return vshape{shape: dims} }
 func stackS(comps ...tensor.Shape) vshape {
 	return vshape{stacked: comps}
 }

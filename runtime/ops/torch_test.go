@@ -189,8 +189,9 @@ type pending struct {
 	nans bool // compare NaN-ness only (see TestAgainstTorch)
 }
 
-func TestAgainstTorch(t *testing.T) {
-	python := torchtest.Python(t)
+func TestAgainstTorch(t *testing.T) { torchtest.Run(t, testAgainstTorch) }
+
+func testAgainstTorch(t *testing.T, python string) {
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(21, 22))
 	var runs []pending

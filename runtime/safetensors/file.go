@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 )
 
 // File is an open safetensors file, mapped read-only into memory.
@@ -20,18 +20,11 @@ type File struct {
 // header (see the package documentation for the checks). Tensor bytes are
 // not read until they are used.
 func Open(path string) (*File, error) {
-	f, err := blockio.OpenRegular(path)
+	f, st, err := srcfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close() // the mapping stays valid after the descriptor is closed
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fileErr(path, "not a regular file")
-	}
 	size := st.Size()
 	if size < 8 {
 		// Nothing to map; report the error parseFile would.

@@ -11,7 +11,7 @@ import (
 	"slices"
 	"unicode/utf8"
 
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -70,18 +70,11 @@ func (h *Header) Lookup(name string) (TensorInfo, bool) {
 // region, whose size it takes from the file's size. It applies the same
 // checks as [Open].
 func ReadHeader(path string) (*Header, error) {
-	f, err := blockio.OpenRegular(path)
+	f, st, err := srcfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fileErr(path, "not a regular file")
-	}
 	return readHeader(path, f, st.Size())
 }
 

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 )
 
 // File names of a Hugging Face model directory.
@@ -56,7 +56,7 @@ func (ix *Index) Shards() []string {
 // file in the directory of the index; a missing shard is reported together
 // with a tensor that it should hold.
 func ReadIndex(path string) (*Index, error) {
-	raw, err := blockio.ReadRegular(path, maxIndexSize)
+	raw, err := srcfile.ReadFileMax(path, maxIndexSize)
 	if err != nil {
 		return nil, err
 	}

@@ -125,7 +125,8 @@ func roundTrip(t *testing.T, c layoutCase, seed uint64) {
 	}
 
 	// Read back.
-	rp, err := s.PlanRead(rankFiles(l, rts))
+	files := rankFiles(l, rts)
+	rp, err := s.PlanRead(files)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +135,7 @@ func roundTrip(t *testing.T, c layoutCase, seed uint64) {
 		byRef[rt.LocalRef] = rt.tensor()
 	}
 	got := map[string]Global{}
+	var order []string
 	for _, g := range rp.Groups {
 		locals := make([]Local, len(g.Members))
 		for i, m := range g.Members {
@@ -155,7 +157,35 @@ func roundTrip(t *testing.T, c layoutCase, seed uint64) {
 				t.Errorf("global %s merged twice", gl.Name)
 			}
 			got[gl.Name] = gl
+			order = append(order, gl.Name)
 		}
+	}
+	// Globals come back in the order their first share appears in the
+	// rank files, stages and tensors given (PlanRead's promise; the MCA ->
+	// HF output follows it).
+	globalsOf := map[LocalRef][]string{}
+	for _, f := range wp.Files {
+		for _, e := range f.Entries {
+			lr := LocalRef{Rank: f.Rank, Stage: e.Stage, Name: e.Name}
+			for _, p := range e.Parts {
+				globalsOf[lr] = append(globalsOf[lr], p.Global)
+			}
+		}
+	}
+	var wantOrder []string
+	seen := map[string]bool{}
+	for _, f := range files {
+		for _, lt := range f.Tensors {
+			for _, g := range globalsOf[LocalRef{Rank: f.Rank, Stage: lt.Stage, Name: lt.Name}] {
+				if !seen[g] {
+					seen[g] = true
+					wantOrder = append(wantOrder, g)
+				}
+			}
+		}
+	}
+	if diff := cmp.Diff(wantOrder, order); diff != "" {
+		t.Errorf("merged globals not in rank-file order (-want +got):\n%s", diff)
 	}
 	for _, w := range model {
 		gl, ok := got[w.name]

@@ -49,8 +49,9 @@ type refResults struct {
 	} `json:"cases"`
 }
 
-func TestTorchReference(t *testing.T) {
-	python := torchtest.Python(t)
+func TestTorchReference(t *testing.T) { torchtest.Run(t, testTorchReference) }
+
+func testTorchReference(t *testing.T, python string) {
 	dir := t.TempDir()
 
 	// Inputs: one model per case (the seeds of TestRoundTrip).

@@ -172,3 +172,19 @@ func RemoveStale(dir, prefix string) (removed, live []Found, err error) {
 	}
 	return removed, live, nil
 }
+
+// Mkdir creates a new folder in dir named by New(prefix) (perm less the
+// umask) and returns its path.
+func Mkdir(dir, prefix string, perm fs.FileMode) (string, error) {
+	for try := 0; ; try++ {
+		p := filepath.Join(dir, New(prefix))
+		err := os.Mkdir(p, perm)
+		if errors.Is(err, fs.ErrExist) && try < 100 {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return p, nil
+	}
+}

@@ -58,7 +58,7 @@
 // for the same tree, memo operations included: tensors are
 // torch._utils._rebuild_tensor_v2 with a ('storage', torch.<Type>Storage,
 // key, 'cpu', numel) persistent id; F8 tensors use _rebuild_tensor_v3 with a
-// torch.UntypedStorage, as torch ≥ 2.1 does. It is byte-for-byte identical
+// torch.storage.UntypedStorage, as torch ≥ 2.1 does. It is byte-for-byte identical
 // to torch's output whenever the Python tree holds no string object twice
 // (torch's own "storage" and "cpu" constants excepted); a tree built from
 // interned Python strings (say, "version" in every _metadata entry) differs
@@ -83,7 +83,8 @@
 // ones, and models only the globals torch uses for state dicts
 // (collections.OrderedDict, torch._utils._rebuild_tensor_v2 and _v3,
 // torch._utils._rebuild_parameter, torch.<Type>Storage,
-// torch.UntypedStorage and torch dtypes). A value of any other class
+// torch.storage.UntypedStorage (or torch.UntypedStorage) and torch
+// dtypes). A value of any other class
 // (Megatron's argparse.Namespace of training arguments, NumPy random
 // state, Transformer Engine's io.BytesIO extra state) comes back as an
 // [*Object] recording its class, arguments and state, never imported or

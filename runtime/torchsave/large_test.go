@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -124,13 +125,19 @@ func TestLarge(t *testing.T) {
 	t.Logf("opened, probed and CRC-checked in %v", time.Since(start))
 	checkWithArchiveZip(t, path)
 
-	needTorch(t)
+	torchtest.Run(t, func(t *testing.T, python string) { largeTorchCheck(t, python, path, probes, data) })
+}
+
+// largeTorchCheck has python's torch load the file TestLarge wrote, with
+// and without weights_only.
+func largeTorchCheck(t *testing.T, python, path string, probes []int64, data map[string][]byte) {
+	needTorch(t, python)
 	var ps []string
 	for _, p := range probes {
 		ps = append(ps, strconv.FormatInt(p, 10))
 	}
-	start = time.Now()
-	dir := torchExec(t, `
+	start := time.Now()
+	dir := torchExec(t, python, `
 import json, sys, zipfile
 path = `+strconv.Quote(path)+`
 probes = [`+strings.Join(ps, ",")+`]

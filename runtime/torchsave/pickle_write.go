@@ -465,7 +465,7 @@ func (p *pickler) tensor(spec TensorSpec, path string) error {
 	p.op(opMark)
 	p.constStr("storage")
 	if v3 {
-		p.global("torch", "UntypedStorage")
+		p.global("torch.storage", "UntypedStorage") // torch 2.x's name; weights_only allows only this one
 	} else {
 		p.global("torch", spec.DType.TorchStorage())
 	}

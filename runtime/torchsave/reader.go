@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -30,7 +30,7 @@ type File struct {
 // Only CRCs of the small records (data.pkl, version, byteorder) are
 // checked; use [File.VerifyCRC] to check all.
 func Open(path string) (*File, error) {
-	f, err := blockio.OpenRegular(path)
+	f, _, err := srcfile.Open(path)
 	if err != nil {
 		return nil, &Error{File: path, Offset: -1, Err: err}
 	}

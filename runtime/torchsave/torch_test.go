@@ -19,9 +19,6 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
-// python runs the torch helper: ROLLTPL_PYTHON or /usr/bin/python3.
-var python = torchtest.Interpreter()
-
 // torchHelper is the Python side of the torch tests. Modes:
 //
 //	caps                         print {"version", "float8"}
@@ -122,10 +119,11 @@ type torchCaps struct {
 }
 
 var (
-	torchOnce sync.Once
-	torchInfo torchCaps
-	torchErr  error
-	helperDir string
+	helperOnce sync.Once
+	helperDir  string
+	helperErr  error
+	torchMu    sync.Mutex
+	torchInfo  = map[string]torchCaps{} // interpreter -> its caps
 )
 
 func TestMain(m *testing.M) {
@@ -136,34 +134,34 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// needTorch skips the test when /usr/bin/python3 cannot import torch, or
-// fails it when the environment variable CI is set.
-func needTorch(t testing.TB) torchCaps {
+// needTorch writes the helper script (once) and returns the capabilities
+// of python, an interpreter torchtest.Run passed (once per interpreter).
+func needTorch(t testing.TB, python string) torchCaps {
 	t.Helper()
-	torchOnce.Do(func() {
-		helperDir, torchErr = os.MkdirTemp("", "torchsave-helper")
-		if torchErr != nil {
-			return
-		}
-		if torchErr = os.WriteFile(filepath.Join(helperDir, "helper.py"), []byte(torchHelper), 0o644); torchErr != nil {
-			return
-		}
-		var out []byte
-		out, torchErr = runHelper("caps")
-		if torchErr == nil {
-			torchErr = json.Unmarshal(out, &torchInfo)
+	helperOnce.Do(func() {
+		helperDir, helperErr = os.MkdirTemp("", "torchsave-helper")
+		if helperErr == nil {
+			helperErr = os.WriteFile(filepath.Join(helperDir, "helper.py"), []byte(torchHelper), 0o644)
 		}
 	})
-	if torchErr != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("torch is required when CI is set: %v", torchErr)
-		}
-		t.Skipf("torch not available: %v", torchErr)
+	if helperErr != nil {
+		t.Fatal(helperErr)
 	}
-	return torchInfo
+	torchMu.Lock()
+	defer torchMu.Unlock()
+	if caps, ok := torchInfo[python]; ok {
+		return caps
+	}
+	var caps torchCaps
+	if err := json.Unmarshal(mustHelper(t, python, "caps"), &caps); err != nil {
+		t.Fatal(err)
+	}
+	torchInfo[python] = caps
+	return caps
 }
 
-func runHelper(args ...string) ([]byte, error) {
+// runHelper runs the torch helper with python.
+func runHelper(python string, args ...string) ([]byte, error) {
 	cmd := exec.Command(python, append([]string{filepath.Join(helperDir, "helper.py")}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -181,9 +179,9 @@ type pyError struct {
 
 func (e *pyError) Error() string { return e.err.Error() + ": " + strings.TrimSpace(e.stderr) }
 
-func mustHelper(t testing.TB, args ...string) []byte {
+func mustHelper(t testing.TB, python string, args ...string) []byte {
 	t.Helper()
-	out, err := runHelper(args...)
+	out, err := runHelper(python, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +213,7 @@ func (j *torchJob) load(path string) {
 	j.Load = append(j.Load, [2]string{path, path + ".load.json"})
 }
 
-func (j *torchJob) run(t testing.TB) {
+func (j *torchJob) run(t testing.TB, python string) {
 	t.Helper()
 	b, err := json.Marshal(j)
 	if err != nil {
@@ -225,7 +223,7 @@ func (j *torchJob) run(t testing.TB) {
 	if err := os.WriteFile(jp, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mustHelper(t, "batch", jp)
+	mustHelper(t, python, "batch", jp)
 }
 
 type loadResult struct {
@@ -248,24 +246,24 @@ func loaded(t testing.TB, path string) loadResult {
 	return r
 }
 
-func torchLoad(t testing.TB, path string) loadResult {
+func torchLoad(t testing.TB, python, path string) loadResult {
 	t.Helper()
 	var j torchJob
 	j.load(path)
-	j.run(t)
+	j.run(t, python)
 	return loaded(t, path)
 }
 
 // torchExec runs a Python snippet with torch, OrderedDict and out (a
 // directory) in scope.
-func torchExec(t testing.TB, script string) string {
+func torchExec(t testing.TB, python, script string) string {
 	t.Helper()
 	dir := t.TempDir()
 	sp := filepath.Join(dir, "script.py")
 	if err := os.WriteFile(sp, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mustHelper(t, "exec", sp, dir)
+	mustHelper(t, python, "exec", sp, dir)
 	return dir
 }
 
@@ -363,8 +361,10 @@ func torchCases(caps torchCaps) []struct {
 
 // TestPickleMatchesTorch checks that data.pkl is byte-for-byte what torch
 // writes for the same value, and that our reader reads torch's files.
-func TestPickleMatchesTorch(t *testing.T) {
-	caps := needTorch(t)
+func TestPickleMatchesTorch(t *testing.T) { torchtest.Run(t, testPickleMatchesTorch) }
+
+func testPickleMatchesTorch(t *testing.T, python string) {
+	caps := needTorch(t, python)
 	t.Logf("torch %s, float8: %v", caps.Version, caps.Float8)
 	cases := torchCases(caps)
 	dir := t.TempDir()
@@ -377,7 +377,7 @@ func TestPickleMatchesTorch(t *testing.T) {
 		os.MkdirAll(filepath.Dir(theirs[i]), 0o755)
 		job.save(t, theirs[i], c.root, datas[i])
 	}
-	job.run(t)
+	job.run(t, python)
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			data := datas[i]
@@ -419,8 +419,10 @@ func clip(b []byte, at int) []byte {
 
 // TestTorchLoadsOurFiles loads our files with torch.load, with and without
 // weights_only, and compares every value and tensor byte.
-func TestTorchLoadsOurFiles(t *testing.T) {
-	caps := needTorch(t)
+func TestTorchLoadsOurFiles(t *testing.T) { torchtest.Run(t, testTorchLoadsOurFiles) }
+
+func testTorchLoadsOurFiles(t *testing.T, python string) {
+	caps := needTorch(t, python)
 	old := strings.HasPrefix(caps.Version, "1.")
 	cases := torchCases(caps)
 	dir := t.TempDir()
@@ -434,7 +436,7 @@ func TestTorchLoadsOurFiles(t *testing.T) {
 		writeFile(t, paths[i], c.root, datas[i], nil)
 		job.load(paths[i])
 	}
-	job.run(t)
+	job.run(t, python)
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := loaded(t, paths[i])
@@ -467,9 +469,11 @@ func TestTorchLoadsOurFiles(t *testing.T) {
 
 // TestReadTorchSpecials reads files torch wrote with views, shared and
 // non-contiguous storages, parameters, module state dicts and protocol 4.
-func TestReadTorchSpecials(t *testing.T) {
-	needTorch(t)
-	dir := torchExec(t, `
+func TestReadTorchSpecials(t *testing.T) { torchtest.Run(t, testReadTorchSpecials) }
+
+func testReadTorchSpecials(t *testing.T, python string) {
+	needTorch(t, python)
+	dir := torchExec(t, python, `
 base = torch.arange(24, dtype=torch.float32)
 m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
 torch.save({"model": OrderedDict([("full", base), ("view", base[2:8]), ("mat", base[4:16].view(3, 4)), ("row", base.view(4, 6)[1])])}, out + "/shared.pt")
@@ -576,7 +580,7 @@ torch.save({"model": OrderedDict([("a", w), ("b", w)])}, out + "/same.pt")
 		if diff := diffJSON(normJSON(t, spec(f.Root, "", nil)), normJSON(t, spec(g.Root, "", nil))); diff != "" {
 			t.Errorf("rewritten file differs (-torch +ours):\n%s", diff)
 		}
-		r := torchLoad(t, out)
+		r := torchLoad(t, python, out)
 		if diff := diffJSON(normJSON(t, spec(f.Root, "", nil)), r.WeightsOnly); diff != "" {
 			t.Errorf("torch.load of the rewritten file differs (-want +got):\n%s", diff)
 		}
@@ -658,9 +662,11 @@ torch.save({"model": OrderedDict([("a", w), ("b", w)])}, out + "/same.pt")
 // *TensorSpec found twice) pickles as torch.save pickles one Python
 // tensor saved under two keys: the second key fetches the memoized
 // tensor, and there is one storage record.
-func TestSharedTensorMatchesTorch(t *testing.T) {
-	needTorch(t)
-	dir := torchExec(t, `
+func TestSharedTensorMatchesTorch(t *testing.T) { torchtest.Run(t, testSharedTensorMatchesTorch) }
+
+func testSharedTensorMatchesTorch(t *testing.T, python string) {
+	needTorch(t, python)
+	dir := torchExec(t, python, `
 w = torch.zeros(2, 3, dtype=torch.bfloat16)
 v = torch.zeros(4)
 torch.save({"model": OrderedDict([("embedding.word_embeddings.weight", w), ("x", v), ("output_layer.weight", w), ("y", v), ("z", w)])}, out + "/shared.pt")

@@ -42,6 +42,7 @@ var allowedGlobals = func() map[string]*global {
 	add("torch._utils", "_rebuild_tensor_v3", gRebuildV3, 0)
 	add("torch._utils", "_rebuild_parameter", gRebuildParameter, 0)
 	add("torch", "UntypedStorage", gUntypedStorage, 0)
+	add("torch.storage", "UntypedStorage", gUntypedStorage, 0) // what torch 2.x writes
 	for dt := tensor.BOOL; dt <= tensor.F64; dt++ {
 		if s := dt.TorchStorage(); s != "" {
 			add("torch", s, gStorage, dt)

@@ -14,7 +14,7 @@ func runBuild(e *env, args []string) int {
 	if ok, code := parse(e, c.name, fs, args); !ok {
 		return code
 	}
-	if !diagsFormat(e, *format) {
+	if !diagsFormat(e, c.name, *format) {
 		return ExitUsage
 	}
 	res, failed := compile(e, fs.Args(), *format)

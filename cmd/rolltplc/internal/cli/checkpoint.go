@@ -27,15 +27,19 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, for
 		return ExitError
 	}
 	isMCA := exec.IsMCA(dir)
-	mt, err := detectModelType(dir, isMCA)
+	cm, err := readCheckpointModel(dir, isMCA)
 	if err != nil {
 		return fail(err)
 	}
+	mt := cm.modelType
 	template := ""
 	if len(paths) == 1 {
 		template = paths[0]
 	} else if len(paths) > 1 {
 		return fail(fmt.Errorf("--checkpoint takes at most one template file or folder, got %d", len(paths)))
+	}
+	if mt == "" && template == "" {
+		return fail(fmt.Errorf("%s: no %s; %s", cm.path, cm.key, templateHint("check")))
 	}
 	m, ok := loadModel(e, "check", template, mt, nil)
 	if !ok {

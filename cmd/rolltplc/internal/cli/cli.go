@@ -8,6 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -18,11 +21,15 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
-// Version is the rolltplc version, set at build time with -ldflags.
-var Version = "0.1.0-dev"
+// Version is the rolltplc version. Empty (the default) means the main
+// module's version from the binary's build information ([debug.ReadBuildInfo]),
+// as `go install` and `go build` record it; a release build may set it
+// with -ldflags "-X .../cli.Version=v1.2.3".
+var Version = ""
 
 // Exit codes.
 const (
@@ -34,6 +41,21 @@ const (
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// cmd is the name of the command being run, for messages.
+	cmd string
+	// flagsOnly makes [parse] record the command's flag set in flags and
+	// stop, without parsing or running anything: how `help CMD` gets a
+	// command's flags.
+	flagsOnly bool
+	flags     *pflag.FlagSet
+}
+
+// prefix is how messages of the running command begin: "rolltplc CMD".
+func (e *env) prefix() string {
+	if e.cmd == "" {
+		return "rolltplc"
+	}
+	return "rolltplc " + e.cmd
 }
 
 type command struct {
@@ -51,7 +73,7 @@ func init() {
 		{"check", "check templates and report diagnostics", "rolltplc check [--diags=text|json] [--hf-config FILE] [--checkpoint DIR [--tp N --pp N --ep N]] [PATH...]", runCheck},
 		{"convert", "convert a checkpoint HF <-> MCA (direction from mca_config.json)", "rolltplc convert --from DIR --to DIR [--template PATH|--model-type T] [--to-hf] [--quiet] [--force]", runConvert},
 		{"verify", "check an HF checkpoint survives conversion: HF -> MCA -> HF, every tensor compared", "rolltplc verify [--template PATH|--model-type T] [--tp N --pp N --ep N ...] [--quiet] DIR", runVerify},
-		{"fmt", "format .rolltpl files canonically", "rolltplc fmt [-l] [-w] [PATH...]  (no PATH: stdin to stdout)", runFmt},
+		{"fmt", "format .rolltpl files canonically", "rolltplc fmt [-l] [-w] [-d] [--check] [PATH...]  (no PATH: stdin to stdout)", runFmt},
 		{"lsp", "run the language server for editors (LSP over stdio)", "rolltplc lsp [--log-file FILE]", runLSP},
 		{"schema", "infer a config schema from a config.json", "rolltplc schema infer [--name NAME] CONFIG.json  (- for stdin)", runSchema},
 		{"version", "print the version", "rolltplc version", runVersion},
@@ -59,7 +81,9 @@ func init() {
 	}
 }
 
-// Run runs rolltplc with args (without the program name).
+// Run runs rolltplc with args (without the program name). A command that
+// ends in a usage error (exit 2) has printed one line naming the problem;
+// Run adds where to read the command's usage.
 func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	defer func() {
@@ -79,14 +103,21 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	case "-v", "--version":
 		return runVersion(e, nil)
 	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return c.run(e, args[1:])
+	c := lookup(args[0])
+	if c == nil {
+		fmt.Fprintf(stderr, "rolltplc: unknown command %q%s\nsee 'rolltplc help'\n", args[0], didYouMean(args[0]))
+		return ExitUsage
+	}
+	e.cmd = c.name
+	code = c.run(e, args[1:])
+	if code == ExitUsage {
+		if c.name == "help" {
+			fmt.Fprintln(stderr, "see 'rolltplc help'")
+		} else {
+			fmt.Fprintf(stderr, "see 'rolltplc help %s'\n", c.name)
 		}
 	}
-	fmt.Fprintf(stderr, "rolltplc: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return ExitUsage
+	return code
 }
 
 func usage(w io.Writer) {
@@ -98,6 +129,19 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun 'rolltplc help COMMAND' for a command's flags.")
 }
 
+// didYouMean returns "; did you mean X?" for the command X closest to a
+// mistyped name, or "".
+func didYouMean(name string) string {
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	if s := schema.Suggest(name, names); s != "" {
+		return fmt.Sprintf("; did you mean %q?", s)
+	}
+	return ""
+}
+
 func lookup(name string) *command {
 	for _, c := range commands {
 		if c.name == name {
@@ -107,68 +151,234 @@ func lookup(name string) *command {
 	return nil
 }
 
+// runHelp prints the command list, or one command's summary, usage line
+// and flags.
 func runHelp(e *env, args []string) int {
 	if len(args) == 0 {
 		usage(e.stdout)
 		return ExitOK
 	}
-	c := lookup(args[0])
-	if c == nil {
-		fmt.Fprintf(e.stderr, "rolltplc help: unknown command %q\n", args[0])
+	if len(args) > 1 {
+		fmt.Fprintln(e.stderr, "rolltplc help: one command at a time")
 		return ExitUsage
 	}
-	fs := flagSet(e, c)
-	fmt.Fprintf(e.stdout, "%s: %s\n\nUsage: %s\n", c.name, c.summary, c.usage)
+	c := lookup(args[0])
+	if c == nil {
+		fmt.Fprintf(e.stderr, "rolltplc help: unknown command %q%s\n", args[0], didYouMean(args[0]))
+		return ExitUsage
+	}
+	var fs *pflag.FlagSet
 	if c.name != "help" && c.name != "version" {
-		c.run(&env{stdin: e.stdin, stdout: io.Discard, stderr: io.Discard}, []string{"--help-flags-only"})
-		_ = fs
+		fe := &env{stdin: e.stdin, stdout: io.Discard, stderr: io.Discard, flagsOnly: true}
+		c.run(fe, nil)
+		fs = fe.flags
 	}
-	if fl := flagsUsage[c.name]; fl != "" {
-		fmt.Fprintf(e.stdout, "\nFlags:\n%s", fl)
-	}
+	printHelp(e.stdout, c, fs)
 	return ExitOK
 }
 
-// flagsUsage holds each command's flag help, filled when its flag set is
-// built.
-var flagsUsage = map[string]string{}
+// printHelp prints command c's summary, usage line and the flags of fs
+// (nil: none).
+func printHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "%s: %s\n\nUsage: %s\n", c.name, c.summary, c.usage)
+	if fs != nil && fs.HasAvailableFlags() {
+		fmt.Fprintf(w, "\nFlags:\n%s", flagUsages(fs, c.usage))
+	}
+}
 
+// flagUsages lists the flags of fs, one a line, as gofmt and go vet show
+// them: a boolean flag is shown bare (`--force`, set by its presence; pflag
+// would show `--force[=true|false]`), another with its value's name
+// (`--tp N`: as the command's usage line names it, else N for a number,
+// else the type), and a non-zero default at the end.
+func flagUsages(fs *pflag.FlagSet, usageLine string) string {
+	names := map[string]string{}
+	for _, m := range flagValueName.FindAllStringSubmatch(usageLine, -1) {
+		names[m[1]] = m[2]
+	}
+	type row struct{ head, help string }
+	var rows []row
+	width := 0
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		head := "      --" + f.Name
+		if f.Shorthand != "" {
+			head = "  -" + f.Shorthand + ", --" + f.Name
+		}
+		name, help := pflag.UnquoteUsage(f)
+		switch {
+		case names["--"+f.Name] != "":
+			name = names["--"+f.Name]
+		case f.Shorthand != "" && names["-"+f.Shorthand] != "":
+			name = names["-"+f.Shorthand]
+		case name == "int":
+			name = "N"
+		}
+		if f.Value.Type() != "bool" && name != "" {
+			head += " " + name
+		}
+		switch f.Value.Type() {
+		case "bool":
+			if f.DefValue == "true" {
+				help += " (default true; --" + f.Name + "=false turns it off)"
+			}
+		case "string":
+			if f.DefValue != "" {
+				help += fmt.Sprintf(" (default %q)", f.DefValue)
+			}
+		default:
+			if f.DefValue != "0" && f.DefValue != "" && f.DefValue != "[]" {
+				help += " (default " + f.DefValue + ")"
+			}
+		}
+		rows = append(rows, row{head, help})
+		width = max(width, len(head))
+	})
+	var b strings.Builder
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-*s   %s\n", width, r.head, r.help)
+	}
+	return b.String()
+}
+
+// flagValueName finds `--flag VALUE` and `-f VALUE` in a usage line.
+var flagValueName = regexp.MustCompile(`(--?[a-z][a-z0-9-]*)[ =]((?:[A-Z][A-Z0-9_.]*|[a-z]+(?:\|[a-z]+)+))\b`)
+
+// flagSet returns an empty flag set for command c. It prints nothing by
+// itself: [parse] reports errors in one line and prints help for -h.
 func flagSet(e *env, c *command) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(c.name, pflag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: %s\n\nFlags:\n%s", c.usage, fs.FlagUsages())
-	}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
 }
 
-// parse parses flags, recording their help; it returns false and the exit
-// code when parsing failed or only help was wanted.
+// parse parses the command's flags; it returns false and the exit code
+// when parsing failed (a usage error, printed in one line), help was
+// asked for (printed to stdout, exit 0), or only the flag set was wanted
+// (e.flagsOnly).
 func parse(e *env, name string, fs *pflag.FlagSet, args []string) (bool, int) {
-	flagsUsage[name] = fs.FlagUsages()
-	if len(args) == 1 && args[0] == "--help-flags-only" {
+	if e.flagsOnly {
+		e.flags = fs
 		return false, ExitOK
 	}
 	if err := fs.Parse(args); err != nil {
 		if err == pflag.ErrHelp {
+			printHelp(e.stdout, lookup(name), fs)
 			return false, ExitOK
 		}
 		fmt.Fprintf(e.stderr, "rolltplc %s: %v\n", name, err)
-		fs.Usage()
 		return false, ExitUsage
 	}
 	return true, 0
 }
 
+// convertFlagsApply rejects the convert flags that do not apply to the
+// direction: the layout flags to MCA -> HF (the layout is the one the
+// source's mca_config.json records), --max-shard-size to HF -> MCA (rank
+// files are not sharded by size).
+func convertFlagsApply(e *env, fs *pflag.FlagSet, from string, isMCA bool) (int, bool) {
+	if isMCA {
+		return notApplicable(e, "convert", fs, "does not apply to MCA -> HF: the layout is the one "+filepath.Join(from, exec.MCAConfigName)+" records", layoutFlagNames()...)
+	}
+	return notApplicable(e, "convert", fs, "applies to MCA -> HF only (HF -> MCA writes one file a rank)", "max-shard-size")
+}
+
+// usageError prints a usage error of command cmd in one line and returns
+// its exit code ([Run] adds where to read the command's usage).
+func usageError(e *env, cmd, format string, args ...any) int {
+	fmt.Fprintf(e.stderr, "rolltplc %s: %s\n", cmd, fmt.Sprintf(format, args...))
+	return ExitUsage
+}
+
+// notApplicable returns a usage error naming the first of the flags
+// names that was set on the command line, saying why it does not apply
+// (why completes "--tp: ..."); ok is true when none was set.
+func notApplicable(e *env, cmd string, fs *pflag.FlagSet, why string, names ...string) (code int, ok bool) {
+	for _, n := range names {
+		if fs.Changed(n) {
+			fmt.Fprintf(e.stderr, "rolltplc %s: --%s %s\n", cmd, n, why)
+			return ExitUsage, false
+		}
+	}
+	return 0, true
+}
+
+// runVersion prints the version and what the binary was built from: the
+// main module's path and version, the VCS revision, its time and whether
+// the work tree was modified (vcs.* settings, recorded by go build in a
+// repository), and the Go version and platform. Missing build information
+// (a test binary) prints "(devel)" and "unknown".
 func runVersion(e *env, args []string) int {
-	fmt.Fprintf(e.stdout, "rolltplc %s\n", Version)
+	if len(args) > 0 {
+		fmt.Fprintln(e.stderr, "rolltplc version: takes no arguments")
+		return ExitUsage
+	}
+	info, _ := debug.ReadBuildInfo()
+	_, _ = io.WriteString(e.stdout, versionText(info))
 	return ExitOK
 }
 
-// diagsFlag validates --diags.
-func diagsFormat(e *env, v string) bool {
+// versionOr returns [Version] when set, else ver (a module version from
+// build information), else "(devel)".
+func versionOr(ver string) string {
+	if Version != "" {
+		return Version
+	}
+	if ver == "" {
+		return "(devel)"
+	}
+	return ver
+}
+
+// moduleVersion returns the version rolltplc reports (the first line of
+// `rolltplc version`), e.g. to the language server's clients.
+func moduleVersion() string {
+	ver := ""
+	if info, ok := debug.ReadBuildInfo(); ok {
+		ver = info.Main.Version
+	}
+	return versionOr(ver)
+}
+
+// versionText formats the build information info (nil when there is none).
+func versionText(info *debug.BuildInfo) string {
+	mod, ver := "github.com/rolltpl/rolltpl", ""
+	settings := map[string]string{}
+	goVer := runtime.Version()
+	if info != nil {
+		if info.Main.Path != "" {
+			mod = info.Main.Path
+		}
+		ver = info.Main.Version
+		for _, s := range info.Settings {
+			settings[s.Key] = s.Value
+		}
+		if info.GoVersion != "" {
+			goVer = info.GoVersion
+		}
+	}
+	ver = versionOr(ver)
+	rev := settings["vcs.revision"]
+	if rev == "" {
+		rev = "unknown"
+	} else {
+		if t := settings["vcs.time"]; t != "" {
+			rev += " " + t
+		}
+		if settings["vcs.modified"] == "true" {
+			rev += " (modified)"
+		}
+	}
+	return fmt.Sprintf("rolltplc %s\nmodule   %s\nrevision %s\ngo       %s %s/%s\n", ver, mod, rev, goVer, runtime.GOOS, runtime.GOARCH)
+}
+
+// diagsFormat validates the --diags of command cmd.
+func diagsFormat(e *env, cmd, v string) bool {
 	if v != "text" && v != "json" {
-		fmt.Fprintf(e.stderr, "rolltplc: --diags must be text or json, not %q\n", v)
+		fmt.Fprintf(e.stderr, "rolltplc %s: --diags must be text or json, not %q\n", cmd, v)
 		return false
 	}
 	return true
@@ -229,7 +439,7 @@ func compile(e *env, paths []string, format string) (*compiler.Result, bool) {
 func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*compiler.Result, bool) {
 	files, err := expandPaths(paths)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rolltplc: %v\n", err)
+		fmt.Fprintf(e.stderr, "%s: %v\n", e.prefix(), err)
 		return nil, true
 	}
 	set, sdiags := stdlibSchemas()
@@ -253,7 +463,7 @@ func stdlibSchemas() (*schema.Set, diag.List) {
 
 func printDiags(e *env, l diag.List, src diag.Sources, format string) {
 	cwd, _ := os.Getwd()
-	p := &diag.Printer{Sources: src, Cwd: cwd}
+	p := &diag.Printer{Sources: src, Cwd: cwd, MaxPerFile: diag.DefaultMaxPerFile}
 	if format == "json" {
 		_ = p.JSON(e.stdout, l)
 		return

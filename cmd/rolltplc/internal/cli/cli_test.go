@@ -2,14 +2,18 @@ package cli
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
-	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
 )
+
+// The CLI's behaviour (usage, help, version, exit codes, fmt, check and
+// build output) is tested by the scripts in testdata/script (TestScripts);
+// the Go tests here cover what a script cannot reach.
 
 func run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -18,144 +22,89 @@ func run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr s
 	return code, out.String(), errb.String()
 }
 
-func TestCheckThreeMistakesText(t *testing.T) {
-	code, _, stderr := run(t, "", "check", "testdata/three_mistakes.rolltpl")
-	if code != ExitError {
-		t.Errorf("exit code = %d, want %d", code, ExitError)
-	}
-	want := `testdata/three_mistakes.rolltpl:5:30: error: Syntax error [syntax-error]
- 5 |         rename "a.weight" -> }
-   |                              ^
-  unexpected token "}" (expected a name).
-testdata/three_mistakes.rolltpl:12:9: error: Unknown op kind [unknown-op-kind]
- 12 |         renam "a.weight" -> "b.weight"
-    |         ^^^^^
-  "renam" is not a known op kind. Did you mean "rename"?
-testdata/three_mistakes.rolltpl:19:9: error: Wrong number of names [op-arity]
- 19 |         qkv ".q.weight", ".k.weight" -> ".qkv.weight"
-    |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  Op qkv takes 3 HF names -> 1 MCA name; this one has 2 -> 1.
-`
-	if diff := cmp.Diff(want, stderr); diff != "" {
-		t.Errorf("check output mismatch (-want +got):\n%s", diff)
-	}
-}
-
-func TestCheckThreeMistakesJSON(t *testing.T) {
-	code, stdout, _ := run(t, "", "check", "--diags=json", "testdata/three_mistakes.rolltpl")
-	if code != ExitError {
-		t.Errorf("exit code = %d, want %d", code, ExitError)
-	}
-	type pos struct{ Line, Column, Offset int }
-	var got []struct {
-		Path, Severity, Code string
-		Start, End           pos
-	}
-	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
-		t.Fatalf("bad JSON: %v\n%s", err, stdout)
-	}
-	type row struct {
-		Code       string
-		Start, End pos
-	}
-	var rows []row
-	for _, d := range got {
-		if d.Path != "testdata/three_mistakes.rolltpl" || d.Severity != "error" {
-			t.Errorf("unexpected path/severity %q %q", d.Path, d.Severity)
-		}
-		rows = append(rows, row{d.Code, d.Start, d.End})
-	}
-	want := []row{
-		{"syntax-error", pos{5, 30, 152}, pos{5, 31, 153}},
-		{"unknown-op-kind", pos{12, 9, 244}, pos{12, 14, 249}},
-		{"op-arity", pos{19, 9, 362}, pos{19, 54, 407}},
-	}
-	if diff := cmp.Diff(want, rows); diff != "" {
-		t.Errorf("JSON diagnostics mismatch (-want +got):\n%s", diff)
-	}
-}
-
-func TestBuildUserTemplate(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "pkg")
-	code, _, stderr := run(t, "", "build", "-o", out, "testdata/good.rolltpl")
-	if code != ExitOK {
-		t.Fatalf("build failed (%d): %s", code, stderr)
-	}
-	for _, f := range []string{"my_model.py", "_rolltpl_support.py", "__init__.py"} {
-		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
-			t.Error(err)
-		}
-	}
-	// A failed build leaves the previous output in place.
-	code, _, _ = run(t, "", "build", "-o", out, "testdata/three_mistakes.rolltpl")
-	if code != ExitError {
-		t.Errorf("build of a broken file: exit %d, want 1", code)
-	}
-	if _, err := os.Stat(filepath.Join(out, "my_model.py")); err != nil {
-		t.Errorf("previous output lost: %v", err)
-	}
-}
-
-func TestUsageAndVersion(t *testing.T) {
+// TestVersionText: version prints the module version and the VCS stamp of
+// the build information (a test binary has none, so the script only sees
+// the fallback).
+func TestVersionText(t *testing.T) {
+	plat := runtime.GOOS + "/" + runtime.GOARCH
 	for _, tc := range []struct {
-		args []string
-		code int
-		out  string
+		name    string
+		info    *debug.BuildInfo
+		version string
+		want    string
 	}{
-		{[]string{}, ExitUsage, ""},
-		{[]string{"frobnicate"}, ExitUsage, ""},
-		{[]string{"version"}, ExitOK, "rolltplc " + Version + "\n"},
-		{[]string{"check", "--diags=xml"}, ExitUsage, ""},
-		{[]string{"build", "--no-such-flag"}, ExitUsage, ""},
-		{[]string{"check", "testdata/does-not-exist.rolltpl"}, ExitError, ""},
+		{"stamped", &debug.BuildInfo{GoVersion: "go1.26.1", Main: debug.Module{Path: "github.com/rolltpl/rolltpl", Version: "v0.2.0"},
+			Settings: []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: "0123456789abcdef"},
+				{Key: "vcs.time", Value: "2026-12-02T18:00:00Z"}, {Key: "vcs.modified", Value: "true"}}}, "",
+			"rolltplc v0.2.0\nmodule   github.com/rolltpl/rolltpl\nrevision 0123456789abcdef 2026-12-02T18:00:00Z (modified)\ngo       go1.26.1 " + plat + "\n"},
+		{"clean tree", &debug.BuildInfo{GoVersion: "go1.26.1", Main: debug.Module{Path: "github.com/rolltpl/rolltpl", Version: "(devel)"},
+			Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "fedcba"}, {Key: "vcs.modified", Value: "false"}}}, "",
+			"rolltplc (devel)\nmodule   github.com/rolltpl/rolltpl\nrevision fedcba\ngo       go1.26.1 " + plat + "\n"},
+		{"ldflags", &debug.BuildInfo{GoVersion: "go1.26.1", Main: debug.Module{Path: "github.com/rolltpl/rolltpl", Version: "(devel)"}}, "v1.0.0",
+			"rolltplc v1.0.0\nmodule   github.com/rolltpl/rolltpl\nrevision unknown\ngo       go1.26.1 " + plat + "\n"},
+		{"no build info", nil, "",
+			"rolltplc (devel)\nmodule   github.com/rolltpl/rolltpl\nrevision unknown\ngo       " + runtime.Version() + " " + plat + "\n"},
 	} {
-		code, stdout, _ := run(t, "", tc.args...)
-		if code != tc.code || (tc.out != "" && stdout != tc.out) {
-			t.Errorf("rolltplc %v = %d %q, want %d %q", tc.args, code, stdout, tc.code, tc.out)
-		}
-	}
-	code, stdout, _ := run(t, "", "help", "build")
-	if code != ExitOK || !strings.Contains(stdout, "--output") {
-		t.Errorf("help build = %d %q", code, stdout)
-	}
-}
-
-func TestCheckStdlib(t *testing.T) {
-	if code, _, stderr := run(t, "", "check"); code != ExitOK {
-		t.Errorf("check of the stdlib failed (%d): %s", code, stderr)
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(v string) { Version = v }(Version)
+			Version = tc.version
+			if diff := cmp.Diff(tc.want, versionText(tc.info)); diff != "" {
+				t.Errorf("version (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
-// TestCheckPythonBackend: what `rolltplc build` cannot emit yet is a
-// warning at the op, from check as from build, not a surprise at build
-// time; check still exits 0 (the Go runtime converts the template).
-func TestCheckPythonBackend(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fused.rolltpl")
-	src := `template fused {
-    layer_prefix  = "model.layers."
-    expert_prefix = ".mlp.experts."
-    config { num_experts -> num_moe_experts }
-    weights {
-        split_experts(transpose = false) "down_proj" -> ".linear_fc2.weight"
-    }
-    parallel { row ".linear_fc2.weight" }
-}
+// TestFlagUsages: booleans print bare, values with their name from the
+// usage line (else N for numbers), non-zero defaults at the end, a
+// true-by-default boolean with how to turn it off.
+func TestFlagUsages(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.BoolP("write", "w", false, "write files")
+	fs.Bool("on", true, "on by default")
+	fs.Int("tp", 1, "tensor parallel size")
+	fs.Int("ep", 0, "expert parallel size")
+	fs.StringP("output", "o", "out", "output folder")
+	fs.String("diags", "text", "format")
+	fs.String("free", "", "a string")
+	got := flagUsages(fs, "rolltplc x [-o DIR] [--diags=text|json]")
+	want := `      --diags text|json   format (default "text")
+      --ep N              expert parallel size
+      --free string       a string
+      --on                on by default (default true; --on=false turns it off)
+  -o, --output DIR        output folder (default "out")
+      --tp N              tensor parallel size (default 1)
+  -w, --write             write files
 `
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("flag usages (-want +got):\n%s", diff)
 	}
-	code, _, stderr := run(t, "", "check", path)
-	if code != ExitOK {
-		t.Fatalf("exit %d\n%s", code, stderr)
-	}
-	for _, want := range []string{"fused.rolltpl:6:9: warning: rolltplc build cannot emit this yet", "[python-backend]",
-		"fused experts of mcore_adapter.models.qwen3_5_moe"} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("missing %q in\n%s", want, stderr)
+}
+
+// TestHelpListsEveryFlag: help CMD shows every flag each command defines,
+// and none as pflag's `[=true|false]`.
+func TestHelpListsEveryFlag(t *testing.T) {
+	for _, c := range commands {
+		if c.name == "help" || c.name == "version" {
+			continue
 		}
-	}
-	code, _, stderr = run(t, "", "build", "-o", filepath.Join(t.TempDir(), "out"), path)
-	if code == ExitOK || !strings.Contains(stderr, "fused experts of mcore_adapter.models.qwen3_5_moe") {
-		t.Errorf("build: exit %d\n%s", code, stderr)
+		fe := &env{flagsOnly: true}
+		c.run(fe, nil)
+		if fe.flags == nil {
+			t.Errorf("%s: no flag set recorded", c.name)
+			continue
+		}
+		code, stdout, stderr := run(t, "", "help", c.name)
+		if code != ExitOK || stderr != "" {
+			t.Errorf("help %s: exit %d, stderr %q", c.name, code, stderr)
+		}
+		fe.flags.VisitAll(func(f *pflag.Flag) {
+			if !f.Hidden && !strings.Contains(stdout, "--"+f.Name+" ") {
+				t.Errorf("help %s lacks --%s:\n%s", c.name, f.Name, stdout)
+			}
+		})
+		if strings.Contains(stdout, "[=") {
+			t.Errorf("help %s shows an optional value:\n%s", c.name, stdout)
+		}
 	}
 }

@@ -74,6 +74,9 @@ func runConvert(e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "rolltplc convert: --ranks and --finalize split HF -> MCA conversions; MCA -> HF runs as one job")
 		return ExitUsage
 	}
+	if code, ok := convertFlagsApply(e, fs, *from, isMCA); !ok {
+		return code
+	}
 	m, ok := selectModel(e, "convert", *from, isMCA, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama})
 	if !ok {
 		return ExitError
@@ -229,19 +232,6 @@ func readCheckpointModel(dir string, isMCA bool) (checkpointModel, error) {
 	return checkpointModel{modelType: mt, key: "model_type", path: path}, nil
 }
 
-// detectModelType reads the model type of a checkpoint: config.json's
-// model_type, or mca_config.json's hf_model_type.
-func detectModelType(dir string, isMCA bool) (string, error) {
-	cm, err := readCheckpointModel(dir, isMCA)
-	if err != nil {
-		return "", err
-	}
-	if cm.modelType == "" {
-		return "", fmt.Errorf("%s: no %s; pass --model-type", cm.path, cm.key)
-	}
-	return cm.modelType, nil
-}
-
 // selectModel picks and compiles the template that converts the
 // checkpoint in dir, from the --template and --model-type flags and what
 // the checkpoint records:
@@ -334,7 +324,7 @@ func loadModelFrom(e *env, cmd, templatePath, modelType, from string, flags map[
 		paths = []string{templatePath}
 	} else {
 		if _, err := fs.Stat(stdlib.Templates(), modelType+".rolltpl"); err != nil {
-			fmt.Fprintf(e.stderr, "rolltplc %s: the stdlib has no template for model type %q; pass --template\n", cmd, modelType)
+			fmt.Fprintf(e.stderr, "rolltplc %s: the stdlib has no template for model type %q; %s\n", cmd, modelType, templateHint(cmd))
 			return nil, false
 		}
 		paths = []string{resolve.LibPrefix + modelType + ".rolltpl"}
@@ -357,7 +347,7 @@ func loadModelFrom(e *env, cmd, templatePath, modelType, from string, flags map[
 		case modelType == "" && len(prog.Templates) == 1:
 			modelType = prog.Templates[0].Name
 		case modelType == "":
-			fmt.Fprintf(e.stderr, "rolltplc %s: %s has templates for %s; pass --model-type to choose one\n", cmd, templatePath, strings.Join(names, ", "))
+			fmt.Fprintf(e.stderr, "rolltplc %s: %s has templates for %s; %s\n", cmd, templatePath, strings.Join(names, ", "), modelTypeHint(cmd))
 			return nil, false
 		default:
 			fmt.Fprintf(e.stderr, "rolltplc %s: %s has no template for model type %q (%s), only for %s: a template converts one model type\n",

@@ -177,6 +177,20 @@ func sameFiles(t *testing.T, what string, want, got map[string]string) {
 	}
 }
 
+// sameContent reports whether a and b hold the same files with the same
+// contents.
+func sameContent(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
 // faultCase is a conversion the fault test interrupts.
 type faultCase struct {
 	name string
@@ -326,11 +340,26 @@ func TestFaultInjection(t *testing.T) {
 						t.Errorf("%s: %s is not a temporary of the killed process %d", what, path, p.cmd.Process.Pid)
 					}
 				}
+				// What the killed run left in --to besides its temporaries
+				// is either nothing or its complete output (killed after
+				// the commit): never a partial checkpoint that looks
+				// complete (a tracker file), and never anything a rerun
+				// needs --force for.
+				got := files(t, dst)
+				for k := range got {
+					if tempRE.MatchString(k) {
+						delete(got, k)
+					}
+				}
+				complete := c.finish == nil && sameContent(want, got)
+				if _, err := os.Stat(filepath.Join(dst, "latest_checkpointed_iteration.txt")); err == nil && !complete {
+					t.Errorf("%s: %s holds a tracker file but not the complete output", what, dst)
+				}
 				// The rerun removes the leftovers, reporting each, and
-				// succeeds (with --force when the first run had completed).
+				// succeeds (with --force only when the first run had
+				// completed).
 				args := c.args(dst)
-				if es, _ := os.ReadDir(dst); len(es) > 0 && c.finish == nil {
-					// killed after the output was moved into place
+				if complete {
 					args = append(args, "--force")
 				}
 				code, _, rerr := run(t, "", args...)

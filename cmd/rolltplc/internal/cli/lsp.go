@@ -43,7 +43,7 @@ func runLSP(e *env, args []string) int {
 	// The same schemas as `rolltplc check`; problems in the stdlib's own
 	// schemas are the build's concern, not the editor's.
 	schemas, _ := stdlibSchemas()
-	srv := lsp.New(lsp.Options{Lib: stdlib.Templates(), Schemas: schemas, Version: Version, Log: logw, KeyDocs: schemaKeyDocs(schemas)})
+	srv := lsp.New(lsp.Options{Lib: stdlib.Templates(), Schemas: schemas, Version: moduleVersion(), Log: logw, KeyDocs: schemaKeyDocs(schemas)})
 	return srv.Serve(e.stdin, e.stdout)
 }
 

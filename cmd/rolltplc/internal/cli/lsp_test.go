@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -286,7 +285,7 @@ func TestLSPNeovim(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "rolltplc")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goTool := "go" // go test puts its own GOROOT/bin first in PATH
 	if out, err := exec.Command(goTool, "build", "-o", bin, "github.com/rolltpl/rolltpl/cmd/rolltplc").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/runtime/exec"
 )
 
 // schemaNameRE matches the names a schema may have.
@@ -26,15 +26,15 @@ func runSchema(e *env, args []string) int {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		fmt.Fprintf(e.stderr, "rolltplc schema: missing subcommand\nUsage: %s\n", c.usage)
+		fmt.Fprintf(e.stderr, "rolltplc schema: missing subcommand (infer)\n")
 		return ExitUsage
 	}
 	if rest[0] != "infer" {
-		fmt.Fprintf(e.stderr, "rolltplc schema: unknown subcommand %q\nUsage: %s\n", rest[0], c.usage)
+		fmt.Fprintf(e.stderr, "rolltplc schema: unknown subcommand %q (the one subcommand is infer)\n", rest[0])
 		return ExitUsage
 	}
 	if len(rest) != 2 {
-		fmt.Fprintf(e.stderr, "rolltplc schema infer: want one CONFIG.json\nUsage: %s\n", c.usage)
+		fmt.Fprintf(e.stderr, "rolltplc schema infer: want one CONFIG.json\n")
 		return ExitUsage
 	}
 	if *name != "" && !schemaNameRE.MatchString(*name) {
@@ -50,7 +50,7 @@ func runSchema(e *env, args []string) int {
 		file = stdinName
 		src, err = io.ReadAll(e.stdin)
 	} else {
-		src, err = os.ReadFile(file)
+		src, err = exec.ReadConfigFile(file)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc schema infer: %v\n", err)

@@ -3,7 +3,6 @@ package cli
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -33,6 +32,9 @@ func schemaWriteTemp(t *testing.T, name, content string) string {
 	return p
 }
 
+// TestSchemaInfer: the inferred schema parses and loads. Its text, --name,
+// standard input, usage and input errors are tested by
+// testdata/script/schema.txtar.
 func TestSchemaInfer(t *testing.T) {
 	code, stdout, stderr := run(t, "", "schema", "infer", schemaWriteTemp(t, "config.json", schemaQwen3Config))
 	if code != ExitOK || stderr != "" {
@@ -64,59 +66,5 @@ func TestSchemaInfer(t *testing.T) {
 	}
 	if _, diags := schema.Load([]schema.Source{{File: f, Src: []byte(stdout)}}); len(diags) > 0 {
 		t.Errorf("output does not load: %v", diags)
-	}
-}
-
-func TestSchemaInferStdinAndName(t *testing.T) {
-	code, stdout, stderr := run(t, `{"hidden_size": 8}`, "schema", "infer", "--name", "my_model", "-")
-	if code != ExitOK || stderr != "" {
-		t.Fatalf("exit %d, stderr %q", code, stderr)
-	}
-	if !strings.Contains(stdout, "schema my_model {\n    hidden_size: int = 8\n}\n") {
-		t.Errorf("unexpected output:\n%s", stdout)
-	}
-}
-
-func TestSchemaInferErrors(t *testing.T) {
-	tests := []struct {
-		name   string
-		stdin  string
-		args   []string
-		code   int
-		stderr string
-	}{
-		{"no subcommand", "", nil, ExitUsage, "missing subcommand"},
-		{"unknown subcommand", "", []string{"guess", "x.json"}, ExitUsage, `unknown subcommand "guess"`},
-		{"no file", "", []string{"infer"}, ExitUsage, "want one CONFIG.json"},
-		{"two files", "", []string{"infer", "a", "b"}, ExitUsage, "want one CONFIG.json"},
-		{"bad name", "{}", []string{"infer", "--name", "a-b", "-"}, ExitUsage, `--name "a-b" is not a name`},
-		{"bad flag", "", []string{"infer", "--nope", "-"}, ExitUsage, "unknown flag"},
-		{"missing file", "", []string{"infer", filepath.Join(t.TempDir(), "none.json")}, ExitError, "no such file"},
-		{"not JSON", "{", []string{"infer", "-"}, ExitError, "<stdin>: not JSON"},
-		{"trailing data", "{} {}", []string{"infer", "-"}, ExitError, "data after the top-level value"},
-		{"not an object", "[1]", []string{"infer", "-"}, ExitError, "not a JSON object"},
-		{"no model_type", `{"a": 1}`, []string{"infer", "-"}, ExitError, "give the schema a name with --name"},
-		{"odd model_type", `{"model_type": "a.b"}`, []string{"infer", "-"}, ExitError, `no usable model_type ("a.b")`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code, stdout, stderr := run(t, tt.stdin, append([]string{"schema"}, tt.args...)...)
-			if code != tt.code {
-				t.Errorf("exit code %d, want %d", code, tt.code)
-			}
-			if stdout != "" {
-				t.Errorf("unexpected stdout %q", stdout)
-			}
-			if !strings.Contains(stderr, tt.stderr) {
-				t.Errorf("stderr %q does not contain %q", stderr, tt.stderr)
-			}
-		})
-	}
-}
-
-func TestSchemaHelp(t *testing.T) {
-	code, stdout, _ := run(t, "", "help", "schema")
-	if code != ExitOK || !strings.Contains(stdout, "rolltplc schema infer") || !strings.Contains(stdout, "--name") {
-		t.Errorf("help schema: exit %d\n%s", code, stdout)
 	}
 }

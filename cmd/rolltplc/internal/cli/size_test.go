@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -66,20 +64,6 @@ func TestParseSize(t *testing.T) {
 		}
 		if diff := cmp.Diff(tc.want, got); diff != "" {
 			t.Errorf("parseSize(%q) (-want +got):\n%s", tc.in, diff)
-		}
-	}
-}
-
-// TestConvertMaxShardSizeUsage: a --max-shard-size that is not a positive
-// whole number of bytes is a usage error naming the value, before the
-// source is even read.
-func TestConvertMaxShardSizeUsage(t *testing.T) {
-	dir := t.TempDir()
-	from, to := filepath.Join(dir, "missing"), filepath.Join(dir, "out")
-	for _, v := range []string{"NaN", "0.5", "0.9B", "Inf", "-1", "1e400", "0"} {
-		code, _, stderr := run(t, "", "convert", "--from", from, "--to", to, "--max-shard-size", v)
-		if code != ExitUsage || !strings.Contains(stderr, "--max-shard-size: "+strconv.Quote(v)) {
-			t.Errorf("--max-shard-size %s: exit %d, want %d naming the value\n%s", v, code, ExitUsage, stderr)
 		}
 	}
 }

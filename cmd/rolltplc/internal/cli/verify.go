@@ -35,7 +35,6 @@ func runVerify(e *env, args []string) int {
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(e.stderr, "rolltplc verify: want exactly one HF checkpoint directory")
-		fs.Usage()
 		return ExitUsage
 	}
 	dir := fs.Arg(0)

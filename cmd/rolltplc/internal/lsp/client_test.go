@@ -215,21 +215,6 @@ func (c *testClient) diagnostics(uri string, version int32) PublishDiagnosticsPa
 	}
 }
 
-// expectQuiet checks that nothing arrives for a moment.
-func (c *testClient) expectQuiet(d time.Duration) {
-	c.t.Helper()
-	if len(c.queue) > 0 {
-		c.t.Fatalf("unexpected message: %s", c.queue[0].raw)
-	}
-	select {
-	case m, ok := <-c.in:
-		if ok {
-			c.t.Fatalf("unexpected message: %s", m.raw)
-		}
-	case <-time.After(d):
-	}
-}
-
 // waitExit waits for Serve to return and gives its exit code.
 func (c *testClient) waitExit() int {
 	c.t.Helper()

@@ -15,6 +15,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/lang/srcfile"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
 
@@ -172,7 +173,7 @@ func (s *Server) ensureLibDir() string {
 		}
 		for _, n := range names {
 			p := filepath.Join(dir, filepath.FromSlash(n))
-			if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, files[n]) {
+			if old, err := srcfile.ReadFile(p); err == nil && bytes.Equal(old, files[n]) {
 				continue
 			}
 			if err := writeReadOnly(p, files[n]); err != nil {

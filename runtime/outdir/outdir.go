@@ -1,0 +1,413 @@
+// Package outdir writes an output folder (a conversion's --to, a build's
+// -o) so that a failed, canceled or killed writer leaves it as it was, and
+// a writer never deletes a file it was not told it may replace:
+//
+//   - Everything is written into a hidden temporary folder first. A
+//     destination that does not exist is written as a folder beside it
+//     (.NAME+Prefix+OWNER), renamed to it by [Output.Commit]. An existing
+//     folder (an empty mount point, a symbolic link to a folder, a
+//     previous output) is written through a folder inside it
+//     (Prefix+OWNER) whose entries Commit moves into it: the folder
+//     itself, its mode, owner and group, and a symbolic link leading to
+//     it are kept.
+//   - The entries an existing folder already holds are shown to the
+//     writer's recogniser ([Options.Accept]) before anything is written
+//     and again at the commit; it refuses the folder when any is not its
+//     own, and nothing is changed.
+//   - OWNER (package tempname) records the host, pid and start time of
+//     the writer: temporaries of a writer that was killed are removed by
+//     the next one, with a notice; one of a writer that may still run
+//     stops the next one, named. A writer killed while moving its entries
+//     into an existing folder left a journal naming them: the next one
+//     removes those it had moved, so the folder is as before that commit
+//     (less the previous output it was replacing).
+//
+// The package imports only the standard library and tempname, so that
+// both the Python emitter (compiler/pyemit) and the runtime use it.
+package outdir
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/rolltpl/rolltpl/runtime/tempname"
+)
+
+// Options describe the writer of an output folder.
+type Options struct {
+	// Prefix starts the names of the writer's temporary folders, before
+	// the owner fields: ".rolltpl-tmp-" for a conversion.
+	Prefix string
+	// Run names the writer in notices and errors: "conversion", "build".
+	Run string
+	// Label starts the errors that name the folder: "destination ", or
+	// "" for none.
+	Label string
+	// Accept is given an existing folder and its entries (less the
+	// writer's own temporaries) and returns nil when the writer may
+	// replace them all, or an error refusing the folder; it must not
+	// change the folder. It is required.
+	Accept func(dir string, entries []fs.DirEntry) error
+	// Last names the entries moved into an existing folder last, in this
+	// order, and moved out of it first, in reverse order: with them, an
+	// output looks complete.
+	Last []string
+	// Sync fsyncs the commit journal.
+	Sync bool
+	// Notice, when not nil, is told of the temporaries of killed writers
+	// that were removed, or could not be.
+	Notice func(string)
+}
+
+// journalName is the journal a commit into an existing folder writes in
+// its temporary folder before moving the entries into place: their
+// names, one a line.
+const journalName = ".rolltpl-moving"
+
+// maxNamed is how many names NameList names before counting the rest.
+const maxNamed = 5
+
+// NameList names the first few of names, comma-separated, and counts the
+// rest ("a, b, c, d, e and 3 more"): the form refusals list entries in.
+func NameList(names []string) string {
+	if len(names) <= maxNamed {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:maxNamed], ", "), len(names)-maxNamed)
+}
+
+// Check checks that dst may be written (see the package documentation)
+// without writing it: it removes the stale temporaries of killed writers
+// beside and inside dst, refuses a dst that is not a folder (or a
+// symbolic link to one), the live temporary of another writer inside it,
+// and what opts.Accept refuses. It reports whether dst exists.
+func Check(dst string, opts Options) (bool, error) {
+	return check(filepath.Clean(dst), opts, "")
+}
+
+// check is Check ignoring the entry of dst named skip (the output's own
+// temporary folder when committing).
+func check(dst string, opts Options, skip string) (bool, error) {
+	if err := RemoveStale(filepath.Dir(dst), "."+filepath.Base(dst)+opts.Prefix, opts.Run, opts.Notice); err != nil {
+		return false, err
+	}
+	lst, err := os.Lstat(dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	st, err := os.Stat(dst)
+	if lst.Mode()&fs.ModeSymlink != 0 && errors.Is(err, fs.ErrNotExist) {
+		target, _ := os.Readlink(dst)
+		return false, fmt.Errorf("%s%s is a symbolic link to %s, which does not exist: create that folder, or remove the link", opts.Label, dst, target)
+	}
+	if err != nil {
+		return false, err
+	}
+	if !st.IsDir() {
+		return false, fmt.Errorf("%s%s exists and is not a folder; it was left as it is", opts.Label, dst)
+	}
+	if err := removeStaleInside(dst, opts); err != nil {
+		return false, err
+	}
+	entries, err := os.ReadDir(dst)
+	if err != nil {
+		return false, err
+	}
+	kept := entries[:0]
+	for _, e := range entries {
+		if e.Name() == skip {
+			continue
+		}
+		if o, ok := tempname.Parse(e.Name(), opts.Prefix); ok {
+			return false, fmt.Errorf("%s%s: %s is the temporary folder of another %s (%s) that may still be running; wait for it to end, or remove the folder if it does not run any more",
+				opts.Label, dst, filepath.Join(dst, e.Name()), opts.Run, o)
+		}
+		kept = append(kept, e)
+	}
+	if err := opts.Accept(dst, kept); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// RemoveStale removes the temporaries named prefix+owner fields in dir
+// whose writer was killed, telling notice ("left by an interrupted "+run).
+// Failing to remove one (another user's) is told too, not an error: it
+// is not this writer's output. A folder that cannot be listed is an
+// error.
+func RemoveStale(dir, prefix, run string, notice func(string)) error {
+	if notice == nil {
+		notice = func(string) {}
+	}
+	removed, _, err := tempname.RemoveStale(dir, prefix)
+	for _, f := range removed {
+		notice(fmt.Sprintf("removed %s, left by an interrupted %s (%s)", f.Path, run, f.Owner))
+	}
+	var rerr *tempname.RemoveError
+	if errors.As(err, &rerr) {
+		for _, e := range rerr.Failed {
+			notice(e.Error())
+		}
+		return nil
+	}
+	return err
+}
+
+// removeStaleInside removes the temporary folders of killed writers
+// inside dst, telling opts.Notice. A writer killed while moving its
+// entries into dst left its journal: the entries it lists that were moved
+// already are a partial output and are removed too (never a name holding
+// a path separator or starting with ".rolltpl": markers, temporaries).
+func removeStaleInside(dst string, opts Options) error {
+	notice := opts.Notice
+	if notice == nil {
+		notice = func(string) {}
+	}
+	stale, _, err := tempname.Scan(dst, opts.Prefix)
+	if err != nil {
+		return err
+	}
+	for _, f := range stale {
+		if b, err := os.ReadFile(filepath.Join(f.Path, journalName)); err == nil {
+			for _, n := range strings.Split(string(b), "\n") {
+				if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".rolltpl") {
+					continue
+				}
+				if _, err := os.Lstat(filepath.Join(f.Path, n)); err == nil {
+					continue // not moved yet
+				}
+				p := filepath.Join(dst, n)
+				if _, err := os.Lstat(p); err != nil {
+					continue
+				}
+				if err := os.RemoveAll(p); err != nil {
+					return fmt.Errorf("removing %s, moved into place by an interrupted %s (%s): %w", p, opts.Run, f.Owner, err)
+				}
+				notice(fmt.Sprintf("removed %s, moved into place by an interrupted %s (%s) that did not finish", p, opts.Run, f.Owner))
+			}
+		}
+		if err := os.RemoveAll(f.Path); err != nil {
+			notice(fmt.Sprintf("could not remove %s, left by %s which is no longer running: %v", f.Path, f.Owner, err))
+			continue
+		}
+		notice(fmt.Sprintf("removed %s, left by an interrupted %s (%s)", f.Path, opts.Run, f.Owner))
+	}
+	return nil
+}
+
+// Output is an output folder being written: its files go into the
+// temporary folder [Output.Dir] until [Output.Commit].
+type Output struct {
+	dst, tmp string
+	// inside is set when tmp is a folder inside the existing dst.
+	inside    bool
+	committed bool
+	opts      Options
+}
+
+// Create checks dst ([Check]) and creates the temporary folder of its
+// output: beside dst (mode 0755 less the umask, as dst will have) when
+// it does not exist, creating its parent folders; inside it (0700, only
+// for this process) when it does.
+func Create(dst string, opts Options) (*Output, error) {
+	dst = filepath.Clean(dst)
+	exists, err := check(dst, opts, "")
+	if err != nil {
+		return nil, err
+	}
+	dir, prefix, perm := dst, opts.Prefix, fs.FileMode(0o700)
+	if !exists {
+		dir, prefix, perm = filepath.Dir(dst), "."+filepath.Base(dst)+opts.Prefix, 0o755
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	tmp, err := tempname.Mkdir(dir, prefix, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &Output{dst: dst, tmp: tmp, inside: exists, opts: opts}, nil
+}
+
+// InPlace returns an output written straight into the folder dst, with
+// no temporary folder: Dir is dst, and Commit and Abort do nothing. It is
+// for a writer whose own protocol keeps a partial output from looking
+// complete (a multi-job conversion's jobs).
+func InPlace(dst string) *Output {
+	return &Output{dst: dst, tmp: dst, committed: true}
+}
+
+// Dir returns the temporary folder the output is written into.
+func (o *Output) Dir() string { return o.tmp }
+
+// Dest returns the destination folder.
+func (o *Output) Dest() string { return o.dst }
+
+// Path returns the temporary path of a file of the output.
+func (o *Output) Path(elem ...string) string {
+	return filepath.Join(append([]string{o.tmp}, elem...)...)
+}
+
+// Commit moves the output into place. A destination that did not exist
+// is the temporary folder renamed (refused if something was created
+// there meanwhile). Into an existing folder, the previous output's
+// entries (checked again by Accept) are moved aside into another
+// temporary folder, Options.Last first, then the new entries are moved
+// in, Options.Last last, and the old ones are removed; a failure on the
+// way moves everything back. The names being moved in are written to a
+// journal first, so that if the process is killed while moving, the next
+// writer removes the entries it had moved.
+func (o *Output) Commit() error {
+	if o.committed {
+		return nil
+	}
+	if !o.inside {
+		if _, err := os.Lstat(o.dst); err == nil {
+			return fmt.Errorf("%s%s was created while the %s ran; it was left as it is", o.opts.Label, o.dst, o.opts.Run)
+		}
+		if err := os.Rename(o.tmp, o.dst); err != nil {
+			return err
+		}
+		o.committed = true
+		return nil
+	}
+	if _, err := check(o.dst, o.opts, filepath.Base(o.tmp)); err != nil {
+		return err
+	}
+	oldNames, err := o.list(o.dst, filepath.Base(o.tmp))
+	if err != nil {
+		return err
+	}
+	newNames, err := o.list(o.tmp, "")
+	if err != nil {
+		return err
+	}
+	var old string
+	type move struct{ from, to string }
+	var done []move
+	undo := func() {
+		for i := len(done) - 1; i >= 0; i-- {
+			os.Rename(done[i].to, done[i].from)
+		}
+		if old != "" {
+			os.Remove(old)
+		}
+	}
+	if len(oldNames) > 0 {
+		if old, err = tempname.Mkdir(o.dst, o.opts.Prefix, 0o700); err != nil {
+			return err
+		}
+		// The last names first: a half-replaced output must not look
+		// complete.
+		for _, n := range o.lastFirst(oldNames) {
+			m := move{filepath.Join(o.dst, n), filepath.Join(old, n)}
+			if err := os.Rename(m.from, m.to); err != nil {
+				undo()
+				return err
+			}
+			done = append(done, m)
+		}
+	}
+	if err := writeJournal(filepath.Join(o.tmp, journalName), newNames, o.opts.Sync); err != nil {
+		undo()
+		return err
+	}
+	for _, n := range newNames {
+		m := move{filepath.Join(o.tmp, n), filepath.Join(o.dst, n)}
+		if err := os.Rename(m.from, m.to); err != nil {
+			undo()
+			return err
+		}
+		done = append(done, m)
+	}
+	o.committed = true
+	os.RemoveAll(o.tmp) // the journal
+	if old != "" {
+		os.RemoveAll(old)
+	}
+	return nil
+}
+
+// list returns the entries of dir but skip, the names of Options.Last
+// last in their order, the others before them sorted.
+func (o *Output) list(dir, skip string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Name() != skip {
+			names = append(names, e.Name())
+		}
+	}
+	last := o.opts.Last
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(cmp.Compare(slices.Index(last, a), slices.Index(last, b)), strings.Compare(a, b))
+	})
+	return names, nil
+}
+
+// lastFirst puts the Options.Last entries of names (ordered by list)
+// first, in reverse order.
+func (o *Output) lastFirst(names []string) []string {
+	var first, rest []string
+	for _, n := range names {
+		if slices.Contains(o.opts.Last, n) {
+			first = append([]string{n}, first...)
+		} else {
+			rest = append(rest, n)
+		}
+	}
+	return append(first, rest...)
+}
+
+// writeJournal writes the names to path, one a line, fsyncing it when
+// sync is set.
+func writeJournal(path string, names []string, sync bool) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(strings.Join(names, "\n") + "\n")
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
+}
+
+// Abort removes the temporary folder unless the output was committed,
+// and names files in *err by their place in the destination: the user
+// chose the destination, while the temporary folder is gone once Abort
+// returns. It is meant to be deferred.
+func (o *Output) Abort(err *error) {
+	if o.committed {
+		return
+	}
+	os.RemoveAll(o.tmp)
+	if *err != nil {
+		in, dst := o.tmp+string(filepath.Separator), o.dst+string(filepath.Separator)
+		if msg := (*err).Error(); strings.Contains(msg, in) {
+			*err = &destError{msg: strings.ReplaceAll(msg, in, dst), err: *err}
+		}
+	}
+}
+
+// destError is an error whose message names the destination instead of
+// the temporary folder; it unwraps to the original.
+type destError struct {
+	msg string
+	err error
+}
+
+func (e *destError) Error() string { return e.msg }
+func (e *destError) Unwrap() error { return e.err }
