@@ -29,8 +29,16 @@ var allowed = map[string][]string{
 	"stdlib":           {},
 	"runtime/tensor":   {},
 	"runtime/blockio":  {},
-	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/outdir", "lang/srcfile"},
-	"runtime/exec":     {"compiler/ir", "lang/token", "lang/srcfile", "runtime/..."},
+	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/outdir", "lang/srcfile", "runtime/pyjson", "runtime/fnmatch"},
+	// JSON as Python reads and writes it: a leaf every runtime package may
+	// use for config files and headers.
+	"runtime/pyjson": {},
+	// Python's fnmatch: the one glob translator, a leaf.
+	"runtime/fnmatch": {},
+	// The model of mca_config.json: its values (pyjson), their checks
+	// (compiler/ir's MCA rules) and the layout it records (shard).
+	"runtime/mcaconfig": {"compiler/ir", "runtime/pyjson", "runtime/ops", "runtime/shard"},
+	"runtime/exec":      {"compiler/ir", "lang/token", "lang/srcfile", "runtime/..."},
 	// Names of temporary files that record their writer (tempname), and
 	// output folders written through a temporary folder and committed
 	// (outdir): the one owner of both the runtime's --to and the Python
@@ -40,8 +48,11 @@ var allowed = map[string][]string{
 	"runtime/tempname": {},
 	"runtime/outdir":   {"runtime/tempname"},
 	"cmd/...":          {"..."},
-	"examples":         {"..."},
-	"examples/...":     {"..."},
+	// The CLI parses flags, calls and prints: of the runtime it sees only
+	// exec, which owns every conversion and checkpoint operation.
+	"cmd/rolltplc/internal/cli": {"lang/...", "compiler/...", "compiler", "stdlib", "cmd/...", "runtime/exec"},
+	"examples":                  {"..."},
+	"examples/...":              {"..."},
 }
 
 func rulesFor(pkg string) ([]string, bool) {

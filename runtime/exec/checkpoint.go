@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -40,7 +41,7 @@ type HFCheckpoint struct {
 	// the parsed object.
 	ConfigPath string
 	ConfigText []byte
-	Config     *Object
+	Config     *pyjson.Object
 	// ModelType is config.json's model_type ("" if absent).
 	ModelType string
 	// Index is the parsed model.safetensors.index.json, nil for a single
@@ -63,13 +64,13 @@ func (c *HFCheckpoint) Bytes() int64 {
 }
 
 // ReadHFConfig reads and parses dir/config.json.
-func ReadHFConfig(dir string) (path string, text []byte, obj *Object, err error) {
+func ReadHFConfig(dir string) (path string, text []byte, obj *pyjson.Object, err error) {
 	path = filepath.Join(dir, HFConfigName)
 	text, err = ReadConfigFile(path)
 	if err != nil {
 		return path, nil, nil, err
 	}
-	obj, err = ParseObject(text)
+	obj, err = pyjson.ParseObject(text)
 	if err != nil {
 		return path, nil, nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
 	}
@@ -149,17 +150,14 @@ func (c *HFCheckpoint) addTensors(h *safetensors.Header) {
 	}
 }
 
-// MCACheckpoint is an MCA checkpoint directory: its config, iteration
-// directory and, for a single-rank layout, the path of its model file.
+// MCACheckpoint is an MCA checkpoint directory: its config and iteration
+// directory.
 type MCACheckpoint struct {
 	Dir        string
 	ConfigPath string
 	Config     *MCAConfig
 	// IterDir is the iteration directory, iter_NNNNNNN or release.
 	IterDir string
-	// PT is iter_NNNNNNN/mp_rank_00/model_optim_rng.pt (single-rank
-	// checkpoints only).
-	PT string
 }
 
 // locateMCACheckpoint reads dir/mca_config.json and finds the iteration
@@ -186,61 +184,6 @@ func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
 	}
 	c.IterDir = filepath.Join(dir, iter)
 	return c, nil
-}
-
-// checkSingleRank checks that the iteration holds the single rank file of
-// a TP=PP=EP=1 checkpoint and sets PT.
-func (c *MCACheckpoint) checkSingleRank() error {
-	iterDir := c.IterDir
-	entries, err := os.ReadDir(iterDir)
-	if err != nil {
-		return err
-	}
-	var ranks []string
-	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "mp_rank_") {
-			ranks = append(ranks, e.Name())
-		}
-	}
-	if len(ranks) != 1 || ranks[0] != "mp_rank_00" {
-		return fmt.Errorf("%s: found rank directories %v but %s records a single rank (TP=PP=EP=1): want one mp_rank_00", iterDir, ranks, c.ConfigPath)
-	}
-	c.PT = filepath.Join(iterDir, "mp_rank_00", MCACheckpointPT)
-	return nil
-}
-
-// mcaTensors returns the state-dict tensors of an opened .pt: the entries
-// under "model", names without the "model/" path.
-func mcaTensors(f *torchsave.File) ([]*torchsave.Tensor, []TensorMeta, error) {
-	root, ok := f.Root.(*torchsave.Dict)
-	if !ok {
-		return nil, nil, fmt.Errorf("%s: the checkpoint is not a dict", f.Path)
-	}
-	if _, ok := root.Get("model"); !ok {
-		for _, it := range root.Items {
-			if k, ok := it.Key.(string); ok && strings.HasPrefix(k, "model") {
-				return nil, nil, fmt.Errorf("%s: key %q: virtual pipeline stages are %v", f.Path, k, ErrLayoutUnsupported)
-			}
-		}
-		return nil, nil, fmt.Errorf("%s: the checkpoint has no \"model\" state dict", f.Path)
-	}
-	if err := checkStateDicts(f.Path, root); err != nil {
-		return nil, nil, err
-	}
-	var ts []*torchsave.Tensor
-	var metas []TensorMeta
-	for _, t := range f.Tensors() {
-		name, ok := strings.CutPrefix(t.Name, "model/")
-		if !ok {
-			continue
-		}
-		if strings.Contains(name, "/") {
-			return nil, nil, fmt.Errorf("%s: tensor %q: nested state dicts are not supported", f.Path, t.Name)
-		}
-		ts = append(ts, t)
-		metas = append(metas, TensorMeta{Name: name, DType: t.DType, Shape: t.Shape, Size: int64(len(t.Data)), File: f.Path})
-	}
-	return ts, metas, nil
 }
 
 // checkStateDicts checks the model state dicts of a rank file ("model",
@@ -321,9 +264,7 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string) (*hfSo
 		return nil, err
 	}
 	s := &hfSource{sh: sh, mc: mc, plan: PlanHFToMCA(m, mc, metas)}
-	if !mc.Layout().trivial() {
-		s.plan.Problems = append(s.plan.Problems, LayoutProblems(mc, mc.Layout())...)
-	}
+	s.plan.Problems = append(s.plan.Problems, LayoutProblems(mc, mc.Layout())...)
 	for _, f := range sh.Files {
 		s.files = append(s.files, f.Path())
 	}
@@ -331,25 +272,19 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string) (*hfSo
 }
 
 // mcaSource is an MCA checkpoint opened and planned for MCA -> HF: the
-// single rank file, or the rank files of the recorded layout merged group
+// rank files of the recorded layout (one for a 1x1x1 layout) merged group
 // by group, and the plan of the global weights.
 type mcaSource struct {
 	ck       *MCACheckpoint
 	hfConfig []byte
 	plan     *Plan
 	files    []string
-	// TP=PP=VPP=EP=ETP=1: the rank file and its model tensors.
-	tf  *torchsave.File
-	tts []*torchsave.Tensor
-	// Any other layout: the rank files and the merged globals.
+	// The rank files and the merged globals.
 	rs *rankSet
 	mi *mergeInput
 }
 
 func (s *mcaSource) close() {
-	if s.tf != nil {
-		s.tf.Close()
-	}
 	if s.rs != nil {
 		s.rs.close()
 	}
@@ -371,31 +306,14 @@ func openMCASource(m *Model, src string) (*mcaSource, error) {
 	if s.hfConfig, err = BuildHFConfig(m, ck.Config, ck.ConfigPath); err != nil {
 		return nil, err
 	}
-	if !ck.Config.Layout().trivial() {
-		if s.rs, err = openRankSet(m, ck.Config, ck.ConfigPath, ck.IterDir); err != nil {
-			return nil, err
-		}
-		s.mi = &mergeInput{rs: s.rs, cache: map[int]map[string]tensor.Tensor{}, left: map[int]int{}}
-		s.plan = PlanMCAToHF(m, ck.Config, s.mi.metas(ck.IterDir))
-		for _, f := range s.rs.files {
-			s.files = append(s.files, f.Path)
-		}
-		return s, nil
-	}
-	if err := ck.checkSingleRank(); err != nil {
+	if s.rs, err = openRankSet(m, ck.Config, ck.ConfigPath, ck.IterDir); err != nil {
 		return nil, err
 	}
-	if s.tf, err = torchsave.Open(ck.PT); err != nil {
-		return nil, err
+	s.mi = &mergeInput{rs: s.rs, cache: map[int]map[string]tensor.Tensor{}, left: map[int]int{}}
+	s.plan = PlanMCAToHF(m, ck.Config, s.mi.metas(ck.IterDir))
+	for _, f := range s.rs.files {
+		s.files = append(s.files, f.Path)
 	}
-	tts, metas, err := mcaTensors(s.tf)
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	s.tts = tts
-	s.plan = PlanMCAToHF(m, ck.Config, metas)
-	s.files = []string{ck.PT}
 	return s, nil
 }
 
@@ -432,7 +350,7 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 			return nil, err
 		}
 		defer s.close()
-		return &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: s.ck.Config.Layout().normalized()}, nil
+		return &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: s.ck.Config.Layout().Normalized()}, nil
 	}
 	if err := layout.Check(); err != nil {
 		return nil, err
@@ -442,9 +360,9 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 		return nil, err
 	}
 	defer s.sh.Close()
-	n := s.mc.Layout().normalized()
+	n := s.mc.Layout().Normalized()
 	cp := &CheckpointPlan{Plan: s.plan, Files: s.files, Layout: n, RankFiles: n.TP * n.PP * n.EP}
-	if !s.mc.Layout().trivial() && s.plan.Err() == nil {
+	if s.plan.Err() == nil {
 		_, wp, err := rankWritePlan(m, s.mc, s.plan)
 		if err != nil {
 			s.plan.Problems = append(s.plan.Problems, Problem{Kind: ProblemLayout, Severity: Error, Msg: err.Error()})

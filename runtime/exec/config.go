@@ -6,17 +6,20 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/lang/srcfile"
-	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/fnmatch"
+	"github.com/rolltpl/rolltpl/runtime/mcaconfig"
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
 
-// MCAConfig is the content of an mca_config.json: a JSON object written
-// with sorted keys and an indent of 2, as ROLL's to_json_string does.
-type MCAConfig struct {
-	obj *Object
-}
+// MCAConfig is the content of an mca_config.json (package mcaconfig).
+type MCAConfig = mcaconfig.Config
 
 // NewMCAConfig wraps a parsed mca_config.json object.
-func NewMCAConfig(obj *Object) *MCAConfig { return &MCAConfig{obj: obj} }
+func NewMCAConfig(obj *pyjson.Object) *MCAConfig { return mcaconfig.New(obj) }
+
+// ParseMCAConfig parses the text of an mca_config.json and validates the
+// values the runtime reads; path is used in errors.
+func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) { return mcaconfig.Parse(path, text) }
 
 // MaxConfigSize bounds the config files read into memory (config.json,
 // mca_config.json, the tracker); real ones are a few KB.
@@ -28,251 +31,20 @@ func ReadConfigFile(path string) ([]byte, error) {
 	return srcfile.ReadFileMax(path, MaxConfigSize)
 }
 
-// ParseMCAConfig parses the text of an mca_config.json and validates the
-// values the runtime reads ([MCAConfig.Validate]); path is used in errors.
-func ParseMCAConfig(path string, text []byte) (*MCAConfig, error) {
-	obj, err := ParseObject(text)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a JSON object: %v", path, err)
-	}
-	c := &MCAConfig{obj: obj}
-	if err := c.Validate(path, nil); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// Validate checks the values of the config the runtime reads against
-// [ir.MCARules]: each has the right JSON type (an integer is written
-// without a fraction: 3.0 and "3" are not integers) and, for a size or
-// count, is in range; num_layers, hidden_size and num_attention_heads,
-// which every Megatron model has and the shape checks need, are present;
-// the rank files TP×PP×EP and the pipeline stages PP×VPP number at most
-// ir.MaxCount; layer_types is a list of strings, one per layer. path
-// names the file in the error; from, when not nil, names the HF key a
-// value was copied from (for an mca_config.json built from config.json).
-// All problems are reported at once.
-func (c *MCAConfig) Validate(path string, from func(mcaKey string) string) error {
-	var probs []string
-	bad := func(key, format string, args ...any) {
-		what := key
-		if from != nil {
-			if hf := from(key); hf != "" && hf != key {
-				what = fmt.Sprintf("%s (mca_config %s)", hf, key)
-			}
-		}
-		probs = append(probs, what+" "+fmt.Sprintf(format, args...))
-	}
-	for _, r := range ir.MCARules {
-		v, ok := c.obj.Get(r.Key)
-		if !ok {
-			if r.Required {
-				bad(r.Key, "is missing; want %s", r.Want())
-			}
-			continue
-		}
-		cv := configValue(v)
-		if code, msg := r.Check(cv); code != "" {
-			bad(r.Key, "is %s: %s", cv.Text, msg)
-			continue
-		}
-		if r.Kind != "strings" || cv.Kind != "list" {
-			continue
-		}
-		l := v.([]any)
-		for i, e := range l {
-			if _, ok := e.(string); !ok {
-				bad(r.Key, "[%d] is %s; want a string", i, shortJSON(e))
-				break
-			}
-		}
-		if n, ok := c.Int("num_layers"); ok && int64(len(l)) != n {
-			bad(r.Key, "has %d entries but num_layers is %d; want one per layer", len(l), n)
-		}
-	}
-	if len(probs) == 0 {
-		l := c.Layout().normalized()
-		if r := int64(l.TP) * int64(l.PP) * int64(l.EP); r > ir.MaxCount {
-			probs = append(probs, fmt.Sprintf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
-				l.TP, l.PP, l.EP, r, ir.MaxCount))
-		}
-		if s := int64(l.PP) * int64(l.VPP); s > ir.MaxCount {
-			probs = append(probs, fmt.Sprintf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
-				l.PP, l.VPP, s, ir.MaxCount))
-		}
-	}
-	return problemsError(path, probs)
-}
-
-// problemsError joins the problems found in the file at path into one
-// error (nil for none).
-func problemsError(path string, probs []string) error {
-	switch len(probs) {
-	case 0:
-		return nil
-	case 1:
-		return fmt.Errorf("%s: %s", path, probs[0])
-	}
-	return fmt.Errorf("%s: %d invalid values:\n  %s", path, len(probs), strings.Join(probs, "\n  "))
-}
-
-// configValue describes a JSON value for the config checks of package ir.
-func configValue(v any) ir.ConfigValue {
-	cv := ir.ConfigValue{Text: shortJSON(v)}
-	switch v := v.(type) {
-	case nil:
-		cv.Kind = "null"
-	case bool:
-		cv.Kind = "bool"
-	case string:
-		cv.Kind, cv.Str = "string", v
-	case []any:
-		cv.Kind = "list"
-	case *Object:
-		cv.Kind = "object"
-	case Number:
-		cv.Kind, cv.Text = "float", v.Text
-		if !v.Float {
-			cv.Kind = "int"
-			cv.Int, cv.IntOK = v.Int()
-		}
-	}
-	return cv
-}
-
 // CheckHFConfig runs the template's checks of the HF config keys it maps
 // ([ir.Template.CheckHFConfig], as `rolltplc check --hf-config` does):
 // a mapped key missing without a schema default, of the wrong type, or
 // out of range for its MCA key is an error naming the file and the key,
 // all at once.
-func CheckHFConfig(m *Model, hf *Object, hfPath string) error {
+func CheckHFConfig(m *Model, hf *pyjson.Object, hfPath string) error {
 	var probs []string
 	for _, p := range m.Template.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
-		v, ok := lookupPath(hf, key)
-		return configValue(v), ok
+		v, ok := pyjson.Lookup(hf, key)
+		return mcaconfig.Value(v), ok
 	}) {
 		probs = append(probs, fmt.Sprintf("%s [%s]", p, p.Code))
 	}
-	return problemsError(hfPath, probs)
-}
-
-// shortJSON renders a JSON value for a message, cut to 40 bytes.
-func shortJSON(v any) string {
-	b := PyJSON(v, -1, false)
-	if len(b) > 40 {
-		return string(b[:37]) + "..."
-	}
-	return string(b)
-}
-
-// Object returns the underlying JSON object.
-func (c *MCAConfig) Object() *Object { return c.obj }
-
-// JSON returns the file content: json.dumps(config, indent=2,
-// sort_keys=True) + "\n".
-func (c *MCAConfig) JSON() []byte { return append(PyJSON(c.obj, 2, true), '\n') }
-
-// Get returns the value of key.
-func (c *MCAConfig) Get(key string) (any, bool) { return c.obj.Get(key) }
-
-// Int returns the integer value of key; false when absent, null or not an
-// integer.
-func (c *MCAConfig) Int(key string) (int64, bool) {
-	v, ok := c.obj.Get(key)
-	if !ok {
-		return 0, false
-	}
-	n, ok := v.(Number)
-	if !ok {
-		return 0, false
-	}
-	return n.Int()
-}
-
-// Bool returns the boolean value of key.
-func (c *MCAConfig) Bool(key string) (bool, bool) {
-	v, ok := c.obj.Get(key)
-	if !ok {
-		return false, false
-	}
-	b, ok := v.(bool)
-	return b, ok
-}
-
-// String returns the string value of key.
-func (c *MCAConfig) String(key string) (string, bool) {
-	v, ok := c.obj.Get(key)
-	if !ok {
-		return "", false
-	}
-	s, ok := v.(string)
-	return s, ok
-}
-
-// LayerValues returns the per-layer string list key (layer_types): one
-// entry per layer.
-func (c *MCAConfig) LayerValues(key string) ([]string, error) {
-	v, ok := c.Get(key)
-	if !ok || v == nil {
-		return nil, fmt.Errorf("mca_config has no %s, which a per-layer name of the template needs", key)
-	}
-	l, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("mca_config %s is not a list", key)
-	}
-	out := make([]string, len(l))
-	for i, x := range l {
-		s, ok := x.(string)
-		if !ok {
-			return nil, fmt.Errorf("mca_config %s[%d] is not a string", key, i)
-		}
-		out[i] = s
-	}
-	return out, nil
-}
-
-// OpsConfig returns the configuration values the ops read.
-func (c *MCAConfig) OpsConfig() ops.Config {
-	get := func(k string) int64 {
-		v, _ := c.Int(k)
-		return v
-	}
-	return ops.Config{
-		HiddenSize:          get("hidden_size"),
-		NumAttentionHeads:   get("num_attention_heads"),
-		NumQueryGroups:      get("num_query_groups"),
-		KVChannels:          get("kv_channels"),
-		LinearNumKeyHeads:   get("linear_num_key_heads"),
-		LinearNumValueHeads: get("linear_num_value_heads"),
-		LinearKeyHeadDim:    get("linear_key_head_dim"),
-		LinearValueHeadDim:  get("linear_value_head_dim"),
-		NumMoEExperts:       get("num_moe_experts"),
-	}
-}
-
-// Layout returns the parallel layout recorded in the config (sizes absent
-// or null count as 1).
-func (c *MCAConfig) Layout() Layout {
-	get := func(k string) int {
-		v, ok := c.Int(k)
-		if !ok {
-			return 0
-		}
-		return int(v)
-	}
-	l := Layout{
-		TP:  get("tensor_model_parallel_size"),
-		PP:  get("pipeline_model_parallel_size"),
-		VPP: get("virtual_pipeline_model_parallel_size"),
-		EP:  get("expert_model_parallel_size"),
-		ETP: get("expert_tensor_parallel_size"),
-	}
-	l.MoEGroupedGEMM, _ = c.Bool("moe_grouped_gemm")
-	l.LegacyGroupedGEMM, _ = c.Bool("moe_use_legacy_grouped_gemm")
-	l.TransformerImpl, _ = c.String("transformer_impl")
-	l.AccountForEmbedding, _ = c.Bool("account_for_embedding_in_pipeline_split")
-	l.AccountForLoss, _ = c.Bool("account_for_loss_in_pipeline_split")
-	return l
+	return mcaconfig.JoinProblems(hfPath, probs)
 }
 
 // prefixedKey applies the template's key-prefix rules (ROLL's
@@ -282,7 +54,8 @@ func prefixedKey(t *ir.Template, key string) string {
 	for _, r := range t.KeyPrefixes {
 		skip := false
 		for _, u := range r.Unless {
-			if compileGlob(u).match(key) {
+			// A pattern that does not compile matches itself only.
+			if g, err := fnmatch.Compile(u); (err == nil && g.Match(key)) || (err != nil && u == key) {
 				skip = true
 				break
 			}
@@ -298,14 +71,14 @@ func prefixedKey(t *ir.Template, key string) string {
 // prefix's container is missing altogether (a flat Qwen2-VL config.json,
 // whose text keys sit at the top level; transformers builds text_config
 // from them), the unprefixed key is read instead.
-func hfValue(hf *Object, key, plain string) (any, bool) {
-	if v, ok := lookupPath(hf, key); ok {
+func hfValue(hf *pyjson.Object, key, plain string) (any, bool) {
+	if v, ok := pyjson.Lookup(hf, key); ok {
 		return v, true
 	}
 	if key != plain {
 		first, _, _ := strings.Cut(key, ".")
 		if _, ok := hf.Get(first); !ok {
-			return lookupPath(hf, plain)
+			return pyjson.Lookup(hf, plain)
 		}
 	}
 	return nil, false
@@ -314,12 +87,12 @@ func hfValue(hf *Object, key, plain string) (any, bool) {
 // setHFValue is the inverse of hfValue for the reverse map: it sets the
 // dotted key, or the unprefixed top-level key when the prefix's container
 // does not exist.
-func setHFValue(hf *Object, key, plain string, v any) {
+func setHFValue(hf *pyjson.Object, key, plain string, v any) {
 	parts := strings.Split(key, ".")
 	cur := hf
 	for _, p := range parts[:len(parts)-1] {
 		next, ok := cur.Get(p)
-		obj, isObj := next.(*Object)
+		obj, isObj := next.(*pyjson.Object)
 		if !ok || !isObj {
 			hf.Set(plain, v)
 			return
@@ -350,9 +123,9 @@ func irValueJSON(v ir.Value) any {
 	case ir.Bool:
 		return v.Bool
 	case ir.Int:
-		return Number{Text: v.Text}
+		return pyjson.Number{Text: v.Text}
 	case ir.Float:
-		return Number{Text: v.Text, Float: true}
+		return pyjson.Number{Text: v.Text, Float: true}
 	case ir.String:
 		return v.Text
 	case ir.List:
@@ -385,25 +158,25 @@ func irValueJSON(v ir.Value) any {
 //
 // hfPath names the file in errors.
 func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout Layout) (*MCAConfig, error) {
-	hf, err := ParseObject(hfText)
+	hf, err := pyjson.ParseObject(hfText)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a JSON object: %v", hfPath, err)
 	}
 	if err := CheckHFConfig(m, hf, hfPath); err != nil {
 		return nil, err
 	}
-	layout = layout.normalized()
-	kw := NewObject()
-	kw.Set("tensor_model_parallel_size", IntNumber(int64(layout.TP)))
-	kw.Set("pipeline_model_parallel_size", IntNumber(int64(layout.PP)))
+	layout = layout.Normalized()
+	kw := pyjson.NewObject()
+	kw.Set("tensor_model_parallel_size", pyjson.IntNumber(int64(layout.TP)))
+	kw.Set("pipeline_model_parallel_size", pyjson.IntNumber(int64(layout.PP)))
 	if layout.VPP > 1 {
-		kw.Set("virtual_pipeline_model_parallel_size", IntNumber(int64(layout.VPP)))
+		kw.Set("virtual_pipeline_model_parallel_size", pyjson.IntNumber(int64(layout.VPP)))
 	} else {
 		kw.Set("virtual_pipeline_model_parallel_size", nil)
 	}
-	kw.Set("expert_model_parallel_size", IntNumber(int64(layout.EP)))
-	kw.Set("expert_tensor_parallel_size", IntNumber(int64(layout.ETP)))
-	kw.Set("context_parallel_size", IntNumber(1))
+	kw.Set("expert_model_parallel_size", pyjson.IntNumber(int64(layout.EP)))
+	kw.Set("expert_tensor_parallel_size", pyjson.IntNumber(int64(layout.ETP)))
+	kw.Set("context_parallel_size", pyjson.IntNumber(1))
 	// McaModelConfig.__post_init__: sequence parallelism is forced on with
 	// tensor and expert parallelism together, and off without tensor
 	// parallelism.
@@ -429,7 +202,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 
 	for _, cm := range m.configMappings() {
 		if v, ok := hfValue(hf, cm.HF, cm.Plain); ok {
-			kw.Set(cm.MCA, cloneJSON(v))
+			kw.Set(cm.MCA, pyjson.CloneValue(v))
 		}
 	}
 	kw.Set("hf_model_type", m.Template.Name)
@@ -440,7 +213,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 		kw.Set(c.Key, irValueJSON(c.Value))
 	}
 
-	c := &MCAConfig{obj: kw}
+	c := mcaconfig.New(kw)
 	unset := func(k string) bool {
 		v, ok := kw.Get(k)
 		return !ok || v == nil
@@ -448,23 +221,23 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	nh, okH := c.Int("num_attention_heads")
 	h, okHidden := c.Int("hidden_size")
 	if unset("num_query_groups") && okH {
-		kw.Set("num_query_groups", IntNumber(nh))
+		kw.Set("num_query_groups", pyjson.IntNumber(nh))
 	}
 	if unset("kv_channels") && okH && okHidden && nh > 0 {
-		kw.Set("kv_channels", IntNumber(h/nh))
+		kw.Set("kv_channels", pyjson.IntNumber(h/nh))
 	}
 	if unset("ffn_hidden_size") && okHidden {
-		kw.Set("ffn_hidden_size", IntNumber(4*h))
+		kw.Set("ffn_hidden_size", pyjson.IntNumber(4*h))
 	}
 	if !unset("num_moe_experts") && unset("moe_ffn_hidden_size") {
 		if v, ok := kw.Get("ffn_hidden_size"); ok {
-			kw.Set("moe_ffn_hidden_size", cloneJSON(v))
+			kw.Set("moe_ffn_hidden_size", pyjson.CloneValue(v))
 		}
 	}
 	if rp, ok := kw.Get("rope_parameters"); ok {
-		if o, ok := rp.(*Object); ok {
+		if o, ok := rp.(*pyjson.Object); ok {
 			if th, ok := o.Get("rope_theta"); ok {
-				kw.Set("rotary_base", cloneJSON(th))
+				kw.Set("rotary_base", pyjson.CloneValue(th))
 			}
 		}
 	}
@@ -518,7 +291,7 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: hf_config_json is missing or not a string; the HF config cannot be rebuilt", mcaPath)
 	}
-	hf, err := ParseObject([]byte(text))
+	hf, err := pyjson.ParseObject([]byte(text))
 	if err != nil {
 		return nil, fmt.Errorf("%s: hf_config_json is not a JSON object: %v", mcaPath, err)
 	}
@@ -532,13 +305,13 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 		revMap[cm.MCA] = rev{cm.HF, cm.Plain}
 	}
 	for _, k := range order {
-		v, ok := mc.obj.Get(k)
+		v, ok := mc.Get(k)
 		if !ok {
 			continue
 		}
 		r := revMap[k]
-		setHFValue(hf, r.hf, r.plain, cloneJSON(v))
+		setHFValue(hf, r.hf, r.plain, pyjson.CloneValue(v))
 	}
 	hf.Set("model_type", m.Template.Name)
-	return append(PyJSON(hf, 2, true), '\n'), nil
+	return append(pyjson.Encode(hf, 2, true), '\n'), nil
 }

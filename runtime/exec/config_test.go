@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	rexec "github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
 
 const realConfigs = "../../stdlib/testdata/hf-configs"
@@ -156,12 +156,12 @@ func TestHFConfigRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, _ := rexec.ParseObject(src)
-		b, err := rexec.ParseObject(out)
+		a, _ := pyjson.ParseObject(src)
+		b, err := pyjson.ParseObject(out)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(rexec.PyJSON(a, 2, true), rexec.PyJSON(b, 2, true)) {
+		if !bytes.Equal(pyjson.Encode(a, 2, true), pyjson.Encode(b, 2, true)) {
 			t.Errorf("%s: config.json changed:\n%s\n---\n%s", c.file, src, out)
 		}
 	}
@@ -183,7 +183,7 @@ func TestVisionConfigPrefixes(t *testing.T) {
 		"tie_embeddings_and_output_weights": "true", "fp16": "true", "bf16": "false", "kv_channels": "8",
 		"rope_scaling": `{"mrope_section": [2, 3, 3], "type": "mrope"}`, "vision_config": `{"depth": 2}`} {
 		v, ok := mc.Get(k)
-		if got := string(rexec.PyJSON(v, -1, true)); !ok || got != want {
+		if got := string(pyjson.Encode(v, -1, true)); !ok || got != want {
 			t.Errorf("%s = %s, want %s", k, got, want)
 		}
 	}
@@ -191,7 +191,7 @@ func TestVisionConfigPrefixes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, _ := rexec.ParseObject(out)
+	o, _ := pyjson.ParseObject(out)
 	if o.Has("text_config") || !o.Has("hidden_size") {
 		t.Errorf("flat config rebuilt nested: %s", out)
 	}
@@ -207,39 +207,5 @@ func TestVisionConfigPrefixes(t *testing.T) {
 	}
 	if v, _ := mc.Int("kv_channels"); v != 16 {
 		t.Errorf("kv_channels %d, want 16", v)
-	}
-}
-
-func TestPyJSON(t *testing.T) {
-	in := `{"b": [1, 2.0, 1e-06, 1E5, -0.0, 0.0001, 1e16, 1e15, 123456789012345678901234567890, 3.14159265358979],
-"a": {"z": "tab\tquote\" back\\ nl\n é 😀 \u007f \u0001 / <>&", "y": null, "x": true, "w": {}, "v": []}, "a2": 2}`
-	v, err := rexec.ParseJSON([]byte(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := string(rexec.PyJSON(v, 2, true))
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no python3 to compare with")
-	}
-	cmd := exec.Command(py, "-c", "import json, sys; print(json.dumps(json.loads(sys.stdin.read()), indent=2, sort_keys=True), end='')")
-	cmd.Stdin = strings.NewReader(in)
-	want, err := cmd.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("PyJSON differs from json.dumps:\n%s\n---\n%s", got, want)
-	}
-	// Key order is kept without sorting; repeated keys keep their first
-	// place and last value, as json.loads does.
-	o, _ := rexec.ParseObject([]byte(`{"z": 1, "a": 2, "z": 3}`))
-	if got := string(rexec.PyJSON(o, -1, false)); got != `{"z": 3, "a": 2}` {
-		t.Errorf("order: %s", got)
-	}
-	for _, bad := range []string{`{"a": 1`, `{"a": 1} x`, `[1,]`, ``} {
-		if _, err := rexec.ParseJSON([]byte(bad)); err == nil || !strings.Contains(err.Error(), "at byte") {
-			t.Errorf("ParseJSON(%q): %v", bad, err)
-		}
 	}
 }

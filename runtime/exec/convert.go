@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
-	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
 // DefaultMaxShardSize is the HF shard size limit (transformers' "5GB").
@@ -136,38 +135,10 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 		return res, err
 	}
 	defer out.Abort(&err)
-	if !mc.Layout().trivial() {
-		res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input)
-		if err != nil {
-			return res, err
-		}
-		return finishMCA(res, src, out, mc, opts)
-	}
-	rank := Rank{}
-	rel := filepath.Join("iter_0000001", rank.Dir(mc.Layout()), MCACheckpointPT)
-	if res.Written, err = writeSingleRank(ctx, plan, opts, input, out.Path(rel)); err != nil {
+	if res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input); err != nil {
 		return res, err
 	}
-	res.Files = []string{rel}
 	return finishMCA(res, src, out, mc, opts)
-}
-
-// writeSingleRank writes the one model_optim_rng.pt of the TP=PP=EP=1
-// layout at path and returns the tensor bytes written.
-func writeSingleRank(ctx context.Context, plan *Plan, opts Options, input func(int) inputData, path string) (int64, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return 0, err
-	}
-	if err := removeStaleWriters(path, opts.Notice); err != nil {
-		return 0, err
-	}
-	ex := newExecutor(plan, opts, input)
-	defer ex.close()
-	st := stampFor(plan.Config, 0, filepath.Base(filepath.Dir(path)))
-	if err := writeStamped(path, st, opts.Sync, func() error { return ex.writeMCA(ctx, path) }); err != nil {
-		return 0, err
-	}
-	return ex.done, nil
 }
 
 // finishMCA writes the small files of an MCA output, copies the
@@ -193,7 +164,8 @@ func finishMCA(res *Result, src string, out *output, mc *MCAConfig, opts Options
 }
 
 // ConvertMCAToHF converts the MCA checkpoint in src (any parallel layout
-// recorded in its mca_config.json; the rank files are merged) back to an
+// recorded in its mca_config.json, the single rank file being the 1x1x1
+// one; the rank files are merged) back to an
 // HF checkpoint in dst: shards model-0000N-of-0000M.safetensors cut at
 // opts.MaxShardSize in plan order, model.safetensors.index.json, and
 // config.json rebuilt from hf_config_json and the template's reversed
@@ -215,29 +187,18 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := ms.plan.Err(); err != nil {
 		return res, err
 	}
-	if ms.rs != nil {
-		return convertMCAToHFLayout(ctx, ms, dst, opts, res)
-	}
-	mck, hfConfig, plan, tf, tts := ms.ck, ms.hfConfig, ms.plan, ms.tf, ms.tts
 	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err
 	}
 	defer out.Abort(&err)
-	recs := map[string]int64{}
-	for _, r := range tf.Records() {
-		recs[r.Name] = r.Offset
-	}
-	ex := newExecutor(plan, opts, func(i int) inputData {
-		t := tts[i]
-		off, ok := recs["data/"+t.Storage]
-		if !ok {
-			return inputData{data: t.Data}
-		}
-		return inputData{data: t.Data, path: mck.PT, off: off + t.StorageOffset*int64(t.DType.Size())}
-	})
+	// The executor reads the global weights merged from the rank files
+	// (at 1x1x1 the one rank file's tensors, in place).
+	ex := newExecutor(ms.plan, opts, nil)
+	ex.merged = ms.mi
+	ex.spans = ms.rs.spans()
 	defer ex.close()
-	return res, finishHF(ctx, ex, out, src, hfConfig, opts, res)
+	return res, finishHF(ctx, ex, out, src, ms.hfConfig, opts, res)
 }
 
 // finishHF writes the HF shards, config.json and the copied auxiliary
@@ -291,11 +252,11 @@ const writeChunk = 16 << 20
 
 // executor runs a plan's steps on real tensor data.
 type executor struct {
-	plan  *Plan
-	opts  Options
-	cfg   ops.Config
-	dist  *dist
-	input func(i int) inputData
+	plan   *Plan
+	opts   Options
+	cfg    ops.Config
+	stacks *shard.Stacks
+	input  func(i int) inputData
 	// merged, when set, serves the inputs instead of input: global
 	// weights merged from the rank files of a parallel layout.
 	merged *mergeInput
@@ -336,7 +297,7 @@ type inputRange struct {
 const dropEvery = 256 << 20
 
 func newExecutor(p *Plan, opts Options, input func(int) inputData) *executor {
-	ex := &executor{plan: p, opts: opts, cfg: p.Config.OpsConfig(), dist: newDist(p.Model, p.Config), input: input,
+	ex := &executor{plan: p, opts: opts, cfg: p.Config.OpsConfig(), stacks: p.stacks, input: input,
 		total: p.OutBytes(), files: map[string]*os.File{}}
 	ex.cfg.Alloc = ex.arena.alloc
 	// One span per input file, from its tensors' data.
@@ -406,7 +367,7 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			ex.ranges = append(ex.ranges, inputRange{start: s, end: e, path: in.path, off: in.off})
 		}
 		if ex.plan.Dir == ops.MCAToHF {
-			if vals[j], err = ex.dist.fromRanks(meta.Name, []tensor.Tensor{t}); err != nil {
+			if vals[j], err = cutStack(ex.stacks, meta.Name, t); err != nil {
 				return nil, fmt.Errorf("%s: %v", meta.File, err)
 			}
 		} else {
@@ -423,13 +384,11 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			if len(ts) >= len(st.Outputs) {
 				return nil, fmt.Errorf("%s: internal error: result %d beyond the %d planned outputs", desc, k, len(st.Outputs))
 			}
-			rts, err := ex.dist.toRanks(st.Outputs[len(ts)].Name, v)
+			t, err := joinStack(ex.stacks, st.Outputs[len(ts)].Name, v)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", desc, err)
 			}
-			for _, rt := range rts {
-				ts = append(ts, rt.Tensor)
-			}
+			ts = append(ts, t)
 			continue
 		}
 		t, err := v.Flatten()
@@ -601,37 +560,6 @@ func (ex *executor) releaseInputs(st *Step) {
 		}
 		dropPages(in.data)
 	}
-}
-
-// writeMCA writes the single-rank model_optim_rng.pt.
-func (ex *executor) writeMCA(ctx context.Context, path string) error {
-	outs := ex.plan.Outputs()
-	model := &torchsave.Dict{Ordered: true, Items: make([]torchsave.Item, len(outs))}
-	for i, o := range outs {
-		model.Items[i] = torchsave.Item{Key: o.Name, Value: torchsave.TensorSpec{DType: o.DType, Shape: o.Shape}}
-	}
-	root := &torchsave.Dict{Items: []torchsave.Item{{Key: "model", Value: model}}}
-	w, err := torchsave.Create(path, root, &torchsave.Options{Sync: ex.opts.Sync})
-	if err != nil {
-		return err
-	}
-	defer w.Abort()
-	want := w.Tensors()
-	if len(want) != len(outs) {
-		return fmt.Errorf("%s: internal error: the writer expects %d tensors, the plan has %d", path, len(want), len(outs))
-	}
-	k := 0
-	err = ex.eachOutput(ctx, func(name string, t tensor.Tensor) error {
-		if want[k].Name != "model/"+name {
-			return fmt.Errorf("%s: internal error: writing %q, the writer expects %q", path, name, want[k].Name)
-		}
-		k++
-		return ex.write(w, t)
-	})
-	if err != nil {
-		return err
-	}
-	return w.Close()
 }
 
 // shardFile is one HF output shard: a contiguous run of the plan's

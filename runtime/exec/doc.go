@@ -25,17 +25,19 @@
 //     tensor claimed but unused, shape mismatch, output no parallel class
 //     covers, duplicate output, missing layer or expert becomes a
 //     [Problem] naming the tensors, their files and the op.
-//  2. Placement (dist): the parallel classification of the template
-//     decides how each MCA output is split over ranks. The plan always
-//     produces the global (TP=1) MCA weights, joining the components of
-//     stacked swiglu and gdn weights. For any other layout (tp, pp, vpp,
-//     ep, etp, moe_grouped_gemm or transformer_impl "local"), runtime/shard
-//     lays out the rank files from the plan's outputs (Sharder.PlanWrite)
-//     and splits every global weight into its rank pieces; MCA → HF, the
-//     rank files are checked (Sharder.PlanRead: a missing rank file is an
-//     error naming it) and merged group by group (Sharder.Merge: replicas
-//     must be bit-identical, else the error names the weight and the rank
-//     files) into the global weights the inverse ops take.
+//  2. Placement (runtime/shard, the one owner of the layout rules): the
+//     plan always produces the global (TP=1) MCA weights, the components
+//     of stacked swiglu and gdn weights joined (shard.Stacks). Every
+//     layout, the single rank file being the 1x1x1 one, goes through the
+//     same path: HF → MCA, runtime/shard lays out the rank files from the
+//     plan's outputs (Sharder.PlanWrite) and splits every global weight
+//     into its rank pieces; MCA → HF, the rank files are checked
+//     (Sharder.PlanRead: a missing rank file is an error naming it) and
+//     merged group by group (Sharder.Merge: replicas must be
+//     bit-identical, else the error names the weight and the rank files)
+//     into the global weights, cut back into their components for the
+//     inverse ops. The mca_config.json model, and the layout it records,
+//     is runtime/mcaconfig; its JSON values are runtime/pyjson.
 //  3. Execution ([ConvertHFToMCA], [ConvertMCAToHF]): the steps run in
 //     plan order on the mapped input. The ops that only reorder rows
 //     return views, whose pieces are byte ranges of the input files. A
@@ -65,8 +67,8 @@
 // iter_0000001/mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt per rank, a
 // torch.save file holding {"model": OrderedDict(name → tensor)} (or
 // "model0", "model1", … per virtual stage) in the HF dtypes, which is all
-// ROLL writes (no iteration, args or checkpoint_version keys). With a
-// parallel layout the rank files are written concurrently (up to 4 at a
+// ROLL writes (no iteration, args or checkpoint_version keys). The rank
+// files are written concurrently (up to 4 at a
 // time), each by its own executor over the shared input mapping: a rank
 // file runs only the steps whose outputs it holds, so memory stays
 // bounded; rows of row-parallel shards are gathered through a 4 MiB

@@ -1,6 +1,9 @@
 package exec
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
@@ -16,6 +19,18 @@ func SetRankBufferHook(f func(path string, peak int64, allocs int)) { rankBuffer
 // MCATensorMetas lists the model tensors of a rank file as the MCA reader
 // sees them, for the fuzz targets' consistency checks.
 func MCATensorMetas(f *torchsave.File) ([]TensorMeta, error) {
-	_, metas, err := mcaTensors(f)
-	return metas, err
+	root, ok := f.Root.(*torchsave.Dict)
+	if !ok {
+		return nil, fmt.Errorf("%s: the checkpoint is not a dict", f.Path)
+	}
+	if err := checkStateDicts(f.Path, root); err != nil {
+		return nil, err
+	}
+	var metas []TensorMeta
+	for _, t := range f.Tensors() {
+		if name, ok := strings.CutPrefix(t.Name, "model/"); ok {
+			metas = append(metas, TensorMeta{Name: name, DType: t.DType, Shape: t.Shape, Size: int64(len(t.Data)), File: f.Path})
+		}
+	}
+	return metas, nil
 }

@@ -80,34 +80,6 @@ func TestFormatTargets(t *testing.T) {
 	}
 }
 
-func TestGlob(t *testing.T) {
-	for _, c := range []struct {
-		pat, name string
-		want      bool
-	}{
-		{"vision_model.*", "vision_model.blocks.0.attn.qkv.weight", true},
-		{"vision_model.*", "xvision_model.a", false},
-		{".mlp.linear_fc1.weight", ".mlp.linear_fc1.weight", true},
-		{".mlp.linear_fc1.weight", ".mlp.linear_fc1.weight2", false},
-		{"a?c", "abc", true},
-		{"[!x]b", "ab", true},
-		{"[!x]b", "xb", false},
-	} {
-		if got := compileGlob(c.pat).match(c.name); got != c.want {
-			t.Errorf("glob %q %q = %v", c.pat, c.name, got)
-		}
-	}
-}
-
-func TestPyFloatRepr(t *testing.T) {
-	for f, want := range map[float64]string{1e-05: "1e-05", 0.0001: "0.0001", 500000: "500000.0", 1e16: "1e+16",
-		1e15: "1000000000000000.0", 0.1: "0.1", 1.5e-07: "1.5e-07", 123.456: "123.456", 2.5e20: "2.5e+20"} {
-		if got := pyFloatRepr(f); got != want {
-			t.Errorf("pyFloatRepr(%v) = %q, want %q", f, got, want)
-		}
-	}
-}
-
 func TestAssignShards(t *testing.T) {
 	outs := []Output{{Name: "a", Size: 4}, {Name: "b", Size: 4}, {Name: "c", Size: 20}, {Name: "d", Size: 1}, {Name: "e", Size: 9}}
 	got := assignShards(outs, 10)

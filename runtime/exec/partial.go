@@ -98,15 +98,6 @@ func convertHFToMCAJob(ctx context.Context, m *Model, src, dst string, mc *MCACo
 	if err := unfinalize(dst, opts.Force); err != nil {
 		return res, err
 	}
-	if mc.Layout().trivial() {
-		// The single rank file, written as a one-job conversion writes it.
-		rel := filepath.Join("iter_0000001", files[0].Dir, MCACheckpointPT)
-		if res.Written, err = writeSingleRank(ctx, plan, opts, input, out.Path(rel)); err != nil {
-			return res, err
-		}
-		res.Files = []string{rel}
-		return res, nil
-	}
 	res.Files, res.Written, err = writeMCARanks(ctx, plan, opts, sh, files, out, input)
 	return res, err
 }
@@ -153,13 +144,14 @@ func syncDir(dir string) error {
 // directory the layout does not have.
 func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard.WritePlan, mc *MCAConfig, opts Options) (*Result, error) {
 	index := rankIndex(l)
+	stampOf := stamper(mc)
 	want := map[string]bool{}
 	var rels, problems []string
 	for _, f := range wp.Files {
 		want[f.Dir] = true
 		rel := filepath.Join("iter_0000001", f.Dir, MCACheckpointPT)
 		rels = append(rels, rel)
-		if msg := rankFileProblem(out.Path(rel), f, stampFor(mc, index[f.Rank], f.Dir)); msg != "" {
+		if msg := rankFileProblem(out.Path(rel), f, stampOf(index[f.Rank], f.Dir)); msg != "" {
 			problems = append(problems, fmt.Sprintf("rank %d (%s): %s", index[f.Rank], f.Dir, msg))
 		}
 	}

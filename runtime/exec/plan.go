@@ -9,6 +9,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/ops"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -19,108 +20,6 @@ type TensorMeta struct {
 	Shape tensor.Shape
 	Size  int64  // bytes
 	File  string // the file holding it, for messages
-}
-
-// Severity of a [Problem].
-type Severity uint8
-
-// The severities. Errors stop a conversion; warnings are reported only.
-const (
-	Error Severity = iota
-	Warning
-)
-
-func (s Severity) String() string {
-	if s == Warning {
-		return "warning"
-	}
-	return "error"
-}
-
-// ProblemKind classifies a [Problem].
-type ProblemKind string
-
-// The problem kinds.
-const (
-	// A tensor whose pure name matches no op and is not ignored.
-	ProblemUnmatched ProblemKind = "unmatched"
-	// A name with a malformed layer or expert index.
-	ProblemBadName ProblemKind = "bad-name"
-	// An op group with some but not all of its source tensors.
-	ProblemIncomplete ProblemKind = "incomplete"
-	// Tensors an op claimed (by ROLL's prefix rule) but did not use;
-	// ROLL loses them silently.
-	ProblemUnconsumed ProblemKind = "unconsumed"
-	// An op had enough tensors but not the ones it declares.
-	ProblemGather ProblemKind = "gather"
-	// Shapes that disagree with the op, the config or the other layers.
-	ProblemShape ProblemKind = "shape"
-	// An output name no parallel class covers.
-	ProblemUnclassified ProblemKind = "unclassified"
-	// Two op groups produce the same name.
-	ProblemDuplicate ProblemKind = "duplicate"
-	// Decoder layers missing or beyond num_layers (an error unless the
-	// template drops or ignores all of a layer beyond).
-	ProblemLayers ProblemKind = "layers"
-	// Experts missing or beyond num_moe_experts.
-	ProblemExperts ProblemKind = "experts"
-	// A config value the conversion needs is missing or inconsistent.
-	ProblemConfig ProblemKind = "config"
-	// A parallel layout that does not fit the model.
-	ProblemLayout ProblemKind = "layout"
-	// A tensor the template and the config say the model has, and the
-	// checkpoint lacks (structure.go).
-	ProblemMissing ProblemKind = "missing"
-	// A weight or bias of an integer or bool dtype.
-	ProblemDType ProblemKind = "dtype"
-)
-
-// Problem is one thing wrong with a checkpoint (or a template for it),
-// found by the planner before any data is read.
-type Problem struct {
-	Kind     ProblemKind `json:"kind"`
-	Severity Severity    `json:"-"`
-	// Tensors are the source tensors concerned, with the file each is in.
-	Tensors []ProblemTensor `json:"tensors,omitempty"`
-	// Op describes the template op concerned, with its source position.
-	Op  string `json:"op,omitempty"`
-	Msg string `json:"message"`
-}
-
-// ProblemTensor names a tensor and its file.
-type ProblemTensor struct {
-	Name string `json:"name"`
-	File string `json:"file,omitempty"`
-}
-
-// Error formats the problem on one line.
-func (p Problem) Error() string {
-	var b strings.Builder
-	b.WriteString(p.Msg)
-	if p.Op != "" {
-		b.WriteString(" [" + p.Op + "]")
-	}
-	if len(p.Tensors) > 0 {
-		b.WriteString(": ")
-		for i, t := range p.Tensors {
-			if i == MaxProblemTensors {
-				fmt.Fprintf(&b, " and %d more", len(p.Tensors)-i)
-				break
-			}
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(t.String())
-		}
-	}
-	return b.String()
-}
-
-func (t ProblemTensor) String() string {
-	if t.File == "" {
-		return strconv.Quote(t.Name)
-	}
-	return strconv.Quote(t.Name) + " in " + t.File
 }
 
 // Step is one op application: an op of the template applied to one
@@ -152,7 +51,6 @@ type Output struct {
 	Size  int64
 	// Class is the MCA name's parallel class (HF → MCA only).
 	Class string
-	Rank  Rank
 }
 
 // Plan is the result of matching a checkpoint's tensor list against a
@@ -173,6 +71,9 @@ type Plan struct {
 	// names in the template's ignore list, MCA "._extra_state" entries.
 	Ignored  []int
 	Problems []Problem
+
+	// stacks joins and cuts the stacked swiglu and gdn weights.
+	stacks *shard.Stacks
 }
 
 // Err returns nil when the plan has no error-severity problems, else a
@@ -188,32 +89,6 @@ func (p *Plan) Err() error {
 		return nil
 	}
 	return &PlanError{Problems: errs}
-}
-
-// PlanError lists the error problems of a plan.
-type PlanError struct {
-	Problems []Problem
-}
-
-// Error lists the problems, at most [MaxProblemsPerKind] of each kind
-// with a count of the others.
-func (e *PlanError) Error() string {
-	var b strings.Builder
-	if len(e.Problems) == 1 {
-		b.WriteString("1 problem: ")
-		b.WriteString(e.Problems[0].Error())
-		return b.String()
-	}
-	fmt.Fprintf(&b, "%d problems:", len(e.Problems))
-	kept, omitted := CapProblems(e.Problems)
-	for _, p := range kept {
-		b.WriteString("\n  ")
-		b.WriteString(p.Error())
-	}
-	for _, o := range omitted {
-		fmt.Fprintf(&b, "\n  ... and %d more [%s]", o.Count, o.Kind)
-	}
-	return b.String()
 }
 
 // InBytes returns the bytes of all source tensors.
@@ -286,7 +161,7 @@ type planner struct {
 	cfg      ops.Config
 	src, dst prefixes
 	table    *opTable
-	dist     *dist
+	stacks   *shard.Stacks
 	buckets  map[string]*bucket
 	order    []string
 	virt     []byte
@@ -317,7 +192,6 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	t := m.Template
 	pl := &planner{
 		p: p, m: m, dir: dir, cfg: mc.OpsConfig(),
-		dist:      newDist(m, mc),
 		buckets:   map[string]*bucket{},
 		invalid:   map[string]bool{},
 		seen:      map[string]bool{},
@@ -327,6 +201,12 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		consumed:  map[int]bool{},
 		dropped:   map[int]bool{},
 	}
+	stacks, err := newStacks(m, mc)
+	if err != nil {
+		p.Problems = append(p.Problems, Problem{Kind: ProblemUnclassified, Severity: Error, Msg: fmt.Sprintf("parallel set: %v", err)})
+		return p
+	}
+	p.stacks, pl.stacks = stacks, stacks
 	hfp := prefixes{t.LayerPrefix, t.ExpertPrefix}
 	mcap := prefixes{MCALayerPrefix, MCAExpertPrefix}
 	if t.ExpertPrefix == "" {
@@ -601,10 +481,10 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 			return
 		}
 		if pl.dir == ops.MCAToHF {
-			v, err := pl.dist.fromRanks(pl.p.Inputs[i].Name, []tensor.Tensor{t})
+			v, err := cutStack(pl.stacks, pl.p.Inputs[i].Name, t)
 			if err != nil {
 				kind := ProblemShape
-				if pl.dist.class(pl.p.Inputs[i].Name) == "" {
+				if pl.stacks.Class(pl.p.Inputs[i].Name) == shard.Unclassified {
 					kind = ProblemUnclassified
 				}
 				pl.problem(kind, Error, desc, []int{i}, "%v", err)
@@ -645,19 +525,17 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 			if dt, shape, ok := valueMeta(v); ok {
 				pl.mcaGlobals = append(pl.mcaGlobals, mcaGlobal{name: name, dtype: dt, shape: shape, inputs: inputs, op: desc})
 			}
-			rts, err := pl.dist.toRanks(name, v)
+			t, err := joinStack(pl.stacks, name, v)
 			if err != nil {
 				kind := ProblemShape
-				if pl.dist.class(name) == "" {
+				if pl.stacks.Class(name) == shard.Unclassified {
 					kind = ProblemUnclassified
 				}
 				pl.problem(kind, Error, desc, inputs, "%v", err)
 				return
 			}
-			for _, rt := range rts {
-				st.Outputs = append(st.Outputs, Output{Name: rt.Name, DType: rt.Tensor.DType, Shape: rt.Tensor.Shape,
-					Size: rt.Tensor.Len(), Class: pl.dist.class(name), Rank: rt.Rank})
-			}
+			st.Outputs = append(st.Outputs, Output{Name: name, DType: t.DType, Shape: t.Shape,
+				Size: t.Len(), Class: pl.stacks.Class(name).String()})
 			continue
 		}
 		t, err := v.Flatten()

@@ -3,7 +3,6 @@ package exec
 import (
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/ops"
@@ -214,54 +213,16 @@ func plural(n int, what string) string {
 // HumanBytes formats a byte count with a binary unit.
 func HumanBytes(n int64) string { return blockio.HumanBytes(n) }
 
-// LayoutProblems checks that a parallel layout fits the model described
-// by mc: attention heads, query groups, FFN sizes and the vocabulary must
-// divide by TP (expert FFN by ETP), layers by PP×VPP, experts by EP. The
-// shard planner checks the rest when the rank files are planned.
+// LayoutProblems checks that the parallel layout l fits the model described
+// by mc ([shard.Layout.DivisibilityProblems], the one owner of these
+// rules): the model facts come from mc, the parallel sizes from l.
 func LayoutProblems(mc *MCAConfig, l Layout) []Problem {
-	l = l.normalized()
+	m := mc.Layout()
+	m.TP, m.PP, m.VPP, m.EP, m.ETP = l.TP, l.PP, l.VPP, l.EP, l.ETP
+	m.AccountForEmbedding, m.AccountForLoss = l.AccountForEmbedding, l.AccountForLoss
 	var out []Problem
-	check := func(key string, by int, what string) {
-		if by <= 1 {
-			return
-		}
-		v, ok := mc.Int(key)
-		if ok && v%int64(by) != 0 {
-			out = append(out, Problem{Kind: ProblemLayout, Severity: Error,
-				Msg: fmt.Sprintf("%s %d is not divisible by %s %d", key, v, what, by)})
-		}
-	}
-	check("num_attention_heads", l.TP, "tp")
-	check("num_query_groups", l.TP, "tp")
-	check("ffn_hidden_size", l.TP, "tp")
-	check("padded_vocab_size", l.TP, "tp")
-	check("moe_shared_expert_intermediate_size", l.TP, "tp")
-	check("moe_ffn_hidden_size", l.ETP, "etp")
-	if _, ok := mc.String("pipeline_model_parallel_layout"); !ok {
-		if !l.AccountForEmbedding && !l.AccountForLoss {
-			check("num_layers", l.PP*l.VPP, "pp×vpp")
-		} else if v, ok := mc.Int("num_layers"); ok && l.PP*l.VPP > 1 {
-			n := v
-			var what []string
-			if l.AccountForEmbedding {
-				n++
-				what = append(what, "embedding")
-			}
-			if l.AccountForLoss {
-				n++
-				what = append(what, "loss")
-			}
-			if n%int64(l.PP*l.VPP) != 0 {
-				out = append(out, Problem{Kind: ProblemLayout, Severity: Error,
-					Msg: fmt.Sprintf("num_layers %d + 1 for each of the %s accounted in the pipeline split is %d, not divisible by pp×vpp %d", v, strings.Join(what, " and "), n, l.PP*l.VPP)})
-			}
-		}
-	}
-	check("num_moe_experts", l.EP, "ep")
-	if l.EP > 1 {
-		if _, ok := mc.Int("num_moe_experts"); !ok {
-			out = append(out, Problem{Kind: ProblemLayout, Severity: Error, Msg: fmt.Sprintf("ep %d but the model has no experts", l.EP)})
-		}
+	for _, msg := range m.DivisibilityProblems(mc.Int) {
+		out = append(out, Problem{Kind: ProblemLayout, Severity: Error, Msg: msg})
 	}
 	return out
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rolltpl/rolltpl/runtime/mcaconfig"
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"hash"
 	"io/fs"
@@ -45,10 +47,10 @@ import (
 // The keys rolltpl adds to mca_config.json and the run stamp file name.
 const (
 	// TemplateKey records the name of the template (its HF model type).
-	TemplateKey = "rolltpl_template"
+	TemplateKey = mcaconfig.TemplateKey
 	// TemplateDigestKey records the template's digest
 	// ([Model.TemplateDigest]).
-	TemplateDigestKey = "rolltpl_template_sha256"
+	TemplateDigestKey = mcaconfig.TemplateDigestKey
 	// RunKey records the run id of the conversion.
 	RunKey = "rolltpl_run"
 	// RunStampName is the run stamp in each rank directory, beside
@@ -194,18 +196,9 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 }
 
 // recordTemplate adds the template's name and digest to an MCA config.
-func recordTemplate(kw *Object, m *Model) {
+func recordTemplate(kw *pyjson.Object, m *Model) {
 	kw.Set(TemplateKey, m.Template.Name)
 	kw.Set(TemplateDigestKey, m.TemplateDigest())
-}
-
-// RecordedTemplate returns the template name and digest recorded in the
-// config; ok is false when the config records none (a checkpoint written
-// by ROLL, by Megatron in training, or by an older rolltpl).
-func (c *MCAConfig) RecordedTemplate() (name, digest string, ok bool) {
-	name, okN := c.String(TemplateKey)
-	digest, okD := c.String(TemplateDigestKey)
-	return name, digest, okN && okD && name != ""
 }
 
 // TemplateMismatchError reports that an MCA checkpoint records another
@@ -271,10 +264,10 @@ func runID(m *Model, mc *MCAConfig, src *safetensors.Sharded) (string, error) {
 	h := sha256.New()
 	w := digestWriter{h}
 	w.str("rolltpl-run-v1")
-	cfg := mc.obj.Clone()
+	cfg := mc.Object().Clone()
 	cfg.Delete("name_or_path")
 	cfg.Delete(RunKey)
-	h.Write(PyJSON(cfg, 0, true))
+	h.Write(pyjson.Encode(cfg, 0, true))
 	var flags []string
 	for k, v := range m.Flags {
 		if v {
@@ -299,7 +292,7 @@ func recordRun(m *Model, mc *MCAConfig, src *safetensors.Sharded) error {
 	if err != nil {
 		return err
 	}
-	mc.obj.Set(RunKey, id)
+	mc.Object().Set(RunKey, id)
 	return nil
 }
 
@@ -369,7 +362,7 @@ type runStamp struct {
 
 // layoutString describes a layout for messages and stamps.
 func layoutString(l Layout) string {
-	n := l.normalized()
+	n := l.Normalized()
 	s := fmt.Sprintf("tp=%d pp=%d vpp=%d ep=%d etp=%d", n.TP, n.PP, n.VPP, n.EP, n.ETP)
 	if n.MoEGroupedGEMM {
 		s += " moe_grouped_gemm"
@@ -389,11 +382,12 @@ func layoutString(l Layout) string {
 	return s
 }
 
-// stampFor returns the stamp of rank file i (directory dir) of the run
-// recorded in mc.
-func stampFor(mc *MCAConfig, i int, dir string) runStamp {
+// stamper returns the stamps of the rank files of the run recorded in mc,
+// the layout read (and its pipeline layout parsed) once for all of them.
+func stamper(mc *MCAConfig) func(i int, dir string) runStamp {
 	run, _ := mc.String(RunKey)
-	return runStamp{Run: run, Layout: layoutString(mc.Layout()), Rank: i, Dir: dir}
+	layout := layoutString(mc.Layout())
+	return func(i int, dir string) runStamp { return runStamp{Run: run, Layout: layout, Rank: i, Dir: dir} }
 }
 
 // stampPath returns the run stamp path beside a rank file.
@@ -494,8 +488,8 @@ func stampProblem(st *runStamp, want runStamp) string {
 // (written by ROLL, by Megatron in training, or by an older rolltpl) are
 // only checked for rank directories.
 func checkMCARun(c *MCACheckpoint) error {
-	l := c.Config.Layout().normalized()
-	sl := shard.Layout{TP: l.TP, PP: l.PP, EP: l.EP, VPP: l.VPP, ETP: l.ETP}
+	l := c.Config.Layout().Normalized()
+	sl := l
 	if l.TP > maxRankFiles || l.PP > maxRankFiles || l.EP > maxRankFiles || l.TP*l.PP*l.EP > maxRankFiles {
 		return fmt.Errorf("%s: the layout %s has more than %d rank files", c.ConfigPath, layoutString(l), maxRankFiles)
 	}

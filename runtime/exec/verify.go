@@ -11,6 +11,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/outdir"
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -256,14 +257,14 @@ func diffConfigs(a, b string) []string {
 		yv, ok := y.Get(k)
 		if !ok {
 			out = append(out, fmt.Sprintf("%s: removed", k))
-		} else if !bytes.Equal(PyJSON(xv, -1, true), PyJSON(yv, -1, true)) {
-			out = append(out, fmt.Sprintf("%s: %s became %s", k, PyJSON(xv, -1, true), PyJSON(yv, -1, true)))
+		} else if !bytes.Equal(pyjson.Encode(xv, -1, true), pyjson.Encode(yv, -1, true)) {
+			out = append(out, fmt.Sprintf("%s: %s became %s", k, pyjson.Encode(xv, -1, true), pyjson.Encode(yv, -1, true)))
 		}
 	}
 	for _, k := range y.Keys() {
 		if !x.Has(k) {
 			yv, _ := y.Get(k)
-			out = append(out, fmt.Sprintf("%s: added %s", k, PyJSON(yv, -1, true)))
+			out = append(out, fmt.Sprintf("%s: added %s", k, pyjson.Encode(yv, -1, true)))
 		}
 	}
 	slices.Sort(out)

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
 
 // errDuplicate is the error of eachMember for a repeated key.
@@ -152,40 +153,9 @@ func article(kind string) string {
 	return "a " + kind
 }
 
-// appendQuoted appends s as a JSON string. With asciiOnly it escapes
-// everything outside printable ASCII as \uXXXX, as Python's json.dumps does by
-// default; otherwise it keeps UTF-8 as is and escapes only '"', '\\' and
-// control characters, as serde_json does. s must be valid UTF-8.
+// appendQuoted appends s as a JSON string (see [pyjson.AppendString], the
+// project's one JSON string quoter): with asciiOnly as Python's json.dumps
+// writes it, otherwise as serde_json does. s must be valid UTF-8.
 func appendQuoted(b []byte, s string, asciiOnly bool) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b = append(b, '\\', '"')
-		case r == '\\':
-			b = append(b, '\\', '\\')
-		case r == '\b':
-			b = append(b, '\\', 'b')
-		case r == '\f':
-			b = append(b, '\\', 'f')
-		case r == '\n':
-			b = append(b, '\\', 'n')
-		case r == '\r':
-			b = append(b, '\\', 'r')
-		case r == '\t':
-			b = append(b, '\\', 't')
-		case r < 0x20 || (asciiOnly && r > 0x7e):
-			if r > 0xffff { // UTF-16 surrogate pair
-				r -= 0x10000
-				hi, lo := 0xd800+(r>>10), 0xdc00+(r&0x3ff)
-				b = append(b, '\\', 'u', hex[hi>>12], hex[hi>>8&15], hex[hi>>4&15], hex[hi&15])
-				r = lo
-			}
-			b = append(b, '\\', 'u', hex[r>>12&15], hex[r>>8&15], hex[r>>4&15], hex[r&15])
-		default:
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return append(b, '"')
+	return pyjson.AppendString(b, s, asciiOnly)
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/rolltpl/rolltpl/runtime/fnmatch"
 )
 
 // Classification is a merged parallel classification: ROLL's
@@ -192,7 +194,7 @@ func compilePatterns(list []string) (patterns, error) {
 		if !strings.ContainsAny(s, "*?[") {
 			continue
 		}
-		re, err := regexp.Compile(fnmatchRegexp(s))
+		re, err := regexp.Compile(fnmatch.Translate(s))
 		if err != nil {
 			return patterns{}, fmt.Errorf("pattern %q: %w", s, err)
 		}
@@ -213,57 +215,6 @@ func (p patterns) match(name string) bool {
 	return false
 }
 
-// fnmatchRegexp translates a shell glob like Python's fnmatch.translate:
-// "*" is any run of characters (including "." and "/"), "?" one
-// character, "[seq]" / "[!seq]" a character class; the whole string must
-// match.
-func fnmatchRegexp(pat string) string {
-	var b strings.Builder
-	b.WriteString(`(?s)\A`)
-	for i := 0; i < len(pat); {
-		c := pat[i]
-		i++
-		switch c {
-		case '*':
-			for i < len(pat) && pat[i] == '*' {
-				i++
-			}
-			b.WriteString(".*")
-		case '?':
-			b.WriteString(".")
-		case '[':
-			j := i
-			if j < len(pat) && pat[j] == '!' {
-				j++
-			}
-			if j < len(pat) && pat[j] == ']' {
-				j++
-			}
-			for j < len(pat) && pat[j] != ']' {
-				j++
-			}
-			if j >= len(pat) {
-				b.WriteString(`\[`)
-				continue
-			}
-			stuff := strings.ReplaceAll(pat[i:j], `\`, `\\`)
-			i = j + 1
-			switch {
-			case strings.HasPrefix(stuff, "!"):
-				stuff = "^" + stuff[1:]
-			case strings.HasPrefix(stuff, "^"):
-				stuff = `\` + stuff
-			}
-			stuff = strings.ReplaceAll(stuff, "[", `\[`)
-			b.WriteString("[" + stuff + "]")
-		default:
-			b.WriteString(regexp.QuoteMeta(string(c)))
-		}
-	}
-	b.WriteString(`\z`)
-	return b.String()
-}
-
 // matchedName is ROLL's get_matched_name: the value for an exact key, else
 // for the first key the name fnmatches, the value's part before ".lora"
 // joined with the name's part from ".lora" on.
@@ -272,7 +223,7 @@ func matchedName(name string, m []MapEntry) (string, bool) {
 		return v, true
 	}
 	for _, e := range m {
-		re, err := regexp.Compile(fnmatchRegexp(e.From))
+		re, err := regexp.Compile(fnmatch.Translate(e.From))
 		if err != nil || !re.MatchString(name) {
 			continue
 		}

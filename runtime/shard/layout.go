@@ -156,20 +156,138 @@ func (l Layout) Validate() error {
 // 2^32) from sizing an allocation.
 const MaxCount = 1 << 16
 
-// checkProducts checks the rank-file count TP×PP×EP and the stage count
-// PP×VPP against MaxCount (each factor is already at most MaxCount, so
-// the products cannot overflow).
-func (l Layout) checkProducts() error {
+// CheckProducts checks the rank-file count TP×PP×EP and the stage count
+// PP×VPP against MaxCount, naming the sizes by their mca_config.json keys.
+// Each factor must already be at most MaxCount (so the products cannot
+// overflow).
+func (l Layout) CheckProducts() error { return l.checkProducts(configNames) }
+
+// sizeNames names the parallel sizes in messages: by config key
+// ("tensor_model_parallel_size 2") or by flag ("tp=2").
+type sizeNames struct {
+	tp, pp, vpp, ep, etp string
+	sep                  string // between name and value
+}
+
+var (
+	configNames = sizeNames{"tensor_model_parallel_size", "pipeline_model_parallel_size",
+		"virtual_pipeline_model_parallel_size", "expert_model_parallel_size", "expert_tensor_parallel_size", " "}
+	flagNames = sizeNames{"tp", "pp", "vpp", "ep", "etp", "="}
+)
+
+func (l Layout) checkProducts(nm sizeNames) error {
 	n := l.Normalized()
 	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > MaxCount {
-		return fmt.Errorf("tensor_model_parallel_size %d × pipeline_model_parallel_size %d × expert_model_parallel_size %d = %d rank files, more than %d",
-			n.TP, n.PP, n.EP, r, MaxCount)
+		return fmt.Errorf("%s%s%d × %s%s%d × %s%s%d = %d rank files, more than %d",
+			nm.tp, nm.sep, n.TP, nm.pp, nm.sep, n.PP, nm.ep, nm.sep, n.EP, r, MaxCount)
 	}
 	if s := int64(n.PP) * int64(n.VPP); s > MaxCount {
-		return fmt.Errorf("pipeline_model_parallel_size %d × virtual_pipeline_model_parallel_size %d = %d pipeline stages, more than %d",
-			n.PP, n.VPP, s, MaxCount)
+		return fmt.Errorf("%s%s%d × %s%s%d = %d pipeline stages, more than %d",
+			nm.pp, nm.sep, n.PP, nm.vpp, nm.sep, n.VPP, s, MaxCount)
 	}
 	return nil
+}
+
+// Check reports a layout no rank file set can have, before the model is
+// known (the parallel sizes as given on a command line, named by flag):
+// sizes below 0 or above MaxCount, more than MaxCount rank files
+// (TP×PP×EP) or pipeline stages (PP×VPP), legacy grouped GEMM without
+// moe_grouped_gemm, an unknown transformer_impl. Divisibility by the
+// model's sizes is checked by [Layout.Validate] and the planner.
+func (l Layout) Check() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"tp", l.TP}, {"pp", l.PP}, {"vpp", l.VPP}, {"ep", l.EP}, {"etp", l.ETP}} {
+		if f.v < 0 {
+			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
+		}
+		if f.v > MaxCount {
+			return fmt.Errorf("parallel layout: %s=%d is larger than %d", f.name, f.v, MaxCount)
+		}
+	}
+	if err := l.checkProducts(flagNames); err != nil {
+		return fmt.Errorf("parallel layout: %w", err)
+	}
+	if l.LegacyGroupedGEMM && !l.MoEGroupedGEMM {
+		return errors.New("parallel layout: legacy grouped GEMM needs moe_grouped_gemm")
+	}
+	switch l.TransformerImpl {
+	case "", ImplTransformerEngine, ImplLocal:
+	default:
+		return fmt.Errorf("parallel layout: transformer_impl %q is neither %q nor %q", l.TransformerImpl, ImplTransformerEngine, ImplLocal)
+	}
+	return nil
+}
+
+// expertSplit checks the experts of a normalized layout against EP.
+func (l Layout) expertSplit() error {
+	if l.EP > 1 && l.NumExperts == 0 {
+		return fmt.Errorf("expert_model_parallel_size %d needs num_moe_experts", l.EP)
+	}
+	if l.NumExperts > 0 && l.NumExperts%l.EP != 0 {
+		return fmt.Errorf("num_moe_experts %d is not divisible by EP = %d", l.NumExperts, l.EP)
+	}
+	return nil
+}
+
+// layerSplit checks the even pipeline split of a normalized layout
+// without a pipeline layout string: num_layers, plus one for the
+// embedding and one for the loss when they are accounted, divides into
+// PP×VPP stages. It returns that layer count.
+func (l Layout) layerSplit() (int, error) {
+	stages := l.PP * l.VPP
+	total := l.NumLayers
+	var extra []string
+	if l.AccountForEmbedding {
+		total++
+		extra = append(extra, "+1 embedding")
+	}
+	if l.AccountForLoss {
+		total++
+		extra = append(extra, "+1 loss")
+	}
+	if total%stages != 0 {
+		what := fmt.Sprintf("num_layers %d", l.NumLayers)
+		if len(extra) > 0 {
+			what += fmt.Sprintf(" (%s = %d)", strings.Join(extra, " "), total)
+		}
+		return 0, fmt.Errorf("%s is not divisible by PP×VPP = %d", what, stages)
+	}
+	return total, nil
+}
+
+// DivisibilityProblems returns, all at once, every way the model does not
+// divide by the layout, before any tensor is planned: the model sizes
+// size reports by mca_config.json key (attention heads, query groups, the
+// FFN sizes and the padded vocabulary by TP, the expert FFN by ETP), the
+// layers by PP×VPP (the even split; a pipeline layout string is checked
+// by [Layout.Validate]) and the experts by EP. It is the one owner of these
+// rules; the planner then checks each tensor's own dimensions.
+func (l Layout) DivisibilityProblems(size func(key string) (int64, bool)) []string {
+	n := l.Normalized()
+	var out []string
+	check := func(key string, by int, what string) {
+		if by <= 1 {
+			return
+		}
+		if v, ok := size(key); ok && v%int64(by) != 0 {
+			out = append(out, fmt.Sprintf("%s %d is not divisible by %s %d", key, v, what, by))
+		}
+	}
+	for _, k := range []string{"num_attention_heads", "num_query_groups", "ffn_hidden_size", "padded_vocab_size", "moe_shared_expert_intermediate_size"} {
+		check(k, n.TP, "tp")
+	}
+	check("moe_ffn_hidden_size", n.ETP, "etp")
+	if n.PipelineLayout == "" && n.NumLayers > 0 {
+		if _, err := n.layerSplit(); err != nil {
+			out = append(out, err.Error())
+		}
+	}
+	if err := n.expertSplit(); err != nil {
+		out = append(out, err.Error())
+	}
+	return out
 }
 
 // geometry is a validated, normalized layout with its stage table.
@@ -207,7 +325,7 @@ func (l Layout) geometry() (*geometry, error) {
 	if l.NumLayers > MaxCount {
 		return nil, fmt.Errorf("num_layers %d is larger than %d", l.NumLayers, MaxCount)
 	}
-	if err := l.checkProducts(); err != nil {
+	if err := l.CheckProducts(); err != nil {
 		return nil, err
 	}
 	explicitVPP := l.VPP
@@ -218,13 +336,10 @@ func (l Layout) geometry() (*geometry, error) {
 			"the legacy rank directories mp_rank_TT[_PPP][_EEE] have no expert-tensor component, "+
 			"so expert shards can only be stored when ETP divides TP (Megatron uses torch_dist otherwise)", n.ETP, n.TP)
 	}
-	if n.EP > 1 && n.NumExperts == 0 {
-		return nil, fmt.Errorf("expert_model_parallel_size %d needs num_moe_experts", n.EP)
+	if err := n.expertSplit(); err != nil {
+		return nil, err
 	}
 	if n.NumExperts > 0 {
-		if n.NumExperts%n.EP != 0 {
-			return nil, fmt.Errorf("num_moe_experts %d is not divisible by EP = %d", n.NumExperts, n.EP)
-		}
 		g.perEP = n.NumExperts / n.EP
 	}
 	switch n.TransformerImpl {
@@ -274,22 +389,9 @@ func (l Layout) geometry() (*geometry, error) {
 		}
 		return g, nil
 	}
-	total := n.NumLayers
-	var extra []string
-	if n.AccountForEmbedding {
-		total++
-		extra = append(extra, "+1 embedding")
-	}
-	if n.AccountForLoss {
-		total++
-		extra = append(extra, "+1 loss")
-	}
-	if total%stages != 0 {
-		what := fmt.Sprintf("num_layers %d", n.NumLayers)
-		if len(extra) > 0 {
-			what += fmt.Sprintf(" (%s = %d)", strings.Join(extra, " "), total)
-		}
-		return nil, fmt.Errorf("%s is not divisible by PP×VPP = %d", what, stages)
+	total, err := n.layerSplit()
+	if err != nil {
+		return nil, err
 	}
 	g.perChunk = total / stages
 	off := 0
@@ -334,6 +436,9 @@ func (g *geometry) layerStage(gl int) (pp, vp, local int, err error) {
 func (g *geometry) globalLayer(pp, vp, local int) (int, error) {
 	s := g.stage(pp, vp)
 	if local < 0 || local >= g.stageCount[s] {
+		if len(g.stageCount) == 1 {
+			return 0, fmt.Errorf("layer %d is beyond num_layers %d", local, g.NumLayers)
+		}
 		return 0, fmt.Errorf("local layer %d is out of range: pipeline rank %d, virtual stage %d holds %d layers", local, pp, vp, g.stageCount[s])
 	}
 	return g.stageOffset[s] + local, nil

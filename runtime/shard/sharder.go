@@ -165,15 +165,19 @@ func (s *Sharder) alloc(n int64) []byte {
 	return make([]byte, n)
 }
 
-// gdnRows returns the component row counts of a full gdn weight: in_proj
+// gdnRows returns the component row counts of a full gdn weight
+// ([Layout.GDNRows]).
+func (s *Sharder) gdnRows(name string) ([]int64, error) { return s.g.GDNRows(name) }
+
+// GDNRows returns the component row counts of a full gdn weight: in_proj
 // q, k, v, z, b, a = [QK, QK, V, V, nv, nv], conv1d q, k, v = [QK, QK, V]
-// (§2.6), chosen like ROLL by "in_proj" / "conv1d" in the name.
-func (s *Sharder) gdnRows(name string) ([]int64, error) {
-	g := s.g
-	qk := int64(g.LinearNumKeyHeads) * int64(g.LinearKeyHeadDim)
-	v := int64(g.LinearNumValueHeads) * int64(g.LinearValueHeadDim)
-	nv := int64(g.LinearNumValueHeads)
-	if qk == 0 || v == 0 {
+// (§2.6), chosen like ROLL by "in_proj" / "conv1d" in the name. It is the
+// one place the gdn sizes are derived from the linear_* config values.
+func (l Layout) GDNRows(name string) ([]int64, error) {
+	qk := int64(l.LinearNumKeyHeads) * int64(l.LinearKeyHeadDim)
+	v := int64(l.LinearNumValueHeads) * int64(l.LinearValueHeadDim)
+	nv := int64(l.LinearNumValueHeads)
+	if qk <= 0 || v <= 0 {
 		return nil, fmt.Errorf("gdn weight %q: the layout has no linear_* sizes (linear_num_key_heads, linear_key_head_dim, linear_num_value_heads, linear_value_head_dim)", name)
 	}
 	switch {

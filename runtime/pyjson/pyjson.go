@@ -1,4 +1,4 @@
-package exec
+package pyjson
 
 import (
 	"bytes"
@@ -10,16 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf16"
 	"unicode/utf8"
 )
-
-// The config files are handled as an ordered JSON tree so that values pass
-// through unchanged (an integer stays an integer, 1e-06 stays a float) and
-// can be written back the way Python's json.dumps writes them, which is how
-// ROLL and transformers write mca_config.json and config.json.
-//
-// A JSON value is one of: nil (null), bool, Number, string, []any, *Object.
 
 // Number is a JSON number kept as written. Float is true when Python would
 // parse it as a float (it has a '.', 'e' or 'E').
@@ -99,30 +91,31 @@ func (o *Object) Delete(key string) {
 }
 
 // Clone returns a deep copy of o.
-func (o *Object) Clone() *Object { return cloneJSON(o).(*Object) }
+func (o *Object) Clone() *Object { return CloneValue(o).(*Object) }
 
-func cloneJSON(v any) any {
+// CloneValue returns a deep copy of the JSON value v.
+func CloneValue(v any) any {
 	switch v := v.(type) {
 	case *Object:
 		c := NewObject()
 		for _, k := range v.keys {
-			c.Set(k, cloneJSON(v.vals[k]))
+			c.Set(k, CloneValue(v.vals[k]))
 		}
 		return c
 	case []any:
 		c := make([]any, len(v))
 		for i, e := range v {
-			c[i] = cloneJSON(e)
+			c[i] = CloneValue(e)
 		}
 		return c
 	}
 	return v
 }
 
-// ParseJSON parses one JSON value (with objects as *Object and numbers as
+// Parse parses one JSON value (with objects as *Object and numbers as
 // Number). Trailing non-space text is an error. Errors carry the byte
 // offset.
-func ParseJSON(data []byte) (any, error) {
+func Parse(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	v, err := parseValue(dec)
@@ -216,18 +209,20 @@ func parseFrom(dec *json.Decoder, tok json.Token, depth int) (any, error) {
 
 // ParseObject parses data as a JSON object.
 func ParseObject(data []byte) (*Object, error) {
-	v, err := ParseJSON(data)
+	v, err := Parse(data)
 	if err != nil {
 		return nil, err
 	}
 	o, ok := v.(*Object)
 	if !ok {
-		return nil, fmt.Errorf("the top-level value is %s, not an object", jsonKind(v))
+		return nil, fmt.Errorf("the top-level value is %s, not an object", Kind(v))
 	}
 	return o, nil
 }
 
-func jsonKind(v any) string {
+// Kind names the kind of the JSON value v for a message: "null", "a
+// boolean", "a number", "a string", "an array" or "an object".
+func Kind(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"
@@ -245,11 +240,11 @@ func jsonKind(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// PyJSON encodes v as Python's json.dumps(v, indent=indent,
+// Encode encodes v as Python's json.dumps(v, indent=indent,
 // sort_keys=sortKeys) does (ensure_ascii, allow_nan defaults): ", " and
 // ": " separators, floats as repr(float), non-ASCII escaped as \uXXXX.
 // indent < 0 means no indentation (separators ", " and ": ").
-func PyJSON(v any, indent int, sortKeys bool) []byte {
+func Encode(v any, indent int, sortKeys bool) []byte {
 	var b []byte
 	return appendPy(b, v, indent, sortKeys, 0)
 }
@@ -282,7 +277,7 @@ func appendPy(b []byte, v any, indent int, sortKeys bool, level int) []byte {
 	case Number:
 		return appendPyNumber(b, v)
 	case string:
-		return appendPyString(b, v)
+		return AppendString(b, v, true)
 	case []any:
 		if len(v) == 0 {
 			return append(b, "[]"...)
@@ -312,14 +307,14 @@ func appendPy(b []byte, v any, indent int, sortKeys bool, level int) []byte {
 				b = sep(b)
 			}
 			b = nl(b, level+1)
-			b = appendPyString(b, k)
+			b = AppendString(b, k, true)
 			b = append(b, ": "...)
 			b = appendPy(b, v.vals[k], indent, sortKeys, level+1)
 		}
 		b = nl(b, level)
 		return append(b, '}')
 	}
-	panic(fmt.Sprintf("exec: PyJSON of %T", v))
+	panic(fmt.Sprintf("pyjson: Encode of %T", v))
 }
 
 // comparePyStrings orders strings as Python compares str: by code point.
@@ -389,44 +384,48 @@ func pyFloatRepr(f float64) string {
 	return sign + digits[:decpt] + "." + digits[decpt:]
 }
 
-// appendPyString appends s quoted as json.dumps does with ensure_ascii.
-func appendPyString(b []byte, s string) []byte {
+// AppendString appends s as a JSON string. With asciiOnly it escapes
+// everything outside printable ASCII as \uXXXX (a UTF-16 surrogate pair
+// above U+FFFF), as Python's json.dumps does by default; otherwise it keeps
+// UTF-8 as is and escapes only '"', '\\' and control characters, as
+// serde_json does. An invalid UTF-8 byte is written as U+FFFD.
+func AppendString(b []byte, s string, asciiOnly bool) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		i += size
+	for _, r := range s {
 		switch {
 		case r == '"':
-			b = append(b, `\"`...)
+			b = append(b, '\\', '"')
 		case r == '\\':
-			b = append(b, `\\`...)
-		case r == '\n':
-			b = append(b, `\n`...)
-		case r == '\r':
-			b = append(b, `\r`...)
-		case r == '\t':
-			b = append(b, `\t`...)
+			b = append(b, '\\', '\\')
 		case r == '\b':
-			b = append(b, `\b`...)
+			b = append(b, '\\', 'b')
 		case r == '\f':
-			b = append(b, `\f`...)
-		case r < 0x20 || (r >= 0x7f && r < 0x10000):
-			b = append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
-		case r >= 0x10000:
-			r1, r2 := utf16.EncodeRune(r)
-			for _, x := range []rune{r1, r2} {
-				b = append(b, '\\', 'u', hex[x>>12&0xf], hex[x>>8&0xf], hex[x>>4&0xf], hex[x&0xf])
+			b = append(b, '\\', 'f')
+		case r == '\n':
+			b = append(b, '\\', 'n')
+		case r == '\r':
+			b = append(b, '\\', 'r')
+		case r == '\t':
+			b = append(b, '\\', 't')
+		case r < 0x20 || (asciiOnly && r > 0x7e):
+			if r > 0xffff { // UTF-16 surrogate pair
+				r -= 0x10000
+				hi, lo := 0xd800+(r>>10), 0xdc00+(r&0x3ff)
+				b = append(b, '\\', 'u', hex[hi>>12], hex[hi>>8&15], hex[hi>>4&15], hex[hi&15])
+				r = lo
 			}
+			b = append(b, '\\', 'u', hex[r>>12&15], hex[r>>8&15], hex[r>>4&15], hex[r&15])
 		default:
-			b = append(b, byte(r))
+			b = utf8.AppendRune(b, r)
 		}
 	}
 	return append(b, '"')
 }
 
-// lookupPath walks a dotted key through nested objects.
-func lookupPath(o *Object, path string) (any, bool) {
+// Lookup walks a dotted key ("text_config.hidden_size") through nested
+// objects.
+func Lookup(o *Object, path string) (any, bool) {
 	parts := strings.Split(path, ".")
 	cur := o
 	for i, p := range parts {
