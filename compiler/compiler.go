@@ -37,6 +37,12 @@ type Options struct {
 	// what a backend cannot emit (pyemit.Check); its diagnostics are
 	// added to the result.
 	Backend func(*ir.Program) diag.List
+	// DropSyntax releases the syntax trees and symbol tables once the
+	// program is lowered, so that checking a large input does not hold
+	// them: Result.Info then has each file's Path, Src and Lib only. For
+	// callers that need just the program and the diagnostics (rolltplc
+	// check and build; not the language server).
+	DropSyntax bool
 }
 
 // Result is what a compilation produced.
@@ -57,6 +63,16 @@ func (r *Result) Sources() diag.Sources {
 	return src
 }
 
+// sourcesOnly returns an Info with each file of in and only its path,
+// text and library flag.
+func sourcesOnly(in *resolve.Info) *resolve.Info {
+	out := &resolve.Info{}
+	for _, f := range in.Files {
+		out.Files = append(out.Files, &resolve.File{Path: f.Path, Src: f.Src, Lib: f.Lib})
+	}
+	return out
+}
+
 // Compile compiles the named files (paths starting with "stdlib/templates/"
 // are read from opts.Lib). The program is partial when there are errors.
 func Compile(paths []string, opts Options) (res *Result) {
@@ -74,6 +90,9 @@ func Compile(paths []string, opts Options) (res *Result) {
 	prog, ldiags := lower.Lower(info)
 	res.Program = prog
 	res.Diags.Extend(ldiags)
+	if opts.DropSyntax {
+		res.Info = sourcesOnly(info)
+	}
 	res.Diags.Extend(check.Check(prog, opts.Schemas))
 	check.AnnotateConfigTypes(prog, opts.Schemas)
 	if opts.Backend != nil && !res.Diags.HasErrors() {

@@ -211,9 +211,11 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 	}
 	if s.config != nil {
 		l.config(out, s.config, map[string]token.Span{})
+		out.Config = exact(out.Config)
 	}
 	if s.mca != nil {
 		l.mca(out, s.mca, map[string]token.Span{})
+		out.Constants = exact(out.Constants)
 	}
 	if s.weights != nil {
 		l.opsHere = map[*ast.Op]bool{}
@@ -223,6 +225,16 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 		out.Parallel = &ir.ParallelSet{Span: s.parallel.Span(), Parts: l.parallelParts(s.parallel)}
 	}
 	return out
+}
+
+// exact returns s without spare capacity: the lists of a template are
+// built by appending (which leaves up to half the backing array unused)
+// and kept for the whole compilation, for every template of the input.
+func exact[S ~[]E, E any](s S) S {
+	if cap(s) == len(s) {
+		return s
+	}
+	return append(S(nil), s...)
 }
 
 func (l *lowerer) stringField(fl *ast.Field) string {

@@ -84,7 +84,7 @@ func (p *Printer) Text(w io.Writer, l List) error {
 			fmt.Fprintf(w, " [%s]", d.Code)
 		}
 		fmt.Fprintln(w)
-		if src, ok := p.Sources[s.Filename]; ok && s.IsValid() {
+		if src, ok := p.Sources[s.Filename]; ok && token.Valid(s) {
 			f := files[s.Filename]
 			if f == nil {
 				f = token.NewFile(s.Filename, src)

@@ -54,7 +54,10 @@ package format
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
@@ -80,7 +83,109 @@ func (e *SyntaxError) Error() string {
 // Source returns src in canonical form. It fails with a [*SyntaxError] when
 // src has syntax errors; filename names the positions in its diagnostics.
 // Formatting is idempotent: Source of its own output returns it unchanged.
+//
+// A large file is formatted in pieces of whole top-level declarations (cut
+// at [parser.LineCuts]), several at a time on as many cores, so that memory
+// is bounded by the pieces in hand rather than the syntax tree of the whole
+// file; the output is the same as formatting the file at once. When a
+// piece fails, the whole file is formatted at once for its diagnostics.
 func Source(filename string, src []byte) ([]byte, error) {
+	return sourcePieces(filename, src, pieceSize)
+}
+
+// pieceSize is the size of the pieces [Source] cuts a large file into.
+const pieceSize = 256 << 10
+
+// sourcePieces is [Source] with pieces of at least size bytes (the last
+// may be shorter).
+func sourcePieces(filename string, src []byte, size int) ([]byte, error) {
+	starts := pieceStarts(src, size)
+	if len(starts) < 2 {
+		return sourceWhole(filename, src)
+	}
+	outs := make([][]byte, len(starts))
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(starts)) {
+		wg.Go(func() {
+			for !failed.Load() {
+				i := int(next.Add(1)) - 1
+				if i >= len(starts) {
+					return
+				}
+				end := len(src)
+				if i+1 < len(starts) {
+					end = starts[i+1]
+				}
+				out, err := sourceWhole(filename, src[starts[i]:end])
+				if err != nil {
+					failed.Store(true)
+					return
+				}
+				outs[i] = out
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() {
+		return sourceWhole(filename, src)
+	}
+	n := 0
+	for _, o := range outs {
+		n += len(o) + 1
+	}
+	out := make([]byte, 0, n)
+	for i, o := range outs {
+		if len(o) == 0 {
+			continue
+		}
+		// Each piece's output has no blank line at its start or end: the
+		// one the author wrote before the piece's first declaration goes
+		// back here.
+		if len(out) > 0 && blankLineBefore(src, starts[i]) {
+			out = append(out, '\n')
+		}
+		out = append(out, o...)
+	}
+	return out, nil
+}
+
+// pieceStarts returns the offsets at which src is cut into pieces of at
+// least size bytes: 0, then line cuts (see [parser.LineCuts]).
+func pieceStarts(src []byte, size int) []int {
+	if len(src) <= size {
+		return []int{0}
+	}
+	starts := []int{0}
+	for _, c := range parser.LineCuts(src) {
+		if c-starts[len(starts)-1] >= size {
+			starts = append(starts, c)
+		}
+	}
+	return starts
+}
+
+// blankLineBefore reports whether the line before the one starting at off
+// holds only white space.
+func blankLineBefore(src []byte, off int) bool {
+	if off == 0 || src[off-1] != '\n' {
+		return false
+	}
+	for i := off - 2; i >= 0; i-- {
+		switch src[i] {
+		case '\n':
+			return true
+		case ' ', '\t', '\r':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sourceWhole formats src at once (see [Source]).
+func sourceWhole(filename string, src []byte) ([]byte, error) {
 	// The cache makes the check below parse only the declarations whose
 	// text formatting changed.
 	cache := parser.NewCache()

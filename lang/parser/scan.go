@@ -273,3 +273,37 @@ func scan(src []byte) scanned {
 	}
 	return out
 }
+
+// LineCuts returns the offsets in src, in increasing order, of the starts
+// of the lines on which a top-level declaration begins with only white
+// space before it on its line and after the previous declaration's line,
+// and with a declaration keyword.
+// Cutting a file that parses without errors at any of these offsets gives
+// pieces that each parse to whole declarations of the file, so a tool may
+// work on the pieces one at a time (the formatter does, to bound its
+// memory by the piece rather than the file).
+func LineCuts(src []byte) []int {
+	sc := scan(src)
+	var cuts []int
+	prevEnd := bomLen(src)
+	for _, d := range sc.decls {
+		ls := d.start
+		for ls > 0 && (src[ls-1] == ' ' || src[ls-1] == '\t' || src[ls-1] == '\r') {
+			ls--
+		}
+		if ls > prevEnd && src[ls-1] == '\n' && startsWithKeyword(src[d.start:d.end]) {
+			cuts = append(cuts, ls)
+		}
+		prevEnd = d.end
+	}
+	return cuts
+}
+
+// startsWithKeyword reports whether text starts with a declaration keyword.
+func startsWithKeyword(text []byte) bool {
+	i := 0
+	for i < len(text) && isIdentPart(text[i]) {
+		i++
+	}
+	return i > 0 && DeclKeywords[string(text[:i])]
+}

@@ -450,7 +450,7 @@ func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*co
 			}
 		}
 	}
-	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), Schemas: set, Backend: pyemit.Check})
+	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), Schemas: set, Backend: pyemit.Check, DropSyntax: true})
 	res.Diags = append(append(sdiags, res.Diags...), more...)
 	return res, res.Diags.HasErrors()
 }
