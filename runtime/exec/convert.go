@@ -508,9 +508,6 @@ func (ex *executor) write(w sink, t tensor.Tensor) error {
 		segs[i].file, segs[i].off = f, r.off+int64(s-r.start)
 	}
 	if copied {
-		if rc, ok := w.(rangeCopier); ok {
-			return ex.copyRanges(w, rc, segs)
-		}
 		return w.Copy(t.Len(), ex.filler(segs))
 	}
 	for _, p := range pieces {
@@ -521,62 +518,6 @@ func (ex *executor) write(w sink, t tensor.Tensor) error {
 			}
 			ex.progress(int64(len(c)))
 			p = p[len(c):]
-		}
-	}
-	return nil
-}
-
-// rangeCopier is a sink that can copy a range of an input file into its
-// output inside the kernel (the HF shard writer: a safetensors file has no
-// checksum, so its bytes need not pass through user memory).
-type rangeCopier interface {
-	// CopyRange copies n bytes of src from offset off; ok is false, with
-	// nothing written, when the kernel cannot copy between these files.
-	CopyRange(src *os.File, off, n int64) (ok bool, err error)
-}
-
-// copyRanges writes segs to w, copying every piece of an input file of at
-// least smallPiece bytes with rc (copy_file_range: one copy in the kernel,
-// as cp does, where the pread/write pipeline copies every byte twice, into
-// user memory and out again; on the target VM that costs half the CPU
-// time and the MCA -> HF slowdown against cp) and the runs of other pieces
-// through w.Copy. When the kernel cannot copy between the files, the rest
-// goes through w.Copy too.
-func (ex *executor) copyRanges(w sink, rc rangeCopier, segs []segment) error {
-	kernel := true
-	for len(segs) > 0 {
-		j := 0
-		for j < len(segs) && !(kernel && segs[j].file != nil && len(segs[j].data) >= smallPiece) {
-			j++
-		}
-		if j > 0 { // segs[:j] go through the pipeline
-			var n int64
-			for _, sg := range segs[:j] {
-				n += int64(len(sg.data))
-			}
-			if err := w.Copy(n, ex.filler(segs[:j])); err != nil {
-				return err
-			}
-			segs = segs[j:]
-			continue
-		}
-		sg := segs[0]
-		for at := int64(0); at < int64(len(sg.data)); {
-			c := min(int64(len(sg.data))-at, dropEvery)
-			ok, err := rc.CopyRange(sg.file, sg.off+at, c)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				kernel = false
-				segs[0].data, segs[0].off = sg.data[at:], sg.off+at
-				break
-			}
-			ex.progress(c)
-			at += c
-		}
-		if kernel {
-			segs = segs[1:]
 		}
 	}
 	return nil
@@ -807,14 +748,6 @@ func (s *fileSink) Copy(n int64, fill blockio.Fill) error {
 	m, err := s.pipe.Copy(s.f, n, fill, nil)
 	s.n += m
 	return err
-}
-
-// CopyRange copies n bytes of src from offset off to the shard inside the
-// kernel (blockio.CopyRange).
-func (s *fileSink) CopyRange(src *os.File, off, n int64) (bool, error) {
-	m, ok, err := blockio.CopyRange(s.f, src, off, n)
-	s.n += m
-	return ok, err
 }
 
 // eachOutput runs the plan's steps in order and hands every output tensor

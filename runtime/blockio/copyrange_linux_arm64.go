@@ -1,4 +1,0 @@
-package blockio
-
-// copyFileRangeTrap is the number of the copy_file_range system call.
-const copyFileRangeTrap = 285
