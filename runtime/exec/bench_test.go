@@ -265,13 +265,18 @@ func BenchmarkCopyCheckpoint(b *testing.B) {
 	}
 }
 
-// BenchmarkConvertVsCopy is acceptance 4 of the runtime in one process:
-// a Llama-shaped checkpoint of ROLLTPL_BENCH_GIB GiB (default 2) is, in
-// every iteration, copied file by file (io.Copy: copy_file_range, as cp
-// does) and converted HF -> MCA, each after a sync and on a warm page
-// cache. It reports the median of each and the ratio conversion / copy
-// (target <= 1.3). runtime/exec/bench/bench.sh measures the same against
-// cp -r, with peak RSS.
+// BenchmarkConvertVsCopy is acceptance 4 of the runtime (issue 4) and of
+// issue 15 in one process: a Llama-shaped checkpoint of ROLLTPL_BENCH_GIB
+// GiB (default 2) is converted in both directions, at TP 1 and 4
+// (sub-benchmarks HFToMCA/tpN: the HF folder written with --tp N;
+// MCAToHF/tpN: the MCA folder written with --tp N converted back), and in
+// every iteration the source folder is also copied file by file (io.Copy:
+// copy_file_range, as cp does), each after a sync and on a warm page
+// cache. With ROLLTPL_BENCH_SYNC=1 both sides include writing the data to
+// disk (copy then sync(2); Options.Sync). It reports the median of each,
+// and the median of the per-iteration ratios conversion / copy (targets:
+// HF -> MCA <= 1.3, MCA -> HF <= 1.1). runtime/exec/bench/bench.sh
+// measures the same against cp -r, with peak RSS.
 func BenchmarkConvertVsCopy(b *testing.B) {
 	gib := 2.0
 	if s := os.Getenv("ROLLTPL_BENCH_GIB"); s != "" {
@@ -280,48 +285,123 @@ func BenchmarkConvertVsCopy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	sync := os.Getenv("ROLLTPL_BENCH_SYNC") == "1"
 	dir := benchCheckpoint(b, int64(gib*(1<<30)))
 	m := stdlibModel(b, "llama")
-	src := filepath.Join(dir, "hf")
-	b.SetBytes(dirBytes(b, src))
+	hf := filepath.Join(dir, "hf")
+	for _, tp := range []int{1, 4} {
+		opts := exec.Options{Layout: exec.Layout{TP: tp}, Sync: sync}
+		b.Run(fmt.Sprintf("HFToMCA/tp%d", tp), func(b *testing.B) {
+			convertVsCopy(b, hf, sync, func(dst string) error {
+				_, err := exec.ConvertHFToMCA(context.Background(), m, hf, dst, opts)
+				return err
+			})
+		})
+		mca := filepath.Join(dir, fmt.Sprintf("mca-tp%d", tp))
+		if !exec.IsMCA(mca) {
+			if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: exec.Layout{TP: tp}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("MCAToHF/tp%d", tp), func(b *testing.B) {
+			convertVsCopy(b, mca, sync, func(dst string) error {
+				_, err := exec.ConvertMCAToHF(context.Background(), m, mca, dst, exec.Options{Sync: sync})
+				return err
+			})
+		})
+	}
+}
+
+// convertVsCopy times, b.N times each on a warm page cache, a copy of the
+// folder src and convert, and reports their medians and the median ratio.
+func convertVsCopy(b *testing.B, src string, sync bool, convert func(dst string) error) {
+	b.SetBytes(treeBytes(b, src))
 	warm := func() {
 		b.StopTimer()
 		syscall.Sync()
-		entries, _ := os.ReadDir(src)
-		for _, e := range entries {
-			if f, err := os.Open(filepath.Join(src, e.Name())); err == nil {
-				io.Copy(io.Discard, f)
-				f.Close()
+		filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if f, err := os.Open(path); err == nil {
+					io.Copy(io.Discard, f)
+					f.Close()
+				}
 			}
-		}
+			return nil
+		})
 		b.StartTimer()
 	}
-	var cps, convs []float64
-	for i := range b.N {
-		dst := filepath.Join(dir, fmt.Sprintf("vs%d", i))
+	dst := filepath.Join(filepath.Dir(src), "vs")
+	var cps, convs, ratios []float64
+	for range b.N {
 		warm()
 		t0 := time.Now()
-		if err := copyDir(src, dst); err != nil {
+		if err := copyFolder(src, dst); err != nil {
 			b.Fatal(err)
 		}
-		cps = append(cps, time.Since(t0).Seconds())
+		if sync {
+			syscall.Sync()
+		}
+		cp := time.Since(t0).Seconds()
 		b.StopTimer()
 		os.RemoveAll(dst)
 		warm()
 		t0 = time.Now()
-		if _, err := exec.ConvertHFToMCA(context.Background(), m, src, dst, exec.Options{}); err != nil {
+		if err := convert(dst); err != nil {
 			b.Fatal(err)
 		}
-		convs = append(convs, time.Since(t0).Seconds())
+		conv := time.Since(t0).Seconds()
 		b.StopTimer()
 		os.RemoveAll(dst)
 		b.StartTimer()
+		cps, convs, ratios = append(cps, cp), append(convs, conv), append(ratios, conv/cp)
 	}
 	b.Logf("cp %.2f, convert %.2f", cps, convs)
-	cp, conv := median(cps), median(convs)
-	b.ReportMetric(cp, "cp-s")
-	b.ReportMetric(conv, "convert-s")
-	b.ReportMetric(conv/cp, "convert/cp")
+	b.ReportMetric(median(cps), "cp-s")
+	b.ReportMetric(median(convs), "convert-s")
+	b.ReportMetric(median(ratios), "convert/cp")
+}
+
+// treeBytes is the size of the tensor files (.safetensors, .pt) under dir.
+func treeBytes(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if ext := filepath.Ext(path); ext == ".safetensors" || ext == ".pt" {
+			st, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += st.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// copyFolder copies the folder src to dst (files with copyDir, folders
+// recursively).
+func copyFolder(src, dst string) error {
+	if err := copyDir(src, dst); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			if err := copyFolder(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func median(xs []float64) float64 {
@@ -342,6 +422,9 @@ func copyDir(src, dst string) error {
 		return err
 	}
 	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
 		in, err := os.Open(filepath.Join(src, e.Name()))
 		if err != nil {
 			return err
@@ -469,4 +552,60 @@ func BenchmarkCheckHeaders16GB(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// readSyscalls returns this process's read system call count
+// (/proc/self/io syscr: read and pread).
+func readSyscalls(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skip("no /proc/self/io")
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	t.Skip("no syscr in /proc/self/io")
+	return 0
+}
+
+// TestMergedRowsReadInWindows converts a TP=4 Llama-shaped checkpoint back
+// to HF and requires the shard to be the original byte for byte, with far
+// fewer read calls than the rows of the row-parallel weights it merges
+// (o_proj and down_proj: every output row is four pieces of 512 B or 1 KiB,
+// 16k pieces in all, which were read with one pread each).
+func TestMergedRowsReadInWindows(t *testing.T) {
+	dir := t.TempDir()
+	s := llamaShape{vocab: 1024, hidden: 1024, inter: 2048, heads: 8, kv: 4, layers: 2}
+	hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+	writeBenchCheckpoint(t, hf, s, false)
+	m := stdlibModel(t, "llama")
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: exec.Layout{TP: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	pieces := 4 * s.layers * (s.hidden + s.hidden) // o_proj and down_proj rows, four pieces each
+	before := readSyscalls(t)
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	reads := readSyscalls(t) - before
+	name := "model-00001-of-00001.safetensors"
+	want, err := os.ReadFile(filepath.Join(hf, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(back, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s differs from the original after HF -> MCA (TP=4) -> HF", name)
+	}
+	if reads > pieces/8 {
+		t.Errorf("MCA -> HF made %d read calls for %d row pieces of the row-parallel weights", reads, pieces)
+	}
+	t.Logf("%d read calls for %d row pieces", reads, pieces)
 }

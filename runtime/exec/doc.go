@@ -45,7 +45,9 @@
 //     goroutine reads 2 MiB blocks from the input files with pread (small
 //     pieces, such as the rows of a row-parallel shard, gathered into one
 //     block) and computes the record's CRC-32, the other writes the block
-//     before it. The mapping itself is never read for them, so it costs
+//     before it. The rows of merged row-parallel weights (MCA -> HF),
+//     which follow each other in their rank file, are read through a
+//     256 KiB window per file rather than one pread each. The mapping itself is never read for them, so it costs
 //     no page faults and no resident memory; pages that ops do read are
 //     dropped as they are consumed, so memory stays bounded (about 20 MiB)
 //     whatever the model size. The disk space of every output file (all
