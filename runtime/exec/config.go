@@ -38,10 +38,7 @@ func ReadConfigFile(path string) ([]byte, error) {
 // all at once.
 func CheckHFConfig(m *Model, hf *pyjson.Object, hfPath string) error {
 	var probs []string
-	for _, p := range m.Template.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
-		v, ok := pyjson.Lookup(hf, key)
-		return mcaconfig.Value(v), ok
-	}) {
+	for _, p := range hfConfigProblems(m.Template, hf) {
 		probs = append(probs, fmt.Sprintf("%s [%s]", p, p.Code))
 	}
 	return mcaconfig.JoinProblems(hfPath, probs)
@@ -314,4 +311,24 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 	}
 	hf.Set("model_type", m.Template.Name)
 	return append(pyjson.Encode(hf, 2, true), '\n'), nil
+}
+
+// hfConfigProblems runs the template's config checks
+// ([ir.Template.CheckHFConfig]) on a parsed config.json.
+func hfConfigProblems(t *ir.Template, hf *pyjson.Object) []ir.ConfigProblem {
+	return t.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
+		v, ok := pyjson.Lookup(hf, key)
+		return mcaconfig.Value(v), ok
+	})
+}
+
+// HFConfigProblems parses the text of a config.json and runs the checks
+// convert runs on it ([CheckHFConfig]), for check --hf-config, which
+// reports them as diagnostics at the template's config entries.
+func HFConfigProblems(t *ir.Template, text []byte) ([]ir.ConfigProblem, error) {
+	hf, err := pyjson.ParseObject(text)
+	if err != nil {
+		return nil, err
+	}
+	return hfConfigProblems(t, hf), nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
@@ -87,7 +86,7 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		}
 	}
 	if tmpl != nil {
-		res.Diags.Extend(hfConfigDiags(tmpl, cfg, path))
+		res.Diags.Extend(hfConfigDiags(tmpl, src, path))
 	}
 	srcs := res.Sources()
 	srcs[path] = src
@@ -98,14 +97,15 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 	return ExitOK
 }
 
-// hfConfigDiags checks each mapped key of t against the decoded config
-// with the checks convert runs ([ir.Template.CheckHFConfig]).
-func hfConfigDiags(t *ir.Template, cfg map[string]any, path string) diag.List {
+// hfConfigDiags checks each mapped key of t against the config.json
+// text with the checks convert runs ([exec.HFConfigProblems]).
+func hfConfigDiags(t *ir.Template, src []byte, path string) diag.List {
 	var out diag.List
-	probs := t.CheckHFConfig(func(key string) (ir.ConfigValue, bool) {
-		v, ok := lookupPath(cfg, key)
-		return configValue(v), ok
-	})
+	probs, err := exec.HFConfigProblems(t, src)
+	if err != nil {
+		out.Add(diag.Errorf(t.Span, "hf-config-json", "config.json is not a JSON object", "%s: %v", path, err))
+		return out
+	}
 	for _, p := range probs {
 		switch p.Code {
 		case "hf-config-missing":
@@ -120,57 +120,4 @@ func hfConfigDiags(t *ir.Template, cfg map[string]any, path string) diag.List {
 		}
 	}
 	return out
-}
-
-// configValue describes a value decoded with json.Decoder.UseNumber for
-// the config checks.
-func configValue(v any) ir.ConfigValue {
-	cv := ir.ConfigValue{Text: jsonText(v)}
-	switch v := v.(type) {
-	case nil:
-		cv.Kind = "null"
-	case bool:
-		cv.Kind = "bool"
-	case string:
-		cv.Kind, cv.Str = "string", v
-	case []any:
-		cv.Kind = "list"
-	case map[string]any:
-		cv.Kind = "object"
-	case json.Number:
-		cv.Kind = "float"
-		if !strings.ContainsAny(string(v), ".eE") {
-			cv.Kind = "int"
-			cv.Int, cv.IntOK = parseInt64(string(v))
-		}
-	}
-	return cv
-}
-
-func parseInt64(s string) (int64, bool) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
-}
-
-func lookupPath(cfg map[string]any, key string) (any, bool) {
-	var cur any = cfg
-	for _, part := range strings.Split(key, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		cur, ok = m[part]
-		if !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
-func jsonText(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil || len(b) > 60 {
-		return fmt.Sprintf("%T", v)
-	}
-	return string(b)
 }
