@@ -33,12 +33,13 @@ type Sharder struct {
 	cls  Classification
 	opts Options
 
-	pre, post, dup, col, row, swiglu, gdn patterns
-	gDup, gCol, gRow                      patterns // grouped_*_weights: keys and values
-	groupedMap                            []MapEntry
-	groupedReverse                        []MapEntry
-	groupedReverseKeys                    patterns
-	teToLocal, localToTE                  []MapEntry
+	pre, post            patterns
+	plain                plainClasses
+	gDup, gCol, gRow     patterns // grouped_*_weights: keys and values
+	groupedMap           []MapEntry
+	groupedReverse       []MapEntry
+	groupedReverseKeys   patterns
+	teToLocal, localToTE []MapEntry
 }
 
 // New returns a Sharder for layout l and the template's classification c
@@ -73,8 +74,7 @@ func New(l Layout, c Classification, opts *Options) (*Sharder, error) {
 		dst  *patterns
 		list []string
 	}{
-		{&s.pre, c.PreProcess}, {&s.post, c.PostProcess}, {&s.dup, c.Duplicated},
-		{&s.col, c.Column}, {&s.row, c.Row}, {&s.swiglu, c.Swiglu}, {&s.gdn, c.GDN},
+		{&s.pre, c.PreProcess}, {&s.post, c.PostProcess},
 		{&s.gDup, mapKeysAndValues(c.GroupedDuplicated)},
 		{&s.gCol, mapKeysAndValues(c.GroupedColumn)},
 		{&s.gRow, mapKeysAndValues(c.GroupedRow)},
@@ -82,6 +82,9 @@ func New(l Layout, c Classification, opts *Options) (*Sharder, error) {
 		if *p.dst, err = compilePatterns(p.list); err != nil {
 			return nil, fmt.Errorf("classification: %w", err)
 		}
+	}
+	if s.plain, err = compilePlain(c); err != nil {
+		return nil, err
 	}
 	s.groupedMap = mergeMap(mergeMap(c.GroupedDuplicated, c.GroupedColumn), c.GroupedRow)
 	s.groupedReverse = invertMap(s.groupedMap)
@@ -123,19 +126,7 @@ func (s *Sharder) classify(pure string) Class {
 			return GroupedRow
 		}
 	}
-	switch {
-	case s.g.Swiglu && s.swiglu.match(pure):
-		return Swiglu
-	case s.gdn.match(pure):
-		return GDN
-	case s.dup.match(pure):
-		return Duplicated
-	case s.col.match(pure):
-		return Column
-	case s.row.match(pure):
-		return Row
-	}
-	return Unclassified
+	return s.plain.class(pure, s.g.Swiglu)
 }
 
 // Classify returns the class of a global MCA name.

@@ -18,23 +18,57 @@ import (
 // depends only on the classification and the swiglu flag and gdn sizes of
 // the layout, never on the parallel sizes.
 type Stacks struct {
-	l                          Layout
-	swiglu, gdn, dup, col, row patterns
+	l     Layout
+	plain plainClasses
 }
 
 // NewStacks returns the Stacks of layout l and classification c.
 func NewStacks(l Layout, c Classification) (*Stacks, error) {
-	s := &Stacks{l: l}
+	plain, err := compilePlain(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Stacks{l: l, plain: plain}, nil
+}
+
+// plainClasses are the compiled patterns of the plain (not grouped)
+// parallel classes; Stacks and Sharder classify with the same ones.
+type plainClasses struct {
+	swiglu, gdn, dup, col, row patterns
+}
+
+// compilePlain compiles the plain classes of c.
+func compilePlain(c Classification) (plainClasses, error) {
+	var pc plainClasses
 	for _, p := range []struct {
 		dst  *patterns
 		list []string
-	}{{&s.swiglu, c.Swiglu}, {&s.gdn, c.GDN}, {&s.dup, c.Duplicated}, {&s.col, c.Column}, {&s.row, c.Row}} {
+	}{{&pc.swiglu, c.Swiglu}, {&pc.gdn, c.GDN}, {&pc.dup, c.Duplicated}, {&pc.col, c.Column}, {&pc.row, c.Row}} {
 		var err error
 		if *p.dst, err = compilePatterns(p.list); err != nil {
-			return nil, fmt.Errorf("classification: %w", err)
+			return plainClasses{}, fmt.Errorf("classification: %w", err)
 		}
 	}
-	return s, nil
+	return pc, nil
+}
+
+// class returns the plain class of a pure name (".bias" already read as
+// ".weight"), first match in ROLL's order: swiglu (when the model is
+// swiglu), gdn, duplicated, column, row.
+func (pc *plainClasses) class(pure string, swiglu bool) Class {
+	switch {
+	case swiglu && pc.swiglu.match(pure):
+		return Swiglu
+	case pc.gdn.match(pure):
+		return GDN
+	case pc.dup.match(pure):
+		return Duplicated
+	case pc.col.match(pure):
+		return Column
+	case pc.row.match(pure):
+		return Row
+	}
+	return Unclassified
 }
 
 // Class returns the plain parallel class of a global MCA name (its layer
@@ -45,20 +79,7 @@ func (s *Stacks) Class(name string) Class {
 	if n, err := parseName(name); err == nil {
 		pure = n.pure
 	}
-	pure = biasAsWeight(pure)
-	switch {
-	case s.l.Swiglu && s.swiglu.match(pure):
-		return Swiglu
-	case s.gdn.match(pure):
-		return GDN
-	case s.dup.match(pure):
-		return Duplicated
-	case s.col.match(pure):
-		return Column
-	case s.row.match(pure):
-		return Row
-	}
-	return Unclassified
+	return s.plain.class(biasAsWeight(pure), s.l.Swiglu)
 }
 
 func unclassifiedErr(name string) error {
