@@ -184,6 +184,10 @@ type Op struct {
 	MCA  []Name
 	// Params holds the op's parameters by name (e.g. "dim").
 	Params map[string]Value
+	// Inputs, when set, are the op's HF operands built from tensor steps
+	// (one per operand as written; leaves index HF). Nil when the op takes
+	// the weights HF names as they are.
+	Inputs []*TensorExpr
 	Span   token.Span
 }
 
