@@ -83,8 +83,8 @@ func (c *checker) stepTree(t *ir.Template, x *ir.TensorExpr, seen map[string]boo
 			"slice keeps the rows [%s, %s) along dim %s and drops the others, so converting back to HF cannot restore the weight. Use split and keep every part.",
 			exprText(x.Args["start"]), exprText(x.Args["stop"]), exprText(x.Args["dim"])))
 	case "transpose":
-		a, _ := x.Args["dim0"].IntLit()
-		b, _ := x.Args["dim1"].IntLit()
+		a, _ := x.Args["dims"].Args[0].IntLit()
+		b, _ := x.Args["dims"].Args[1].IntLit()
 		if a == b {
 			c.add(diag.Warningf(x.Span, "step-arg", "transpose of a dim with itself", "transpose(X, %d, %d) does nothing.", a, b))
 		}

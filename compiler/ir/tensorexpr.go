@@ -29,8 +29,8 @@ import (
 //	reshape   1 operand, "shape" (list, at most one -1), and "from" (the
 //	          input's shape, at most one -1) when known; yields 1.
 //	          Inverse: reshape to from; without from it cannot be inverted.
-//	transpose 1 operand, "dim0", "dim1"; yields 1 (contiguous). Inverse:
-//	          the same transpose.
+//	transpose 1 operand, "dims" (a list of two dim literals); yields 1
+//	          (contiguous). Inverse: the same transpose.
 //	slice     1 operand, "start", "stop", "dim"; yields rows [start, stop)
 //	          along dim. It drops data: it has no inverse.
 //
@@ -44,7 +44,7 @@ type TensorExpr struct {
 	// Operands are a step's tensor operands.
 	Operands []*TensorExpr
 	// Args are a step's size arguments by name ("dim", "sizes", "parts",
-	// "shape", "from", "dim0", "dim1", "start", "stop"): expressions over
+	// "shape", "from", "dims", "start", "stop"): expressions over
 	// the MCA config, evaluated once per conversion.
 	Args map[string]*Expr
 	Span token.Span

@@ -195,6 +195,11 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	if _, set := t.Args["dim"]; !set && contains(sig.params, "dim") {
 		t.Args["dim"] = intLit(0, e.Span())
 	}
+	if name == "transpose" {
+		t.Args["dims"] = &ir.Expr{Kind: ir.ExprList, Args: []*ir.Expr{t.Args["dim0"], t.Args["dim1"]}, Span: e.Span()}
+		delete(t.Args, "dim0")
+		delete(t.Args, "dim1")
+	}
 	return t, true
 }
 
@@ -445,8 +450,8 @@ func inferShape(t *ir.TensorExpr) []shape {
 		}
 		return []shape{out}
 	case "transpose":
-		a, _ := t.Args["dim0"].IntLit()
-		b, _ := t.Args["dim1"].IntLit()
+		a, _ := t.Args["dims"].Args[0].IntLit()
+		b, _ := t.Args["dims"].Args[1].IntLit()
 		sa, sb := in[0].size(a), in[0].size(b)
 		return []shape{in[0].with(a, sb).with(b, sa)}
 	case "slice":
