@@ -56,6 +56,7 @@ func (c *checker) stepTree(t *ir.Template, x *ir.TensorExpr, seen map[string]boo
 	}
 	for _, name := range x.ArgNames() {
 		c.sizeArg(t, x, name, x.Args[name], seen)
+		c.sizeType(x, name, x.Args[name])
 	}
 	for _, name := range []string{"shape", "from"} {
 		if l := x.Args[name]; l != nil && countNegOne(l) > 1 {
@@ -183,3 +184,35 @@ func exprText(e *ir.Expr) string {
 	}
 	return "?"
 }
+
+// sizeType checks that a size (or each size of a list) is an integer by
+// the expression checker (ir.Expr.Check); the MCA keys it reads are
+// checked by sizeArg.
+func (c *checker) sizeType(x *ir.TensorExpr, arg string, e *ir.Expr) {
+	if e == nil {
+		return
+	}
+	elems := []*ir.Expr{e}
+	if e.Kind == ir.ExprList {
+		elems = e.Args
+	}
+	for _, el := range elems {
+		typ, errs := el.Check(mcaSizeEnv{})
+		for _, te := range errs {
+			c.add(diag.Errorf(te.Span, te.Code, "Bad size expression", "%s of %s: %s", arg, x.Step, te.Msg))
+		}
+		if len(errs) == 0 && !typ.Has(ir.Int) {
+			c.add(diag.Errorf(el.Span, "type-mismatch", "Size is not an integer",
+				"%s of %s is %s; sizes are integers (use // to divide).", arg, x.Step, typ))
+		}
+	}
+}
+
+// mcaSizeEnv is the expression checker's view of a size: only the MCA
+// config is readable (its keys are checked by sizeArg).
+type mcaSizeEnv struct{}
+
+func (mcaSizeEnv) HFType(string) (ir.Type, bool)  { return 0, false }
+func (mcaSizeEnv) MCAType(string) (ir.Type, bool) { return ir.AnyType, true }
+func (mcaSizeEnv) LayerBound() bool               { return false }
+func (mcaSizeEnv) IsFlag(string) bool             { return false }

@@ -257,83 +257,37 @@ func intLit(n int, span token.Span) *ir.Expr {
 	return &ir.Expr{Kind: ir.ExprLit, Lit: ir.Value{Kind: ir.Int, Text: fmt.Sprint(n)}, Span: span}
 }
 
-// sizeExpr lowers a size: an integer expression over the MCA config (the
-// only config ROLL's ConverOps see): integer literals, mca.KEY, + - * //
-// %, unary - and parentheses. Its type is checked against the MCA schema
-// by the checker.
+// sizeExpr lowers a size: an integer expression (lower.Expr) over the
+// MCA config, the only config ROLL's ConverOps see. Its type is checked
+// against the MCA schema by the checker.
 func (l *lowerer) sizeExpr(e *ast.Expr) (*ir.Expr, bool) {
-	if e.Cond != nil || len(e.Value.Right) > 0 || len(e.Value.Left.Right) > 0 || e.Value.Left.Left.Op != "" {
-		l.sizeError(e.Span(), "")
+	x, diags := Expr(e)
+	if len(diags) > 0 {
+		l.diags = append(l.diags, diags...)
 		return nil, false
 	}
-	return l.addExpr(e.Value.Left.Left.Left)
+	ok := true
+	var walk func(x *ir.Expr)
+	walk = func(x *ir.Expr) {
+		switch {
+		case x.Kind == ir.ExprRef && x.Name != "mca":
+			l.sizeError(x.Span, fmt.Sprintf("ROLL's ConverOps see only the MCA config, not %s: map the HF key to an MCA key in the config section and use mca.KEY", x.Name))
+			ok = false
+		case x.Kind == ir.ExprBinary && x.Op == "/":
+			l.sizeError(x.Span, "`/` divides to a float in Python: use `//`")
+			ok = false
+		}
+		for _, a := range x.Args {
+			walk(a)
+		}
+	}
+	walk(x)
+	return x, ok
 }
 
 func (l *lowerer) sizeError(span token.Span, what string) {
-	detail := "A step size is an integer expression over the MCA config: integer literals, mca.KEY, + - * // % and parentheses"
-	if what != "" {
-		detail += "; " + what
-	}
-	l.errorf(span, "step-arg", "Not a size expression", "%s.", detail)
-}
-
-func (l *lowerer) addExpr(a *ast.AddExpr) (*ir.Expr, bool) {
-	x, ok := l.mulExpr(a.Left)
-	for _, r := range a.Rest {
-		y, good := l.mulExpr(r.Right)
-		ok = ok && good
-		if ok {
-			x = &ir.Expr{Kind: ir.ExprBinary, Op: r.Op, Args: []*ir.Expr{x, y}, Span: token.Span{Start: a.Pos, End: r.EndPos}}
-		}
-	}
-	return x, ok
-}
-
-func (l *lowerer) mulExpr(m *ast.MulExpr) (*ir.Expr, bool) {
-	x, ok := l.unaryExpr(m.Left)
-	for _, r := range m.Rest {
-		if r.Op == "/" {
-			l.sizeError(r.Span(), "`/` divides to a float in Python: use `//`")
-			return nil, false
-		}
-		y, good := l.unaryExpr(r.Right)
-		ok = ok && good
-		if ok {
-			x = &ir.Expr{Kind: ir.ExprBinary, Op: r.Op, Args: []*ir.Expr{x, y}, Span: token.Span{Start: m.Pos, End: r.EndPos}}
-		}
-	}
-	return x, ok
-}
-
-func (l *lowerer) unaryExpr(u *ast.Unary) (*ir.Expr, bool) {
-	if u.Op != "" {
-		if u.Op != "-" {
-			l.sizeError(u.Span(), "")
-			return nil, false
-		}
-		x, ok := l.unaryExpr(u.Operand)
-		if !ok {
-			return nil, false
-		}
-		return &ir.Expr{Kind: ir.ExprUnary, Op: "-", Args: []*ir.Expr{x}, Span: u.Span()}, true
-	}
-	pf := u.Value
-	p := pf.X
-	switch {
-	case p.Ident != nil && *p.Ident == "mca" && len(pf.Ops) == 1 && pf.Ops[0].Field != nil:
-		ref := &ir.Expr{Kind: ir.ExprRef, Name: "mca", Span: p.Span()}
-		return &ir.Expr{Kind: ir.ExprField, Name: pf.Ops[0].Field.Name, Args: []*ir.Expr{ref}, Span: pf.Span()}, true
-	case p.Ident != nil && (*p.Ident == "hf" || *p.Ident == "layer"):
-		l.sizeError(pf.Span(), fmt.Sprintf("ROLL's ConverOps see only the MCA config, not %s: map the HF key to an MCA key in the config section and use mca.KEY", *p.Ident))
-		return nil, false
-	case len(pf.Ops) > 0:
-	case p.Int != nil:
-		return &ir.Expr{Kind: ir.ExprLit, Lit: ir.Value{Kind: ir.Int, Text: *p.Int}, Span: p.Span()}, true
-	case p.Paren != nil:
-		return l.sizeExpr(p.Paren)
-	}
-	l.sizeError(pf.Span(), "")
-	return nil, false
+	l.errorf(span, "step-arg", "Not a size expression",
+		"A step size is an integer expression over the MCA config (mca.KEY); %s.", what)
 }
 
 // shape is what lowering knows of a tensor's shape: with rank >= 0 the
