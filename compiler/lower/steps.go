@@ -17,6 +17,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/lang/ast"
+	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
 
@@ -125,7 +126,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	sig, known := stepSigs[name]
 	if !known {
 		l.unknown(&ast.Ident{Range: ast.Range{Pos: nameSpan.Start, EndPos: nameSpan.End}, Name: name},
-			"unknown-step", "tensor step", "Unknown tensor step", StepNames())
+			diag.UnknownStep, "tensor step", "Unknown tensor step", StepNames())
 		return nil, false
 	}
 	t := &ir.TensorExpr{HF: -1, Step: name, Args: map[string]*ir.Expr{}, Span: e.Span()}
@@ -133,7 +134,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	bound := map[string]token.Span{}
 	bind := func(param string, val *ast.Expr, at token.Span) {
 		if prev, dup := bound[param]; dup {
-			l.errorf(at, "step-arg", "Step argument given twice", "%s of %s is already given at %s.", param, name, prev.Start)
+			l.errorf(at, diag.StepArg, "Step argument given twice", "%s of %s is already given at %s.", param, name, prev.Start)
 			ok = false
 			return
 		}
@@ -151,7 +152,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 		nt = len(pos)
 	}
 	if len(pos) < nt || nt == 0 {
-		l.errorf(e.Span(), "step-arg", "Missing tensor operand", "%s takes a tensor first: %s.", name, sig.usage)
+		l.errorf(e.Span(), diag.StepArg, "Missing tensor operand", "%s takes a tensor first: %s.", name, sig.usage)
 		return nil, false
 	}
 	for _, a := range pos[:nt] {
@@ -161,7 +162,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 			continue
 		}
 		if name != "cat" && x.Parts() != 1 {
-			l.errorf(a.Span(), "step-arg", "Operand yields several tensors",
+			l.errorf(a.Span(), diag.StepArg, "Operand yields several tensors",
 				"%s takes one tensor; this operand yields %d. Join them first with cat(...).", name, x.Parts())
 			ok = false
 		}
@@ -169,7 +170,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	}
 	rest := pos[nt:]
 	if len(rest) > len(sig.params) || (sig.tensors < 0 && len(rest) > 0) {
-		l.errorf(rest[0].Span(), "step-arg", "Too many arguments", "%s takes %s.", name, sig.usage)
+		l.errorf(rest[0].Span(), diag.StepArg, "Too many arguments", "%s takes %s.", name, sig.usage)
 		return nil, false
 	}
 	for i, a := range rest {
@@ -177,7 +178,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	}
 	for _, na := range call.Named {
 		if !contains(sig.params, na.Name.Name) {
-			l.unknown(na.Name, "step-arg", "argument of "+name, "Unknown step argument", sig.params)
+			l.unknown(na.Name, diag.StepArg, "argument of "+name, "Unknown step argument", sig.params)
 			ok = false
 			continue
 		}
@@ -185,7 +186,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	}
 	for _, r := range sig.required {
 		if _, set := bound[r]; !set {
-			l.errorf(e.Span(), "step-arg", "Missing step argument", "%s needs %s: %s.", name, r, sig.usage)
+			l.errorf(e.Span(), diag.StepArg, "Missing step argument", "%s needs %s: %s.", name, r, sig.usage)
 			ok = false
 		}
 	}
@@ -214,14 +215,14 @@ func (l *lowerer) stepArg(step, param string, e *ast.Expr) (*ir.Expr, bool) {
 			if paramKind(param) == "count" {
 				what = "a positive integer literal (the number of parts is part of the op's arity)"
 			}
-			l.errorf(e.Span(), "step-arg", "Constant expected", "%s of %s must be %s.", param, step, what)
+			l.errorf(e.Span(), diag.StepArg, "Constant expected", "%s of %s must be %s.", param, step, what)
 			return nil, false
 		}
 		return intLit(n, e.Span()), true
 	case "list":
 		p := primaryExpr(e)
 		if p == nil || p.List == nil {
-			l.errorf(e.Span(), "step-arg", "List expected",
+			l.errorf(e.Span(), diag.StepArg, "List expected",
 				"%s of %s is a list literal of sizes, e.g. [mca.num_attention_heads * mca.kv_channels, ...]: its length must be known when compiling.", param, step)
 			return nil, false
 		}
@@ -233,7 +234,7 @@ func (l *lowerer) stepArg(step, param string, e *ast.Expr) (*ir.Expr, bool) {
 			out.Args = append(out.Args, x)
 		}
 		if len(out.Args) == 0 {
-			l.errorf(e.Span(), "step-arg", "Empty list", "%s of %s needs at least one size.", param, step)
+			l.errorf(e.Span(), diag.StepArg, "Empty list", "%s of %s needs at least one size.", param, step)
 			return nil, false
 		}
 		return out, ok
@@ -286,7 +287,7 @@ func (l *lowerer) sizeExpr(e *ast.Expr) (*ir.Expr, bool) {
 }
 
 func (l *lowerer) sizeError(span token.Span, what string) {
-	l.errorf(span, "step-arg", "Not a size expression",
+	l.errorf(span, diag.StepArg, "Not a size expression",
 		"A step size is an integer expression over the MCA config (mca.KEY); %s.", what)
 }
 
