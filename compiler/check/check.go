@@ -358,6 +358,7 @@ var hint = map[string]string{
 func (c *checker) ops(t *ir.Template) {
 	missing := map[string]bool{}
 	for _, op := range t.Ops {
+		c.steps(t, op)
 		spec := schema.Op(op.Kind)
 		if spec == nil {
 			continue
@@ -376,7 +377,6 @@ func (c *checker) ops(t *ir.Template) {
 			}
 		}
 		c.names(t, op)
-		c.steps(t, op)
 		if d, ok := op.Params["dim"]; ok && (d.Text != "0" && d.Text != "1" && d.Text != "-1" && d.Text != "-2") {
 			c.add(diag.Errorf(op.Span, "param-range", "dim out of range",
 				"Weights are matrices or vectors: dim must be 0, 1, -1 or -2, not %s.", d.Text))
