@@ -18,10 +18,10 @@ import (
 // TestPhi3 compiles examples/phi3/phi3.rolltpl (no errors, no warnings
 // but the schema one its user schema answers; `rolltplc check` with the
 // schemas runs in the diagnostic corpus of the CLI), checks it against
-// the real Phi-3-mini config.json, builds the MCA
-// config from that config and requires the tensor steps' sizes to come
-// out as Phi-3-mini's (q, k, v of 3072 rows; gate and up of 8192), and
-// keeps the golden phi3.py and the README current.
+// the real Phi-3-mini and phi-4 config.json files, builds the MCA config
+// from each and requires the tensor steps' sizes to come out as the
+// model's (MHA and GQA), and keeps the golden phi3.py and the README
+// current.
 func TestPhi3(t *testing.T) {
 	dir := "phi3"
 	res := compiler.Compile([]string{filepath.Join(dir, "phi3.rolltpl")}, compiler.Options{Lib: stdlib.Templates()})
@@ -34,44 +34,55 @@ func TestPhi3(t *testing.T) {
 	if tm == nil {
 		t.Fatal("no phi3 template")
 	}
-	cfgPath := filepath.Join(dir, "testdata", "config.json")
-	cfg, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := rexec.HFConfigProblems(tm, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("config.json: %+v", p)
-	}
-
-	m, err := rexec.NewModel(res.Program, "phi3", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc, err := rexec.BuildMCAConfig(m, cfg, cfgPath, "microsoft/Phi-3-mini-4k-instruct", rexec.Layout{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sizes := map[string][]int64{}
-	for _, op := range tm.Ops {
-		if len(op.Inputs) == 0 {
-			continue
-		}
-		c, err := rexec.ComposeOp(op, mc, nil)
+	// Phi-3-mini (MHA: 32 heads, 32 KV heads of 96) and phi-4, the same
+	// architecture with GQA (40 heads, 10 KV heads of 128).
+	for _, c := range []struct {
+		file, name string
+		want       map[string][]int64
+	}{
+		{"config.json", "microsoft/Phi-3-mini-4k-instruct", map[string][]int64{
+			".self_attn.qkv_proj.weight": {3072, 3072, 3072},
+			".mlp.gate_up_proj.weight":   {8192, 8192},
+		}},
+		{"phi-4-config.json", "microsoft/phi-4", map[string][]int64{
+			".self_attn.qkv_proj.weight": {5120, 1280, 1280},
+			".mlp.gate_up_proj.weight":   {17920, 17920},
+		}},
+	} {
+		cfgPath := filepath.Join(dir, "testdata", c.file)
+		cfg, err := os.ReadFile(cfgPath)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sizes[op.HF[0].Value] = c.Inputs[0].Sizes
-	}
-	want := map[string][]int64{
-		".self_attn.qkv_proj.weight": {3072, 3072, 3072},
-		".mlp.gate_up_proj.weight":   {8192, 8192},
-	}
-	if diff := cmp.Diff(want, sizes); diff != "" {
-		t.Errorf("step sizes from the Phi-3-mini config (-want +got):\n%s", diff)
+		problems, err := rexec.HFConfigProblems(tm, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %+v", c.file, p)
+		}
+		m, err := rexec.NewModel(res.Program, "phi3", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mc, err := rexec.BuildMCAConfig(m, cfg, cfgPath, c.name, rexec.Layout{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes := map[string][]int64{}
+		for _, op := range tm.Ops {
+			if len(op.Inputs) == 0 {
+				continue
+			}
+			comp, err := rexec.ComposeOp(op, mc, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes[op.HF[0].Value] = comp.Inputs[0].Sizes
+		}
+		if diff := cmp.Diff(c.want, sizes); diff != "" {
+			t.Errorf("%s: step sizes (-want +got):\n%s", c.file, diff)
+		}
 	}
 
 	files, err := pyemit.Emit(res.Program)

@@ -7,13 +7,14 @@ import (
 
 // TestCheckPhi3Example: `rolltplc check --hf-config` of the Phi-3 example
 // (fused qkv_proj and gate_up_proj split by tensor steps) against the real
-// Phi-3-mini config.json exits 0 with no error and no warning but the
+// Phi-3-mini and phi-4 config.json files exits 0 with no error and no warning but the
 // schema hint its user schema answers once user schemas count for check.
 func TestCheckPhi3Example(t *testing.T) {
 	const dir = "../../../../examples/phi3/"
 	for _, args := range [][]string{
 		{"check", dir + "phi3.rolltpl"},
 		{"check", "--hf-config", dir + "testdata/config.json", dir + "phi3.rolltpl"},
+		{"check", "--hf-config", dir + "testdata/phi-4-config.json", dir + "phi3.rolltpl"},
 	} {
 		code, stdout, stderr := run(t, "", args...)
 		if code != ExitOK || strings.Contains(stderr, "error") {
