@@ -11,6 +11,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/lower"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -109,5 +110,14 @@ func TestLowerSteps(t *testing.T) {
 				t.Errorf("parts = %d, want %d", got, tt.parts)
 			}
 		})
+	}
+}
+
+// TestExprRejectsNamedArgs: outside tensor steps a call takes no named
+// arguments; lower.Expr reports one rather than dropping it.
+func TestExprRejectsNamedArgs(t *testing.T) {
+	_, diags := lower.Expr(parseExpr(t, "len(mca.x, n = 1)"))
+	if len(diags) != 1 || !strings.Contains(diags[0].Detail, "named argument n") {
+		t.Errorf("want one diagnostic about the named argument, got %v", diags)
 	}
 }
