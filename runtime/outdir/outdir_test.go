@@ -341,3 +341,60 @@ func TestAbort(t *testing.T) {
 		t.Errorf("in-place abort removed the folder's files: %v", err)
 	}
 }
+
+// TestSyncCommit: with Sync, every file and folder of the output is
+// fsynced before it becomes visible (whoever wrote it), and the folder
+// the entries were renamed into after; without Sync nothing is.
+func TestSyncCommit(t *testing.T) {
+	var synced []string
+	saved := fsync
+	fsync = func(f *os.File) error { synced = append(synced, f.Name()); return nil }
+	t.Cleanup(func() { fsync = saved })
+	rel := func(root string) []string {
+		var out []string
+		for _, p := range synced {
+			r, err := filepath.Rel(root, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(filepath.ToSlash(r), "/")
+			for i, p := range parts {
+				if strings.Contains(p, "-tmp-") { // the temporary folder
+					parts[i] = "TMP"
+				}
+			}
+			out = append(out, strings.Join(parts, "/"))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		exists bool
+		sync   bool
+		want   []string
+	}{
+		{"new folder", false, true, []string{"TMP/.done", "TMP/out/a", "TMP/out.txt", "TMP/out", "TMP", "."}},
+		{"existing folder", true, true, []string{"dst/TMP/.done", "dst/TMP/out/a", "dst/TMP/out.txt", "dst/TMP/out", "dst/TMP", "dst"}},
+		{"no sync", true, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synced = nil
+			root := t.TempDir()
+			dst := filepath.Join(root, "dst")
+			if tc.exists {
+				if err := os.Mkdir(dst, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var notes []string
+			opts := testOptions(&notes)
+			opts.Sync = tc.sync
+			if err := write(dst, opts); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, rel(root)); diff != "" {
+				t.Errorf("fsynced (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
