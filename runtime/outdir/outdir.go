@@ -168,9 +168,11 @@ func RemoveStale(dir, prefix, run string, notice func(string)) error {
 
 // removeStaleInside removes the temporary folders of killed writers
 // inside dst, telling opts.Notice. A writer killed while moving its
-// entries into dst left its journal: the entries it lists that were moved
-// already are a partial output and are removed too (never a name holding
-// a path separator or starting with ".rolltpl": markers, temporaries).
+// entries into dst left its journal: when some listed entries were not
+// moved yet, those moved already are a partial output and are removed too
+// (never a name holding a path separator or starting with ".rolltpl":
+// markers, temporaries); when all were moved, the output is complete and
+// stays.
 func removeStaleInside(dst string, opts Options) error {
 	notice := opts.Notice
 	if notice == nil {
@@ -182,13 +184,26 @@ func removeStaleInside(dst string, opts Options) error {
 	}
 	for _, f := range stale {
 		if b, err := os.ReadFile(filepath.Join(f.Path, journalName)); err == nil {
+			var names []string
+			unmoved := 0
 			for _, n := range strings.Split(string(b), "\n") {
 				if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".rolltpl") {
 					continue
 				}
 				if _, err := os.Lstat(filepath.Join(f.Path, n)); err == nil {
+					unmoved++
 					continue // not moved yet
 				}
+				names = append(names, n)
+			}
+			if unmoved == 0 && len(names) > 0 {
+				// Every entry was moved in: the writer was killed after
+				// its output was complete, while removing its
+				// temporaries. The output stays.
+				notice(fmt.Sprintf("kept the output in %s: the interrupted %s (%s) had moved all of it into place", dst, opts.Run, f.Owner))
+				names = nil
+			}
+			for _, n := range names {
 				p := filepath.Join(dst, n)
 				if _, err := os.Lstat(p); err != nil {
 					continue

@@ -227,7 +227,8 @@ func deadOwner(t *testing.T) string {
 // entries into the folder left a journal: the entries it lists that were
 // moved are removed with its temporary, so the folder is as before (the
 // rerun is not refused for them); entries it lists that are not there
-// and the writer's own marker-like names are left alone.
+// and the writer's own marker-like names are left alone. A writer killed
+// after moving every entry leaves a complete output, which stays.
 func TestStale(t *testing.T) {
 	dead := deadOwner(t)
 	parent := t.TempDir()
@@ -275,6 +276,26 @@ func TestStale(t *testing.T) {
 		if !strings.HasPrefix(notes[i], w) {
 			t.Errorf("notice %q, want %q", notes[i], w)
 		}
+	}
+
+	// Killed after the last entry was moved in, before its temporary
+	// folder (holding only the journal) was removed: the output is
+	// complete and stays.
+	done := filepath.Join(parent, "done")
+	tmp = filepath.Join(done, ".x-tmp-"+dead)
+	put(t, filepath.Join(tmp, journalName), "out.txt\nout\n.done\n")
+	for n, v := range map[string]string{"out.txt": "new out.txt", "out/a": "new out/a", ".done": "new .done"} {
+		put(t, filepath.Join(done, n), v)
+	}
+	notes = nil
+	if _, err := Check(done, testOptions(&notes)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantNew, tree(t, done)); diff != "" {
+		t.Errorf("after recovery of a finished commit (-want +got):\n%s", diff)
+	}
+	if len(notes) != 2 || !strings.HasPrefix(notes[0], "kept the output in "+done) || !strings.HasPrefix(notes[1], "removed "+tmp) {
+		t.Errorf("notices %q", notes)
 	}
 }
 
