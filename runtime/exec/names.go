@@ -2,7 +2,6 @@ package exec
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -103,32 +102,6 @@ func convertPrefix(prefix string, from, to prefixes) string {
 		prefix = strings.Replace(prefix, from.expert, to.expert, 1)
 	}
 	return prefix
-}
-
-// lookupPattern compiles a table key for op lookup: "{}" becomes a lazy
-// group and dots stay unescaped (so "." matches any character), anchored
-// at the start only (Python re.match). Keys that do not compile never
-// match.
-func lookupPattern(key string) *regexp.Regexp {
-	re, err := regexp.Compile(`^(?:` + strings.ReplaceAll(key, "{}", "(.*?)") + `)`)
-	if err != nil {
-		return nil
-	}
-	return re
-}
-
-// escapedPattern compiles a declared name for membership and gathering:
-// dots escaped, "{}" a greedy group. start anchors it at the start.
-func escapedPattern(name string, start bool) *regexp.Regexp {
-	s := strings.ReplaceAll(strings.ReplaceAll(name, ".", `\.`), "{}", "(.*)")
-	if start {
-		s = "^(?:" + s + ")"
-	}
-	re, err := regexp.Compile(s)
-	if err != nil {
-		return nil
-	}
-	return re
 }
 
 // formatTargets substitutes captures into "{}" placeholders in order, as

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -82,7 +83,7 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 	pure := n.pure
 	teK := -1
 	if g.ExpertNaming() == TEGrouped {
-		if d := trailingDigits(pure); d != "" && s.groupedReverseKeys.match(pure[:len(pure)-len(d)]) {
+		if d := trailingDigits(pure); d != "" && s.groupedReverseKeys.Match(pure[:len(pure)-len(d)]) {
 			pure = pure[:len(pure)-len(d)]
 			if teK, err = atoi(d); err != nil {
 				return nil, fmt.Errorf("tensor %q: %w", name, err)
@@ -95,7 +96,7 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 			pure = t
 		}
 	}
-	cls := s.classify(biasAsWeight(pure))
+	cls := s.classify(pure)
 	if cls == Unclassified {
 		return nil, s.unclassified(name, pure)
 	}
@@ -111,11 +112,11 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 	}
 	switch cls {
 	case GroupedDuplicated, GroupedColumn, GroupedRow:
-		if !s.groupedReverseKeys.match(pure) {
+		if !s.groupedReverseKeys.Match(pure) {
 			return nil, fmt.Errorf("tensor %q: with grouped GEMM, expert weights must have grouped names (%s), not %q",
 				name, g.ExpertNaming(), pure)
 		}
-		per, ok := matchedName(pure, s.groupedReverse)
+		per, ok := rollname.MatchedName(pure, s.groupedReverseNames)
 		if !ok {
 			return nil, fmt.Errorf("tensor %q: no per-expert name for grouped name %q", name, pure)
 		}

@@ -140,13 +140,3 @@ func atoi(digits string) (int, error) {
 	}
 	return int(v), nil
 }
-
-// biasAsWeight maps a pure name ending in ".bias" to the name its
-// classification is looked up under (ROLL: pure_name.replace(".bias",
-// ".weight"), which replaces every occurrence).
-func biasAsWeight(pure string) string {
-	if strings.HasSuffix(pure, ".bias") {
-		return strings.ReplaceAll(pure, ".bias", ".weight")
-	}
-	return pure
-}

@@ -186,13 +186,13 @@ func (s *Sharder) onPipeline(name string, pp, vp int) (bool, error) {
 	if strings.HasPrefix(name, "mtp.") {
 		return g.MTPNumLayers > 0 && g.isLast(pp, vp), nil
 	}
-	if s.pre.match(name) {
+	if s.pre.Match(name) {
 		if name == EmbeddingName && (g.MTPNumLayers > 0 || g.TiedEmbeddings) && g.isLast(pp, vp) {
 			return true, nil
 		}
 		return g.isFirst(pp, vp), nil
 	}
-	if s.post.match(name) {
+	if s.post.Match(name) {
 		return g.isLast(pp, vp), nil
 	}
 	n, err := parseName(name)
@@ -222,7 +222,7 @@ func (s *Sharder) fill(t *target, name string, dt tensor.DType, shape tensor.Sha
 			return fmt.Errorf("weight %q: %w", name, err)
 		}
 	}
-	cls := s.classify(biasAsWeight(n.pure))
+	cls := s.classify(n.pure)
 	if cls == Unclassified {
 		return s.unclassified(name, n.pure)
 	}
