@@ -65,6 +65,7 @@ func KeyMatches(key, name string) bool {
 type OpTable struct {
 	keys  []string
 	exact map[string]bool
+	res   []*regexp.Regexp // per key; nil for a key that does not compile
 }
 
 // NewOpTable returns the table of keys; a repeated key keeps its first
@@ -75,6 +76,8 @@ func NewOpTable(keys []string) *OpTable {
 		if !t.exact[k] {
 			t.exact[k] = true
 			t.keys = append(t.keys, k)
+			re, _ := LookupRegexp(k)
+			t.res = append(t.res, re)
 		}
 	}
 	return t
@@ -89,9 +92,9 @@ func (t *OpTable) Lookup(name string) (key string, ok bool) {
 	if t.exact[name] {
 		return name, true
 	}
-	for _, k := range t.keys {
-		if KeyMatches(k, name) {
-			return k, true
+	for i, re := range t.res {
+		if re != nil && re.MatchString(name) {
+			return t.keys[i], true
 		}
 	}
 	return "", false
