@@ -317,6 +317,24 @@ type Effective struct {
 	Maps  map[string][]MapEntry // insertion order kept, later keys replaced in place
 }
 
+// ClassLists returns the set's tensor-parallel classes for
+// [rollname.NewClassifier]: each list class as is, each grouped class as
+// its map's keys followed by its values (ROLL's grouped_*_weights).
+func (e Effective) ClassLists() rollname.ClassLists {
+	out := rollname.ClassLists{}
+	for _, c := range rollname.Classes {
+		out[c] = append(out[c], e.Lists[c.Key()]...)
+		m := e.Maps[c.Key()]
+		for _, me := range m {
+			out[c] = append(out[c], me.From)
+		}
+		for _, me := range m {
+			out[c] = append(out[c], me.To)
+		}
+	}
+	return out
+}
+
 // Effective merges the set's parts, looking up named sets in p.
 func (p *Program) Effective(s *ParallelSet) Effective {
 	e := Effective{Lists: map[string][]string{}, Maps: map[string][]MapEntry{}}
