@@ -115,3 +115,36 @@ func OpNameRegexp(name string, anchored bool) (*regexp.Regexp, error) {
 	}
 	return re, nil
 }
+
+// FormatNames is the renaming at the end of ROLL's
+// ConverOp._to_names_and_weights: with captures (the values the "{}" of
+// a gathered name matched), every target name gets them substituted into
+// its "{}" placeholders in order, as Python's
+// to_name.format(*captures) does; without captures the names are
+// unchanged. A name with more "{}" than captures is an error.
+func FormatNames(names []string, captures []string) ([]string, error) {
+	if len(captures) == 0 {
+		return names, nil
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		var b strings.Builder
+		k := 0
+		for {
+			j := strings.Index(n, "{}")
+			if j < 0 {
+				b.WriteString(n)
+				break
+			}
+			if k >= len(captures) {
+				return nil, fmt.Errorf("target %q has more {} than the %d captured values", names[i], len(captures))
+			}
+			b.WriteString(n[:j])
+			b.WriteString(captures[k])
+			k++
+			n = n[j+2:]
+		}
+		out[i] = b.String()
+	}
+	return out, nil
+}

@@ -67,6 +67,16 @@ def matched(name, m):
             return v[: v.find(".lora")] + name[name.find(".lora") :]
     return None
 
+def to_names(from_name, name, to_names):
+    # the renaming of ConverOp._to_names_and_weights for one gathered name
+    match = re.findall(from_name.replace(".", r"\.").replace("{}", "(.*)"), name)
+    if match:
+        try:
+            return [t.format(*match) for t in to_names]
+        except IndexError:
+            return None
+    return to_names
+
 def prefix(key, rules):
     for p, unless in rules:
         if not any(fnmatchcase(key, u) for u in unless):
@@ -86,6 +96,8 @@ for c in json.load(sys.stdin):
         out.append(classify(c["name"], c.get("lists", {}), c.get("grouped", False), c.get("swiglu", False)))
     elif k == "matched":
         out.append(matched(c["name"], dict(c.get("map", []))))
+    elif k == "format":
+        out.append(to_names(c["pat"], c["name"], c["keys"]))
     elif k == "prefix":
         out.append(prefix(c["name"], c.get("rules", [])))
 json.dump(out, sys.stdout)
@@ -171,6 +183,20 @@ func goAnswer(c tcase) any {
 			return v
 		}
 		return nil
+	case "format":
+		re, err := OpNameRegexp(c.Pat, false)
+		if err != nil {
+			return err.Error()
+		}
+		var captures []string
+		if m := re.FindStringSubmatch(c.Name); m != nil {
+			captures = m[1:]
+		}
+		names, err := FormatNames(c.Keys, captures)
+		if err != nil {
+			return nil
+		}
+		return names
 	case "prefix":
 		var rules []PrefixRule
 		for _, r := range c.Rules {
@@ -321,6 +347,13 @@ func namingCases() []tcase {
 		{Kind: "matched", Name: ".mlp.experts.linear_fc1.weight", Map: lora},
 		{Kind: "matched", Name: ".mlp.experts.linear_fc1.lora_B.weight", Map: lora},
 		{Kind: "matched", Name: ".mlp.experts.linear_fc2.weight", Map: lora},
+		// ConverOp name patterns: "{}" greedy, dots escaped, captures
+		// formatted into the targets
+		{Kind: "format", Pat: "visual.{}", Name: "visual.blocks.0.attn.qkv.weight", Keys: []string{"vision_model.{}"}},
+		{Kind: "format", Pat: ".experts.{}.weight", Name: ".experts.3.weight", Keys: []string{".local_experts.{}.fc1.weight", ".x.{}"}},
+		{Kind: "format", Pat: "model.{}", Name: "xmodel.norm", Keys: []string{"decoder.{}"}},
+		{Kind: "format", Pat: "a.{}", Name: "a_b", Keys: []string{"c.{}"}},
+		{Kind: "format", Pat: "a.{}", Name: "a.b", Keys: []string{"c.{}.{}"}},
 		// key prefixing
 		{Kind: "prefix", Name: "hidden_size", Rules: vision},
 		{Kind: "prefix", Name: "image_token_id", Rules: vision},

@@ -103,32 +103,3 @@ func convertPrefix(prefix string, from, to prefixes) string {
 	}
 	return prefix
 }
-
-// formatTargets substitutes captures into "{}" placeholders in order, as
-// Python's str.format(*captures) does.
-func formatTargets(names []string, captures []string) ([]string, error) {
-	if len(captures) == 0 {
-		return names, nil
-	}
-	out := make([]string, len(names))
-	for i, n := range names {
-		var b strings.Builder
-		k := 0
-		for {
-			j := strings.Index(n, "{}")
-			if j < 0 {
-				b.WriteString(n)
-				break
-			}
-			if k >= len(captures) {
-				return nil, fmt.Errorf("target %q has more {} than the %d captured values", names[i], len(captures))
-			}
-			b.WriteString(n[:j])
-			b.WriteString(captures[k])
-			k++
-			n = n[j+2:]
-		}
-		out[i] = b.String()
-	}
-	return out, nil
-}

@@ -79,16 +79,6 @@ func TestLookupTable(t *testing.T) {
 	}
 }
 
-func TestFormatTargets(t *testing.T) {
-	got, err := formatTargets([]string{"vision_model.{}", "x.{}.{}"}, []string{"a.b", "c"})
-	if err != nil || got[0] != "vision_model.a.b" || got[1] != "x.a.b.c" {
-		t.Errorf("%v %v", got, err)
-	}
-	if _, err := formatTargets([]string{"{}.{}"}, []string{"a"}); err == nil {
-		t.Error("too few captures: no error")
-	}
-}
-
 func TestAssignShards(t *testing.T) {
 	outs := []Output{{Name: "a", Size: 4}, {Name: "b", Size: 4}, {Name: "c", Size: 20}, {Name: "d", Size: 1}, {Name: "e", Size: 9}}
 	got := assignShards(outs, 10)

@@ -6,9 +6,10 @@ import "github.com/rolltpl/rolltpl/compiler/rollname"
 // DistParallelConfig (roll-converter-spec.md §5.1). Every pattern is
 // matched against a pure MCA name (layer and expert prefix removed, or the
 // full name of a global weight) by exact equality or as a whole-string
-// shell glob (Python fnmatch), by package rollname. Lists keep their declaration order; maps
-// keep insertion order, a later entry for the same key replacing the
-// earlier value in place, as a Python dict update does.
+// shell glob (Python fnmatch), by package rollname. Lists keep their
+// declaration order; maps keep insertion order, a later entry for the
+// same key replacing the earlier value in place, as a Python dict update
+// does.
 type Classification struct {
 	PreProcess  []string // first pipeline stage
 	PostProcess []string // last pipeline stage
