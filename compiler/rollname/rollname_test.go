@@ -77,6 +77,88 @@ def to_names(from_name, name, to_names):
             return None
     return to_names
 
+# convert_utils.py, MCA side
+MCA_LAYER_PREFIX = "decoder.layers."
+MCA_MOE_PREFIX = ".mlp.experts.local_experts."
+MCA_MTP_PREFIX = "mtp.layers."
+MCA_MTP_MOE_PREFIX = ".mtp_model_layer.mlp.experts.local_experts."
+
+def get_layer_index(weight_name, prefix):
+    match = re.match(rf"^{re.escape(prefix)}(\d+)(?:\.|$)", weight_name)
+    return int(match.group(1)) if match else None
+
+def get_moe_index(weight_name, prefix, moe_prefix):
+    if not weight_name.startswith(prefix):
+        return None
+    match = re.match(rf"^({re.escape(prefix)}\d+{re.escape(moe_prefix)})(\d+)(?:\.|$)", weight_name)
+    return int(match.group(2)) if match else None
+
+def get_layer_prefix(weight_name, prefix):
+    if match := re.match(rf"^({re.escape(prefix)}\d+)", weight_name):
+        return match.group(1)
+    raise ValueError(weight_name)
+
+def get_moe_prefix(weight_name, prefix, moe_prefix):
+    if match := re.match(rf"^({re.escape(prefix)}\d+{re.escape(moe_prefix)}\d+)", weight_name):
+        return match.group(1)
+    if match := re.match(rf"^({re.escape(prefix)}\d+{re.escape(moe_prefix)})", weight_name):
+        return match.group(1)
+    raise ValueError(weight_name)
+
+def get_weight_prefix(weight_name, prefix, moe_prefix=None):
+    if not weight_name.startswith(prefix):
+        return ""
+    if moe_prefix is not None and moe_prefix in weight_name:
+        return get_moe_prefix(weight_name, prefix, moe_prefix)
+    return get_layer_prefix(weight_name, prefix)
+
+def remove_weight_prefix(weight_name, prefix, moe_prefix=None):
+    return weight_name.removeprefix(get_weight_prefix(weight_name, prefix, moe_prefix))
+
+def remove_mca_weight_prefix(weight_name):
+    if weight_name.startswith(MCA_MTP_PREFIX):
+        return remove_weight_prefix(weight_name, MCA_MTP_PREFIX, MCA_MTP_MOE_PREFIX).replace(".mtp_model_layer", "")
+    return remove_weight_prefix(weight_name, MCA_LAYER_PREFIX, MCA_MOE_PREFIX)
+
+def get_mca_layer_index(weight_name):
+    if weight_name.startswith(MCA_MTP_PREFIX):
+        return get_layer_index(weight_name, MCA_MTP_PREFIX)
+    return get_layer_index(weight_name, MCA_LAYER_PREFIX)
+
+def get_mca_moe_index(weight_name):
+    if weight_name.startswith(MCA_MTP_PREFIX):
+        return get_moe_index(weight_name, MCA_MTP_PREFIX, MCA_MTP_MOE_PREFIX)
+    return get_moe_index(weight_name, MCA_LAYER_PREFIX, MCA_MOE_PREFIX)
+
+def add_layer_prefix(weight_name, layer_index, prefix, moe_index=None, moe_prefix=None):
+    if not weight_name.startswith("."):
+        return weight_name
+    if moe_index is not None and moe_prefix is not None:
+        return f"{prefix}{layer_index}{moe_prefix}{moe_index}" + weight_name
+    return f"{prefix}{layer_index}" + weight_name
+
+def add_mca_mtp_layer_prefix(weight_name, layer_index, moe_index=None):
+    if not weight_name.startswith("."):
+        return weight_name
+    if moe_index is not None:
+        weight_name = add_layer_prefix(weight_name, moe_index, MCA_MTP_MOE_PREFIX)
+    has_transformer_layer = ".mtp_model_layer" not in weight_name and (
+        "self_attention" in weight_name or "mlp" in weight_name or "input_layernorm" in weight_name
+    )
+    return MCA_MTP_PREFIX + str(layer_index) + (".mtp_model_layer" if has_transformer_layer else "") + weight_name
+
+def mca_name(name):
+    try:
+        pure = remove_mca_weight_prefix(name)
+    except ValueError:
+        return "error"
+    layer, moe = get_mca_layer_index(name), get_mca_moe_index(name)
+    if name.startswith(MCA_MTP_PREFIX):
+        back = add_mca_mtp_layer_prefix(pure, layer, moe)
+    else:
+        back = add_layer_prefix(pure, layer, MCA_LAYER_PREFIX, moe, MCA_MOE_PREFIX)
+    return [layer, moe, pure, back]
+
 def prefix(key, rules):
     for p, unless in rules:
         if not any(fnmatchcase(key, u) for u in unless):
@@ -96,6 +178,8 @@ for c in json.load(sys.stdin):
         out.append(classify(c["name"], c.get("lists", {}), c.get("grouped", False), c.get("swiglu", False)))
     elif k == "matched":
         out.append(matched(c["name"], dict(c.get("map", []))))
+    elif k == "mcaname":
+        out.append(mca_name(c["name"]))
     elif k == "format":
         out.append(to_names(c["pat"], c["name"], c["keys"]))
     elif k == "prefix":
@@ -183,6 +267,18 @@ func goAnswer(c tcase) any {
 			return v
 		}
 		return nil
+	case "mcaname":
+		n, err := ParseMCAName(c.Name)
+		if err != nil {
+			return "error"
+		}
+		idx := func(i int) any {
+			if i < 0 {
+				return nil
+			}
+			return i
+		}
+		return []any{idx(n.Layer), idx(n.Expert), n.Pure, AddMCAPrefix(n.Pure, n.MTP, n.Layer, n.Expert)}
 	case "format":
 		re, err := OpNameRegexp(c.Pat, false)
 		if err != nil {
@@ -212,6 +308,8 @@ func goAnswer(c tcase) any {
 }
 
 func glob(pat, name string) tcase { return tcase{Kind: "glob", Pat: pat, Name: name} }
+
+func mcaName(name string) tcase { return tcase{Kind: "mcaname", Name: name} }
 
 func lookup(name string, keys ...string) tcase {
 	return tcase{Kind: "lookup", Name: name, Keys: keys}
@@ -347,6 +445,21 @@ func namingCases() []tcase {
 		{Kind: "matched", Name: ".mlp.experts.linear_fc1.weight", Map: lora},
 		{Kind: "matched", Name: ".mlp.experts.linear_fc1.lora_B.weight", Map: lora},
 		{Kind: "matched", Name: ".mlp.experts.linear_fc2.weight", Map: lora},
+		// MCA names: layer, expert, pure name (remove_mca_weight_prefix)
+		// and the name rebuilt from them
+		mcaName("decoder.layers.3.self_attention.linear_qkv.weight"),
+		mcaName("decoder.layers.12.mlp.experts.local_experts.7.linear_fc1.weight"),
+		mcaName("decoder.layers.0.mlp.experts.linear_fc1.weight0"),
+		mcaName("decoder.layers.1.mlp.experts.local_experts.linear_fc2.weight"),
+		mcaName("decoder.layers.2x.input_layernorm.weight"),
+		mcaName("decoder.layers.x.weight"),
+		mcaName("decoder.layers.4.self_attention.mlp.experts.local_experts.1x.w"),
+		mcaName("decoder.final_layernorm.weight"),
+		mcaName("embedding.word_embeddings.weight"),
+		mcaName("mtp.layers.0.enorm.weight"),
+		mcaName("mtp.layers.0.mtp_model_layer.self_attention.linear_qkv.weight"),
+		mcaName("mtp.layers.1.mtp_model_layer.mlp.experts.local_experts.5.linear_fc1.weight"),
+		mcaName("mtp.layers.0.mtp_model_layer.input_layernorm.weight"),
 		// ConverOp name patterns: "{}" greedy, dots escaped, captures
 		// formatted into the targets
 		{Kind: "format", Pat: "visual.{}", Name: "visual.blocks.0.attn.qkv.weight", Keys: []string{"vision_model.{}"}},

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 )
 
-// MCA-side prefixes (ROLL convert_utils.py).
+// MCA-side prefixes (ROLL convert_utils.py, package rollname).
 const (
-	MCALayerPrefix  = "decoder.layers."
-	MCAExpertPrefix = ".mlp.experts.local_experts."
+	MCALayerPrefix  = rollname.MCALayerPrefix
+	MCAExpertPrefix = rollname.MCAExpertPrefix
 )
 
 // prefixes are the layer prefix P and expert prefix M of one side.

@@ -110,13 +110,13 @@ func (s *Sharder) classify(pure string) Class {
 
 // Classify returns the class of a global MCA name.
 func (s *Sharder) Classify(name string) (Class, error) {
-	n, err := parseName(name)
+	n, err := rollname.ParseMCAName(name)
 	if err != nil {
 		return Unclassified, err
 	}
-	c := s.classify(n.pure)
+	c := s.classify(n.Pure)
 	if c == Unclassified {
-		return c, s.unclassified(name, n.pure)
+		return c, s.unclassified(name, n.Pure)
 	}
 	return c, nil
 }

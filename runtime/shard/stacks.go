@@ -33,8 +33,8 @@ func NewStacks(l Layout, c Classification) (*Stacks, error) {
 // ROLL's order, or Unclassified.
 func (s *Stacks) Class(name string) Class {
 	pure := name
-	if n, err := parseName(name); err == nil {
-		pure = n.pure
+	if n, err := rollname.ParseMCAName(name); err == nil {
+		pure = n.Pure
 	}
 	return s.plain.Classify(pure, false, s.l.Swiglu)
 }
