@@ -375,6 +375,7 @@ func (c *checker) ops(t *ir.Template) {
 			}
 		}
 		c.names(t, op)
+		c.nameRegexps(t, op)
 		if d, ok := op.Params["dim"]; ok && (d.Text != "0" && d.Text != "1" && d.Text != "-1" && d.Text != "-2") {
 			c.add(diag.Errorf(op.Span, "param-range", "dim out of range",
 				"Weights are matrices or vectors: dim must be 0, 1, -1 or -2, not %s.", d.Text))

@@ -39,7 +39,11 @@ func LookupRegexp(key string) (*regexp.Regexp, error) {
 	if ok {
 		return e.re, e.err
 	}
-	re, err := regexp.Compile(`\A(?:` + strings.ReplaceAll(key, "{}", "(.*?)") + `)`)
+	src := strings.ReplaceAll(key, "{}", "(.*?)")
+	re, err := regexp.Compile(src) // for an error about the key itself
+	if err == nil {
+		re, err = regexp.Compile(`\A(?:` + src + `)`)
+	}
 	if err != nil {
 		err = fmt.Errorf("op name %q is not a regular expression ROLL's lookup can use: %v", key, err)
 		re = nil
@@ -106,10 +110,10 @@ func (t *OpTable) Lookup(name string) (key string, ok bool) {
 // it is unanchored, as _to_names_and_weights' re.findall uses it.
 func OpNameRegexp(name string, anchored bool) (*regexp.Regexp, error) {
 	s := strings.ReplaceAll(strings.ReplaceAll(name, ".", `\.`), "{}", "(.*)")
-	if anchored {
-		s = `\A(?:` + s + ")"
-	}
 	re, err := regexp.Compile(s)
+	if err == nil && anchored {
+		re, err = regexp.Compile(`\A(?:` + s + ")")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("op name %q is not a regular expression ROLL can use: %v", name, err)
 	}
