@@ -6,7 +6,8 @@ import "sort"
 // diagnostic names its code through one of these constants, never as a
 // string literal (a test scans the project for literals), and every code
 // here is documented in lang/spec.md §11 (a test compares the two) and
-// asserted by a case of compiler/testdata/diagnostics.
+// asserted by a case of cmd/rolltplc/internal/cli/testdata/diagnostics
+// (TestDiagnosticCorpusCoversCodes names the few asserted elsewhere).
 //
 // To add a code: add the constant and its [CodeInfo] entry below, add a
 // row to the table of lang/spec.md §11, and add a corpus case named after
