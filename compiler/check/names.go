@@ -25,7 +25,7 @@ func (c *checker) nameRegexps(t *ir.Template, op *ir.Op) {
 				_, err = rollname.OpNameRegexp(n, true)
 			}
 			if err != nil {
-				c.add(diag.Errorf(op.Span, "name-regexp", "Op name is not a usable regular expression",
+				c.add(diag.Errorf(op.Span, diag.NameRegexp, "Op name is not a usable regular expression",
 					"ROLL matches op names as Python regular expressions (\".\" any character, \"{}\" a wildcard); %v. Use plain name characters.", err))
 				return
 			}
