@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -570,4 +571,24 @@ func TestGlobCacheBounded(t *testing.T) {
 	if n > maxCached {
 		t.Fatalf("cache holds %d globs, bound %d", n, maxCached)
 	}
+}
+
+// FuzzTranslate checks that every pattern translates to a regexp RE2
+// compiles (Python's translate never fails, so neither may ours) and that
+// a pattern without metacharacters matches exactly itself.
+func FuzzTranslate(f *testing.F) {
+	for _, c := range namingCases() {
+		if c.Kind == "glob" {
+			f.Add(c.Pat, c.Name)
+		}
+	}
+	f.Fuzz(func(t *testing.T, pat, name string) {
+		if _, err := regexp.Compile(Translate(pat)); err != nil {
+			t.Fatalf("Translate(%q) = %s: %v", pat, Translate(pat), err)
+		}
+		got := Fnmatch(name, pat)
+		if !strings.ContainsAny(pat, "*?[") && got != (name == pat) {
+			t.Fatalf("Fnmatch(%q, %q) = %v for a literal pattern", name, pat, got)
+		}
+	})
 }
