@@ -80,3 +80,33 @@ func TestHoverParallelClassROLL(t *testing.T) {
 		}
 	}
 }
+
+// TestHoverStdlibQKVBias: with the stdlib's default parallel set (ROLL's
+// default_dist_config, whose column class lists the qkv weight only),
+// hover on a qkv bias reports column, as check and the runtime classify
+// it.
+func TestHoverStdlibQKVBias(t *testing.T) {
+	const text = `import "parallel"
+import "common"
+
+template qkv_bias_hover {
+    layer_prefix = "model.layers."
+    weights {
+        use qkv
+        qkv_bias ".self_attn.q_proj.bias", ".self_attn.k_proj.bias", ".self_attn.v_proj.bias"
+            -> ".self_attention.linear_qkv.bias"
+    }
+    parallel { use default }
+}
+`
+	c := newInitialized(t, Options{})
+	uri := pathToURI(filepath.Join(t.TempDir(), "qkv_bias_hover.rolltpl"))
+	c.open(uri, text)
+	h := hoverAt(t, c, uri, posOf(t, text, `-> ".self_attention.linear_qkv.bias"`, 5))
+	if h == nil {
+		t.Fatal("no hover")
+	}
+	if !strings.Contains(h.Contents.Value, "\n\nIn template `qkv_bias_hover`: parallel class `column`\n\n") {
+		t.Errorf("hover does not report the column class:\n%s", h.Contents.Value)
+	}
+}
