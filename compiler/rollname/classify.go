@@ -136,12 +136,6 @@ func (c *Classifier) Classify(pure string, grouped, swiglu bool) Class {
 	return Unclassified
 }
 
-// Matches reports whether the pure name (read through [PureName]) is in
-// class k's patterns, whatever the classes before it.
-func (c *Classifier) Matches(k Class, pure string) bool {
-	return k > Unclassified && int(k) < len(c.classes) && c.classes[k].Match(PureName(pure))
-}
-
 // MapEntry is one entry of a map-valued parallel class.
 type MapEntry struct {
 	From, To string

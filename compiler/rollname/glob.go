@@ -1,10 +1,14 @@
 // Package rollname owns ROLL's naming rules, each in one place: shell
 // globs as Python's fnmatch matches them (parallel classes, key-prefix
 // exceptions), op lookup as ROLL's Template.get_conver_op does it, the
-// ConverOp name patterns, pure names for classification (".bias" read as
-// ".weight"), parallel classification in DistConverter.dist_convert's
-// first-match order, and HF config key prefixing. The checker, the IR,
-// the runtime, the LSP and the Python emitter call it; none keeps a copy.
+// ConverOp name patterns and target renaming, MCA name prefixes
+// (remove_mca_weight_prefix and its inverse), pure names for
+// classification (".bias" read as ".weight"), parallel classification in
+// DistConverter.dist_convert's first-match order, and HF config key
+// prefixing. The checker, the IR, the runtime and the LSP call it and keep
+// no copy; the Python the emitter writes runs under ROLL, whose own
+// fnmatch and re these rules restate (the tests check them against
+// Python).
 //
 // It imports nothing of the project, so every layer may import it.
 package rollname
