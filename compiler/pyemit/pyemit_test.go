@@ -13,6 +13,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/lang/langtest"
 )
 
 // TestModelOpsAndPrefixRules builds a template using the ops ROLL defines
@@ -40,7 +41,7 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 			continue
 		}
 		golden := filepath.Join("testdata", "model_ops.golden", f.Name)
-		if os.Getenv("ROLLTPL_UPDATE") != "" {
+		if langtest.Update() {
 			_ = os.MkdirAll(filepath.Dir(golden), 0o755)
 			if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
 				t.Fatal(err)
@@ -90,6 +91,19 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantEff, tm.Effective); diff != "" {
 		t.Errorf("effective config map mismatch (-want +got):\n%s", diff)
+	}
+	// The emitted rules (Python's fnmatch) prefix every key as the Go
+	// side's rollname does.
+	for _, tpl := range res.Program.Templates {
+		if py, ok := got.Templates[tpl.Name]; ok && len(tpl.KeyPrefixes) > 0 {
+			goEff := map[string]string{}
+			for _, e := range tpl.Config {
+				goEff[tpl.EffectiveKey(e.HF)] = e.MCA
+			}
+			if diff := cmp.Diff(goEff, py.Effective); diff != "" {
+				t.Errorf("%s: effective keys, Go vs emitted Python (-go +python):\n%s", tpl.Name, diff)
+			}
+		}
 	}
 	opClasses := func(name string) []string {
 		var classes []string
