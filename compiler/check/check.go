@@ -446,6 +446,14 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 		for side, names := range [][]string{hf, mca} {
 			for _, n := range names {
 				prev := seen[side][n]
+				if prev != nil && prev != op && side == 1 && isSplit(prev) != isSplit(op) {
+					// A fused-expert split op and a per-expert op: the two HF
+					// layouts of the same experts. HF -> MCA takes either;
+					// MCA -> HF writes the layout of the later op (lookup's
+					// last declaration), spec §7.
+					seen[side][n] = op
+					continue
+				}
 				if prev != nil && prev != op {
 					if side == 0 {
 						d := diag.Errorf(op.Span, "duplicate-name", "HF name registered twice",
@@ -468,6 +476,9 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 		}
 	}
 }
+
+// isSplit reports whether op expands fused expert tensors.
+func isSplit(op *ir.Op) bool { return op.Kind == "split_experts" || op.Kind == "split_stack_experts" }
 
 // reachability reports wildcard ops whose names an earlier table key always
 // takes (ROLL tries exact keys first, then every key in insertion order).
