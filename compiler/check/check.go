@@ -101,6 +101,7 @@ func (c *checker) template(t *ir.Template) {
 	}
 	c.ops(t)
 	c.parallel(t)
+	c.layout(t)
 	c.knownMistakes(t)
 }
 
@@ -558,17 +559,9 @@ func (c *checker) parallel(t *ir.Template) {
 		}
 		return
 	}
-	base := c.prog.Effective(t.Parallel)
-	withFlag := base
-	if s := c.prog.ParallelSet("megatron_llama"); s != nil {
-		withFlag = merge(base, c.prog.Effective(s))
-	}
 	reported := map[string]bool{}
 	for _, mode := range templateModes(t) {
-		eff := base
-		if mode["megatron_llama"] {
-			eff = withFlag
-		}
+		eff := c.effective(t, mode)
 		for _, op := range t.Ops {
 			_, mca := op.Resolved(mode)
 			for _, n := range mca {
@@ -582,6 +575,16 @@ func (c *checker) parallel(t *ir.Template) {
 			}
 		}
 	}
+}
+
+// effective returns the parallel classification of t in a build-flag
+// mode: with megatron_llama, the named set of that name is merged in.
+func (c *checker) effective(t *ir.Template, mode map[string]bool) ir.Effective {
+	eff := c.prog.Effective(t.Parallel)
+	if s := c.prog.ParallelSet("megatron_llama"); s != nil && mode["megatron_llama"] {
+		eff = merge(eff, c.prog.Effective(s))
+	}
+	return eff
 }
 
 func pure(n string) string {
