@@ -43,15 +43,17 @@ import (
 const MCASchema = "mca"
 
 type checker struct {
-	prog  *ir.Program
-	set   *schema.Set
-	diags diag.List
+	prog *ir.Program
+	// all are the schemas of the program; set are those the template
+	// being checked sees (all.For(its file)).
+	all, set *schema.Set
+	diags    diag.List
 }
 
-// Check checks every template of p. With a nil set the schema checks are
-// skipped.
+// Check checks every template of p against the schemas its file sees
+// (set.For(t.File)). With a nil set the schema checks are skipped.
 func Check(p *ir.Program, set *schema.Set) diag.List {
-	c := &checker{prog: p, set: set}
+	c := &checker{prog: p, all: set}
 	for _, t := range p.Templates {
 		c.template(t)
 	}
@@ -96,6 +98,7 @@ func templateModes(t *ir.Template) []map[string]bool {
 }
 
 func (c *checker) template(t *ir.Template) {
+	c.set = c.all.For(t.File)
 	if c.set != nil {
 		c.config(t)
 	}
@@ -109,23 +112,25 @@ func (c *checker) template(t *ir.Template) {
 // with a config schema in set: the type and default of the HF key each
 // entry maps, for [ir.Template.CheckHFConfig]. A key below a dict or any
 // field takes any value; a key the schema lacks takes any value and has
-// no default. Templates without a schema keep nil types.
+// no default only when the MCA key it maps needs a value (see skippable).
+// Templates without a schema keep nil types.
 func AnnotateConfigTypes(p *ir.Program, set *schema.Set) {
 	if p == nil || set == nil {
 		return
 	}
 	for _, t := range p.Templates {
-		root := set.Schema(t.Name)
+		root := set.For(t.File).Schema(t.Name)
 		if root == nil {
 			continue
 		}
 		for i, e := range t.Config {
 			parts := strings.Split(EffectiveKey(t, e.HF), ".")
-			f, holder, _ := set.Resolve(root, parts)
+			f, holder, _ := set.For(t.File).Resolve(root, parts)
 			if f == nil {
-				// Unknown to the schema (check warns or errs): any value,
-				// and no default.
-				t.Config[i].Type = &ir.ConfigType{Kinds: []string{"any"}}
+				// Unknown to the schema (check warns or errs): any value.
+				// Missing from a config.json it is skipped by ROLL, which
+				// is fine unless the MCA key cannot do without it.
+				t.Config[i].Type = &ir.ConfigType{Kinds: []string{"any"}, Default: skippable(e)}
 				continue
 			}
 			ct := &ir.ConfigType{Nullable: f.Type.Nullable, Default: f.Default != ""}
@@ -153,7 +158,7 @@ func (c *checker) config(t *ir.Template) {
 	mca := c.set.Schema(MCASchema)
 	if hf == nil && len(t.Config) > 0 {
 		c.add(diag.Warningf(t.NameSpan, "no-schema", "No config schema for this model type",
-			"The stdlib has no HF config schema for %q, so its config keys are not checked. Generate one with `rolltplc schema infer config.json`.", t.Name))
+			"No schema %q is declared in this file, the files it imports or the stdlib, so its config keys are not checked. Generate one with `rolltplc schema infer config.json > %s_schema.rolltpl` and import it.", t.Name, t.Name))
 	}
 	mapped := map[string]ir.ConfigEntry{}
 	for _, e := range t.Config {

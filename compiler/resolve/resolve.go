@@ -10,8 +10,15 @@
 // in Go.
 //
 // Declarations live in one namespace per kind (template, config, mca,
-// weights, parallel), so `config llm` and `weights llm` do not clash. Two
-// declarations of the same kind and name visible from one file are an error.
+// weights, parallel, schema), so `config llm` and `weights llm` do not
+// clash. Two declarations of the same kind and name visible from one file
+// are an error.
+//
+// Config schemas follow the same rules, with one addition: the schema
+// library (the stdlib's config schemas, [Loader.SchemaLib]) is visible from
+// every file without an import, below the file's own and imported schemas.
+// A user's `schema llama` thus replaces the stdlib's for the files that see
+// it, and a user schema may `use` a stdlib fragment.
 //
 // Binding walks every `use NAME` and `extends NAME` and records the
 // declaration it names in [Info.Uses]; declarations are recorded in
@@ -77,8 +84,11 @@ type Info struct {
 	Files []*File
 	// Roots are the files the user named.
 	Roots []*File
-	Defs  map[*ast.Ident]*Symbol
-	Uses  map[*ast.Ident]*Symbol
+	// Prelude are the files of the schema library, whose schemas every
+	// file sees (see [Loader.SchemaLib]); they are also in Files.
+	Prelude []*File
+	Defs    map[*ast.Ident]*Symbol
+	Uses    map[*ast.Ident]*Symbol
 }
 
 // File returns the loaded file with the given path, or nil.
@@ -101,6 +111,13 @@ func (in *Info) Lookup(f *File, k Kind, name string) *Symbol {
 			return s
 		}
 	}
+	if k == KindSchema {
+		for _, p := range in.Prelude {
+			if s := p.Symbols[k][name]; s != nil {
+				return s
+			}
+		}
+	}
 	return nil
 }
 
@@ -115,6 +132,13 @@ func (in *Info) Visible(f *File, k Kind) []string {
 			seen[n] = true
 		}
 	}
+	if k == KindSchema {
+		for _, p := range in.Prelude {
+			for n := range p.Symbols[k] {
+				seen[n] = true
+			}
+		}
+	}
 	out := make([]string, 0, len(seen))
 	for n := range seen {
 		out = append(out, n)
@@ -126,12 +150,20 @@ func (in *Info) Visible(f *File, k Kind) []string {
 // LibPrefix is the path prefix given to library files in positions.
 const LibPrefix = "stdlib/templates/"
 
+// SchemaLibPrefix is the path prefix given to schema library files in
+// positions.
+const SchemaLibPrefix = "stdlib/schema/"
+
 // Loader reads source files.
 type Loader struct {
 	// ReadFile reads a user file by path; nil means user files cannot be read.
 	ReadFile func(path string) ([]byte, error)
 	// Lib is the library: a file system whose root holds NAME.rolltpl files.
 	Lib fs.FS
+	// SchemaLib, when set, is the schema library: every .rolltpl file at
+	// its root is loaded, and the schemas they declare are visible from
+	// every file (the stdlib's config schemas).
+	SchemaLib fs.FS
 	// Overlay, when set, supplies file contents by path before ReadFile is
 	// asked (the language server passes unsaved editor buffers here).
 	Overlay map[string][]byte
@@ -166,6 +198,7 @@ func (ld *Loader) Load(paths []string) (*Info, diag.List) {
 		}
 		st.info.Roots = append(st.info.Roots, f)
 	}
+	st.loadSchemaLib()
 	for _, f := range st.info.Files {
 		st.checkDuplicates(f)
 	}
@@ -202,6 +235,21 @@ func (st *loadState) load(name string, lib bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	f := st.add(key, display, src, lib)
+	for _, d := range f.AST.Decls {
+		if d.Import == nil {
+			continue
+		}
+		imp := st.resolveImport(f, name, lib, d.Import)
+		if imp != nil {
+			f.Imports = append(f.Imports, imp)
+		}
+	}
+	return f, nil
+}
+
+// add parses src and records the file and its declarations.
+func (st *loadState) add(key, display string, src []byte, lib bool) *File {
 	parse := st.ld.Parse
 	if parse == nil {
 		parse = parser.ParseFile
@@ -212,16 +260,48 @@ func (st *loadState) load(name string, lib bool) (*File, error) {
 	st.byKey[key] = f
 	st.info.Files = append(st.info.Files, f)
 	st.collect(f)
-	for _, d := range astf.Decls {
-		if d.Import == nil {
+	return f
+}
+
+// loadSchemaLib loads every .rolltpl file of the schema library, in name
+// order, as the prelude.
+func (st *loadState) loadSchemaLib() {
+	if st.ld.SchemaLib == nil {
+		return
+	}
+	entries, err := fs.ReadDir(st.ld.SchemaLib, ".")
+	if err != nil {
+		st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}, End: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}},
+			"read-error", "Cannot read the schema library", "%v", err))
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".rolltpl") {
 			continue
 		}
-		imp := st.resolveImport(f, name, lib, d.Import)
-		if imp != nil {
-			f.Imports = append(f.Imports, imp)
+		src, err := fs.ReadFile(st.ld.SchemaLib, e.Name())
+		display := SchemaLibPrefix + e.Name()
+		if err != nil {
+			st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: display, Line: 1, Column: 1}, End: token.Pos{Filename: display, Line: 1, Column: 1}},
+				"read-error", "Cannot read schema file", "%v", err))
+			continue
+		}
+		st.info.Prelude = append(st.info.Prelude, st.add("schema:"+e.Name(), display, src, true))
+	}
+	// The prelude is one namespace: a name declared in two of its files is
+	// a duplicate.
+	for i, f := range st.info.Prelude {
+		for name, s := range f.Symbols[KindSchema] {
+			for _, g := range st.info.Prelude[:i] {
+				if other := g.Symbols[KindSchema][name]; other != nil {
+					d := diag.Errorf(s.Ident.Span(), "duplicate-declaration", "Duplicate declaration",
+						"schema %q is also declared in %s.", name, g.Path)
+					d.Related = []diag.Related{{Span: other.Ident.Span(), Message: "also declared here"}}
+					st.diags.Add(d)
+				}
+			}
 		}
 	}
-	return f, nil
 }
 
 func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Import) *File {
@@ -367,6 +447,14 @@ func (st *loadState) bind(f *File) {
 				for _, it := range x.Items {
 					if it.Use != nil {
 						st.use(f, KindSchema, it.Use.Name)
+					}
+				}
+			case *ast.TypeAtom:
+				// A field type naming a schema: bound when visible (the
+				// schema builder reports an unknown type).
+				if x.Name != nil && !schema.BasicTypes[x.Name.Name] {
+					if s := st.info.Lookup(f, KindSchema, x.Name.Name); s != nil {
+						st.info.Uses[x.Name] = s
 					}
 				}
 			}

@@ -49,13 +49,11 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		printDiags(e, more, diag.Sources{path: src}, format)
 		return ExitError
 	}
-	// A schema inferred from the file covers model types the stdlib lacks.
-	var extra *schema.Set
-	if set, _ := stdlibSchemas(); set.Schema(modelType) == nil {
-		text := schema.Infer(modelType, cfg)
-		f, _ := parser.ParseFile("inferred:"+modelType, []byte(text))
-		extra, _ = schema.Load([]schema.Source{{File: f, Src: []byte(text)}})
-	}
+	// A schema inferred from the file covers model types neither the
+	// stdlib nor the user's files declare a schema for.
+	text := schema.Infer(modelType, cfg)
+	f, _ := parser.ParseFile("inferred:"+modelType, []byte(text))
+	extra, _ := schema.Load([]schema.Source{{File: f, Src: []byte(text)}})
 	if len(paths) == 0 {
 		// Just the stdlib template for this model type.
 		if _, err := fs.Stat(stdlib.Templates(), modelType+".rolltpl"); err == nil {

@@ -450,8 +450,8 @@ func (s *Server) keyItems(d *document, modelType, side string) []CompletionItem 
 		keys[k] = true
 	}
 	// Every key the schema of the template's model type (or the MCA schema)
-	// declares.
-	if set := s.opts.Schemas; set != nil {
+	// declares, as the document sees them (the user's own schemas too).
+	if set := s.schemasOf(d); set != nil {
 		name := modelType
 		if side == "mca" {
 			name = "mca"
@@ -484,7 +484,7 @@ func (s *Server) keyItems(d *document, modelType, side string) []CompletionItem 
 	var items []CompletionItem
 	for _, k := range sortedKeys(keys) {
 		it := CompletionItem{Label: k, Kind: CompletionProperty, Detail: detail}
-		if doc, ok := s.opts.KeyDocs(modelType, side, k); ok && doc != "" {
+		if doc, ok := s.keyDoc(d, modelType, side, k); ok && doc != "" {
 			it.Documentation = markdown(doc)
 		}
 		items = append(items, it)

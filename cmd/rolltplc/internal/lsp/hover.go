@@ -130,7 +130,7 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 			if side == "mca" {
 				return s.mcaKeyHover(d, mt, key, nil)
 			}
-			return s.keyHeader("HF config key", mt, "hf", key) + "\n\nComputed with `set` (planned: not compiled yet)."
+			return s.keyHeader(d, "HF config key", mt, "hf", key) + "\n\nComputed with `set` (planned: not compiled yet)."
 		}
 	}
 	return ""
@@ -255,9 +255,9 @@ func symbolHover(d *document, sym *resolve.Symbol) string {
 	return b.String()
 }
 
-func (s *Server) keyHeader(what, modelType, side, key string) string {
+func (s *Server) keyHeader(d *document, what, modelType, side, key string) string {
 	h := fmt.Sprintf("**%s** `%s`", what, key)
-	if doc, ok := s.opts.KeyDocs(modelType, side, key); ok && doc != "" {
+	if doc, ok := s.keyDoc(d, modelType, side, key); ok && doc != "" {
 		h += "\n\n" + doc
 	}
 	return h
@@ -267,7 +267,7 @@ func (s *Server) keyHeader(what, modelType, side, key string) string {
 func (s *Server) hfKeyHover(d *document, mt string, m *ast.ConfigMap) string {
 	key := pathText(m.HF)
 	var b strings.Builder
-	b.WriteString(s.keyHeader("HF config key", mt, "hf", key))
+	b.WriteString(s.keyHeader(d, "HF config key", mt, "hf", key))
 	if m.MCA != nil {
 		fmt.Fprintf(&b, "\n\nMapped to MCA key `%s` here (%s): copied HF → MCA on load and back on save.", m.MCA.Name, where(d, m.Span()))
 	}
@@ -289,7 +289,7 @@ func (s *Server) hfKeyHover(d *document, mt string, m *ast.ConfigMap) string {
 // set, which HF key maps to it and which ops read it.
 func (s *Server) mcaKeyHover(d *document, mt, key string, c *ast.Field) string {
 	var b strings.Builder
-	b.WriteString(s.keyHeader("MCA config key", mt, "mca", key))
+	b.WriteString(s.keyHeader(d, "MCA config key", mt, "mca", key))
 	if c != nil {
 		fmt.Fprintf(&b, "\n\nConstant (ROLL's constant_mca_config): merged last, so it wins over mapped values.")
 	}
