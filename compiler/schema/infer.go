@@ -3,7 +3,6 @@ package schema
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/rolltpl/rolltpl/lang/parser"
 	"math"
 	"regexp"
 	"sort"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/lang/format"
+	"github.com/rolltpl/rolltpl/lang/parser"
 )
 
 // Infer returns the text of `schema NAME { ... }` inferred from a decoded
