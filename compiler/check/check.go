@@ -48,6 +48,7 @@ type checker struct {
 	// being checked sees (all.For(its file)).
 	all, set *schema.Set
 	diags    diag.List
+	conv     *converted // see convertedNames
 }
 
 // Check checks every template of p against the schemas its file sees
@@ -105,6 +106,7 @@ func (c *checker) template(t *ir.Template) {
 	c.ops(t)
 	c.parallel(t)
 	c.layout(t)
+	c.dropped(t)
 	c.knownMistakes(t)
 }
 
