@@ -2,6 +2,7 @@ package lsp
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -41,12 +42,23 @@ func TestSchemaKeyDoc(t *testing.T) {
 // misspelled key is an unknown-hf-key error with a did-you-mean,
 // completion offers the schema's keys and hover documents them.
 func TestUserSchema(t *testing.T) {
-	c := newInitialized(t, Options{})
+	libDir := filepath.Join(t.TempDir(), "lib")
+	c := newInitialized(t, Options{LibDir: libDir})
 	dir := t.TempDir()
 	schemaURI, tmplURI := pathToURI(filepath.Join(dir, "acme_schema.rolltpl")), pathToURI(filepath.Join(dir, "acme.rolltpl"))
-	c.open(schemaURI, "schema acme {\n    use hf_file\n    # Width of the residual stream.\n    hidden_size: int\n    # Number of decoder layers.\n    num_hidden_layers: int\n    acme_router_width: int = 64\n}\n")
+	schemaText := "schema acme {\n    use hf_file\n    # Width of the residual stream.\n    hidden_size: int\n    # Number of decoder layers.\n    num_hidden_layers: int\n    acme_router_width: int = 64\n}\n"
+	c.open(schemaURI, schemaText)
 	if got := c.diagnostics(schemaURI, 1); len(got.Diagnostics) != 0 {
 		t.Errorf("schema file: %+v, want no diagnostics", got.Diagnostics)
+	}
+	// The stdlib fragment it uses is one definition away, in the library
+	// folder's schema/.
+	var loc []Location
+	c.call("textDocument/definition", TextDocumentPositionParams{TextDocument: TextDocumentIdentifier{URI: schemaURI}, Position: posOf(t, schemaText, "use hf_file", 5)}, &loc)
+	if len(loc) != 1 || loc[0].URI != pathToURI(filepath.Join(libDir, "schema", "common.rolltpl")) {
+		t.Errorf("definition of a stdlib schema: %+v", loc)
+	} else if b, err := os.ReadFile(filepath.Join(libDir, "schema", "common.rolltpl")); err != nil || !strings.Contains(string(b), "schema hf_file") {
+		t.Errorf("library schema file not written: %v", err)
 	}
 	tmpl := "import \"acme_schema\"\nimport \"common\"\nimport \"parallel\"\n\ntemplate acme {\n    layer_prefix = \"model.layers.\"\n" +
 		"    config {\n        hidden_size -> hidden_size\n        num_hiden_layers -> num_layers\n        \n    }\n    weights { use embeddings }\n    parallel { use default }\n}\n"
