@@ -20,7 +20,8 @@ import (
 //     grouped_column: handle_swiglu asserts a StackedTensors of exactly two
 //     parts (gate, up) along dim 0; anything else crashes the conversion.
 //   - gdn: handle_gdn takes a StackedTensors along dim 0 and, converting
-//     back, splits an in_proj into 6 parts and a conv1d into 3.
+//     back, splits an in_proj into 6 parts and a conv1d into 3; it also
+//     asserts swiglu, so a gdn weight without swiglu is a mismatch too.
 //   - Megatron's fused QKV (schema.FusedQKVSuffix): the group-interleaved
 //     layout of the qkv-family ops. Any other op writes a tensor of the
 //     right size in the wrong order, which every later gate accepts.
@@ -55,6 +56,12 @@ func (c *checker) layout(t *ir.Template) {
 			}
 			got := spec.LayoutOf(n, len(mca), dim)
 			for _, name := range mca {
+				if !swiglu && inClass(eff, "gdn", pure(name)) {
+					reported[op] = true
+					c.add(diag.Errorf(op.Span, "layout-mismatch", "GDN weight without swiglu",
+						"MCA weight %s%s is in the gdn class, which ROLL's DistConverter converts only with swiglu on (handle_gdn asserts mca_config.swiglu); set `swiglu = true` in the mca section.", name, flagNote(mode)))
+					break
+				}
 				want, why, ok := requiredLayout(eff, name, swiglu)
 				if !ok || got.Satisfies(want) {
 					continue
