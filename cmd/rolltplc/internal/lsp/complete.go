@@ -254,6 +254,9 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 	if kw == "config" && c.prevIs("->") {
 		return s.keyItems(d, c.template, "mca")
 	}
+	if kw == "schema" && c.prevIs(":", "|", "[") {
+		return s.schemaTypeItems(d, blk.name)
+	}
 	if !c.itemStart() {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/check"
+	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 )
 
@@ -52,4 +53,18 @@ func SchemaKeyDoc(set *schema.Set, modelType, side, key string) (doc string, ok 
 		doc += "\n\n" + f.Doc
 	}
 	return doc, true
+}
+
+// schemaTypeItems lists what a schema field's type can name: the basic
+// types and the schemas d sees (a nested config), except self.
+func (s *Server) schemaTypeItems(d *document, self string) []CompletionItem {
+	var items []CompletionItem
+	for _, k := range sortedKeys(schema.BasicTypes) {
+		items = append(items, CompletionItem{Label: k, Kind: CompletionKeyword, Detail: "type"})
+	}
+	for _, it := range s.blockNames(d, resolve.KindSchema, self) {
+		it.Detail = "nested config · " + it.Detail
+		items = append(items, it)
+	}
+	return items
 }

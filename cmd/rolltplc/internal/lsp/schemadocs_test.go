@@ -89,3 +89,29 @@ func TestUserSchema(t *testing.T) {
 		t.Errorf("hover on a user schema key: %+v", h)
 	}
 }
+
+// TestSchemaTypeCompletion: after a field's colon in a schema, completion
+// offers the basic types and the schemas the file sees (its own and the
+// stdlib's), not the schema being written.
+func TestSchemaTypeCompletion(t *testing.T) {
+	c := newInitialized(t, Options{})
+	uri := pathToURI(filepath.Join(t.TempDir(), "s.rolltpl"))
+	text := "schema acme_vision {\n    depth: int\n}\n\nschema acme {\n    vision_config: \n}\n"
+	c.open(uri, text)
+	c.diagnostics(uri, 1)
+	var list CompletionList
+	c.call("textDocument/completion", TextDocumentPositionParams{TextDocument: TextDocumentIdentifier{URI: uri},
+		Position: posOf(t, text, "vision_config: ", len("vision_config: "))}, &list)
+	var labels []string
+	for _, it := range list.Items {
+		labels = append(labels, it.Label)
+	}
+	for _, want := range []string{"int", "list", "acme_vision", "qwen2_vl_vision"} {
+		if !slices.Contains(labels, want) {
+			t.Errorf("completion lacks %q: %v", want, labels)
+		}
+	}
+	if slices.Contains(labels, "acme") {
+		t.Errorf("completion offers the schema being written")
+	}
+}
