@@ -114,4 +114,15 @@ func TestSchemaTypeCompletion(t *testing.T) {
 	if slices.Contains(labels, "acme") {
 		t.Errorf("completion offers the schema being written")
 	}
+	// A field type naming a schema is bound: hover shows that schema.
+	done := strings.Replace(text, "vision_config: \n", "vision_config: acme_vision\n", 1)
+	c.notify("textDocument/didChange", DidChangeTextDocumentParams{TextDocument: VersionedTextDocumentIdentifier{URI: uri, Version: 2},
+		ContentChanges: []TextDocumentContentChangeEvent{{Text: done}}})
+	if got := c.diagnostics(uri, 2); len(got.Diagnostics) != 0 {
+		t.Errorf("diagnostics %+v, want none", got.Diagnostics)
+	}
+	h := hoverAt(t, c, uri, posOf(t, done, ": acme_vision", 4))
+	if h == nil || !strings.Contains(h.Contents.Value, "**schema block** `acme_vision`") {
+		t.Errorf("hover on a field type: %+v", h)
+	}
 }
