@@ -33,7 +33,7 @@ func benchCheck(b *testing.B, size int) {
 	var peak uint64
 	for b.Loop() {
 		peak = max(peak, langtest.PeakHeap(func() {
-			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas(), Backend: pyemit.Check, DropSyntax: true})
+			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Backend: pyemit.Check, DropSyntax: true})
 			if res.Diags.HasErrors() {
 				b.Fatal(res.Diags[0])
 			}
@@ -72,7 +72,7 @@ func TestCheckLinear(t *testing.T) {
 			t.Fatal(err)
 		}
 		return allocated(func() {
-			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas(), Backend: pyemit.Check})
+			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Backend: pyemit.Check})
 			if res.Diags.HasErrors() {
 				t.Fatal(res.Diags[0])
 			}

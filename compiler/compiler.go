@@ -30,11 +30,12 @@ type Options struct {
 	// Parse parses one file; nil means parser.ParseFile (see
 	// resolve.Loader.Parse).
 	Parse func(name string, src []byte) (*ast.File, diag.List)
-	// SchemaLib is the schema library (the stdlib's config schemas,
-	// stdlib.Schemas()): its schemas are visible from every file. Schemas
-	// declared in the compiled files themselves are used as well, scoped
-	// like templates (resolve): a file sees its own and its imports'.
-	SchemaLib fs.FS
+	// SchemaLib is the schema library (LoadSchemaLibrary of the stdlib's
+	// config schemas, stdlib.Schemas()): its schemas are visible from every
+	// file. Schemas declared in the compiled files themselves are used as
+	// well, scoped like templates (resolve): a file sees its own and its
+	// imports'.
+	SchemaLib *SchemaLibrary
 	// Schemas are further schemas, used for a name no file or library
 	// declares (e.g. one inferred from a config.json). With neither these
 	// nor any schema declaration the schema checks are skipped (the op,
@@ -93,11 +94,14 @@ func Compile(paths []string, opts Options) (res *Result) {
 				Detail: fmt.Sprintf("The compiler failed unexpectedly (%v). Please report this with the input.", r)})
 		}
 	}()
-	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, Lib: opts.Lib, SchemaLib: opts.SchemaLib, Overlay: opts.Overlay, Parse: opts.Parse}
+	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
+	if opts.SchemaLib != nil {
+		ld.Prelude = opts.SchemaLib.prelude
+	}
 	info, diags := ld.Load(paths)
 	res.Info = info
 	res.Diags.Extend(diags)
-	set, sdiags := schemaSets(info, opts.Schemas)
+	set, sdiags := schemaSets(info, opts.Schemas, opts.SchemaLib)
 	res.Schemas = set
 	res.Diags.Extend(sdiags)
 	prog, ldiags := lower.Lower(info)

@@ -56,7 +56,7 @@ func TestErrorCorpus(t *testing.T) {
 					wants[i+1] = append(wants[i+1], &want{severity: sev, code: code, text: strings.TrimSpace(text)})
 				}
 			}
-			res := compiler.Compile([]string{file}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas()})
+			res := compiler.Compile([]string{file}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas()})
 			for _, d := range res.Diags {
 				if d.Code == "no-schema" && !strings.Contains(string(src), "no-schema") {
 					continue // made-up model types
@@ -98,7 +98,7 @@ func TestStdlibCompilesClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas()})
+	res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas()})
 	for _, d := range res.Diags {
 		if d.Severity == diag.Error || !knownROLLQuirks[d.Code] {
 			t.Errorf("%s", d.Error())

@@ -37,7 +37,7 @@ func TestDropSyntax(t *testing.T) {
 			trees = append(trees, weak.Make(f))
 			return f, d
 		}
-		opts := compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas(), Backend: pyemit.Check, Parse: parse}
+		opts := compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Backend: pyemit.Check, Parse: parse}
 		keep := compiler.Compile(paths, opts)
 		opts.DropSyntax = true
 		trees = nil

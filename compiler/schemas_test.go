@@ -2,6 +2,7 @@ package compiler_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -69,7 +70,7 @@ template llama {
 		overlay[p] = []byte(s)
 	}
 	codes := func(path string) []string {
-		res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas(), Overlay: overlay})
+		res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Overlay: overlay})
 		var out []string
 		for _, d := range res.Diags {
 			out = append(out, d.Subject.Start.Filename+" "+d.Code+" "+firstSentence(d.Detail))
@@ -91,7 +92,7 @@ template llama {
 			t.Errorf("%s (-want +got):\n%s", tc.path, diff)
 		}
 	}
-	res := compiler.Compile([]string{"dir/acme.rolltpl", "dir/other.rolltpl"}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas(), Overlay: overlay})
+	res := compiler.Compile([]string{"dir/acme.rolltpl", "dir/other.rolltpl"}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Overlay: overlay})
 	if res.Schemas.For("dir/acme.rolltpl").Schema("acme") == nil {
 		t.Error("acme.rolltpl does not see schema acme")
 	}
@@ -110,6 +111,9 @@ template llama {
 		t.Errorf("bad schema (-want +got):\n%s", diff)
 	}
 }
+
+// stdSchemas is the stdlib's schema library, loaded once for the tests.
+var stdSchemas = sync.OnceValue(func() *compiler.SchemaLibrary { return compiler.LoadSchemaLibrary(stdlib.Schemas()) })
 
 func firstSentence(s string) string {
 	if i := strings.Index(s, ". "); i >= 0 {

@@ -15,7 +15,7 @@
 // are an error.
 //
 // Config schemas follow the same rules, with one addition: the schema
-// library (the stdlib's config schemas, [Loader.SchemaLib]) is visible from
+// library (the stdlib's config schemas, [Loader.Prelude]) is visible from
 // every file without an import, below the file's own and imported schemas.
 // A user's `schema llama` thus replaces the stdlib's for the files that see
 // it, and a user schema may `use` a stdlib fragment.
@@ -85,7 +85,7 @@ type Info struct {
 	// Roots are the files the user named.
 	Roots []*File
 	// Prelude are the files of the schema library, whose schemas every
-	// file sees (see [Loader.SchemaLib]); they are also in Files.
+	// file sees (see [Loader.Prelude]); they are also in Files.
 	Prelude []*File
 	Defs    map[*ast.Ident]*Symbol
 	Uses    map[*ast.Ident]*Symbol
@@ -160,10 +160,10 @@ type Loader struct {
 	ReadFile func(path string) ([]byte, error)
 	// Lib is the library: a file system whose root holds NAME.rolltpl files.
 	Lib fs.FS
-	// SchemaLib, when set, is the schema library: every .rolltpl file at
-	// its root is loaded, and the schemas they declare are visible from
-	// every file (the stdlib's config schemas).
-	SchemaLib fs.FS
+	// Prelude, when set, is the schema library (the stdlib's config
+	// schemas, loaded once by [LoadPrelude]): the schemas its files declare
+	// are visible from every file.
+	Prelude *Prelude
 	// Overlay, when set, supplies file contents by path before ReadFile is
 	// asked (the language server passes unsaved editor buffers here).
 	Overlay map[string][]byte
@@ -198,15 +198,52 @@ func (ld *Loader) Load(paths []string) (*Info, diag.List) {
 		}
 		st.info.Roots = append(st.info.Roots, f)
 	}
-	st.loadSchemaLib()
-	for _, f := range st.info.Files {
+	own := st.info.Files
+	if p := ld.Prelude; p != nil {
+		st.info.Prelude = p.Files
+		st.info.Files = append(st.info.Files, p.Files...)
+		for id, sym := range p.defs {
+			st.info.Defs[id] = sym
+		}
+		for id, sym := range p.uses {
+			st.info.Uses[id] = sym
+		}
+		st.diags.Extend(p.diags)
+	}
+	for _, f := range own {
 		st.checkDuplicates(f)
 	}
-	for _, f := range st.info.Files {
+	for _, f := range own {
 		st.bind(f)
 	}
 	return st.info, st.diags
 }
+
+// Prelude is a loaded schema library: its files parsed, their
+// declarations collected and their names bound, once, then shared
+// read-only by every [Loader.Load] given it (the language server compiles
+// on each edit).
+type Prelude struct {
+	// Files are the library's files, in name order.
+	Files      []*File
+	defs, uses map[*ast.Ident]*Symbol
+	diags      diag.List
+}
+
+// LoadPrelude loads every .rolltpl file at the root of lib as a schema
+// library, the positions of its files named SchemaLibPrefix + NAME. Its
+// problems are reported again by every load that uses it.
+func LoadPrelude(lib fs.FS) *Prelude {
+	st := &loadState{ld: &Loader{}, info: &Info{Defs: map[*ast.Ident]*Symbol{}, Uses: map[*ast.Ident]*Symbol{}}, byKey: map[string]*File{}}
+	st.loadSchemaLib(lib)
+	for _, f := range st.info.Prelude {
+		st.bind(f)
+	}
+	return &Prelude{Files: st.info.Prelude, defs: st.info.Defs, uses: st.info.Uses, diags: st.diags}
+}
+
+// Diags returns the problems of the library's files.
+func (p *Prelude) Diags() diag.List { return p.diags }
 
 func (st *loadState) read(name string, lib bool) ([]byte, string, error) {
 	if lib {
@@ -265,11 +302,8 @@ func (st *loadState) add(key, display string, src []byte, lib bool) *File {
 
 // loadSchemaLib loads every .rolltpl file of the schema library, in name
 // order, as the prelude.
-func (st *loadState) loadSchemaLib() {
-	if st.ld.SchemaLib == nil {
-		return
-	}
-	entries, err := fs.ReadDir(st.ld.SchemaLib, ".")
+func (st *loadState) loadSchemaLib(lib fs.FS) {
+	entries, err := fs.ReadDir(lib, ".")
 	if err != nil {
 		st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}, End: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}},
 			"read-error", "Cannot read the schema library", "%v", err))
@@ -279,7 +313,7 @@ func (st *loadState) loadSchemaLib() {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".rolltpl") {
 			continue
 		}
-		src, err := fs.ReadFile(st.ld.SchemaLib, e.Name())
+		src, err := fs.ReadFile(lib, e.Name())
 		display := SchemaLibPrefix + e.Name()
 		if err != nil {
 			st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: display, Line: 1, Column: 1}, End: token.Pos{Filename: display, Line: 1, Column: 1}},

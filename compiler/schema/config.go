@@ -208,15 +208,21 @@ type Scope func(in *Decl, name *ast.Ident) *Decl
 // it, with different scopes.
 type Builder struct {
 	scope  Scope
+	known  map[*ast.SchemaBlock]*Schema
 	built  map[*ast.SchemaBlock]*Schema
 	active map[*ast.SchemaBlock]bool
 	diags  diag.List
 }
 
-// NewBuilder returns a builder resolving names with scope.
-func NewBuilder(scope Scope) *Builder {
-	return &Builder{scope: scope, built: map[*ast.SchemaBlock]*Schema{}, active: map[*ast.SchemaBlock]bool{}}
+// NewBuilder returns a builder resolving names with scope. known, read
+// only, holds schemas already built (a loaded schema library's), by
+// declaration.
+func NewBuilder(scope Scope, known map[*ast.SchemaBlock]*Schema) *Builder {
+	return &Builder{scope: scope, known: known, built: map[*ast.SchemaBlock]*Schema{}, active: map[*ast.SchemaBlock]bool{}}
 }
+
+// Built returns every schema the builder built, by declaration.
+func (b *Builder) Built() map[*ast.SchemaBlock]*Schema { return b.built }
 
 // Diags returns the problems found in the declarations built so far:
 // unknown field types (unknown-type) and schemas that use themselves
@@ -227,6 +233,9 @@ func (b *Builder) Diags() diag.List { return b.diags }
 // Build returns the schema d declares. A field type naming a schema holds
 // that schema ([Atom.Schema]); `use` splices another schema's fields.
 func (b *Builder) Build(d *Decl) *Schema {
+	if s, ok := b.known[d.Block]; ok {
+		return s
+	}
 	if s, ok := b.built[d.Block]; ok {
 		return s
 	}
@@ -314,7 +323,7 @@ func Load(files []Source) (*Set, diag.List) {
 			decls[name] = &Decl{Block: d.Schema, File: f.File, Src: f.Src}
 		}
 	}
-	b := NewBuilder(func(_ *Decl, id *ast.Ident) *Decl { return decls[id.Name] })
+	b := NewBuilder(func(_ *Decl, id *ast.Ident) *Decl { return decls[id.Name] }, nil)
 	set := &Set{Schemas: map[string]*Schema{}}
 	for name, d := range decls {
 		set.Schemas[name] = b.Build(d)

@@ -218,7 +218,7 @@ func schemaModel(t testing.TB, name string) *exec.Model {
 			schemaErr = err
 			return
 		}
-		res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas()})
+		res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), SchemaLib: compiler.LoadSchemaLibrary(stdlib.Schemas())})
 		if res.Diags.HasErrors() {
 			schemaErr = fmt.Errorf("stdlib: %v", res.Diags)
 			return

@@ -443,7 +443,7 @@ func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*co
 		fmt.Fprintf(e.stderr, "%s: %v\n", e.prefix(), err)
 		return nil, true
 	}
-	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas(), Schemas: extra, Backend: pyemit.Check, DropSyntax: true})
+	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), SchemaLib: compiler.LoadSchemaLibrary(stdlib.Schemas()), Schemas: extra, Backend: pyemit.Check, DropSyntax: true})
 	res.Diags = append(res.Diags, more...)
 	return res, res.Diags.HasErrors()
 }

@@ -27,7 +27,7 @@ func (s *Server) compile(d *document) {
 	for _, o := range s.docs {
 		overlay[o.path] = o.text
 	}
-	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, SchemaLib: s.opts.SchemaLib, Parse: s.parses.ParseFile, Backend: pyemit.Check})
+	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, SchemaLib: s.schemaLib, Parse: s.parses.ParseFile, Backend: pyemit.Check})
 	d.res, d.file = res, nil
 	if res.Info != nil {
 		d.file = res.Info.File(d.path)

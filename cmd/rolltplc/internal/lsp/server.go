@@ -63,6 +63,9 @@ type Server struct {
 	docs  map[string]*document // by URI
 	dirty []string             // URIs to re-check, in order
 
+	// schemaLib is Options.SchemaLib, loaded once.
+	schemaLib *compiler.SchemaLibrary
+
 	// parses reuses the unchanged declarations of every file between
 	// compilations (the open documents and the stdlib files they import).
 	parses *parser.Cache
@@ -127,7 +130,11 @@ func New(opts Options) *Server {
 	if w == nil {
 		w = io.Discard
 	}
-	return &Server{opts: opts, log: log.New(w, "rolltplc lsp: ", log.LstdFlags|log.Lmicroseconds), docs: map[string]*document{}, parses: parser.NewCache()}
+	s := &Server{opts: opts, log: log.New(w, "rolltplc lsp: ", log.LstdFlags|log.Lmicroseconds), docs: map[string]*document{}, parses: parser.NewCache()}
+	if opts.SchemaLib != nil {
+		s.schemaLib = compiler.LoadSchemaLibrary(opts.SchemaLib)
+	}
+	return s
 }
 
 type frame struct {
