@@ -35,6 +35,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
@@ -221,7 +222,7 @@ func (c *checker) hfKey(t *ir.Template, hf *schema.Schema, e ir.ConfigEntry) *sc
 		return nil
 	}
 	detail := fmt.Sprintf("%s is not a key of the %s config (schema %s).", shown, t.Name, at.Name)
-	if s := schema.Suggest(missing, at.Order); s != "" {
+	if s := vocab.Suggest(missing, at.Order); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	}
 	c.add(diag.Errorf(e.Span, "unknown-hf-key", "Unknown HF config key", "%s", detail))
@@ -243,7 +244,7 @@ func (c *checker) mcaKey(mca *schema.Schema, key string, span token.Span) *schem
 	f := mca.Field(key)
 	if f == nil {
 		detail := fmt.Sprintf("%s is not a field of the MCA config.", key)
-		if s := schema.Suggest(key, mca.Order); s != "" {
+		if s := vocab.Suggest(key, mca.Order); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
 		c.add(diag.Errorf(span, "unknown-mca-key", "Unknown MCA config key", "%s", detail))
@@ -366,7 +367,7 @@ var hint = map[string]string{
 func (c *checker) ops(t *ir.Template) {
 	missing := map[string]bool{}
 	for _, op := range t.Ops {
-		spec := schema.Op(op.Kind)
+		spec := vocab.Op(op.Kind)
 		if spec == nil {
 			continue
 		}

@@ -7,12 +7,12 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 )
 
 // Layout checks: without a checkpoint, the checker knows what each op
-// hands ROLL's DistConverter for an MCA weight (schema.OpSpec.Produces)
+// hands ROLL's DistConverter for an MCA weight (vocab.OpSpec.Produces)
 // and what the weight's parallel class requires, as DistConverter's
 // dist_convert dispatches on it:
 //
@@ -22,7 +22,7 @@ import (
 //   - gdn: handle_gdn takes a StackedTensors along dim 0 and, converting
 //     back, splits an in_proj into 6 parts and a conv1d into 3; it also
 //     asserts swiglu, so a gdn weight without swiglu is a mismatch too.
-//   - Megatron's fused QKV (schema.FusedQKVSuffix): the group-interleaved
+//   - Megatron's fused QKV (vocab.FusedQKVSuffix): the group-interleaved
 //     layout of the qkv-family ops. Any other op writes a tensor of the
 //     right size in the wrong order, which every later gate accepts.
 //   - every other class: torch.chunk of a plain tensor; a StackedTensors
@@ -41,8 +41,8 @@ func (c *checker) layout(t *ir.Template) {
 	for _, mode := range templateModes(t) {
 		eff := c.effective(t, mode)
 		for _, op := range t.Ops {
-			spec := schema.Op(op.Kind)
-			if reported[op] || spec == nil || spec.Arity == schema.DropArity {
+			spec := vocab.Op(op.Kind)
+			if reported[op] || spec == nil || spec.Arity == vocab.DropArity {
 				continue
 			}
 			hf, mca := op.Resolved(mode)
@@ -68,7 +68,7 @@ func (c *checker) layout(t *ir.Template) {
 				}
 				reported[op] = true
 				detail := fmt.Sprintf("MCA weight %s%s needs %s: %s. Op %s produces %s.", name, flagNote(mode), want, why, op.Kind, got)
-				if kinds := schema.Producing(want); len(kinds) > 0 && want.Form != schema.FormPlain {
+				if kinds := vocab.Producing(want); len(kinds) > 0 && want.Form != vocab.FormPlain {
 					detail += fmt.Sprintf(" Use %s.", orList(kinds))
 				}
 				c.add(diag.Errorf(op.Span, "layout-mismatch", "Op produces the wrong layout for its MCA weight", "%s", detail))
@@ -81,29 +81,29 @@ func (c *checker) layout(t *ir.Template) {
 // requiredLayout returns the layout the MCA weight name requires under
 // the classification eff, and why; ok is false when any layout will do
 // (a name in no class: parallel-coverage reports it).
-func requiredLayout(eff ir.Effective, name string, swiglu bool) (want schema.Layout, why string, ok bool) {
+func requiredLayout(eff ir.Effective, name string, swiglu bool) (want vocab.Layout, why string, ok bool) {
 	p := pure(name)
 	switch {
 	case swiglu && inClass(eff, "swiglu", p):
-		return schema.Layout{Form: schema.FormStacked, Parts: 2}, "it is in the swiglu class, and ROLL's DistConverter asserts a stack of gate and up (StackedTensors of 2 parts, dim 0)", true
+		return vocab.Layout{Form: vocab.FormStacked, Parts: 2}, "it is in the swiglu class, and ROLL's DistConverter asserts a stack of gate and up (StackedTensors of 2 parts, dim 0)", true
 	case swiglu && inMap(eff, "grouped_column", p):
-		return schema.Layout{Form: schema.FormStacked, Parts: 2}, "it is in the grouped_column class of a swiglu model, and ROLL's DistConverter splits it as swiglu gate and up (StackedTensors of 2 parts, dim 0)", true
+		return vocab.Layout{Form: vocab.FormStacked, Parts: 2}, "it is in the grouped_column class of a swiglu model, and ROLL's DistConverter splits it as swiglu gate and up (StackedTensors of 2 parts, dim 0)", true
 	case inClass(eff, "gdn", p):
-		parts := schema.GDNParts(p)
+		parts := vocab.GDNParts(p)
 		why := "it is in the gdn class, and ROLL's DistConverter takes a StackedTensors along dim 0"
 		if parts > 0 {
 			why += fmt.Sprintf(" and splits it back into %d parts", parts)
 		}
-		return schema.Layout{Form: schema.FormStacked, Parts: parts}, why, true
-	case strings.HasSuffix(p, schema.FusedQKVSuffix):
-		return schema.Layout{Form: schema.FormQKV}, "it is Megatron's fused QKV projection, q, k and v interleaved by query group", true
+		return vocab.Layout{Form: vocab.FormStacked, Parts: parts}, why, true
+	case strings.HasSuffix(p, vocab.FusedQKVSuffix):
+		return vocab.Layout{Form: vocab.FormQKV}, "it is Megatron's fused QKV projection, q, k and v interleaved by query group", true
 	case inMap(eff, "grouped_duplicated", p) || inMap(eff, "grouped_column", p) || inMap(eff, "grouped_row", p) ||
 		inClass(eff, "duplicated", p) || inClass(eff, "column", p) || inClass(eff, "row", p):
-		return schema.Layout{Form: schema.FormPlain}, "its parallel class splits or copies one tensor, and ROLL's DistConverter fails on a StackedTensors", true
+		return vocab.Layout{Form: vocab.FormPlain}, "its parallel class splits or copies one tensor, and ROLL's DistConverter fails on a StackedTensors", true
 	}
 	// In no class that applies (a swiglu-only name without swiglu):
 	// ROLL's DistConverter rejects the name whatever its layout.
-	return schema.Layout{}, "", false
+	return vocab.Layout{}, "", false
 }
 
 // setsSwiglu reports whether the MCA config of t may have swiglu on: a

@@ -35,6 +35,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/parser"
@@ -522,7 +523,7 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 	if k == KindTemplate {
 		detail = fmt.Sprintf("No template named %q is declared in this file or the files it imports.", id.Name)
 	}
-	if s := schema.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
+	if s := vocab.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	}
 	st.diags.Add(diag.Errorf(id.Span(), "unknown-reference", "Unknown "+string(k)+" name", "%s", detail))

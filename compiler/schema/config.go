@@ -1,3 +1,9 @@
+// Package schema holds the config schemas templates are checked against:
+// their model (Schema, Field, Type), the one builder of schemas from
+// declarations (Builder; the compiler scopes it like templates), the
+// validation of config values and the inference of a schema from a
+// config.json. The language's vocabulary (op kinds, template fields,
+// build flags) is compiler/vocab's.
 package schema
 
 import (

@@ -20,6 +20,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
@@ -136,7 +137,7 @@ func didYouMean(name string) string {
 	for _, c := range commands {
 		names = append(names, c.name)
 	}
-	if s := schema.Suggest(name, names); s != "" {
+	if s := vocab.Suggest(name, names); s != "" {
 		return fmt.Sprintf("; did you mean %q?", s)
 	}
 	return ""

@@ -1,7 +1,9 @@
-// Package schema describes what templates are checked against: the op
-// kinds with their arity, parameters and the config they read at run time,
-// the template fields, the parallel classes and the build flags.
-package schema
+// Package vocab is the language's vocabulary: the op kinds with their
+// arity, parameters, the config they read at run time and the layout they
+// produce, the template fields, the parallel classes and the build flags,
+// and the "did you mean" over names. The config schemas templates are
+// checked against are compiler/schema's.
+package vocab
 
 import (
 	"fmt"
