@@ -2,11 +2,11 @@ package check
 
 import (
 	"fmt"
-	"path"
 	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 )
@@ -148,17 +148,10 @@ func inMap(eff ir.Effective, class, p string) bool {
 	return matchAny(pats, p)
 }
 
+// matchAny reports whether the pure name p (a {} read as one name
+// component) matches one of the patterns by ROLL's name_match.
 func matchAny(patterns []string, p string) bool {
-	n := strings.ReplaceAll(p, "*", "x")
-	for _, pat := range patterns {
-		if pat == n {
-			return true
-		}
-		if ok, _ := path.Match(pat, n); ok {
-			return true
-		}
-	}
-	return false
+	return rollname.NameMatch(strings.ReplaceAll(p, "*", "x"), patterns)
 }
 
 // orList joins names as "a, b or c".
