@@ -38,6 +38,12 @@ var generatedClass = map[string]string{
 // builtTypes are the model types the stdlib compiles to Python today.
 var builtTypes = append(slices.Clone(plainTypes), "qwen3_omni_moe", "qwen3_vl_moe", "qwen3_next")
 
+// rollImportedOps maps model types to the ops ROLL's module for them
+// imports from another model's module, and that module.
+var rollImportedOps = map[string]map[string]string{
+	"qwen3_5_moe": {"Qwen3_5_GDNConverOp": "qwen3_5"},
+}
+
 // namedSets maps ROLL's named dist configs to the stdlib's parallel sets.
 var namedSets = map[string]string{
 	"default_dist_config":         "default_dist_config",
@@ -214,6 +220,14 @@ func regOps(v any) ([]regOp, error) {
 				*dst = append(*dst, s)
 			}
 		}
+		if kind := m["op"]; kind == "SplitConverOp" || kind == "SplitStackConverOp" {
+			// ROLL's split ops expand their MCA name per expert when the
+			// config is set ("0.linear_fc1.weight", ...): those are the
+			// lookup keys, and every expert's key has the first one's shape.
+			for j, n := range op.mca {
+				op.mca[j] = "0" + n
+			}
+		}
 		out = append(out, op)
 	}
 	return out, nil
@@ -326,10 +340,15 @@ func TestRegistrationsEqualROLL(t *testing.T) {
 				rt = maps.Clone(rt)
 				rt["template_class"] = class
 			}
-			// Ops ROLL defines beside a model come from that model's module.
+			// Ops ROLL defines beside a model come from that model's module,
+			// or from the module ROLL's own imports them from.
 			ops, _ := gt["weight_converters"].([]any)
 			for _, o := range ops {
-				if mod, has := o.(map[string]any)["module"]; has && mod != "mcore_adapter.models."+fmt.Sprint(rt["module"]) {
+				want := "mcore_adapter.models." + fmt.Sprint(rt["module"])
+				if from, ok := rollImportedOps[typ][fmt.Sprint(o.(map[string]any)["op"])]; ok {
+					want = "mcore_adapter.models." + from
+				}
+				if mod, has := o.(map[string]any)["module"]; has && mod != want {
 					t.Errorf("%s/%s: op %v is imported from %v, ROLL's template from mcore_adapter.models.%v", mode.name, typ, o.(map[string]any)["op"], mod, rt["module"])
 					ok = false
 				}

@@ -70,6 +70,9 @@ var modelOps = map[string]modelOp{
 // rule must be that one.
 var fusedExpertClasses = map[string]modelOp{
 	"mcore_adapter.models.qwen3_vl_moe": {"mcore_adapter.models.qwen3_vl_moe", "Qwen3VLMoeTemplate", "Qwen3VLMoeTemplate"},
+	// Qwen3_5_MoETemplate extends Qwen3_5Template (which converts the MTP
+	// block under mtp.); MCA -> HF it writes experts one by one.
+	"mcore_adapter.models.qwen3_5_moe": {"mcore_adapter.models.qwen3_5_moe", "Qwen3_5_MoETemplate", "Qwen3_5_MoETemplate"},
 }
 
 // layerClass is a template class ROLL defines beside a model that picks
