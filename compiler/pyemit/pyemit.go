@@ -82,7 +82,7 @@ type layerClass struct {
 }
 
 var layerClasses = []layerClass{{
-	Cond:  ir.LayerCond{Key: "layer_types", Equals: "linear_attention"}.Flag(),
+	Cond:  `(== ([] (. layer_types mca) layer) 'linear_attention')`,
 	HF:    ".input_layernorm.weight",
 	Then:  ".self_attention.in_proj.layer_norm_weight",
 	Class: modelOp{"mcore_adapter.models.qwen3_next", "Qwen3NextTemplate", "Qwen3NextTemplate"},
@@ -103,8 +103,8 @@ func modelClass(t *ir.Template) (m modelOp, ok bool, err error) {
 			}
 			found := false
 			for _, lc := range layerClasses {
-				if n.Layer != nil && n.Flag == lc.Cond && n.Then.Flag == "" && n.Then.Value == lc.Then &&
-					len(op.HF) == 1 && op.HF[0].Flag == "" && op.HF[0].Value == lc.HF && i == 0 && len(op.MCA) == 1 && op.Kind == "rename" {
+				if n.Cond != nil && n.Cond.String() == lc.Cond && n.Then.Cond == nil && n.Then.Computed == nil && n.Then.Value == lc.Then &&
+					len(op.HF) == 1 && op.HF[0].Cond == nil && op.HF[0].Computed == nil && op.HF[0].Value == lc.HF && i == 0 && len(op.MCA) == 1 && op.Kind == "rename" {
 					if ok && m != lc.Class {
 						return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("the per-layer name needs %s.%s, other ops %s.%s", lc.Class.Module, lc.Class.Class, m.Module, m.Class)}
 					}
@@ -421,13 +421,19 @@ func importBlock(module string, names []string) string {
 }
 
 func nameNode(n ir.Name) node {
-	if n.Flag == "" {
+	switch {
+	case n.Computed != nil:
+		return atom(n.Computed.Python(ir.DefaultPyNames))
+	case n.Cond == nil:
 		return str(n.Value)
-	}
-	if n.Layer != nil { // registered as the default; the model's class picks Then per layer
+	case !n.Cond.IsStatic(): // registered as the default; the template class picks Then per layer
 		return nameNode(*n.Else)
 	}
-	return cond(nameNode(*n.Then), atom("is_"+n.Flag+"()"), nameNode(*n.Else))
+	c := n.Cond.Python(ir.DefaultPyNames)
+	if n.Cond.Kind == ir.ExprCond {
+		c = "(" + c + ")"
+	}
+	return cond(nameNode(*n.Then), atom(c), nameNode(*n.Else))
 }
 
 func names(ns []ir.Name) node {
