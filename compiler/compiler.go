@@ -7,6 +7,7 @@ package compiler
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"sort"
 	"strings"
 
@@ -83,7 +84,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 				Detail: fmt.Sprintf("The compiler failed unexpectedly (%v). Please report this with the input.", r)})
 		}
 	}()
-	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
+	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, ListDir: listDir, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
 	info, diags := ld.Load(paths)
 	res.Info = info
 	res.Diags.Extend(diags)
@@ -98,8 +99,36 @@ func Compile(paths []string, opts Options) (res *Result) {
 	if opts.Backend != nil && !res.Diags.HasErrors() {
 		res.Diags.Extend(opts.Backend(prog))
 	}
+	if info.Incomplete {
+		res.Diags = withoutCascades(res.Diags)
+	}
 	res.Diags = res.Diags.Dedup()
 	return res
+}
+
+// withoutCascades drops the diagnostics of what a template lacks (config
+// an op reads, parallel classes) from a compilation where some `use` or
+// `extends` named nothing: the block it names would likely supply them, so
+// they would only repeat that error (an import misspelt: every op of the
+// template missing its config).
+func withoutCascades(l diag.List) diag.List {
+	out := l[:0]
+	for _, d := range l {
+		if d.Code != "missing-config" && d.Code != "parallel-coverage" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// listDir returns the names of the entries of dir (resolve.Loader.ListDir).
+func listDir(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names, err
 }
 
 // LibPaths returns the library paths of every .rolltpl file in lib, sorted,

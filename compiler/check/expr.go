@@ -74,7 +74,7 @@ func (c *checker) exprs(t *ir.Template) {
 			if sug := schema.Suggest(s.Key, env.mca.Order); sug != "" {
 				detail += fmt.Sprintf(" Did you mean %q?", sug)
 			}
-			c.add(diag.Errorf(s.KeySpan, "unknown-mca-key", "Unknown MCA config key", "%s", detail))
+			c.add(diag.Errorf(s.KeySpan, diag.UnknownMCAKey, "Unknown MCA config key", "%s", detail))
 		}
 		c.expr(env, s.Value)
 		if s.When != nil {
@@ -89,13 +89,13 @@ func (c *checker) nameExprs(env typeEnv, n ir.Name) {
 	switch {
 	case n.Computed != nil:
 		if !n.Computed.IsStatic() {
-			c.add(diag.Errorf(n.Span, "type-mismatch", "Computed name reads the config",
+			c.add(diag.Errorf(n.Span, diag.TypeMismatch, "Computed name reads the config",
 				"A computed weight name reads literals and build flags only; choose per layer with `\"a\" if COND else \"b\"`."))
 			return
 		}
 		env.layer = false
 		if t := c.expr(env, n.Computed); t != 0 && !t.Has(ir.String) {
-			c.add(diag.Errorf(n.Span, "type-mismatch", "Weight name expected",
+			c.add(diag.Errorf(n.Span, diag.TypeMismatch, "Weight name expected",
 				"A weight name is a str; this expression is %s.", t))
 		}
 	case n.Cond != nil:
@@ -111,8 +111,8 @@ func (c *checker) expr(env typeEnv, e *ir.Expr) ir.Type {
 	t, errs := e.Check(env)
 	for _, te := range errs {
 		summary := map[string]string{
-			"unknown-hf-key": "Unknown HF config key", "unknown-mca-key": "Unknown MCA config key",
-			"unknown-name": "Unknown name", "unknown-function": "Unknown function",
+			diag.UnknownHFKey: "Unknown HF config key", diag.UnknownMCAKey: "Unknown MCA config key",
+			diag.UnknownName: "Unknown name", diag.UnknownFunction: "Unknown function",
 		}[te.Code]
 		if summary == "" {
 			summary = "Type error in expression"
@@ -120,10 +120,19 @@ func (c *checker) expr(env typeEnv, e *ir.Expr) ir.Type {
 		detail := te.Msg + "."
 		var cands []string
 		switch te.Code {
-		case "unknown-hf-key":
+		case diag.UnknownHFKey:
 			cands = env.hf.Order
-		case "unknown-mca-key":
+		case diag.UnknownMCAKey:
 			cands = env.mca.Order
+		case diag.UnknownName:
+			cands = []string{"hf", "mca", "layer"}
+			for f := range schema.BuildFlags {
+				cands = append(cands, f)
+			}
+		case diag.UnknownFunction:
+			for f := range ir.Funcs {
+				cands = append(cands, f)
+			}
 		}
 		if sug := schema.Suggest(te.Key, cands); te.Key != "" && sug != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", sug)

@@ -299,13 +299,13 @@ func (l *lowerer) config(t *ir.Template, b *ast.ConfigBlock, seen map[string]tok
 func (l *lowerer) set(t *ir.Template, s *ast.ConfigSet) {
 	side := s.Side.Name
 	if side != "mca" && side != "hf" {
-		l.errorf(s.Side.Span(), "type-mismatch", "Unknown config side",
+		l.errorf(s.Side.Span(), diag.TypeMismatch, "Unknown config side",
 			"`set` computes an MCA key (`set mca.KEY = ...`) or an HF key (`set hf.KEY = ...`), not %q.", side)
 		return
 	}
 	key := pathString(s.Key)
 	if side == "mca" && len(s.Key.Parts) > 1 || side == "hf" && len(s.Key.Parts) > 1 {
-		l.errorf(s.Key.Span(), "type-mismatch", "Nested key in set",
+		l.errorf(s.Key.Span(), diag.TypeMismatch, "Nested key in set",
 			"`set %s.%s`: a computed key is a top-level key of the %s config.", side, key, strings.ToUpper(side))
 		return
 	}
