@@ -190,6 +190,8 @@ func (v Value) String() string {
 			parts[i] = e.String()
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
+	case Dict:
+		return v.Repr()
 	}
 	return "?"
 }
