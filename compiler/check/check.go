@@ -28,6 +28,7 @@ package check
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -75,11 +76,11 @@ func templateModes(t *ir.Template) []map[string]bool {
 	for _, op := range t.Ops {
 		for _, names := range [2][]ir.Name{op.HF, op.MCA} {
 			for _, n := range names {
-				if n.Flag == "" {
+				if n.Cond == nil {
 					continue // no condition (most names): nothing to add
 				}
 				for _, lc := range n.LayerConds() {
-					f := lc.Flag()
+					f := ir.CondKey(lc)
 					if seen[f] {
 						continue
 					}
@@ -102,6 +103,13 @@ func (c *checker) template(t *ir.Template) {
 	c.set = c.all.For(t.File)
 	if c.set != nil {
 		c.config(t)
+	}
+	if bad := c.exprs(t); len(bad) > 0 {
+		// The ops whose names did not check have no names to check
+		// further; the others are checked as usual.
+		tt := *t
+		tt.Ops = slices.DeleteFunc(slices.Clone(t.Ops), func(o *ir.Op) bool { return bad[o] })
+		t = &tt
 	}
 	c.ops(t)
 	c.parallel(t)

@@ -64,6 +64,16 @@ func (s *Server) hoverText(d *document, chain []ast.Node) (string, token.Span) {
 			if t := s.stringHover(d, chain[:i+1], x, parent(i)); t != "" {
 				return t, x.Span()
 			}
+		case *ast.ConfigSet:
+			if t := setHover(x); t != "" {
+				return t, x.Span()
+			}
+		default:
+			if e := exprNode(x); e != nil {
+				if t := exprHover(e); t != "" {
+					return t, x.Span()
+				}
+			}
 		}
 	}
 	return "", token.Span{}
@@ -113,6 +123,8 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 		if p.Kind == id {
 			return parallelClassHover(id.Name)
 		}
+	case *ast.Suffix:
+		return s.exprKeyHover(d, mt, grand, p, id)
 	case *ast.ConfigMap:
 		if p.MCA == id {
 			return s.mcaKeyHover(d, mt, id.Name, nil)
@@ -130,7 +142,7 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 			if side == "mca" {
 				return s.mcaKeyHover(d, mt, key, nil)
 			}
-			return s.keyHeader(d, "HF config key", mt, "hf", key) + "\n\nComputed with `set` (planned: not compiled yet)."
+			return s.keyHeader(d, "HF config key", mt, "hf", key) + "\n\nComputed with `set` (lang/spec.md §5)."
 		}
 	}
 	return ""
