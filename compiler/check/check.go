@@ -462,15 +462,15 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 		hf, mca := op.Resolved(mode)
 		for side, names := range [][]string{hf, mca} {
 			for _, n := range names {
-				prev := seen[side][n]
-				if prev != nil && prev != op && side == 1 && isSplit(prev) != isSplit(op) {
-					// A fused-expert split op and a per-expert op: the two HF
-					// layouts of the same experts. HF -> MCA takes either;
-					// MCA -> HF writes the layout of the later op (lookup's
-					// last declaration), spec §7.
-					seen[side][n] = op
-					continue
+				key := n
+				if side == 1 && isSplit(op) {
+					// A fused-expert split op and a per-expert op may share
+					// MCA names: the two HF layouts of the same experts.
+					// HF -> MCA takes either; MCA -> HF writes the layout of
+					// the later op (lookup's last declaration), spec §11.
+					key = "\x00split\x00" + n
 				}
+				prev := seen[side][key]
 				if prev != nil && prev != op {
 					if side == 0 {
 						d := diag.Errorf(op.Span, "duplicate-name", "HF name registered twice",
@@ -488,7 +488,7 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 					}
 					continue
 				}
-				seen[side][n] = op
+				seen[side][key] = op
 			}
 		}
 	}
