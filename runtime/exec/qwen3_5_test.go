@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
@@ -521,5 +522,94 @@ func testQwen35ZeroCenteredRoundTrip(t *testing.T, py string) {
 			t.Errorf("%s: %d tensors checked, %d lossy norms changed by the round trip: the test exercises nothing", id, r.Checked, r.Changed)
 		}
 		t.Logf("%s: %d tensors back as torch computes them; %d of the zero-centred norms changed by (w - 1) + 1", id, r.Checked, r.Changed)
+	}
+}
+
+// TestQwen35UnderROLL runs alibaba/ROLL's own converter code
+// (testdata/qwen3_5_roll_check.py) on the Qwen3.5 checkpoints: ROLL's own
+// qwen3_5/qwen3_5_moe registrations and the modules `rolltplc build` emits
+// for them give the same rank tensors as the Go runtime's rank files, at
+// TP1, TP2, PP2, TP2+EP2 and TP2+PP2+EP2+ETP1, and ROLL converts them back
+// to the HF tensors. It needs a checkout of ROLL named by ROLLTPL_ROLL
+// (skipped without) and python3 with torch.
+func TestQwen35UnderROLL(t *testing.T) {
+	roll := os.Getenv("ROLLTPL_ROLL")
+	if roll == "" {
+		t.Skip("ROLLTPL_ROLL (a checkout of alibaba/ROLL) is not set")
+	}
+	torchtest.Run(t, func(t *testing.T, py string) { testQwen35UnderROLL(t, py, roll) }, "numpy")
+}
+
+func testQwen35UnderROLL(t *testing.T, py, roll string) {
+	dir := t.TempDir()
+	files, err := pyemit.Emit(stdlibProgram(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := filepath.Join(dir, "rolltpl_build")
+	if err := os.Mkdir(build, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		writeFile(t, filepath.Join(build, f.Name), f.Content)
+	}
+	type rollCase struct {
+		ID     string `json:"id"`
+		HFDir  string `json:"hf_dir"`
+		MCADir string `json:"mca_dir"`
+	}
+	var cases []rollCase
+	for _, v := range qwen35Variants {
+		for _, lc := range qwen35Layouts {
+			if lc.layout.VPP > 1 || lc.moe && v.modelType != "qwen3_5_moe" {
+				continue
+			}
+			id := v.id + "/" + lc.name
+			hf := filepath.Join(dir, id, "hf")
+			mca := filepath.Join(dir, id, "mca")
+			synthQwen35(t, v, tensor.BF16).write(t, hf, 2, uint64(len(id)))
+			if _, err := exec.ConvertHFToMCA(context.Background(), stdlibModel(t, v.modelType), hf, mca, exec.Options{Layout: lc.layout}); err != nil {
+				t.Fatalf("%s: HF → MCA: %v", id, err)
+			}
+			cases = append(cases, rollCase{ID: id, HFDir: hf, MCADir: mca})
+		}
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		ids[i] = c.ID
+	}
+	path := filepath.Join(dir, "roll.json")
+	b, err := json.Marshal(cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, b)
+	result := filepath.Join(dir, "roll-result.json")
+	if out, err := osexec.Command(py, filepath.Join("testdata", "qwen3_5_roll_check.py"), roll, build, path, result).CombinedOutput(); err != nil {
+		t.Fatalf("qwen3_5_roll_check.py: %v\n%s", err, out)
+	}
+	var res struct {
+		Cases map[string]torchResult `json:"cases"`
+	}
+	rb, err := os.ReadFile(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(rb, &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		r, ok := res.Cases[id]
+		if !ok {
+			t.Errorf("%s: no result", id)
+			continue
+		}
+		for _, e := range r.Errors {
+			t.Errorf("%s: %s", id, e)
+		}
+		if r.Checked == 0 {
+			t.Errorf("%s: nothing checked", id)
+		}
+		t.Logf("%s: %d tensors equal under ROLL's converter, the built module and the Go runtime", id, r.Checked)
 	}
 }
