@@ -101,6 +101,7 @@ func (c *checker) template(t *ir.Template) {
 	c.ops(t)
 	c.parallel(t)
 	c.knownMistakes(t)
+	c.mtp(t)
 }
 
 // AnnotateConfigTypes fills in [ir.ConfigEntry.Type] of every template

@@ -270,12 +270,8 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 			items = append(items, CompletionItem{Label: k, Kind: CompletionKeyword, Detail: "section", Documentation: markdown(sectionDocs[k] + ".")})
 		}
 		for _, k := range sortedKeys(schema.TemplateFields) {
-			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (string)",
+			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (" + schema.TemplateFieldType(k) + ")",
 				Documentation: markdown(schema.TemplateFields[k] + "."), InsertText: k + " = "})
-		}
-		for _, k := range sortedKeys(schema.PlannedFields) {
-			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (planned: not compiled yet)",
-				Documentation: markdown(schema.PlannedFields[k] + "."), InsertText: k + " = "})
 		}
 		return items
 	case "weights":
