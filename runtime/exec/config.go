@@ -188,6 +188,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	for _, c := range m.Template.Constants {
 		kw.Set(c.Key, irValueJSON(c.Value))
 	}
+	noMTPConfig(m, kw)
 
 	c := mcaconfig.New(kw)
 	unset := func(k string) bool {
@@ -286,7 +287,7 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 			continue
 		}
 		r := revMap[k]
-		setHFValue(hf, r.hf, r.plain, pyjson.CloneValue(v))
+		setHFValue(hf, r.hf, r.plain, pyjson.CloneValue(noMTPHFValue(m, k, v)))
 	}
 	hf.Set("model_type", m.Template.Name)
 	return append(pyjson.Encode(hf, 2, true), '\n'), nil
