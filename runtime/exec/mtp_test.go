@@ -363,3 +363,140 @@ func TestMTPLayers(t *testing.T) {
 		})
 	}
 }
+
+func readJSONFile(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mtpCountKey(style string) string {
+	if style == "trailing" {
+		return "num_nextn_predict_layers"
+	}
+	return "mtp_num_hidden_layers"
+}
+
+// TestMTPNoMTP: with Model.NoMTP (convert --no-mtp) HF -> MCA leaves every
+// MTP weight out, counts them, and writes mtp_num_layers null; MCA -> HF
+// gives back everything else bit-exact with the HF MTP count 0; and an
+// MCA checkpoint with MTP layers converts back without them.
+func TestMTPNoMTP(t *testing.T) {
+	for _, style := range []string{"trailing", "prefixed"} {
+		t.Run(style, func(t *testing.T) {
+			c := newMTPCheckpoint(style)
+			nMTP := len(c.inner) + len(c.block) + len(c.extra)
+			dir := t.TempDir()
+			hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+			c.write(t, hf)
+			m := mtpModel(t, "mtp_"+style)
+			m.NoMTP = true
+			r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: exec.Layout{TP: 2, PP: 2}})
+			if err != nil {
+				t.Fatalf("HF -> MCA --no-mtp: %v", err)
+			}
+			if rep := r.Plan.Report(); rep.SkippedMTP != nMTP || len(r.Plan.SkippedMTP) != nMTP || rep.SkippedMTPBytes <= 0 {
+				t.Errorf("skipped %d MTP tensors (report %d, %d bytes), want %d", len(r.Plan.SkippedMTP), rep.SkippedMTP, rep.SkippedMTPBytes, nMTP)
+			}
+			var sum strings.Builder
+			r.Plan.WriteSummary(&sum)
+			if !strings.Contains(sum.String(), "(MTP left out)") {
+				t.Errorf("summary does not count the MTP weights left out:\n%s", sum.String())
+			}
+			if v, ok := readJSONFile(t, filepath.Join(mca, "mca_config.json"))["mtp_num_layers"]; !ok || v != nil {
+				t.Errorf("mtp_num_layers = %v (present %v), want null", v, ok)
+			}
+			for rank, ts := range rankTensors(t, mca) {
+				for _, x := range ts {
+					if strings.Contains(x.Name, "mtp.") {
+						t.Errorf("%s holds %s with --no-mtp", rank, x.Name)
+					}
+				}
+			}
+			if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+				t.Fatalf("MCA -> HF: %v", err)
+			}
+			p := *r.Plan
+			p.Ignored = append(append([]int(nil), p.Ignored...), p.SkippedMTP...)
+			compareCheckpoints(t, hf, back, &p) // MTP tensors must not come back
+			if v := readJSONFile(t, filepath.Join(back, "config.json"))[mtpCountKey(style)]; v != float64(0) {
+				t.Errorf("HF %s = %v, want 0", mtpCountKey(style), v)
+			}
+
+			// A full MTP checkpoint converted back with --no-mtp.
+			full, back2 := filepath.Join(dir, "full"), filepath.Join(dir, "back2")
+			withMTP := mtpModel(t, "mtp_"+style)
+			if _, err := exec.ConvertHFToMCA(context.Background(), withMTP, hf, full, exec.Options{Layout: exec.Layout{EP: 2}}); err != nil {
+				t.Fatal(err)
+			}
+			r2, err := exec.ConvertMCAToHF(context.Background(), m, full, back2, exec.Options{})
+			if err != nil {
+				t.Fatalf("MCA -> HF --no-mtp: %v", err)
+			}
+			if len(r2.Plan.SkippedMTP) == 0 {
+				t.Error("MCA -> HF --no-mtp skipped no MTP tensor")
+			}
+			compareCheckpoints(t, hf, back2, &p)
+			if v := readJSONFile(t, filepath.Join(back2, "config.json"))[mtpCountKey(style)]; v != float64(0) {
+				t.Errorf("HF %s = %v, want 0", mtpCountKey(style), v)
+			}
+		})
+	}
+}
+
+// TestMTPErrors: checkpoints whose MTP layers do not fit the template or
+// the config are refused before anything is written, naming what is
+// wrong.
+func TestMTPErrors(t *testing.T) {
+	attn := func(hfLayer string) []string {
+		var out []string
+		for _, n := range []string{"q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"} {
+			out = append(out, hfLayer+"self_attn."+n+".weight")
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name, style string
+		drop        []string
+		mtp         int
+		want        string
+	}{
+		{"no eh_proj", "trailing", []string{"model.layers.4.eh_proj.weight"}, 1, `MTP layer 0 (names model.layers.4.*) has no .eh_proj.weight`},
+		{"no final norm", "prefixed", []string{"mtp.norm.weight"}, 1, `has no .final_layernorm.weight`},
+		{"no attention", "prefixed", attn("mtp.layers.0."), 1, `MTP layer 0 (names mtp.layers.0.* and mtp.*) lacks what every decoder layer of its kind has: qkv op`},
+		{"half an attention", "trailing", []string{"model.layers.4.self_attn.k_proj.weight"}, 1, `model.layers.4.self_attn.k_proj.weight`},
+		{"config says none", "trailing", nil, 0, `an MTP weight (MTP layer 0), but mtp_num_layers is 0: map the HF key of mtp_num_layers, or convert with --no-mtp`},
+		{"config says two", "trailing", nil, 2, `mtp_num_layers is 2 but the checkpoint has no tensors of MTP layer 1 (names model.layers.5.*)`},
+		{"prefixed two", "prefixed", nil, 2, `one MTP layer only`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newMTPCheckpoint(tc.style)
+			c.mtp = tc.mtp
+			hf := filepath.Join(t.TempDir(), "hf")
+			c.write(t, hf, tc.drop...)
+			m := mtpModel(t, "mtp_"+tc.style)
+			cp, err := exec.PlanConversion(m, hf, exec.Layout{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			perr := cp.Plan.Err()
+			if perr == nil || !strings.Contains(perr.Error(), tc.want) {
+				t.Errorf("plan error %v, want one containing %q", perr, tc.want)
+			}
+			out := filepath.Join(filepath.Dir(hf), "mca")
+			if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, out, exec.Options{}); err == nil {
+				t.Error("conversion succeeded")
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("refused conversion left %s (%v)", out, err)
+			}
+		})
+	}
+}
