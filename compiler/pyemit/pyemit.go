@@ -316,6 +316,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	} else if class != "" {
 		roll[class] = true
 	}
+	if t.MTP != nil && class == "" && !custom {
+		roll["Template"] = true // the base of mtp_template
+	}
 	b.WriteString(importBlock("mcore_adapter.models.converter.template", sortedKeys(roll)))
 
 	support := map[string]bool{"register_dist_config": true}
@@ -324,6 +327,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	}
 	if custom {
 		support["key_prefix_template"] = true
+	}
+	if t.MTP != nil {
+		support["mtp_template"] = true
 	}
 	if len(classes) > 0 {
 		support["hf_parts"], support["as_list"], support["chunk"] = true, true, true
@@ -363,6 +369,8 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	b.WriteString(render(call("register_dist_config", arg("", str(t.Name)), arg("", dist)), 0))
 	b.WriteString("\n\n")
 
+	b.WriteString(mtpFirstLayerDef(t))
+
 	// register_template(...)
 	args := []node{arg("", str(t.Name)), arg("hf_layer_prefix", str(t.LayerPrefix))}
 	if t.ExpertPrefix != "" {
@@ -388,6 +396,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 			rules = append(rules, tuple(str(r.Prefix), list(unless...)))
 		}
 		args = append(args, arg("template_class", call("key_prefix_template", arg("", list(rules...)))))
+	}
+	if t.MTP != nil {
+		args = withMTPClass(t, args)
 	}
 	var cfg []node
 	for _, c := range t.Config {
@@ -653,6 +664,9 @@ def key_prefix_template(rules):
 
     return KeyPrefixTemplate
 `)
+	}
+	if hasMTP(p) {
+		b.WriteString(supportMTP)
 	}
 	for _, s := range p.ParallelSets {
 		b.WriteString("\n\n")
