@@ -29,15 +29,17 @@ func hasMTP(p *ir.Program) bool {
 }
 
 // mtpFirstLayerDef is the Python function computing mtp_first_layer from
-// the HF and MCA configs, or "" for a template without one.
-func mtpFirstLayerDef(t *ir.Template) string {
+// the HF and MCA configs, or "" for a template without one. A module with
+// a generated template class imports _rt_field from the support module;
+// any other defines it when the expression needs it.
+func mtpFirstLayerDef(t *ir.Template, generated bool) string {
 	if t.MTP == nil || t.MTP.FirstLayer == nil {
 		return ""
 	}
 	var b strings.Builder
 	b.WriteString("\n")
 	expr := t.MTP.FirstLayer.Python(ir.DefaultPyNames)
-	if strings.Contains(expr, "_rt_field(") {
+	if strings.Contains(expr, "_rt_field(") && !generated {
 		b.WriteString(ir.PythonPrelude)
 		b.WriteString("\n\n")
 	}
