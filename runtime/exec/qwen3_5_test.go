@@ -1,6 +1,7 @@
 package exec_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -215,9 +217,11 @@ func qwen35Specs(cfg map[string]any, v qwen35Variant, dt tensor.DType) []safeten
 
 // qwen35Variants are the checkpoints of acceptance 2 and 3.
 var qwen35Variants = []qwen35Variant{
-	{id: "0.8b-tied", modelType: "qwen3_5", config: "qwen3.5-0.8b.json"},
-	{id: "27b-untied", modelType: "qwen3_5", config: "qwen3.5-27b.json"},
-	{id: "35b-a3b", modelType: "qwen3_5_moe", config: "qwen3.5-35b-a3b.json"},
+	{id: "0.8b-tied", modelType: "qwen3_5", config: "qwen3.5-0.8b.json", mtp: true},
+	{id: "27b-untied", modelType: "qwen3_5", config: "qwen3.5-27b.json", mtp: true},
+	{id: "35b-a3b", modelType: "qwen3_5_moe", config: "qwen3.5-35b-a3b.json", mtp: true},
+	// Beyond ROLL: the MTP layer's experts fused (Qwen3.6).
+	{id: "35b-a3b-fusedmtp", modelType: "qwen3_5_moe", config: "qwen3.5-35b-a3b.json", mtp: true, mtpFused: true},
 }
 
 // qwen35Layouts are the parallel layouts of acceptance 2 (EP only for
@@ -266,7 +270,11 @@ func testQwen35TorchReference(t *testing.T, py string) {
 			if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
 				t.Fatalf("%s: MCA → HF: %v", id, err)
 			}
-			compareCheckpoints(t, hf, back, r.Plan)
+			if v.modelType == "qwen3_5_moe" && !v.mtpFused {
+				compareFusedBack(t, hf, back)
+			} else {
+				compareCheckpoints(t, hf, back, r.Plan)
+			}
 		}
 	}
 	ids := make([]string, len(cases))
@@ -452,7 +460,7 @@ func testQwen35ZeroCenteredRoundTrip(t *testing.T, py string) {
 	dir := t.TempDir()
 	var cases []lossyCase
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
-		for _, v := range []qwen35Variant{qwen35Variants[0], qwen35Variants[2]} {
+		for _, v := range []qwen35Variant{qwen35Variants[0], qwen35Variants[3]} {
 			id := v.id + "/" + dt.String()
 			hf := filepath.Join(dir, id, "hf")
 			synthQwen35(t, v, dt).write(t, hf, 2, 3)
@@ -611,5 +619,85 @@ func testQwen35UnderROLL(t *testing.T, py, roll string) {
 			t.Errorf("%s: nothing checked", id)
 		}
 		t.Logf("%s: %d tensors equal under ROLL's converter, the built module and the Go runtime", id, r.Checked)
+	}
+}
+
+// perExpert matches an expert's own tensor: prefix, expert, projection.
+var perExpert = regexp.MustCompile(`^(.*\.mlp\.experts\.)(\d+)\.(gate_proj|up_proj|down_proj)\.weight$`)
+
+// compareFusedBack checks an MCA -> HF round trip of a checkpoint that
+// keeps some experts one by one (Qwen3.5-MoE's MTP layer): rolltpl writes
+// every expert group fused, so back must hold exactly the HF tensors with
+// each group of per-expert tensors replaced by its fused pair
+// (gate_up_proj [E, 2I, H]: each expert's gate then up; down_proj
+// [E, H, I]), bit for bit.
+func compareFusedBack(t *testing.T, hfDir, backDir string) {
+	t.Helper()
+	x, err := safetensors.OpenSharded(hfDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	y, err := safetensors.OpenSharded(backDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y.Close()
+	type want struct {
+		dt    tensor.DType
+		shape tensor.Shape
+		data  []byte
+	}
+	wants := map[string]*want{}
+	experts := map[string]map[int]map[string][]byte{} // prefix → expert → projection → bytes
+	var shapes = map[string]tensor.Shape{}
+	var dt tensor.DType
+	for _, tx := range x.Tensors() {
+		data := append([]byte(nil), tx.File.Data(tx.TensorInfo)...)
+		tx.File.Release(tx.TensorInfo)
+		if m := perExpert.FindStringSubmatch(tx.Name); m != nil {
+			e, _ := strconv.Atoi(m[2])
+			if experts[m[1]] == nil {
+				experts[m[1]] = map[int]map[string][]byte{}
+			}
+			if experts[m[1]][e] == nil {
+				experts[m[1]][e] = map[string][]byte{}
+			}
+			experts[m[1]][e][m[3]] = data
+			shapes[m[3]], dt = tx.Shape, tx.DType
+			continue
+		}
+		wants[tx.Name] = &want{tx.DType, tx.Shape, data}
+	}
+	for prefix, byExpert := range experts {
+		E := int64(len(byExpert))
+		gu, down := &want{dt: dt}, &want{dt: dt}
+		for e := range len(byExpert) {
+			gu.data = append(append(gu.data, byExpert[e]["gate_proj"]...), byExpert[e]["up_proj"]...)
+			down.data = append(down.data, byExpert[e]["down_proj"]...)
+		}
+		g, d := shapes["gate_proj"], shapes["down_proj"]
+		gu.shape = tensor.Shape{E, 2 * g[0], g[1]}
+		down.shape = tensor.Shape{E, d[0], d[1]}
+		wants[prefix+"gate_up_proj"], wants[prefix+"down_proj"] = gu, down
+	}
+	if len(experts) == 0 {
+		t.Errorf("%s has no per-expert tensors", hfDir)
+	}
+	n := 0
+	for _, ty := range y.Tensors() {
+		w, ok := wants[ty.Name]
+		if !ok {
+			t.Errorf("%s: came back but is not in the HF checkpoint (fused)", ty.Name)
+			continue
+		}
+		if w.dt != ty.DType || !w.shape.Equal(ty.Shape) || !bytes.Equal(w.data, ty.File.Data(ty.TensorInfo)) {
+			t.Errorf("%s: %v%v came back as %v%v or bytes differ", ty.Name, w.dt, w.shape, ty.DType, ty.Shape)
+		}
+		ty.File.Release(ty.TensorInfo)
+		n++
+	}
+	if n != len(wants) {
+		t.Errorf("round trip has %d tensors, want %d", n, len(wants))
 	}
 }
