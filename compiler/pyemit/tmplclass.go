@@ -19,9 +19,11 @@ import (
 //     ROLL's maps and constants (the Go runtime's BuildMCAConfig order);
 //   - convert_mca_to_hf_config: the `set hf.KEY` statements, passed as
 //     keyword arguments so that they win over the maps, as in BuildHFConfig;
-//   - add_hf_weight and get_conver_op: for the layers meeting a per-layer
-//     condition, the op's variant with the condition's names (the Go
-//     planner's layer variants); set_mca_config_for_ops gives the variants
+//   - add_hf_weight, hf_name_to_mca_names and get_conver_op: for the
+//     layers meeting a per-layer condition, the op's variant with the
+//     condition's names (the Go planner's layer variants; ROLL's
+//     Qwen3NextTemplate and Qwen3_5Template pick them in add_hf_weight
+//     only, so their hf_name_to_mca_names names the other branch); set_mca_config_for_ops gives the variants
 //     the config; __post_init__ registers the variants' MCA names right
 //     after their op's, so that MCA -> HF maps them back whatever the layer;
 //   - get_lora_conver_op: like ROLL's, but a QKV-family op keeps its own
@@ -249,6 +251,13 @@ func generatedClass(t *ir.Template, base string) string {
         self._rt_layer = _rt_layer_index(name, self.hf_layer_prefix)
         try:
             return super().add_hf_weight(name, weight)
+        finally:
+            self._rt_layer = None
+
+    def hf_name_to_mca_names(self, hf_name):
+        self._rt_layer = _rt_layer_index(hf_name, self.hf_layer_prefix)
+        try:
+            return super().hf_name_to_mca_names(hf_name)
         finally:
             self._rt_layer = None
 

@@ -122,9 +122,6 @@ for mod_name, cls_name, base in [("qwen3_vl_moe", "Qwen3VLMoeTemplate", VisionTe
                                   ("qwen3_next", "Qwen3NextTemplate", Template)]:
     setattr(sys.modules["mcore_adapter.models." + mod_name], cls_name,
             type(cls_name, (base,), {"__module__": "mcore_adapter.models." + mod_name}))
-models.qwen3_5.Qwen3_5Template = type("Qwen3_5Template", (VisionTemplate,), {"__module__": "mcore_adapter.models.qwen3_5"})
-models.qwen3_5_moe.Qwen3_5_MoETemplate = type("Qwen3_5_MoETemplate", (models.qwen3_5.Qwen3_5Template,),
-                                              {"__module__": "mcore_adapter.models.qwen3_5_moe"})
 template.templates = {t: None for t in ROLL_TYPES}
 
 

@@ -133,9 +133,42 @@ def check(case):
     mca = types.SimpleNamespace(**cfg)
     hf = recompute.read_hf(case["hf_dir"])
     mt = mc["hf_model_type"]
-    got = {}
+    got, fulls = {}, {}
     for who, t in (("ROLL's", roll_templates[mt]), ("rolltpl's", ours[mt])):
-        got[who] = ranks_of(mca, to_mca(t, mca, hf), L)
+        fulls[who] = to_mca(t, mca, hf)
+        got[who] = ranks_of(mca, fulls[who], L)
+    # hf_name_to_mca_names (what a rank loads): every name ours maps is
+    # one the conversion produces. ROLL's raises on fused MTP experts,
+    # drops the expert from per-expert MTP names, and maps a
+    # linear-attention layer's input norm to the full-attention name (its
+    # Qwen3_5Template picks the name per layer only in add_hf_weight):
+    # exactly those names are ROLL's failures.
+    roll_failures = []
+    for who, t in (("ROLL's", roll_templates[mt]), ("rolltpl's", ours[mt])):
+        t.set_mca_config_for_ops(mca)
+        for n in hf:
+            try:
+                names = t.hf_name_to_mca_names(n) or []
+            except Exception as e:  # noqa: BLE001
+                if who == "ROLL's":
+                    roll_failures.append(n)
+                else:
+                    errors.append("rolltpl's hf_name_to_mca_names(%s) raised %r" % (n, e))
+                continue
+            for m in names:
+                # ROLL returns a {} op's MCA name as registered.
+                if "{}" in m or m in fulls[who]:
+                    continue
+                if who == "ROLL's":
+                    roll_failures.append(n)
+                else:
+                    errors.append("%s hf_name_to_mca_names(%s) gives %s, which the conversion does not produce" % (who, n, m))
+        t.release()
+    want_failures = sorted(n for n in hf if n.startswith("mtp.layers.") and ".mlp.experts." in n
+                           or re.match(r"^model\.language_model\.layers\.(\d+)\.input_layernorm\.weight$", n)
+                           and mca.layer_types[int(n.split(".")[3])] == "linear_attention")
+    if sorted(roll_failures) != want_failures:
+        errors.append("ROLL's hf_name_to_mca_names failed on %s, want %s" % (sorted(roll_failures)[:6], want_failures[:6]))
     checked = 0
     for key, rank in got["ROLL's"].items():
         tr, pr, er = key
@@ -186,7 +219,7 @@ def check(case):
         checked += 1
     if back:
         errors.append("back: extra %s" % sorted(back)[:4])
-    return checked, errors
+    return checked, errors, roll_failures
 
 
 out = {"torch_version": torch.__version__, "cases": {}}
@@ -194,10 +227,10 @@ with open(manifest) as f:
     cases = json.load(f)
 for case in cases:
     try:
-        checked, errors = check(case)
+        checked, errors, roll_failures = check(case)
     except Exception:  # noqa: BLE001
-        checked, errors = 0, [traceback.format_exc()]
-    out["cases"][case["id"]] = {"checked": checked, "errors": errors}
+        checked, errors, roll_failures = 0, [traceback.format_exc()], []
+    out["cases"][case["id"]] = {"checked": checked, "errors": errors, "roll_failures": roll_failures}
 with open(result, "w") as f:
     json.dump(out, f, indent=1)
 shutil.rmtree(tree)

@@ -263,7 +263,7 @@ template fused {
     expert_prefix = ".mlp.experts."
     config { num_experts -> num_moe_experts }
     weights {
-        split_experts(transpose = false) "down_proj" -> ".linear_fc2.weight"
+        split_experts(transpose = true) "down_proj" -> ".linear_fc2.weight"
     }
     parallel { row ".linear_fc2.weight" }
 }
