@@ -412,6 +412,17 @@ func TestQwen35CheckRealSize(t *testing.T) {
 			}
 			return s
 		}, `component 4 has shape \[16, 1088\].*\[qwen3_5_gdn op #\d+ .*"model\.language_model\.layers\.0\.linear_attn\.in_proj_b\.weight"`},
+		{"missing MTP fc", qwen35Variants[0], func(s []safetensors.Spec) []safetensors.Spec {
+			return slices.DeleteFunc(s, func(sp safetensors.Spec) bool { return sp.Name == "mtp.fc.weight" })
+		}, `MTP layer 0 \(names mtp\.layers\.0\.\* and mtp\.\*\) has no \.eh_proj\.weight \(from \.fc\.weight of the rename op #\d+ \(stdlib/templates/qwen3_5\.rolltpl:\d+:\d+\)\)`},
+		{"misshapen fused MTP experts", qwen35Variants[3], func(s []safetensors.Spec) []safetensors.Spec {
+			for i := range s {
+				if s[i].Name == "mtp.layers.0.mlp.experts.gate_up_proj" {
+					s[i].Shape = tensor.Shape{s[i].Shape[0], s[i].Shape[1] + 4, s[i].Shape[2]}
+				}
+			}
+			return s
+		}, `mtp\.layers\.0\.mtp_model_layer\.mlp\.experts\.local_experts\.0\.linear_fc1\.weight has shape \[1028, 2048\]; want \[1024, 2048\] \(2 × moe_ffn_hidden_size \(swiglu\), hidden_size\) \[split_stack_experts op #\d+ \(stdlib/templates/qwen3_5_moe\.rolltpl:\d+:\d+\)\]: "mtp\.layers\.0\.mlp\.experts\.gate_up_proj"`},
 		{"misshapen fused experts", qwen35Variants[2], func(s []safetensors.Spec) []safetensors.Spec {
 			for i := range s {
 				if s[i].Name == l0+"mlp.experts.down_proj" {
