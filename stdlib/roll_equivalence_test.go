@@ -39,8 +39,14 @@ var generatedClass = map[string]struct {
 }{
 	"qwen3_omni_moe": {"KeyPrefixTemplate", []any{"adjust_config_hf_to_mca"}},
 	"qwen3_next":     {"Qwen3NextTemplate", []any{"add_hf_weight", "add_mca_weight", "get_lora_conver_op"}},
-	"qwen3_5":        {"MTPQwen35Template", []any{"add_hf_weight", "add_mca_weight", "get_lora_conver_op", "hf_name_to_mca_names"}},
-	"qwen3_5_moe":    {"MTPQwen35MoeTemplate", []any{"get_lora_conver_op"}},
+	// Documented departures (stdlib/templates/qwen3_5*.rolltpl): the MTP
+	// layer is converted by the MTP support's class (mtp_template) where
+	// ROLL's Qwen3_5Template does it itself (same megatron-core names,
+	// runtime/exec TestQwen35UnderROLL); it also takes fused MTP experts,
+	// on which ROLL's fails, and names per-layer input norms right in
+	// hf_name_to_mca_names.
+	"qwen3_5":     {"MTPQwen35Template", []any{"add_hf_weight", "add_mca_weight", "get_lora_conver_op", "hf_name_to_mca_names"}},
+	"qwen3_5_moe": {"MTPQwen35MoeTemplate", []any{"get_lora_conver_op"}},
 }
 
 // builtTypes are the model types the stdlib compiles to Python today.
