@@ -74,13 +74,14 @@ type mtpCheckpoint struct {
 const mtpH, mtpV = 64, 256
 
 func newMTPCheckpoint(style string) *mtpCheckpoint {
-	d := dims{vocab: mtpV, hidden: mtpH, layers: 5, heads: 4, kv: 2, headDim: 16, qkNorm: true, experts: 4, moeInter: 32}
+	d := dims{vocab: mtpV, hidden: mtpH, layers: 5, heads: 4, kv: 2, headDim: 16, qkNorm: true, experts: 4, moeInter: 32,
+		fusedExperts: style == "fused"}
 	c := &mtpCheckpoint{style: style, decoder: 4, mtp: 1, inner: map[string]string{}, block: map[string]string{}}
 	add := func(name string, shape ...int64) {
 		c.specs = append(c.specs, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: tensor.Shape(shape)})
 	}
 	hfLayer := "model.layers.4."
-	if style == "prefixed" {
+	if style != "trailing" { // prefixed, fused
 		hfLayer = "mtp.layers.0."
 	}
 	for _, sp := range d.specs(tensor.BF16) {
@@ -92,7 +93,7 @@ func newMTPCheckpoint(style string) *mtpCheckpoint {
 	}
 	blockHF := map[string]string{".enorm.weight": "enorm.weight", ".hnorm.weight": "hnorm.weight", ".eh_proj.weight": "eh_proj.weight", ".final_layernorm.weight": "shared_head.norm.weight"}
 	blockPrefix := hfLayer
-	if style == "prefixed" {
+	if style != "trailing" {
 		blockHF = map[string]string{".enorm.weight": "pre_fc_norm_embedding.weight", ".hnorm.weight": "pre_fc_norm_hidden.weight", ".eh_proj.weight": "fc.weight", ".final_layernorm.weight": "norm.weight"}
 		blockPrefix = "mtp."
 	}
@@ -326,7 +327,7 @@ func TestMTPLayers(t *testing.T) {
 		{"pp2vpp2", exec.Layout{PP: 2, VPP: 2}},
 		{"tp2ep2", exec.Layout{TP: 2, EP: 2}},
 	}
-	for _, style := range []string{"trailing", "prefixed"} {
+	for _, style := range []string{"trailing", "prefixed", "fused"} {
 		t.Run(style, func(t *testing.T) {
 			m := mtpModel(t, "mtp_"+style)
 			c := newMTPCheckpoint(style)
