@@ -508,3 +508,89 @@ func TestMTPErrors(t *testing.T) {
 		})
 	}
 }
+
+// mtpConditionTemplate is mtp_trailing with the input norm named per
+// layer by a condition over `layer`, which is num_layers+i in MTP layer i.
+const mtpConditionTemplate = `import "common"
+import "parallel"
+
+template mtp_trailing {
+    layer_prefix    = "model.layers."
+    expert_prefix   = ".mlp.experts."
+    mtp_first_layer = hf.num_hidden_layers
+    config {
+        use qwen_moe_llm
+        num_nextn_predict_layers -> mtp_num_layers
+    }
+    mca {
+        use rope
+        use softmax_after_topk
+        qk_layernorm = true
+    }
+    weights {
+        use embeddings
+        rename ".input_layernorm.weight"
+            -> ".input_layernorm.weight" if layer >= mca.num_layers else ".self_attention.linear_qkv.layer_norm_weight"
+        use qkv_and_bias
+        use attention_out
+        use qk_norm
+        use moe
+        use final_norm
+        rename ".enorm.weight" -> ".enorm.weight"
+        rename ".hnorm.weight" -> ".hnorm.weight"
+        rename ".eh_proj.weight" -> ".eh_proj.weight"
+        rename ".shared_head.norm.weight" -> ".final_layernorm.weight"
+        ignore ".embed_tokens.weight", ".shared_head.head.weight"
+    }
+    parallel {
+        use default
+        use shared_moe
+        use mtp
+        duplicated ".input_layernorm.weight"
+    }
+}
+`
+
+// TestMTPLayerCondition: a per-layer name condition sees layer =
+// num_layers + i in MTP layer i, and the MTP layer's name comes back to
+// its HF name.
+func TestMTPLayerCondition(t *testing.T) {
+	dir := t.TempDir()
+	tpl := filepath.Join(dir, "cond.rolltpl")
+	writeFile(t, tpl, []byte(mtpConditionTemplate))
+	res := compiler.Compile([]string{tpl}, compiler.Options{Lib: stdlib.Templates()})
+	if res.Diags.HasErrors() {
+		t.Fatal(res.Diags.Err())
+	}
+	m, err := exec.NewModel(res.Program, "mtp_trailing", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newMTPCheckpoint("trailing")
+	hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+	c.write(t, hf)
+	r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: exec.Layout{PP: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, st := range r.Plan.Steps {
+		for _, o := range st.Outputs {
+			names[o.Name] = true
+		}
+	}
+	for name, want := range map[string]bool{
+		"mtp.layers.0.mtp_model_layer.input_layernorm.weight":                      true,
+		"mtp.layers.0.mtp_model_layer.self_attention.linear_qkv.layer_norm_weight": false,
+		"decoder.layers.3.self_attention.linear_qkv.layer_norm_weight":             true,
+		"decoder.layers.3.input_layernorm.weight":                                  false,
+	} {
+		if names[name] != want {
+			t.Errorf("output %s: %v, want %v", name, names[name], want)
+		}
+	}
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	compareCheckpoints(t, hf, back, r.Plan)
+}
