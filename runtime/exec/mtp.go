@@ -480,3 +480,17 @@ func (p prefixes) splitMTP(name string) (wp weightPrefix, pure string, ok bool, 
 	}
 	return p.mtp.splitMCA(plain, name)
 }
+
+// mtpBlockShape is the shape megatron-core gives a weight of an MTP block
+// (ok false: not one): the norms [hidden_size], eh_proj
+// [hidden_size, 2 × hidden_size] (it projects the concatenated embedding
+// and hidden state).
+func mtpBlockShape(pure string, h int64) (shape []int64, why string, ok bool) {
+	switch pure {
+	case ".enorm.weight", ".hnorm.weight", ".final_layernorm.weight":
+		return []int64{h}, "hidden_size", true
+	case ".eh_proj.weight":
+		return []int64{h, 2 * h}, "hidden_size, 2 × hidden_size", true
+	}
+	return nil, "", false
+}

@@ -475,18 +475,26 @@ func TestMTPErrors(t *testing.T) {
 		drop        []string
 		mtp         int
 		want        string
+		reshape     map[string]tensor.Shape
 	}{
-		{"no eh_proj", "trailing", []string{"model.layers.4.eh_proj.weight"}, 1, `MTP layer 0 (names model.layers.4.*) has no .eh_proj.weight`},
-		{"no final norm", "prefixed", []string{"mtp.norm.weight"}, 1, `has no .final_layernorm.weight`},
-		{"no attention", "prefixed", attn("mtp.layers.0."), 1, `MTP layer 0 (names mtp.layers.0.* and mtp.*) lacks what every decoder layer of its kind has: qkv op`},
-		{"half an attention", "trailing", []string{"model.layers.4.self_attn.k_proj.weight"}, 1, `model.layers.4.self_attn.k_proj.weight`},
-		{"config says none", "trailing", nil, 0, `an MTP weight (MTP layer 0), but mtp_num_layers is 0: map the HF key of mtp_num_layers, or convert with --no-mtp`},
-		{"config says two", "trailing", nil, 2, `mtp_num_layers is 2 but the checkpoint has no tensors of MTP layer 1 (names model.layers.5.*)`},
-		{"prefixed two", "prefixed", nil, 2, `one MTP layer only`},
+		{"eh_proj misshapen", "prefixed", nil, 1, `mtp.layers.0.eh_proj.weight has shape [64, 64]; want [64, 128] (hidden_size, 2 × hidden_size) [rename op #16 (testdata/mtp.rolltpl:66:9)]: "mtp.fc.weight"`, map[string]tensor.Shape{"mtp.fc.weight": {mtpH, mtpH}}},
+		{"MTP attention misshapen", "trailing", nil, 1, `mtp.layers.0.mtp_model_layer.self_attention.linear_proj.weight has shape [64, 80]; want [64, 64]`, map[string]tensor.Shape{"model.layers.4.self_attn.o_proj.weight": {mtpH, mtpH + 16}}},
+		{"no eh_proj", "trailing", []string{"model.layers.4.eh_proj.weight"}, 1, `MTP layer 0 (names model.layers.4.*) has no .eh_proj.weight`, nil},
+		{"no final norm", "prefixed", []string{"mtp.norm.weight"}, 1, `has no .final_layernorm.weight`, nil},
+		{"no attention", "prefixed", attn("mtp.layers.0."), 1, `MTP layer 0 (names mtp.layers.0.* and mtp.*) lacks what every decoder layer of its kind has: qkv op`, nil},
+		{"half an attention", "trailing", []string{"model.layers.4.self_attn.k_proj.weight"}, 1, `model.layers.4.self_attn.k_proj.weight`, nil},
+		{"config says none", "trailing", nil, 0, `an MTP weight (MTP layer 0), but mtp_num_layers is 0: map the HF key of mtp_num_layers, or convert with --no-mtp`, nil},
+		{"config says two", "trailing", nil, 2, `mtp_num_layers is 2 but the checkpoint has no tensors of MTP layer 1 (names model.layers.5.*)`, nil},
+		{"prefixed two", "prefixed", nil, 2, `one MTP layer only`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newMTPCheckpoint(tc.style)
 			c.mtp = tc.mtp
+			for i, sp := range c.specs {
+				if s, ok := tc.reshape[sp.Name]; ok {
+					c.specs[i].Shape = s
+				}
+			}
 			hf := filepath.Join(t.TempDir(), "hf")
 			c.write(t, hf, tc.drop...)
 			m := mtpModel(t, "mtp_"+tc.style)
