@@ -58,7 +58,8 @@ func mtpModel(t testing.TB, name string) *exec.Model {
 
 // mtpCheckpoint is an HF checkpoint with an MTP layer.
 type mtpCheckpoint struct {
-	style   string // "trailing" or "prefixed"
+	style   string // "trailing", "prefixed" or "fused" (prefixed, fused experts)
+	tied    bool   // tied embeddings: no lm_head
 	decoder int    // num_hidden_layers
 	mtp     int    // MTP layers in the config
 	specs   []safetensors.Spec
@@ -117,6 +118,7 @@ func newMTPCheckpoint(style string) *mtpCheckpoint {
 func (c *mtpCheckpoint) config() map[string]any {
 	d := dims{vocab: mtpV, hidden: mtpH, inter: 128, layers: int64(c.decoder), heads: 4, kv: 2, headDim: 16, experts: 4, moeInter: 32}
 	cfg := d.textConfig(tensor.BF16)
+	cfg["tie_word_embeddings"] = c.tied
 	qwenMoEKeys(cfg, d)
 	cfg["model_type"] = "mtp_" + c.style
 	if c.style == "trailing" {
@@ -164,7 +166,7 @@ func (c *mtpCheckpoint) write(t *testing.T, dir string, drop ...string) {
 	var specs []safetensors.Spec
 	data := map[string][]byte{}
 	for _, sp := range c.specs {
-		if !containsString(drop, sp.Name) {
+		if !containsString(drop, sp.Name) && !(c.tied && sp.Name == "lm_head.weight") {
 			specs = append(specs, sp)
 			data[sp.Name] = c.bytes(sp)
 		}
@@ -601,4 +603,54 @@ func TestMTPLayerCondition(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareCheckpoints(t, hf, back, r.Plan)
+}
+
+// TestMTPTiedEmbeddings: with tied embeddings (no lm_head) the MTP layer
+// converts the same way; the last pipeline stage holds the word
+// embeddings twice, as megatron-core's GPTModel has them there with MTP
+// layers: embedding.word_embeddings.weight (the MTP layer's input) and the
+// tied output_layer.weight (ROLL's DistConverter writes only the latter).
+func TestMTPTiedEmbeddings(t *testing.T) {
+	for _, style := range []string{"trailing", "prefixed"} {
+		t.Run(style, func(t *testing.T) {
+			c := newMTPCheckpoint(style)
+			c.tied = true
+			dir := t.TempDir()
+			hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+			c.write(t, hf)
+			m := mtpModel(t, "mtp_"+style)
+			l := exec.Layout{TP: 2, PP: 2}
+			r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: l})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkMTPPlacement(t, c, mca, l)
+			// The last stage: the embedding (read by the MTP layer) and the
+			// tied LM head, both the rank's rows of the embedding.
+			n := 0
+			for r, ts := range rankTensorsByRank(t, mca, l.Normalized()) {
+				byName := map[string][]byte{}
+				for _, x := range ts {
+					byName[x.name] = x.data
+				}
+				emb, hasEmb := byName["embedding.word_embeddings.weight"]
+				head, hasHead := byName["output_layer.weight"]
+				switch {
+				case r.PP == 0 && (!hasEmb || hasHead):
+					t.Errorf("rank %+v: first stage has embedding %v, output layer %v", r, hasEmb, hasHead)
+				case r.PP == 1 && (!hasEmb || !hasHead || !bytes.Equal(emb, head)):
+					t.Errorf("rank %+v: last stage has embedding %v, output layer %v (equal: %v); want both, equal", r, hasEmb, hasHead, bytes.Equal(emb, head))
+				case r.PP == 1:
+					n++
+				}
+			}
+			if n != l.TP {
+				t.Errorf("%d last-stage ranks checked, want %d", n, l.TP)
+			}
+			if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			compareCheckpoints(t, hf, back, r.Plan)
+		})
+	}
 }
