@@ -654,3 +654,33 @@ func TestMTPTiedEmbeddings(t *testing.T) {
 		})
 	}
 }
+
+// TestMTPMissingInMCA: an MCA checkpoint whose config says it has an MTP
+// layer but whose rank files have none (converted with --no-mtp, then
+// its mtp_num_layers edited) is refused MCA -> HF, naming the layer.
+func TestMTPMissingInMCA(t *testing.T) {
+	c := newMTPCheckpoint("trailing")
+	dir := t.TempDir()
+	hf, mca := filepath.Join(dir, "hf"), filepath.Join(dir, "mca")
+	c.write(t, hf)
+	m := mtpModel(t, "mtp_trailing")
+	m.NoMTP = true
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(mca, "mca_config.json")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte(`"mtp_num_layers": null`), []byte(`"mtp_num_layers": 1`), 1)
+	writeFile(t, cfgPath, b)
+	cp, err := exec.PlanConversion(mtpModel(t, "mtp_trailing"), mca, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "mtp_num_layers is 1 but the checkpoint has no tensors of MTP layer 0 (names mtp.layers.0.*)"
+	if perr := cp.Plan.Err(); perr == nil || !strings.Contains(perr.Error(), want) {
+		t.Errorf("plan error %v, want one containing %q", perr, want)
+	}
+}
