@@ -58,11 +58,13 @@ func mtpModel(t testing.TB, name string) *exec.Model {
 
 // mtpCheckpoint is an HF checkpoint with an MTP layer.
 type mtpCheckpoint struct {
-	style   string // "trailing", "prefixed" or "fused" (prefixed, fused experts)
-	tied    bool   // tied embeddings: no lm_head
-	decoder int    // num_hidden_layers
-	mtp     int    // MTP layers in the config
-	specs   []safetensors.Spec
+	style string // "trailing", "prefixed" or "fused" (prefixed, fused experts)
+	tied  bool   // tied embeddings: no lm_head
+	// modelType overrides config.json's model_type (default mtp_<style>).
+	modelType string
+	decoder   int // num_hidden_layers
+	mtp       int // MTP layers in the config
+	specs     []safetensors.Spec
 	// inner maps an HF name of the MTP transformer layer to the decoder
 	// layer 0 name whose bytes it holds.
 	inner map[string]string
@@ -121,6 +123,9 @@ func (c *mtpCheckpoint) config() map[string]any {
 	cfg["tie_word_embeddings"] = c.tied
 	qwenMoEKeys(cfg, d)
 	cfg["model_type"] = "mtp_" + c.style
+	if c.modelType != "" {
+		cfg["model_type"] = c.modelType
+	}
 	if c.style == "trailing" {
 		cfg["num_nextn_predict_layers"] = c.mtp
 	} else {
@@ -519,64 +524,14 @@ func TestMTPErrors(t *testing.T) {
 	}
 }
 
-// mtpConditionTemplate is mtp_trailing with the input norm named per
-// layer by a condition over `layer`, which is num_layers+i in MTP layer i.
-const mtpConditionTemplate = `import "common"
-import "parallel"
-
-template mtp_trailing {
-    layer_prefix    = "model.layers."
-    expert_prefix   = ".mlp.experts."
-    mtp_first_layer = hf.num_hidden_layers
-    config {
-        use qwen_moe_llm
-        num_nextn_predict_layers -> mtp_num_layers
-    }
-    mca {
-        use rope
-        use softmax_after_topk
-        qk_layernorm = true
-    }
-    weights {
-        use embeddings
-        rename ".input_layernorm.weight"
-            -> ".input_layernorm.weight" if layer >= mca.num_layers else ".self_attention.linear_qkv.layer_norm_weight"
-        use qkv_and_bias
-        use attention_out
-        use qk_norm
-        use moe
-        use final_norm
-        rename ".enorm.weight" -> ".enorm.weight"
-        rename ".hnorm.weight" -> ".hnorm.weight"
-        rename ".eh_proj.weight" -> ".eh_proj.weight"
-        rename ".shared_head.norm.weight" -> ".final_layernorm.weight"
-        ignore ".embed_tokens.weight", ".shared_head.head.weight"
-    }
-    parallel {
-        use default
-        use shared_moe
-        use mtp
-        duplicated ".input_layernorm.weight"
-    }
-}
-`
-
-// TestMTPLayerCondition: a per-layer name condition sees layer =
-// num_layers + i in MTP layer i, and the MTP layer's name comes back to
-// its HF name.
+// TestMTPLayerCondition: a per-layer name condition (mtp_cond's input
+// norm) sees layer = num_layers + i in MTP layer i, and the MTP layer's
+// name comes back to its HF name.
 func TestMTPLayerCondition(t *testing.T) {
 	dir := t.TempDir()
-	tpl := filepath.Join(dir, "cond.rolltpl")
-	writeFile(t, tpl, []byte(mtpConditionTemplate))
-	res := compiler.Compile([]string{tpl}, compiler.Options{Lib: stdlib.Templates()})
-	if res.Diags.HasErrors() {
-		t.Fatal(res.Diags.Err())
-	}
-	m, err := exec.NewModel(res.Program, "mtp_trailing", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mtpModel(t, "mtp_cond") // testdata/mtp.rolltpl
 	c := newMTPCheckpoint("trailing")
+	c.modelType = "mtp_cond"
 	hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
 	c.write(t, hf)
 	r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: exec.Layout{PP: 2}})
