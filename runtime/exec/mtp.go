@@ -243,6 +243,7 @@ func (pl *planner) checkMTP() {
 		seen   bool
 		block  map[string]bool // MCA block weight names present
 		ops    map[int]bool
+		mca    map[string]bool // MCA names (patterns) of the ops run
 		expert bool
 		inputs []int
 	}
@@ -250,6 +251,7 @@ func (pl *planner) checkMTP() {
 	for i := range layers {
 		layers[i].block = map[string]bool{}
 		layers[i].ops = map[int]bool{}
+		layers[i].mca = map[string]bool{}
 	}
 	// Decoder layers: the ops that run in every layer of each kind.
 	decoderOps := map[bool]map[int]int{} // experts? → op → layers running it
@@ -284,6 +286,9 @@ func (pl *planner) checkMTP() {
 			l := &layers[i]
 			l.seen = true
 			l.ops[st.OpIndex] = true
+			for _, n := range st.side.info.mca {
+				l.mca[n] = true
+			}
 			l.inputs = append(l.inputs, st.Inputs...)
 			names := st.side.targets
 			if pl.dir == ops.MCAToHF {
@@ -334,7 +339,7 @@ func (pl *planner) checkMTP() {
 		}
 		var lacks []string
 		for o, cnt := range decoderOps[l.expert] {
-			if cnt == n && !l.ops[o] && !pl.attempted[bucketOp{pl.mtpBucket(i), o}] {
+			if cnt == n && !l.ops[o] && !pl.attempted[bucketOp{pl.mtpBucket(i), o}] && !producesAny(l.mca, pl.sides[o].info.mca) {
 				s := pl.sides[o]
 				lacks = append(lacks, fmt.Sprintf("%s (%s)", s.info.describe(), strings.Join(s.sources, ", ")))
 			}
@@ -345,6 +350,21 @@ func (pl *planner) checkMTP() {
 				i, pl.mtpLayerNames(i), joinLimited(lacks, 8))
 		}
 	}
+}
+
+// producesAny reports whether an op with MCA names names produced one of
+// them already (done): a fused-expert split op and the per-expert ops
+// produce the same MCA names from the two HF layouts of the same experts,
+// and an MTP layer may keep its experts in the other layout than the
+// decoder layers (Qwen3.5-MoE: fused decoder experts, MTP experts one by
+// one).
+func producesAny(done map[string]bool, names []string) bool {
+	for _, n := range names {
+		if done[n] {
+			return true
+		}
+	}
+	return false
 }
 
 // mtpBucket is the canonical bucket prefix of MTP layer i on the source
