@@ -11,11 +11,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
+	"github.com/rolltpl/rolltpl/stdlib"
 )
 
 // Phi-3 stores q/k/v fused in self_attn.qkv_proj.weight and gate/up in
@@ -23,10 +25,23 @@ import (
 // llama template with two composed ops: the fused tensors split by sizes
 // from the config, feeding qkv and stack.
 
-// phi3Template returns the Phi-3 template: llama's, with the q/k/v qkv op
-// and the gate/up stack op replaced by ops reading the fused tensors
-// through tensor steps whose sizes are expressions over the MCA config.
-func phi3Template(t testing.TB) *ir.Program {
+// phi3Example compiles examples/phi3/phi3.rolltpl with the stdlib.
+func phi3Example(t testing.TB) *ir.Program {
+	t.Helper()
+	res := compiler.Compile([]string{filepath.Join("..", "..", "examples", "phi3", "phi3.rolltpl")}, compiler.Options{Lib: stdlib.Templates()})
+	if res.Diags.HasErrors() {
+		t.Fatalf("examples/phi3/phi3.rolltpl: %v", res.Diags)
+	}
+	return res.Program
+}
+
+// phi3IRTemplate returns a Phi-3 template built as IR: llama's, with the
+// q/k/v qkv op and the gate/up stack op replaced by ops reading the fused
+// tensors through tensor steps whose sizes are expressions over hf.* (seen
+// through the template's config mapping) and mca.*, with list repetition;
+// and, when transposed, the attention output projection stored transposed
+// in the HF checkpoint ([heads*d, hidden]) and transposed back by a step.
+func phi3IRTemplate(t testing.TB, transposed bool) *ir.Program {
 	t.Helper()
 	prog := stdlibProgram(t)
 	llama := prog.Template("llama")
@@ -64,6 +79,15 @@ func phi3Template(t testing.TB) *ir.Program {
 			c.Inputs = []*ir.TensorExpr{{HF: -1, Step: "split", Operands: []*ir.TensorExpr{leaf},
 				Args: map[string]*ir.Expr{"dim": lit("0"), "sizes": bin("*", list(mca("ffn_hidden_size")), lit("2"))}}}
 			tp.Ops = append(tp.Ops, &c)
+		case "rename":
+			if !transposed || o.HF[0].Value != ".self_attn.o_proj.weight" {
+				tp.Ops = append(tp.Ops, o)
+				break
+			}
+			c := *o
+			c.Inputs = []*ir.TensorExpr{{HF: -1, Step: "transpose", Operands: []*ir.TensorExpr{leaf},
+				Args: map[string]*ir.Expr{"dims": list(lit("0"), lit("1"))}}}
+			tp.Ops = append(tp.Ops, &c)
 		default:
 			tp.Ops = append(tp.Ops, o)
 		}
@@ -78,6 +102,9 @@ type phi3Dims struct {
 	name                                     string
 	hidden, heads, kv, headDim, inter, vocab int64
 	layers                                   int
+	// transposedOut stores o_proj transposed in the Phi-3 checkpoint
+	// (phi3IRTemplate's transpose step).
+	transposedOut bool
 }
 
 // fused reports the HF tensors of one layer in llama's split naming with
@@ -94,7 +121,11 @@ func (d phi3Dims) specs(dt tensor.DType) (llama []safetensors.Spec, phi3 []safet
 		for _, s := range []*[]safetensors.Spec{&llama, &phi3} {
 			add(s, p+".input_layernorm.weight", d.hidden)
 			add(s, p+".post_attention_layernorm.weight", d.hidden)
-			add(s, p+".self_attn.o_proj.weight", d.hidden, d.heads*d.headDim)
+			if s == &phi3 && d.transposedOut {
+				add(s, p+".self_attn.o_proj.weight", d.heads*d.headDim, d.hidden)
+			} else {
+				add(s, p+".self_attn.o_proj.weight", d.hidden, d.heads*d.headDim)
+			}
 			add(s, p+".mlp.down_proj.weight", d.hidden, d.inter)
 		}
 		add(&llama, p+".self_attn.q_proj.weight", d.heads*d.headDim, d.hidden)
@@ -162,6 +193,9 @@ func writePhi3Pair(t *testing.T, d phi3Dims, dt tensor.DType, phiDir, llamaDir s
 	writeFile(t, filepath.Join(llamaDir, "config.json"), d.config("llama"))
 	writeShards(t, llamaDir, llamaSpecs, 2, func(name string) []byte { return data[name] })
 	writeShards(t, phiDir, phiSpecs, 2, func(name string) []byte {
+		if d.transposedOut && strings.HasSuffix(name, ".o_proj.weight") {
+			return transposeBytes(data[name], d.hidden, d.heads*d.headDim, dt.Size())
+		}
 		parts, ok := fuse[name]
 		if !ok {
 			return data[name]
@@ -172,6 +206,18 @@ func writePhi3Pair(t *testing.T, d phi3Dims, dt tensor.DType, phiDir, llamaDir s
 		}
 		return b
 	})
+}
+
+// transposeBytes transposes a row-major [rows, cols] matrix of es-byte
+// elements, element by element.
+func transposeBytes(b []byte, rows, cols int64, es int) []byte {
+	out := make([]byte, len(b))
+	for i := range rows {
+		for j := range cols {
+			copy(out[(j*rows+i)*int64(es):(j*rows+i+1)*int64(es)], b[(i*cols+j)*int64(es):(i*cols+j+1)*int64(es)])
+		}
+	}
+	return out
 }
 
 // phi3Configs are Phi-3-mini (MHA) and Phi-3-medium (GQA): their real
@@ -207,67 +253,91 @@ func rankTensors(t *testing.T, dir string) map[string][]*torchsave.Tensor {
 }
 
 // TestPhi3Fused converts real-shaped Phi-3 checkpoints (fused qkv_proj
-// and gate_up_proj; MHA and GQA) HF -> MCA at TP1, TP2 and TP2+PP2 and
-// requires exactly the tensors (names, dtypes, shapes, bytes, order) the
-// stdlib llama template writes from the same weights stored apart; then
-// back to HF, bit for bit under the fused names.
+// and gate_up_proj; MHA and GQA) with examples/phi3/phi3.rolltpl HF -> MCA
+// at TP1, TP2 and TP2+PP2 and requires exactly the tensors (names, dtypes,
+// shapes, bytes, order) the stdlib llama template writes from the same
+// weights stored apart; then back to HF, bit for bit under the fused
+// names.
 func TestPhi3Fused(t *testing.T) {
-	prog := phi3Template(t)
-	phi, err := exec.NewModel(prog, "phi3", nil)
+	phi, err := exec.NewModel(phi3Example(t), "phi3", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	llama := stdlibModel(t, "llama")
 	for _, d := range phi3Configs() {
-		t.Run(d.name, func(t *testing.T) {
-			dir := t.TempDir()
-			phiSrc, llamaSrc := filepath.Join(dir, "phi3"), filepath.Join(dir, "llama")
-			writePhi3Pair(t, d, tensor.BF16, phiSrc, llamaSrc)
-			for _, l := range []struct {
-				name   string
-				layout exec.Layout
-			}{{"tp1", exec.Layout{}}, {"tp2", exec.Layout{TP: 2}}, {"tp2pp2", exec.Layout{TP: 2, PP: 2}}} {
-				t.Run(l.name, func(t *testing.T) {
-					out := filepath.Join(dir, l.name)
-					r, err := exec.ConvertHFToMCA(context.Background(), phi, phiSrc, filepath.Join(out, "phi3"), exec.Options{Layout: l.layout})
-					if err != nil {
-						t.Fatalf("phi3 HF -> MCA: %v", err)
-					}
-					if _, err := exec.ConvertHFToMCA(context.Background(), llama, llamaSrc, filepath.Join(out, "llama"), exec.Options{Layout: l.layout}); err != nil {
-						t.Fatalf("llama HF -> MCA: %v", err)
-					}
-					got, want := rankTensors(t, filepath.Join(out, "phi3")), rankTensors(t, filepath.Join(out, "llama"))
-					if len(got) != len(want) || len(got) == 0 {
-						t.Fatalf("%d rank files, llama wrote %d", len(got), len(want))
-					}
-					n := 0
-					for rank, wts := range want {
-						gts := got[rank]
-						if len(gts) != len(wts) {
-							t.Errorf("%s: %d tensors, llama wrote %d", rank, len(gts), len(wts))
-							continue
-						}
-						for i, w := range wts {
-							g := gts[i]
-							if g.Name != w.Name || g.DType != w.DType || !g.Shape.Equal(w.Shape) || !bytes.Equal(g.Data, w.Data) {
-								t.Errorf("%s tensor %d: %s %v%v, llama wrote %s %v%v (or the bytes differ)", rank, i, g.Name, g.DType, g.Shape, w.Name, w.DType, w.Shape)
-							}
-							if strings.Contains(g.Name, "linear_qkv.weight") || strings.Contains(g.Name, "linear_fc1.weight") {
-								n++
-							}
-						}
-					}
-					if n == 0 {
-						t.Error("no fused weight compared")
-					}
-					back := filepath.Join(out, "back")
-					if _, err := exec.ConvertMCAToHF(context.Background(), phi, filepath.Join(out, "phi3"), back, exec.Options{}); err != nil {
-						t.Fatalf("phi3 MCA -> HF: %v", err)
-					}
-					compareCheckpoints(t, phiSrc, back, r.Plan)
-					os.RemoveAll(out)
-				})
+		t.Run(d.name, func(t *testing.T) { comparePhi3WithLlama(t, phi, d, phi3Layouts) })
+	}
+}
+
+// TestPhi3StepsFromIR runs the same comparison, on small dims, with a
+// Phi-3 template built as IR whose step sizes read hf.* through the config
+// mapping and repeat a list, and whose o_proj is stored transposed in the
+// HF checkpoint and transposed by a step (a copy into the executor's
+// arena, both ways).
+func TestPhi3StepsFromIR(t *testing.T) {
+	phi, err := exec.NewModel(phi3IRTemplate(t, true), "phi3", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := phi3Dims{name: "small", hidden: 128, heads: 8, kv: 4, headDim: 16, inter: 96, vocab: 128, layers: 2, transposedOut: true}
+	comparePhi3WithLlama(t, phi, d, append(phi3Layouts, phi3Layout{"tp4", exec.Layout{TP: 4}}))
+}
+
+type phi3Layout struct {
+	name   string
+	layout exec.Layout
+}
+
+var phi3Layouts = []phi3Layout{{"tp1", exec.Layout{}}, {"tp2", exec.Layout{TP: 2}}, {"tp2pp2", exec.Layout{TP: 2, PP: 2}}}
+
+// comparePhi3WithLlama writes d as a Phi-3 and a llama checkpoint of the
+// same weights, converts both to MCA at each layout and compares the rank
+// files tensor by tensor; then converts the Phi-3 one back and compares
+// it with its source.
+func comparePhi3WithLlama(t *testing.T, phi *exec.Model, d phi3Dims, layouts []phi3Layout) {
+	llama := stdlibModel(t, "llama")
+	dir := t.TempDir()
+	phiSrc, llamaSrc := filepath.Join(dir, "phi3"), filepath.Join(dir, "llama")
+	writePhi3Pair(t, d, tensor.BF16, phiSrc, llamaSrc)
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) {
+			out := filepath.Join(dir, l.name)
+			defer os.RemoveAll(out)
+			r, err := exec.ConvertHFToMCA(context.Background(), phi, phiSrc, filepath.Join(out, "phi3"), exec.Options{Layout: l.layout})
+			if err != nil {
+				t.Fatalf("phi3 HF -> MCA: %v", err)
 			}
+			if _, err := exec.ConvertHFToMCA(context.Background(), llama, llamaSrc, filepath.Join(out, "llama"), exec.Options{Layout: l.layout}); err != nil {
+				t.Fatalf("llama HF -> MCA: %v", err)
+			}
+			got, want := rankTensors(t, filepath.Join(out, "phi3")), rankTensors(t, filepath.Join(out, "llama"))
+			if len(got) != len(want) || len(got) == 0 {
+				t.Fatalf("%d rank files, llama wrote %d", len(got), len(want))
+			}
+			n := 0
+			for rank, wts := range want {
+				gts := got[rank]
+				if len(gts) != len(wts) {
+					t.Errorf("%s: %d tensors, llama wrote %d", rank, len(gts), len(wts))
+					continue
+				}
+				for i, w := range wts {
+					g := gts[i]
+					if g.Name != w.Name || g.DType != w.DType || !g.Shape.Equal(w.Shape) || !bytes.Equal(g.Data, w.Data) {
+						t.Errorf("%s tensor %d: %s %v%v, llama wrote %s %v%v (or the bytes differ)", rank, i, g.Name, g.DType, g.Shape, w.Name, w.DType, w.Shape)
+					}
+					if strings.Contains(g.Name, "linear_qkv.weight") || strings.Contains(g.Name, "linear_fc1.weight") {
+						n++
+					}
+				}
+			}
+			if want := 2 * d.layers * max(l.layout.TP, 1); n != want {
+				t.Errorf("%d fused weights compared, want %d", n, want)
+			}
+			back := filepath.Join(out, "back")
+			if _, err := exec.ConvertMCAToHF(context.Background(), phi, filepath.Join(out, "phi3"), back, exec.Options{}); err != nil {
+				t.Fatalf("phi3 MCA -> HF: %v", err)
+			}
+			compareCheckpoints(t, phiSrc, back, r.Plan)
 		})
 	}
 }

@@ -3,8 +3,6 @@ package exec
 import (
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/ops"
@@ -94,7 +92,8 @@ func (oi *opInfo) apply(dir ops.Direction, cfg ops.Config, in []ops.Value) ([]op
 	return oi.op.Apply(dir, cfg, in)
 }
 
-// sizeEnv evaluates step sizes against the MCA config.
+// sizeEnv evaluates step sizes against the MCA config: it is the ir.Env
+// of ir.Expr.Eval.
 type sizeEnv struct {
 	mc     *MCAConfig
 	hfKeys map[string]string
@@ -219,372 +218,103 @@ func (e *sizeEnv) node(x *ir.TensorExpr, numHF int) (*ops.Node, error) {
 
 // int evaluates a to an integer.
 func (e *sizeEnv) int(a *ir.Expr) (int64, error) {
-	v, err := e.eval(a)
+	v, err := a.Eval(e)
 	if err != nil {
 		return 0, err
 	}
-	n, ok := v.(int64)
+	n, ok := v.Int64()
 	if !ok {
-		return 0, fmt.Errorf("%s is %s, not an integer", a.Span.Start, kindOf(v))
+		return 0, fmt.Errorf("%s: %s is %s, not an integer", a.Span.Start, v.Repr(), v.Kind.KindName())
 	}
 	return n, nil
 }
 
 // ints evaluates a to a list of integers.
 func (e *sizeEnv) ints(a *ir.Expr) ([]int64, error) {
-	v, err := e.eval(a)
+	v, err := a.Eval(e)
 	if err != nil {
 		return nil, err
 	}
-	l, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("%s is %s, not a list of integers", a.Span.Start, kindOf(v))
+	if v.Kind != ir.List {
+		return nil, fmt.Errorf("%s: %s is %s, not a list of integers", a.Span.Start, v.Repr(), v.Kind.KindName())
 	}
-	out := make([]int64, len(l))
-	for i, x := range l {
-		n, ok := x.(int64)
+	if len(v.Elems) > maxList {
+		return nil, fmt.Errorf("%s: a list of %d sizes; at most %d", a.Span.Start, len(v.Elems), maxList)
+	}
+	out := make([]int64, len(v.Elems))
+	for i, x := range v.Elems {
+		n, ok := x.Int64()
 		if !ok {
-			return nil, fmt.Errorf("%s: element %d is %s, not an integer", a.Span.Start, i, kindOf(x))
+			return nil, fmt.Errorf("%s: element %d is %s, not an integer", a.Span.Start, i, x.Kind.KindName())
 		}
 		out[i] = n
 	}
 	return out, nil
 }
 
-func kindOf(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a bool"
-	case int64:
-		return "an int"
-	case float64:
-		return "a float"
-	case string:
-		return "a string"
-	case []any:
-		return "a list"
+// HF implements ir.Env: an HF config key the template maps to an MCA key
+// has that key's value (the conversion has no HF config of its own MCA ->
+// HF, so sizes see the HF config through the mapping).
+func (e *sizeEnv) HF(key string) (ir.Value, bool) {
+	k, ok := e.hfKeys[key]
+	if !ok {
+		return ir.Value{}, false
 	}
-	return "a dict"
+	return e.MCA(k)
 }
 
-// eval evaluates a size expression to nil, bool, int64, float64, string or
-// []any. It covers what step sizes need (literals, hf.* and mca.* config
-// keys, integer arithmetic, list concatenation and repetition,
-// comparisons, conditionals, len/min/max); it stands in for ir.Expr's own
-// evaluator until that is merged.
-func (e *sizeEnv) eval(a *ir.Expr) (any, error) {
-	if a == nil {
-		return nil, fmt.Errorf("missing expression")
+// MCA implements ir.Env.
+func (e *sizeEnv) MCA(key string) (ir.Value, bool) {
+	if e.mc == nil {
+		return ir.Value{}, false
 	}
-	fail := func(format string, args ...any) (any, error) {
-		return nil, fmt.Errorf("%s: %s", a.Span.Start, fmt.Sprintf(format, args...))
+	v, ok := e.mc.Get(key)
+	if !ok {
+		return ir.Value{}, false
 	}
-	switch a.Kind {
-	case ir.ExprLit:
-		return litValue(a.Lit)
-	case ir.ExprRef:
-		return fail("%s is not a value", a.Name)
-	case ir.ExprField:
-		path := []string{a.Name}
-		x := a.Args[0]
-		for x.Kind == ir.ExprField {
-			path = append([]string{x.Name}, path...)
-			x = x.Args[0]
-		}
-		if x.Kind != ir.ExprRef || (x.Name != "mca" && x.Name != "hf") {
-			return fail("only fields of hf and mca are known to step sizes")
-		}
-		key := strings.Join(path, ".")
-		mcaKey := key
-		if x.Name == "hf" {
-			k, ok := e.hfKeys[key]
-			if !ok {
-				return fail("hf.%s: the template maps no MCA key from it, so the conversion does not know it", key)
-			}
-			mcaKey = k
-		}
-		v, ok := e.mc.Get(mcaKey)
-		if !ok {
-			return fail("%s.%s: mca_config has no %s", x.Name, key, mcaKey)
-		}
-		return jsonValue(v)
-	case ir.ExprList:
-		if len(a.Args) > maxList {
-			return fail("list longer than %d", maxList)
-		}
-		out := make([]any, 0, len(a.Args))
-		for _, x := range a.Args {
-			v, err := e.eval(x)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, v)
-		}
-		return out, nil
-	case ir.ExprIndex:
-		l, err := e.eval(a.Args[0])
-		if err != nil {
-			return nil, err
-		}
-		i, err := e.eval(a.Args[1])
-		if err != nil {
-			return nil, err
-		}
-		list, ok1 := l.([]any)
-		k, ok2 := i.(int64)
-		if !ok1 || !ok2 {
-			return fail("cannot index %s with %s", kindOf(l), kindOf(i))
-		}
-		if k < 0 {
-			k += int64(len(list))
-		}
-		if k < 0 || k >= int64(len(list)) {
-			return fail("index %d out of range for a list of %d", k, len(list))
-		}
-		return list[k], nil
-	case ir.ExprUnary:
-		v, err := e.eval(a.Args[0])
-		if err != nil {
-			return nil, err
-		}
-		switch a.Op {
-		case "-":
-			if n, ok := v.(int64); ok && n != math.MinInt64 {
-				return -n, nil
-			}
-			if f, ok := v.(float64); ok {
-				return -f, nil
-			}
-		case "!":
-			return !truthy(v), nil
-		}
-		return fail("cannot apply %s to %s", a.Op, kindOf(v))
-	case ir.ExprCond:
-		c, err := e.eval(a.Args[1])
-		if err != nil {
-			return nil, err
-		}
-		if truthy(c) {
-			return e.eval(a.Args[0])
-		}
-		return e.eval(a.Args[2])
-	case ir.ExprCall:
-		args := make([]any, len(a.Args))
-		for i, x := range a.Args {
-			v, err := e.eval(x)
-			if err != nil {
-				return nil, err
-			}
-			args[i] = v
-		}
-		switch a.Name {
-		case "len":
-			if len(args) == 1 {
-				if l, ok := args[0].([]any); ok {
-					return int64(len(l)), nil
-				}
-			}
-		case "min", "max":
-			if len(args) == 1 {
-				if l, ok := args[0].([]any); ok {
-					args = l
-				}
-			}
-			var best int64
-			for i, x := range args {
-				n, ok := x.(int64)
-				if !ok {
-					return fail("%s of %s", a.Name, kindOf(x))
-				}
-				if i == 0 || (a.Name == "min" && n < best) || (a.Name == "max" && n > best) {
-					best = n
-				}
-			}
-			if len(args) > 0 {
-				return best, nil
-			}
-		}
-		return fail("%s is not a function step sizes can call with these arguments", a.Name)
-	case ir.ExprBinary:
-		l, err := e.eval(a.Args[0])
-		if err != nil {
-			return nil, err
-		}
-		if a.Op == "||" || a.Op == "&&" {
-			if truthy(l) == (a.Op == "||") {
-				return l, nil
-			}
-			return e.eval(a.Args[1])
-		}
-		r, err := e.eval(a.Args[1])
-		if err != nil {
-			return nil, err
-		}
-		return evalBinary(a, l, r)
-	}
-	return fail("unsupported expression")
+	return jsonValue(v, 0), true
 }
 
-// evalBinary evaluates l op r for the integer and list operators.
-func evalBinary(a *ir.Expr, l, r any) (any, error) {
-	fail := func() (any, error) {
-		return nil, fmt.Errorf("%s: cannot compute %s %s %s", a.Span.Start, kindOf(l), a.Op, kindOf(r))
-	}
-	switch a.Op {
-	case "==":
-		return fmt.Sprint(l) == fmt.Sprint(r), nil
-	case "!=":
-		return fmt.Sprint(l) != fmt.Sprint(r), nil
-	}
-	if ll, ok := l.([]any); ok {
-		switch rv := r.(type) {
-		case []any:
-			if a.Op == "+" && len(ll)+len(rv) <= maxList {
-				return append(append([]any{}, ll...), rv...), nil
-			}
-		case int64:
-			if a.Op == "*" && rv >= 0 && (len(ll) == 0 || rv <= int64(maxList/len(ll))) {
-				out := make([]any, 0, int(rv)*len(ll))
-				for range rv {
-					out = append(out, ll...)
-				}
-				return out, nil
-			}
-		}
-		return fail()
-	}
-	x, ok1 := l.(int64)
-	y, ok2 := r.(int64)
-	if !ok1 || !ok2 {
-		return fail()
-	}
-	const lim = 1 << 62
-	switch a.Op {
-	case "+":
-		if (y > 0 && x > lim-y) || (y < 0 && x < -lim-y) {
-			return nil, fmt.Errorf("%s: integer overflow", a.Span.Start)
-		}
-		return x + y, nil
-	case "-":
-		if (y < 0 && x > lim+y) || (y > 0 && x < -lim+y) {
-			return nil, fmt.Errorf("%s: integer overflow", a.Span.Start)
-		}
-		return x - y, nil
-	case "*":
-		if x != 0 && (y > lim/abs(x) || y < -lim/abs(x)) {
-			return nil, fmt.Errorf("%s: integer overflow", a.Span.Start)
-		}
-		return x * y, nil
-	case "//", "/", "%":
-		if y == 0 {
-			return nil, fmt.Errorf("%s: division by zero", a.Span.Start)
-		}
-		q, m := x/y, x%y
-		if m != 0 && (m < 0) != (y < 0) { // Python floors
-			q, m = q-1, m+y
-		}
-		switch a.Op {
-		case "%":
-			return m, nil
-		case "/":
-			if m != 0 {
-				return nil, fmt.Errorf("%s: %d / %d is not a whole size (use //)", a.Span.Start, x, y)
-			}
-		}
-		return q, nil
-	case "<":
-		return x < y, nil
-	case "<=":
-		return x <= y, nil
-	case ">":
-		return x > y, nil
-	case ">=":
-		return x >= y, nil
-	}
-	return fail()
-}
+// Layer implements ir.Env: step sizes are the same in every layer.
+func (e *sizeEnv) Layer() (int64, bool) { return 0, false }
 
-func abs(x int64) int64 {
-	if x < 0 {
-		return -x
-	}
-	return x
-}
+// Flag implements ir.Env.
+func (e *sizeEnv) Flag(name string) (bool, bool) { return false, false }
 
-func truthy(v any) bool {
+// jsonValue converts an mca_config value to an IR value; lists and
+// objects nested deeper than 64 are cut off as null.
+func jsonValue(v any, depth int) ir.Value {
+	if depth > 64 {
+		return ir.NullValue()
+	}
 	switch x := v.(type) {
-	case nil:
-		return false
 	case bool:
-		return x
-	case int64:
-		return x != 0
-	case float64:
-		return x != 0
+		return ir.BoolValue(x)
 	case string:
-		return x != ""
-	case []any:
-		return len(x) > 0
-	}
-	return true
-}
-
-// litValue converts an IR literal.
-func litValue(v ir.Value) (any, error) {
-	switch v.Kind {
-	case ir.Null:
-		return nil, nil
-	case ir.Bool:
-		return v.Bool, nil
-	case ir.Int:
-		return strconv.ParseInt(v.Text, 10, 64)
-	case ir.Float:
-		return strconv.ParseFloat(v.Text, 64)
-	case ir.String:
-		return v.Text, nil
-	case ir.List:
-		if len(v.Elems) > maxList {
-			return nil, fmt.Errorf("list longer than %d", maxList)
-		}
-		out := make([]any, len(v.Elems))
-		for i, x := range v.Elems {
-			y, err := litValue(x)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = y
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("unknown literal")
-}
-
-// jsonValue converts an mca_config value.
-func jsonValue(v any) (any, error) {
-	switch x := v.(type) {
-	case nil, bool, string:
-		return x, nil
+		return ir.StringValue(x)
 	case pyjson.Number:
 		if n, ok := x.Int(); ok && !x.Float {
-			return n, nil
+			return ir.IntValue(n)
+		}
+		if !x.Float {
+			return ir.Value{Kind: ir.Int, Text: x.Text} // beyond int64: kept as written
 		}
 		f, _ := x.Float64()
-		return f, nil
+		return ir.FloatValue(f)
 	case []any:
-		if len(x) > maxList {
-			return nil, fmt.Errorf("list longer than %d", maxList)
-		}
-		out := make([]any, len(x))
+		elems := make([]ir.Value, len(x))
 		for i, y := range x {
-			z, err := jsonValue(y)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = z
+			elems[i] = jsonValue(y, depth+1)
 		}
-		return out, nil
+		return ir.ListValue(elems...)
+	case *pyjson.Object:
+		keys := x.Keys()
+		vals := make([]ir.Value, len(keys))
+		for i, k := range keys {
+			y, _ := x.Get(k)
+			vals[i] = jsonValue(y, depth+1)
+		}
+		return ir.DictValue(append([]string(nil), keys...), vals)
 	}
-	return v, nil
+	return ir.NullValue()
 }
