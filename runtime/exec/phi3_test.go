@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -339,5 +340,88 @@ func comparePhi3WithLlama(t *testing.T, phi *exec.Model, d phi3Dims, layouts []p
 			}
 			compareCheckpoints(t, phiSrc, back, r.Plan)
 		})
+	}
+}
+
+// TestPhi3Check plans Phi-3 conversions as `check --checkpoint` does
+// (exec.PlanConversion) and verifies a round trip: a clean checkpoint
+// plans clean both ways; one whose fused qkv_proj does not fit the config
+// is a shape problem naming the step (at its template position) and the
+// tensor, before anything is written.
+func TestPhi3Check(t *testing.T) {
+	phi, err := exec.NewModel(phi3Example(t), "phi3", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	d := phi3Dims{name: "small", hidden: 128, heads: 8, kv: 4, headDim: 16, inter: 96, vocab: 128, layers: 2}
+	src := filepath.Join(dir, "phi3")
+	writePhi3Pair(t, d, tensor.BF16, src, filepath.Join(dir, "llama"))
+	layout := exec.Layout{TP: 2, PP: 2}
+	cp, err := exec.PlanConversion(phi, src, layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Plan.Err(); err != nil || cp.RankFiles != 4 {
+		t.Fatalf("clean checkpoint: %v, %d rank files", err, cp.RankFiles)
+	}
+	rep, err := exec.Verify(context.Background(), phi, src, exec.VerifyOptions{TempDir: dir, Layout: layout, Keep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Compared == 0 {
+		t.Fatalf("verify: compared %d, diffs %v", rep.Compared, rep.Diffs)
+	}
+	back, err := exec.PlanConversion(phi, filepath.Join(rep.Dir, "mca"), exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Plan.Err(); err != nil {
+		t.Fatalf("MCA -> HF plan: %v", err)
+	}
+	var hfOut []string
+	for _, o := range back.Plan.Outputs() {
+		hfOut = append(hfOut, o.Name)
+	}
+	if !slices.Contains(hfOut, "model.layers.1.self_attn.qkv_proj.weight") || !slices.Contains(hfOut, "model.layers.0.mlp.gate_up_proj.weight") {
+		t.Errorf("MCA -> HF plan does not write the fused names: %v", hfOut)
+	}
+
+	// The config says 8 KV heads; the checkpoint's qkv_proj has 4.
+	var cfg map[string]any
+	b, _ := os.ReadFile(filepath.Join(src, "config.json"))
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["num_key_value_heads"] = 8
+	b, _ = json.Marshal(cfg)
+	writeFile(t, filepath.Join(src, "config.json"), b)
+	cp, err = exec.PlanConversion(phi, src, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, p := range cp.Plan.Problems {
+		if p.Kind != exec.ProblemShape || !strings.Contains(p.Msg, "step split") {
+			continue
+		}
+		for _, want := range []string{"phi3.rolltpl:", "qkv_proj.weight", "add up to 384", "dimension is 256"} {
+			if !strings.Contains(p.Msg, want) {
+				t.Errorf("problem %q lacks %q", p.Msg, want)
+			}
+		}
+		if len(p.Tensors) != 1 || !strings.HasSuffix(p.Tensors[0].Name, ".self_attn.qkv_proj.weight") {
+			t.Errorf("problem names tensors %v", p.Tensors)
+		}
+		found++
+	}
+	if found != d.layers {
+		t.Errorf("%d split problems, want one per layer (%d): %v", found, d.layers, cp.Plan.Problems)
+	}
+	if _, err := exec.ConvertHFToMCA(context.Background(), phi, src, filepath.Join(dir, "bad"), exec.Options{}); err == nil {
+		t.Error("converting a checkpoint that does not fit its config succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad")); err == nil {
+		t.Error("a failed conversion left an output directory")
 	}
 }
