@@ -442,8 +442,17 @@ func (r *stepRun) forward(n *Node, leaves []tensor.Tensor) ([]tensor.Tensor, err
 func (r *stepRun) partSizes(n *Node, dim int64) ([]int64, error) {
 	if n.Step == StepSplit {
 		var sum int64
+		over := false
 		for _, s := range n.Sizes {
-			sum += s
+			if s > dim-sum {
+				over = true // the sizes exceed the dimension (and could overflow)
+			}
+			if !over {
+				sum += s
+			}
+		}
+		if over {
+			return nil, fmt.Errorf("the sizes %v add up to more than the dimension %d", n.Sizes, dim)
 		}
 		if sum != dim {
 			return nil, fmt.Errorf("the sizes add up to %d but the dimension is %d", sum, dim)
@@ -660,6 +669,9 @@ func (r *stepRun) catSizes(n *Node, d, rank int, total int64) ([]int64, error) {
 				sym = s.sym
 				open = append(open, len(sizes))
 			} else {
+				if s.n > total-known {
+					return nil, r.errorf(n, "inverse: the parts' sizes along dim %d add up to more than %d", d, total)
+				}
 				known += s.n
 			}
 			sizes = append(sizes, s.n)
@@ -786,9 +798,15 @@ func fullShape(n *Node, k int) []int64 {
 			return nil
 		}
 		total := tensor.Shape(in).NumElements()
+		if total < 0 {
+			return nil
+		}
 		known := int64(1)
 		for i, x := range n.Shape {
 			if i != infer {
+				if x < 0 || (x != 0 && known > (1<<62)/x) {
+					return nil
+				}
 				known *= x
 			}
 		}

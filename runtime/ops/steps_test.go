@@ -368,3 +368,102 @@ func TestCompositePlanReadsNoBytes(t *testing.T) {
 		t.Errorf("apply: %v, %v with %d allocations from Config.Alloc, want 1", out, err, allocs)
 	}
 }
+
+// TestStepsRandom builds random step programs (reshape, transpose, then a
+// split or chunk, the chunk's parts possibly concatenated along another
+// dim) over random shapes and dtypes, checks every part against the
+// element-wise reference and the inverse against the input.
+func TestStepsRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	dts := append(testDTypes, tensor.F64, tensor.I8)
+	for iter := range 200 {
+		dt := dts[r.IntN(len(dts))]
+		rank := 2 + r.IntN(2)
+		shape := make(tensor.Shape, rank)
+		for i := range shape {
+			shape[i] = int64(1 + r.IntN(6))
+		}
+		x := randTensor(t, r, dt, shape)
+		cur := ndOf(x)
+		node := Leaf(0)
+		var desc []string
+		if r.IntN(2) == 0 { // merge the first two dims: [a*b, ...]
+			ns := append([]int64{cur.shape[0] * cur.shape[1]}, cur.shape[2:]...)
+			from := append([]int64(nil), cur.shape...)
+			if r.IntN(2) == 0 {
+				ns[0] = -1
+			}
+			node = &Node{Leaf: -1, Step: StepReshape, Shape: ns, From: from, Operands: []*Node{node}}
+			if ns[0] == -1 {
+				ns[0] = cur.shape[0] * cur.shape[1]
+			}
+			cur = nd{shape: append([]int64(nil), ns...), es: cur.es, data: cur.data}
+			desc = append(desc, "reshape")
+		}
+		if len(cur.shape) >= 2 && r.IntN(2) == 0 {
+			a, b := r.IntN(len(cur.shape)), r.IntN(len(cur.shape))
+			node = &Node{Leaf: -1, Step: StepTranspose, Dims: [2]int{a, b - len(cur.shape)}, Operands: []*Node{node}}
+			cur = cur.transpose(a, b)
+			desc = append(desc, "transpose")
+		}
+		d := r.IntN(len(cur.shape))
+		var parts []nd
+		if r.IntN(2) == 0 {
+			var sizes []int64
+			for rest := cur.shape[d]; rest > 0; {
+				s := min(rest, int64(r.IntN(4)))
+				sizes = append(sizes, s)
+				rest -= s
+			}
+			if len(sizes) == 0 {
+				sizes = []int64{0}
+			}
+			node = &Node{Leaf: -1, Step: StepSplit, Dim: d, Sizes: sizes, Operands: []*Node{node}}
+			var off int64
+			for _, s := range sizes {
+				parts = append(parts, cur.narrow(d, off, s))
+				off += s
+			}
+			desc = append(desc, "split")
+		} else {
+			p := 1
+			for k := 2; k <= 3; k++ {
+				if cur.shape[d]%int64(k) == 0 && r.IntN(2) == 0 {
+					p = k
+				}
+			}
+			node = &Node{Leaf: -1, Step: StepChunk, Dim: d, Parts: p, Operands: []*Node{node}}
+			w := cur.shape[d] / int64(p)
+			for k := range p {
+				parts = append(parts, cur.narrow(d, int64(k)*w, w))
+			}
+			desc = append(desc, "chunk")
+			if len(cur.shape) >= 2 && r.IntN(2) == 0 { // cat the equal parts along another dim
+				e := (d + 1 + r.IntN(len(cur.shape)-1)) % len(cur.shape)
+				node = &Node{Leaf: -1, Step: StepCat, Dim: e, Operands: []*Node{node}}
+				parts = []nd{catND(e, parts...)}
+				desc = append(desc, "cat")
+			}
+		}
+		nodes := []*Node{node}
+		got, err := RunSteps(HFToMCA, nodes, []tensor.Tensor{x})
+		if err != nil {
+			t.Fatalf("%d %v %v %v: %v", iter, dt, shape, desc, err)
+		}
+		if len(got) != len(parts) {
+			t.Fatalf("%d %v: %d parts, want %d", iter, desc, len(got), len(parts))
+		}
+		for k := range got {
+			if !sameND(got[k], parts[k]) {
+				t.Fatalf("%d %v %v %v: part %d %v differs from the reference %v", iter, dt, shape, desc, k, got[k], parts[k].shape)
+			}
+		}
+		back, err := RunSteps(MCAToHF, nodes, got)
+		if err != nil {
+			t.Fatalf("%d %v %v %v: inverse: %v", iter, dt, shape, desc, err)
+		}
+		if len(back) != 1 || !back[0].Equal(x) {
+			t.Fatalf("%d %v %v %v: the inverse gave %v", iter, dt, shape, desc, back)
+		}
+	}
+}
