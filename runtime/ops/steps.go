@@ -493,6 +493,18 @@ func (r *stepRun) transpose(n *Node, t tensor.Tensor) (tensor.Tensor, error) {
 	var dst []byte
 	if a != b {
 		dst = r.alloc(t.Len())
+		lo, hi := min(a, b), max(a, b)
+		matrices := t.Shape[lo+1:hi].NumElements() == 1 && t.Shape[hi+1:].NumElements() == 1
+		if !t.Contiguous() && !matrices {
+			// tensor.Transpose would gather the pieces into fresh heap
+			// memory; gather them into a buffer from Config.Alloc.
+			g := r.alloc(t.Len())
+			u, err := tensor.New(t.DType, t.Shape, t.AppendTo(g[:0]))
+			if err != nil {
+				return tensor.Tensor{}, r.errorf(n, "%v", err)
+			}
+			t = u
+		}
 	}
 	u, err := tensor.Transpose(t, a, b, dst)
 	if err != nil {

@@ -159,6 +159,14 @@ func stepCases() []stepCase {
 		{name: "split_dim1_then_transpose", shapes: []tensor.Shape{S(4, 6)},
 			nodes: []*Node{step(StepTranspose, Node{Dims: [2]int{0, 1}}, step(StepSplit, Node{Dim: 1, Sizes: []int64{6}}, Leaf(0)))},
 			want:  func(in []nd) []nd { return []nd{in[0].transpose(0, 1)} }},
+		{name: "pieces_then_transpose_3d", shapes: []tensor.Shape{S(3, 4, 6)},
+			// chunk the last dim, cat the halves along dim 1 (a tensor of
+			// many pieces), then transpose the outer dims.
+			nodes: []*Node{step(StepTranspose, Node{Dims: [2]int{0, 2}},
+				step(StepCat, Node{Dim: 1}, step(StepChunk, Node{Dim: 2, Parts: 2}, Leaf(0))))},
+			want: func(in []nd) []nd {
+				return []nd{catND(1, in[0].narrow(2, 0, 3), in[0].narrow(2, 3, 3)).transpose(0, 2)}
+			}},
 		{name: "two_operands", shapes: []tensor.Shape{S(8, 3), S(2, 3)},
 			nodes: []*Node{step(StepChunk, Node{Dim: 0, Parts: 2}, Leaf(0)), Leaf(1)},
 			want: func(in []nd) []nd {
@@ -465,5 +473,32 @@ func TestStepsRandom(t *testing.T) {
 		if len(back) != 1 || !back[0].Equal(x) {
 			t.Fatalf("%d %v %v %v: the inverse gave %v", iter, dt, shape, desc, back)
 		}
+	}
+}
+
+// TestTransposeOfPiecesUsesAlloc: a transpose of a tensor of many pieces
+// gathers them into a buffer from Config.Alloc, not fresh heap memory, and
+// writes its result into another.
+func TestTransposeOfPiecesUsesAlloc(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	x := randTensor(t, r, tensor.BF16, tensor.Shape{3, 4, 6})
+	var c stepCase
+	for _, sc := range stepCases() {
+		if sc.name == "pieces_then_transpose_3d" {
+			c = sc
+		}
+	}
+	comp := &Composite{Op: Op{Kind: KindRename, NumHF: 1, NumMCA: 1}, NumHF: 1, Inputs: c.nodes}
+	var sizes []int
+	cfg := Config{Alloc: func(n int) []byte { sizes = append(sizes, n); return make([]byte, n) }}
+	out, err := comp.Apply(HFToMCA, cfg, []Value{TensorValue(x)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameND(out[0].Tensor, c.want([]nd{ndOf(x)})[0]) {
+		t.Errorf("result differs from the reference")
+	}
+	if len(sizes) != 2 || sizes[0] != int(x.Len()) || sizes[1] != int(x.Len()) {
+		t.Errorf("Config.Alloc calls %v, want two of %d bytes", sizes, x.Len())
 	}
 }
