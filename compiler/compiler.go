@@ -7,6 +7,7 @@ package compiler
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"sort"
 	"strings"
 
@@ -83,7 +84,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 				Detail: fmt.Sprintf("The compiler failed unexpectedly (%v). Please report this with the input.", r)})
 		}
 	}()
-	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
+	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, ListDir: listDir, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
 	info, diags := ld.Load(paths)
 	res.Info = info
 	res.Diags.Extend(diags)
@@ -100,6 +101,16 @@ func Compile(paths []string, opts Options) (res *Result) {
 	}
 	res.Diags = res.Diags.Dedup()
 	return res
+}
+
+// listDir returns the names of the entries of dir (resolve.Loader.ListDir).
+func listDir(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names, err
 }
 
 // LibPaths returns the library paths of every .rolltpl file in lib, sorted,

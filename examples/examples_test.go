@@ -15,6 +15,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/lang/langtest"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -46,7 +47,7 @@ func TestWalkthrough(t *testing.T) {
 		}
 	}
 	golden := filepath.Join(dir, "acme_vl.py")
-	if os.Getenv("ROLLTPL_UPDATE") != "" {
+	if langtest.Update() {
 		if err := os.WriteFile(golden, module, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -56,7 +57,7 @@ func TestWalkthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(string(want), string(module)); diff != "" {
-		t.Errorf("acme_vl.py is stale (-golden +built); run ROLLTPL_UPDATE=1 go test ./examples:\n%s", diff)
+		t.Errorf("acme_vl.py is stale (-golden +built); run %s=1 go test ./examples:\n%s", langtest.UpdateEnv, diff)
 	}
 
 	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))

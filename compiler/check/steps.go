@@ -34,7 +34,7 @@ func (c *checker) leavesOnce(t *ir.Template, op *ir.Op) {
 		seen := map[string]int{}
 		for i, n := range hf {
 			if j, dup := seen[n]; dup {
-				d := diag.Errorf(op.HF[i].Span, "duplicate-name", "HF weight read twice",
+				d := diag.Errorf(op.HF[i].Span, diag.DuplicateName, "HF weight read twice",
 					"%s%s is already read by this op; each HF weight is one operand, so that converting back writes it once. Split it once and use the parts.", n, flagNote(mode))
 				d.Related = []diag.Related{{Span: op.HF[j].Span, Message: "first read here"}}
 				c.add(d)
@@ -56,38 +56,33 @@ func (c *checker) stepTree(t *ir.Template, x *ir.TensorExpr, seen map[string]boo
 	}
 	for _, name := range x.ArgNames() {
 		c.sizeArg(t, x, name, x.Args[name], seen)
+		c.sizeType(x, name, x.Args[name])
 	}
 	for _, name := range []string{"shape", "from"} {
 		if l := x.Args[name]; l != nil && countNegOne(l) > 1 {
-			c.add(diag.Errorf(l.Span, "step-arg", "Two unknown sizes",
+			c.add(diag.Errorf(l.Span, diag.StepArg, "Two unknown sizes",
 				"%s of %s has more than one -1; at most one size can be left for torch to infer.", name, x.Step))
 		}
 	}
 	switch x.Step {
 	case "cat":
 		if x.Args["sizes"] == nil {
-			c.add(diag.Errorf(x.Span, "not-invertible", "cat cannot be inverted",
+			c.add(diag.Errorf(x.Span, diag.NotInvertible, "cat cannot be inverted",
 				"Converting back to HF splits this cat along dim %s, but the sizes of its inputs there are not known from the steps (a weight's shape is known only from the checkpoint): give them, e.g. cat(..., sizes = [mca.hidden_size, mca.hidden_size]).",
 				exprText(x.Args["dim"])))
 		} else if n := len(x.Args["sizes"].Args); n != partsOf(x.Operands) {
-			c.add(diag.Errorf(x.Args["sizes"].Span, "step-arg", "Wrong number of sizes",
+			c.add(diag.Errorf(x.Args["sizes"].Span, diag.StepArg, "Wrong number of sizes",
 				"cat joins %d tensors but sizes lists %d.", partsOf(x.Operands), n))
 		}
 	case "reshape":
 		if x.Args["from"] == nil {
-			c.add(diag.Errorf(x.Span, "not-invertible", "reshape cannot be inverted",
+			c.add(diag.Errorf(x.Span, diag.NotInvertible, "reshape cannot be inverted",
 				"Converting back to HF reshapes to this step's input shape, which is not known from the steps (a weight's shape is known only from the checkpoint): give it, e.g. reshape(X, [...], from = [-1, mca.hidden_size])."))
 		}
 	case "slice":
-		c.add(diag.Errorf(x.Span, "not-invertible", "slice cannot be inverted",
+		c.add(diag.Errorf(x.Span, diag.NotInvertible, "slice cannot be inverted",
 			"slice keeps the rows [%s, %s) along dim %s and drops the others, so converting back to HF cannot restore the weight. Use split and keep every part.",
 			exprText(x.Args["start"]), exprText(x.Args["stop"]), exprText(x.Args["dim"])))
-	case "transpose":
-		a, _ := x.Args["dims"].Args[0].IntLit()
-		b, _ := x.Args["dims"].Args[1].IntLit()
-		if a == b {
-			c.add(diag.Warningf(x.Span, "step-arg", "transpose of a dim with itself", "transpose(X, %d, %d) does nothing.", a, b))
-		}
 	}
 }
 
@@ -120,7 +115,7 @@ func (c *checker) sizeArg(t *ir.Template, x *ir.TensorExpr, arg string, e *ir.Ex
 			if mca := c.set.Schema(MCASchema); mca != nil {
 				f := c.mcaKey(mca, key, e.Span)
 				if f != nil && !intField(f.Type) {
-					c.add(diag.Errorf(e.Span, "type-mismatch", "Size is not an integer",
+					c.add(diag.Errorf(e.Span, diag.TypeMismatch, "Size is not an integer",
 						"%s of %s reads mca.%s, which is %s; sizes are integers.", arg, x.Step, key, f.Type))
 				}
 				if f == nil {
@@ -133,7 +128,7 @@ func (c *checker) sizeArg(t *ir.Template, x *ir.TensorExpr, arg string, e *ir.Ex
 			if h, ok := hint[key]; ok {
 				detail += fmt.Sprintf(" Map it in the config section, e.g. `%s`.", h)
 			}
-			c.add(diag.Errorf(e.Span, "missing-config", "Config the step needs is never set", "%s", detail))
+			c.add(diag.Errorf(e.Span, diag.MissingConfig, "Config the step needs is never set", "%s", detail))
 		}
 		return
 	}
@@ -183,3 +178,35 @@ func exprText(e *ir.Expr) string {
 	}
 	return "?"
 }
+
+// sizeType checks that a size (or each size of a list) is an integer by
+// the expression checker (ir.Expr.Check); the MCA keys it reads are
+// checked by sizeArg.
+func (c *checker) sizeType(x *ir.TensorExpr, arg string, e *ir.Expr) {
+	if e == nil {
+		return
+	}
+	elems := []*ir.Expr{e}
+	if e.Kind == ir.ExprList {
+		elems = e.Args
+	}
+	for _, el := range elems {
+		typ, errs := el.Check(mcaSizeEnv{})
+		for _, te := range errs {
+			c.add(diag.Errorf(te.Span, te.Code, "Bad size expression", "%s of %s: %s", arg, x.Step, te.Msg))
+		}
+		if len(errs) == 0 && !typ.Has(ir.Int) {
+			c.add(diag.Errorf(el.Span, diag.TypeMismatch, "Size is not an integer",
+				"%s of %s is %s; sizes are integers (use // to divide).", arg, x.Step, typ))
+		}
+	}
+}
+
+// mcaSizeEnv is the expression checker's view of a size: only the MCA
+// config is readable (its keys are checked by sizeArg).
+type mcaSizeEnv struct{}
+
+func (mcaSizeEnv) HFType(string) (ir.Type, bool)  { return 0, false }
+func (mcaSizeEnv) MCAType(string) (ir.Type, bool) { return ir.AnyType, true }
+func (mcaSizeEnv) LayerBound() bool               { return false }
+func (mcaSizeEnv) IsFlag(string) bool             { return false }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/lang/ast"
+	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
 
@@ -125,7 +126,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	sig, known := stepSigs[name]
 	if !known {
 		l.unknown(&ast.Ident{Range: ast.Range{Pos: nameSpan.Start, EndPos: nameSpan.End}, Name: name},
-			"unknown-step", "tensor step", "Unknown tensor step", StepNames())
+			diag.UnknownStep, "tensor step", "Unknown tensor step", StepNames())
 		return nil, false
 	}
 	t := &ir.TensorExpr{HF: -1, Step: name, Args: map[string]*ir.Expr{}, Span: e.Span()}
@@ -133,7 +134,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	bound := map[string]token.Span{}
 	bind := func(param string, val *ast.Expr, at token.Span) {
 		if prev, dup := bound[param]; dup {
-			l.errorf(at, "step-arg", "Step argument given twice", "%s of %s is already given at %s.", param, name, prev.Start)
+			l.errorf(at, diag.StepArg, "Step argument given twice", "%s of %s is already given at %s.", param, name, prev.Start)
 			ok = false
 			return
 		}
@@ -151,7 +152,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 		nt = len(pos)
 	}
 	if len(pos) < nt || nt == 0 {
-		l.errorf(e.Span(), "step-arg", "Missing tensor operand", "%s takes a tensor first: %s.", name, sig.usage)
+		l.errorf(e.Span(), diag.StepArg, "Missing tensor operand", "%s takes a tensor first: %s.", name, sig.usage)
 		return nil, false
 	}
 	for _, a := range pos[:nt] {
@@ -161,7 +162,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 			continue
 		}
 		if name != "cat" && x.Parts() != 1 {
-			l.errorf(a.Span(), "step-arg", "Operand yields several tensors",
+			l.errorf(a.Span(), diag.StepArg, "Operand yields several tensors",
 				"%s takes one tensor; this operand yields %d. Join them first with cat(...).", name, x.Parts())
 			ok = false
 		}
@@ -169,7 +170,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	}
 	rest := pos[nt:]
 	if len(rest) > len(sig.params) || (sig.tensors < 0 && len(rest) > 0) {
-		l.errorf(rest[0].Span(), "step-arg", "Too many arguments", "%s takes %s.", name, sig.usage)
+		l.errorf(rest[0].Span(), diag.StepArg, "Too many arguments", "%s takes %s.", name, sig.usage)
 		return nil, false
 	}
 	for i, a := range rest {
@@ -177,7 +178,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	}
 	for _, na := range call.Named {
 		if !contains(sig.params, na.Name.Name) {
-			l.unknown(na.Name, "step-arg", "argument of "+name, "Unknown step argument", sig.params)
+			l.unknown(na.Name, diag.StepArg, "argument of "+name, "Unknown step argument", sig.params)
 			ok = false
 			continue
 		}
@@ -185,7 +186,7 @@ func (l *lowerer) tensorExpr(e *ast.Expr, out *ir.Op) (*ir.TensorExpr, bool) {
 	}
 	for _, r := range sig.required {
 		if _, set := bound[r]; !set {
-			l.errorf(e.Span(), "step-arg", "Missing step argument", "%s needs %s: %s.", name, r, sig.usage)
+			l.errorf(e.Span(), diag.StepArg, "Missing step argument", "%s needs %s: %s.", name, r, sig.usage)
 			ok = false
 		}
 	}
@@ -214,14 +215,14 @@ func (l *lowerer) stepArg(step, param string, e *ast.Expr) (*ir.Expr, bool) {
 			if paramKind(param) == "count" {
 				what = "a positive integer literal (the number of parts is part of the op's arity)"
 			}
-			l.errorf(e.Span(), "step-arg", "Constant expected", "%s of %s must be %s.", param, step, what)
+			l.errorf(e.Span(), diag.StepArg, "Constant expected", "%s of %s must be %s.", param, step, what)
 			return nil, false
 		}
 		return intLit(n, e.Span()), true
 	case "list":
 		p := primaryExpr(e)
 		if p == nil || p.List == nil {
-			l.errorf(e.Span(), "step-arg", "List expected",
+			l.errorf(e.Span(), diag.StepArg, "List expected",
 				"%s of %s is a list literal of sizes, e.g. [mca.num_attention_heads * mca.kv_channels, ...]: its length must be known when compiling.", param, step)
 			return nil, false
 		}
@@ -233,7 +234,7 @@ func (l *lowerer) stepArg(step, param string, e *ast.Expr) (*ir.Expr, bool) {
 			out.Args = append(out.Args, x)
 		}
 		if len(out.Args) == 0 {
-			l.errorf(e.Span(), "step-arg", "Empty list", "%s of %s needs at least one size.", param, step)
+			l.errorf(e.Span(), diag.StepArg, "Empty list", "%s of %s needs at least one size.", param, step)
 			return nil, false
 		}
 		return out, ok
@@ -257,83 +258,37 @@ func intLit(n int, span token.Span) *ir.Expr {
 	return &ir.Expr{Kind: ir.ExprLit, Lit: ir.Value{Kind: ir.Int, Text: fmt.Sprint(n)}, Span: span}
 }
 
-// sizeExpr lowers a size: an integer expression over the MCA config (the
-// only config ROLL's ConverOps see): integer literals, mca.KEY, + - * //
-// %, unary - and parentheses. Its type is checked against the MCA schema
-// by the checker.
+// sizeExpr lowers a size: an integer expression (lower.Expr) over the
+// MCA config, the only config ROLL's ConverOps see. Its type is checked
+// against the MCA schema by the checker.
 func (l *lowerer) sizeExpr(e *ast.Expr) (*ir.Expr, bool) {
-	if e.Cond != nil || len(e.Value.Right) > 0 || len(e.Value.Left.Right) > 0 || e.Value.Left.Left.Op != "" {
-		l.sizeError(e.Span(), "")
+	x, diags := Expr(e)
+	if len(diags) > 0 {
+		l.diags = append(l.diags, diags...)
 		return nil, false
 	}
-	return l.addExpr(e.Value.Left.Left.Left)
+	ok := true
+	var walk func(x *ir.Expr)
+	walk = func(x *ir.Expr) {
+		switch {
+		case x.Kind == ir.ExprRef && x.Name != "mca":
+			l.sizeError(x.Span, fmt.Sprintf("ROLL's ConverOps see only the MCA config, not %s: map the HF key to an MCA key in the config section and use mca.KEY", x.Name))
+			ok = false
+		case x.Kind == ir.ExprBinary && x.Op == "/":
+			l.sizeError(x.Span, "`/` divides to a float in Python: use `//`")
+			ok = false
+		}
+		for _, a := range x.Args {
+			walk(a)
+		}
+	}
+	walk(x)
+	return x, ok
 }
 
 func (l *lowerer) sizeError(span token.Span, what string) {
-	detail := "A step size is an integer expression over the MCA config: integer literals, mca.KEY, + - * // % and parentheses"
-	if what != "" {
-		detail += "; " + what
-	}
-	l.errorf(span, "step-arg", "Not a size expression", "%s.", detail)
-}
-
-func (l *lowerer) addExpr(a *ast.AddExpr) (*ir.Expr, bool) {
-	x, ok := l.mulExpr(a.Left)
-	for _, r := range a.Rest {
-		y, good := l.mulExpr(r.Right)
-		ok = ok && good
-		if ok {
-			x = &ir.Expr{Kind: ir.ExprBinary, Op: r.Op, Args: []*ir.Expr{x, y}, Span: token.Span{Start: a.Pos, End: r.EndPos}}
-		}
-	}
-	return x, ok
-}
-
-func (l *lowerer) mulExpr(m *ast.MulExpr) (*ir.Expr, bool) {
-	x, ok := l.unaryExpr(m.Left)
-	for _, r := range m.Rest {
-		if r.Op == "/" {
-			l.sizeError(r.Span(), "`/` divides to a float in Python: use `//`")
-			return nil, false
-		}
-		y, good := l.unaryExpr(r.Right)
-		ok = ok && good
-		if ok {
-			x = &ir.Expr{Kind: ir.ExprBinary, Op: r.Op, Args: []*ir.Expr{x, y}, Span: token.Span{Start: m.Pos, End: r.EndPos}}
-		}
-	}
-	return x, ok
-}
-
-func (l *lowerer) unaryExpr(u *ast.Unary) (*ir.Expr, bool) {
-	if u.Op != "" {
-		if u.Op != "-" {
-			l.sizeError(u.Span(), "")
-			return nil, false
-		}
-		x, ok := l.unaryExpr(u.Operand)
-		if !ok {
-			return nil, false
-		}
-		return &ir.Expr{Kind: ir.ExprUnary, Op: "-", Args: []*ir.Expr{x}, Span: u.Span()}, true
-	}
-	pf := u.Value
-	p := pf.X
-	switch {
-	case p.Ident != nil && *p.Ident == "mca" && len(pf.Ops) == 1 && pf.Ops[0].Field != nil:
-		ref := &ir.Expr{Kind: ir.ExprRef, Name: "mca", Span: p.Span()}
-		return &ir.Expr{Kind: ir.ExprField, Name: pf.Ops[0].Field.Name, Args: []*ir.Expr{ref}, Span: pf.Span()}, true
-	case p.Ident != nil && (*p.Ident == "hf" || *p.Ident == "layer"):
-		l.sizeError(pf.Span(), fmt.Sprintf("ROLL's ConverOps see only the MCA config, not %s: map the HF key to an MCA key in the config section and use mca.KEY", *p.Ident))
-		return nil, false
-	case len(pf.Ops) > 0:
-	case p.Int != nil:
-		return &ir.Expr{Kind: ir.ExprLit, Lit: ir.Value{Kind: ir.Int, Text: *p.Int}, Span: p.Span()}, true
-	case p.Paren != nil:
-		return l.sizeExpr(p.Paren)
-	}
-	l.sizeError(pf.Span(), "")
-	return nil, false
+	l.errorf(span, diag.StepArg, "Not a size expression",
+		"A step size is an integer expression over the MCA config (mca.KEY); %s.", what)
 }
 
 // shape is what lowering knows of a tensor's shape: with rank >= 0 the

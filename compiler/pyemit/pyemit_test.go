@@ -13,6 +13,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/lang/langtest"
 )
 
 // TestModelOpsAndPrefixRules builds a template using the ops ROLL defines
@@ -40,7 +41,7 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 			continue
 		}
 		golden := filepath.Join("testdata", "model_ops.golden", f.Name)
-		if os.Getenv("ROLLTPL_UPDATE") != "" {
+		if langtest.Update() {
 			_ = os.MkdirAll(filepath.Dir(golden), 0o755)
 			if err := os.WriteFile(golden, f.Content, 0o644); err != nil {
 				t.Fatal(err)

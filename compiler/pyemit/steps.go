@@ -82,29 +82,9 @@ func stepProblem(op *ir.Op) string {
 	return ""
 }
 
-// pySize prints a size expression as Python over the local `mca` (the
-// op's MCA config).
-func pySize(e *ir.Expr) string {
-	switch e.Kind {
-	case ir.ExprLit:
-		return e.Lit.String()
-	case ir.ExprRef:
-		return e.Name
-	case ir.ExprField:
-		return pySize(e.Args[0]) + "." + e.Name
-	case ir.ExprUnary:
-		return e.Op + pyOperand(e.Args[0])
-	case ir.ExprBinary:
-		return pyOperand(e.Args[0]) + " " + e.Op + " " + pyOperand(e.Args[1])
-	case ir.ExprList:
-		parts := make([]string, len(e.Args))
-		for i, a := range e.Args {
-			parts[i] = pySize(a)
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	}
-	return "None"
-}
+// pySize prints a size expression as Python (ir.Expr.Python) over the
+// local `mca`, the op's MCA config.
+func pySize(e *ir.Expr) string { return e.Python(ir.PyNames{MCA: "mca"}) }
 
 // pyNode is pySize as a node, so that a long list of sizes wraps.
 func pyNode(e *ir.Expr) node {
@@ -116,13 +96,6 @@ func pyNode(e *ir.Expr) node {
 		return list(items...)
 	}
 	return atom(pySize(e))
-}
-
-func pyOperand(e *ir.Expr) string {
-	if e.Kind == ir.ExprBinary || (e.Kind == ir.ExprUnary && e.Args[0].Kind == ir.ExprUnary) {
-		return "(" + pySize(e) + ")"
-	}
-	return pySize(e)
 }
 
 // stepCode writes Python statements at one indentation.

@@ -69,6 +69,17 @@ type File struct {
 	Imports []*File
 	// Symbols are the declarations of this file by kind and name.
 	Symbols map[Kind]map[string]*Symbol
+
+	// failed are the imports of this file that could not be loaded.
+	failed []failedImport
+}
+
+// failedImport is an import that could not be loaded. Its names are the
+// declarations of the module it most likely meant (the did-you-mean
+// suggestion), by kind; nil when there is none: then any name could have
+// come from it.
+type failedImport struct {
+	names map[Kind]map[string]bool
 }
 
 // Info is the result of resolution.
@@ -138,6 +149,9 @@ type Loader struct {
 	// Parse parses one file; nil means parser.ParseFile. The language server
 	// passes a parser.Cache's ParseFile so unchanged declarations are reused.
 	Parse func(name string, src []byte) (*ast.File, diag.List)
+	// ListDir lists the file names in a folder of user files, for the
+	// did-you-mean of an unknown import; nil suggests library modules only.
+	ListDir func(dir string) ([]string, error)
 }
 
 type loadState struct {
@@ -226,10 +240,14 @@ func (st *loadState) load(name string, lib bool) (*File, error) {
 
 func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Import) *File {
 	target := im.Path.Value
+	failed := func(names map[Kind]map[string]bool) *File {
+		f.failed = append(f.failed, failedImport{names: names})
+		return nil
+	}
 	if target == "" || strings.Contains(target, "\\") {
 		st.diags.Add(diag.Errorf(im.Path.Span(), "bad-import", "Invalid import path",
 			"Import paths name a file without its .rolltpl extension, like \"common\"."))
-		return nil
+		return failed(nil)
 	}
 	file := target + ".rolltpl"
 	if !lib {
@@ -243,7 +261,7 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 			// say so rather than look elsewhere.
 			st.diags.Add(diag.Errorf(im.Path.Span(), "bad-import", "Cannot read import",
 				"The import names %s, which cannot be read: %v.", local, err))
-			return nil
+			return failed(nil)
 		}
 	}
 	if st.ld.Lib != nil {
@@ -254,9 +272,76 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 			}
 		}
 	}
-	st.diags.Add(diag.Errorf(im.Path.Span(), "unknown-import", "Unknown import",
-		"No file %s beside %s nor in the standard library.", file, f.Path))
-	return nil
+	detail := fmt.Sprintf("No file %s beside %s nor in the standard library.", file, f.Path)
+	sugg, names := st.suggestImport(name, lib, target)
+	if sugg != "" {
+		detail += fmt.Sprintf(" Did you mean %q?", sugg)
+	}
+	st.diags.Add(diag.Errorf(im.Path.Span(), "unknown-import", "Unknown import", "%s", detail))
+	return failed(names)
+}
+
+// suggestImport returns the module nearest to target that an import in
+// the file name could name (a .rolltpl file beside it, unless lib, or a
+// library module), and the names that module declares by kind.
+func (st *loadState) suggestImport(name string, lib bool, target string) (string, map[Kind]map[string]bool) {
+	var mods []string
+	local := map[string]bool{}
+	if !lib {
+		dir := filepath.Dir(name)
+		var files []string
+		if st.ld.ListDir != nil {
+			files, _ = st.ld.ListDir(dir)
+		}
+		for p := range st.ld.Overlay {
+			if filepath.Dir(p) == dir {
+				files = append(files, filepath.Base(p))
+			}
+		}
+		for _, fn := range files {
+			if m, ok := strings.CutSuffix(fn, ".rolltpl"); ok && fn != filepath.Base(name) {
+				mods, local[m] = append(mods, m), true
+			}
+		}
+	}
+	if st.ld.Lib != nil {
+		entries, _ := fs.ReadDir(st.ld.Lib, ".")
+		for _, e := range entries {
+			if m, ok := strings.CutSuffix(e.Name(), ".rolltpl"); ok && !e.IsDir() {
+				mods = append(mods, m)
+			}
+		}
+	}
+	sort.Strings(mods)
+	sugg := schema.Suggest(target, mods)
+	if sugg == "" {
+		return "", nil
+	}
+	// The suggested module's names, read but not loaded: it is not
+	// imported, and its own problems are not this file's.
+	path, fromLib := sugg+".rolltpl", !local[sugg]
+	if !fromLib {
+		path = filepath.Join(filepath.Dir(name), path)
+	}
+	src, display, err := st.read(path, fromLib)
+	if err != nil {
+		return sugg, nil
+	}
+	parse := st.ld.Parse
+	if parse == nil {
+		parse = parser.ParseFile
+	}
+	astf, _ := parse(display, src)
+	names := map[Kind]map[string]bool{}
+	for _, d := range astf.Decls {
+		if k, id, _ := declSymbol(d); id != nil {
+			if names[k] == nil {
+				names[k] = map[string]bool{}
+			}
+			names[k][id.Name] = true
+		}
+	}
+	return sugg, names
 }
 
 // exists reports whether p is there to read: a file that cannot be read
@@ -395,6 +480,13 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 	if s := st.info.Lookup(f, k, id.Name); s != nil {
 		st.info.Uses[id] = s
 		return
+	}
+	// A name an import that failed would have provided is that import's
+	// error, already reported, not a second one.
+	for _, fi := range f.failed {
+		if fi.names == nil || fi.names[k][id.Name] {
+			return
+		}
 	}
 	detail := fmt.Sprintf("No %s block named %q is declared in this file or the files it imports.", k, id.Name)
 	if k == KindTemplate {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rolltpl/rolltpl/lang/langtest"
 )
 
 // TestGrammarGolden pins the grammar: any change to the AST's grammar tags
@@ -15,7 +17,7 @@ import (
 func TestGrammarGolden(t *testing.T) {
 	path := filepath.Join("testdata", "grammar.ebnf")
 	got := Grammar() + "\n"
-	if os.Getenv("ROLLTPL_UPDATE") != "" {
+	if langtest.Update() {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -25,7 +27,7 @@ func TestGrammarGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("grammar changed (-golden +parser); run with ROLLTPL_UPDATE=1 and update lang/spec.md:\n%s", diff)
+		t.Errorf("grammar changed (-golden +parser); run with %s=1 and update lang/spec.md:\n%s", langtest.UpdateEnv, diff)
 	}
 }
 

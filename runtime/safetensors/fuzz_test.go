@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/rolltpl/rolltpl/lang/langtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -131,8 +132,8 @@ func checkLayout(t *testing.T, h *Header, size int64) {
 // TestWriteFuzzCorpus regenerates testdata/fuzz/FuzzParseHeader from
 // fuzzSeeds when ROLLTPL_UPDATE=1.
 func TestWriteFuzzCorpus(t *testing.T) {
-	if os.Getenv("ROLLTPL_UPDATE") != "1" {
-		t.Skip("set ROLLTPL_UPDATE=1 to regenerate the seed corpus")
+	if !langtest.Update() {
+		t.Skip("set " + langtest.UpdateEnv + "=1 to regenerate the seed corpus")
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzParseHeader")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

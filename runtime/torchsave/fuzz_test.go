@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/lang/langtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -90,7 +91,7 @@ func TestFuzzCorpus(t *testing.T) {
 			t.Errorf("seed %s: %v", name, err)
 		}
 	}
-	update := os.Getenv("ROLLTPL_UPDATE") != ""
+	update := langtest.Update()
 	if update {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -107,7 +108,7 @@ func TestFuzzCorpus(t *testing.T) {
 		}
 		got, err := os.ReadFile(path)
 		if err != nil || string(got) != want {
-			t.Errorf("%s is stale or missing; rerun with ROLLTPL_UPDATE=1", path)
+			t.Errorf("%s is stale or missing; rerun with %s=1", path, langtest.UpdateEnv)
 		}
 	}
 }

@@ -18,6 +18,7 @@ func runCheck(e *env, args []string) int {
 	format := fs.String("diags", "text", "diagnostics format: text or json")
 	hfConfig := fs.String("hf-config", "", "also check the templates against this HF config.json")
 	checkpoint := fs.String("checkpoint", "", "plan the conversion of this checkpoint directory from its headers only")
+	fs.BoolVar(&e.stdlibWarnings, stdlibWarningsFlag, false, "list the warnings about the bundled stdlib's own templates (quirks of ROLL's), which are otherwise counted in one line")
 	var layout layoutFlags // with --checkpoint: the layout convert would write
 	layout.add(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
@@ -35,6 +36,11 @@ func runCheck(e *env, args []string) int {
 		return usageError(e, c.name, "--hf-config and --checkpoint are separate checks; run check once for each")
 	case exec.IsMCA(*checkpoint):
 		if code, ok := notApplicable(e, c.name, fs, "does not apply to an MCA checkpoint: its layout is the one "+exec.MCAConfigName+" records", layoutFlagNames()...); !ok {
+			return code
+		}
+	}
+	if *checkpoint != "" || *hfConfig != "" || !stdlibOnly(fs.Args()) {
+		if code, ok := notApplicable(e, c.name, fs, "applies only to a check of the stdlib's own templates (no PATH of yours, no --hf-config or --checkpoint)", stdlibWarningsFlag); !ok {
 			return code
 		}
 	}

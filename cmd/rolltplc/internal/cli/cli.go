@@ -48,6 +48,9 @@ type env struct {
 	// command's flags.
 	flagsOnly bool
 	flags     *pflag.FlagSet
+	// stdlibWarnings prints the warnings about the bundled stdlib's own
+	// templates rather than counting them (check --stdlib-warnings).
+	stdlibWarnings bool
 }
 
 // prefix is how messages of the running command begin: "rolltplc CMD".
@@ -428,7 +431,7 @@ func expandPaths(paths []string) ([]string, error) {
 func compile(e *env, paths []string, format string) (*compiler.Result, bool) {
 	res, failed := compileWith(e, paths, nil, nil)
 	if res != nil {
-		printDiags(e, res.Diags, res.Sources(), format)
+		printResultDiags(e, res, res.Sources(), paths, format)
 	}
 	return res, failed
 }
