@@ -444,15 +444,15 @@ func (r *stepRun) partSizes(n *Node, dim int64) ([]int64, error) {
 		var sum int64
 		over := false
 		for _, s := range n.Sizes {
-			if s > dim-sum {
-				over = true // the sizes exceed the dimension (and could overflow)
+			if s > (1<<62)-sum {
+				over = true // the sum would overflow
 			}
 			if !over {
 				sum += s
 			}
 		}
 		if over {
-			return nil, fmt.Errorf("the sizes %v add up to more than the dimension %d", n.Sizes, dim)
+			return nil, fmt.Errorf("the sizes %v add up to more than 2^62, the dimension is %d", n.Sizes, dim)
 		}
 		if sum != dim {
 			return nil, fmt.Errorf("the sizes add up to %d but the dimension is %d", sum, dim)

@@ -277,6 +277,7 @@ func TestStepErrors(t *testing.T) {
 		{"leaf", &Composite{Op: Op{Kind: KindRename}, Inputs: []*Node{Leaf(1)}, NumHF: 1}, "HF input 1 of 1"},
 		{"unknown", &Composite{Op: Op{Kind: KindRename}, Inputs: []*Node{{Leaf: -1, Step: "permute", Operands: []*Node{Leaf(0)}}}, NumHF: 1}, "unknown tensor step"},
 		{"two_into_split", &Composite{Op: Op{Kind: KindConcat, NumHF: 2, NumMCA: 1}, Inputs: []*Node{{Leaf: -1, Step: StepSplit, Sizes: []int64{5, 5}, Operands: []*Node{Leaf(0), Leaf(0)}}}, NumHF: 1}, "takes one tensor"},
+		{"overflowing_sizes", &Composite{Op: Op{Kind: KindConcat, NumHF: 3, NumMCA: 1}, Inputs: []*Node{{Leaf: -1, Step: StepSplit, Sizes: []int64{1 << 62, 1 << 62, 10}, Operands: []*Node{Leaf(0)}}}, NumHF: 1}, "more than 2^62"},
 		{"huge_chunk", &Composite{Op: Op{Kind: KindConcat, NumHF: 1 << 30, NumMCA: 1}, Inputs: []*Node{{Leaf: -1, Step: StepChunk, Parts: 1 << 30, Operands: []*Node{Leaf(0)}}}, NumHF: 1}, "want 1 to"},
 	}
 	for _, b := range bad {
