@@ -503,3 +503,23 @@ func TestTransposeOfPiecesUsesAlloc(t *testing.T) {
 		t.Errorf("Config.Alloc calls %v, want two of %d bytes", sizes, x.Len())
 	}
 }
+
+// TestStepPieceBound: a split along an inner dim that would cut a tensor
+// into more than maxPieces pieces is an error, not millions of slice
+// headers.
+func TestStepPieceBound(t *testing.T) {
+	rows := int64(maxPieces/2 + 1)
+	x, err := tensor.New(tensor.I8, tensor.Shape{rows, 2}, make([]byte, rows*2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*Node{{Leaf: -1, Step: StepSplit, Dim: 1, Sizes: []int64{1, 1}, Operands: []*Node{Leaf(0)}}}
+	if _, err := RunSteps(HFToMCA, nodes, []tensor.Tensor{x}); err == nil || !strings.Contains(err.Error(), "pieces per part") {
+		t.Errorf("err %v, want a piece bound error", err)
+	}
+	nodes[0].Dim = 0
+	nodes[0].Sizes = []int64{rows - 1, 1}
+	if _, err := RunSteps(HFToMCA, nodes, []tensor.Tensor{x}); err != nil {
+		t.Errorf("split along dim 0: %v", err)
+	}
+}
