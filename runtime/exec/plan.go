@@ -228,9 +228,6 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	experts := pl.cfg.NumMoEExperts
 	for i, o := range t.Ops {
 		info, err := m.opInfo(i, o)
-		if err == nil {
-			err = m.compose(info, mc)
-		}
 		if err != nil {
 			p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Msg: err.Error()})
 			return p
@@ -259,9 +256,6 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		// add_mca_weight maps them back whatever the layer).
 		for _, lc := range layerConds(o) {
 			alt, err := m.opInfoWith(i, o, map[string]bool{lc.Flag(): true})
-			if err == nil {
-				err = m.compose(alt, mc)
-			}
 			if err != nil {
 				p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Msg: err.Error()})
 				return p
@@ -277,6 +271,19 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		}
 	}
 	pl.sides = sides
+	// Ops with tensor steps: their sizes, evaluated once for the plan.
+	for _, sd := range sides {
+		if err := m.compose(sd.info, mc); err != nil {
+			p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Op: sd.info.describe(), Msg: err.Error()})
+			return p
+		}
+	}
+	for _, v := range pl.variants {
+		if err := m.compose(v.side.info, mc); err != nil {
+			p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Op: v.side.info.describe(), Msg: err.Error()})
+			return p
+		}
+	}
 	if dir == ops.HFToMCA {
 		pl.table = newOpTable(sides, func(s *side) []string { return s.info.hf })
 	} else {

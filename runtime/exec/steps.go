@@ -72,7 +72,7 @@ func hfKeyMap(t *ir.Template) map[string]string {
 
 // compose sets info.comp for an op with tensor steps.
 func (m *Model) compose(info *opInfo, mc *MCAConfig) error {
-	if len(info.ir.Inputs) == 0 {
+	if len(info.ir.Inputs) == 0 || info.comp != nil {
 		return nil
 	}
 	c, err := ComposeOp(info.ir, mc, hfKeyMap(m.Template))
