@@ -141,6 +141,9 @@ func (l *exprLowerer) call(name string, c *ast.CallArgs, sp token.Span) *ir.Expr
 	for _, a := range c.Args {
 		out.Args = append(out.Args, l.expr(a))
 	}
+	for _, n := range c.Named {
+		l.errorf(n.Span(), "%s takes no named argument %s: named arguments are for tensor steps (lang/spec.md §7)", name, n.Name.Name)
+	}
 	return out
 }
 

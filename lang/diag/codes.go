@@ -6,7 +6,8 @@ import "sort"
 // diagnostic names its code through one of these constants, never as a
 // string literal (a test scans the project for literals), and every code
 // here is documented in lang/spec.md §11 (a test compares the two) and
-// asserted by a case of compiler/testdata/diagnostics.
+// asserted by a case of cmd/rolltplc/internal/cli/testdata/diagnostics
+// (TestDiagnosticCorpusCoversCodes names the few asserted elsewhere).
 //
 // To add a code: add the constant and its [CodeInfo] entry below, add a
 // row to the table of lang/spec.md §11, and add a corpus case named after
@@ -59,6 +60,7 @@ const (
 	WildcardCount    = "wildcard-count"
 	DuplicateName    = "duplicate-name"
 	UnreachableOp    = "unreachable-op"
+	NameRegexp       = "name-regexp"
 	ParallelCoverage = "parallel-coverage"
 	MissingBiasOp    = "missing-bias-op"
 	NotInvertible    = "not-invertible"
@@ -127,6 +129,7 @@ var codes = []CodeInfo{
 	{WildcardCount, Error, "the two sides of an op have different numbers of {}"},
 	{DuplicateName, Error, "an HF name registered twice, or two ops producing one MCA name"},
 	{UnreachableOp, Error, "an op an earlier pattern always shadows"},
+	{NameRegexp, Error, "an op name that is not a regular expression both ROLL's lookup and the runtime can use"},
 	{ParallelCoverage, Error, "an MCA name no parallel class covers"},
 	{MissingBiasOp, Warning, "add_qkv_bias set but no qkv_bias op (a known ROLL quirk)"},
 	{NotInvertible, Error, "a tensor step the compiler cannot invert for the MCA -> HF direction"},

@@ -78,10 +78,10 @@ func stepCases(rng *rand.Rand, combos int) []stepCase {
 // against stand-ins for ROLL's ConverOp contract, and requires the same
 // tensors (shapes, StackedTensors structure, bytes) as the Go runtime's
 // ops.Composite on the same random float32 tensors, HF -> MCA and back
-// (which must also restore the inputs), for every step kind and 30 random
+// (which must also restore the inputs), for every step kind with 20 random
 // size combinations.
 func TestGeneratedStepOpsMatchRuntime(t *testing.T) {
-	cases := stepCases(rand.New(rand.NewPCG(7, 11)), 3)
+	cases := stepCases(rand.New(rand.NewPCG(7, 11)), 20)
 	var src strings.Builder
 	src.WriteString("import \"parallel\"\n")
 	for i, c := range cases {

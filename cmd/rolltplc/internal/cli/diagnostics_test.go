@@ -118,7 +118,7 @@ var assertedElsewhere = map[string][2]string{
 	// A bug: no input is known to cause one.
 	diag.InternalError: {"../../../../compiler", "TestInternalError"},
 	// Schemas come from the stdlib only; check loads none from user files.
-	diag.UnknownType: {"../../../../compiler/schema", "TestLoadDiagnostics"},
+	diag.UnknownType: {"../../../../compiler/schema", "TestUnknownType"},
 }
 
 // TestDiagnosticCorpusCoversCodes: every code of the registry has its
