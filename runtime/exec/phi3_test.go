@@ -40,9 +40,11 @@ func phi3Example(t testing.TB) *ir.Program {
 // q/k/v qkv op and the gate/up stack op replaced by ops reading the fused
 // tensors through tensor steps whose sizes are expressions over hf.* (seen
 // through the template's config mapping) and mca.*, with list repetition;
-// and, when transposed, the attention output projection stored transposed
-// in the HF checkpoint ([heads*d, hidden]) and transposed back by a step.
-func phi3IRTemplate(t testing.TB, transposed bool) *ir.Program {
+// and the attention output projection as oProj says: "transpose" (stored
+// transposed in the HF checkpoint, [heads*d, hidden], and transposed back
+// by a step), "slice" (stored with outPad extra columns the op slices
+// off: a step with no inverse), or "" (renamed as in llama).
+func phi3IRTemplate(t testing.TB, oProj string) *ir.Program {
 	t.Helper()
 	prog := stdlibProgram(t)
 	llama := prog.Template("llama")
@@ -81,13 +83,19 @@ func phi3IRTemplate(t testing.TB, transposed bool) *ir.Program {
 				Args: map[string]*ir.Expr{"dim": lit("0"), "sizes": bin("*", list(mca("ffn_hidden_size")), lit("2"))}}}
 			tp.Ops = append(tp.Ops, &c)
 		case "rename":
-			if !transposed || o.HF[0].Value != ".self_attn.o_proj.weight" {
+			if oProj == "" || o.HF[0].Value != ".self_attn.o_proj.weight" {
 				tp.Ops = append(tp.Ops, o)
 				break
 			}
 			c := *o
-			c.Inputs = []*ir.TensorExpr{{HF: -1, Step: "transpose", Operands: []*ir.TensorExpr{leaf},
-				Args: map[string]*ir.Expr{"dims": list(lit("0"), lit("1"))}}}
+			if oProj == "transpose" {
+				c.Inputs = []*ir.TensorExpr{{HF: -1, Step: "transpose", Operands: []*ir.TensorExpr{leaf},
+					Args: map[string]*ir.Expr{"dims": list(lit("0"), lit("1"))}}}
+			} else {
+				width := bin("*", mca("num_attention_heads"), mca("kv_channels"))
+				c.Inputs = []*ir.TensorExpr{{HF: -1, Step: "slice", Operands: []*ir.TensorExpr{leaf},
+					Args: map[string]*ir.Expr{"dim": lit("1"), "start": lit("0"), "stop": width}}}
+			}
 			tp.Ops = append(tp.Ops, &c)
 		default:
 			tp.Ops = append(tp.Ops, o)
@@ -104,8 +112,10 @@ type phi3Dims struct {
 	hidden, heads, kv, headDim, inter, vocab int64
 	layers                                   int
 	// transposedOut stores o_proj transposed in the Phi-3 checkpoint
-	// (phi3IRTemplate's transpose step).
+	// (phi3IRTemplate's transpose step); outPad stores it with that many
+	// extra columns (its slice step).
 	transposedOut bool
+	outPad        int64
 }
 
 // fused reports the HF tensors of one layer in llama's split naming with
@@ -124,6 +134,8 @@ func (d phi3Dims) specs(dt tensor.DType) (llama []safetensors.Spec, phi3 []safet
 			add(s, p+".post_attention_layernorm.weight", d.hidden)
 			if s == &phi3 && d.transposedOut {
 				add(s, p+".self_attn.o_proj.weight", d.heads*d.headDim, d.hidden)
+			} else if s == &phi3 && d.outPad > 0 {
+				add(s, p+".self_attn.o_proj.weight", d.hidden, d.heads*d.headDim+d.outPad)
 			} else {
 				add(s, p+".self_attn.o_proj.weight", d.hidden, d.heads*d.headDim)
 			}
@@ -196,6 +208,15 @@ func writePhi3Pair(t *testing.T, d phi3Dims, dt tensor.DType, phiDir, llamaDir s
 	writeShards(t, phiDir, phiSpecs, 2, func(name string) []byte {
 		if d.transposedOut && strings.HasSuffix(name, ".o_proj.weight") {
 			return transposeBytes(data[name], d.hidden, d.heads*d.headDim, dt.Size())
+		}
+		if d.outPad > 0 && strings.HasSuffix(name, ".o_proj.weight") {
+			row := d.heads * d.headDim * int64(dt.Size())
+			var b []byte
+			for r := range d.hidden {
+				b = append(b, data[name][r*row:(r+1)*row]...)
+				b = append(b, bytes.Repeat([]byte{0x3c}, int(d.outPad)*dt.Size())...)
+			}
+			return b
 		}
 		parts, ok := fuse[name]
 		if !ok {
@@ -275,7 +296,7 @@ func TestPhi3Fused(t *testing.T) {
 // HF checkpoint and transposed by a step (a copy into the executor's
 // arena, both ways).
 func TestPhi3StepsFromIR(t *testing.T) {
-	phi, err := exec.NewModel(phi3IRTemplate(t, true), "phi3", nil)
+	phi, err := exec.NewModel(phi3IRTemplate(t, "transpose"), "phi3", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,5 +444,100 @@ func TestPhi3Check(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "bad")); err == nil {
 		t.Error("a failed conversion left an output directory")
+	}
+}
+
+// TestPhi3SliceOneWay: an op reading its HF tensor through a slice (o_proj
+// stored with padding columns) converts HF -> MCA to llama's tensors, and
+// the way back is refused before anything is written, naming the step and
+// the tensor: a slice drops data and has no inverse.
+func TestPhi3SliceOneWay(t *testing.T) {
+	phi, err := exec.NewModel(phi3IRTemplate(t, "slice"), "phi3", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := phi3Dims{name: "small", hidden: 128, heads: 8, kv: 4, headDim: 16, inter: 96, vocab: 128, layers: 2, outPad: 8}
+	dir := t.TempDir()
+	phiSrc, llamaSrc := filepath.Join(dir, "phi3"), filepath.Join(dir, "llama")
+	writePhi3Pair(t, d, tensor.BF16, phiSrc, llamaSrc)
+	mca := filepath.Join(dir, "mca")
+	if _, err := exec.ConvertHFToMCA(context.Background(), phi, phiSrc, mca, exec.Options{Layout: exec.Layout{TP: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	ref := filepath.Join(dir, "ref")
+	if _, err := exec.ConvertHFToMCA(context.Background(), stdlibModel(t, "llama"), llamaSrc, ref, exec.Options{Layout: exec.Layout{TP: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	got, want := rankTensors(t, mca), rankTensors(t, ref)
+	for rank, wts := range want {
+		for i, w := range wts {
+			if g := got[rank][i]; g.Name != w.Name || !g.Shape.Equal(w.Shape) || !bytes.Equal(g.Data, w.Data) {
+				t.Errorf("%s tensor %d: %s %v, llama wrote %s %v (or the bytes differ)", rank, i, g.Name, g.Shape, w.Name, w.Shape)
+			}
+		}
+	}
+	cp, err := exec.PlanConversion(phi, mca, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range cp.Plan.Problems {
+		if strings.Contains(p.Msg, "step slice") && strings.Contains(p.Msg, "no inverse") && strings.Contains(p.Msg, "o_proj.weight") {
+			n++
+		}
+	}
+	if n != d.layers {
+		t.Errorf("%d slice problems, want one per layer: %v", n, cp.Plan.Problems)
+	}
+	back := filepath.Join(dir, "back")
+	if _, err := exec.ConvertMCAToHF(context.Background(), phi, mca, back, exec.Options{}); err == nil {
+		t.Error("MCA -> HF through a slice succeeded")
+	}
+	if _, err := os.Stat(back); err == nil {
+		t.Error("the refused conversion left an output")
+	}
+}
+
+// TestComposeSizeErrors: a step size the MCA config cannot give (a key
+// it lacks, a non-integer) is a config problem naming the op, the
+// expression's position and the key, before any tensor is read.
+func TestComposeSizeErrors(t *testing.T) {
+	prog := phi3IRTemplate(t, "")
+	tp := prog.Template("phi3")
+	for _, o := range tp.Ops {
+		if o.Kind == "stack" {
+			o.Inputs[0].Args["sizes"] = &ir.Expr{Kind: ir.ExprList, Args: []*ir.Expr{
+				{Kind: ir.ExprField, Name: "no_such_key", Args: []*ir.Expr{{Kind: ir.ExprRef, Name: "mca"}}},
+				{Kind: ir.ExprLit, Lit: ir.Value{Kind: ir.String, Text: "x"}}}}
+		}
+	}
+	phi, err := exec.NewModel(prog, "phi3", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	d := phi3Dims{name: "small", hidden: 128, heads: 8, kv: 4, headDim: 16, inter: 96, vocab: 128, layers: 2}
+	src := filepath.Join(dir, "phi3")
+	writePhi3Pair(t, d, tensor.BF16, src, filepath.Join(dir, "llama"))
+	cp, err := exec.PlanConversion(phi, src, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cp.Plan.Err()
+	if err == nil || !strings.Contains(err.Error(), "stack op") || !strings.Contains(err.Error(), "element 0: ") || !strings.Contains(err.Error(), "mca.no_such_key is null: the mca config has no no_such_key") {
+		t.Errorf("plan error %v, want a size error of the stack op naming the key", err)
+	}
+	// A string where a size goes.
+	for _, o := range tp.Ops {
+		if o.Kind == "stack" {
+			o.Inputs[0].Args["sizes"].Args[0] = &ir.Expr{Kind: ir.ExprField, Name: "ffn_hidden_size", Args: []*ir.Expr{{Kind: ir.ExprRef, Name: "mca"}}}
+		}
+	}
+	cp, err = exec.PlanConversion(phi, src, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Plan.Err(); err == nil || !strings.Contains(err.Error(), `element 1: 0:0: 'x' is str, not an integer`) {
+		t.Errorf("plan error %v, want element 1 not an integer", err)
 	}
 }

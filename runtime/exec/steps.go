@@ -224,13 +224,31 @@ func (e *sizeEnv) int(a *ir.Expr) (int64, error) {
 	}
 	n, ok := v.Int64()
 	if !ok {
+		if v.Kind == ir.Null && a.Kind == ir.ExprField && len(a.Args) == 1 && a.Args[0].Kind == ir.ExprRef {
+			return 0, fmt.Errorf("%s: %s.%s is null: the %s config has no %s", a.Span.Start, a.Args[0].Name, a.Name, a.Args[0].Name, a.Name)
+		}
 		return 0, fmt.Errorf("%s: %s is %s, not an integer", a.Span.Start, v.Repr(), v.Kind.KindName())
 	}
 	return n, nil
 }
 
-// ints evaluates a to a list of integers.
+// ints evaluates a to a list of integers; a list literal element by
+// element, so that an error points at the element.
 func (e *sizeEnv) ints(a *ir.Expr) ([]int64, error) {
+	if a != nil && a.Kind == ir.ExprList {
+		if len(a.Args) > maxList {
+			return nil, fmt.Errorf("%s: a list of %d sizes; at most %d", a.Span.Start, len(a.Args), maxList)
+		}
+		out := make([]int64, len(a.Args))
+		for i, x := range a.Args {
+			n, err := e.int(x)
+			if err != nil {
+				return nil, fmt.Errorf("element %d: %v", i, err)
+			}
+			out[i] = n
+		}
+		return out, nil
+	}
 	v, err := a.Eval(e)
 	if err != nil {
 		return nil, err
