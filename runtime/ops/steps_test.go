@@ -3,6 +3,7 @@ package ops
 import (
 	"bytes"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -521,5 +522,33 @@ func TestStepPieceBound(t *testing.T) {
 	nodes[0].Sizes = []int64{rows - 1, 1}
 	if _, err := RunSteps(HFToMCA, nodes, []tensor.Tensor{x}); err != nil {
 		t.Errorf("split along dim 0: %v", err)
+	}
+}
+
+// TestCompositeCopiesNothing: a fused qkv split into q, k, v for qkv
+// and back allocates a few headers whatever the tensor size: the steps are
+// views, no bytes are copied.
+func TestCompositeCopiesNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	cfg := Config{NumAttentionHeads: 8, NumQueryGroups: 2, KVChannels: 4}
+	comp := &Composite{Op: Op{Kind: KindQKV, NumHF: 3, NumMCA: 1}, NumHF: 1, Inputs: []*Node{
+		{Leaf: -1, Step: StepSplit, Sizes: []int64{32, 8, 8}, Operands: []*Node{Leaf(0)}}}}
+	in := []Value{TensorValue(randTensor(t, r, tensor.BF16, tensor.Shape{48, 1 << 16}))} // 6 MiB
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out, err := comp.Apply(HFToMCA, cfg, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := comp.Apply(MCAToHF, cfg, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+		t.Errorf("%d bytes allocated converting a %d-byte tensor both ways; want only headers", n, in[0].Tensor.Len())
+	}
+	if !back[0].Tensor.Equal(in[0].Tensor) {
+		t.Error("the tensor did not come back")
 	}
 }
