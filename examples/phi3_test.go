@@ -11,6 +11,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/lang/diag"
+	"github.com/rolltpl/rolltpl/lang/langtest"
 	rexec "github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
@@ -96,7 +97,7 @@ func TestPhi3(t *testing.T) {
 		}
 	}
 	golden := filepath.Join(dir, "phi3.py")
-	if os.Getenv("ROLLTPL_UPDATE") != "" {
+	if langtest.Update() {
 		if err := os.WriteFile(golden, module, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +107,7 @@ func TestPhi3(t *testing.T) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(string(gold), string(module)); diff != "" {
-		t.Errorf("phi3.py is stale (-golden +built); run ROLLTPL_UPDATE=1 go test ./examples:\n%s", diff)
+		t.Errorf("phi3.py is stale (-golden +built); run %s=1 go test ./examples:\n%s", langtest.UpdateEnv, diff)
 	}
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
