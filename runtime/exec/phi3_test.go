@@ -541,3 +541,47 @@ func TestComposeSizeErrors(t *testing.T) {
 		t.Errorf("plan error %v, want element 1 not an integer", err)
 	}
 }
+
+// TestStepsInDigest: the template digest recorded in mca_config.json
+// covers the tensor steps: a checkpoint written with one split is not
+// taken for one written with another. (Templates without steps keep their
+// digests: the steps are encoded only when present.)
+func TestStepsInDigest(t *testing.T) {
+	digest := func(mod func(tp *ir.Template)) string {
+		prog := phi3IRTemplate(t, "")
+		mod(prog.Template("phi3"))
+		m, err := exec.NewModel(prog, "phi3", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.TemplateDigest()
+	}
+	stack := func(tp *ir.Template) *ir.Op {
+		for _, o := range tp.Ops {
+			if o.Kind == "stack" {
+				return o
+			}
+		}
+		t.Fatal("no stack op")
+		return nil
+	}
+	base := digest(func(*ir.Template) {})
+	if again := digest(func(*ir.Template) {}); again != base {
+		t.Errorf("digest not deterministic: %s, %s", base, again)
+	}
+	for name, mod := range map[string]func(tp *ir.Template){
+		"sizes": func(tp *ir.Template) {
+			stack(tp).Inputs[0].Args["sizes"] = &ir.Expr{Kind: ir.ExprList, Args: []*ir.Expr{
+				{Kind: ir.ExprField, Name: "ffn_hidden_size", Args: []*ir.Expr{{Kind: ir.ExprRef, Name: "mca"}}},
+				{Kind: ir.ExprField, Name: "ffn_hidden_size", Args: []*ir.Expr{{Kind: ir.ExprRef, Name: "mca"}}}}}
+		},
+		"step": func(tp *ir.Template) {
+			stack(tp).Inputs[0] = &ir.TensorExpr{HF: -1, Step: "chunk", Operands: []*ir.TensorExpr{{HF: 0}},
+				Args: map[string]*ir.Expr{"parts": {Kind: ir.ExprLit, Lit: ir.Value{Kind: ir.Int, Text: "2"}}}}
+		},
+	} {
+		if got := digest(mod); got == base {
+			t.Errorf("%s: changing the steps left the digest %s", name, got)
+		}
+	}
+}
