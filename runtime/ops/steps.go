@@ -409,6 +409,13 @@ func (r *stepRun) forward(n *Node, leaves []tensor.Tensor) ([]tensor.Tensor, err
 		}
 		return parts, nil
 	case StepReshape:
+		if n.From != nil {
+			// The inverse reshapes to From: it must be the input's shape.
+			f, err := t.Reshape(tensor.Shape(n.From))
+			if err != nil || !f.Shape.Equal(t.Shape) {
+				return nil, r.errorf(n, "the input is %v, not of the shape %v the step reshapes from", t, tensor.Shape(n.From))
+			}
+		}
 		u, err := t.Reshape(tensor.Shape(n.Shape))
 		if err != nil {
 			return nil, r.errorf(n, "%v", err)

@@ -287,6 +287,12 @@ func TestStepErrors(t *testing.T) {
 			t.Errorf("%s: err %v, want %q", b.name, err, b.want)
 		}
 	}
+	// A reshape whose input is not of the shape it says it reshapes from
+	// (its inverse would restore the wrong shape).
+	from := &Node{Leaf: -1, Step: StepReshape, Shape: []int64{-1}, From: []int64{8, 10}, Operands: []*Node{Leaf(0)}}
+	if _, err := RunSteps(HFToMCA, []*Node{from}, []tensor.Tensor{x}); err == nil || !strings.Contains(err.Error(), "reshapes from") {
+		t.Errorf("reshape from the wrong shape: %v", err)
+	}
 	// The inverse of a reshape of an HF tensor of unknown shape.
 	rs := &Node{Leaf: -1, Step: StepReshape, Shape: []int64{-1}, Operands: []*Node{Leaf(0)}}
 	if _, err := RunSteps(MCAToHF, []*Node{rs}, []tensor.Tensor{x}); err == nil || !strings.Contains(err.Error(), "not determined") {
