@@ -38,8 +38,8 @@ func phi3Example(t testing.TB) *ir.Program {
 
 // phi3IRTemplate returns a Phi-3 template built as IR: llama's, with the
 // q/k/v qkv op and the gate/up stack op replaced by ops reading the fused
-// tensors through tensor steps whose sizes are expressions over hf.* (seen
-// through the template's config mapping) and mca.*, with list repetition;
+// tensors through tensor steps whose sizes are expressions over hf.* (the
+// HF config mca_config.json records) and mca.*, with list repetition;
 // and the attention output projection as oProj says: "transpose" (stored
 // transposed in the HF checkpoint, [heads*d, hidden], and transposed back
 // by a step), "slice" (stored with outPad extra columns the op slices
@@ -291,8 +291,8 @@ func TestPhi3Fused(t *testing.T) {
 }
 
 // TestPhi3StepsFromIR runs the same comparison, on small dims, with a
-// Phi-3 template built as IR whose step sizes read hf.* through the config
-// mapping and repeat a list, and whose o_proj is stored transposed in the
+// Phi-3 template built as IR whose step sizes read hf.* (the recorded HF
+// config) and repeat a list, and whose o_proj is stored transposed in the
 // HF checkpoint and transposed by a step (a copy into the executor's
 // arena, both ways).
 func TestPhi3StepsFromIR(t *testing.T) {
@@ -524,7 +524,7 @@ func TestComposeSizeErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = cp.Plan.Err()
-	if err == nil || !strings.Contains(err.Error(), "stack op") || !strings.Contains(err.Error(), "element 0: ") || !strings.Contains(err.Error(), "mca.no_such_key is null: the mca config has no no_such_key") {
+	if err == nil || !strings.Contains(err.Error(), "stack: split sizes: element 0: ") || !strings.Contains(err.Error(), "mca.no_such_key is null: the mca config has no no_such_key") {
 		t.Errorf("plan error %v, want a size error of the stack op naming the key", err)
 	}
 	// A string where a size goes.

@@ -6,7 +6,6 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/ops"
-	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
 
 // Composed ops: an op whose HF operands are built from tensor steps
@@ -16,15 +15,14 @@ import (
 // MCA -> HF after its inverse (ops.Composite).
 
 // ComposeOp returns the runtime form of a composed op o (one with Inputs)
-// with its step sizes evaluated against the MCA config mc: the
-// [ops.Composite] whose Apply converts in both directions. hfKeys maps HF
-// config keys to the MCA keys the template maps them to, for sizes
-// written over hf.* (nil: only mca.* is known).
-func ComposeOp(o *ir.Op, mc *MCAConfig, hfKeys map[string]string) (*ops.Composite, error) {
+// with its step sizes evaluated against the MCA config mc (and the HF
+// config it records, for hf.*): the [ops.Composite] whose Apply converts
+// in both directions.
+func ComposeOp(o *ir.Op, mc *MCAConfig) (*ops.Composite, error) {
 	if len(o.Inputs) == 0 {
 		return nil, fmt.Errorf("%s: %s has no tensor steps", o.Span.Start, o.Kind)
 	}
-	env := &sizeEnv{mc: mc, hfKeys: hfKeys}
+	env := &sizeEnv{env: exprEnv{mca: mc.Object(), hf: recordedHF(mc)}}
 	c := &ops.Composite{NumHF: len(o.HF)}
 	for _, in := range o.Inputs {
 		n, err := env.node(in, len(o.HF))
@@ -61,21 +59,12 @@ func yields(n *ops.Node) int {
 	return 1
 }
 
-// hfKeyMap maps each HF config key of t to its MCA key.
-func hfKeyMap(t *ir.Template) map[string]string {
-	m := map[string]string{}
-	for _, e := range t.Config {
-		m[e.HF] = e.MCA
-	}
-	return m
-}
-
 // compose sets info.comp for an op with tensor steps.
 func (m *Model) compose(info *opInfo, mc *MCAConfig) error {
 	if len(info.ir.Inputs) == 0 || info.comp != nil {
 		return nil
 	}
-	c, err := ComposeOp(info.ir, mc, hfKeyMap(m.Template))
+	c, err := ComposeOp(info.ir, mc)
 	if err != nil {
 		return err
 	}
@@ -92,11 +81,9 @@ func (oi *opInfo) apply(dir ops.Direction, cfg ops.Config, in []ops.Value) ([]op
 	return oi.op.Apply(dir, cfg, in)
 }
 
-// sizeEnv evaluates step sizes against the MCA config: it is the ir.Env
-// of ir.Expr.Eval.
+// sizeEnv evaluates step sizes in the runtime's expression environment.
 type sizeEnv struct {
-	mc     *MCAConfig
-	hfKeys map[string]string
+	env exprEnv
 }
 
 // maxList bounds the length of a list a size expression builds.
@@ -218,7 +205,7 @@ func (e *sizeEnv) node(x *ir.TensorExpr, numHF int) (*ops.Node, error) {
 
 // int evaluates a to an integer.
 func (e *sizeEnv) int(a *ir.Expr) (int64, error) {
-	v, err := a.Eval(e)
+	v, err := a.Eval(e.env)
 	if err != nil {
 		return 0, err
 	}
@@ -249,7 +236,7 @@ func (e *sizeEnv) ints(a *ir.Expr) ([]int64, error) {
 		}
 		return out, nil
 	}
-	v, err := a.Eval(e)
+	v, err := a.Eval(e.env)
 	if err != nil {
 		return nil, err
 	}
@@ -268,71 +255,4 @@ func (e *sizeEnv) ints(a *ir.Expr) ([]int64, error) {
 		out[i] = n
 	}
 	return out, nil
-}
-
-// HF implements ir.Env: an HF config key the template maps to an MCA key
-// has that key's value (the conversion has no HF config of its own MCA ->
-// HF, so sizes see the HF config through the mapping).
-func (e *sizeEnv) HF(key string) (ir.Value, bool) {
-	k, ok := e.hfKeys[key]
-	if !ok {
-		return ir.Value{}, false
-	}
-	return e.MCA(k)
-}
-
-// MCA implements ir.Env.
-func (e *sizeEnv) MCA(key string) (ir.Value, bool) {
-	if e.mc == nil {
-		return ir.Value{}, false
-	}
-	v, ok := e.mc.Get(key)
-	if !ok {
-		return ir.Value{}, false
-	}
-	return jsonValue(v, 0), true
-}
-
-// Layer implements ir.Env: step sizes are the same in every layer.
-func (e *sizeEnv) Layer() (int64, bool) { return 0, false }
-
-// Flag implements ir.Env.
-func (e *sizeEnv) Flag(name string) (bool, bool) { return false, false }
-
-// jsonValue converts an mca_config value to an IR value; lists and
-// objects nested deeper than 64 are cut off as null.
-func jsonValue(v any, depth int) ir.Value {
-	if depth > 64 {
-		return ir.NullValue()
-	}
-	switch x := v.(type) {
-	case bool:
-		return ir.BoolValue(x)
-	case string:
-		return ir.StringValue(x)
-	case pyjson.Number:
-		if n, ok := x.Int(); ok && !x.Float {
-			return ir.IntValue(n)
-		}
-		if !x.Float {
-			return ir.Value{Kind: ir.Int, Text: x.Text} // beyond int64: kept as written
-		}
-		f, _ := x.Float64()
-		return ir.FloatValue(f)
-	case []any:
-		elems := make([]ir.Value, len(x))
-		for i, y := range x {
-			elems[i] = jsonValue(y, depth+1)
-		}
-		return ir.ListValue(elems...)
-	case *pyjson.Object:
-		keys := x.Keys()
-		vals := make([]ir.Value, len(keys))
-		for i, k := range keys {
-			y, _ := x.Get(k)
-			vals[i] = jsonValue(y, depth+1)
-		}
-		return ir.DictValue(append([]string(nil), keys...), vals)
-	}
-	return ir.NullValue()
 }
