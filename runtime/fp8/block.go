@@ -44,50 +44,51 @@ func (l Layout) position(r, j int64) string {
 	return fmt.Sprintf("[%d, %d, %d] (leading index flattened)", r/l.M, r%l.M, j)
 }
 
-// Dequantize writes the values of the rows r0, r0+1, … held in codes
-// (whole rows of N codes) to dst in the output dtype out (BF16, F16 or
-// F32; dst holds len(codes)·out.Size() bytes): fl32(dec(code) × scale),
-// rounded to nearest even once to out. scales is the widened grid
-// ([Scales]). A NaN code, or an F16 result beyond its range, is an error
-// naming the tensor and the element.
-func (l Layout) Dequantize(name string, dst []byte, out tensor.DType, codes []byte, r0 int64, scales []float32) error {
+// Dequantize writes the values of the elements e0, e0+1, … whose codes
+// are in codes (any run of the weight in row-major order) to dst in the
+// output dtype out (BF16, F16 or F32; dst holds len(codes)·out.Size()
+// bytes): fl32(dec(code) × scale), rounded to nearest even once to out.
+// scales is the widened grid ([Scales]). A NaN code, or an F16 result
+// beyond its range, is an error naming the tensor and the element.
+func (l Layout) Dequantize(name string, dst []byte, out tensor.DType, codes []byte, e0 int64, scales []float32) error {
 	n := l.N
-	if n == 0 {
-		return nil
+	if len(dst) != len(codes)*out.Size() {
+		return fmt.Errorf("tensor %q: internal error: %d codes, %d output bytes", name, len(codes), len(dst))
 	}
-	if int64(len(codes))%n != 0 || len(dst) != len(codes)*out.Size() {
-		return fmt.Errorf("tensor %q: internal error: %d codes for rows of %d, %d output bytes", name, len(codes), n, len(dst))
+	if !OutDTypeOK(out) {
+		return fmt.Errorf("tensor %q: cannot dequantize to %v", name, out)
 	}
 	tab := &e4m3Table
 	bn := l.Block[1]
-	for k := int64(0); k*n < int64(len(codes)); k++ {
-		r := r0 + k
-		row := codes[k*n : (k+1)*n]
+	size := int64(out.Size())
+	for k := int64(0); k < int64(len(codes)); {
+		e := e0 + k
+		r, j := e/n, e%n
 		srow := scales[l.scaleRow(r):]
-		for jb := int64(0); jb < l.GN; jb++ {
-			s := srow[jb]
-			j0, j1 := jb*bn, min((jb+1)*bn, n)
-			for j := j0; j < j1; j++ {
-				c := row[j]
+		end := min(n, j+int64(len(codes))-k) // this row's part
+		for j < end {
+			s := srow[j/bn]
+			j1 := min((j/bn+1)*bn, end)
+			for ; j < j1; j++ {
+				c := codes[k]
 				if c&0x7F == 0x7F {
 					return &DataError{Code: CodeNaN, Tensor: name, Msg: fmt.Sprintf("NaN code 0x%02X at %s", c, l.position(r, j))}
 				}
 				v := tab[c] * s
-				o := (k*n + j) * int64(out.Size())
+				o := k * size
 				switch out {
 				case tensor.BF16:
 					binary.LittleEndian.PutUint16(dst[o:], tensor.F32ToBF16(v))
 				case tensor.F32:
 					binary.LittleEndian.PutUint32(dst[o:], math.Float32bits(v))
-				case tensor.F16:
+				default:
 					h := tensor.F32ToF16(v)
 					if h&0x7FFF == 0x7C00 {
 						return &DataError{Code: CodeNaN, Tensor: name, Msg: fmt.Sprintf("value %v at %s is beyond F16's range (65504); dequantize to bf16 or f32", v, l.position(r, j))}
 					}
 					binary.LittleEndian.PutUint16(dst[o:], h)
-				default:
-					return fmt.Errorf("tensor %q: cannot dequantize to %v", name, out)
 				}
+				k++
 			}
 		}
 	}

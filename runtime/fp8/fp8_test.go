@@ -110,14 +110,17 @@ func TestDequantizeEdgeBlocks(t *testing.T) {
 				t.Fatalf("%v: element %d: 0x%04X, want 0x%04X", shape, k, g, want)
 			}
 		}
-		// Row by row gives the same bytes.
-		part := make([]byte, 2*N)
-		for row := int64(0); row < n/N; row++ {
-			if err := l.Dequantize("w", part, tensor.BF16, codes[row*N:(row+1)*N], row, scales); err != nil {
-				t.Fatal(err)
-			}
-			if string(part) != string(got[2*row*N:2*(row+1)*N]) {
-				t.Fatalf("%v: row %d differs when dequantized alone", shape, row)
+		// Any run of elements (blocks of a stream) gives the same bytes.
+		for _, step := range []int64{1, 7, N, 129, 1000} {
+			for e := int64(0); e < n; e += step {
+				c := min(step, n-e)
+				part := make([]byte, 2*c)
+				if err := l.Dequantize("w", part, tensor.BF16, codes[e:e+c], e, scales); err != nil {
+					t.Fatal(err)
+				}
+				if string(part) != string(got[2*e:2*(e+c)]) {
+					t.Fatalf("%v: elements %d+%d differ when dequantized alone", shape, e, c)
+				}
 			}
 		}
 	}
