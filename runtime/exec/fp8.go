@@ -121,20 +121,34 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, 
 		fm[i] = fp8.Meta{Name: t.Name, DType: t.DType, Shape: t.Shape}
 		hasF8 = hasF8 || t.DType == tensor.F8E4M3 || t.DType == tensor.F8E5M2
 	}
+	var probs []Problem
 	cfg, cerr := fp8.ParseConfig(obj)
 	if cerr != nil {
+		// Refused; the pairing below still runs (without a config) so
+		// that the F8 tensors are named and the scales kept out of the
+		// planner's way.
 		kind := fp8.CodeConfig
 		if !strings.Contains(cerr.Error(), "fmt") && !strings.Contains(cerr.Error(), "scale_fmt") {
 			kind = fp8.CodeNotBlock
 		}
-		return nil, metas, cfgText, []Problem{{Kind: ProblemKind(kind), Severity: Error, Msg: "config.json: " + cerr.Error()}}
-	}
-	if cfg == nil && !hasF8 {
+		probs = append(probs, Problem{Kind: ProblemKind(kind), Severity: Error, Msg: "config.json: " + cerr.Error()})
+	} else if cfg == nil && !hasF8 {
 		return nil, metas, cfgText, nil
 	}
 	pairs, fprobs := fp8.Pairs(cfg, fm)
-	var probs []Problem
 	drop := map[int]bool{}
+	byName := make(map[string]int, len(metas))
+	for i, t := range metas {
+		byName[t.Name] = i
+	}
+	for i, t := range metas {
+		// The scale of an F8 tensor never reaches the planner, paired or
+		// not (without a config, or with a problem, the plan is refused
+		// anyway; its ops would only add noise about scale names).
+		if w, ok := byName[strings.TrimSuffix(t.Name, fp8.ScaleSuffix)]; ok && w != i && (metas[w].DType == tensor.F8E4M3 || metas[w].DType == tensor.F8E5M2) {
+			drop[i] = true
+		}
+	}
 	for _, p := range fprobs {
 		pr := Problem{Kind: ProblemKind(p.Code), Severity: Error, Msg: p.Msg}
 		if p.Tensor >= 0 {

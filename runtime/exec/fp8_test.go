@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -45,6 +46,16 @@ func quantizable(sp safetensors.Spec) bool {
 // scales of dtype scaleDT and the given block, and the oracle BF16
 // checkpoint into ref. extra tensors are added unquantized (an F32 bias).
 func writeFP8(t *testing.T, s synth, dir, ref string, scaleDT tensor.DType, block [2]int64, shards int, seed uint64) fp8Fixture {
+	t.Helper()
+	return writeFP8Mut(t, s, dir, ref, scaleDT, block, shards, seed, nil)
+}
+
+// fp8Mutation changes an FP8 fixture before it is written: its tensor
+// list, data and config.json.
+type fp8Mutation func(specs []safetensors.Spec, data map[string][]byte, cfg map[string]any) []safetensors.Spec
+
+// writeFP8Mut is writeFP8 with the FP8 checkpoint changed by mut.
+func writeFP8Mut(t *testing.T, s synth, dir, ref string, scaleDT tensor.DType, block [2]int64, shards int, seed uint64, mut fp8Mutation) fp8Fixture {
 	t.Helper()
 	fx := fp8Fixture{dir: dir, ref: ref, scaleDT: scaleDT, block: block}
 	rng := rand.New(rand.NewPCG(seed, 11))
@@ -122,6 +133,9 @@ func writeFP8(t *testing.T, s synth, dir, ref string, scaleDT tensor.DType, bloc
 		c[k] = v
 	}
 	c["quantization_config"] = qc
+	if mut != nil {
+		specs = mut(specs, data, c)
+	}
 	cfg, _ = json.MarshalIndent(c, "", "  ")
 	writeFile(t, filepath.Join(dir, "config.json"), cfg)
 	writeShards(t, dir, specs, shards, func(name string) []byte { return data[name] })
@@ -420,5 +434,164 @@ func TestFP8Jobs(t *testing.T) {
 		if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
 			t.Errorf("%s: differs between the single job and the jobs (%v, %v)", f, err1, err2)
 		}
+	}
+}
+
+// TestFP8Refusals: every structural defect refuses the conversion and the
+// dequantize command before anything is written, with a message naming the
+// tensor; defects found in the data abort them leaving nothing behind.
+func TestFP8Refusals(t *testing.T) {
+	const w = "model.layers.0.mlp.down_proj.weight"
+	const sc = w + "_scale_inv"
+	without := func(specs []safetensors.Spec, name string) []safetensors.Spec {
+		return slices.DeleteFunc(specs, func(sp safetensors.Spec) bool { return sp.Name == name })
+	}
+	retype := func(specs []safetensors.Spec, name string, dt tensor.DType, shape tensor.Shape) []safetensors.Spec {
+		for i := range specs {
+			if specs[i].Name == name {
+				specs[i].DType = dt
+				if shape != nil {
+					specs[i].Shape = shape
+				}
+			}
+		}
+		return specs
+	}
+	cases := []struct {
+		name string
+		mut  fp8Mutation
+		want []string // in the error
+	}{
+		{"scale missing", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			return without(specs, sc)
+		}, []string{"fp8-scale-missing", w, "has no scale"}},
+		{"orphan scale", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			d["model.norm.weight_scale_inv"] = make([]byte, 4)
+			return append(specs, safetensors.Spec{Name: "model.norm.weight_scale_inv", DType: tensor.F32, Shape: tensor.Shape{1}})
+		}, []string{"fp8-scale-orphan", "model.norm.weight_scale_inv", "not F8_E4M3"}},
+		{"orphan scale without weight", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			d["model.layers.0.mlp.nothing.weight_scale_inv"] = make([]byte, 4)
+			return append(specs, safetensors.Spec{Name: "model.layers.0.mlp.nothing.weight_scale_inv", DType: tensor.F32, Shape: tensor.Shape{1}})
+		}, []string{"fp8-scale-orphan", "no weight"}},
+		{"grid shape", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			for _, sp := range specs {
+				if sp.Name == sc {
+					d[sc] = append(d[sc], d[sc]...)
+					return retype(specs, sc, tensor.F32, append(tensor.Shape{2}, sp.Shape...))
+				}
+			}
+			return specs
+		}, []string{"fp8-scale-shape", sc, "needs the grid"}},
+		{"scale dtype", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			d[sc] = append(d[sc], d[sc]...)
+			return retype(specs, sc, tensor.F64, nil)
+		}, []string{"fp8-scale-dtype", sc, "is F64"}},
+		{"e5m2", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			return retype(specs, w, tensor.F8E5M2, nil)
+		}, []string{"fp8-not-block", w, "F8_E5M2"}},
+		{"no quantization_config", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			delete(c, "quantization_config")
+			return specs
+		}, []string{"fp8-config", "no quantization_config"}},
+		{"other method", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			c["quantization_config"] = map[string]any{"quant_method": "compressed-tensors"}
+			return specs
+		}, []string{"fp8-not-block", `"compressed-tensors"`}},
+		{"per-tensor scale", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			d["model.layers.0.mlp.up_proj.weight_scale"] = make([]byte, 4)
+			return append(specs, safetensors.Spec{Name: "model.layers.0.mlp.up_proj.weight_scale", DType: tensor.F32, Shape: tensor.Shape{}})
+		}, []string{"fp8-not-block", "model.layers.0.mlp.up_proj.weight_scale"}},
+		{"block size", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			c["quantization_config"].(map[string]any)["weight_block_size"] = []int{128}
+			return specs
+		}, []string{"weight_block_size", "not a list of two integers"}},
+		{"nan code", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			d[w][len(d[w])-1] = 0xFF
+			return specs
+		}, []string{"fp8-nan", w, "NaN code 0xFF"}},
+		{"zero scale", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			copy(d[sc], []byte{0, 0, 0, 0})
+			return specs
+		}, []string{sc, "scale 0", "not a finite positive number", "nothing was written"}},
+		{"inf scale", func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			binary.LittleEndian.PutUint32(d[sc][4:], math.Float32bits(float32(math.Inf(1))))
+			return specs
+		}, []string{sc, "+Inf", "not a finite positive number"}},
+	}
+	m := stdlibModel(t, "qwen3")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			fx := writeFP8Mut(t, fp8Synth("qwen3"), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{128, 128}, 1, 4, c.mut)
+			check := func(what string, err error, dst string) {
+				t.Helper()
+				if err == nil {
+					t.Fatalf("%s: no error", what)
+				}
+				text := err.Error()
+				var pe *exec.PlanError
+				if errors.As(err, &pe) {
+					for _, p := range pe.Problems {
+						text += " [" + string(p.Kind) + "]"
+						if !strings.HasPrefix(string(p.Kind), "fp8-") {
+							t.Errorf("%s: a problem other than FP8's: %v", what, p.Error())
+						}
+					}
+				}
+				for _, s := range c.want {
+					if !strings.Contains(text, s) {
+						t.Errorf("%s: error %q lacks %q", what, err, s)
+					}
+				}
+				if _, serr := os.Stat(dst); serr == nil {
+					t.Errorf("%s: %s was written", what, dst)
+				}
+				if left, _ := filepath.Glob(filepath.Join(tmp, ".*")); len(left) > 0 {
+					t.Errorf("%s: temporaries left: %v", what, left)
+				}
+			}
+			for _, l := range []exec.Layout{{}, {TP: 2}} {
+				dst := filepath.Join(tmp, "mca")
+				_, err := exec.ConvertHFToMCA(context.Background(), m, fx.dir, dst, exec.Options{Layout: l})
+				check("convert", err, dst)
+			}
+			dst := filepath.Join(tmp, "jobs")
+			_, err := exec.ConvertHFToMCA(context.Background(), m, fx.dir, dst, exec.Options{Layout: exec.Layout{TP: 2}, Ranks: []int{0}})
+			if err == nil {
+				t.Fatalf("rank job: no error")
+			}
+			if c.name != "nan code" { // found before writing
+				if _, serr := os.Stat(dst); serr == nil {
+					t.Errorf("rank job: %s was written", dst)
+				}
+			} else if files := fp8RankFiles(t, dst); len(files) > 0 {
+				t.Errorf("rank job: rank files left: %v", files)
+			}
+			if c.name == "per-tensor scale" || c.name == "orphan scale without weight" {
+				return // the dequantize command refuses them too, tested above by the plan
+			}
+			dst = filepath.Join(tmp, "bf16")
+			_, err = exec.DequantizeHF(context.Background(), fx.dir, dst, exec.DequantizeOptions{})
+			check("dequantize", err, dst)
+		})
+	}
+	// --dequantize refuse.
+	tmp := t.TempDir()
+	fx := writeFP8(t, fp8Synth("qwen3"), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{128, 128}, 1, 4)
+	_, err := exec.ConvertHFToMCA(context.Background(), m, fx.dir, filepath.Join(tmp, "mca"), exec.Options{Dequantize: exec.DequantRefuse})
+	if err == nil || !strings.Contains(err.Error(), "--dequantize refuse") {
+		t.Errorf("refuse: %v", err)
+	}
+	// MCA -> HF --quantize without a sidecar.
+	plain := filepath.Join(tmp, "plain-mca")
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, fx.ref, plain, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = exec.ConvertMCAToHF(context.Background(), m, plain, filepath.Join(tmp, "hf"), exec.Options{Quantize: &exec.QuantizeOptions{}})
+	if err == nil || !strings.Contains(err.Error(), "no "+exec.FP8SidecarName) {
+		t.Errorf("quantize without sidecar: %v", err)
+	}
+	if _, serr := os.Stat(filepath.Join(tmp, "hf")); serr == nil {
+		t.Errorf("quantize without sidecar wrote its output")
 	}
 }
