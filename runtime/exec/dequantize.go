@@ -10,14 +10,13 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/fp8"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
-	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
 // DequantizeOptions configure [DequantizeHF].
 type DequantizeOptions struct {
-	// DType is the output dtype of the weights: BF16 (the zero value),
-	// F16 or F32.
-	DType tensor.DType
+	// To is the output dtype of the weights: DequantBF16 (the zero
+	// value), DequantF16 or DequantF32.
+	To Dequantize
 	// Force, Sync, Notice and Progress are as in [Options].
 	Force    bool
 	Sync     bool
@@ -52,12 +51,13 @@ type DequantizeResult struct {
 // tensor sizes.
 func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) (res *DequantizeResult, err error) {
 	defer recoverInternal(&err)
-	if opts.DType == tensor.Invalid {
-		opts.DType = tensor.BF16
+	if opts.To == "" {
+		opts.To = DequantBF16
 	}
-	if !fp8.OutDTypeOK(opts.DType) {
-		return nil, fmt.Errorf("cannot dequantize to %v (BF16, F16 or F32)", opts.DType)
+	if opts.To == DequantRefuse {
+		return nil, fmt.Errorf("dequantize: %q is not an output dtype (bf16, f16 or f32)", opts.To)
 	}
+	outDT := opts.To.dtype()
 	if err := checkPaths(src, dst); err != nil {
 		return nil, err
 	}
@@ -78,8 +78,7 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 	for i, t := range all {
 		metas[i] = TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, Size: t.Size, File: t.File.Path()}
 	}
-	mode := Dequantize(map[tensor.DType]string{tensor.BF16: "bf16", tensor.F16: "f16", tensor.F32: "f32"}[opts.DType])
-	info, _, _, probs := fp8Prepass(cfgText, metas, mode)
+	info, _, _, probs := fp8Prepass(cfgText, metas, opts.To)
 	res = &DequantizeResult{FP8: info, Problems: probs}
 	if len(probs) > 0 {
 		return res, &PlanError{Problems: probs}
@@ -133,7 +132,7 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 		}
 		dt := t.DType
 		if _, ok := scaleOf[i]; ok {
-			dt = opts.DType
+			dt = outDT
 		}
 		sp := safetensors.Spec{Name: t.Name, DType: dt, Shape: t.Shape}
 		shards[k].specs = append(shards[k].specs, sp)
