@@ -50,6 +50,12 @@ func (l Layout) position(r, j int64) string {
 // bytes): fl32(dec(code) × scale), rounded to nearest even once to out.
 // scales is the widened grid ([Scales]). A NaN code, or an F16 result
 // beyond its range, is an error naming the tensor and the element.
+//
+// The arithmetic is done once per code and block, not per element: for
+// each block a run touches, the 256 possible results are tabulated (the
+// same float32 product and rounding, so the bytes are those of the
+// per-element formula), and the elements are table lookups. A block holds
+// up to bm·bn elements and a run reuses its tables for bm rows.
 func (l Layout) Dequantize(name string, dst []byte, out tensor.DType, codes []byte, e0 int64, scales []float32) error {
 	n := l.N
 	if len(dst) != len(codes)*out.Size() {
@@ -58,41 +64,93 @@ func (l Layout) Dequantize(name string, dst []byte, out tensor.DType, codes []by
 	if !OutDTypeOK(out) {
 		return fmt.Errorf("tensor %q: cannot dequantize to %v", name, out)
 	}
-	tab := &e4m3Table
 	bn := l.Block[1]
-	size := int64(out.Size())
+	var tabs [][256]uint32 // the results of the block columns of the current block row
+	var built []bool
+	cur := int64(-1) // flattened grid index of the current block row's first scale
 	for k := int64(0); k < int64(len(codes)); {
 		e := e0 + k
 		r, j := e/n, e%n
-		srow := scales[l.scaleRow(r):]
+		if sr := l.scaleRow(r); sr != cur {
+			cur = sr
+			if tabs == nil {
+				tabs, built = make([][256]uint32, l.GN), make([]bool, l.GN)
+			} else {
+				clear(built)
+			}
+		}
 		end := min(n, j+int64(len(codes))-k) // this row's part
 		for j < end {
-			s := srow[j/bn]
-			j1 := min((j/bn+1)*bn, end)
-			for ; j < j1; j++ {
-				c := codes[k]
-				if c&0x7F == 0x7F {
-					return &DataError{Code: CodeNaN, Tensor: name, Msg: fmt.Sprintf("NaN code 0x%02X at %s", c, l.position(r, j))}
-				}
-				v := tab[c] * s
-				o := k * size
-				switch out {
-				case tensor.BF16:
-					binary.LittleEndian.PutUint16(dst[o:], tensor.F32ToBF16(v))
-				case tensor.F32:
-					binary.LittleEndian.PutUint32(dst[o:], math.Float32bits(v))
-				default:
-					h := tensor.F32ToF16(v)
-					if h&0x7FFF == 0x7C00 {
-						return &DataError{Code: CodeNaN, Tensor: name, Msg: fmt.Sprintf("value %v at %s is beyond F16's range (65504); dequantize to bf16 or f32", v, l.position(r, j))}
-					}
-					binary.LittleEndian.PutUint16(dst[o:], h)
-				}
-				k++
+			jb := j / bn
+			t := &tabs[jb]
+			if !built[jb] {
+				fillTable(t, out, scales[cur+jb])
+				built[jb] = true
 			}
+			j1 := min((jb+1)*bn, end)
+			c := codes[k : k+j1-j]
+			switch out {
+			case tensor.F32:
+				d := dst[4*k : 4*(k+j1-j)]
+				for i, b := range c {
+					v := t[b]
+					if b&0x7F == 0x7F {
+						return l.dataError(name, b, r, j+int64(i), scales[cur+jb])
+					}
+					binary.LittleEndian.PutUint32(d[4*i:], v)
+				}
+			default:
+				d := dst[2*k : 2*(k+j1-j)]
+				for i, b := range c {
+					v := t[b]
+					if v>>16 != 0 {
+						return l.dataError(name, b, r, j+int64(i), scales[cur+jb])
+					}
+					binary.LittleEndian.PutUint16(d[2*i:], uint16(v))
+				}
+			}
+			k += j1 - j
+			j = j1
 		}
 	}
 	return nil
+}
+
+// badEntry marks a 16-bit table entry that is an error: a NaN code, or an
+// F16 overflow.
+const badEntry = 1 << 16
+
+// fillTable tabulates the result of every code with scale s in out: the
+// float32 bits for F32, else the 16-bit result, badEntry set for a NaN
+// code or an F16 result beyond its range.
+func fillTable(t *[256]uint32, out tensor.DType, s float32) {
+	for b := range 256 {
+		v := e4m3Table[b] * s
+		nan := b&0x7F == 0x7F
+		switch out {
+		case tensor.F32:
+			t[b] = math.Float32bits(v)
+		case tensor.BF16:
+			t[b] = uint32(tensor.F32ToBF16(v))
+			if nan {
+				t[b] |= badEntry
+			}
+		default:
+			h := tensor.F32ToF16(v)
+			t[b] = uint32(h)
+			if nan || h&0x7FFF == 0x7C00 {
+				t[b] |= badEntry
+			}
+		}
+	}
+}
+
+// dataError describes the bad element (r, j) of code b.
+func (l Layout) dataError(name string, b byte, r, j int64, s float32) error {
+	if b&0x7F == 0x7F {
+		return &DataError{Code: CodeNaN, Tensor: name, Msg: fmt.Sprintf("NaN code 0x%02X at %s", b, l.position(r, j))}
+	}
+	return &DataError{Code: CodeNaN, Tensor: name, Msg: fmt.Sprintf("value %v at %s is beyond F16's range (65504); dequantize to bf16 or f32", e4m3Table[b]*s, l.position(r, j))}
 }
 
 // e4m3Table is the decoding table, built once.
