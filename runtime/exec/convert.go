@@ -124,6 +124,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 		return nil, err
 	}
 	defer hs.sh.Close()
+	defer hs.plan.FP8.free()
 	mc, plan := hs.mc, hs.plan
 	res = &Result{Plan: plan}
 	if err := plan.Err(); err != nil {
@@ -302,6 +303,8 @@ type executor struct {
 	windows map[*os.File]*window
 	// quant re-quantizes FP8 weights (MCA -> HF --quantize fp8), or nil.
 	quant *quantizer
+	// deqHeld releases the dequantized FP8 weights of the current step.
+	deqHeld []func()
 }
 
 // inputData locates one input tensor: its bytes (a slice of a read-only
@@ -352,6 +355,7 @@ func newExecutor(p *Plan, opts Options, input func(int) inputData) *executor {
 }
 
 func (ex *executor) close() {
+	ex.releaseDeq()
 	ex.arena.free()
 	for _, f := range ex.files {
 		f.Close()
@@ -375,6 +379,7 @@ func (ex *executor) file(path string) (*os.File, error) {
 // against the plan.
 func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 	ex.arena.reset()
+	ex.releaseDeq()
 	ex.ranges = ex.ranges[:0]
 	desc := st.side.info.describe()
 	vals := make([]ops.Value, len(st.Inputs))
@@ -388,7 +393,7 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 		}
 		meta := ex.plan.Inputs[i]
 		in := ex.input(i)
-		data, err := ex.inputBytes(in)
+		data, err := ex.inputBytes(in, i)
 		if err != nil {
 			return nil, err
 		}

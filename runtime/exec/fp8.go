@@ -88,6 +88,9 @@ type FP8Info struct {
 
 	// keep maps a plan input index to its source tensor index.
 	keep []int
+	// cache shares dequantized weights between the executors of a
+	// conversion (fp8cache.go).
+	cache *deqCache
 	// deq maps a plan input index to its pair.
 	deq map[int]fp8.Pair
 }
@@ -161,7 +164,7 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, 
 		}
 		probs = append(probs, pr)
 	}
-	info := &FP8Info{Config: cfg, DType: mode.dtype(), deq: map[int]fp8.Pair{}}
+	info := &FP8Info{Config: cfg, DType: mode.dtype(), deq: map[int]fp8.Pair{}, cache: &deqCache{}}
 	if cfg == nil {
 		cfg = &fp8.Config{Block: [2]int64{128, 128}}
 		info.Config = cfg
@@ -259,6 +262,7 @@ type deqInput struct {
 	grid      tensor.Shape
 	scales    []byte
 	out       tensor.DType
+	cache     *deqCache
 }
 
 // input returns plan input i of an HF source: the mapped tensor, and for
@@ -279,7 +283,7 @@ func (s *hfSource) input(i int) inputData {
 		sc := all[p.Scale]
 		grid, _ := fp8.Grid(t.Shape, f.Config.Block)
 		in.deq = &deqInput{name: t.Name, layout: fp8.NewLayout(t.Shape, f.Config.Block), scaleName: sc.Name,
-			scaleDT: sc.DType, grid: grid, scales: sc.File.Data(sc.TensorInfo), out: f.DType}
+			scaleDT: sc.DType, grid: grid, scales: sc.File.Data(sc.TensorInfo), out: f.DType, cache: f.cache}
 	}
 	return in
 }
@@ -305,19 +309,14 @@ func (s *hfSource) checkScales() error {
 	return nil
 }
 
-// inputBytes returns the bytes of a step's input: the mapped bytes, or
-// for an FP8 weight its values dequantized into the executor's arena.
-func (ex *executor) inputBytes(in inputData) ([]byte, error) {
-	d := in.deq
-	if d == nil {
+// inputBytes returns the bytes of input i of a step: the mapped bytes,
+// or for an FP8 weight its dequantized values (fp8cache.go).
+func (ex *executor) inputBytes(in inputData, i int) ([]byte, error) {
+	if in.deq == nil {
 		return in.data, nil
 	}
-	scales, err := fp8.Scales(d.scaleName, d.scaleDT, d.grid, d.scales)
+	buf, err := ex.dequantized(in, i)
 	if err != nil {
-		return nil, err
-	}
-	buf := ex.arena.alloc(len(in.data) * d.out.Size())
-	if err := d.layout.Dequantize(d.name, buf, d.out, in.data, 0, scales); err != nil {
 		return nil, fmt.Errorf("%s: %w", in.path, err)
 	}
 	return buf, nil
