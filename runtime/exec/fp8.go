@@ -182,6 +182,18 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, 
 		info.InBytes += w.Size + s.Size
 		info.OutBytes += w.Shape.NumElements() * int64(info.DType.Size())
 	}
+	// modules_to_not_convert is only cross-checked: the data decide.
+	for _, p := range pairs {
+		w := metas[p.Weight]
+		module := strings.TrimSuffix(w.Name, ".weight")
+		for _, nc := range cfg.NotConverted {
+			if nc != "" && (module == nc || strings.HasSuffix(module, "."+nc) || strings.HasPrefix(module, nc+".")) {
+				probs = append(probs, Problem{Kind: ProblemKind(fp8.CodeConfig), Severity: Warning, Tensors: []ProblemTensor{{Name: w.Name, File: w.File}},
+					Msg: fmt.Sprintf("%q is F8_E4M3 with a scale grid, but quantization_config.modules_to_not_convert lists %q; it is dequantized (the tensors' dtypes decide)", w.Name, nc)})
+				break
+			}
+		}
+	}
 	if mode == DequantRefuse && len(pairs) > 0 {
 		w := metas[pairs[0].Weight]
 		probs = append(probs, Problem{Kind: ProblemKind(fp8.CodeConfig), Severity: Error, Tensors: []ProblemTensor{{Name: w.Name, File: w.File}},

@@ -595,3 +595,29 @@ func TestFP8Refusals(t *testing.T) {
 		t.Errorf("quantize without sidecar wrote its output")
 	}
 }
+
+// TestFP8NotConvertedCrossCheck: a quantized weight that
+// modules_to_not_convert lists is dequantized all the same, with a
+// warning naming it.
+func TestFP8NotConvertedCrossCheck(t *testing.T) {
+	tmp := t.TempDir()
+	const w = "model.layers.1.self_attn.o_proj.weight"
+	fx := writeFP8Mut(t, fp8Synth("qwen3"), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{128, 128}, 1, 6,
+		func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			c["quantization_config"].(map[string]any)["modules_to_not_convert"] = []string{"lm_head", "layers.1.self_attn.o_proj"}
+			return specs
+		})
+	res, err := exec.ConvertHFToMCA(context.Background(), stdlibModel(t, "qwen3"), fx.dir, filepath.Join(tmp, "mca"), exec.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	for _, p := range res.Plan.Problems {
+		if p.Severity == exec.Warning && p.Kind == "fp8-config" {
+			warned = append(warned, p.Tensors[0].Name)
+		}
+	}
+	if d := cmp.Diff([]string{w}, warned); d != "" {
+		t.Errorf("warnings (-want +got):\n%s", d)
+	}
+}
