@@ -359,7 +359,11 @@ func writeFP8Sidecar(dir string, p *Plan, sh *safetensors.Sharded, sync bool) er
 	o.Set("scales_file", FP8ScalesName)
 	var ws []any
 	specs := make([]safetensors.Spec, 0, len(f.Pairs))
+	skipped := p.skippedInputs()
 	for _, pr := range f.Pairs {
+		if skipped[pr.Weight] {
+			continue // ignored or dropped by the template: it does not come back
+		}
 		e := pyjson.NewObject()
 		e.Set("weight", pr.Weight)
 		e.Set("shape", shapeJSON(pr.Shape))
@@ -387,6 +391,36 @@ func writeFP8Sidecar(dir string, p *Plan, sh *safetensors.Sharded, sync bool) er
 		return err
 	}
 	return writeFileSync(filepath.Join(dir, FP8SidecarName), append(pyjson.Encode(o, 2, false), '\n'), sync)
+}
+
+// skippedInputs returns the names of the inputs the plan ignores or
+// drops on purpose.
+func (p *Plan) skippedInputs() map[string]bool {
+	skip := map[string]bool{}
+	for _, i := range p.Ignored {
+		skip[p.Inputs[i].Name] = true
+	}
+	for _, st := range p.Steps {
+		if st.Dropped {
+			for _, i := range st.Inputs {
+				skip[p.Inputs[i].Name] = true
+			}
+		}
+	}
+	return skip
+}
+
+// skipScales adds to skip, a set of weights that do not come back from a
+// round trip, the names of their scales.
+func (f *FP8Info) skipScales(skip map[string]bool) {
+	if f == nil {
+		return
+	}
+	for _, pr := range f.Pairs {
+		if skip[pr.Weight] {
+			skip[pr.Scale] = true
+		}
+	}
 }
 
 func shapeJSON(s tensor.Shape) []any {

@@ -39,7 +39,7 @@ var plantedCodes = []byte{0x00, 0x80, 0x01, 0x81, 0x7E, 0xFE}
 // quantizes: the 2-D (or expert-stacked 3-D) projections, not embeddings,
 // lm_head, norms or the router.
 func quantizable(sp safetensors.Spec) bool {
-	return len(sp.Shape) >= 2 && strings.HasSuffix(sp.Name, "_proj.weight")
+	return len(sp.Shape) >= 2 && (strings.HasSuffix(sp.Name, "_proj.weight") || strings.HasSuffix(sp.Name, "rotary_emb.inv_freq"))
 }
 
 // writeFP8 writes s as an FP8 checkpoint into dir (shards files) with
@@ -619,5 +619,52 @@ func TestFP8NotConvertedCrossCheck(t *testing.T) {
 	}
 	if d := cmp.Diff([]string{w}, warned); d != "" {
 		t.Errorf("warnings (-want +got):\n%s", d)
+	}
+}
+
+// TestFP8IgnoredWeight: an FP8 weight the template ignores (llama's
+// rotary inv_freq, here stored 2-D and quantized) is not recorded in the
+// sidecar, so --quantize fp8 restores the others, and verify skips it and
+// its scale.
+func TestFP8IgnoredWeight(t *testing.T) {
+	tmp := t.TempDir()
+	s := fp8Synth("llama")
+	for i, sp := range s.tensors {
+		if strings.HasSuffix(sp.Name, "rotary_emb.inv_freq") {
+			s.tensors[i].Shape, s.tensors[i].DType = tensor.Shape{1, sp.Shape[0]}, tensor.BF16
+		}
+	}
+	m := stdlibModel(t, "llama")
+	fx := writeFP8(t, s, filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.BF16, [2]int64{128, 128}, 1, 12)
+	mca := filepath.Join(tmp, "mca")
+	res, err := exec.ConvertHFToMCA(context.Background(), m, fx.dir, mca, exec.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignored := 0
+	for _, i := range res.Plan.Ignored {
+		if strings.HasSuffix(res.Plan.Inputs[i].Name, "inv_freq") {
+			ignored++
+		}
+	}
+	if ignored == 0 {
+		t.Fatal("the llama template does not ignore the inv_freq tensors")
+	}
+	side, _ := os.ReadFile(filepath.Join(mca, exec.FP8SidecarName))
+	if bytes.Contains(side, []byte("inv_freq")) {
+		t.Errorf("the sidecar records an ignored weight")
+	}
+	if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, filepath.Join(tmp, "back"), exec.Options{Quantize: &exec.QuantizeOptions{}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := exec.Verify(context.Background(), m, fx.dir, exec.VerifyOptions{TempDir: tmp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() {
+		t.Errorf("verify: %+v", rep.Diffs)
+	}
+	if !slices.ContainsFunc(rep.Skipped, func(s string) bool { return strings.HasSuffix(s, "inv_freq_scale_inv") }) {
+		t.Errorf("skipped %v lacks the ignored weight's scale", rep.Skipped)
 	}
 }

@@ -125,6 +125,7 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 			}
 		}
 	}
+	r1.Plan.FP8.skipScales(skip)
 	for name := range skip {
 		rep.Skipped = append(rep.Skipped, name)
 	}
