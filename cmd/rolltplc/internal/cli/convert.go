@@ -118,6 +118,7 @@ func runConvert(e *env, args []string) int {
 		if f := res.Plan.FP8; f != nil && f.Weights > 0 {
 			fmt.Fprintln(e.stderr, f.Summary())
 		}
+		fp8Note(e, *from, isMCA, fp8Opts.Quantize != nil)
 		d := time.Since(start)
 		fmt.Fprintf(e.stderr, "%s (%s): %d tensors, %s in %s (%s/s) -> %s\n", dir, m.Template.Name,
 			res.Plan.NumOutputs(), exec.HumanBytes(res.Written), d.Round(time.Millisecond),

@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
@@ -91,4 +93,16 @@ func fp8Flags(e *env, fs interface{ Changed(string) bool }, dequant, quantize, s
 		return o, usageError(e, "convert", "--quantize %q: only fp8 (block-quantized, as the source was) is supported", quantize), false
 	}
 	return o, 0, true
+}
+
+// fp8Note tells, after an MCA -> HF conversion without --quantize of a
+// checkpoint converted from an FP8 one, how to get the FP8 one back.
+func fp8Note(e *env, from string, isMCA, quantized bool) {
+	if !isMCA || quantized {
+		return
+	}
+	if st, err := os.Stat(filepath.Join(from, exec.FP8SidecarName)); err == nil && st.Mode().IsRegular() {
+		fmt.Fprintf(e.stderr, "note: %s was converted from an FP8 block-quantized checkpoint (%s); this output is not quantized: --quantize fp8 restores the FP8 weights and their scales\n",
+			from, exec.FP8SidecarName)
+	}
 }

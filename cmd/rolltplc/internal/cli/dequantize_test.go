@@ -120,6 +120,10 @@ func TestFP8Commands(t *testing.T) {
 	if code != ExitOK || !strings.Contains(stderr, "FP8 block-quantized") {
 		t.Fatalf("convert: exit %d\n%s", code, stderr)
 	}
+	code, _, stderr = run(t, "", "convert", "--from", p("mca"), "--to", p("plain"))
+	if code != ExitOK || !strings.Contains(stderr, "--quantize fp8 restores") {
+		t.Errorf("convert back without --quantize: exit %d, no note\n%s", code, stderr)
+	}
 	for _, scales := range []string{"reuse", "recompute"} {
 		out := p("back-" + scales)
 		code, _, stderr = run(t, "", "convert", "--from", p("mca"), "--to", out, "--quantize", "fp8", "--scales", scales)
