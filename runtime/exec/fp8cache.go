@@ -1,9 +1,11 @@
 package exec
 
 import (
+	"runtime"
 	"sync"
 
 	"github.com/rolltpl/rolltpl/runtime/fp8"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
 // deqCache shares dequantized FP8 weights between the executors of one
@@ -127,7 +129,7 @@ func (ex *executor) dequantized(in inputData, i int) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		return d.layout.Dequantize(d.name, buf, d.out, in.data, 0, scales)
+		return dequantizeAll(d.layout, d.name, buf, d.out, in.data, scales)
 	}
 	n := len(in.data) * d.out.Size()
 	if d.cache == nil {
@@ -169,4 +171,34 @@ func (f *FP8Info) free() {
 	if f != nil && f.cache != nil {
 		f.cache.free()
 	}
+}
+
+// dequantizeAll dequantizes a whole weight into buf, its elements cut into
+// up to GOMAXPROCS runs of at least 1 MiB of codes decoded concurrently
+// (fp8.Layout.Dequantize takes any run). The error of the first run that
+// fails is returned, so the element named is the first bad one.
+func dequantizeAll(l fp8.Layout, name string, buf []byte, out tensor.DType, codes []byte, scales []float32) error {
+	parts := min(runtime.GOMAXPROCS(0), len(codes)>>20)
+	if parts <= 1 {
+		return l.Dequantize(name, buf, out, codes, 0, scales)
+	}
+	size := out.Size()
+	per := (len(codes) + parts - 1) / parts
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := p*per, min(len(codes), (p+1)*per)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[p] = l.Dequantize(name, buf[lo*size:hi*size], out, codes[lo:hi], int64(lo), scales)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
