@@ -3,8 +3,10 @@ package exec
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
 	"github.com/rolltpl/rolltpl/runtime/fp8"
@@ -94,8 +96,8 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 		scaleOf[src] = p.Scale
 		isScale[p.Scale] = true
 	}
-	for _, s := range scaleOf {
-		sc := all[s]
+	for _, w := range slices.Sorted(maps.Keys(scaleOf)) { // the first bad one in file order
+		sc := all[scaleOf[w]]
 		data := sc.File.Data(sc.TensorInfo)
 		_, err := fp8.Scales(sc.Name, sc.DType, sc.Shape, data)
 		dropPages(data)

@@ -2,7 +2,9 @@ package exec
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/fp8"
@@ -309,8 +311,8 @@ func (s *hfSource) checkScales() error {
 		return nil
 	}
 	all := s.sh.Tensors()
-	for _, p := range f.deq {
-		sc := all[p.Scale]
+	for _, k := range slices.Sorted(maps.Keys(f.deq)) { // the first bad one in file order
+		sc := all[f.deq[k].Scale]
 		data := sc.File.Data(sc.TensorInfo)
 		_, err := fp8.Scales(sc.Name, sc.DType, sc.Shape, data)
 		dropPages(data)
