@@ -69,6 +69,18 @@ func testFP8TorchReference(t *testing.T, py string) {
 			add(fcase{ID: "dequantize " + sdt.String() + " scales -> " + string(to), FP8: fx.dir, Block: fx.block, Dequantized: out, DType: map[exec.Dequantize]string{exec.DequantBF16: "BF16", exec.DequantF16: "F16", exec.DequantF32: "F32"}[to]})
 		}
 	}
+	// Model-shaped checkpoints: qwen3 (F32 scales, DeepSeek-like) and
+	// qwen3_moe (BF16 scales, Qwen-like), blocks leaving edge blocks.
+	for i, mt := range []string{"qwen3", "qwen3_moe"} {
+		sdt := []tensor.DType{tensor.F32, tensor.BF16}[i]
+		dir := filepath.Join(tmp, "model-"+mt)
+		fx := writeFP8(t, fp8Synth(mt), dir, dir+"-ref", sdt, [2]int64{48, 40}, 3, uint64(40+i))
+		out := dir + "-deq"
+		if _, err := exec.DequantizeHF(context.Background(), fx.dir, out, exec.DequantizeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		add(fcase{ID: "dequantize " + mt, FP8: fx.dir, Block: fx.block, Dequantized: out, DType: "BF16"})
+	}
 	m := stdlibModel(t, "qwen3")
 	for i, sdt := range []tensor.DType{tensor.F32, tensor.BF16} {
 		dir := filepath.Join(tmp, "qwen3-"+sdt.String())
