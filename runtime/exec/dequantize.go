@@ -262,7 +262,7 @@ func (d *dequantWriter) writeShard(ctx context.Context, path string, specs []saf
 				if err := blockio.ReadFull(in, in.Name(), codes, t.Offset+e0); err != nil {
 					return err
 				}
-				if err := l.Dequantize(t.Name, b, sp.DType, codes, e0, scales); err != nil {
+				if err := dequantizeAll(l, t.Name, b, sp.DType, codes, e0, scales); err != nil {
 					return fmt.Errorf("%s: %w", t.File.Path(), err)
 				}
 				d.progress(int64(len(b)))

@@ -129,7 +129,7 @@ func (ex *executor) dequantized(in inputData, i int) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		return dequantizeAll(d.layout, d.name, buf, d.out, in.data, scales)
+		return dequantizeAll(d.layout, d.name, buf, d.out, in.data, 0, scales)
 	}
 	n := len(in.data) * d.out.Size()
 	if d.cache == nil {
@@ -173,14 +173,15 @@ func (f *FP8Info) free() {
 	}
 }
 
-// dequantizeAll dequantizes a whole weight into buf, its elements cut into
-// up to GOMAXPROCS runs of at least 1 MiB of codes decoded concurrently
-// (fp8.Layout.Dequantize takes any run). The error of the first run that
-// fails is returned, so the element named is the first bad one.
-func dequantizeAll(l fp8.Layout, name string, buf []byte, out tensor.DType, codes []byte, scales []float32) error {
-	parts := min(runtime.GOMAXPROCS(0), len(codes)>>20)
+// dequantizeAll dequantizes the run of a weight's elements from e0 whose
+// codes are codes into buf, cut into up to GOMAXPROCS runs of at least
+// 512 KiB of codes decoded concurrently (fp8.Layout.Dequantize takes any
+// run). The error of the first run that fails is returned, so the element
+// named is the first bad one.
+func dequantizeAll(l fp8.Layout, name string, buf []byte, out tensor.DType, codes []byte, e0 int64, scales []float32) error {
+	parts := min(runtime.GOMAXPROCS(0), len(codes)>>19)
 	if parts <= 1 {
-		return l.Dequantize(name, buf, out, codes, 0, scales)
+		return l.Dequantize(name, buf, out, codes, e0, scales)
 	}
 	size := out.Size()
 	per := (len(codes) + parts - 1) / parts
@@ -191,7 +192,7 @@ func dequantizeAll(l fp8.Layout, name string, buf []byte, out tensor.DType, code
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[p] = l.Dequantize(name, buf[lo*size:hi*size], out, codes[lo:hi], int64(lo), scales)
+			errs[p] = l.Dequantize(name, buf[lo*size:hi*size], out, codes[lo:hi], e0+int64(lo), scales)
 		}()
 	}
 	wg.Wait()

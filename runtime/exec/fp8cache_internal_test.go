@@ -31,14 +31,22 @@ func TestDequantizeAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := make([]byte, 2*len(codes))
-	if err := dequantizeAll(l, "w", all, tensor.BF16, codes, scales); err != nil {
+	if err := dequantizeAll(l, "w", all, tensor.BF16, codes, 0, scales); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(one, all) {
 		t.Fatal("concurrent dequantization differs")
 	}
+	// A run starting mid-weight (a block of the dequantize command).
+	part := make([]byte, 2*(2_000_000-700_001))
+	if err := dequantizeAll(l, "w", part, tensor.BF16, codes[700_001:2_000_000], 700_001, scales); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(part, one[2*700_001:2*2_000_000]) {
+		t.Fatal("concurrent dequantization of a run differs")
+	}
 	codes[2_900_000], codes[2_000_001] = 0xFF, 0x7F
-	err := dequantizeAll(l, "w", all, tensor.BF16, codes, scales)
+	err := dequantizeAll(l, "w", all, tensor.BF16, codes, 0, scales)
 	if err == nil || !strings.Contains(err.Error(), "NaN code 0x7F at [666, 2001]") {
 		t.Errorf("error %v, want the first NaN (0x7F at [666, 2001])", err)
 	}
