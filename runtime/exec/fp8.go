@@ -18,9 +18,12 @@ import (
 // F8_E4M3 weights, each with a "<name>_scale_inv" grid of one scale per
 // block. The planner sees every such pair as one tensor of the output
 // dtype (BF16 unless Options.Dequantize says otherwise), and the scales
-// not at all; the executor decodes a weight into its arena when a step
-// reads it (fp8.Layout.Dequantize), so template ops stay pure layout
-// moves on dequantized values.
+// not at all; the executor decodes a weight when a step reads it
+// (fp8.Layout.Dequantize; into its arena, or at TP·EP > 1 into a cache the
+// rank files' executors share, fp8cache.go), so template ops stay pure
+// layout moves on dequantized values. Memory is that of the weights of one
+// step (the largest FP8 weight, decoded), plus the shared cache's budget,
+// not the model's size.
 //
 // Why TP splits never cut a block: the grid belongs to the HF tensor and
 // the whole HF tensor is dequantized, with its own grid, before any op or
