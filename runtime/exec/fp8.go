@@ -307,21 +307,40 @@ func (s *hfSource) input(i int) inputData {
 
 // checkScales reads every scale grid of the source (1/16384 of the
 // weights' bytes at 128x128 blocks) and checks each value is finite and
-// positive, before anything is written.
+// positive, before anything is written. Scales below fp8.MinScale
+// (2^-117), whose products with the smallest codes are float32
+// subnormals that a flush-to-zero device kernel would zero, are counted
+// in a warning added to the plan: the CPU result is exact, a GPU
+// fp8_cast_bf16.py run may differ there.
 func (s *hfSource) checkScales() error {
 	f := s.plan.FP8
 	if f == nil {
 		return nil
 	}
 	all := s.sh.Tensors()
+	tiny, first := 0, ""
 	for _, k := range slices.Sorted(maps.Keys(f.deq)) { // the first bad one in file order
 		sc := all[f.deq[k].Scale]
 		data := sc.File.Data(sc.TensorInfo)
-		_, err := fp8.Scales(sc.Name, sc.DType, sc.Shape, data)
+		vals, err := fp8.Scales(sc.Name, sc.DType, sc.Shape, data)
 		dropPages(data)
 		if err != nil {
 			return fmt.Errorf("%s: %w; nothing was written", sc.File.Path(), err)
 		}
+		for _, v := range vals {
+			if v < fp8.MinScale {
+				if tiny == 0 {
+					first = sc.Name
+				}
+				tiny++
+			}
+		}
+	}
+	if tiny > 0 {
+		sc, _ := s.sh.Lookup(first)
+		s.plan.Problems = append(s.plan.Problems, Problem{Kind: ProblemKind(fp8.CodeConfig), Severity: Warning,
+			Tensors: []ProblemTensor{{Name: first, File: sc.File.Path()}},
+			Msg:     fmt.Sprintf("%s below 2^-117 (the first in %q): their products with the smallest codes are float32 subnormals, exact here, but a GPU kernel that flushes subnormals to zero would give 0", plural(tiny, "scale"), first)})
 	}
 	return nil
 }

@@ -668,3 +668,26 @@ func TestFP8IgnoredWeight(t *testing.T) {
 		t.Errorf("skipped %v lacks the ignored weight's scale", rep.Skipped)
 	}
 }
+
+// TestFP8TinyScales: scales below 2^-117 are converted (the products are
+// exact float32 subnormals, rounded to BF16 as torch does) with a warning.
+func TestFP8TinyScales(t *testing.T) {
+	tmp := t.TempDir()
+	const sc = "model.layers.0.mlp.down_proj.weight_scale_inv"
+	fx := writeFP8Mut(t, fp8Synth("qwen3"), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{128, 128}, 1, 7,
+		func(specs []safetensors.Spec, d map[string][]byte, c map[string]any) []safetensors.Spec {
+			binary.LittleEndian.PutUint32(d[sc], math.Float32bits(0x1p-120))
+			return specs
+		})
+	res, err := exec.ConvertHFToMCA(context.Background(), stdlibModel(t, "qwen3"), fx.dir, filepath.Join(tmp, "mca"), exec.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range res.Plan.Problems {
+		found = found || p.Severity == exec.Warning && strings.Contains(p.Msg, "1 scale below 2^-117") && p.Tensors[0].Name == sc
+	}
+	if !found {
+		t.Errorf("no warning about the tiny scale: %v", res.Plan.Problems)
+	}
+}
