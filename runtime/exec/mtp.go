@@ -326,7 +326,7 @@ func (pl *planner) checkMTP() {
 		var missing []string
 		for _, w := range rollname.MTPBlockWeights {
 			if !l.block[w] {
-				missing = append(missing, w)
+				missing = append(missing, w+pl.mtpBlockOp(w))
 			}
 		}
 		if len(missing) > 0 {
@@ -350,6 +350,24 @@ func (pl *planner) checkMTP() {
 				i, pl.mtpLayerNames(i), joinLimited(lacks, 8))
 		}
 	}
+}
+
+// mtpBlockOp names, for a message, the op that converts MTP block weight
+// w (an MCA name such as ".eh_proj.weight") and the source names it wants,
+// or "" when no op does.
+func (pl *planner) mtpBlockOp(w string) string {
+	for _, s := range pl.sides {
+		names := s.targets
+		if pl.dir == ops.MCAToHF {
+			names = s.sources
+		}
+		for _, n := range names {
+			if n == w {
+				return fmt.Sprintf(" (from %s of the %s)", strings.Join(s.sources, ", "), s.info.describe())
+			}
+		}
+	}
+	return ""
 }
 
 // producesAny reports whether an op with MCA names names produced one of
