@@ -639,3 +639,41 @@ func TestMTPMissingInMCA(t *testing.T) {
 		t.Errorf("plan error %v, want one containing %q", perr, want)
 	}
 }
+
+// TestMTPFirstLayerErrors: mtp_first_layer values a conversion cannot use
+// are plan errors naming the field's position.
+func TestMTPFirstLayerErrors(t *testing.T) {
+	c := newMTPCheckpoint("trailing")
+	hf := filepath.Join(t.TempDir(), "hf")
+	c.write(t, hf)
+	lit := func(v ir.Value) *ir.Expr { return &ir.Expr{Kind: ir.ExprLit, Lit: v} }
+	for _, tc := range []struct {
+		name string
+		expr *ir.Expr
+		want string
+	}{
+		{"below num_layers", lit(ir.IntValue(2)), "is 2; HF keeps MTP layers after the 4 decoder layers (num_layers), so it is at least 4"},
+		{"missing key", &ir.Expr{Kind: ir.ExprField, Name: "num_mtp_start", Args: []*ir.Expr{{Kind: ir.ExprRef, Name: "hf"}}}, "is None, not a layer index"},
+		{"a string", lit(ir.StringValue("4")), `is '4', not a layer index`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mtpModel(t, "mtp_trailing")
+			prog := *mtpProg
+			tp := *prog.Template("mtp_trailing")
+			tp.MTP = &ir.MTP{FirstLayer: tc.expr, Span: tp.MTP.Span}
+			prog.Templates = []*ir.Template{&tp}
+			m, err := exec.NewModel(&prog, "mtp_trailing", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp, err := exec.PlanConversion(m, hf, exec.Layout{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			perr := cp.Plan.Err()
+			if perr == nil || !strings.Contains(perr.Error(), "mtp_first_layer (testdata/mtp.rolltpl:") || !strings.Contains(perr.Error(), tc.want) {
+				t.Errorf("plan error %v, want mtp_first_layer's position and %q", perr, tc.want)
+			}
+		})
+	}
+}
