@@ -71,7 +71,7 @@ func newMTPMap(m *Model, mc *MCAConfig) (*mtpMap, error) {
 		mm.num = int(k)
 	}
 	if spec.FirstLayer != nil {
-		v, err := spec.FirstLayer.Eval(mtpEnv{mc: mc, hf: recordedHFConfig(mc), keys: hfKeyMap(m.Template)})
+		v, err := spec.FirstLayer.Eval(exprEnv{hf: recordedHF(mc), mca: mc.Object(), flags: m.Flags})
 		if err != nil {
 			return nil, fmt.Errorf("mtp_first_layer (%s): %v", spec.Span.Start, err)
 		}
@@ -403,91 +403,6 @@ func (pl *planner) mtpLayerNames(i int) string {
 	return fmt.Sprintf("names %s.* and %s*", pl.mtp.hfName(i), pl.mtp.spec.HFPrefix)
 }
 
-// mtpEnv is the [ir.Env] mtp_first_layer is evaluated in: hf.KEY reads
-// the MCA key the template maps KEY to when the MCA config has it (the
-// value the conversion uses), else the HF config recorded in
-// hf_config_json; mca.KEY reads the MCA config; no layer is bound.
-type mtpEnv struct {
-	mc   *MCAConfig
-	hf   *pyjson.Object
-	keys map[string]string // HF key → MCA key
-}
-
-// HF implements [ir.Env].
-func (e mtpEnv) HF(key string) (ir.Value, bool) {
-	if k, ok := e.keys[key]; ok {
-		if v, ok := e.mc.Get(k); ok {
-			return jsonIRValue(v), true
-		}
-	}
-	if e.hf == nil {
-		return ir.Value{}, false
-	}
-	v, ok := e.hf.Get(key)
-	if !ok {
-		return ir.Value{}, false
-	}
-	return jsonIRValue(v), true
-}
-
-// MCA implements [ir.Env].
-func (e mtpEnv) MCA(key string) (ir.Value, bool) {
-	v, ok := e.mc.Get(key)
-	if !ok {
-		return ir.Value{}, false
-	}
-	return jsonIRValue(v), true
-}
-
-// Layer implements [ir.Env]: no layer is bound.
-func (mtpEnv) Layer() (int64, bool) { return 0, false }
-
-// Flag implements [ir.Env].
-func (mtpEnv) Flag(string) (bool, bool) { return false, true }
-
-// recordedHFConfig is the HF config an MCA config records, or nil.
-func recordedHFConfig(mc *MCAConfig) *pyjson.Object {
-	text, ok := mc.String("hf_config_json")
-	if !ok {
-		return nil
-	}
-	o, err := pyjson.ParseObject([]byte(text))
-	if err != nil {
-		return nil
-	}
-	return o
-}
-
-// jsonIRValue converts a parsed JSON value to an expression value.
-func jsonIRValue(v any) ir.Value {
-	switch v := v.(type) {
-	case bool:
-		return ir.BoolValue(v)
-	case string:
-		return ir.StringValue(v)
-	case pyjson.Number:
-		if v.Float {
-			return ir.Value{Kind: ir.Float, Text: v.Text}
-		}
-		return ir.Value{Kind: ir.Int, Text: v.Text}
-	case []any:
-		out := make([]ir.Value, len(v))
-		for i, x := range v {
-			out[i] = jsonIRValue(x)
-		}
-		return ir.ListValue(out...)
-	case *pyjson.Object:
-		keys := append([]string(nil), v.Keys()...)
-		vals := make([]ir.Value, len(keys))
-		for i, k := range keys {
-			x, _ := v.Get(k)
-			vals[i] = jsonIRValue(x)
-		}
-		return ir.DictValue(keys, vals)
-	}
-	return ir.NullValue()
-}
-
 // noMTPConfig applies Model.NoMTP to the MCA config being built: no MTP
 // layers (ROLL writes null for 0).
 func noMTPConfig(m *Model, kw *pyjson.Object) {
@@ -517,4 +432,18 @@ func (p prefixes) splitMTP(name string) (wp weightPrefix, pure string, ok bool, 
 		return p.mtp.splitHF(plain, name)
 	}
 	return p.mtp.splitMCA(plain, name)
+}
+
+// mtpBlockShape is the shape megatron-core gives a weight of an MTP block
+// (ok false: not one): the norms [hidden_size], eh_proj
+// [hidden_size, 2 × hidden_size] (it projects the concatenated embedding
+// and hidden state).
+func mtpBlockShape(pure string, h int64) (shape []int64, why string, ok bool) {
+	switch pure {
+	case ".enorm.weight", ".hnorm.weight", ".final_layernorm.weight":
+		return []int64{h}, "hidden_size", true
+	case ".eh_proj.weight":
+		return []int64{h, 2 * h}, "hidden_size, 2 × hidden_size", true
+	}
+	return nil, "", false
 }
