@@ -20,6 +20,7 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
 
 // qwen35Variant is one Qwen3.5 checkpoint shape: a real config.json of
@@ -710,5 +711,72 @@ func compareFusedBack(t *testing.T, hfDir, backDir string) {
 	}
 	if n != len(wants) {
 		t.Errorf("round trip has %d tensors, want %d", n, len(wants))
+	}
+}
+
+// TestQwen35VerifyAndNoMTP: `verify` of each Qwen3.5 checkpoint with a
+// fused MTP layer passes at TP2+PP2 (EP2 for MoE), and with --no-mtp
+// (Model.NoMTP) the MTP weights are left out of the rank files and
+// counted, mca_config says no MTP layers, and everything else converts.
+func TestQwen35VerifyAndNoMTP(t *testing.T) {
+	for _, v := range []qwen35Variant{qwen35Variants[0], qwen35Variants[1], qwen35Variants[3]} {
+		t.Run(v.id, func(t *testing.T) {
+			dir := t.TempDir()
+			hf := filepath.Join(dir, "hf")
+			synthQwen35(t, v, tensor.BF16).write(t, hf, 2, 11)
+			layout := exec.Layout{TP: 2, PP: 2}
+			if v.modelType == "qwen3_5_moe" {
+				layout.EP = 2
+			}
+			rep, err := exec.Verify(context.Background(), stdlibModel(t, v.modelType), hf, exec.VerifyOptions{TempDir: dir, Layout: layout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rep.OK() || rep.Compared == 0 {
+				t.Errorf("verify: %d compared, diffs %v", rep.Compared, rep.Diffs)
+			}
+
+			m := stdlibModel(t, v.modelType)
+			m.NoMTP = true
+			mca := filepath.Join(dir, "mca")
+			r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: layout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mtp int
+			for _, in := range r.Plan.Inputs {
+				if strings.HasPrefix(in.Name, "mtp.") {
+					mtp++
+				}
+			}
+			if mtp == 0 || len(r.Plan.SkippedMTP) != mtp {
+				t.Errorf("%d MTP weights skipped, the checkpoint has %d", len(r.Plan.SkippedMTP), mtp)
+			}
+			mc, err := os.ReadFile(filepath.Join(mca, exec.MCAConfigName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(mc), `"mtp_num_layers": null`) {
+				t.Errorf("mca_config.json does not say no MTP layers")
+			}
+			var layers int
+			for _, p := range rankFiles(t, mca) {
+				f, err := torchsave.Open(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, tt := range f.Tensors() {
+					if strings.Contains(tt.Name, "decoder.layers.") {
+						layers++
+					}
+					if strings.Contains(tt.Name, "mtp.") {
+						t.Errorf("%s: %s written with --no-mtp", p, tt.Name)
+					}
+				}
+			}
+			if layers == 0 {
+				t.Errorf("no decoder layer tensors in the rank files")
+			}
+		})
 	}
 }
