@@ -234,14 +234,6 @@ func regOps(v any) ([]regOp, error) {
 				*dst = append(*dst, s)
 			}
 		}
-		if kind := m["op"]; kind == "SplitConverOp" || kind == "SplitStackConverOp" {
-			// ROLL's split ops expand their MCA name per expert when the
-			// config is set ("0.linear_fc1.weight", ...): those are the
-			// lookup keys, and every expert's key has the first one's shape.
-			for j, n := range op.mca {
-				op.mca[j] = "0" + n
-			}
-		}
 		out = append(out, op)
 	}
 	return out, nil

@@ -470,8 +470,8 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 				if side == 1 && isSplit(op) {
 					// A fused-expert split op and a per-expert op may share
 					// MCA names: the two HF layouts of the same experts.
-					// HF -> MCA takes either; MCA -> HF writes the layout of
-					// the later op (lookup's last declaration), spec §11.
+					// HF -> MCA takes either; MCA -> HF the Go runtime writes
+					// the fused layout, ROLL the later op's (spec §11).
 					key = "\x00split\x00" + n
 				}
 				prev := seen[side][key]

@@ -2,6 +2,7 @@ package pyemit
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -270,6 +271,10 @@ func generatedClass(t *ir.Template, base string) string {
         return op
 `)
 	}
+	// ROLL's order (Qwen3_5_MoETemplate): fused-expert splits keep their
+	// class for both LoRA matrices, before lora_A's copy; the GDN in-proj
+	// keeps it for lora_B.
+	gdn, split := loraOwnClasses(t)
 	b.WriteString(`
     def get_lora_conver_op(self, name, pattern_to_conver_ops, lora_rank):
         lora_name = name[name.find(".lora") :]
@@ -278,7 +283,11 @@ func generatedClass(t *ir.Template, base string) string {
         kwargs = {}
         if isinstance(op, RenameConverOp):
             op_class = RenameConverOp
-        elif "lora_A" in lora_name:
+`)
+	if len(split) > 0 {
+		fmt.Fprintf(&b, "        elif isinstance(op, %s):\n            op_class = type(op)\n", pyTuple(split))
+	}
+	b.WriteString(`        elif "lora_A" in lora_name:
             op_class = CopyConverOp
         elif isinstance(op, StackConverOp):
             op_class = StackConverOp
@@ -286,16 +295,66 @@ func generatedClass(t *ir.Template, base string) string {
         elif isinstance(op, QKVConverOp):
             op_class = type(op)
             kwargs = {"hidden_size": lora_rank}
-        else:
+`)
+	if len(gdn) > 0 {
+		fmt.Fprintf(&b, "        elif isinstance(op, %s):\n            op_class = type(op)\n", pyTuple(gdn))
+	}
+	b.WriteString(`        else:
             raise ValueError(f"can not find lora conver op for {name} in {pattern_to_conver_ops}")
-        return op_class(
-            hf_names=[hf_name.replace(".weight", lora_name) for hf_name in op.hf_names],
+        hf_names = op.hf_names
+`)
+	if len(split) > 0 {
+		fmt.Fprintf(&b, "        if isinstance(op, %s):  # fused expert names have no .weight\n            hf_names = [n + \".weight\" for n in hf_names]\n", pyTuple(split))
+	}
+	b.WriteString(`        return op_class(
+            hf_names=[hf_name.replace(".weight", lora_name) for hf_name in hf_names],
             mca_names=[mca_name.replace(".weight", lora_name) for mca_name in op.mca_names],
             _mca_config=op.mca_config,
             **kwargs,
         )
 `)
 	return b.String()
+}
+
+// pyTuple prints names as what isinstance takes: one class, or a tuple.
+func pyTuple(names []string) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	return "(" + strings.Join(names, ", ") + ")"
+}
+
+// loraOwnKinds are the model op kinds whose LoRA adapters convert with the
+// op's own class, as ROLL's Qwen3_5Template and Qwen3_5_MoETemplate do:
+// their formulas split rows whatever the column count (a LoRA B matrix has
+// the rank as columns). NextGDNConverOp reshapes by hidden_size and has no
+// LoRA rule in ROLL.
+var loraOwnKinds = map[string]bool{"qwen3_5_gdn": true, "split_experts": true, "split_stack_experts": true}
+
+// loraOwnClasses returns the Python names of t's model op classes whose
+// LoRA adapters keep their class: the GDN in-projection's, and the
+// fused-expert splits' (their HF names lack ".weight"), each sorted and
+// once.
+func loraOwnClasses(t *ir.Template) (gdn, split []string) {
+	seen := map[string]bool{}
+	for _, op := range t.Ops {
+		if !loraOwnKinds[op.Kind] {
+			continue
+		}
+		mo, ok := modelOpOf(op)
+		if !ok || seen[mo.Name] {
+			continue
+		}
+		seen[mo.Name] = true
+		if op.Kind == "qwen3_5_gdn" {
+			gdn = append(gdn, mo.Name)
+		} else {
+			split = append(split, mo.Name)
+		}
+	}
+	sort.Strings(gdn)
+	sort.Strings(split)
+	return gdn, split
 }
 
 // generatedSupport is the support module's code for generated classes.

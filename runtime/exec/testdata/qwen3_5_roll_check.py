@@ -95,6 +95,14 @@ DEFAULTS = dict(transformer_impl="transformer_engine", moe_grouped_gemm=False, p
                 num_moe_experts=None, mtp_num_layers=None, moe_use_legacy_grouped_gemm=False)
 
 
+# Weights whose LoRA adapters the check converts, by their lookup names.
+LORA_MCA = [".self_attention.in_proj.weight", ".self_attention.linear_qkv.weight", ".self_attention.linear_proj.weight",
+            ".self_attention.out_proj.weight", ".mlp.linear_fc1.weight", ".mlp.linear_fc2.weight", ".linear_fc1.weight",
+            ".linear_fc2.weight", "0.linear_fc1.weight", "3.linear_fc2.weight", ".mlp.shared_experts.linear_fc1.weight"]
+LORA_HF = [".linear_attn.in_proj_qkv.weight", ".self_attn.q_proj.weight", ".mlp.gate_proj.weight", "gate_up_proj.weight",
+           "down_proj.weight", ".gate_proj.weight"]
+
+
 def to_mca(t, mca, hf):
     t.set_mca_config_for_ops(mca)
     out = {}
@@ -169,6 +177,26 @@ def check(case):
                            and mca.layer_types[int(n.split(".")[3])] == "linear_attention")
     if sorted(roll_failures) != want_failures:
         errors.append("ROLL's hf_name_to_mca_names failed on %s, want %s" % (sorted(roll_failures)[:6], want_failures[:6]))
+    # LoRA adapters: ROLL's get_lora_conver_op and the built class's give
+    # the same op (class, names) for the adapters of every kind of weight.
+    lora = {}
+    for who, t in (("ROLL's", roll_templates[mt]), ("rolltpl's", ours[mt])):
+        t.set_mca_config_for_ops(mca)
+        lora[who] = {}
+        for side, table in (("mca", t.mca_name_to_converter), ("hf", t.hf_name_to_converter)):
+            names = LORA_MCA if side == "mca" else LORA_HF
+            for base in names:
+                for ab in ("lora_A", "lora_B"):
+                    n = base.replace(".weight", "." + ab + ".weight")
+                    try:
+                        op = t.get_lora_conver_op(n, table, 8)
+                        lora[who][(side, n)] = (type(op).__name__, list(op.hf_names), list(op.mca_names), getattr(op, "dim", None))
+                    except Exception as e:  # noqa: BLE001
+                        lora[who][(side, n)] = ("raises", type(e).__name__)
+        t.release()
+    for k in lora["ROLL's"]:
+        if lora["ROLL's"][k] != lora["rolltpl's"][k]:
+            errors.append("LoRA op for %s: ROLL's %s, rolltpl's %s" % (k, lora["ROLL's"][k], lora["rolltpl's"][k]))
     checked = 0
     for key, rank in got["ROLL's"].items():
         tr, pr, er = key
