@@ -28,7 +28,10 @@ import (
 //     the config; __post_init__ registers the variants' MCA names right
 //     after their op's, so that MCA -> HF maps them back whatever the layer;
 //   - get_lora_conver_op: like ROLL's, but a QKV-family op keeps its own
-//     class (GatedQKVConverOp stays gated, as ROLL's Qwen3NextTemplate does).
+//     class (GatedQKVConverOp stays gated, as ROLL's Qwen3NextTemplate does),
+//     and so do the Qwen3.5 GDN in-projection and fused-expert split ops
+//     (as ROLL's Qwen3_5Template and Qwen3_5_MoETemplate do; see
+//     loraOwnClasses).
 
 // layerVariant is one per-layer variant of an op: Op's names with Cond
 // taken as met.
