@@ -99,8 +99,26 @@ func Compile(paths []string, opts Options) (res *Result) {
 	if opts.Backend != nil && !res.Diags.HasErrors() {
 		res.Diags.Extend(opts.Backend(prog))
 	}
+	if info.Incomplete {
+		res.Diags = withoutCascades(res.Diags)
+	}
 	res.Diags = res.Diags.Dedup()
 	return res
+}
+
+// withoutCascades drops the diagnostics of what a template lacks (config
+// an op reads, parallel classes) from a compilation where some `use` or
+// `extends` named nothing: the block it names would likely supply them, so
+// they would only repeat that error (an import misspelt: every op of the
+// template missing its config).
+func withoutCascades(l diag.List) diag.List {
+	out := l[:0]
+	for _, d := range l {
+		if d.Code != "missing-config" && d.Code != "parallel-coverage" {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // listDir returns the names of the entries of dir (resolve.Loader.ListDir).

@@ -71,11 +71,11 @@ func templateModes(t *ir.Template) []map[string]bool {
 	for _, op := range t.Ops {
 		for _, names := range [2][]ir.Name{op.HF, op.MCA} {
 			for _, n := range names {
-				if n.Flag == "" {
+				if n.Cond == nil {
 					continue // no condition (most names): nothing to add
 				}
 				for _, lc := range n.LayerConds() {
-					f := lc.Flag()
+					f := ir.CondKey(lc)
 					if seen[f] {
 						continue
 					}
@@ -98,6 +98,7 @@ func (c *checker) template(t *ir.Template) {
 	if c.set != nil {
 		c.config(t)
 	}
+	c.exprs(t)
 	c.ops(t)
 	c.parallel(t)
 	c.knownMistakes(t)

@@ -90,6 +90,10 @@ type Info struct {
 	Roots []*File
 	Defs  map[*ast.Ident]*Symbol
 	Uses  map[*ast.Ident]*Symbol
+	// Incomplete is set when a `use` or `extends` names nothing (an
+	// unknown-reference, or a name left to an import that failed): a
+	// template may then lack blocks, and what it lacks is that error.
+	Incomplete bool
 }
 
 // File returns the loaded file with the given path, or nil.
@@ -481,6 +485,7 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 		st.info.Uses[id] = s
 		return
 	}
+	st.info.Incomplete = true
 	// A name an import that failed would have provided is that import's
 	// error, already reported, not a second one.
 	for _, fi := range f.failed {

@@ -51,6 +51,8 @@ const (
 	NoSchema         = "no-schema"
 	UnknownHFKey     = "unknown-hf-key"
 	UnknownMCAKey    = "unknown-mca-key"
+	UnknownName      = "unknown-name"
+	UnknownFunction  = "unknown-function"
 	HFKeyAbsent      = "hf-key-absent"
 	MCAKeyIgnored    = "mca-key-ignored"
 	DuplicateMCAKey  = "duplicate-mca-key"
@@ -120,6 +122,8 @@ var codes = []CodeInfo{
 	{NoSchema, Warning, "a template whose model type has no config schema"},
 	{UnknownHFKey, Error, "an HF config key no schema has"},
 	{UnknownMCAKey, Error, "an MCA config key no schema has"},
+	{UnknownName, Error, "an expression names something that is neither hf, mca, layer nor a build flag"},
+	{UnknownFunction, Error, "an expression calls a function the language does not have"},
 	{HFKeyAbsent, Warning, "an HF key this model type lacks but others have: ROLL skips it"},
 	{MCAKeyIgnored, Warning, "a key the MCA config class drops on load"},
 	{DuplicateMCAKey, Error, "an MCA key mapped twice, or both mapped and constant"},

@@ -169,6 +169,12 @@ func TestHover(t *testing.T) {
 			wantHighlight: "megatron_llama",
 		},
 		{
+			name: "per-layer name condition", file: "qwen3_next.rolltpl", needle: `mca.layer_types[layer] == "linear_attention"`, delta: 23,
+			want: "**expression** · type `bool`\n\nPython (generated template class):\n```python\n" +
+				"getattr(mca_config, 'layer_types', None)[layer_idx] == 'linear_attention'\n```",
+			wantHighlight: `mca.layer_types[layer] == "linear_attention"`,
+		},
+		{
 			name: "ignored name", file: "llama.rolltpl", needle: `".self_attn.rotary_emb.inv_freq"`, delta: 1,
 			want:          "**HF weight name** `.self_attn.rotary_emb.inv_freq` (layer-relative)\n\nIgnored on purpose (ROLL's hf_invalid_keys): skipped without a warning.",
 			wantHighlight: `".self_attn.rotary_emb.inv_freq"`,

@@ -64,6 +64,16 @@ func (s *Server) hoverText(d *document, chain []ast.Node) (string, token.Span) {
 			if t := s.stringHover(d, chain[:i+1], x, parent(i)); t != "" {
 				return t, x.Span()
 			}
+		case *ast.ConfigSet:
+			if t := setHover(x); t != "" {
+				return t, x.Span()
+			}
+		default:
+			if e := exprNode(x); e != nil {
+				if t := exprHover(e); t != "" {
+					return t, x.Span()
+				}
+			}
 		}
 	}
 	return "", token.Span{}
