@@ -1,0 +1,421 @@
+package exec_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+)
+
+// The deepseek_v3 and glm4_moe acceptance tests: checkpoints made from the
+// real DeepSeek-V3, GLM-4.5-Air and GLM-4.5 config.json files
+// (stdlib/testdata/hf-configs), with their sizes scaled down but every
+// tensor name, the head structure (MLA's q/kv compression, GQA with
+// explicit head_dim and biases, q/k norms), the dense-then-MoE layer
+// pattern, shared experts and the float32 router expert bias kept.
+
+// realConfig reads a real HF config.json from stdlib/testdata/hf-configs.
+func realConfig(t testing.TB, file string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(realConfigs, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// deepModel is one of the three real models of this file.
+type deepModel struct {
+	modelType, file string
+	// small scales the real config down (sizes only, structure kept).
+	small map[string]any
+}
+
+var (
+	deepSeekV3 = deepModel{"deepseek_v3", "deepseek-v3.json", map[string]any{
+		"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "moe_intermediate_size": 16,
+		"num_hidden_layers": 4, "first_k_dense_replace": 2, "num_attention_heads": 8, "num_key_value_heads": 8,
+		"q_lora_rank": 24, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 12,
+		"n_routed_experts": 8, "n_group": 4, "topk_group": 2, "num_experts_per_tok": 2,
+	}}
+	glm45Air = deepModel{"glm4_moe", "glm-4.5-air.json", map[string]any{
+		"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "moe_intermediate_size": 16,
+		"num_hidden_layers": 4, "first_k_dense_replace": 1, "num_attention_heads": 12, "num_key_value_heads": 2,
+		"head_dim": 8, "n_routed_experts": 8, "num_experts_per_tok": 2,
+	}}
+	glm45 = deepModel{"glm4_moe", "glm-4.5.json", map[string]any{
+		"vocab_size": 256, "hidden_size": 80, "intermediate_size": 96, "moe_intermediate_size": 24,
+		"num_hidden_layers": 4, "first_k_dense_replace": 2, "num_attention_heads": 12, "num_key_value_heads": 2,
+		"head_dim": 8, "n_routed_experts": 8, "num_experts_per_tok": 2,
+	}}
+)
+
+// config returns the model's config.json: real, or scaled down; mtp false
+// drops the MTP layers (num_nextn_predict_layers 0).
+func (d deepModel) config(t testing.TB, small, mtp bool) map[string]any {
+	cfg := realConfig(t, d.file)
+	if small {
+		for k, v := range d.small {
+			cfg[k] = v
+		}
+		delete(cfg, "quantization_config") // the scaled checkpoint is bf16
+	}
+	if !mtp {
+		cfg["num_nextn_predict_layers"] = 0
+	}
+	return cfg
+}
+
+// num reads an int config value (0 when absent or null).
+func num(cfg map[string]any, k string) int64 {
+	f, _ := cfg[k].(float64)
+	if i, ok := cfg[k].(int); ok {
+		return int64(i)
+	}
+	return int64(f)
+}
+
+// deepSpecs lists the HF tensors a DeepSeek-V3 or GLM-4.5 checkpoint with
+// config cfg holds, MTP layers (num_nextn_predict_layers) included, in the
+// order the HF models name them.
+func deepSpecs(cfg map[string]any, dt tensor.DType) []safetensors.Spec {
+	var s []safetensors.Spec
+	add := func(name string, dt tensor.DType, shape ...int64) {
+		s = append(s, safetensors.Spec{Name: name, DType: dt, Shape: tensor.Shape(shape)})
+	}
+	H, V := num(cfg, "hidden_size"), num(cfg, "vocab_size")
+	L, M := num(cfg, "num_hidden_layers"), num(cfg, "num_nextn_predict_layers")
+	heads := num(cfg, "num_attention_heads")
+	E, mI, S := num(cfg, "n_routed_experts"), num(cfg, "moe_intermediate_size"), num(cfg, "n_shared_experts")
+	add("model.embed_tokens.weight", dt, V, H)
+	for l := range L + M {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		if l >= L { // an MTP layer: its own block around a decoder layer
+			add(p+"embed_tokens.weight", dt, V, H)
+			add(p+"enorm.weight", dt, H)
+			add(p+"hnorm.weight", dt, H)
+			add(p+"eh_proj.weight", dt, H, 2*H)
+			add(p+"shared_head.norm.weight", dt, H)
+			add(p+"shared_head.head.weight", dt, V, H)
+		}
+		add(p+"input_layernorm.weight", dt, H)
+		if _, mla := cfg["kv_lora_rank"]; mla {
+			qk := num(cfg, "qk_nope_head_dim") + num(cfg, "qk_rope_head_dim")
+			if q := num(cfg, "q_lora_rank"); q > 0 {
+				add(p+"self_attn.q_a_proj.weight", dt, q, H)
+				add(p+"self_attn.q_a_layernorm.weight", dt, q)
+				add(p+"self_attn.q_b_proj.weight", dt, heads*qk, q)
+			} else {
+				add(p+"self_attn.q_proj.weight", dt, heads*qk, H)
+			}
+			kv := num(cfg, "kv_lora_rank")
+			add(p+"self_attn.kv_a_proj_with_mqa.weight", dt, kv+num(cfg, "qk_rope_head_dim"), H)
+			add(p+"self_attn.kv_a_layernorm.weight", dt, kv)
+			add(p+"self_attn.kv_b_proj.weight", dt, heads*(num(cfg, "qk_nope_head_dim")+num(cfg, "v_head_dim")), kv)
+			add(p+"self_attn.o_proj.weight", dt, H, heads*num(cfg, "v_head_dim"))
+		} else {
+			hd, kvh := num(cfg, "head_dim"), num(cfg, "num_key_value_heads")
+			add(p+"self_attn.q_proj.weight", dt, heads*hd, H)
+			add(p+"self_attn.k_proj.weight", dt, kvh*hd, H)
+			add(p+"self_attn.v_proj.weight", dt, kvh*hd, H)
+			if cfg["attention_bias"] == true {
+				add(p+"self_attn.q_proj.bias", dt, heads*hd)
+				add(p+"self_attn.k_proj.bias", dt, kvh*hd)
+				add(p+"self_attn.v_proj.bias", dt, kvh*hd)
+			}
+			if cfg["use_qk_norm"] == true {
+				add(p+"self_attn.q_norm.weight", dt, hd)
+				add(p+"self_attn.k_norm.weight", dt, hd)
+			}
+			add(p+"self_attn.o_proj.weight", dt, H, heads*hd)
+		}
+		add(p+"post_attention_layernorm.weight", dt, H)
+		if l < num(cfg, "first_k_dense_replace") {
+			I := num(cfg, "intermediate_size")
+			add(p+"mlp.gate_proj.weight", dt, I, H)
+			add(p+"mlp.up_proj.weight", dt, I, H)
+			add(p+"mlp.down_proj.weight", dt, H, I)
+			continue
+		}
+		add(p+"mlp.gate.weight", dt, E, H)
+		// The expert bias is float32 in the released checkpoints.
+		add(p+"mlp.gate.e_score_correction_bias", tensor.F32, E)
+		for e := range E {
+			q := fmt.Sprintf("%smlp.experts.%d.", p, e)
+			add(q+"gate_proj.weight", dt, mI, H)
+			add(q+"up_proj.weight", dt, mI, H)
+			add(q+"down_proj.weight", dt, H, mI)
+		}
+		add(p+"mlp.shared_experts.gate_proj.weight", dt, S*mI, H)
+		add(p+"mlp.shared_experts.up_proj.weight", dt, S*mI, H)
+		add(p+"mlp.shared_experts.down_proj.weight", dt, H, S*mI)
+	}
+	add("model.norm.weight", dt, H)
+	if cfg["tie_word_embeddings"] != true {
+		add("lm_head.weight", dt, V, H)
+	}
+	return s
+}
+
+// synth returns the scaled-down checkpoint of d.
+func (d deepModel) synth(t testing.TB, mtp bool) synth {
+	cfg := d.config(t, true, mtp)
+	return synth{modelType: d.modelType, config: cfg, tensors: deepSpecs(cfg, tensor.BF16)}
+}
+
+// deepLayouts are the layouts acceptance 2 asks for.
+var deepLayouts = []struct {
+	id     string
+	layout exec.Layout
+}{
+	{"tp1", exec.Layout{}},
+	{"tp2", exec.Layout{TP: 2}},
+	{"pp2", exec.Layout{PP: 2}},
+	{"pp2vpp2", exec.Layout{PP: 2, VPP: 2}},
+	{"tp2ep2", exec.Layout{TP: 2, EP: 2}},
+	{"tp2pp2ep2etp1", exec.Layout{TP: 2, PP: 2, EP: 2, ETP: 1}},
+}
+
+// deepCases are the (model, layout) pairs: every layout for DeepSeek-V3
+// and GLM-4.5-Air, TP1 and TP2+EP2 for GLM-4.5 with q/k norms.
+func deepCases() []struct {
+	id     string
+	m      deepModel
+	layout exec.Layout
+} {
+	var out []struct {
+		id     string
+		m      deepModel
+		layout exec.Layout
+	}
+	for _, m := range []deepModel{deepSeekV3, glm45Air} {
+		for _, l := range deepLayouts {
+			out = append(out, struct {
+				id     string
+				m      deepModel
+				layout exec.Layout
+			}{m.file + "/" + l.id, m, l.layout})
+		}
+	}
+	for _, l := range []int{0, 4} {
+		out = append(out, struct {
+			id     string
+			m      deepModel
+			layout exec.Layout
+		}{glm45.file + "/" + deepLayouts[l].id, glm45, deepLayouts[l].layout})
+	}
+	return out
+}
+
+// TestDeepSeekGLMTorchReference converts the scaled real checkpoints HF →
+// MCA at each layout, has torch (testdata/parallel_reference.py) recompute
+// every rank file's tensors from the HF tensors with ROLL's op formulas and
+// compare them bit for bit, then converts each MCA checkpoint back to HF
+// and requires every tensor byte for byte.
+func TestDeepSeekGLMTorchReference(t *testing.T) {
+	torchtest.Run(t, testDeepSeekGLMTorchReference, "numpy")
+}
+
+func testDeepSeekGLMTorchReference(t *testing.T, py string) {
+	dir := t.TempDir()
+	var cases []parallelTorchCase
+	var ids []string
+	for i, c := range deepCases() {
+		hf := filepath.Join(dir, c.id, "hf")
+		mca := filepath.Join(dir, c.id, "mca")
+		c.m.synth(t, false).write(t, hf, 2, uint64(i+1))
+		m := stdlibModel(t, c.m.modelType)
+		r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: c.layout})
+		if err != nil {
+			t.Fatalf("%s: HF → MCA: %v", c.id, err)
+		}
+		for _, p := range r.Plan.Problems {
+			t.Errorf("%s: unexpected %v problem: %v", c.id, p.Severity, p.Error())
+		}
+		mc := manifestCase(c.id, hf, mca, r.Plan)
+		cases = append(cases, parallelTorchCase{ID: c.id, HFDir: hf, MCADir: mca, Config: mc.Config, Steps: mc.Steps,
+			Classification: exec.ShardClassification(m)})
+		ids = append(ids, c.id)
+
+		back := filepath.Join(dir, c.id, "back")
+		if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+			t.Fatalf("%s: MCA → HF: %v", c.id, err)
+		}
+		compareCheckpoints(t, hf, back, r.Plan)
+	}
+	res := runTorchScript(t, py, "parallel_reference.py", dir, cases, ids)
+	for _, c := range cases {
+		r, ok := res[c.ID]
+		if !ok {
+			continue
+		}
+		if n := len(rankFiles(t, c.MCADir)); r.Files != n || r.Checked == 0 {
+			t.Errorf("%s: torch checked %d tensors in %d rank files; %d written", c.ID, r.Checked, r.Files, n)
+		}
+		t.Logf("%s: %d tensors in %d rank files bit-identical to torch's", c.ID, r.Checked, r.Files)
+	}
+}
+
+// deepWantNames are the MCA names (TP1, no MTP) ROLL's DeepSeekV3Template
+// and Glm4MoeTemplate give the scaled checkpoints, written out from ROLL's
+// rules: MLA's q/kv down/up projections with their norms fused into the up
+// projections (DeepSeek), QKV with biases and the input norm fused
+// (GLM), q/k norms (GLM-4.5), the pre-MLP norm fused into fc1 in the
+// first_k_dense_replace dense layers and separate in the MoE layers, the
+// router's expert bias and the shared experts in MoE layers.
+func deepWantNames(cfg map[string]any) []string {
+	var out []string
+	L, K, E := num(cfg, "num_hidden_layers"), num(cfg, "first_k_dense_replace"), num(cfg, "n_routed_experts")
+	_, mla := cfg["kv_lora_rank"]
+	out = append(out, "embedding.word_embeddings.weight", "decoder.final_layernorm.weight", "output_layer.weight")
+	for l := range L {
+		p := fmt.Sprintf("decoder.layers.%d.", l)
+		out = append(out, p+"self_attention.linear_proj.weight")
+		if mla {
+			out = append(out, p+"input_layernorm.weight",
+				p+"self_attention.linear_q_down_proj.weight",
+				p+"self_attention.linear_q_up_proj.layer_norm_weight",
+				p+"self_attention.linear_q_up_proj.weight",
+				p+"self_attention.linear_kv_down_proj.weight",
+				p+"self_attention.linear_kv_up_proj.layer_norm_weight",
+				p+"self_attention.linear_kv_up_proj.weight")
+		} else {
+			out = append(out, p+"self_attention.linear_qkv.layer_norm_weight",
+				p+"self_attention.linear_qkv.weight", p+"self_attention.linear_qkv.bias")
+			if cfg["use_qk_norm"] == true {
+				out = append(out, p+"self_attention.q_layernorm.weight", p+"self_attention.k_layernorm.weight")
+			}
+		}
+		if l < K {
+			out = append(out, p+"mlp.linear_fc1.layer_norm_weight", p+"mlp.linear_fc1.weight", p+"mlp.linear_fc2.weight")
+			continue
+		}
+		out = append(out, p+"pre_mlp_layernorm.weight", p+"mlp.router.weight", p+"mlp.router.expert_bias",
+			p+"mlp.shared_experts.linear_fc1.weight", p+"mlp.shared_experts.linear_fc2.weight")
+		for e := range E {
+			out = append(out, fmt.Sprintf("%smlp.experts.local_experts.%d.linear_fc1.weight", p, e),
+				fmt.Sprintf("%smlp.experts.local_experts.%d.linear_fc2.weight", p, e))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestDeepSeekGLMNames converts each scaled checkpoint at TP1 and requires
+// exactly ROLL's MCA names, the expert bias kept in float32, and the MCA
+// config ROLL's template classes compute (yarn fields from rope_scaling,
+// shared expert size, the dense-then-MoE layer pattern, GLM's q/k norm
+// flag) written back to the HF config.json.
+func TestDeepSeekGLMNames(t *testing.T) {
+	for _, d := range []deepModel{deepSeekV3, glm45Air, glm45} {
+		t.Run(d.file, func(t *testing.T) {
+			dir := t.TempDir()
+			s := d.synth(t, false)
+			hf := filepath.Join(dir, "hf")
+			s.write(t, hf, 1, 3)
+			m := stdlibModel(t, d.modelType)
+			r, err := exec.ConvertHFToMCA(context.Background(), m, hf, filepath.Join(dir, "mca"), exec.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range r.Plan.Outputs() {
+				got = append(got, o.Name)
+				if strings.HasSuffix(o.Name, ".mlp.router.expert_bias") && o.DType != tensor.F32 {
+					t.Errorf("%s: %v, want the checkpoint's float32", o.Name, o.DType)
+				}
+			}
+			slices.Sort(got)
+			if diff := cmp.Diff(deepWantNames(s.config), got); diff != "" {
+				t.Errorf("MCA names (-ROLL's +rolltpl):\n%s", diff)
+			}
+			var mc map[string]any
+			b, err := os.ReadFile(filepath.Join(dir, "mca", exec.MCAConfigName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(b, &mc); err != nil {
+				t.Fatal(err)
+			}
+			K, L := num(s.config, "first_k_dense_replace"), num(s.config, "num_hidden_layers")
+			freq := []any{}
+			for l := range L {
+				freq = append(freq, float64(min(1, l/K)))
+			}
+			want := map[string]any{
+				"moe_layer_freq":                      freq,
+				"moe_shared_expert_intermediate_size": float64(num(s.config, "n_shared_experts") * num(s.config, "moe_intermediate_size")),
+				"moe_router_enable_expert_bias":       true,
+				"moe_router_score_function":           "sigmoid",
+				"mtp_loss_scaling_factor":             0.3,
+			}
+			if d.modelType == "deepseek_v3" {
+				want["multi_latent_attention"] = true
+				want["qk_layernorm"] = true
+				want["rope_type"] = "yarn"
+				want["rotary_scaling_factor"] = 40.0
+				want["original_max_position_embeddings"] = nil
+				want["beta_fast"] = 32.0
+				want["beta_slow"] = 1.0
+				want["mscale"] = 1.0
+				want["mscale_all_dim"] = 1.0
+				want["max_sequence_length"] = 163840.0
+				want["q_lora_rank"] = float64(num(s.config, "q_lora_rank"))
+				want["moe_router_topk_scaling_factor"] = 2.5
+				want["rotary_percent"] = 1.0
+			} else {
+				want["qk_layernorm"] = s.config["use_qk_norm"]
+				want["rotary_percent"] = 0.5
+				want["add_qkv_bias"] = true
+				want["kv_channels"] = 8.0
+				want["moe_router_topk_scaling_factor"] = s.config["routed_scaling_factor"]
+			}
+			gotSub := map[string]any{}
+			for k := range want {
+				gotSub[k] = mc[k]
+			}
+			if diff := cmp.Diff(want, gotSub); diff != "" {
+				t.Errorf("mca_config.json (-want +got):\n%s", diff)
+			}
+
+			// MCA → HF: the keys ROLL's convert_mca_to_hf_config computes.
+			back := filepath.Join(dir, "back")
+			if _, err := exec.ConvertMCAToHF(context.Background(), m, filepath.Join(dir, "mca"), back, exec.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			b, err = os.ReadFile(filepath.Join(back, "config.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hc map[string]any
+			if err := json.Unmarshal(b, &hc); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"n_shared_experts", "first_k_dense_replace", "rope_scaling", "max_position_embeddings", "num_hidden_layers"} {
+				w, _ := json.Marshal(s.config[k])
+				g, _ := json.Marshal(hc[k])
+				if string(w) != string(g) {
+					t.Errorf("config.json back: %s = %s, want %s", k, g, w)
+				}
+			}
+			if d.modelType == "deepseek_v3" && hc["moe_layer_freq"] != 1.0 {
+				t.Errorf("config.json back: moe_layer_freq = %v, want 1 (ROLL's)", hc["moe_layer_freq"])
+			}
+		})
+	}
+}
