@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -415,6 +416,181 @@ func TestDeepSeekGLMNames(t *testing.T) {
 			}
 			if d.modelType == "deepseek_v3" && hc["moe_layer_freq"] != 1.0 {
 				t.Errorf("config.json back: moe_layer_freq = %v, want 1 (ROLL's)", hc["moe_layer_freq"])
+			}
+		})
+	}
+}
+
+// writeSparse writes a checkpoint of cfg whose tensor data are holes: one
+// shard per decoder layer (globals in the first), the index and
+// config.json. Only the headers take disk space.
+func writeSparse(t *testing.T, dir string, cfg map[string]any, specs []safetensors.Spec) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "config.json"), b)
+	var parts [][]safetensors.Spec
+	last := ""
+	for _, sp := range specs {
+		layer := ""
+		if rest, ok := strings.CutPrefix(sp.Name, "model.layers."); ok {
+			layer, _, _ = strings.Cut(rest, ".")
+		}
+		if len(parts) == 0 || (layer != last && layer != "") {
+			parts = append(parts, nil)
+		}
+		if layer != "" {
+			last = layer
+		}
+		parts[len(parts)-1] = append(parts[len(parts)-1], sp)
+	}
+	weightMap := map[string]string{}
+	var total int64
+	for i, part := range parts {
+		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(parts))
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := safetensors.NewWriter(f, part, map[string]string{"format": "pt"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(w.Size()); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, sp := range part {
+			weightMap[sp.Name] = name
+			total += sp.Shape.NumElements() * int64(sp.DType.Size())
+		}
+	}
+	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeepSeekGLMRealSizeCheck is what `rolltplc check --checkpoint` does
+// for the real DeepSeek-V3 (671B), GLM-4.5-Air (106B) and GLM-4.5 (355B):
+// plan from the headers of a sparse checkpoint at real size (MTP layers
+// not included), at TP1 and at TP8+EP8. The plan is clean; a missing,
+// a renamed and a misshapen tensor are each reported naming the tensor and
+// the op that wanted it.
+func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	type edit struct {
+		what string
+		mod  func(specs []safetensors.Spec) []safetensors.Spec
+		want string // regexp of one problem
+	}
+	drop := func(name string) func([]safetensors.Spec) []safetensors.Spec {
+		return func(s []safetensors.Spec) []safetensors.Spec {
+			return slices.DeleteFunc(s, func(sp safetensors.Spec) bool { return sp.Name == name })
+		}
+	}
+	rename := func(from, to string) func([]safetensors.Spec) []safetensors.Spec {
+		return func(s []safetensors.Spec) []safetensors.Spec {
+			for i := range s {
+				if s[i].Name == from {
+					s[i].Name = to
+				}
+			}
+			return s
+		}
+	}
+	reshape := func(name string, shape ...int64) func([]safetensors.Spec) []safetensors.Spec {
+		return func(s []safetensors.Spec) []safetensors.Spec {
+			for i := range s {
+				if s[i].Name == name {
+					s[i].Shape = tensor.Shape(shape)
+				}
+			}
+			return s
+		}
+	}
+	for _, c := range []struct {
+		d     deepModel
+		edits []edit
+	}{
+		{deepSeekV3, []edit{
+			{"missing kv_a_layernorm", drop("model.layers.40.self_attn.kv_a_layernorm.weight"),
+				`no "model\.layers\.40\.self_attn\.kv_a_layernorm\.weight"`},
+			{"renamed q_b_proj", rename("model.layers.7.self_attn.q_b_proj.weight", "model.layers.7.self_attn.q_b.weight"),
+				`no "model\.layers\.7\.self_attn\.q_b_proj\.weight"`},
+			{"misshapen kv_b_proj", reshape("model.layers.5.self_attn.kv_b_proj.weight", 128*(128+64), 512),
+				`decoder\.layers\.5\.self_attention\.linear_kv_up_proj\.weight has shape \[24576, 512\]; want \[32768, 512\] \(num_attention_heads × \(qk_head_dim \+ v_head_dim\), kv_lora_rank\)`},
+			{"misshapen kv_a_proj_with_mqa", reshape("model.layers.9.self_attn.kv_a_proj_with_mqa.weight", 512, 7168),
+				`linear_kv_down_proj\.weight has shape \[512, 7168\]; want \[576, 7168\] \(kv_lora_rank \+ qk_pos_emb_head_dim, hidden_size\)`},
+			{"missing dense down_proj", drop("model.layers.1.mlp.down_proj.weight"), `no "model\.layers\.1\.mlp\.down_proj\.weight"`},
+			{"missing expert bias", drop("model.layers.30.mlp.gate.e_score_correction_bias"), `no "model\.layers\.30\.mlp\.gate\.e_score_correction_bias"`},
+		}},
+		{glm45Air, []edit{
+			{"missing k bias", drop("model.layers.10.self_attn.k_proj.bias"), `missing "model\.layers\.10\.self_attn\.k_proj\.bias"`},
+			{"misshapen shared expert", reshape("model.layers.3.mlp.shared_experts.up_proj.weight", 1407, 4096),
+				`shared_experts\.up_proj\.weight is \[1407, 4096\]`},
+		}},
+		{glm45, []edit{
+			{"missing k_norm", drop("model.layers.50.self_attn.k_norm.weight"), `no "model\.layers\.50\.self_attn\.k_norm\.weight"`},
+			{"renamed q_norm", rename("model.layers.2.self_attn.q_norm.weight", "model.layers.2.self_attn.qnorm.weight"),
+				`no "model\.layers\.2\.self_attn\.q_norm\.weight"`},
+		}},
+	} {
+		t.Run(c.d.file, func(t *testing.T) {
+			cfg := c.d.config(t, false, false)
+			specs := deepSpecs(cfg, tensor.BF16)
+			var total int64
+			for _, sp := range specs {
+				total += sp.Shape.NumElements() * int64(sp.DType.Size())
+			}
+			dir := filepath.Join(t.TempDir(), "hf")
+			writeSparse(t, dir, cfg, specs)
+			m := stdlibModel(t, c.d.modelType)
+			for _, l := range []exec.Layout{{}, {TP: 8, EP: 8}} {
+				cp, err := exec.PlanConversion(m, dir, l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cp.Plan.Err(); err != nil {
+					t.Errorf("%+v: %v", l, err)
+				}
+				for _, p := range cp.Plan.Problems {
+					t.Errorf("%+v: unexpected %v problem: %v", l, p.Severity, p.Error())
+				}
+			}
+			t.Logf("%d tensors, %s planned from headers", len(specs), exec.HumanBytes(total))
+			// All edits at once (they touch different layers): each must
+			// be reported, naming the tensor and the op that wanted it.
+			edited := slices.Clone(specs)
+			for _, e := range c.edits {
+				edited = e.mod(edited)
+			}
+			edir := filepath.Join(t.TempDir(), "hf")
+			writeSparse(t, edir, cfg, edited)
+			cp, err := exec.PlanConversion(m, edir, exec.Layout{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range c.edits {
+				re := regexp.MustCompile(e.want + `.*\[[a-z_]+ op #\d+ \(stdlib/templates/[a-z_0-9]+\.rolltpl:\d+:\d+\)\]`)
+				found := false
+				for _, p := range cp.Plan.Problems {
+					if re.MatchString(p.Error()) {
+						found = true
+						t.Logf("%s: %s", e.what, p.Error())
+					}
+				}
+				if !found {
+					t.Errorf("%s: no problem matches %s; problems: %v", e.what, re, cp.Plan.Problems)
+				}
 			}
 		})
 	}
