@@ -28,6 +28,7 @@ package check
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,7 +99,13 @@ func (c *checker) template(t *ir.Template) {
 	if c.set != nil {
 		c.config(t)
 	}
-	c.exprs(t)
+	if bad := c.exprs(t); len(bad) > 0 {
+		// The ops whose names did not check have no names to check
+		// further; the others are checked as usual.
+		tt := *t
+		tt.Ops = slices.DeleteFunc(slices.Clone(t.Ops), func(o *ir.Op) bool { return bad[o] })
+		t = &tt
+	}
 	c.ops(t)
 	c.parallel(t)
 	c.knownMistakes(t)

@@ -56,7 +56,9 @@ func (e typeEnv) IsFlag(name string) bool { _, ok := schema.BuildFlags[name]; re
 // exprs checks every expression of t: the conditions and computed parts
 // of weight names and the `set` statements, reporting type errors and
 // unknown names, functions and config keys as diagnostics at their ranges.
-func (c *checker) exprs(t *ir.Template) {
+// It returns the ops whose names have errors.
+func (c *checker) exprs(t *ir.Template) map[*ir.Op]bool {
+	bad := map[*ir.Op]bool{}
 	env := typeEnv{c: c}
 	if c.set != nil {
 		env.hf, env.mca = c.set.Schema(t.Name), c.set.Schema(MCASchema)
@@ -64,7 +66,11 @@ func (c *checker) exprs(t *ir.Template) {
 	for _, op := range t.Ops {
 		for _, names := range [2][]ir.Name{op.HF, op.MCA} {
 			for _, n := range names {
+				before := len(c.diags)
 				c.nameExprs(env, n)
+				if len(c.diags) > before {
+					bad[op] = true
+				}
 			}
 		}
 	}
@@ -76,11 +82,18 @@ func (c *checker) exprs(t *ir.Template) {
 			}
 			c.add(diag.Errorf(s.KeySpan, diag.UnknownMCAKey, "Unknown MCA config key", "%s", detail))
 		}
-		c.expr(env, s.Value)
+		vt := c.expr(env, s.Value)
 		if s.When != nil {
 			c.expr(env, s.When)
 		}
+		if s.Side == "mca" && env.mca != nil && env.mca.Field(s.Key) != nil && vt != 0 {
+			if ft, _ := env.MCAType(s.Key); ft&^ir.TypeOf(ir.Null)&vt == 0 {
+				c.add(diag.Errorf(s.Value.Span, diag.TypeMismatch, "Computed value of the wrong type",
+					"MCA %s is %s; this expression is %s.", s.Key, env.mca.Field(s.Key).Type, vt))
+			}
+		}
 	}
+	return bad
 }
 
 // nameExprs checks a weight name's conditions (per layer: `layer` is

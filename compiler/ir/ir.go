@@ -183,6 +183,8 @@ func (v Value) String() string {
 			parts[i] = e.String()
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
+	case Dict:
+		return v.Repr()
 	}
 	return "?"
 }

@@ -123,6 +123,22 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// reads reports whether e reads the predeclared name ref.
+func reads(e *ir.Expr, ref string) bool {
+	if e == nil {
+		return false
+	}
+	if e.Kind == ir.ExprRef && e.Name == ref {
+		return true
+	}
+	for _, a := range e.Args {
+		if reads(a, ref) {
+			return true
+		}
+	}
+	return false
+}
+
 // py prints e for the generated code (parenthesized when it is a
 // conditional, so it can stand anywhere).
 func py(e *ir.Expr) string {
@@ -148,31 +164,48 @@ func generatedClass(t *ir.Template, base string) string {
 			hfSets = append(hfSets, s)
 		}
 	}
-	writeSet := func(s ir.ConfigSet, dict, ns string) {
+	writeSet := func(s ir.ConfigSet, refresh bool) {
 		ind := "        "
 		if s.When != nil {
 			fmt.Fprintf(&b, "        if %s:\n", py(s.When))
 			ind += "    "
 		}
-		fmt.Fprintf(&b, "%s%s[%s] = %s\n", ind, dict, strconv.Quote(s.Key), py(s.Value))
-		if ns != "" {
-			fmt.Fprintf(&b, "%smca_config = _rt_namespace(%s)\n", ind, dict)
+		fmt.Fprintf(&b, "%skw_args[%s] = %s\n", ind, strconv.Quote(s.Key), py(s.Value))
+		if refresh {
+			fmt.Fprintf(&b, "%smca_config = _rt_namespace(kw_args)\n", ind)
 		}
 	}
 	if len(mcaSets) > 0 {
+		// mca reads the keyword arguments so far: a namespace over them is
+		// (re)built before the sets that read it.
+		readsMCA := func(from int) bool {
+			for _, s := range mcaSets[from:] {
+				if reads(s.Value, "mca") || reads(s.When, "mca") {
+					return true
+				}
+			}
+			return false
+		}
 		b.WriteString("\n    def convert_hf_to_mca_config_kws(self, hf_config, **kw_args):\n")
 		b.WriteString("        kw_args = super().convert_hf_to_mca_config_kws(hf_config, **kw_args)\n")
-		b.WriteString("        mca_config = _rt_namespace(kw_args)\n")
-		for _, s := range mcaSets {
-			writeSet(s, "kw_args", "mca_config")
+		if readsMCA(0) {
+			b.WriteString("        mca_config = _rt_namespace(kw_args)\n")
+		}
+		for i, s := range mcaSets {
+			writeSet(s, readsMCA(i+1))
 		}
 		b.WriteString("        return kw_args\n")
 	}
 	if len(hfSets) > 0 {
 		b.WriteString("\n    def convert_mca_to_hf_config(self, mca_config, **kw_args):\n")
-		b.WriteString("        hf_config = _rt_recorded_hf(mca_config)\n")
 		for _, s := range hfSets {
-			writeSet(s, "kw_args", "")
+			if reads(s.Value, "hf") || reads(s.When, "hf") {
+				b.WriteString("        hf_config = _rt_recorded_hf(mca_config)\n")
+				break
+			}
+		}
+		for _, s := range hfSets {
+			writeSet(s, false)
 		}
 		b.WriteString("        return super().convert_mca_to_hf_config(mca_config, **kw_args)\n")
 	}

@@ -129,7 +129,7 @@ func TestGeneratedTemplateClass(t *testing.T) {
 			if diff := cmp.Diff(goToHF, got.ToHF); diff != "" {
 				t.Errorf("%s: MCA -> HF names (-go +python):\n%s", name, diff)
 			}
-			for _, k := range []string{"moe_layer_freq", "ffn_hidden_size", "rotary_scaling_factor"} {
+			for _, k := range []string{"moe_layer_freq", "ffn_hidden_size", "rotary_scaling_factor", "kv_channels"} {
 				if diff := cmp.Diff(mcaObj[k], got.Kws[k]); diff != "" {
 					t.Errorf("%s: set mca.%s (-go +python):\n%s", name, k, diff)
 				}

@@ -171,8 +171,8 @@ type planner struct {
 	// variants maps the side of an op with a per-layer name to the side
 	// with the other choice and its condition (HF -> MCA: used for the
 	// layers meeting it, as ROLL's template class does in add_hf_weight).
-	variants  map[*side]layerVariant
-	layerVals map[string][]string // mca_config lists the variants read, by key
+	variants map[*side]layerVariant
+	condEnv  *exprEnv // what per-layer name conditions read (built on first use)
 
 	// For the expected-structure checks (structure.go):
 	sides      []*side           // one per template op (MCA -> HF: and per-layer variants)
@@ -191,8 +191,11 @@ type layerVariant struct {
 // layerHolds evaluates a per-layer name condition for one layer, over
 // the MCA config (and the HF config recorded in it) and the build flags.
 func (pl *planner) layerHolds(cond *ir.Expr, layer int) (bool, error) {
-	env := exprEnv{mca: pl.p.Config.Object(), layer: int64(layer), hasLayer: true, flags: pl.m.Flags}
-	env.hf = recordedHF(pl.p.Config)
+	if pl.condEnv == nil {
+		pl.condEnv = &exprEnv{mca: pl.p.Config.Object(), hf: recordedHF(pl.p.Config), hasLayer: true, flags: pl.m.Flags}
+	}
+	env := *pl.condEnv
+	env.layer = int64(layer)
 	v, err := cond.Eval(env)
 	if err != nil {
 		return false, err
@@ -209,7 +212,6 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		invalid:   map[string]bool{},
 		seen:      map[string]bool{},
 		variants:  map[*side]layerVariant{},
-		layerVals: map[string][]string{},
 		attempted: map[bucketOp]bool{},
 		consumed:  map[int]bool{},
 		dropped:   map[int]bool{},

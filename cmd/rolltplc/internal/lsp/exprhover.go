@@ -108,3 +108,24 @@ func setHover(s *ast.ConfigSet) string {
 	fmt.Fprintf(&b, "%skw_args[%s] = %s\n```", ind, strconv.Quote(key), v.Python(ir.DefaultPyNames))
 	return b.String()
 }
+
+// exprKeyHover documents `hf.KEY` and `mca.KEY` in an expression: the
+// key's schema doc and how a missing key reads.
+func (s *Server) exprKeyHover(mt string, grand ast.Node, suf *ast.Suffix, id *ast.Ident) string {
+	pf, ok := grand.(*ast.Postfix)
+	if !ok || suf.Field != id || len(pf.Ops) == 0 || pf.Ops[0] != suf || pf.X == nil || pf.X.Ident == nil {
+		return ""
+	}
+	side := *pf.X.Ident
+	var what, obj string
+	switch side {
+	case "hf":
+		what, obj = "HF config key", "hf_config"
+	case "mca":
+		what, obj = "MCA config key", "mca_config"
+	default:
+		return ""
+	}
+	return s.keyHeader(what, mt, side, id.Name) +
+		fmt.Sprintf("\n\nRead by an expression; a missing key is null (`getattr(%s, '%s', None)`).", obj, id.Name)
+}

@@ -175,6 +175,11 @@ func TestHover(t *testing.T) {
 			wantHighlight: `mca.layer_types[layer] == "linear_attention"`,
 		},
 		{
+			name: "MCA key in an expression", file: "qwen3_next.rolltpl", needle: `mca.layer_types[layer]`, delta: 5,
+			want:          "**MCA config key** `layer_types`\n\nRead by an expression; a missing key is null (`getattr(mca_config, 'layer_types', None)`).",
+			wantHighlight: "layer_types",
+		},
+		{
 			name: "ignored name", file: "llama.rolltpl", needle: `".self_attn.rotary_emb.inv_freq"`, delta: 1,
 			want:          "**HF weight name** `.self_attn.rotary_emb.inv_freq` (layer-relative)\n\nIgnored on purpose (ROLL's hf_invalid_keys): skipped without a warning.",
 			wantHighlight: `".self_attn.rotary_emb.inv_freq"`,

@@ -123,6 +123,8 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 		if p.Kind == id {
 			return parallelClassHover(id.Name)
 		}
+	case *ast.Suffix:
+		return s.exprKeyHover(mt, grand, p, id)
 	case *ast.ConfigMap:
 		if p.MCA == id {
 			return s.mcaKeyHover(d, mt, id.Name, nil)
