@@ -5,6 +5,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 )
 
@@ -51,7 +52,7 @@ func (e typeEnv) MCAType(key string) (ir.Type, bool) { return e.fieldType(e.mca,
 func (e typeEnv) LayerBound() bool { return e.layer }
 
 // IsFlag implements [ir.TypeEnv].
-func (e typeEnv) IsFlag(name string) bool { _, ok := schema.BuildFlags[name]; return ok }
+func (e typeEnv) IsFlag(name string) bool { _, ok := vocab.BuildFlags[name]; return ok }
 
 // exprs checks every expression of t: the conditions and computed parts
 // of weight names and the `set` statements, reporting type errors and
@@ -77,7 +78,7 @@ func (c *checker) exprs(t *ir.Template) map[*ir.Op]bool {
 	for _, s := range t.Sets {
 		if s.Side == "mca" && env.mca != nil && env.mca.Field(s.Key) == nil {
 			detail := fmt.Sprintf("%s is not a field of the MCA config.", s.Key)
-			if sug := schema.Suggest(s.Key, env.mca.Order); sug != "" {
+			if sug := vocab.Suggest(s.Key, env.mca.Order); sug != "" {
 				detail += fmt.Sprintf(" Did you mean %q?", sug)
 			}
 			c.add(diag.Errorf(s.KeySpan, diag.UnknownMCAKey, "Unknown MCA config key", "%s", detail))
@@ -139,7 +140,7 @@ func (c *checker) expr(env typeEnv, e *ir.Expr) ir.Type {
 			cands = env.mca.Order
 		case diag.UnknownName:
 			cands = []string{"hf", "mca", "layer"}
-			for f := range schema.BuildFlags {
+			for f := range vocab.BuildFlags {
 				cands = append(cands, f)
 			}
 		case diag.UnknownFunction:
@@ -147,7 +148,7 @@ func (c *checker) expr(env typeEnv, e *ir.Expr) ir.Type {
 				cands = append(cands, f)
 			}
 		}
-		if sug := schema.Suggest(te.Key, cands); te.Key != "" && sug != "" {
+		if sug := vocab.Suggest(te.Key, cands); te.Key != "" && sug != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", sug)
 		}
 		c.add(diag.Errorf(te.Span, te.Code, summary, "%s", detail))

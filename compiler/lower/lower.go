@@ -18,7 +18,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
@@ -141,13 +141,13 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 			s.parallel = it.Parallel
 		case it.Field != nil:
 			name := it.Field.Key.Name
-			if doc, planned := schema.PlannedFields[name]; planned {
+			if doc, planned := vocab.PlannedFields[name]; planned {
 				l.errorf(it.Field.Key.Span(), "unsupported", "Field not compiled yet",
 					"%s (%s) is part of the language (lang/spec.md) but this compiler does not lower it yet.", name, doc)
 				continue
 			}
-			if _, ok := schema.TemplateFields[name]; !ok {
-				l.unknown(it.Field.Key, "unknown-field", "template field", "Unknown template field", keys(schema.TemplateFields))
+			if _, ok := vocab.TemplateFields[name]; !ok {
+				l.unknown(it.Field.Key, "unknown-field", "template field", "Unknown template field", keys(vocab.TemplateFields))
 				continue
 			}
 			once("field "+name, it.Field.Span())
@@ -189,7 +189,7 @@ func keys[V any](m map[string]V) []string {
 
 func (l *lowerer) unknown(id *ast.Ident, code, what, summary string, candidates []string) {
 	detail := fmt.Sprintf("%q is not a known %s.", id.Name, what)
-	if s := schema.Suggest(id.Name, candidates); s != "" {
+	if s := vocab.Suggest(id.Name, candidates); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	} else if len(candidates) > 0 && len(candidates) <= 16 {
 		detail += " Valid: " + strings.Join(candidates, ", ") + "."
@@ -470,9 +470,9 @@ func (l *lowerer) sharedOp(o *ast.Op) *ir.Op {
 }
 
 func (l *lowerer) op(o *ast.Op) *ir.Op {
-	spec := schema.Op(o.Kind.Name)
+	spec := vocab.Op(o.Kind.Name)
 	if spec == nil {
-		l.unknown(o.Kind, "unknown-op-kind", "op kind", "Unknown op kind", schema.OpKinds())
+		l.unknown(o.Kind, "unknown-op-kind", "op kind", "Unknown op kind", vocab.OpKinds())
 		return nil
 	}
 	out := &ir.Op{Kind: spec.Kind, Params: map[string]ir.Value{}, Span: o.Span()}
@@ -574,25 +574,25 @@ func plural(n int, word string) string {
 
 // arity checks the number of names against the op's rule; nh is the
 // number of HF inputs (the parts tensor steps yield, or the names).
-func (l *lowerer) arity(spec *schema.OpSpec, o *ast.Op, nh int) bool {
+func (l *lowerer) arity(spec *vocab.OpSpec, o *ast.Op, nh int) bool {
 	nm := len(o.MCA)
 	span := o.Span()
 	switch spec.Arity {
-	case schema.Fixed:
+	case vocab.Fixed:
 		if nh != spec.HF || nm != spec.MCA {
 			l.errorf(span, "op-arity", "Wrong number of names",
 				"Op %s takes %s -> %s; this one has %d -> %d.", spec.Kind,
 				plural(spec.HF, "HF name"), plural(spec.MCA, "MCA name"), nh, nm)
 			return false
 		}
-	case schema.OneSide:
+	case vocab.OneSide:
 		if (nh == 1) == (nm == 1) || nh == 0 || nm == 0 {
 			l.errorf(span, "op-arity", "Wrong number of names",
 				"Op %s takes one name on exactly one side: N HF names -> 1 MCA name, or 1 HF name -> N MCA names; this one has %d -> %d.",
 				spec.Kind, nh, nm)
 			return false
 		}
-	case schema.DropArity:
+	case vocab.DropArity:
 		l.errorf(span, "op-arity", "Wrong number of names",
 			"Op drop takes HF names only (`drop \"mtp.*\"`); remove the -> and the MCA names.")
 		return false

@@ -66,6 +66,8 @@ const (
 	ParallelCoverage = "parallel-coverage"
 	MissingBiasOp    = "missing-bias-op"
 	NotInvertible    = "not-invertible"
+	LayoutMismatch   = "layout-mismatch"
+	DroppedWeight    = "dropped-weight"
 
 	// A template against a real config.json (check --hf-config, convert).
 	HFConfigJSON      = "hf-config-json"
@@ -137,6 +139,8 @@ var codes = []CodeInfo{
 	{ParallelCoverage, Error, "an MCA name no parallel class covers"},
 	{MissingBiasOp, Warning, "add_qkv_bias set but no qkv_bias op (a known ROLL quirk)"},
 	{NotInvertible, Error, "a tensor step the compiler cannot invert for the MCA -> HF direction"},
+	{LayoutMismatch, Error, "an op whose output has the wrong layout for its MCA weight's class"},
+	{DroppedWeight, Warning, "ignore or drop of a name an op of the program converts"},
 
 	{HFConfigJSON, Error, "config.json is not a JSON object"},
 	{HFConfigModelType, Error, "config.json has no model_type, or no template converts it"},

@@ -141,6 +141,7 @@ import "parallel"
 template qwen2 {
     layer_prefix = "model.layers."
     config { use llm }
+    mca { use rope }
     weights { use llama_decoder
         use qkv }
     parallel { use default }

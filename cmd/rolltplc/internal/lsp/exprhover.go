@@ -7,7 +7,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/lower"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 )
 
@@ -58,7 +58,7 @@ type anyKeys struct{}
 func (anyKeys) HFType(string) (ir.Type, bool)  { return ir.AnyType, true }
 func (anyKeys) MCAType(string) (ir.Type, bool) { return ir.AnyType, true }
 func (anyKeys) LayerBound() bool               { return true }
-func (anyKeys) IsFlag(name string) bool        { _, ok := schema.BuildFlags[name]; return ok }
+func (anyKeys) IsFlag(name string) bool        { _, ok := vocab.BuildFlags[name]; return ok }
 
 // exprHover shows an expression's static type and the Python the backend
 // prints for it (lang/spec.md §9).
@@ -111,7 +111,7 @@ func setHover(s *ast.ConfigSet) string {
 
 // exprKeyHover documents `hf.KEY` and `mca.KEY` in an expression: the
 // key's schema doc and how a missing key reads.
-func (s *Server) exprKeyHover(mt string, grand ast.Node, suf *ast.Suffix, id *ast.Ident) string {
+func (s *Server) exprKeyHover(d *document, mt string, grand ast.Node, suf *ast.Suffix, id *ast.Ident) string {
 	pf, ok := grand.(*ast.Postfix)
 	if !ok || suf.Field != id || len(pf.Ops) == 0 || pf.Ops[0] != suf || pf.X == nil || pf.X.Ident == nil {
 		return ""
@@ -126,6 +126,6 @@ func (s *Server) exprKeyHover(mt string, grand ast.Node, suf *ast.Suffix, id *as
 	default:
 		return ""
 	}
-	return s.keyHeader(what, mt, side, id.Name) +
+	return s.keyHeader(d, what, mt, side, id.Name) +
 		fmt.Sprintf("\n\nRead by an expression; a missing key is null (`getattr(%s, '%s', None)`).", obj, id.Name)
 }
