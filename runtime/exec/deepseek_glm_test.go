@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -13,10 +14,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/rolltpl/rolltpl/compiler"
+	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/stdlib"
 )
 
 // The deepseek_v3 and glm4_moe acceptance tests: checkpoints made from the
@@ -594,4 +598,70 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDeepSeekGLMUnderROLL runs ROLL's own code (ROLLTPL_ROLL, a checkout
+// of alibaba/ROLL) with its hand-written DeepSeekV3Template and
+// Glm4MoeTemplate and with the modules `rolltplc build` emits for the
+// same types (testdata/roll_deepseek_glm_check.py), on the same random
+// weights of the scaled DeepSeek-V3 and GLM-4.5-Air: the computed MCA
+// config, the global and per-rank MCA tensors at TP1/TP2/PP2/TP2+EP2/
+// TP2+PP2+EP2 and the way back (tensors and config.json) must be equal.
+// Skipped unless ROLLTPL_ROLL is set.
+func TestDeepSeekGLMUnderROLL(t *testing.T) {
+	roll := os.Getenv("ROLLTPL_ROLL")
+	if roll == "" {
+		t.Skip("ROLLTPL_ROLL (a checkout of alibaba/ROLL) is not set")
+	}
+	torchtest.Run(t, func(t *testing.T, py string) {
+		dir := t.TempDir()
+		all, err := compiler.LibPaths(stdlib.Templates())
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := slices.DeleteFunc(all, func(p string) bool {
+			return !strings.HasSuffix(p, "/deepseek_v3.rolltpl") && !strings.HasSuffix(p, "/glm4_moe.rolltpl")
+		})
+		res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates()})
+		if res.Diags.HasErrors() {
+			t.Fatal(res.Diags.Err())
+		}
+		files, err := pyemit.Emit(res.Program)
+		if err != nil {
+			t.Fatal(err)
+		}
+		build := filepath.Join(dir, "rolltpl_build")
+		if err := os.Mkdir(build, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			writeFile(t, filepath.Join(build, f.Name), f.Content)
+		}
+		type rollCase struct {
+			ID        string         `json:"id"`
+			ModelType string         `json:"model_type"`
+			Config    map[string]any `json:"config"`
+			Tensors   [][3]any       `json:"tensors"`
+		}
+		var cases []rollCase
+		for _, d := range []deepModel{deepSeekV3, glm45Air} {
+			s := d.synth(t, false)
+			c := rollCase{ID: d.file, ModelType: d.modelType, Config: s.config}
+			for _, sp := range s.tensors {
+				c.Tensors = append(c.Tensors, [3]any{sp.Name, sp.DType.String(), sp.Shape})
+			}
+			cases = append(cases, c)
+		}
+		b, err := json.Marshal(cases)
+		if err != nil {
+			t.Fatal(err)
+		}
+		manifest := filepath.Join(dir, "cases.json")
+		writeFile(t, manifest, b)
+		out, err := osexec.Command(py, filepath.Join("testdata", "roll_deepseek_glm_check.py"), roll, build, manifest).CombinedOutput()
+		t.Logf("%s", out)
+		if err != nil || !strings.Contains(string(out), "ALL OK") {
+			t.Fatalf("ROLL's templates and the built modules differ: %v", err)
+		}
+	}, "numpy")
 }
