@@ -210,6 +210,10 @@ func generatedClass(t *ir.Template, base string) string {
 		b.WriteString("        return super().convert_mca_to_hf_config(mca_config, **kw_args)\n")
 	}
 	vars := layerVariants(t)
+	stepClassOf := map[*ir.Op]string{}
+	for _, c := range stepClasses(t) {
+		stepClassOf[c.Op] = c.Name
+	}
 	if len(vars) > 0 {
 		b.WriteString(`
     def __post_init__(self):
@@ -221,7 +225,7 @@ func generatedClass(t *ir.Template, base string) string {
 `)
 		for _, v := range vars {
 			fmt.Fprintf(&b, "            (\n                ops[%d],\n                lambda mca_config, hf_config, layer_idx: (\n                    %s\n                ),\n", v.Index, v.Cond.Python(ir.DefaultPyNames))
-			b.WriteString("                " + strings.TrimLeft(render(opCall(v.Op, ""), 4), " ") + ",\n            ),\n")
+			b.WriteString("                " + strings.TrimLeft(render(opCall(v.Op, stepClassOf[t.Ops[v.Index]]), 4), " ") + ",\n            ),\n")
 		}
 		b.WriteString(`        ]
         # The variants' MCA names right after their op's, in registration

@@ -142,7 +142,7 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 			if side == "mca" {
 				return s.mcaKeyHover(d, mt, key, nil)
 			}
-			return s.keyHeader(d, "HF config key", mt, "hf", key) + "\n\nComputed with `set` (planned: not compiled yet)."
+			return s.keyHeader(d, "HF config key", mt, "hf", key) + "\n\nComputed with `set` (lang/spec.md §5)."
 		}
 	}
 	return ""
