@@ -41,13 +41,17 @@ var generatedClass = map[string]struct {
 }{
 	"qwen3_omni_moe": {"KeyPrefixTemplate", []any{"adjust_config_hf_to_mca"}},
 	"qwen3_next":     {"Qwen3NextTemplate", []any{"add_hf_weight", "add_mca_weight", "get_lora_conver_op"}},
-	"deepseek_v3":    {"DeepseekV3Template", mtpTemplateOverrides},
-	"glm4_moe":       {"Glm4MoeTemplate", mtpTemplateOverrides},
+	"deepseek_v3":    {"MTPDeepseekV3Template", mtpTemplateOverrides},
+	"glm4_moe":       {"MTPGlm4MoeTemplate", mtpTemplateOverrides},
 }
 
 // mtpTemplateOverrides are the methods of ROLL's DeepSeekV3Template and
 // Glm4MoeTemplate: the config hooks (the templates' set statements), the
-// dense layers' fused pre-MLP norm (a per-layer name) and the MTP renaming.
+// dense layers' fused pre-MLP norm (a per-layer name) and the MTP renaming
+// (mtp_first_layer: the support module's mtp_template wraps the generated
+// class, naming MTP layers as megatron-core does, mtp.layers.<i>
+// .mtp_model_layer.*, where ROLL's .transformer_layer names break its own
+// DistConverter — a documented departure).
 var mtpTemplateOverrides = []any{
 	"add_hf_weight", "add_mca_weight", "convert_hf_to_mca_config_kws", "convert_mca_to_hf_config",
 	"convert_mtp_name", "hf_name_to_mca_names", "revert_mtp_name",

@@ -243,7 +243,7 @@ func testDeepSeekGLMTorchReference(t *testing.T, py string) {
 	for i, c := range deepCases() {
 		hf := filepath.Join(dir, c.id, "hf")
 		mca := filepath.Join(dir, c.id, "mca")
-		c.m.synth(t, false).write(t, hf, 2, uint64(i+1))
+		c.m.synth(t, true).write(t, hf, 2, uint64(i+1))
 		m := stdlibModel(t, c.m.modelType)
 		r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: c.layout})
 		if err != nil {
@@ -276,20 +276,30 @@ func testDeepSeekGLMTorchReference(t *testing.T, py string) {
 	}
 }
 
-// deepWantNames are the MCA names (TP1, no MTP) ROLL's DeepSeekV3Template
+// deepWantNames are the MCA names (TP1) ROLL's DeepSeekV3Template
 // and Glm4MoeTemplate give the scaled checkpoints, written out from ROLL's
 // rules: MLA's q/kv down/up projections with their norms fused into the up
 // projections (DeepSeek), QKV with biases and the input norm fused
 // (GLM), q/k norms (GLM-4.5), the pre-MLP norm fused into fc1 in the
 // first_k_dense_replace dense layers and separate in the MoE layers, the
-// router's expert bias and the shared experts in MoE layers.
+// router's expert bias and the shared experts in MoE layers; MTP layers
+// (MoE, as the layers after first_k_dense_replace) under megatron-core's
+// names mtp.layers.<i>.mtp_model_layer.* (ROLL writes
+// mtp.layers.<i>.transformer_layer.*, which its own DistConverter then
+// fails to classify), the MTP block's norms and projection at
+// mtp.layers.<i>.*.
 func deepWantNames(cfg map[string]any) []string {
 	var out []string
 	L, K, E := num(cfg, "num_hidden_layers"), num(cfg, "first_k_dense_replace"), num(cfg, "n_routed_experts")
 	_, mla := cfg["kv_lora_rank"]
 	out = append(out, "embedding.word_embeddings.weight", "decoder.final_layernorm.weight", "output_layer.weight")
-	for l := range L {
+	for l := range L + num(cfg, "num_nextn_predict_layers") {
 		p := fmt.Sprintf("decoder.layers.%d.", l)
+		if l >= L { // megatron-core's MTP names: the block's own, then its layer's
+			m := fmt.Sprintf("mtp.layers.%d.", l-L)
+			out = append(out, m+"enorm.weight", m+"hnorm.weight", m+"eh_proj.weight", m+"final_layernorm.weight")
+			p = m + "mtp_model_layer."
+		}
 		out = append(out, p+"self_attention.linear_proj.weight")
 		if mla {
 			out = append(out, p+"input_layernorm.weight",
@@ -330,7 +340,7 @@ func TestDeepSeekGLMNames(t *testing.T) {
 	for _, d := range []deepModel{deepSeekV3, glm45Air, glm45} {
 		t.Run(d.file, func(t *testing.T) {
 			dir := t.TempDir()
-			s := d.synth(t, false)
+			s := d.synth(t, true)
 			hf := filepath.Join(dir, "hf")
 			s.write(t, hf, 1, 3)
 			m := stdlibModel(t, d.modelType)
@@ -483,8 +493,8 @@ func writeSparse(t *testing.T, dir string, cfg map[string]any, specs []safetenso
 
 // TestDeepSeekGLMRealSizeCheck is what `rolltplc check --checkpoint` does
 // for the real DeepSeek-V3 (671B), GLM-4.5-Air (106B) and GLM-4.5 (355B):
-// plan from the headers of a sparse checkpoint at real size (MTP layers
-// not included), at TP1 and at TP8+EP8. The plan is clean; a missing,
+// plan from the headers of a sparse checkpoint at real size, MTP layer
+// included, at TP1 and at TP8+EP8. The plan is clean; a missing,
 // a renamed and a misshapen tensor are each reported naming the tensor and
 // the op that wanted it.
 func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
@@ -536,20 +546,26 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 				`linear_kv_down_proj\.weight has shape \[512, 7168\]; want \[576, 7168\] \(kv_lora_rank \+ qk_pos_emb_head_dim, hidden_size\)`},
 			{"missing dense down_proj", drop("model.layers.1.mlp.down_proj.weight"), `no "model\.layers\.1\.mlp\.down_proj\.weight"`},
 			{"missing expert bias", drop("model.layers.30.mlp.gate.e_score_correction_bias"), `no "model\.layers\.30\.mlp\.gate\.e_score_correction_bias"`},
+			{"missing MTP eh_proj", drop("model.layers.61.eh_proj.weight"), `MTP layer 0 \(names model\.layers\.61\.\*\) has no \.eh_proj\.weight`},
+			{"misshapen MTP kv_b_proj", reshape("model.layers.61.self_attn.kv_b_proj.weight", 128*(128+64), 512),
+				`mtp\.layers\.0\.mtp_model_layer\.self_attention\.linear_kv_up_proj\.weight has shape \[24576, 512\]; want \[32768, 512\]`},
 		}},
 		{glm45Air, []edit{
 			{"missing k bias", drop("model.layers.10.self_attn.k_proj.bias"), `missing "model\.layers\.10\.self_attn\.k_proj\.bias"`},
 			{"misshapen shared expert", reshape("model.layers.3.mlp.shared_experts.up_proj.weight", 1407, 4096),
 				`shared_experts\.up_proj\.weight is \[1407, 4096\]`},
+			{"misshapen MTP eh_proj", reshape("model.layers.46.eh_proj.weight", 4096, 4096),
+				`mtp\.layers\.0\.eh_proj\.weight has shape \[4096, 4096\]; want \[4096, 8192\] \(hidden_size, 2 × hidden_size\)`},
 		}},
 		{glm45, []edit{
 			{"missing k_norm", drop("model.layers.50.self_attn.k_norm.weight"), `no "model\.layers\.50\.self_attn\.k_norm\.weight"`},
+			{"missing MTP enorm", drop("model.layers.92.enorm.weight"), `MTP layer 0 \(names model\.layers\.92\.\*\) has no \.enorm\.weight`},
 			{"renamed q_norm", rename("model.layers.2.self_attn.q_norm.weight", "model.layers.2.self_attn.qnorm.weight"),
 				`no "model\.layers\.2\.self_attn\.q_norm\.weight"`},
 		}},
 	} {
 		t.Run(c.d.file, func(t *testing.T) {
-			cfg := c.d.config(t, false, false)
+			cfg := c.d.config(t, false, true)
 			specs := deepSpecs(cfg, tensor.BF16)
 			var total int64
 			for _, sp := range specs {
@@ -584,7 +600,14 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, e := range c.edits {
-				re := regexp.MustCompile(e.want + `.*\[[a-z_]+ op #\d+ \(stdlib/templates/[a-z_0-9]+\.rolltpl:\d+:\d+\)\]`)
+				want := e.want + `.*\[[a-z_]+ op #\d+ \(stdlib/templates/[a-z_0-9]+\.rolltpl:\d+:\d+\)\]`
+				if strings.HasPrefix(e.want, "MTP layer") {
+					// The MTP block's completeness check names the
+					// layer, the weight and the tensors present, not
+					// an op (no op wants a block weight alone).
+					want = e.want
+				}
+				re := regexp.MustCompile(want)
 				found := false
 				for _, p := range cp.Plan.Problems {
 					if re.MatchString(p.Error()) {
@@ -607,7 +630,9 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 // weights of the scaled DeepSeek-V3 and GLM-4.5-Air: the computed MCA
 // config, the global and per-rank MCA tensors at TP1/TP2/PP2/TP2+EP2/
 // TP2+PP2+EP2 and the way back (tensors and config.json) must be equal.
-// Skipped unless ROLLTPL_ROLL is set.
+// With an MTP layer, ROLL's classes must fail (the departure the templates
+// document) and the built module convert it under megatron-core's names
+// and back. Skipped unless ROLLTPL_ROLL is set.
 func TestDeepSeekGLMUnderROLL(t *testing.T) {
 	roll := os.Getenv("ROLLTPL_ROLL")
 	if roll == "" {
@@ -642,15 +667,18 @@ func TestDeepSeekGLMUnderROLL(t *testing.T) {
 			ModelType string         `json:"model_type"`
 			Config    map[string]any `json:"config"`
 			Tensors   [][3]any       `json:"tensors"`
+			MTP       bool           `json:"mtp"`
 		}
 		var cases []rollCase
 		for _, d := range []deepModel{deepSeekV3, glm45Air} {
-			s := d.synth(t, false)
-			c := rollCase{ID: d.file, ModelType: d.modelType, Config: s.config}
-			for _, sp := range s.tensors {
-				c.Tensors = append(c.Tensors, [3]any{sp.Name, sp.DType.String(), sp.Shape})
+			for _, mtp := range []bool{false, true} {
+				s := d.synth(t, mtp)
+				c := rollCase{ID: d.file, ModelType: d.modelType, Config: s.config, MTP: mtp}
+				for _, sp := range s.tensors {
+					c.Tensors = append(c.Tensors, [3]any{sp.Name, sp.DType.String(), sp.Shape})
+				}
+				cases = append(cases, c)
 			}
-			cases = append(cases, c)
 		}
 		b, err := json.Marshal(cases)
 		if err != nil {

@@ -522,10 +522,18 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 		return []int64{h}, "hidden_size"
 	}
 	n, err := rollname.ParseMCAName(name)
-	if err != nil || n.MTP || n.Layer < 0 {
+	if err != nil || n.Layer < 0 {
 		return nil, ""
 	}
 	rest := n.Pure
+	if n.MTP { // the MTP block's own weights; its layer's are a decoder layer's
+		switch rest {
+		case ".enorm.weight", ".hnorm.weight", ".final_layernorm.weight":
+			return []int64{h}, "hidden_size"
+		case ".eh_proj.weight":
+			return []int64{h, 2 * h}, "hidden_size, 2 × hidden_size"
+		}
+	}
 	if n.Expert >= 0 {
 		switch rest {
 		case ".linear_fc1.weight":

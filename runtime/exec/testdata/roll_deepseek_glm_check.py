@@ -11,11 +11,13 @@ weights, and compare:
   4. MCA -> HF: revert + add_mca_weight, every HF tensor back bit for bit
      (for both), and convert_mca_to_hf_config key by key.
 
-MTP layers are left out (ROLL's templates crash on them) and so are
-GLM-4.5's q/k norms (ROLL has no op for them).
+GLM-4.5's q/k norms are left out (ROLL has no op for them). Cases with
+"mtp": true hold an MTP layer: ROLL's own classes must fail on it (their
+.transformer_layer names break ROLL's DistConverter) and the built module
+must convert it under megatron-core's names and back bit for bit.
 
 Usage: python3 roll_deepseek_glm_check.py ROLL_CHECKOUT BUILD_DIR CASES.json
-CASES.json: [{"id", "model_type", "config", "tensors": [[name, dtype, shape]]}].
+CASES.json: [{"id", "model_type", "config", "tensors": [[name, dtype, shape]], "mtp"}].
 ROLL_CHECKOUT is a checkout of alibaba/ROLL; nothing of it is copied into
 this repository. Only ROLL's heavy imports are stubbed (megatron,
 transformers, packaging, mcore_adapter's platform/utils modules and its
@@ -132,7 +134,7 @@ def convert(impl, mt, hf, cfg, tp, pp, ep):
                         account_for_loss_in_pipeline_split=False, expert_model_parallel_size=ep,
                         expert_tensor_parallel_size=tp, tensor_model_parallel_size=tp,
                         tie_embeddings_and_output_weights=bool(cfg.get("tie_word_embeddings")),
-                        mtp_num_layers=None, num_query_groups=kws.get("num_query_groups"))
+                        mtp_num_layers=kws.get("mtp_num_layers") or None, num_query_groups=kws.get("num_query_groups"))
     t.set_mca_config_for_ops(mca)
     for o in t.weight_converters:
         if hasattr(o, "hidden_size"):
@@ -173,11 +175,45 @@ def convert(impl, mt, hf, cfg, tp, pp, ep):
     return kws, full, ranks, back, hf_back
 
 
+def check_mtp(case, hf, cfg):
+    """A checkpoint with MTP layers: ROLL's own class fails on it; the
+    built module converts it under ROLL's converter, MTP layers named as
+    megatron-core does, and back bit for bit (the shared embedding and
+    head copies of the MTP layer are ignored, as hf_invalid_keys says)."""
+    mt, good = case["model_type"], True
+    L = cfg["num_hidden_layers"]
+    want_back = {n: w for n, w in hf.items()
+                 if not n.startswith("model.layers.%d.embed_tokens." % L) and ".shared_head.head." not in n}
+    for tp, pp, ep in LAYOUTS:
+        try:
+            convert("roll", mt, hf, cfg, tp, pp, ep)
+            roll_fails = "converted"
+        except Exception as e:  # noqa: BLE001
+            roll_fails = type(e).__name__
+        T.templates[mt].prefix_name_to_weight = {}
+        impls["roll"][0][mt].prefix_name_to_weight = {}
+        _, _, ranks, back, _ = convert("rolltpl", mt, hf, cfg, tp, pp, ep)
+        names = {n for r in ranks.values() for n in r}
+        inner = any(n.startswith("mtp.layers.0.mtp_model_layer.") for n in names)
+        block = "mtp.layers.0.eh_proj.weight" in names
+        back_ok = same(back, want_back)
+        print(f"{case['id']} with MTP tp={tp} pp={pp} ep={ep}: ROLL's class: {roll_fails}; built module: "
+              f"mtp.layers.0.mtp_model_layer.* {inner}, mtp.layers.0.eh_proj {block}, HF back {back_ok}")
+        good &= roll_fails != "converted" and inner and block and back_ok
+    return good
+
+
 ok = True
 with open(cases_path) as fh:
     cases = json.load(fh)
 for case in cases:
     mt, cfg = case["model_type"], dict(case["config"])
+    if case.get("mtp"):
+        torch.manual_seed(len(case["id"]))
+        hf = {name: torch.randn(*shape).to(DT[dt]) for name, dt, shape in case["tensors"]}
+        cfg.pop("auto_map", None)
+        ok &= check_mtp(case, hf, cfg)
+        continue
     cfg.pop("auto_map", None)  # remote code: ROLL would load the config class from the Hub
     torch.manual_seed(len(case["id"]))
     hf = {}
