@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -430,6 +431,34 @@ func TestDeepSeekGLMNames(t *testing.T) {
 			}
 			if d.modelType == "deepseek_v3" && hc["moe_layer_freq"] != 1.0 {
 				t.Errorf("config.json back: moe_layer_freq = %v, want 1 (ROLL's)", hc["moe_layer_freq"])
+			}
+
+			// --no-mtp: the MTP layer's tensors are left out and counted,
+			// the rest is what the model without MTP layers gives.
+			noMTP := stdlibModel(t, d.modelType)
+			noMTP.NoMTP = true
+			r2, err := exec.ConvertHFToMCA(context.Background(), noMTP, hf, filepath.Join(dir, "mca-nomtp"), exec.Options{Layout: exec.Layout{TP: 2, EP: 2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nMTP := 0
+			for _, sp := range s.tensors {
+				if strings.HasPrefix(sp.Name, fmt.Sprintf("model.layers.%d.", L)) {
+					nMTP++
+				}
+			}
+			if len(r2.Plan.SkippedMTP) != nMTP || nMTP == 0 {
+				t.Errorf("--no-mtp left out %d tensors, want the MTP layer's %d", len(r2.Plan.SkippedMTP), nMTP)
+			}
+			got = got[:0]
+			for _, o := range r2.Plan.Outputs() {
+				got = append(got, o.Name)
+			}
+			slices.Sort(got)
+			plain := maps.Clone(s.config)
+			plain["num_nextn_predict_layers"] = 0
+			if diff := cmp.Diff(deepWantNames(plain), got); diff != "" {
+				t.Errorf("--no-mtp MCA names (-want +got):\n%s", diff)
 			}
 		})
 	}
