@@ -225,6 +225,15 @@ func deepCases() []struct {
 			layout exec.Layout
 		}{glm45.file + "/" + deepLayouts[l].id, glm45, deepLayouts[l].layout})
 	}
+	// Megatron's local (non-TE) layers: the fused norms are stored under
+	// their separate names. ROLL's own glm4_moe fails on this MCA -> HF
+	// (its te_to_local map turns the MoE layers' pre_mlp_layernorm into the
+	// dense layers' fused name, which its add_mca_weight then cannot map).
+	out = append(out, struct {
+		id     string
+		m      deepModel
+		layout exec.Layout
+	}{glm45Air.file + "/tp2ep2local", glm45Air, exec.Layout{TP: 2, EP: 2, TransformerImpl: "local"}})
 	return out
 }
 
