@@ -480,3 +480,13 @@ func (p prefixes) splitMTP(name string) (wp weightPrefix, pure string, ok bool, 
 	}
 	return p.mtp.splitMCA(plain, name)
 }
+
+// hfKeyMap maps each HF config key of t to its MCA key (mtpEnv reads a
+// mapped HF key through the MCA config, where a user may have changed it).
+func hfKeyMap(t *ir.Template) map[string]string {
+	m := map[string]string{}
+	for _, e := range t.Config {
+		m[e.HF] = e.MCA
+	}
+	return m
+}

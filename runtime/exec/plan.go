@@ -75,6 +75,9 @@ type Plan struct {
 	// with Model.NoMTP.
 	SkippedMTP []int
 	Problems   []Problem
+	// FP8 is the FP8 dequantization pre-pass of an HF -> MCA plan (nil
+	// when the checkpoint is not FP8 block-quantized; fp8.go).
+	FP8 *FP8Info
 
 	// stacks joins and cuts the stacked swiglu and gdn weights.
 	stacks *shard.Stacks

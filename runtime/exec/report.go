@@ -64,6 +64,7 @@ type Report struct {
 	Warnings        int             `json:"warnings"`
 	Problems        []ReportProblem `json:"problems"`
 	Omitted         []KindCount     `json:"omitted,omitempty"`
+	FP8             *FP8Info        `json:"fp8,omitempty"`
 }
 
 // ReportProblem is a problem with its severity spelled out. MoreTensors
@@ -123,6 +124,7 @@ func (p *Plan) Report() Report {
 		OutBytes:  p.OutBytes(),
 		Ops:       p.OpStats(),
 		Problems:  []ReportProblem{},
+		FP8:       p.FP8,
 	}
 	for _, i := range p.Ignored {
 		r.Ignored = append(r.Ignored, p.Inputs[i].Name)
@@ -160,6 +162,9 @@ func (p *Plan) WriteSummary(w io.Writer) {
 		dir = "MCA -> HF"
 	}
 	fmt.Fprintf(w, "%s %s: %d tensors (%s) -> %d tensors (%s)\n", r.Template, dir, r.Tensors, HumanBytes(r.Bytes), r.Outputs, HumanBytes(r.OutBytes))
+	if p.FP8 != nil && p.FP8.Weights > 0 {
+		fmt.Fprintln(w, "  "+p.FP8.Summary())
+	}
 	fmt.Fprintf(w, "  %-22s %7s %8s %12s\n", "op", "groups", "tensors", "bytes")
 	for _, s := range r.Ops {
 		fmt.Fprintf(w, "  %-22s %7d %8d %12s\n", s.Kind, s.Groups, s.Inputs, HumanBytes(s.InBytes))

@@ -75,6 +75,7 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, noM
 	} else {
 		fmt.Fprintf(e.stdout, "%s: %s\n", dir, plural(len(cp.Files), "file"))
 		cp.Plan.WriteSummary(e.stdout)
+		writeFP8Pairs(e.stdout, cp.Plan.FP8, 64)
 		if note != "" {
 			fmt.Fprintln(e.stdout, "note: "+note)
 		}
