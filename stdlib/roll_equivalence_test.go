@@ -67,7 +67,7 @@ type departure struct {
 }
 
 // fp8Scale is why deepseek_v3 leaves out ROLL's renames of FP8 block scales.
-const fp8Scale = "FP8 block scale: ROLL renames it to a name no parallel class covers, so its DistConverter fails on it; rolltpl reports the tensor instead"
+const fp8Scale = "FP8 block scale: ROLL renames it to a name no parallel class covers, so its DistConverter fails on it; rolltpl's FP8 pre-pass dequantizes with it instead"
 
 // departures are the documented differences between the stdlib's ops and
 // ROLL's, by model type. Each must occur (a departure that went away is

@@ -731,3 +731,46 @@ func TestDeepSeekGLMUnderROLL(t *testing.T) {
 		}
 	}, "numpy")
 }
+
+// TestDeepSeekFP8 converts the Hub's DeepSeek-V3 layout, FP8 weights with
+// float32 block scales (weight_scale_inv) and its MTP layer, in one pass
+// (runtime/exec's FP8 pre-pass consumes the scales, which the template
+// does not rename: see its comments) to the same rank files as
+// dequantizing first and converting the bf16 checkpoint.
+func TestDeepSeekFP8(t *testing.T) {
+	m := stdlibModel(t, "deepseek_v3")
+	tmp := t.TempDir()
+	fx := writeFP8(t, deepSeekV3.synth(t, true), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{16, 16}, 2, 9)
+	deq := filepath.Join(tmp, "deq")
+	if _, err := exec.DequantizeHF(context.Background(), fx.dir, deq, exec.DequantizeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTensors(t, fx.ref, deq)
+	mla := 0
+	for _, q := range fx.quantized {
+		// The fixture quantizes every *_proj.weight (not
+		// kv_a_proj_with_mqa, which the release also quantizes).
+		for _, p := range []string{".q_a_proj.", ".q_b_proj.", ".kv_b_proj.", "layers.4.eh_proj."} {
+			if strings.Contains(q, p) {
+				mla++
+			}
+		}
+	}
+	if mla != 3*5+1 {
+		t.Fatalf("%d FP8 MLA/MTP projections among %d quantized weights, want 16", mla, len(fx.quantized))
+	}
+	for i, l := range []exec.Layout{{}, {TP: 2, EP: 2}, {TP: 2, PP: 2, EP: 2, ETP: 1}} {
+		a, b := filepath.Join(tmp, "a", fmt.Sprint(i)), filepath.Join(tmp, "b", fmt.Sprint(i))
+		ra, err := exec.ConvertHFToMCA(context.Background(), m, fx.dir, a, exec.Options{Layout: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := exec.ConvertHFToMCA(context.Background(), m, deq, b, exec.Options{Layout: l}); err != nil {
+			t.Fatal(err)
+		}
+		sameRankFiles(t, fmt.Sprintf("%+v", l), a, b)
+		if f := ra.Plan.FP8; f == nil || f.Weights != len(fx.quantized) || f.Weights == 0 {
+			t.Errorf("%+v: FP8 pass %+v, want %d weights", l, f, len(fx.quantized))
+		}
+	}
+}
