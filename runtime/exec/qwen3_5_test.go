@@ -88,8 +88,9 @@ func synthQwen35(t *testing.T, v qwen35Variant, dt tensor.DType) synth {
 	return synth{modelType: v.modelType, config: cfg, tensors: qwen35Specs(cfg, v, dt)}
 }
 
-// num reads an integer config value.
-func num(m map[string]any, k string) int64 {
+// q35num reads an integer config value (panics when it is missing: the
+// real configs have every key the specs read).
+func q35num(m map[string]any, k string) int64 {
 	switch x := m[k].(type) {
 	case float64:
 		return int64(x)
@@ -106,11 +107,11 @@ func num(m map[string]any, k string) int64 {
 // saves them.
 func qwen35Specs(cfg map[string]any, v qwen35Variant, dt tensor.DType) []safetensors.Spec {
 	text := cfg["text_config"].(map[string]any)
-	H, hd := num(text, "hidden_size"), num(text, "head_dim")
-	heads, kv := num(text, "num_attention_heads"), num(text, "num_key_value_heads")
-	nk, nv := num(text, "linear_num_key_heads"), num(text, "linear_num_value_heads")
-	kd, vd := nk*num(text, "linear_key_head_dim"), nv*num(text, "linear_value_head_dim")
-	kernel, vocab := num(text, "linear_conv_kernel_dim"), num(text, "vocab_size")
+	H, hd := q35num(text, "hidden_size"), q35num(text, "head_dim")
+	heads, kv := q35num(text, "num_attention_heads"), q35num(text, "num_key_value_heads")
+	nk, nv := q35num(text, "linear_num_key_heads"), q35num(text, "linear_num_value_heads")
+	kd, vd := nk*q35num(text, "linear_key_head_dim"), nv*q35num(text, "linear_value_head_dim")
+	kernel, vocab := q35num(text, "linear_conv_kernel_dim"), q35num(text, "vocab_size")
 	moe := v.modelType == "qwen3_5_moe"
 	var specs []safetensors.Spec
 	add := func(name string, shape ...int64) {
@@ -127,13 +128,13 @@ func qwen35Specs(cfg map[string]any, v qwen35Variant, dt tensor.DType) []safeten
 	mlp := func(p string, fused bool) {
 		add(p+"post_attention_layernorm.weight", H)
 		if !moe {
-			I := num(text, "intermediate_size")
+			I := q35num(text, "intermediate_size")
 			add(p+"mlp.gate_proj.weight", I, H)
 			add(p+"mlp.up_proj.weight", I, H)
 			add(p+"mlp.down_proj.weight", H, I)
 			return
 		}
-		E, I, S := num(text, "num_experts"), num(text, "moe_intermediate_size"), num(text, "shared_expert_intermediate_size")
+		E, I, S := q35num(text, "num_experts"), q35num(text, "moe_intermediate_size"), q35num(text, "shared_expert_intermediate_size")
 		add(p+"mlp.gate.weight", E, H)
 		if fused { // [E, 2 * I, H] and [E, H, I]
 			add(p+"mlp.experts.gate_up_proj", E, 2*I, H)
@@ -163,7 +164,7 @@ func qwen35Specs(cfg map[string]any, v qwen35Variant, dt tensor.DType) []safeten
 			add(p+"linear_attn.conv1d.weight", 2*kd+vd, 1, kernel)
 			add(p+"linear_attn.dt_bias", nv)
 			add(p+"linear_attn.A_log", nv)
-			add(p+"linear_attn.norm.weight", num(text, "linear_value_head_dim"))
+			add(p+"linear_attn.norm.weight", q35num(text, "linear_value_head_dim"))
 			add(p+"linear_attn.out_proj.weight", H, vd)
 		} else {
 			attention(p)
@@ -186,13 +187,13 @@ func qwen35Specs(cfg map[string]any, v qwen35Variant, dt tensor.DType) []safeten
 	}
 	// The vision tower (Qwen3-VL's without deepstack mergers).
 	vc := cfg["vision_config"].(map[string]any)
-	E, F, ps := num(vc, "hidden_size"), num(vc, "intermediate_size"), num(vc, "patch_size")
-	M := E * num(vc, "spatial_merge_size") * num(vc, "spatial_merge_size")
+	E, F, ps := q35num(vc, "hidden_size"), q35num(vc, "intermediate_size"), q35num(vc, "patch_size")
+	M := E * q35num(vc, "spatial_merge_size") * q35num(vc, "spatial_merge_size")
 	vp := "model.visual."
-	add(vp+"patch_embed.proj.weight", E, num(vc, "in_channels"), num(vc, "temporal_patch_size"), ps, ps)
+	add(vp+"patch_embed.proj.weight", E, q35num(vc, "in_channels"), q35num(vc, "temporal_patch_size"), ps, ps)
 	add(vp+"patch_embed.proj.bias", E)
-	add(vp+"pos_embed.weight", num(vc, "num_position_embeddings"), E)
-	for b := range num(vc, "depth") {
+	add(vp+"pos_embed.weight", q35num(vc, "num_position_embeddings"), E)
+	for b := range q35num(vc, "depth") {
 		p := fmt.Sprintf("%sblocks.%d.", vp, b)
 		for _, n := range []string{"norm1", "norm2"} {
 			add(p+n+".weight", E)
@@ -211,8 +212,8 @@ func qwen35Specs(cfg map[string]any, v qwen35Variant, dt tensor.DType) []safeten
 	add(vp+"merger.norm.bias", E)
 	add(vp+"merger.linear_fc1.weight", M, M)
 	add(vp+"merger.linear_fc1.bias", M)
-	add(vp+"merger.linear_fc2.weight", num(vc, "out_hidden_size"), M)
-	add(vp+"merger.linear_fc2.bias", num(vc, "out_hidden_size"))
+	add(vp+"merger.linear_fc2.weight", q35num(vc, "out_hidden_size"), M)
+	add(vp+"merger.linear_fc2.bias", q35num(vc, "out_hidden_size"))
 	return specs
 }
 
