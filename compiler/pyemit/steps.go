@@ -31,8 +31,8 @@ func stepClasses(t *ir.Template) []stepClass {
 		if len(op.Inputs) == 0 {
 			continue
 		}
-		base := opClasses[op.Kind]
-		if m, ok := modelOpOf(op); ok {
+		base, _ := opClass(op.Kind)
+		if m, ok, _ := modelOpOf(op); ok {
 			base = m.Name
 		}
 		out = append(out, stepClass{Name: fmt.Sprintf("%sSteps%d", base, len(out)+1), Base: base, Op: op})
