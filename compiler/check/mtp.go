@@ -42,11 +42,11 @@ func (c *checker) mtp(t *ir.Template) {
 		return
 	}
 	if e := t.MTP.FirstLayer; e != nil {
-		typ, errs := e.Check(mtpTypeEnv{})
-		for _, te := range errs {
-			c.add(diag.Errorf(te.Span, te.Code, "Bad mtp_first_layer", "%s.", te.Msg))
+		env := typeEnv{c: c} // no layer is bound
+		if c.set != nil {
+			env.hf, env.mca = c.set.Schema(t.Name), c.set.Schema(MCASchema)
 		}
-		if len(errs) == 0 && !typ.Has(ir.Int) {
+		if typ := c.expr(env, e); typ != 0 && !typ.Has(ir.Int) {
 			c.add(diag.Errorf(e.Span, diag.TypeMismatch, "mtp_first_layer is not an integer",
 				"mtp_first_layer is an HF layer index; this expression is %s.", typ))
 		}
@@ -77,13 +77,3 @@ func joinQuoted(s []string) string {
 	}
 	return strings.Join(q, ", ")
 }
-
-// mtpTypeEnv types mtp_first_layer: the HF and MCA configs are readable
-// (any type: the value is checked when a conversion evaluates it), no
-// layer is bound.
-type mtpTypeEnv struct{}
-
-func (mtpTypeEnv) HFType(string) (ir.Type, bool)  { return ir.AnyType, true }
-func (mtpTypeEnv) MCAType(string) (ir.Type, bool) { return ir.AnyType, true }
-func (mtpTypeEnv) LayerBound() bool               { return false }
-func (mtpTypeEnv) IsFlag(string) bool             { return false }

@@ -85,11 +85,10 @@ def mtp_template(base, first_layer=None, hf_prefix=None):
 
     class MTPTemplate(base):
         def _mtp_first(self):
+            # hf reads the HF config the MCA config records, as the Go
+            # runtime does.
             mc = self.mca_config
             hf = json.loads(getattr(mc, "hf_config_json", None) or "{}")
-            for hf_key, mca_key in self.config_hf_to_mca.items():
-                if "." not in hf_key and getattr(mc, mca_key, None) is not None:
-                    hf[hf_key] = getattr(mc, mca_key)
             return first_layer(types.SimpleNamespace(**hf), mc)
 
         def _mtp_hf_to_canonical(self, name):

@@ -71,7 +71,7 @@ func newMTPMap(m *Model, mc *MCAConfig) (*mtpMap, error) {
 		mm.num = int(k)
 	}
 	if spec.FirstLayer != nil {
-		v, err := spec.FirstLayer.Eval(mtpEnv{mc: mc, hf: recordedHFConfig(mc), keys: hfKeyMap(m.Template)})
+		v, err := spec.FirstLayer.Eval(exprEnv{hf: recordedHF(mc), mca: mc.Object(), flags: m.Flags})
 		if err != nil {
 			return nil, fmt.Errorf("mtp_first_layer (%s): %v", spec.Span.Start, err)
 		}
@@ -243,6 +243,7 @@ func (pl *planner) checkMTP() {
 		seen   bool
 		block  map[string]bool // MCA block weight names present
 		ops    map[int]bool
+		mca    map[string]bool // MCA names (patterns) of the ops run
 		expert bool
 		inputs []int
 	}
@@ -250,6 +251,7 @@ func (pl *planner) checkMTP() {
 	for i := range layers {
 		layers[i].block = map[string]bool{}
 		layers[i].ops = map[int]bool{}
+		layers[i].mca = map[string]bool{}
 	}
 	// Decoder layers: the ops that run in every layer of each kind.
 	decoderOps := map[bool]map[int]int{} // experts? → op → layers running it
@@ -284,6 +286,9 @@ func (pl *planner) checkMTP() {
 			l := &layers[i]
 			l.seen = true
 			l.ops[st.OpIndex] = true
+			for _, n := range st.side.info.mca {
+				l.mca[n] = true
+			}
 			l.inputs = append(l.inputs, st.Inputs...)
 			names := st.side.targets
 			if pl.dir == ops.MCAToHF {
@@ -321,7 +326,7 @@ func (pl *planner) checkMTP() {
 		var missing []string
 		for _, w := range rollname.MTPBlockWeights {
 			if !l.block[w] {
-				missing = append(missing, w)
+				missing = append(missing, w+pl.mtpBlockOp(w))
 			}
 		}
 		if len(missing) > 0 {
@@ -334,7 +339,7 @@ func (pl *planner) checkMTP() {
 		}
 		var lacks []string
 		for o, cnt := range decoderOps[l.expert] {
-			if cnt == n && !l.ops[o] && !pl.attempted[bucketOp{pl.mtpBucket(i), o}] {
+			if cnt == n && !l.ops[o] && !pl.attempted[bucketOp{pl.mtpBucket(i), o}] && !producesAny(l.mca, pl.sides[o].info.mca) {
 				s := pl.sides[o]
 				lacks = append(lacks, fmt.Sprintf("%s (%s)", s.info.describe(), strings.Join(s.sources, ", ")))
 			}
@@ -345,6 +350,39 @@ func (pl *planner) checkMTP() {
 				i, pl.mtpLayerNames(i), joinLimited(lacks, 8))
 		}
 	}
+}
+
+// mtpBlockOp names, for a message, the op that converts MTP block weight
+// w (an MCA name such as ".eh_proj.weight") and the source names it wants,
+// or "" when no op does.
+func (pl *planner) mtpBlockOp(w string) string {
+	for _, s := range pl.sides {
+		names := s.targets
+		if pl.dir == ops.MCAToHF {
+			names = s.sources
+		}
+		for _, n := range names {
+			if n == w {
+				return fmt.Sprintf(" (from %s of the %s)", strings.Join(s.sources, ", "), s.info.describe())
+			}
+		}
+	}
+	return ""
+}
+
+// producesAny reports whether an op with MCA names names produced one of
+// them already (done): a fused-expert split op and the per-expert ops
+// produce the same MCA names from the two HF layouts of the same experts,
+// and an MTP layer may keep its experts in the other layout than the
+// decoder layers (Qwen3.5-MoE: fused decoder experts, MTP experts one by
+// one).
+func producesAny(done map[string]bool, names []string) bool {
+	for _, n := range names {
+		if done[n] {
+			return true
+		}
+	}
+	return false
 }
 
 // mtpBucket is the canonical bucket prefix of MTP layer i on the source
@@ -363,91 +401,6 @@ func (pl *planner) mtpLayerNames(i int) string {
 		return fmt.Sprintf("names %s.*", pl.mtp.hfName(i))
 	}
 	return fmt.Sprintf("names %s.* and %s*", pl.mtp.hfName(i), pl.mtp.spec.HFPrefix)
-}
-
-// mtpEnv is the [ir.Env] mtp_first_layer is evaluated in: hf.KEY reads
-// the MCA key the template maps KEY to when the MCA config has it (the
-// value the conversion uses), else the HF config recorded in
-// hf_config_json; mca.KEY reads the MCA config; no layer is bound.
-type mtpEnv struct {
-	mc   *MCAConfig
-	hf   *pyjson.Object
-	keys map[string]string // HF key → MCA key
-}
-
-// HF implements [ir.Env].
-func (e mtpEnv) HF(key string) (ir.Value, bool) {
-	if k, ok := e.keys[key]; ok {
-		if v, ok := e.mc.Get(k); ok {
-			return jsonIRValue(v), true
-		}
-	}
-	if e.hf == nil {
-		return ir.Value{}, false
-	}
-	v, ok := e.hf.Get(key)
-	if !ok {
-		return ir.Value{}, false
-	}
-	return jsonIRValue(v), true
-}
-
-// MCA implements [ir.Env].
-func (e mtpEnv) MCA(key string) (ir.Value, bool) {
-	v, ok := e.mc.Get(key)
-	if !ok {
-		return ir.Value{}, false
-	}
-	return jsonIRValue(v), true
-}
-
-// Layer implements [ir.Env]: no layer is bound.
-func (mtpEnv) Layer() (int64, bool) { return 0, false }
-
-// Flag implements [ir.Env].
-func (mtpEnv) Flag(string) (bool, bool) { return false, true }
-
-// recordedHFConfig is the HF config an MCA config records, or nil.
-func recordedHFConfig(mc *MCAConfig) *pyjson.Object {
-	text, ok := mc.String("hf_config_json")
-	if !ok {
-		return nil
-	}
-	o, err := pyjson.ParseObject([]byte(text))
-	if err != nil {
-		return nil
-	}
-	return o
-}
-
-// jsonIRValue converts a parsed JSON value to an expression value.
-func jsonIRValue(v any) ir.Value {
-	switch v := v.(type) {
-	case bool:
-		return ir.BoolValue(v)
-	case string:
-		return ir.StringValue(v)
-	case pyjson.Number:
-		if v.Float {
-			return ir.Value{Kind: ir.Float, Text: v.Text}
-		}
-		return ir.Value{Kind: ir.Int, Text: v.Text}
-	case []any:
-		out := make([]ir.Value, len(v))
-		for i, x := range v {
-			out[i] = jsonIRValue(x)
-		}
-		return ir.ListValue(out...)
-	case *pyjson.Object:
-		keys := append([]string(nil), v.Keys()...)
-		vals := make([]ir.Value, len(keys))
-		for i, k := range keys {
-			x, _ := v.Get(k)
-			vals[i] = jsonIRValue(x)
-		}
-		return ir.DictValue(keys, vals)
-	}
-	return ir.NullValue()
 }
 
 // noMTPConfig applies Model.NoMTP to the MCA config being built: no MTP
@@ -481,12 +434,16 @@ func (p prefixes) splitMTP(name string) (wp weightPrefix, pure string, ok bool, 
 	return p.mtp.splitMCA(plain, name)
 }
 
-// hfKeyMap maps each HF config key of t to its MCA key (mtpEnv reads a
-// mapped HF key through the MCA config, where a user may have changed it).
-func hfKeyMap(t *ir.Template) map[string]string {
-	m := map[string]string{}
-	for _, e := range t.Config {
-		m[e.HF] = e.MCA
+// mtpBlockShape is the shape megatron-core gives a weight of an MTP block
+// (ok false: not one): the norms [hidden_size], eh_proj
+// [hidden_size, 2 × hidden_size] (it projects the concatenated embedding
+// and hidden state).
+func mtpBlockShape(pure string, h int64) (shape []int64, why string, ok bool) {
+	switch pure {
+	case ".enorm.weight", ".hnorm.weight", ".final_layernorm.weight":
+		return []int64{h}, "hidden_size", true
+	case ".eh_proj.weight":
+		return []int64{h, 2 * h}, "hidden_size, 2 × hidden_size", true
 	}
-	return m
+	return nil, "", false
 }

@@ -58,10 +58,13 @@ func mtpModel(t testing.TB, name string) *exec.Model {
 
 // mtpCheckpoint is an HF checkpoint with an MTP layer.
 type mtpCheckpoint struct {
-	style   string // "trailing" or "prefixed"
-	decoder int    // num_hidden_layers
-	mtp     int    // MTP layers in the config
-	specs   []safetensors.Spec
+	style string // "trailing", "prefixed" or "fused" (prefixed, fused experts)
+	tied  bool   // tied embeddings: no lm_head
+	// modelType overrides config.json's model_type (default mtp_<style>).
+	modelType string
+	decoder   int // num_hidden_layers
+	mtp       int // MTP layers in the config
+	specs     []safetensors.Spec
 	// inner maps an HF name of the MTP transformer layer to the decoder
 	// layer 0 name whose bytes it holds.
 	inner map[string]string
@@ -117,8 +120,12 @@ func newMTPCheckpoint(style string) *mtpCheckpoint {
 func (c *mtpCheckpoint) config() map[string]any {
 	d := dims{vocab: mtpV, hidden: mtpH, inter: 128, layers: int64(c.decoder), heads: 4, kv: 2, headDim: 16, experts: 4, moeInter: 32}
 	cfg := d.textConfig(tensor.BF16)
+	cfg["tie_word_embeddings"] = c.tied
 	qwenMoEKeys(cfg, d)
 	cfg["model_type"] = "mtp_" + c.style
+	if c.modelType != "" {
+		cfg["model_type"] = c.modelType
+	}
 	if c.style == "trailing" {
 		cfg["num_nextn_predict_layers"] = c.mtp
 	} else {
@@ -164,7 +171,7 @@ func (c *mtpCheckpoint) write(t *testing.T, dir string, drop ...string) {
 	var specs []safetensors.Spec
 	data := map[string][]byte{}
 	for _, sp := range c.specs {
-		if !containsString(drop, sp.Name) {
+		if !containsString(drop, sp.Name) && !(c.tied && sp.Name == "lm_head.weight") {
 			specs = append(specs, sp)
 			data[sp.Name] = c.bytes(sp)
 		}
@@ -475,18 +482,26 @@ func TestMTPErrors(t *testing.T) {
 		drop        []string
 		mtp         int
 		want        string
+		reshape     map[string]tensor.Shape
 	}{
-		{"no eh_proj", "trailing", []string{"model.layers.4.eh_proj.weight"}, 1, `MTP layer 0 (names model.layers.4.*) has no .eh_proj.weight`},
-		{"no final norm", "prefixed", []string{"mtp.norm.weight"}, 1, `has no .final_layernorm.weight`},
-		{"no attention", "prefixed", attn("mtp.layers.0."), 1, `MTP layer 0 (names mtp.layers.0.* and mtp.*) lacks what every decoder layer of its kind has: qkv op`},
-		{"half an attention", "trailing", []string{"model.layers.4.self_attn.k_proj.weight"}, 1, `model.layers.4.self_attn.k_proj.weight`},
-		{"config says none", "trailing", nil, 0, `an MTP weight (MTP layer 0), but mtp_num_layers is 0: map the HF key of mtp_num_layers, or convert with --no-mtp`},
-		{"config says two", "trailing", nil, 2, `mtp_num_layers is 2 but the checkpoint has no tensors of MTP layer 1 (names model.layers.5.*)`},
-		{"prefixed two", "prefixed", nil, 2, `one MTP layer only`},
+		{"eh_proj misshapen", "prefixed", nil, 1, `mtp.layers.0.eh_proj.weight has shape [64, 64]; want [64, 128] (hidden_size, 2 × hidden_size) [rename op #16 (testdata/mtp.rolltpl:66:9)]: "mtp.fc.weight"`, map[string]tensor.Shape{"mtp.fc.weight": {mtpH, mtpH}}},
+		{"MTP attention misshapen", "trailing", nil, 1, `mtp.layers.0.mtp_model_layer.self_attention.linear_proj.weight has shape [64, 80]; want [64, 64]`, map[string]tensor.Shape{"model.layers.4.self_attn.o_proj.weight": {mtpH, mtpH + 16}}},
+		{"no eh_proj", "trailing", []string{"model.layers.4.eh_proj.weight"}, 1, `MTP layer 0 (names model.layers.4.*) has no .eh_proj.weight`, nil},
+		{"no final norm", "prefixed", []string{"mtp.norm.weight"}, 1, `has no .final_layernorm.weight`, nil},
+		{"no attention", "prefixed", attn("mtp.layers.0."), 1, `MTP layer 0 (names mtp.layers.0.* and mtp.*) lacks what every decoder layer of its kind has: qkv op`, nil},
+		{"half an attention", "trailing", []string{"model.layers.4.self_attn.k_proj.weight"}, 1, `model.layers.4.self_attn.k_proj.weight`, nil},
+		{"config says none", "trailing", nil, 0, `an MTP weight (MTP layer 0), but mtp_num_layers is 0: map the HF key of mtp_num_layers, or convert with --no-mtp`, nil},
+		{"config says two", "trailing", nil, 2, `mtp_num_layers is 2 but the checkpoint has no tensors of MTP layer 1 (names model.layers.5.*)`, nil},
+		{"prefixed two", "prefixed", nil, 2, `one MTP layer only`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newMTPCheckpoint(tc.style)
 			c.mtp = tc.mtp
+			for i, sp := range c.specs {
+				if s, ok := tc.reshape[sp.Name]; ok {
+					c.specs[i].Shape = s
+				}
+			}
 			hf := filepath.Join(t.TempDir(), "hf")
 			c.write(t, hf, tc.drop...)
 			m := mtpModel(t, "mtp_"+tc.style)
@@ -509,64 +524,14 @@ func TestMTPErrors(t *testing.T) {
 	}
 }
 
-// mtpConditionTemplate is mtp_trailing with the input norm named per
-// layer by a condition over `layer`, which is num_layers+i in MTP layer i.
-const mtpConditionTemplate = `import "common"
-import "parallel"
-
-template mtp_trailing {
-    layer_prefix    = "model.layers."
-    expert_prefix   = ".mlp.experts."
-    mtp_first_layer = hf.num_hidden_layers
-    config {
-        use qwen_moe_llm
-        num_nextn_predict_layers -> mtp_num_layers
-    }
-    mca {
-        use rope
-        use softmax_after_topk
-        qk_layernorm = true
-    }
-    weights {
-        use embeddings
-        rename ".input_layernorm.weight"
-            -> ".input_layernorm.weight" if layer >= mca.num_layers else ".self_attention.linear_qkv.layer_norm_weight"
-        use qkv_and_bias
-        use attention_out
-        use qk_norm
-        use moe
-        use final_norm
-        rename ".enorm.weight" -> ".enorm.weight"
-        rename ".hnorm.weight" -> ".hnorm.weight"
-        rename ".eh_proj.weight" -> ".eh_proj.weight"
-        rename ".shared_head.norm.weight" -> ".final_layernorm.weight"
-        ignore ".embed_tokens.weight", ".shared_head.head.weight"
-    }
-    parallel {
-        use default
-        use shared_moe
-        use mtp
-        duplicated ".input_layernorm.weight"
-    }
-}
-`
-
-// TestMTPLayerCondition: a per-layer name condition sees layer =
-// num_layers + i in MTP layer i, and the MTP layer's name comes back to
-// its HF name.
+// TestMTPLayerCondition: a per-layer name condition (mtp_cond's input
+// norm) sees layer = num_layers + i in MTP layer i, and the MTP layer's
+// name comes back to its HF name.
 func TestMTPLayerCondition(t *testing.T) {
 	dir := t.TempDir()
-	tpl := filepath.Join(dir, "cond.rolltpl")
-	writeFile(t, tpl, []byte(mtpConditionTemplate))
-	res := compiler.Compile([]string{tpl}, compiler.Options{Lib: stdlib.Templates()})
-	if res.Diags.HasErrors() {
-		t.Fatal(res.Diags.Err())
-	}
-	m, err := exec.NewModel(res.Program, "mtp_trailing", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mtpModel(t, "mtp_cond") // testdata/mtp.rolltpl
 	c := newMTPCheckpoint("trailing")
+	c.modelType = "mtp_cond"
 	hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
 	c.write(t, hf)
 	r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: exec.Layout{PP: 2}})
@@ -593,4 +558,122 @@ func TestMTPLayerCondition(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareCheckpoints(t, hf, back, r.Plan)
+}
+
+// TestMTPTiedEmbeddings: with tied embeddings (no lm_head) the MTP layer
+// converts the same way; the last pipeline stage holds the word
+// embeddings twice, as megatron-core's GPTModel has them there with MTP
+// layers: embedding.word_embeddings.weight (the MTP layer's input) and the
+// tied output_layer.weight (ROLL's DistConverter writes only the latter).
+func TestMTPTiedEmbeddings(t *testing.T) {
+	for _, style := range []string{"trailing", "prefixed"} {
+		t.Run(style, func(t *testing.T) {
+			c := newMTPCheckpoint(style)
+			c.tied = true
+			dir := t.TempDir()
+			hf, mca, back := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back")
+			c.write(t, hf)
+			m := mtpModel(t, "mtp_"+style)
+			l := exec.Layout{TP: 2, PP: 2}
+			r, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: l})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkMTPPlacement(t, c, mca, l)
+			// The last stage: the embedding (read by the MTP layer) and the
+			// tied LM head, both the rank's rows of the embedding.
+			n := 0
+			for r, ts := range rankTensorsByRank(t, mca, l.Normalized()) {
+				byName := map[string][]byte{}
+				for _, x := range ts {
+					byName[x.name] = x.data
+				}
+				emb, hasEmb := byName["embedding.word_embeddings.weight"]
+				head, hasHead := byName["output_layer.weight"]
+				switch {
+				case r.PP == 0 && (!hasEmb || hasHead):
+					t.Errorf("rank %+v: first stage has embedding %v, output layer %v", r, hasEmb, hasHead)
+				case r.PP == 1 && (!hasEmb || !hasHead || !bytes.Equal(emb, head)):
+					t.Errorf("rank %+v: last stage has embedding %v, output layer %v (equal: %v); want both, equal", r, hasEmb, hasHead, bytes.Equal(emb, head))
+				case r.PP == 1:
+					n++
+				}
+			}
+			if n != l.TP {
+				t.Errorf("%d last-stage ranks checked, want %d", n, l.TP)
+			}
+			if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			compareCheckpoints(t, hf, back, r.Plan)
+		})
+	}
+}
+
+// TestMTPMissingInMCA: an MCA checkpoint whose config says it has an MTP
+// layer but whose rank files have none (converted with --no-mtp, then
+// its mtp_num_layers edited) is refused MCA -> HF, naming the layer.
+func TestMTPMissingInMCA(t *testing.T) {
+	c := newMTPCheckpoint("trailing")
+	dir := t.TempDir()
+	hf, mca := filepath.Join(dir, "hf"), filepath.Join(dir, "mca")
+	c.write(t, hf)
+	m := mtpModel(t, "mtp_trailing")
+	m.NoMTP = true
+	if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(mca, "mca_config.json")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte(`"mtp_num_layers": null`), []byte(`"mtp_num_layers": 1`), 1)
+	writeFile(t, cfgPath, b)
+	cp, err := exec.PlanConversion(mtpModel(t, "mtp_trailing"), mca, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "mtp_num_layers is 1 but the checkpoint has no tensors of MTP layer 0 (names mtp.layers.0.*)"
+	if perr := cp.Plan.Err(); perr == nil || !strings.Contains(perr.Error(), want) {
+		t.Errorf("plan error %v, want one containing %q", perr, want)
+	}
+}
+
+// TestMTPFirstLayerErrors: mtp_first_layer values a conversion cannot use
+// are plan errors naming the field's position.
+func TestMTPFirstLayerErrors(t *testing.T) {
+	c := newMTPCheckpoint("trailing")
+	hf := filepath.Join(t.TempDir(), "hf")
+	c.write(t, hf)
+	lit := func(v ir.Value) *ir.Expr { return &ir.Expr{Kind: ir.ExprLit, Lit: v} }
+	for _, tc := range []struct {
+		name string
+		expr *ir.Expr
+		want string
+	}{
+		{"below num_layers", lit(ir.IntValue(2)), "is 2; HF keeps MTP layers after the 4 decoder layers (num_layers), so it is at least 4"},
+		{"missing key", &ir.Expr{Kind: ir.ExprField, Name: "num_mtp_start", Args: []*ir.Expr{{Kind: ir.ExprRef, Name: "hf"}}}, "is None, not a layer index"},
+		{"a string", lit(ir.StringValue("4")), `is '4', not a layer index`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mtpModel(t, "mtp_trailing")
+			prog := *mtpProg
+			tp := *prog.Template("mtp_trailing")
+			tp.MTP = &ir.MTP{FirstLayer: tc.expr, Span: tp.MTP.Span}
+			prog.Templates = []*ir.Template{&tp}
+			m, err := exec.NewModel(&prog, "mtp_trailing", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp, err := exec.PlanConversion(m, hf, exec.Layout{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			perr := cp.Plan.Err()
+			if perr == nil || !strings.Contains(perr.Error(), "mtp_first_layer (testdata/mtp.rolltpl:") || !strings.Contains(perr.Error(), tc.want) {
+				t.Errorf("plan error %v, want mtp_first_layer's position and %q", perr, tc.want)
+			}
+		})
+	}
 }

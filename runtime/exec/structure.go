@@ -34,8 +34,9 @@ import (
 //
 // Optional tensors stay optional: an op firing in no layer (q/k/v biases
 // of a model without them), a wildcard op (a vision tower), a dropped
-// name (MTP layers) and the output layer of tied embeddings are not
-// required. A shape the config does not determine is not checked.
+// name and the output layer of tied embeddings are not required. MTP
+// layers have their own checks (checkMTP, mtp.go); the shape rules apply
+// to them too. A shape the config does not determine is not checked.
 
 // bucketOp identifies an op in a bucket.
 type bucketOp struct {
@@ -526,12 +527,9 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 		return nil, ""
 	}
 	rest := n.Pure
-	if n.MTP { // the MTP block's own weights; its layer's are a decoder layer's
-		switch rest {
-		case ".enorm.weight", ".hnorm.weight", ".final_layernorm.weight":
-			return []int64{h}, "hidden_size"
-		case ".eh_proj.weight":
-			return []int64{h, 2 * h}, "hidden_size, 2 × hidden_size"
+	if n.MTP && n.Expert < 0 {
+		if shape, why, ok := mtpBlockShape(rest, h); ok {
+			return shape, why
 		}
 	}
 	if n.Expert >= 0 {
