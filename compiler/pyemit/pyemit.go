@@ -594,57 +594,19 @@ that model type).
 			}
 		}
 	}
-	b.WriteString(`
-
-try:
-    from mcore_adapter.utils import is_megatron_llama
-except ImportError:  # an mcore_adapter without the helper
-
-    def is_megatron_llama():
-        """Whether the installed Megatron is megatron-llama-core."""
-        from importlib.metadata import distributions
-
-        return any(dist.metadata.get("Name") == "megatron-llama-core" for dist in distributions())
-
-
-def register_dist_config(name, config):
-    """Register config for name, replacing an earlier registration."""
-    dist_converter.dist_configs.pop(name, None)
-    dist_converter.register_dist_config(name, config)
-`)
+	b.WriteString(supportPart("base"))
 	if steps {
-		b.WriteString(supportSteps)
+		b.WriteString(supportPart("steps"))
 	}
 	if needPrefix {
-		b.WriteString(`
-
-def key_prefix_template(rules):
-    """A Template class whose HF config keys are prefixed by rules.
-
-    rules is a list of (prefix, unless) pairs tried in order: the first rule
-    none of whose unless patterns (shell globs) matches a key prefixes it.
-    """
-    from fnmatch import fnmatchcase
-
-    class KeyPrefixTemplate(Template):
-        def adjust_config_hf_to_mca(self):
-            out = {}
-            for hf_key, mca_key in self.config_hf_to_mca.items():
-                for prefix, unless in rules:
-                    if not any(fnmatchcase(hf_key, pattern) for pattern in unless):
-                        hf_key = prefix + hf_key
-                        break
-                out[hf_key] = mca_key
-            return out
-
-    return KeyPrefixTemplate
-`)
+		b.WriteString(supportPart("key_prefix"))
 	}
 	if needGenerated {
-		b.WriteString(generatedSupport)
+		b.WriteString("\n\n" + ir.PythonPrelude)
+		b.WriteString(supportPart("generated"))
 	}
 	if hasMTP(p) {
-		b.WriteString(supportMTP)
+		b.WriteString(supportPart("mtp"))
 	}
 	for _, s := range p.ParallelSets {
 		b.WriteString("\n\n")
