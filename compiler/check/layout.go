@@ -38,14 +38,14 @@ func (c *checker) layout(t *ir.Template) {
 	}
 	swiglu := setsSwiglu(t)
 	reported := map[*ir.Op]bool{}
-	for _, mode := range templateModes(t) {
+	for mi, mode := range c.modes(t) {
 		eff := c.effective(t, mode)
 		for _, op := range t.Ops {
 			spec := vocab.Op(op.Kind)
 			if reported[op] || spec == nil || spec.Arity == vocab.DropArity {
 				continue
 			}
-			hf, mca := op.Resolved(mode)
+			hf, mca := c.resolved(t, op, mi)
 			n := len(hf)
 			if op.Inputs != nil {
 				n = 0 // operands built from tensor steps: parts not counted here
