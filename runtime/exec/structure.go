@@ -527,7 +527,7 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 		return nil, ""
 	}
 	rest := n.Pure
-	if n.MTP && n.Expert < 0 {
+	if n.MTP && n.Expert < 0 { // the MTP block's own weights; its layer's are a decoder layer's
 		if shape, why, ok := mtpBlockShape(rest, h); ok {
 			return shape, why
 		}
