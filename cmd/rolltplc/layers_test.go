@@ -2,9 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rolltpl/rolltpl/lang/diag"
 )
 
 const module = "github.com/rolltpl/rolltpl/"
@@ -21,13 +28,13 @@ var allowed = map[string][]string{
 	"lang/srcfile":  {}, // reading only regular files: the front end's and the runtime's (lang is the lowest layer)
 	"compiler/ir":   {"lang/token", "compiler/rollname"},
 	// The language's vocabulary (op kinds, fields, build flags): a leaf.
-	"compiler/vocab": {},
+	"compiler/vocab": {"compiler/rollname"},
 	// The config schemas.
 	"compiler/schema":  {"lang/..."},
 	"compiler/resolve": {"lang/...", "compiler/schema", "compiler/vocab"},
 	"compiler/check":   {"lang/...", "compiler/schema", "compiler/vocab", "compiler/resolve", "compiler/ir", "compiler/rollname"},
 	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/vocab", "compiler/resolve", "compiler/check", "compiler/ir", "compiler/rollname"},
-	"compiler/pyemit":  {"compiler/ir", "compiler/rollname", "lang/token", "lang/diag", "runtime/outdir", "runtime/tempname"}, // leaves: see runtime/outdir
+	"compiler/pyemit":  {"compiler/ir", "compiler/rollname", "compiler/vocab", "lang/token", "lang/diag", "runtime/outdir", "runtime/tempname"}, // leaves: see runtime/outdir
 	"compiler":         {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/lower", "compiler/ir", "compiler/rollname"},
 	"stdlib":           {},
 	"runtime/tensor":   {},
@@ -131,4 +138,82 @@ func TestImportLayers(t *testing.T) {
 	if n < 10 {
 		t.Errorf("go list found only %d packages", n)
 	}
+}
+
+// TestCLIReportsNoDiagnostics: the CLI parses flags, calls and prints; the
+// checks that report a diagnostic code (lang/spec.md §11) live in the
+// compiler. No non-test file of cmd/rolltplc/internal/cli builds a
+// diagnostic (diag.Errorf, diag.Warningf, a diag.Diagnostic literal) or
+// names a registered code, as a string or as a lang/diag constant.
+func TestCLIReportsNoDiagnostics(t *testing.T) {
+	dir := filepath.Join("internal", "cli")
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files in %s: %v", dir, err)
+	}
+	codes := map[string]bool{}
+	for _, c := range diag.Codes() {
+		codes[c.Code] = true
+	}
+	consts := codeConsts(t)
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		diagName := ""
+		for _, imp := range f.Imports {
+			if imp.Path.Value == `"`+module+`lang/diag"` {
+				diagName = "diag"
+				if imp.Name != nil {
+					diagName = imp.Name.Name
+				}
+			}
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.SelectorExpr:
+				if x, ok := n.X.(*ast.Ident); ok && x.Name == diagName && diagName != "" {
+					switch sel := n.Sel.Name; {
+					case sel == "Errorf" || sel == "Warningf" || sel == "Diagnostic":
+						t.Errorf("%s: the CLI builds a diagnostic (%s.%s); move the check into the compiler", fset.Position(n.Pos()), x.Name, sel)
+					case consts[sel]:
+						t.Errorf("%s: the CLI names diagnostic code %s.%s; move the check into the compiler", fset.Position(n.Pos()), x.Name, sel)
+					}
+				}
+			case *ast.BasicLit:
+				if s, err := strconv.Unquote(n.Value); err == nil && n.Kind == token.STRING && codes[s] {
+					t.Errorf("%s: the CLI names diagnostic code %q; move the check into the compiler", fset.Position(n.Pos()), s)
+				}
+			}
+			return true
+		})
+	}
+}
+
+// codeConsts returns the names of lang/diag's constants naming diagnostic
+// codes (the const declarations of lang/diag/codes.go).
+func codeConsts(t *testing.T) map[string]bool {
+	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "..", "lang", "diag", "codes.go"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, d := range f.Decls {
+		if gd, ok := d.(*ast.GenDecl); ok && gd.Tok == token.CONST {
+			for _, spec := range gd.Specs {
+				for _, id := range spec.(*ast.ValueSpec).Names {
+					out[id.Name] = true
+				}
+			}
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("found only %d code constants in lang/diag/codes.go", len(out))
+	}
+	return out
 }

@@ -2,11 +2,8 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,19 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rolltpl/rolltpl/runtime/safetensors"
-	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/cli"
+	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/clitest"
 )
 
-// TestMain lets the test binary stand in for rolltplc: run with
-// ROLLTPLC_TEST_MAIN=1 it is the command (the Slurm jobs of
-// TestSlurmREADMERecipe call it through a wrapper script).
+// TestMain lets the test binary stand in for rolltplc (clitest.Main): the
+// Slurm jobs of TestSlurmREADMERecipe call it through a wrapper script.
 func TestMain(m *testing.M) {
-	if os.Getenv("ROLLTPLC_TEST_MAIN") == "1" {
-		main()
-		return
-	}
-	os.Exit(m.Run())
+	clitest.Main(m, func(args []string) int { return cli.Run(args, os.Stdin, os.Stdout, os.Stderr) })
 }
 
 // README recipe placeholders the test replaces by its own folders.
@@ -70,8 +62,8 @@ if [ "${SLURM_ARRAY_TASK_ID:-}" = 3 ] && mkdir %[1]q 2>/dev/null; then
     echo "rolltplc: test: task 3 fails on its first attempt" >&2
     exit 1
 fi
-ROLLTPLC_TEST_MAIN=1 exec %[2]q "$@"
-`, failed, self)
+%[3]s=1 exec %[2]q "$@"
+`, failed, self, clitest.StandInEnv)
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +438,7 @@ func writeQwen2MoE(t *testing.T, dir string) {
 	t.Helper()
 	const V, H, I, L, nh, kv, E, moeI, sharedI = 256, 64, 128, 2, 8, 8, 4, 48, 96
 	hd := int64(H / nh)
-	cfg := map[string]any{
+	c := &clitest.Checkpoint{Config: map[string]any{
 		"architectures": []string{"Qwen2MoeForCausalLM"}, "model_type": "qwen2_moe",
 		"vocab_size": V, "hidden_size": H, "intermediate_size": I, "num_hidden_layers": L,
 		"num_attention_heads": nh, "num_key_value_heads": kv, "max_position_embeddings": 4096,
@@ -454,71 +446,32 @@ func writeQwen2MoE(t *testing.T, dir string) {
 		"initializer_range": 0.02, "use_cache": true, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
 		"moe_intermediate_size": moeI, "shared_expert_intermediate_size": sharedI, "num_experts": E,
 		"num_experts_per_tok": 2, "decoder_sparse_step": 1, "router_aux_loss_coef": 0.001,
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.MarshalIndent(cfg, "", "  ")
-	for name, data := range map[string][]byte{"config.json": b, "tokenizer_config.json": []byte(`{"model_max_length": 4096}`)} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var specs []safetensors.Spec
-	add := func(name string, shape ...int64) {
-		specs = append(specs, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: tensor.Shape(shape)})
-	}
-	add("model.embed_tokens.weight", V, H)
+	}, Files: map[string]string{"tokenizer_config.json": `{"model_max_length": 4096}`}, Seed: [2]uint64{14, 4}}
+	c.Add("model.embed_tokens.weight", V, H)
 	for l := range L {
 		p := fmt.Sprintf("model.layers.%d.", l)
-		add(p+"input_layernorm.weight", H)
-		add(p+"post_attention_layernorm.weight", H)
-		add(p+"self_attn.q_proj.weight", nh*hd, H)
-		add(p+"self_attn.k_proj.weight", kv*hd, H)
-		add(p+"self_attn.v_proj.weight", kv*hd, H)
-		add(p+"self_attn.o_proj.weight", H, nh*hd)
-		add(p+"self_attn.q_proj.bias", nh*hd)
-		add(p+"self_attn.k_proj.bias", kv*hd)
-		add(p+"self_attn.v_proj.bias", kv*hd)
-		add(p+"mlp.gate.weight", E, H)
+		c.Add(p+"input_layernorm.weight", H)
+		c.Add(p+"post_attention_layernorm.weight", H)
+		c.Add(p+"self_attn.q_proj.weight", nh*hd, H)
+		c.Add(p+"self_attn.k_proj.weight", kv*hd, H)
+		c.Add(p+"self_attn.v_proj.weight", kv*hd, H)
+		c.Add(p+"self_attn.o_proj.weight", H, nh*hd)
+		c.Add(p+"self_attn.q_proj.bias", nh*hd)
+		c.Add(p+"self_attn.k_proj.bias", kv*hd)
+		c.Add(p+"self_attn.v_proj.bias", kv*hd)
+		c.Add(p+"mlp.gate.weight", E, H)
 		for e := range E {
 			q := fmt.Sprintf("%smlp.experts.%d.", p, e)
-			add(q+"gate_proj.weight", moeI, H)
-			add(q+"up_proj.weight", moeI, H)
-			add(q+"down_proj.weight", H, moeI)
+			c.Add(q+"gate_proj.weight", moeI, H)
+			c.Add(q+"up_proj.weight", moeI, H)
+			c.Add(q+"down_proj.weight", H, moeI)
 		}
-		add(p+"mlp.shared_expert.gate_proj.weight", sharedI, H)
-		add(p+"mlp.shared_expert.up_proj.weight", sharedI, H)
-		add(p+"mlp.shared_expert.down_proj.weight", H, sharedI)
-		add(p+"mlp.shared_expert_gate.weight", 1, H)
+		c.Add(p+"mlp.shared_expert.gate_proj.weight", sharedI, H)
+		c.Add(p+"mlp.shared_expert.up_proj.weight", sharedI, H)
+		c.Add(p+"mlp.shared_expert.down_proj.weight", H, sharedI)
+		c.Add(p+"mlp.shared_expert_gate.weight", 1, H)
 	}
-	add("model.norm.weight", H)
-	add("lm_head.weight", V, H)
-	rng := rand.New(rand.NewPCG(14, 4))
-	weightMap := map[string]string{}
-	var total int64
-	half := len(specs) / 2
-	for i, part := range [][]safetensors.Spec{specs[:half], specs[half:]} {
-		name := fmt.Sprintf("model-%05d-of-00002.safetensors", i+1)
-		err := safetensors.WriteFile(filepath.Join(dir, name), part, map[string]string{"format": "pt"}, func(w *safetensors.Writer) error {
-			for _, s := range part {
-				data := make([]byte, 2*s.Shape.NumElements())
-				for j := 0; j < len(data); j += 2 {
-					binary.LittleEndian.PutUint16(data[j:], tensor.F32ToBF16(float32(rng.NormFloat64()*0.02)))
-				}
-				if err := w.WriteTensor(s.Name, data); err != nil {
-					return err
-				}
-				weightMap[s.Name] = name
-				total += int64(len(data))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
-		t.Fatal(err)
-	}
+	c.Add("model.norm.weight", H)
+	c.Add("lm_head.weight", V, H)
+	c.Write(t, dir)
 }

@@ -50,6 +50,53 @@ type checker struct {
 	all, set *schema.Set
 	diags    diag.List
 	conv     *converted // see convertedNames
+	// modeSets caches each template's build-flag modes and its ops' names
+	// resolved in each (see resolved).
+	modeSets map[*ir.Template]*modeSet
+}
+
+// modeSet is a template's build-flag modes (templateModes) and, by op,
+// the op's names resolved in each mode, filled in on first use.
+type modeSet struct {
+	modes    []map[string]bool
+	resolved map[*ir.Op][]resolvedNames
+}
+
+// resolvedNames are an op's HF and MCA names in one mode.
+type resolvedNames struct{ hf, mca []string }
+
+// modeSetOf returns t's cached modeSet, computing it on first use.
+func (c *checker) modeSetOf(t *ir.Template) *modeSet {
+	if ms := c.modeSets[t]; ms != nil {
+		return ms
+	}
+	if c.modeSets == nil {
+		c.modeSets = map[*ir.Template]*modeSet{}
+	}
+	ms := &modeSet{modes: templateModes(t), resolved: map[*ir.Op][]resolvedNames{}}
+	c.modeSets[t] = ms
+	return ms
+}
+
+// modes returns the build-flag modes every check of t runs in
+// (templateModes, computed once per template).
+func (c *checker) modes(t *ir.Template) []map[string]bool { return c.modeSetOf(t).modes }
+
+// resolved returns op's HF and MCA names in t's mode number mi (an index
+// into c.modes(t)), resolving each op once per template and mode rather
+// than once per check family. The slices are shared: callers must not
+// modify them.
+func (c *checker) resolved(t *ir.Template, op *ir.Op, mi int) (hf, mca []string) {
+	ms := c.modeSetOf(t)
+	r, ok := ms.resolved[op]
+	if !ok {
+		r = make([]resolvedNames, len(ms.modes))
+		for i, m := range ms.modes {
+			r[i].hf, r[i].mca = op.Resolved(m)
+		}
+		ms.resolved[op] = r
+	}
+	return r[mi].hf, r[mi].mca
 }
 
 // Check checks every template of p against the schemas its file sees
@@ -400,17 +447,17 @@ func (c *checker) ops(t *ir.Template) {
 				"Weights are matrices or vectors: dim must be 0, 1, -1 or -2, not %s.", d.Text))
 		}
 	}
-	for _, mode := range templateModes(t) {
-		c.duplicates(t, mode)
-		c.reachability(t, mode)
+	for mi, mode := range c.modes(t) {
+		c.duplicates(t, mi, mode)
+		c.reachability(t, mi, mode)
 	}
 }
 
 func relative(n string) bool { return strings.HasPrefix(n, ".") }
 
 func (c *checker) names(t *ir.Template, op *ir.Op) {
-	for _, mode := range templateModes(t) {
-		hf, mca := op.Resolved(mode)
+	for mi := range c.modes(t) {
+		hf, mca := c.resolved(t, op, mi)
 		scope := func(names []string) (rel, glob int, wild int) {
 			for _, n := range names {
 				if relative(n) {
@@ -460,10 +507,10 @@ func flagNote(mode map[string]bool) string {
 }
 
 // duplicates reports names registered by two ops on the same side.
-func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
+func (c *checker) duplicates(t *ir.Template, mi int, mode map[string]bool) {
 	seen := [2]map[string]*ir.Op{{}, {}}
 	for _, op := range t.Ops {
-		hf, mca := op.Resolved(mode)
+		hf, mca := c.resolved(t, op, mi)
 		for side, names := range [][]string{hf, mca} {
 			for _, n := range names {
 				key := n
@@ -503,7 +550,7 @@ func isSplit(op *ir.Op) bool { return op.Kind == "split_experts" || op.Kind == "
 
 // reachability reports wildcard ops whose names an earlier table key always
 // takes (ROLL tries exact keys first, then every key in insertion order).
-func (c *checker) reachability(t *ir.Template, mode map[string]bool) {
+func (c *checker) reachability(t *ir.Template, mi int, mode map[string]bool) {
 	for side := 0; side < 2; side++ {
 		type key struct {
 			name string
@@ -512,7 +559,7 @@ func (c *checker) reachability(t *ir.Template, mode map[string]bool) {
 		var keys []key
 		index := map[string]int{}
 		for _, op := range t.Ops {
-			hf, mca := op.Resolved(mode)
+			hf, mca := c.resolved(t, op, mi)
 			names := hf
 			if side == 1 {
 				names = mca
@@ -581,7 +628,7 @@ func (c *checker) parallel(t *ir.Template) {
 	}
 	reported := map[string]bool{}
 	var classes [2]*rollname.Classifier // without and with megatron_llama
-	for _, mode := range templateModes(t) {
+	for mi, mode := range c.modes(t) {
 		i := 0
 		if mode["megatron_llama"] {
 			i = 1
@@ -591,7 +638,7 @@ func (c *checker) parallel(t *ir.Template) {
 		}
 		eff := classes[i]
 		for _, op := range t.Ops {
-			_, mca := op.Resolved(mode)
+			_, mca := c.resolved(t, op, mi)
 			for _, n := range mca {
 				if reported[n] || classified(eff, n) {
 					continue

@@ -51,8 +51,8 @@ func (c *checker) dropped(t *ir.Template) {
 		if op.Kind != "drop" {
 			continue
 		}
-		for _, mode := range templateModes(t) {
-			hf, _ := op.Resolved(mode)
+		for mi := range c.modes(t) {
+			hf, _ := c.resolved(t, op, mi)
 			for _, n := range hf {
 				report(op.Span, "drop", n)
 			}
@@ -85,8 +85,8 @@ func (c *checker) convertedNames() *converted {
 			if op.Kind == "drop" {
 				continue
 			}
-			for _, mode := range templateModes(u) {
-				hf, _ := op.Resolved(mode)
+			for mi := range c.modes(u) {
+				hf, _ := c.resolved(u, op, mi)
 				for _, n := range hf {
 					if _, ok := cv.by[n]; ok {
 						continue

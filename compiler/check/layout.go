@@ -38,14 +38,14 @@ func (c *checker) layout(t *ir.Template) {
 	}
 	swiglu := setsSwiglu(t)
 	reported := map[*ir.Op]bool{}
-	for _, mode := range templateModes(t) {
+	for mi, mode := range c.modes(t) {
 		eff := c.effective(t, mode)
 		for _, op := range t.Ops {
 			spec := vocab.Op(op.Kind)
 			if reported[op] || spec == nil || spec.Arity == vocab.DropArity {
 				continue
 			}
-			hf, mca := op.Resolved(mode)
+			hf, mca := c.resolved(t, op, mi)
 			n := len(hf)
 			if op.Inputs != nil {
 				n = 0 // operands built from tensor steps: parts not counted here
@@ -56,7 +56,7 @@ func (c *checker) layout(t *ir.Template) {
 			}
 			got := spec.LayoutOf(n, len(mca), dim)
 			for _, name := range mca {
-				if !swiglu && inClass(eff, "gdn", pure(name)) {
+				if !swiglu && inClass(eff, rollname.KeyGDN, pure(name)) {
 					reported[op] = true
 					c.add(diag.Errorf(op.Span, "layout-mismatch", "GDN weight without swiglu",
 						"MCA weight %s%s is in the gdn class, which ROLL's DistConverter converts only with swiglu on (handle_gdn asserts mca_config.swiglu); set `swiglu = true` in the mca section.", name, flagNote(mode)))
@@ -84,11 +84,11 @@ func (c *checker) layout(t *ir.Template) {
 func requiredLayout(eff ir.Effective, name string, swiglu bool) (want vocab.Layout, why string, ok bool) {
 	p := pure(name)
 	switch {
-	case swiglu && inClass(eff, "swiglu", p):
+	case swiglu && inClass(eff, rollname.KeySwiglu, p):
 		return vocab.Layout{Form: vocab.FormStacked, Parts: 2}, "it is in the swiglu class, and ROLL's DistConverter asserts a stack of gate and up (StackedTensors of 2 parts, dim 0)", true
-	case swiglu && inMap(eff, "grouped_column", p):
+	case swiglu && inMap(eff, rollname.KeyGroupedColumn, p):
 		return vocab.Layout{Form: vocab.FormStacked, Parts: 2}, "it is in the grouped_column class of a swiglu model, and ROLL's DistConverter splits it as swiglu gate and up (StackedTensors of 2 parts, dim 0)", true
-	case inClass(eff, "gdn", p):
+	case inClass(eff, rollname.KeyGDN, p):
 		parts := vocab.GDNParts(p)
 		why := "it is in the gdn class, and ROLL's DistConverter takes a StackedTensors along dim 0"
 		if parts > 0 {
@@ -97,8 +97,8 @@ func requiredLayout(eff ir.Effective, name string, swiglu bool) (want vocab.Layo
 		return vocab.Layout{Form: vocab.FormStacked, Parts: parts}, why, true
 	case strings.HasSuffix(p, vocab.FusedQKVSuffix):
 		return vocab.Layout{Form: vocab.FormQKV}, "it is Megatron's fused QKV projection, q, k and v interleaved by query group", true
-	case inMap(eff, "grouped_duplicated", p) || inMap(eff, "grouped_column", p) || inMap(eff, "grouped_row", p) ||
-		inClass(eff, "duplicated", p) || inClass(eff, "column", p) || inClass(eff, "row", p):
+	case inMap(eff, rollname.KeyGroupedDuplicated, p) || inMap(eff, rollname.KeyGroupedColumn, p) || inMap(eff, rollname.KeyGroupedRow, p) ||
+		inClass(eff, rollname.KeyDuplicated, p) || inClass(eff, rollname.KeyColumn, p) || inClass(eff, rollname.KeyRow, p):
 		return vocab.Layout{Form: vocab.FormPlain}, "its parallel class splits or copies one tensor, and ROLL's DistConverter fails on a StackedTensors", true
 	}
 	// In no class that applies (a swiglu-only name without swiglu):

@@ -21,8 +21,8 @@ import (
 func (c *checker) mtp(t *ir.Template) {
 	produced := map[string]*ir.Op{}
 	for _, op := range t.Ops {
-		for _, mode := range templateModes(t) {
-			_, mca := op.Resolved(mode)
+		for mi := range c.modes(t) {
+			_, mca := c.resolved(t, op, mi)
 			for _, n := range mca {
 				if rollname.IsMTPBlockWeight(n) && produced[n] == nil {
 					produced[n] = op

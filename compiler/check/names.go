@@ -13,8 +13,8 @@ import (
 // back-references), where ROLL and the runtime would match differently.
 func (c *checker) nameRegexps(t *ir.Template, op *ir.Op) {
 	seen := map[string]bool{}
-	for _, mode := range templateModes(t) {
-		hf, mca := op.Resolved(mode)
+	for mi := range c.modes(t) {
+		hf, mca := c.resolved(t, op, mi)
 		for _, n := range append(append([]string(nil), hf...), mca...) {
 			if seen[n] {
 				continue

@@ -29,8 +29,8 @@ func (c *checker) steps(t *ir.Template, op *ir.Op) {
 // leavesOnce reports an HF weight an op's steps read twice: the inverse
 // direction would have to write it twice.
 func (c *checker) leavesOnce(t *ir.Template, op *ir.Op) {
-	for _, mode := range templateModes(t) {
-		hf, _ := op.Resolved(mode)
+	for mi, mode := range c.modes(t) {
+		hf, _ := c.resolved(t, op, mi)
 		seen := map[string]int{}
 		for i, n := range hf {
 			if j, dup := seen[n]; dup {

@@ -407,12 +407,13 @@ func (o *Op) Resolved(flags map[string]bool) (hf, mca []string) {
 // ParallelClasses lists the list-valued parallel classes in the order ROLL's
 // DistParallelConfig declares them.
 var ParallelClasses = []string{
-	"pre_process", "post_process", "duplicated", "column", "row", "swiglu", "gdn",
+	rollname.KeyPreProcess, rollname.KeyPostProcess, rollname.KeyDuplicated, rollname.KeyColumn,
+	rollname.KeyRow, rollname.KeySwiglu, rollname.KeyGDN,
 }
 
 // ParallelMaps lists the map-valued parallel classes in ROLL's order.
 var ParallelMaps = []string{
-	"grouped_duplicated", "grouped_column", "grouped_row", "te_to_local",
+	rollname.KeyGroupedDuplicated, rollname.KeyGroupedColumn, rollname.KeyGroupedRow, rollname.KeyTEToLocal,
 }
 
 // ParallelSet is a parallel classification built from parts, merged in

@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
@@ -29,19 +31,15 @@ const SupportModule = "_rolltpl_support"
 // configuration).
 const LineLength = 119
 
-// opClasses maps op kinds to the ROLL ConverOp class that implements them.
-// Kinds absent here have no Python rule yet.
-var opClasses = map[string]string{
-	"rename":                "RenameConverOp",
-	"copy":                  "CopyConverOp",
-	"concat":                "ConcatConverOp",
-	"stack":                 "StackConverOp",
-	"drop":                  "DropConverOp",
-	"qkv":                   "QKVConverOp",
-	"qkv_bias":              "QKVBiasConverOp",
-	"gated_qkv":             "GatedQKVConverOp",
-	"zero_centered_rmsnorm": "ZeroCenteredRMSNormConverOp",
-	"gdn_conv1d":            "GDNConv1dConverOp",
+// opClass returns the ROLL ConverOp class of an op kind defined in ROLL's
+// converter/template.py (compiler/vocab's catalog), or ok false for a
+// kind with no such class (a model op, see modelOpOf, or an unknown kind).
+func opClass(kind string) (class string, ok bool) {
+	spec := vocab.Op(kind)
+	if spec == nil || spec.ROLLClass == "" || spec.ROLLModule != "" || spec.ROLLBy != "" {
+		return "", false
+	}
+	return spec.ROLLClass, true
 }
 
 // modelOp is an op class ROLL defines beside a model's template instead of
@@ -50,101 +48,79 @@ type modelOp struct {
 	Module, Class, Name string
 }
 
-// modelOps maps op kinds (and, for the expert splits, the transpose
-// parameter) to ROLL's classes in its model modules.
-var modelOps = map[string]modelOp{
-	"next_gdn":                  {"mcore_adapter.models.qwen3_next", "NextGDNConverOp", "NextGDNConverOp"},
-	"qwen3_5_gdn":               {"mcore_adapter.models.qwen3_5", "Qwen3_5_GDNConverOp", "Qwen3_5_GDNConverOp"},
-	"split_experts/true":        {"mcore_adapter.models.qwen3_vl_moe", "SplitConverOp", "TransposedSplitConverOp"},
-	"split_stack_experts/true":  {"mcore_adapter.models.qwen3_vl_moe", "SplitStackConverOp", "TransposedSplitStackConverOp"},
-	"split_experts/false":       {"mcore_adapter.models.qwen3_5_moe", "SplitConverOp", "SplitConverOp"},
-	"split_stack_experts/false": {"mcore_adapter.models.qwen3_5_moe", "SplitStackConverOp", "SplitStackConverOp"},
-}
-
-// fusedExpertClasses maps the model module of a template's fused-expert
-// split ops to the template class ROLL defines beside them. Converting
-// MCA -> HF, that class gathers a layer's per-expert weights under one
-// prefix so that the split op can stack them back into the fused tensor
-// (its add_mca_weight); a plain Template would never complete the group.
-// Each class extends ROLL's VisionTemplate, so the template's key-prefix
-// rule must be that one.
-var fusedExpertClasses = map[string]modelOp{
-	"mcore_adapter.models.qwen3_vl_moe": {"mcore_adapter.models.qwen3_vl_moe", "Qwen3VLMoeTemplate", "Qwen3VLMoeTemplate"},
-	// None: ROLL's qwen3_5_moe split ops expand to per-expert MCA names
-	// that its MCA -> HF lookup never reaches (the per-expert ops take the
-	// names by exact match), so Qwen3_5_MoETemplate gathers nothing and
-	// any class converts as it does.
-	"mcore_adapter.models.qwen3_5_moe": {},
-}
-
 // modelClass returns the template class ROLL defines beside a model that
-// t needs (for fused-expert split ops); ok is false when t needs none.
-// Per-layer names and computed config need none: the emitter generates a
-// class for them (tmplclass.go).
+// t needs, or ok false when it needs none: the class of its fused-expert
+// split ops (vocab.ROLLVariant.Template). Converting MCA -> HF, that
+// class gathers a layer's per-expert weights under one prefix so that the
+// split op can stack them back into the fused tensor (its add_mca_weight);
+// a plain Template would never complete the group. Each class extends
+// ROLL's VisionTemplate, so the template's key-prefix rule must be that
+// one. Per-layer names and computed config need none: the emitter
+// generates a class for them (tmplclass.go).
 func modelClass(t *ir.Template) (m modelOp, ok bool, err error) {
-	return fusedExpertClass(t)
-}
-
-// fusedExpertClass returns the template class of a template with fused
-// expert split ops, or ok false when it has none.
-func fusedExpertClass(t *ir.Template) (m modelOp, ok bool, err error) {
 	for _, op := range t.Ops {
-		if op.Kind != "split_experts" && op.Kind != "split_stack_experts" {
+		mo, isModel, tmpl := modelOpOf(op)
+		if !isModel || vocab.Op(op.Kind).ROLLBy == "" {
 			continue
 		}
-		mo, _ := modelOpOf(op)
-		cls, known := fusedExpertClasses[mo.Module]
-		if !known {
-			return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("fused experts of %s (the %s op at %s) have no Python template class yet", mo.Module, op.Kind, op.Span.Start)}
+		if tmpl == "" {
+			// ROLL's qwen3_5_moe split ops expand to per-expert MCA names
+			// its MCA -> HF lookup never reaches (the per-expert ops take
+			// the names by exact match): no class gathers for them, and
+			// any template class converts as ROLL's does.
+			continue
 		}
-		if cls.Class == "" {
-			continue // the split ops need no class of their own
-		}
+		cls := modelOp{mo.Module, tmpl, tmpl}
 		if ok && cls != m {
 			return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("the %s op at %s needs %s.%s, an earlier split op %s.%s", op.Kind, op.Span.Start, cls.Module, cls.Class, m.Module, m.Class)}
 		}
 		m, ok = cls, true
 	}
 	if ok && (len(t.KeyPrefixes) != 1 || !samePrefixRule(t.KeyPrefixes[0], visionRule)) {
-		return modelOp{}, false, &Error{t.Name, t.NameSpan, fmt.Sprintf("%s.%s, which its fused-expert split ops need, extends VisionTemplate: the template's key-prefix rule must be VisionTemplate's (use vision)", m.Module, m.Class)}
+		return modelOp{}, false, &Error{t.Name, t.NameSpan, fmt.Sprintf("%s.%s, which its fused-expert split ops need, extends %s: the template's key-prefix rule must be %[3]s's (use vision)", m.Module, m.Class, visionClass)}
 	}
 	return m, ok, nil
 }
 
-// selectParam names the parameter that selects a model op's class; it is
-// not passed to the constructor.
-const selectParam = "transpose"
-
-func modelOpOf(op *ir.Op) (modelOp, bool) {
-	key := op.Kind
-	if v, ok := op.Params[selectParam]; ok {
-		key += "/" + v.String()
-		key = strings.ToLower(key)
+// modelOpOf returns the class of op when ROLL defines it beside a model
+// (vocab.OpSpec.ROLLModule, or the variant its ROLLBy parameter selects)
+// and the template class that op needs ("" for none).
+func modelOpOf(op *ir.Op) (m modelOp, ok bool, template string) {
+	spec := vocab.Op(op.Kind)
+	if spec == nil || (spec.ROLLModule == "" && spec.ROLLBy == "") {
+		return modelOp{}, false, ""
 	}
-	m, ok := modelOps[key]
-	return m, ok
+	by := false
+	if spec.ROLLBy != "" {
+		v, set := op.Params[spec.ROLLBy]
+		if !set {
+			return modelOp{}, false, ""
+		}
+		by = strings.EqualFold(v.String(), "true")
+	}
+	module, name, template := spec.ROLLImport(by)
+	return modelOp{Module: module, Class: spec.ROLLClass, Name: name}, true, template
 }
 
-// OpKinds returns the op kinds the emitter has a rule for, sorted.
+// OpKinds returns the op kinds the emitter has a rule for, sorted: every
+// kind of compiler/vocab's catalog with a ROLL class.
 func OpKinds() []string {
-	seen := map[string]bool{}
-	for k := range opClasses {
-		seen[k] = true
-	}
-	for k := range modelOps {
-		kind, _, _ := strings.Cut(k, "/")
-		seen[kind] = true
-	}
-	out := make([]string, 0, len(seen))
-	for k := range seen {
-		out = append(out, k)
+	var out []string
+	for _, o := range vocab.Ops {
+		if o.ROLLClass != "" {
+			out = append(out, o.Kind)
+		}
 	}
 	sort.Strings(out)
 	return out
 }
 
-// visionRule is ROLL's VisionTemplate key prefixing.
-var visionRule = ir.PrefixRule{Prefix: "text_config.", Unless: []string{"*_token_id", "vision_config", "tie_word_embeddings"}}
+// visionClass and visionRule are ROLL's VisionTemplate and its key
+// prefixing (vocab.ROLLTemplateClasses).
+var visionClass, visionRule = func() (string, ir.PrefixRule) {
+	c := vocab.ROLLTemplateClasses[0]
+	return c.Class, ir.PrefixRule{Prefix: c.Prefix, Unless: c.Unless}
+}()
 
 // File is one emitted file.
 type File struct {
@@ -198,7 +174,7 @@ func templateClass(t *ir.Template) (class string, custom bool) {
 	case len(t.KeyPrefixes) == 0:
 		return "", false
 	case len(t.KeyPrefixes) == 1 && samePrefixRule(t.KeyPrefixes[0], visionRule):
-		return "VisionTemplate", false
+		return visionClass, false
 	}
 	return "", true
 }
@@ -232,10 +208,10 @@ func Check(p *ir.Program) diag.List {
 func problems(t *ir.Template) []*Error {
 	var out []*Error
 	for _, op := range t.Ops {
-		if _, ok := modelOpOf(op); ok {
+		if _, ok, _ := modelOpOf(op); ok {
 			continue
 		}
-		if _, ok := opClasses[op.Kind]; !ok {
+		if _, ok := opClass(op.Kind); !ok {
 			out = append(out, &Error{t.Name, op.Span, fmt.Sprintf("op kind %s has no Python rule yet (written at %s)", op.Kind, op.Span.Start)})
 		} else if p := stepProblem(op); p != "" {
 			out = append(out, &Error{t.Name, op.Span, p})
@@ -263,11 +239,11 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	roll := map[string]bool{"register_template": true}
 	fromSupport := map[string]bool{}
 	for _, op := range t.Ops {
-		if m, ok := modelOpOf(op); ok {
+		if m, ok, _ := modelOpOf(op); ok {
 			fromSupport[m.Name] = true
 			continue
 		}
-		if cls, ok := opClasses[op.Kind]; ok {
+		if cls, ok := opClass(op.Kind); ok {
 			roll[cls] = true
 		}
 	}
@@ -476,8 +452,8 @@ func names(ns []ir.Name) node {
 func opCall(op *ir.Op, class string) node {
 	// ROLL's ConverOp requires mca_names even when empty (DropConverOp).
 	args := []node{arg("hf_names", names(op.HF)), arg("mca_names", names(op.MCA))}
-	cls := opClasses[op.Kind]
-	m, isModel := modelOpOf(op)
+	cls, _ := opClass(op.Kind)
+	m, isModel, _ := modelOpOf(op)
 	if isModel {
 		cls = m.Name
 	}
@@ -485,7 +461,7 @@ func opCall(op *ir.Op, class string) node {
 		cls = class
 	}
 	for _, k := range op.ParamNames() {
-		if isModel && k == selectParam {
+		if isModel && k == vocab.Op(op.Kind).ROLLBy {
 			continue
 		}
 		args = append(args, arg(k, value(op.Params[k])))
@@ -498,7 +474,7 @@ func usedModelOps(p *ir.Program) []modelOp {
 	seen := map[string]modelOp{}
 	for _, t := range p.Templates {
 		for _, op := range t.Ops {
-			if m, ok := modelOpOf(op); ok {
+			if m, ok, _ := modelOpOf(op); ok {
 				seen[m.Name] = m
 			}
 		}
@@ -550,15 +526,17 @@ func parallelExpr(s *ir.ParallelSet) node {
 	return expr
 }
 
+// listFields and mapFields are the DistParallelConfig arguments of the
+// parallel classes (ir.ParallelClasses, ir.ParallelMaps).
 var listFields = map[string]string{
-	"pre_process": "pre_process_weights", "post_process": "post_process_weights",
-	"duplicated": "duplicated_weights", "column": "column_parallel_weights",
-	"row": "row_parallel_weights", "swiglu": "swiglu_weights", "gdn": "gdn_weights",
+	rollname.KeyPreProcess: "pre_process_weights", rollname.KeyPostProcess: "post_process_weights",
+	rollname.KeyDuplicated: "duplicated_weights", rollname.KeyColumn: "column_parallel_weights",
+	rollname.KeyRow: "row_parallel_weights", rollname.KeySwiglu: "swiglu_weights", rollname.KeyGDN: "gdn_weights",
 }
 
 var mapFields = map[string]string{
-	"grouped_duplicated": "grouped_duplicated_map", "grouped_column": "grouped_column_map",
-	"grouped_row": "grouped_row_map", "te_to_local": "te_to_local_key_map",
+	rollname.KeyGroupedDuplicated: "grouped_duplicated_map", rollname.KeyGroupedColumn: "grouped_column_map",
+	rollname.KeyGroupedRow: "grouped_row_map", rollname.KeyTEToLocal: "te_to_local_key_map",
 }
 
 func inlineParallel(part ir.ParallelPart) node {
@@ -620,57 +598,19 @@ that model type).
 			}
 		}
 	}
-	b.WriteString(`
-
-try:
-    from mcore_adapter.utils import is_megatron_llama
-except ImportError:  # an mcore_adapter without the helper
-
-    def is_megatron_llama():
-        """Whether the installed Megatron is megatron-llama-core."""
-        from importlib.metadata import distributions
-
-        return any(dist.metadata.get("Name") == "megatron-llama-core" for dist in distributions())
-
-
-def register_dist_config(name, config):
-    """Register config for name, replacing an earlier registration."""
-    dist_converter.dist_configs.pop(name, None)
-    dist_converter.register_dist_config(name, config)
-`)
+	b.WriteString(supportPart("base"))
 	if steps {
-		b.WriteString(supportSteps)
+		b.WriteString(supportPart("steps"))
 	}
 	if needPrefix {
-		b.WriteString(`
-
-def key_prefix_template(rules):
-    """A Template class whose HF config keys are prefixed by rules.
-
-    rules is a list of (prefix, unless) pairs tried in order: the first rule
-    none of whose unless patterns (shell globs) matches a key prefixes it.
-    """
-    from fnmatch import fnmatchcase
-
-    class KeyPrefixTemplate(Template):
-        def adjust_config_hf_to_mca(self):
-            out = {}
-            for hf_key, mca_key in self.config_hf_to_mca.items():
-                for prefix, unless in rules:
-                    if not any(fnmatchcase(hf_key, pattern) for pattern in unless):
-                        hf_key = prefix + hf_key
-                        break
-                out[hf_key] = mca_key
-            return out
-
-    return KeyPrefixTemplate
-`)
+		b.WriteString(supportPart("key_prefix"))
 	}
 	if needGenerated {
-		b.WriteString(generatedSupport)
+		b.WriteString("\n\n" + ir.PythonPrelude)
+		b.WriteString(supportPart("generated"))
 	}
 	if hasMTP(p) {
-		b.WriteString(supportMTP)
+		b.WriteString(supportPart("mtp"))
 	}
 	for _, s := range p.ParallelSets {
 		b.WriteString("\n\n")

@@ -14,6 +14,24 @@ func PureName(pure string) string {
 	return pure
 }
 
+// The names of the classes of a template's parallel set (ROLL's
+// DistParallelConfig fields without their _weights or _map suffix),
+// declared once: compiler/ir lists them (ir.ParallelClasses,
+// ir.ParallelMaps) and [Class.Key] names the tensor-parallel ones.
+const (
+	KeyPreProcess        = "pre_process"
+	KeyPostProcess       = "post_process"
+	KeyDuplicated        = "duplicated"
+	KeyColumn            = "column"
+	KeyRow               = "row"
+	KeySwiglu            = "swiglu"
+	KeyGDN               = "gdn"
+	KeyGroupedDuplicated = "grouped_duplicated"
+	KeyGroupedColumn     = "grouped_column"
+	KeyGroupedRow        = "grouped_row"
+	KeyTEToLocal         = "te_to_local"
+)
+
 // Class is a tensor-parallel class of an MCA weight.
 type Class int
 
@@ -43,21 +61,21 @@ func (c Class) String() string {
 func (c Class) Key() string {
 	switch c {
 	case GroupedDuplicated:
-		return "grouped_duplicated"
+		return KeyGroupedDuplicated
 	case GroupedColumn:
-		return "grouped_column"
+		return KeyGroupedColumn
 	case GroupedRow:
-		return "grouped_row"
+		return KeyGroupedRow
 	case Swiglu:
-		return "swiglu"
+		return KeySwiglu
 	case GDN:
-		return "gdn"
+		return KeyGDN
 	case Duplicated:
-		return "duplicated"
+		return KeyDuplicated
 	case Column:
-		return "column"
+		return KeyColumn
 	case Row:
-		return "row"
+		return KeyRow
 	}
 	return ""
 }

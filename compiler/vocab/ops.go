@@ -8,6 +8,8 @@ package vocab
 import (
 	"fmt"
 	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 )
 
 // Arity says how many HF and MCA names an op takes.
@@ -43,10 +45,66 @@ type OpSpec struct {
 	Reads []string
 	// ROLLClass is the ConverOp class name in ROLL.
 	ROLLClass string
+	// ROLLModule is the Python module defining ROLLClass when ROLL defines
+	// it beside a model rather than in its converter's template.py; ""
+	// for mcore_adapter.models.converter.template. Unused when ROLLBy is
+	// set.
+	ROLLModule string
+	// ROLLBy, when set, names the bool parameter that selects where ROLL
+	// defines the op's class: ROLLVariants[value] (ROLL's two fused-expert
+	// layouts are classes of one name in two model modules).
+	ROLLBy       string
+	ROLLVariants map[bool]ROLLVariant
 	// Produces is the form of the tensor the op hands ROLL's
 	// DistConverter for its MCA name (see [Layout]).
 	Produces Layout
 	Doc      string
+}
+
+// ROLLVariant is one of the model modules defining an op's class, chosen
+// by the op's ROLLBy parameter.
+type ROLLVariant struct {
+	Module string
+	// As is the name the class is imported under when it is not
+	// ROLLClass (variants of one op share the class name).
+	As string
+	// Template is the template class ROLL defines in Module that
+	// converting MCA -> HF with the op needs: it gathers a layer's
+	// per-expert weights under one prefix so that the split op can stack
+	// them back into the fused tensor. "" when the op needs none
+	// (qwen3_5_moe's splits: ROLL's per-expert ops take the MCA names).
+	Template string
+}
+
+// ROLLImport returns the module defining the op's ROLL class for the
+// value of its ROLLBy parameter (ignored without one), the name the class
+// is imported under, and the template class the op needs ("" for none);
+// module is "" for ROLL's template.py.
+func (o *OpSpec) ROLLImport(by bool) (module, name, template string) {
+	if o.ROLLBy == "" {
+		return o.ROLLModule, o.ROLLClass, ""
+	}
+	v := o.ROLLVariants[by]
+	name = v.As
+	if name == "" {
+		name = o.ROLLClass
+	}
+	return v.Module, name, v.Template
+}
+
+// ROLLTemplateClass is a template class of ROLL's converter/template.py
+// chosen by a template's HF config key-prefix rule.
+type ROLLTemplateClass struct {
+	Class  string
+	Prefix string
+	Unless []string
+}
+
+// ROLLTemplateClasses are ROLL's template classes that prefix HF config
+// keys. VisionTemplate is also the base of the template classes ROLL
+// defines beside its fused-expert models ([ROLLVariant].Template).
+var ROLLTemplateClasses = []ROLLTemplateClass{
+	{Class: "VisionTemplate", Prefix: "text_config.", Unless: []string{"*_token_id", "vision_config", "tie_word_embeddings"}},
 }
 
 // Form is the kind of object an op hands ROLL's DistConverter for one MCA
@@ -164,14 +222,18 @@ var Ops = []*OpSpec{
 		Doc: "Stores an RMSNorm weight as w - 1 (MCA) and w + 1 (HF)."},
 	{Kind: "gdn_conv1d", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "GDNConv1dConverOp", Reads: gdnReads, Produces: Layout{Form: FormStacked, Parts: 3},
 		Doc: "Splits a Gated-DeltaNet conv1d weight into its q, k, v parts."},
-	{Kind: "next_gdn", Arity: Fixed, HF: 2, MCA: 1, ROLLClass: "NextGDNConverOp", Produces: Layout{Form: FormStacked, Parts: 6}, Reads: append([]string{"hidden_size"}, gdnReads...),
+	{Kind: "next_gdn", Arity: Fixed, HF: 2, MCA: 1, ROLLClass: "NextGDNConverOp", ROLLModule: "mcore_adapter.models.qwen3_next", Produces: Layout{Form: FormStacked, Parts: 6}, Reads: append([]string{"hidden_size"}, gdnReads...),
 		Doc: "Regroups Qwen3-Next's in_proj_qkvz and in_proj_ba into Megatron's GDN in_proj."},
-	{Kind: "qwen3_5_gdn", Arity: Fixed, HF: 4, MCA: 1, ROLLClass: "Qwen3_5_GDNConverOp", Reads: gdnReads, Produces: Layout{Form: FormStacked, Parts: 6},
+	{Kind: "qwen3_5_gdn", Arity: Fixed, HF: 4, MCA: 1, ROLLClass: "Qwen3_5_GDNConverOp", ROLLModule: "mcore_adapter.models.qwen3_5", Reads: gdnReads, Produces: Layout{Form: FormStacked, Parts: 6},
 		Doc: "Joins Qwen3.5's in_proj_qkv, z, b and a into Megatron's GDN in_proj."},
-	{Kind: "split_experts", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "SplitConverOp", Reads: []string{"num_moe_experts"},
+	{Kind: "split_experts", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "SplitConverOp", ROLLBy: "transpose", ROLLVariants: map[bool]ROLLVariant{
+		true:  {Module: "mcore_adapter.models.qwen3_vl_moe", As: "TransposedSplitConverOp", Template: "Qwen3VLMoeTemplate"},
+		false: {Module: "mcore_adapter.models.qwen3_5_moe"}}, Reads: []string{"num_moe_experts"},
 		Params: []ParamSpec{transposeParam},
 		Doc:    "Splits a fused [E, ...] expert tensor into one tensor per expert."},
-	{Kind: "split_stack_experts", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "SplitStackConverOp", Produces: Layout{Form: FormStacked, Parts: 2}, Reads: []string{"num_moe_experts"},
+	{Kind: "split_stack_experts", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "SplitStackConverOp", ROLLBy: "transpose", ROLLVariants: map[bool]ROLLVariant{
+		true:  {Module: "mcore_adapter.models.qwen3_vl_moe", As: "TransposedSplitStackConverOp", Template: "Qwen3VLMoeTemplate"},
+		false: {Module: "mcore_adapter.models.qwen3_5_moe"}}, Produces: Layout{Form: FormStacked, Parts: 2}, Reads: []string{"num_moe_experts"},
 		Params: []ParamSpec{transposeParam},
 		Doc:    "Splits a fused gate_up expert tensor into per-expert gate/up stacks."},
 }
@@ -217,19 +279,20 @@ func TemplateFieldType(name string) string {
 	return "string"
 }
 
-// ParallelClassDoc documents the parallel classes.
+// ParallelClassDoc documents the parallel classes (ir.ParallelClasses and
+// ir.ParallelMaps).
 var ParallelClassDoc = map[string]string{
-	"pre_process":        "weights living on the first pipeline stage",
-	"post_process":       "weights living on the last pipeline stage",
-	"duplicated":         "weights identical on every tensor-parallel rank",
-	"column":             "weights split along dim 0 across tensor-parallel ranks",
-	"row":                "weights split along dim 1 across tensor-parallel ranks",
-	"swiglu":             "stacked gate/up weights, each part split along dim 0",
-	"gdn":                "stacked Gated-DeltaNet weights, each part split along dim 0",
-	"grouped_duplicated": "per-expert name -> grouped-GEMM name, duplicated",
-	"grouped_column":     "per-expert name -> grouped-GEMM name, column parallel",
-	"grouped_row":        "per-expert name -> grouped-GEMM name, row parallel",
-	"te_to_local":        "Transformer Engine fused name -> local (non-TE) name",
+	rollname.KeyPreProcess:        "weights living on the first pipeline stage",
+	rollname.KeyPostProcess:       "weights living on the last pipeline stage",
+	rollname.KeyDuplicated:        "weights identical on every tensor-parallel rank",
+	rollname.KeyColumn:            "weights split along dim 0 across tensor-parallel ranks",
+	rollname.KeyRow:               "weights split along dim 1 across tensor-parallel ranks",
+	rollname.KeySwiglu:            "stacked gate/up weights, each part split along dim 0",
+	rollname.KeyGDN:               "stacked Gated-DeltaNet weights, each part split along dim 0",
+	rollname.KeyGroupedDuplicated: "per-expert name -> grouped-GEMM name, duplicated",
+	rollname.KeyGroupedColumn:     "per-expert name -> grouped-GEMM name, column parallel",
+	rollname.KeyGroupedRow:        "per-expert name -> grouped-GEMM name, row parallel",
+	rollname.KeyTEToLocal:         "Transformer Engine fused name -> local (non-TE) name",
 }
 
 // Levenshtein returns the edit distance between a and b.

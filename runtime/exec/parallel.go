@@ -3,6 +3,7 @@ package exec
 import (
 	"fmt"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -54,17 +55,17 @@ func shardClassification(m *Model) shard.Classification {
 		return out
 	}
 	return shard.Classification{
-		PreProcess:        e.Lists["pre_process"],
-		PostProcess:       e.Lists["post_process"],
-		Duplicated:        e.Lists["duplicated"],
-		Column:            e.Lists["column"],
-		Row:               e.Lists["row"],
-		Swiglu:            e.Lists["swiglu"],
-		GDN:               e.Lists["gdn"],
-		GroupedDuplicated: maps("grouped_duplicated"),
-		GroupedColumn:     maps("grouped_column"),
-		GroupedRow:        maps("grouped_row"),
-		TEToLocal:         maps("te_to_local"),
+		PreProcess:        e.Lists[rollname.KeyPreProcess],
+		PostProcess:       e.Lists[rollname.KeyPostProcess],
+		Duplicated:        e.Lists[rollname.KeyDuplicated],
+		Column:            e.Lists[rollname.KeyColumn],
+		Row:               e.Lists[rollname.KeyRow],
+		Swiglu:            e.Lists[rollname.KeySwiglu],
+		GDN:               e.Lists[rollname.KeyGDN],
+		GroupedDuplicated: maps(rollname.KeyGroupedDuplicated),
+		GroupedColumn:     maps(rollname.KeyGroupedColumn),
+		GroupedRow:        maps(rollname.KeyGroupedRow),
+		TEToLocal:         maps(rollname.KeyTEToLocal),
 	}
 }
 

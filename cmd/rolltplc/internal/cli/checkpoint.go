@@ -28,11 +28,11 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, noM
 		return ExitError
 	}
 	isMCA := exec.IsMCA(dir)
-	cm, err := readCheckpointModel(dir, isMCA)
+	cm, err := exec.ReadCheckpointModel(dir, isMCA)
 	if err != nil {
 		return fail(err)
 	}
-	mt := cm.modelType
+	mt := cm.ModelType
 	template := ""
 	if len(paths) == 1 {
 		template = paths[0]
@@ -40,7 +40,7 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, noM
 		return fail(fmt.Errorf("--checkpoint takes at most one template file or folder, got %d", len(paths)))
 	}
 	if mt == "" && template == "" {
-		return fail(fmt.Errorf("%s: no %s; %s", cm.path, cm.key, templateHint("check")))
+		return fail(fmt.Errorf("%s: no %s; %s", cm.Path, cm.Key, templateHint("check")))
 	}
 	m, ok := loadModel(e, "check", template, mt, nil)
 	if !ok {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -211,43 +210,6 @@ func (f *layoutFlags) layout() exec.Layout {
 		AccountForEmbedding: *f.accountEmb, AccountForLoss: *f.accountLoss}
 }
 
-// checkpointModel is what a checkpoint says about the template that
-// converts it.
-type checkpointModel struct {
-	// modelType is the value of key (config.json's model_type or
-	// mca_config.json's hf_model_type) in the file path; "" when absent.
-	modelType, key, path string
-	// mc is the parsed mca_config.json of an MCA checkpoint.
-	mc *exec.MCAConfig
-}
-
-// from says where the model type comes from, for messages.
-func (cm checkpointModel) from() string { return cm.path + "'s " + cm.key }
-
-// readCheckpointModel reads the model type of the checkpoint in dir.
-func readCheckpointModel(dir string, isMCA bool) (checkpointModel, error) {
-	if isMCA {
-		path := filepath.Join(dir, exec.MCAConfigName)
-		text, err := exec.ReadConfigFile(path)
-		if err != nil {
-			return checkpointModel{}, err
-		}
-		mc, err := exec.ParseMCAConfig(path, text)
-		if err != nil {
-			return checkpointModel{}, err
-		}
-		mt, _ := mc.String("hf_model_type")
-		return checkpointModel{modelType: mt, key: "hf_model_type", path: path, mc: mc}, nil
-	}
-	path, _, obj, err := exec.ReadHFConfig(dir)
-	if err != nil {
-		return checkpointModel{}, err
-	}
-	v, _ := obj.Get("model_type")
-	mt, _ := v.(string)
-	return checkpointModel{modelType: mt, key: "model_type", path: path}, nil
-}
-
 // selectModel picks and compiles the template that converts the
 // checkpoint in dir, from the --template and --model-type flags and what
 // the checkpoint records:
@@ -274,11 +236,11 @@ func selectModel(e *env, cmd, dir string, isMCA bool, templatePath, modelType st
 		fmt.Fprintf(e.stderr, "rolltplc %s: "+format+"\n", append([]any{cmd}, args...)...)
 		return nil, false
 	}
-	cm, err := readCheckpointModel(dir, isMCA)
+	cm, err := exec.ReadCheckpointModel(dir, isMCA)
 	if err != nil {
 		return fail("%v", err)
 	}
-	mt, from := cm.modelType, cm.from()
+	mt, from := cm.ModelType, cm.From()
 	if modelType != "" {
 		if mt != "" && mt != modelType {
 			return fail("--model-type %q conflicts with %s %q: the template must be for the checkpoint's model type (correct the checkpoint's if it is wrong)", modelType, from, mt)
@@ -287,17 +249,17 @@ func selectModel(e *env, cmd, dir string, isMCA bool, templatePath, modelType st
 	}
 	var recName string
 	recorded := false
-	if cm.mc != nil {
-		recName, _, recorded = cm.mc.RecordedTemplate()
+	if cm.MCA != nil {
+		recName, _, recorded = cm.MCA.RecordedTemplate()
 	}
 	if mt == "" && recorded {
-		mt, from = recName, cm.path+"'s "+exec.TemplateKey
+		mt, from = recName, cm.Path+"'s "+exec.TemplateKey
 	}
 	if mt == "" && templatePath == "" {
-		return fail("%s: no %s; pass --model-type", cm.path, cm.key)
+		return fail("%s: no %s; pass --model-type", cm.Path, cm.Key)
 	}
 	if recorded && recName != mt {
-		return fail("%s records the template %q, but the model type is %q (%s); pass --template with the template the checkpoint was converted with", cm.path, recName, mt, from)
+		return fail("%s records the template %q, but the model type is %q (%s); pass --template with the template the checkpoint was converted with", cm.Path, recName, mt, from)
 	}
 	if templatePath == "" {
 		if _, err := fs.Stat(stdlib.Templates(), mt+".rolltpl"); err != nil {
@@ -312,7 +274,7 @@ func selectModel(e *env, cmd, dir string, isMCA bool, templatePath, modelType st
 		return nil, false
 	}
 	if recorded {
-		if err := exec.CheckRecordedTemplate(m, cm.mc, cm.path); err != nil {
+		if err := exec.CheckRecordedTemplate(m, cm.MCA, cm.Path); err != nil {
 			if templatePath == "" {
 				return fail("%v; the stdlib template %q is not the one the checkpoint was converted with: pass --template with that one", err, m.Template.Name)
 			}

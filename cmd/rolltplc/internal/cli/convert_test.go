@@ -2,19 +2,17 @@ package cli
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/rolltpl/rolltpl/runtime/exec"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/clitest"
+	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
-	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
 // writeLlama writes a small Llama-shaped HF checkpoint (GQA 4:1, untied)
@@ -27,72 +25,9 @@ func writeLlama(t *testing.T, dir string, skip ...string) {
 // writeLlamaLayers is writeLlama with L decoder layers.
 func writeLlamaLayers(t *testing.T, dir string, L int, skip ...string) {
 	t.Helper()
-	const V, H, I, nh, kv = 128, 32, 64, 4, 1
-	hd := H / nh
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cfg := map[string]any{
-		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama", "vocab_size": V, "hidden_size": H,
-		"intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": nh, "num_key_value_heads": kv,
-		"rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
-		"max_position_embeddings": 2048,
-	}
-	b, _ := json.MarshalIndent(cfg, "", "  ")
-	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
-	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"version": "1.0"}`), 0o644)
-	var specs []safetensors.Spec
-	add := func(name string, shape ...int64) {
-		for _, s := range skip {
-			if s == name {
-				return
-			}
-		}
-		specs = append(specs, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: shape})
-	}
-	add("model.embed_tokens.weight", V, H)
-	add("lm_head.weight", V, H)
-	add("model.norm.weight", H)
-	for l := range L {
-		p := fmt.Sprintf("model.layers.%d.", l)
-		add(p+"input_layernorm.weight", H)
-		add(p+"post_attention_layernorm.weight", H)
-		add(p+"self_attn.q_proj.weight", int64(nh*hd), H)
-		add(p+"self_attn.k_proj.weight", int64(kv*hd), H)
-		add(p+"self_attn.v_proj.weight", int64(kv*hd), H)
-		add(p+"self_attn.o_proj.weight", H, int64(nh*hd))
-		add(p+"mlp.gate_proj.weight", I, H)
-		add(p+"mlp.up_proj.weight", I, H)
-		add(p+"mlp.down_proj.weight", H, I)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	half := len(specs) / 2
-	weightMap := map[string]string{}
-	var total int64
-	for i, part := range [][]safetensors.Spec{specs[:half], specs[half:]} {
-		name := fmt.Sprintf("model-%05d-of-00002.safetensors", i+1)
-		err := safetensors.WriteFile(filepath.Join(dir, name), part, map[string]string{"format": "pt"}, func(w *safetensors.Writer) error {
-			for _, s := range part {
-				n := s.Shape.NumElements()
-				data := make([]byte, 2*n)
-				for j := range n { // finite values, like initialised weights
-					binary.LittleEndian.PutUint16(data[2*j:], tensor.F32ToBF16(float32(rng.NormFloat64()*0.02)))
-				}
-				if err := w.WriteTensor(s.Name, data); err != nil {
-					return err
-				}
-				weightMap[s.Name] = name
-				total += int64(len(data))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
-		t.Fatal(err)
-	}
+	c := clitest.Llama(clitest.LlamaShape{Vocab: 128, Hidden: 32, Inter: 64, Heads: 4, KVHeads: 1, Layers: int64(L)}, skip...)
+	c.Seed = [2]uint64{1, 2}
+	c.Write(t, dir)
 }
 
 func TestConvertRoundTrip(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/clitest"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/langtest"
 )
@@ -63,9 +64,8 @@ func TestDiagnosticCorpus(t *testing.T) {
 		if len(args) == 0 {
 			t.Fatal("the case checks nothing: add a .rolltpl section or an args section")
 		}
-		cmd := exec.Command(os.Args[0], append([]string{"check", "--diags=json"}, args...)...)
+		cmd := clitest.Command(append([]string{"check", "--diags=json"}, args...)...)
 		cmd.Dir = work
-		cmd.Env = append(os.Environ(), childEnv+"=1")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()

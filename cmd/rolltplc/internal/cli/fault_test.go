@@ -4,8 +4,6 @@ package cli
 
 import (
 	"bytes"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,19 +18,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rolltpl/rolltpl/runtime/safetensors"
-	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/clitest"
 )
 
-// childEnv makes the test binary run rolltplc (TestMain): the fault tests
-// kill real processes.
-const childEnv = "ROLLTPLC_TEST_CHILD"
-
+// TestMain lets the test binary stand in for rolltplc (clitest.Main): the
+// fault tests, the script tests and the diagnostics corpus run it as a
+// separate process (clitest.Command).
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
+	clitest.Main(m, func(args []string) int { return Run(args, os.Stdin, os.Stdout, os.Stderr) })
 }
 
 // writeLlamaSized writes a Llama-shaped HF checkpoint (8 heads, 2 kv
@@ -41,64 +34,9 @@ func TestMain(m *testing.M) {
 // in the middle of writing.
 func writeLlamaSized(t *testing.T, dir string, H, L int64) {
 	t.Helper()
-	V, I, nh, kv := 4*H, 2*H, int64(8), int64(2)
-	hd := H / nh
-	os.MkdirAll(dir, 0o755)
-	cfg := map[string]any{
-		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama", "vocab_size": V, "hidden_size": H,
-		"intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": nh, "num_key_value_heads": kv,
-		"rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
-		"max_position_embeddings": 2048,
-	}
-	b, _ := json.MarshalIndent(cfg, "", "  ")
-	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
-	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"version": "1.0"}`), 0o644)
-	var specs []safetensors.Spec
-	add := func(name string, shape ...int64) {
-		specs = append(specs, safetensors.Spec{Name: name, DType: tensor.BF16, Shape: shape})
-	}
-	add("model.embed_tokens.weight", V, H)
-	add("lm_head.weight", V, H)
-	add("model.norm.weight", H)
-	for l := range L {
-		p := fmt.Sprintf("model.layers.%d.", l)
-		add(p+"input_layernorm.weight", H)
-		add(p+"post_attention_layernorm.weight", H)
-		add(p+"self_attn.q_proj.weight", nh*hd, H)
-		add(p+"self_attn.k_proj.weight", kv*hd, H)
-		add(p+"self_attn.v_proj.weight", kv*hd, H)
-		add(p+"self_attn.o_proj.weight", H, nh*hd)
-		add(p+"mlp.gate_proj.weight", I, H)
-		add(p+"mlp.up_proj.weight", I, H)
-		add(p+"mlp.down_proj.weight", H, I)
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	half := len(specs) / 2
-	weightMap := map[string]string{}
-	var total int64
-	for i, part := range [][]safetensors.Spec{specs[:half], specs[half:]} {
-		name := fmt.Sprintf("model-%05d-of-00002.safetensors", i+1)
-		err := safetensors.WriteFile(filepath.Join(dir, name), part, map[string]string{"format": "pt"}, func(w *safetensors.Writer) error {
-			for _, s := range part {
-				data := make([]byte, 2*s.Shape.NumElements())
-				for j := 0; j < len(data); j += 2 {
-					binary.LittleEndian.PutUint16(data[j:], tensor.F32ToBF16(float32(rng.NormFloat64()*0.02)))
-				}
-				if err := w.WriteTensor(s.Name, data); err != nil {
-					return err
-				}
-				weightMap[s.Name] = name
-				total += int64(len(data))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
-		t.Fatal(err)
-	}
+	c := clitest.Llama(clitest.LlamaShape{Vocab: 4 * H, Hidden: H, Inter: 2 * H, Heads: 8, KVHeads: 2, Layers: L})
+	c.Seed = [2]uint64{3, 4}
+	c.Write(t, dir)
 }
 
 // proc is a rolltplc child process.
@@ -112,8 +50,7 @@ type proc struct {
 // child starts rolltplc with args as a separate process.
 func child(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(os.Args[0], args...), exited: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), childEnv+"=1")
+	p := &proc{cmd: clitest.Command(args...), exited: make(chan struct{})}
 	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

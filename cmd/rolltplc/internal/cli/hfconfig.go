@@ -1,17 +1,14 @@
 package cli
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/check"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
-	"github.com/rolltpl/rolltpl/lang/token"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
@@ -27,24 +24,8 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		fmt.Fprintf(e.stderr, "rolltplc check: %v\n", err)
 		return ExitError
 	}
-	tf := token.NewFile(path, src)
-	var more diag.List
-	dec := json.NewDecoder(bytes.NewReader(src))
-	dec.UseNumber()
-	var cfg map[string]any
-	if err := dec.Decode(&cfg); err != nil {
-		off := 0
-		if se, ok := err.(*json.SyntaxError); ok {
-			off = int(se.Offset)
-		}
-		more.Add(diag.Errorf(tf.Span(off, off), "hf-config-json", "config.json is not a JSON object", "%v", err))
-		printDiags(e, more, diag.Sources{path: src}, format)
-		return ExitError
-	}
-	modelType, _ := cfg["model_type"].(string)
-	if modelType == "" {
-		more.Add(diag.Errorf(tf.Span(0, 0), "hf-config-model-type", "config.json has no model_type",
-			"A Hugging Face config.json names its model_type; the template is chosen by it."))
+	cfg, modelType, more := check.ParseHFConfig(path, src)
+	if more.HasErrors() {
 		printDiags(e, more, diag.Sources{path: src}, format)
 		return ExitError
 	}
@@ -61,27 +42,12 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 	if res == nil {
 		return ExitError
 	}
-	var tmpl *ir.Template
-	if len(paths) == 0 || strings.HasPrefix(paths[0], resolve.LibPrefix) {
-		tmpl = res.Program.Template(modelType)
-		if tmpl == nil {
-			res.Diags.Add(diag.Errorf(tf.Span(0, 0), "hf-config-model-type", "No template for this model type",
-				"The stdlib has no template for model_type %q; pass the template's path.", modelType))
-		}
-	} else {
-		for _, t := range res.Program.Templates {
-			if t.Name == modelType {
-				tmpl = t
-			}
-		}
-		if tmpl == nil && len(res.Program.Templates) > 0 {
-			t := res.Program.Templates[0]
-			res.Diags.Add(diag.Errorf(t.Span, "hf-config-model-type", "Model type mismatch",
-				"%s has model_type %q but the template converts %q.", path, modelType, t.Name))
-		}
-	}
+	fromLib := len(paths) == 0 || strings.HasPrefix(paths[0], resolve.LibPrefix)
+	tmpl, more := check.HFConfigTemplate(res.Program, fromLib, path, src, modelType)
+	res.Diags.Extend(more)
 	if tmpl != nil {
-		res.Diags.Extend(hfConfigDiags(tmpl, src, path))
+		probs, err := exec.HFConfigProblems(tmpl, src)
+		res.Diags.Extend(check.HFConfigDiags(tmpl, path, probs, err))
 	}
 	srcs := res.Sources()
 	srcs[path] = src
@@ -90,29 +56,4 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		return ExitError
 	}
 	return ExitOK
-}
-
-// hfConfigDiags checks each mapped key of t against the config.json
-// text with the checks convert runs ([exec.HFConfigProblems]).
-func hfConfigDiags(t *ir.Template, src []byte, path string) diag.List {
-	var out diag.List
-	probs, err := exec.HFConfigProblems(t, src)
-	if err != nil {
-		out.Add(diag.Errorf(t.Span, "hf-config-json", "config.json is not a JSON object", "%s: %v", path, err))
-		return out
-	}
-	for _, p := range probs {
-		switch p.Code {
-		case "hf-config-missing":
-			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Mapped key missing from config.json",
-				"%s has no %s and the schema gives it no default; ROLL would skip it and leave MCA %s at Megatron's default.", path, p.Key, p.Entry.MCA))
-		case "hf-config-range":
-			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Config value out of range",
-				"%s: %s is %s: %s.", path, p.Key, p.Value, p.Msg))
-		default:
-			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Config value of the wrong type",
-				"%s: %s is %s: %s.", path, p.Key, p.Value, p.Msg))
-		}
-	}
-	return out
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/clitest"
 	"github.com/rolltpl/rolltpl/lang/langtest"
 )
 
@@ -204,9 +205,8 @@ func (s *script) path(p string) string {
 // $WORK.
 func (s *script) rolltplc(neg bool, args []string) {
 	s.t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	cmd := clitest.Command(args...)
 	cmd.Dir = s.work
-	cmd.Env = append(os.Environ(), childEnv+"=1")
 	if s.stdin != "" {
 		f, err := os.Open(s.stdin)
 		if err != nil {

@@ -428,7 +428,7 @@ func parallelClassesOf(prog *ir.Program, t *ir.Template, name string) []string {
 	}
 	eff := prog.Effective(t.Parallel)
 	var out []string
-	for _, c := range []string{"pre_process", "post_process"} {
+	for _, c := range []string{rollname.KeyPreProcess, rollname.KeyPostProcess} {
 		if rollname.NameMatch(name, eff.Lists[c]) {
 			out = append(out, fmt.Sprintf("class `%s`", c))
 		}
@@ -453,7 +453,7 @@ func parallelClassesOf(prog *ir.Program, t *ir.Template, name string) []string {
 		}
 		out = append(out, s)
 	}
-	for _, m := range eff.Maps["te_to_local"] {
+	for _, m := range eff.Maps[rollname.KeyTEToLocal] {
 		if m.From == name || m.To == name {
 			out = append(out, "class `te_to_local`")
 			break
@@ -509,7 +509,7 @@ func (s *Server) stringHover(d *document, chain []ast.Node, str *ast.String, par
 			// ROLL's name_match; tensor-parallel classes see ".bias" as
 			// ".weight", the pipeline-stage ones the name as is.
 			matches := func(n string) bool {
-				if cls.Kind.Name != "pre_process" && cls.Kind.Name != "post_process" {
+				if cls.Kind.Name != rollname.KeyPreProcess && cls.Kind.Name != rollname.KeyPostProcess {
 					n = rollname.PureName(n)
 				}
 				return rollname.NameMatch(n, []string{str.Value})
