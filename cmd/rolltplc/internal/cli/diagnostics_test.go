@@ -39,6 +39,9 @@ const diagCorpus = "testdata/diagnostics"
 func TestDiagnosticCorpus(t *testing.T) {
 	langtest.Run(t, diagCorpus+"/*.txtar", func(t *testing.T, c *langtest.Case) {
 		t.Parallel()
+		if len(bytes.TrimSpace(c.Archive.Comment)) == 0 {
+			t.Error("the case has no comment saying what it shows")
+		}
 		work := t.TempDir()
 		var roots []string
 		for _, f := range c.Archive.Files {
