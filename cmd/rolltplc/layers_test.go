@@ -19,26 +19,29 @@ var allowed = map[string][]string{
 	"lang/format":      {"lang/token", "lang/diag", "lang/ast", "lang/parser"},
 	"lang/langtest":    {},
 	"lang/srcfile":     {}, // reading only regular files: the front end's and the runtime's (lang is the lowest layer)
-	"compiler/ir":      {"lang/token"},
+	"compiler/ir":      {"lang/token", "compiler/rollname"},
 	"compiler/schema":  {"lang/..."},
 	"compiler/resolve": {"lang/...", "compiler/schema"},
-	"compiler/check":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/ir"},
-	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/ir"},
-	"compiler/pyemit":  {"compiler/ir", "lang/token", "lang/diag", "runtime/outdir", "runtime/tempname"}, // leaves: see runtime/outdir
-	"compiler":         {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/lower", "compiler/ir"},
+	"compiler/check":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/ir", "compiler/rollname"},
+	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/ir", "compiler/rollname"},
+	"compiler/pyemit":  {"compiler/ir", "compiler/rollname", "lang/token", "lang/diag", "runtime/outdir", "runtime/tempname"}, // leaves: see runtime/outdir
+	"compiler":         {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/lower", "compiler/ir", "compiler/rollname"},
 	"stdlib":           {},
 	"runtime/tensor":   {},
 	"runtime/blockio":  {},
-	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/outdir", "lang/srcfile", "runtime/pyjson", "runtime/fnmatch"},
+	"runtime/...":      {"runtime/tensor", "runtime/blockio", "runtime/tempname", "runtime/outdir", "lang/srcfile", "runtime/pyjson", "compiler/rollname"},
 	// JSON as Python reads and writes it: a leaf every runtime package may
 	// use for config files and headers.
 	"runtime/pyjson": {},
-	// Python's fnmatch: the one glob translator, a leaf.
-	"runtime/fnmatch": {},
+
+	// ROLL's naming rules (Python fnmatch globs, op lookup, pure names,
+	// parallel classes, key prefixes): a leaf every layer may import.
+	"compiler/rollname": {},
+
 	// The model of mca_config.json: its values (pyjson), their checks
 	// (compiler/ir's MCA rules) and the layout it records (shard).
-	"runtime/mcaconfig": {"compiler/ir", "runtime/pyjson", "runtime/ops", "runtime/shard"},
-	"runtime/exec":      {"compiler/ir", "lang/token", "lang/srcfile", "runtime/..."},
+	"runtime/mcaconfig": {"compiler/ir", "compiler/rollname", "runtime/pyjson", "runtime/ops", "runtime/shard"},
+	"runtime/exec":      {"compiler/ir", "compiler/rollname", "lang/token", "lang/srcfile", "runtime/..."},
 	// Names of temporary files that record their writer (tempname), and
 	// output folders written through a temporary folder and committed
 	// (outdir): the one owner of both the runtime's --to and the Python

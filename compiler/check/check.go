@@ -28,12 +28,11 @@ package check
 import (
 	"fmt"
 	"maps"
-	"path"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
@@ -376,6 +375,7 @@ func (c *checker) ops(t *ir.Template) {
 			}
 		}
 		c.names(t, op)
+		c.nameRegexps(t, op)
 		if d, ok := op.Params["dim"]; ok && (d.Text != "0" && d.Text != "1" && d.Text != "-1" && d.Text != "-2") {
 			c.add(diag.Errorf(op.Span, "param-range", "dim out of range",
 				"Weights are matrices or vectors: dim must be 0, 1, -1 or -2, not %s.", d.Text))
@@ -468,16 +468,6 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 	}
 }
 
-// lookupRegexp is ROLL's op-table pattern: `{}` becomes a lazy group and
-// dots are NOT escaped; it matches at the start of the name only.
-func lookupRegexp(key string) *regexp.Regexp {
-	re, err := regexp.Compile("^" + strings.ReplaceAll(key, "{}", "(.*?)"))
-	if err != nil {
-		return nil
-	}
-	return re
-}
-
 // reachability reports wildcard ops whose names an earlier table key always
 // takes (ROLL tries exact keys first, then every key in insertion order).
 func (c *checker) reachability(t *ir.Template, mode map[string]bool) {
@@ -512,8 +502,7 @@ func (c *checker) reachability(t *ir.Template, mode map[string]bool) {
 				if earlier.op == k.op {
 					continue
 				}
-				re := lookupRegexp(earlier.name)
-				if re != nil && re.MatchString(sample) && covers(earlier.name, k.name) {
+				if rollname.KeyMatches(earlier.name, sample) && covers(earlier.name, k.name) {
 					sideName := "HF"
 					if side == 1 {
 						sideName = "MCA"
@@ -543,10 +532,9 @@ func covers(earlier, later string) bool {
 		e = e[:i]
 	} else if !strings.Contains(earlier, "{}") {
 		// A plain earlier key matches names that start with it.
-		return strings.HasPrefix(lit, earlier) || lookupRegexp(earlier).MatchString(lit)
+		return strings.HasPrefix(lit, earlier) || rollname.KeyMatches(earlier, lit)
 	}
-	re := lookupRegexp(e)
-	return re != nil && re.MatchString(lit)
+	return rollname.KeyMatches(e, lit)
 }
 
 // parallel reports MCA names no parallel class covers.
@@ -564,10 +552,12 @@ func (c *checker) parallel(t *ir.Template) {
 		withFlag = merge(base, c.prog.Effective(s))
 	}
 	reported := map[string]bool{}
+	baseClasses := rollname.NewClassifier(base.ClassLists())
+	flagClasses := rollname.NewClassifier(withFlag.ClassLists())
 	for _, mode := range templateModes(t) {
-		eff := base
+		eff := baseClasses
 		if mode["megatron_llama"] {
-			eff = withFlag
+			eff = flagClasses
 		}
 		for _, op := range t.Ops {
 			_, mca := op.Resolved(mode)
@@ -584,11 +574,9 @@ func (c *checker) parallel(t *ir.Template) {
 	}
 }
 
+// pure is the name ROLL classifies n under, its {} written as a glob.
 func pure(n string) string {
-	if strings.HasSuffix(n, ".bias") {
-		n = strings.TrimSuffix(n, ".bias") + ".weight"
-	}
-	return strings.ReplaceAll(n, "{}", "*")
+	return strings.ReplaceAll(rollname.PureName(n), "{}", "*")
 }
 
 func merge(a, b ir.Effective) ir.Effective {
@@ -602,23 +590,11 @@ func merge(a, b ir.Effective) ir.Effective {
 	return out
 }
 
-// classified applies ROLL's classification to an MCA pure name: `.bias`
-// counts as `.weight`; patterns match the whole name as shell globs.
-func classified(e ir.Effective, name string) bool {
-	n := strings.ReplaceAll(pure(name), "*", "x")
-	for _, class := range []string{"swiglu", "gdn", "duplicated", "column", "row"} {
-		for _, p := range e.Lists[class] {
-			if p == n {
-				return true
-			}
-			if ok, _ := path.Match(p, n); ok {
-				return true
-			}
-			// fnmatch's * also crosses dots; path.Match's * does not cross
-			// "/" only, so dots are fine.
-		}
-	}
-	return false
+// classified applies ROLL's classification (rollname) to an MCA pure
+// name, a {} read as one sample name component: it is in a plain class
+// (swiglu, gdn, duplicated, column, row).
+func classified(c *rollname.Classifier, name string) bool {
+	return c.Classify(strings.ReplaceAll(name, "{}", "x"), false, true) != rollname.Unclassified
 }
 
 func (c *checker) knownMistakes(t *ir.Template) {

@@ -13,11 +13,11 @@ package ir
 
 import (
 	"fmt"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
 
@@ -79,23 +79,16 @@ type Template struct {
 }
 
 // EffectiveKey applies the template's key-prefix rules to an HF config key
-// (ROLL's VisionTemplate / Qwen3OmniMoeTemplate prefixing): the first rule
-// none of whose Unless globs (shell patterns on the whole key) matches the
-// key prefixes it; with no such rule the key is unchanged.
+// (ROLL's VisionTemplate / Qwen3OmniMoeTemplate prefixing,
+// [rollname.PrefixKey]): the first rule none of whose Unless globs
+// (Python fnmatch on the whole key) matches the key prefixes it; with no
+// such rule the key is unchanged.
 func (t *Template) EffectiveKey(key string) string {
-	for _, r := range t.KeyPrefixes {
-		matched := false
-		for _, g := range r.Unless {
-			if ok, _ := path.Match(g, key); ok {
-				matched = true
-				break
-			}
-		}
-		if !matched {
-			return r.Prefix + key
-		}
+	rules := make([]rollname.PrefixRule, len(t.KeyPrefixes))
+	for i, r := range t.KeyPrefixes {
+		rules[i] = rollname.PrefixRule{Prefix: r.Prefix, Unless: r.Unless}
 	}
-	return key
+	return rollname.PrefixKey(key, rules)
 }
 
 // Located is a string with the span it was written at.
@@ -322,6 +315,24 @@ type MapEntry struct {
 type Effective struct {
 	Lists map[string][]string
 	Maps  map[string][]MapEntry // insertion order kept, later keys replaced in place
+}
+
+// ClassLists returns the set's tensor-parallel classes for
+// [rollname.NewClassifier]: each list class as is, each grouped class as
+// its map's keys followed by its values (ROLL's grouped_*_weights).
+func (e Effective) ClassLists() rollname.ClassLists {
+	out := rollname.ClassLists{}
+	for _, c := range rollname.Classes {
+		out[c] = append(out[c], e.Lists[c.Key()]...)
+		m := e.Maps[c.Key()]
+		for _, me := range m {
+			out[c] = append(out[c], me.From)
+		}
+		for _, me := range m {
+			out[c] = append(out[c], me.To)
+		}
+	}
+	return out
 }
 
 // Effective merges the set's parts, looking up named sets in p.

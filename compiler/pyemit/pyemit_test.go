@@ -92,6 +92,19 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 	if diff := cmp.Diff(wantEff, tm.Effective); diff != "" {
 		t.Errorf("effective config map mismatch (-want +got):\n%s", diff)
 	}
+	// The emitted rules (Python's fnmatch) prefix every key as the Go
+	// side's rollname does.
+	for _, tpl := range res.Program.Templates {
+		if py, ok := got.Templates[tpl.Name]; ok && len(tpl.KeyPrefixes) > 0 {
+			goEff := map[string]string{}
+			for _, e := range tpl.Config {
+				goEff[tpl.EffectiveKey(e.HF)] = e.MCA
+			}
+			if diff := cmp.Diff(goEff, py.Effective); diff != "" {
+				t.Errorf("%s: effective keys, Go vs emitted Python (-go +python):\n%s", tpl.Name, diff)
+			}
+		}
+	}
 	opClasses := func(name string) []string {
 		var classes []string
 		for _, op := range got.Templates[name].Ops {

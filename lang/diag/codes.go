@@ -58,6 +58,7 @@ const (
 	WildcardCount    = "wildcard-count"
 	DuplicateName    = "duplicate-name"
 	UnreachableOp    = "unreachable-op"
+	NameRegexp       = "name-regexp"
 	ParallelCoverage = "parallel-coverage"
 	MissingBiasOp    = "missing-bias-op"
 
@@ -123,6 +124,7 @@ var codes = []CodeInfo{
 	{WildcardCount, Error, "the two sides of an op have different numbers of {}"},
 	{DuplicateName, Error, "an HF name registered twice, or two ops producing one MCA name"},
 	{UnreachableOp, Error, "an op an earlier pattern always shadows"},
+	{NameRegexp, Error, "an op name that is not a regular expression both ROLL's lookup and the runtime can use"},
 	{ParallelCoverage, Error, "an MCA name no parallel class covers"},
 	{MissingBiasOp, Warning, "add_qkv_bias set but no qkv_bias op (a known ROLL quirk)"},
 

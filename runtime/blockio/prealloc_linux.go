@@ -28,9 +28,9 @@ func Preallocate(f *os.File, off, n int64) error {
 			continue
 		case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
 			msg := fmt.Sprintf("reserving %s for the output: %v", HumanBytes(n), err)
-			var fs syscall.Statfs_t
+			var fs syscall.Statfs_t // Bsize is int32 on 32-bit targets
 			if syscall.Fstatfs(int(f.Fd()), &fs) == nil {
-				msg += fmt.Sprintf(" (%s free)", HumanBytes(int64(fs.Bavail)*fs.Bsize))
+				msg += fmt.Sprintf(" (%s free)", HumanBytes(int64(fs.Bavail)*int64(fs.Bsize)))
 			}
 			return &spaceError{msg: msg, err: err}
 		default: // EOPNOTSUPP, ENOSYS, ...: the file system does not preallocate

@@ -6,7 +6,6 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/lang/srcfile"
-	"github.com/rolltpl/rolltpl/runtime/fnmatch"
 	"github.com/rolltpl/rolltpl/runtime/mcaconfig"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
@@ -42,26 +41,6 @@ func CheckHFConfig(m *Model, hf *pyjson.Object, hfPath string) error {
 		probs = append(probs, fmt.Sprintf("%s [%s]", p, p.Code))
 	}
 	return mcaconfig.JoinProblems(hfPath, probs)
-}
-
-// prefixedKey applies the template's key-prefix rules (ROLL's
-// VisionTemplate / Qwen3OmniMoeTemplate prefixing) to an HF config key:
-// the first rule none of whose Unless globs matches the key prefixes it.
-func prefixedKey(t *ir.Template, key string) string {
-	for _, r := range t.KeyPrefixes {
-		skip := false
-		for _, u := range r.Unless {
-			// A pattern that does not compile matches itself only.
-			if g, err := fnmatch.Compile(u); (err == nil && g.Match(key)) || (err != nil && u == key) {
-				skip = true
-				break
-			}
-		}
-		if !skip {
-			return r.Prefix + key
-		}
-	}
-	return key
 }
 
 // hfValue looks up a (prefixed) dotted key in the HF config. When the
@@ -109,7 +88,7 @@ type configMapping struct {
 func (m *Model) configMappings() []configMapping {
 	out := make([]configMapping, len(m.Template.Config))
 	for i, e := range m.Template.Config {
-		out[i] = configMapping{HF: prefixedKey(m.Template, e.HF), Plain: e.HF, MCA: e.MCA}
+		out[i] = configMapping{HF: m.Template.EffectiveKey(e.HF), Plain: e.HF, MCA: e.MCA}
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
@@ -164,9 +165,10 @@ func newSide(info *opInfo, sources, targets []string) *side {
 	s.require = make([]*regexp.Regexp, len(sources))
 	s.gather = make([]*regexp.Regexp, len(sources))
 	for i, n := range sources {
-		s.require[i] = escapedPattern(n, true)
+		// A name that does not compile is a literal only (nil).
+		s.require[i], _ = rollname.OpNameRegexp(n, true)
 		if containsWildcard(n) {
-			s.gather[i] = escapedPattern(n, false)
+			s.gather[i], _ = rollname.OpNameRegexp(n, false)
 		}
 	}
 	return s
@@ -184,36 +186,29 @@ func containsWildcard(s string) bool {
 // opTable is ROLL's hf_name_to_converter / mca_name_to_converter: keys in
 // first-insertion order, each mapped to the last op declaring it.
 type opTable struct {
-	keys  []string
+	keys  *rollname.OpTable
 	op    map[string]int // key → index into sides
-	regex []*regexp.Regexp
 	sides []*side
 }
 
 func newOpTable(sides []*side, keysOf func(*side) []string) *opTable {
 	t := &opTable{op: map[string]int{}, sides: sides}
+	var keys []string
 	for i, s := range sides {
 		for _, k := range keysOf(s) {
-			if _, ok := t.op[k]; !ok {
-				t.keys = append(t.keys, k)
-				t.regex = append(t.regex, lookupPattern(k))
-			}
+			keys = append(keys, k)
 			t.op[k] = i
 		}
 	}
+	t.keys = rollname.NewOpTable(keys)
 	return t
 }
 
 // lookup finds the op for a pure name: an exact key first, then the first
 // key (in insertion order) whose pattern matches at the start of name.
 func (t *opTable) lookup(name string) (*side, bool) {
-	if i, ok := t.op[name]; ok {
-		return t.sides[i], true
-	}
-	for k, re := range t.regex {
-		if re != nil && re.MatchString(name) {
-			return t.sides[t.op[t.keys[k]]], true
-		}
+	if k, ok := t.keys.Lookup(name); ok {
+		return t.sides[t.op[k]], true
 	}
 	return nil, false
 }

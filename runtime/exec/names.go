@@ -2,15 +2,16 @@ package exec
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 )
 
-// MCA-side prefixes (ROLL convert_utils.py).
+// MCA-side prefixes (ROLL convert_utils.py, package rollname).
 const (
-	MCALayerPrefix  = "decoder.layers."
-	MCAExpertPrefix = ".mlp.experts.local_experts."
+	MCALayerPrefix  = rollname.MCALayerPrefix
+	MCAExpertPrefix = rollname.MCAExpertPrefix
 )
 
 // prefixes are the layer prefix P and expert prefix M of one side.
@@ -103,59 +104,4 @@ func convertPrefix(prefix string, from, to prefixes) string {
 		prefix = strings.Replace(prefix, from.expert, to.expert, 1)
 	}
 	return prefix
-}
-
-// lookupPattern compiles a table key for op lookup: "{}" becomes a lazy
-// group and dots stay unescaped (so "." matches any character), anchored
-// at the start only (Python re.match). Keys that do not compile never
-// match.
-func lookupPattern(key string) *regexp.Regexp {
-	re, err := regexp.Compile(`^(?:` + strings.ReplaceAll(key, "{}", "(.*?)") + `)`)
-	if err != nil {
-		return nil
-	}
-	return re
-}
-
-// escapedPattern compiles a declared name for membership and gathering:
-// dots escaped, "{}" a greedy group. start anchors it at the start.
-func escapedPattern(name string, start bool) *regexp.Regexp {
-	s := strings.ReplaceAll(strings.ReplaceAll(name, ".", `\.`), "{}", "(.*)")
-	if start {
-		s = "^(?:" + s + ")"
-	}
-	re, err := regexp.Compile(s)
-	if err != nil {
-		return nil
-	}
-	return re
-}
-
-// formatTargets substitutes captures into "{}" placeholders in order, as
-// Python's str.format(*captures) does.
-func formatTargets(names []string, captures []string) ([]string, error) {
-	if len(captures) == 0 {
-		return names, nil
-	}
-	out := make([]string, len(names))
-	for i, n := range names {
-		var b strings.Builder
-		k := 0
-		for {
-			j := strings.Index(n, "{}")
-			if j < 0 {
-				b.WriteString(n)
-				break
-			}
-			if k >= len(captures) {
-				return nil, fmt.Errorf("target %q has more {} than the %d captured values", names[i], len(captures))
-			}
-			b.WriteString(n[:j])
-			b.WriteString(captures[k])
-			k++
-			n = n[j+2:]
-		}
-		out[i] = b.String()
-	}
-	return out, nil
 }

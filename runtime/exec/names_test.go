@@ -59,24 +59,23 @@ func TestLookupTable(t *testing.T) {
 			t.Errorf("lookup(%q) = %v, %v", name, got, ok)
 		}
 	}
-	if !slices.Equal(tab.keys, []string{".self_attn.q_proj.weight", ".self_attn.k_proj.weight", "visual.{}", ".mlp.gate.weight"}) {
+	if !slices.Equal(tab.keys.Keys(), []string{".self_attn.q_proj.weight", ".self_attn.k_proj.weight", "visual.{}", ".mlp.gate.weight"}) {
 		t.Errorf("keys: %v", tab.keys)
+	}
+	// ROLL's re.match of an alternation key: every alternative anchored
+	// at the start (the checker used to anchor only the first).
+	alt := mk("a.{}|b")
+	tab = newOpTable([]*side{alt}, func(s *side) []string { return s.sources })
+	for name, want := range map[string]bool{"a.x": true, "b.x": true, "x.b": false} {
+		if _, ok := tab.lookup(name); ok != want {
+			t.Errorf("lookup(%q) in {a.{}|b} = %v, want %v", name, ok, want)
+		}
 	}
 	s := newSide(nil, []string{".gate_proj.weight", "visual.{}"}, nil)
 	for name, want := range map[string]bool{".gate_proj.weight": true, ".gate_proj.weight_scale_inv": true, "visual.x": true, "visualx": false, ".up_proj.weight": false} {
 		if s.requires(name) != want {
 			t.Errorf("requires(%q) != %v", name, want)
 		}
-	}
-}
-
-func TestFormatTargets(t *testing.T) {
-	got, err := formatTargets([]string{"vision_model.{}", "x.{}.{}"}, []string{"a.b", "c"})
-	if err != nil || got[0] != "vision_model.a.b" || got[1] != "x.a.b.c" {
-		t.Errorf("%v %v", got, err)
-	}
-	if _, err := formatTargets([]string{"{}.{}"}, []string{"a"}); err == nil {
-		t.Error("too few captures: no error")
 	}
 }
 

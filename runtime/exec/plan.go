@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -510,7 +511,7 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 		pl.problem(ProblemShape, Error, desc, inputs, "%s: %v", bucketDesc(wp), err)
 		return
 	}
-	targets, err := formatTargets(s.targets, captures)
+	targets, err := rollname.FormatNames(s.targets, captures)
 	if err == nil && len(outs) != len(targets) {
 		err = fmt.Errorf("the op produced %d tensors for %d target names", len(outs), len(targets))
 	}

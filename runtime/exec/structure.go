@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
@@ -521,21 +522,13 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 	case "decoder.final_layernorm.weight", "decoder.final_layernorm.bias":
 		return []int64{h}, "hidden_size"
 	}
-	rest, ok := strings.CutPrefix(name, MCALayerPrefix)
-	if !ok {
+	n, err := rollname.ParseMCAName(name)
+	if err != nil || n.MTP || n.Layer < 0 {
 		return nil, ""
 	}
-	_, rest, ok = strings.Cut(rest, ".")
-	if !ok {
-		return nil, ""
-	}
-	rest = "." + rest
-	if e, ok := strings.CutPrefix(rest, MCAExpertPrefix); ok {
-		_, sub, ok := strings.Cut(e, ".")
-		if !ok {
-			return nil, ""
-		}
-		switch "." + sub {
+	rest := n.Pure
+	if n.Expert >= 0 {
+		switch rest {
 		case ".linear_fc1.weight":
 			return fc1(moeFFN, moeWhy)
 		case ".linear_fc2.weight":

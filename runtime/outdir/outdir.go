@@ -58,7 +58,11 @@ type Options struct {
 	// order, and moved out of it first, in reverse order: with them, an
 	// output looks complete.
 	Last []string
-	// Sync fsyncs the commit journal.
+	// Sync makes the commit durable: before the output becomes visible
+	// every regular file and folder in it is fsynced (files the writer
+	// already synced cost nothing more; copied tokenizer files, indexes
+	// and configs are covered whoever wrote them), the commit journal is
+	// fsynced, and after the rename the destination and its parent are.
 	Sync bool
 	// Notice, when not nil, is told of the temporaries of killed writers
 	// that were removed, or could not be.
@@ -164,9 +168,11 @@ func RemoveStale(dir, prefix, run string, notice func(string)) error {
 
 // removeStaleInside removes the temporary folders of killed writers
 // inside dst, telling opts.Notice. A writer killed while moving its
-// entries into dst left its journal: the entries it lists that were moved
-// already are a partial output and are removed too (never a name holding
-// a path separator or starting with ".rolltpl": markers, temporaries).
+// entries into dst left its journal: when some listed entries were not
+// moved yet, those moved already are a partial output and are removed too
+// (never a name holding a path separator or starting with ".rolltpl":
+// markers, temporaries); when all were moved, the output is complete and
+// stays.
 func removeStaleInside(dst string, opts Options) error {
 	notice := opts.Notice
 	if notice == nil {
@@ -178,13 +184,26 @@ func removeStaleInside(dst string, opts Options) error {
 	}
 	for _, f := range stale {
 		if b, err := os.ReadFile(filepath.Join(f.Path, journalName)); err == nil {
+			var names []string
+			unmoved := 0
 			for _, n := range strings.Split(string(b), "\n") {
 				if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".rolltpl") {
 					continue
 				}
 				if _, err := os.Lstat(filepath.Join(f.Path, n)); err == nil {
+					unmoved++
 					continue // not moved yet
 				}
+				names = append(names, n)
+			}
+			if unmoved == 0 && len(names) > 0 {
+				// Every entry was moved in: the writer was killed after
+				// its output was complete, while removing its
+				// temporaries. The output stays.
+				notice(fmt.Sprintf("kept the output in %s: the interrupted %s (%s) had moved all of it into place", dst, opts.Run, f.Owner))
+				names = nil
+			}
+			for _, n := range names {
 				p := filepath.Join(dst, n)
 				if _, err := os.Lstat(p); err != nil {
 					continue
@@ -270,6 +289,11 @@ func (o *Output) Commit() error {
 	if o.committed {
 		return nil
 	}
+	if o.opts.Sync {
+		if err := syncTree(o.tmp); err != nil {
+			return err
+		}
+	}
 	if !o.inside {
 		if _, err := os.Lstat(o.dst); err == nil {
 			return fmt.Errorf("%s%s was created while the %s ran; it was left as it is", o.opts.Label, o.dst, o.opts.Run)
@@ -278,6 +302,9 @@ func (o *Output) Commit() error {
 			return err
 		}
 		o.committed = true
+		if o.opts.Sync {
+			return syncDir(filepath.Dir(o.dst))
+		}
 		return nil
 	}
 	if _, err := check(o.dst, o.opts, filepath.Base(o.tmp)); err != nil {
@@ -330,11 +357,60 @@ func (o *Output) Commit() error {
 		done = append(done, m)
 	}
 	o.committed = true
+	var err2 error
+	if o.opts.Sync {
+		err2 = syncDir(o.dst)
+	}
 	os.RemoveAll(o.tmp) // the journal
 	if old != "" {
 		os.RemoveAll(old)
 	}
+	return err2
+}
+
+// syncTree fsyncs every regular file and folder below root (root
+// included), each folder after its entries.
+func syncTree(root string) error {
+	var dirs []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir():
+			dirs = append(dirs, path)
+		case d.Type().IsRegular():
+			return syncPath(path)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := syncPath(dirs[i]); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// fsync is (*os.File).Sync; tests record the files it is given.
+var fsync = (*os.File).Sync
+
+// syncDir fsyncs a folder, making the renames in it durable.
+func syncDir(dir string) error { return syncPath(dir) }
+
+// syncPath opens path read-only and fsyncs it.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = fsync(f)
+	if err != nil {
+		err = fmt.Errorf("syncing %s: %w", path, err)
+	}
+	return errors.Join(err, f.Close())
 }
 
 // list returns the entries of dir but skip, the names of Options.Last

@@ -227,7 +227,8 @@ func deadOwner(t *testing.T) string {
 // entries into the folder left a journal: the entries it lists that were
 // moved are removed with its temporary, so the folder is as before (the
 // rerun is not refused for them); entries it lists that are not there
-// and the writer's own marker-like names are left alone.
+// and the writer's own marker-like names are left alone. A writer killed
+// after moving every entry leaves a complete output, which stays.
 func TestStale(t *testing.T) {
 	dead := deadOwner(t)
 	parent := t.TempDir()
@@ -275,6 +276,26 @@ func TestStale(t *testing.T) {
 		if !strings.HasPrefix(notes[i], w) {
 			t.Errorf("notice %q, want %q", notes[i], w)
 		}
+	}
+
+	// Killed after the last entry was moved in, before its temporary
+	// folder (holding only the journal) was removed: the output is
+	// complete and stays.
+	done := filepath.Join(parent, "done")
+	tmp = filepath.Join(done, ".x-tmp-"+dead)
+	put(t, filepath.Join(tmp, journalName), "out.txt\nout\n.done\n")
+	for n, v := range map[string]string{"out.txt": "new out.txt", "out/a": "new out/a", ".done": "new .done"} {
+		put(t, filepath.Join(done, n), v)
+	}
+	notes = nil
+	if _, err := Check(done, testOptions(&notes)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantNew, tree(t, done)); diff != "" {
+		t.Errorf("after recovery of a finished commit (-want +got):\n%s", diff)
+	}
+	if len(notes) != 2 || !strings.HasPrefix(notes[0], "kept the output in "+done) || !strings.HasPrefix(notes[1], "removed "+tmp) {
+		t.Errorf("notices %q", notes)
 	}
 }
 
@@ -339,5 +360,62 @@ func TestAbort(t *testing.T) {
 	in.Abort(&err)
 	if _, err := os.Stat(filepath.Join(dst, "mine")); err != nil {
 		t.Errorf("in-place abort removed the folder's files: %v", err)
+	}
+}
+
+// TestSyncCommit: with Sync, every file and folder of the output is
+// fsynced before it becomes visible (whoever wrote it), and the folder
+// the entries were renamed into after; without Sync nothing is.
+func TestSyncCommit(t *testing.T) {
+	var synced []string
+	saved := fsync
+	fsync = func(f *os.File) error { synced = append(synced, f.Name()); return nil }
+	t.Cleanup(func() { fsync = saved })
+	rel := func(root string) []string {
+		var out []string
+		for _, p := range synced {
+			r, err := filepath.Rel(root, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(filepath.ToSlash(r), "/")
+			for i, p := range parts {
+				if strings.Contains(p, "-tmp-") { // the temporary folder
+					parts[i] = "TMP"
+				}
+			}
+			out = append(out, strings.Join(parts, "/"))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		exists bool
+		sync   bool
+		want   []string
+	}{
+		{"new folder", false, true, []string{"TMP/.done", "TMP/out/a", "TMP/out.txt", "TMP/out", "TMP", "."}},
+		{"existing folder", true, true, []string{"dst/TMP/.done", "dst/TMP/out/a", "dst/TMP/out.txt", "dst/TMP/out", "dst/TMP", "dst"}},
+		{"no sync", true, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synced = nil
+			root := t.TempDir()
+			dst := filepath.Join(root, "dst")
+			if tc.exists {
+				if err := os.Mkdir(dst, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var notes []string
+			opts := testOptions(&notes)
+			opts.Sync = tc.sync
+			if err := write(dst, opts); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, rel(root)); diff != "" {
+				t.Errorf("fsynced (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -1,20 +1,15 @@
 package shard
 
-import (
-	"fmt"
-	"regexp"
-	"strings"
-
-	"github.com/rolltpl/rolltpl/runtime/fnmatch"
-)
+import "github.com/rolltpl/rolltpl/compiler/rollname"
 
 // Classification is a merged parallel classification: ROLL's
 // DistParallelConfig (roll-converter-spec.md §5.1). Every pattern is
 // matched against a pure MCA name (layer and expert prefix removed, or the
 // full name of a global weight) by exact equality or as a whole-string
-// shell glob (Python fnmatch). Lists keep their declaration order; maps
-// keep insertion order, a later entry for the same key replacing the
-// earlier value in place, as a Python dict update does.
+// shell glob (Python fnmatch), by package rollname. Lists keep their
+// declaration order; maps keep insertion order, a later entry for the
+// same key replacing the earlier value in place, as a Python dict update
+// does.
 type Classification struct {
 	PreProcess  []string // first pipeline stage
 	PostProcess []string // last pipeline stage
@@ -142,96 +137,34 @@ func MegatronLlamaClassification() Classification {
 	}
 }
 
-// Class is the tensor-parallel class of a weight.
-type Class int
+// Class is the tensor-parallel class of a weight; the classes and their
+// order are ROLL's (package rollname).
+type Class = rollname.Class
 
-// The classes, in ROLL's matching order after the grouped ones.
+// The classes, in ROLL's matching order.
 const (
-	Unclassified Class = iota
-	GroupedDuplicated
-	GroupedColumn
-	GroupedRow
-	Swiglu
-	GDN
-	Duplicated
-	Column
-	Row
+	Unclassified      = rollname.Unclassified
+	GroupedDuplicated = rollname.GroupedDuplicated
+	GroupedColumn     = rollname.GroupedColumn
+	GroupedRow        = rollname.GroupedRow
+	Swiglu            = rollname.Swiglu
+	GDN               = rollname.GDN
+	Duplicated        = rollname.Duplicated
+	Column            = rollname.Column
+	Row               = rollname.Row
 )
 
-func (c Class) String() string {
-	switch c {
-	case GroupedDuplicated:
-		return "grouped duplicated"
-	case GroupedColumn:
-		return "grouped column"
-	case GroupedRow:
-		return "grouped row"
-	case Swiglu:
-		return "swiglu"
-	case GDN:
-		return "gdn"
-	case Duplicated:
-		return "duplicated"
-	case Column:
-		return "column"
-	case Row:
-		return "row"
+// classLists are the class patterns of c in rollname's form, the grouped
+// classes as their maps' keys and values (ROLL's grouped_*_weights).
+func classLists(c Classification) rollname.ClassLists {
+	return rollname.ClassLists{
+		GroupedDuplicated: mapKeysAndValues(c.GroupedDuplicated),
+		GroupedColumn:     mapKeysAndValues(c.GroupedColumn),
+		GroupedRow:        mapKeysAndValues(c.GroupedRow),
+		Swiglu:            c.Swiglu,
+		GDN:               c.GDN,
+		Duplicated:        c.Duplicated,
+		Column:            c.Column,
+		Row:               c.Row,
 	}
-	return "unclassified"
-}
-
-// patterns is a list of names and globs matched like ROLL's name_match:
-// exact membership first, then fnmatch against each pattern.
-type patterns struct {
-	exact map[string]bool
-	globs []*regexp.Regexp
-}
-
-func compilePatterns(list []string) (patterns, error) {
-	p := patterns{exact: make(map[string]bool, len(list))}
-	for _, s := range list {
-		p.exact[s] = true
-		if !strings.ContainsAny(s, "*?[") {
-			continue
-		}
-		re, err := regexp.Compile(fnmatch.Translate(s))
-		if err != nil {
-			return patterns{}, fmt.Errorf("pattern %q: %w", s, err)
-		}
-		p.globs = append(p.globs, re)
-	}
-	return p, nil
-}
-
-func (p patterns) match(name string) bool {
-	if p.exact[name] {
-		return true
-	}
-	for _, re := range p.globs {
-		if re.MatchString(name) {
-			return true
-		}
-	}
-	return false
-}
-
-// matchedName is ROLL's get_matched_name: the value for an exact key, else
-// for the first key the name fnmatches, the value's part before ".lora"
-// joined with the name's part from ".lora" on.
-func matchedName(name string, m []MapEntry) (string, bool) {
-	if v, ok := lookup(m, name); ok {
-		return v, true
-	}
-	for _, e := range m {
-		re, err := regexp.Compile(fnmatch.Translate(e.From))
-		if err != nil || !re.MatchString(name) {
-			continue
-		}
-		vi, ni := strings.Index(e.To, ".lora"), strings.Index(name, ".lora")
-		if vi < 0 || ni < 0 {
-			return "", false
-		}
-		return e.To[:vi] + name[ni:], true
-	}
-	return "", false
 }

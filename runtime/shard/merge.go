@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -69,20 +70,20 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 		// replica of the embedding, so it is checked and then dropped.
 		v = EmbeddingName
 	}
-	n, err := parseName(v)
+	n, err := rollname.ParseMCAName(v)
 	if err != nil {
 		return nil, err
 	}
-	layer := n.layer
-	if layer >= 0 && !n.mtp {
-		if layer, err = g.globalLayer(rk.PP, vp, n.layer); err != nil {
+	layer := n.Layer
+	if layer >= 0 && !n.MTP {
+		if layer, err = g.globalLayer(rk.PP, vp, n.Layer); err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", name, err)
 		}
 	}
-	pure := n.pure
+	pure := n.Pure
 	teK := -1
 	if g.ExpertNaming() == TEGrouped {
-		if d := trailingDigits(pure); d != "" && s.groupedReverseKeys.match(pure[:len(pure)-len(d)]) {
+		if d := trailingDigits(pure); d != "" && s.groupedReverseKeys.Match(pure[:len(pure)-len(d)]) {
 			pure = pure[:len(pure)-len(d)]
 			if teK, err = atoi(d); err != nil {
 				return nil, fmt.Errorf("tensor %q: %w", name, err)
@@ -95,7 +96,7 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 			pure = t
 		}
 	}
-	cls := s.classify(biasAsWeight(pure))
+	cls := s.classify(pure)
 	if cls == Unclassified {
 		return nil, s.unclassified(name, pure)
 	}
@@ -111,11 +112,11 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 	}
 	switch cls {
 	case GroupedDuplicated, GroupedColumn, GroupedRow:
-		if !s.groupedReverseKeys.match(pure) {
+		if !s.groupedReverseKeys.Match(pure) {
 			return nil, fmt.Errorf("tensor %q: with grouped GEMM, expert weights must have grouped names (%s), not %q",
 				name, g.ExpertNaming(), pure)
 		}
-		per, ok := matchedName(pure, s.groupedReverse)
+		per, ok := rollname.MatchedName(pure, s.groupedReverseNames)
 		if !ok {
 			return nil, fmt.Errorf("tensor %q: no per-expert name for grouped name %q", name, pure)
 		}
@@ -138,7 +139,7 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 			if teK >= g.perEP {
 				return nil, fmt.Errorf("tensor %q: local expert %d is out of range (%d experts per EP rank)", name, teK, g.perEP)
 			}
-			r.global = withPrefix(per, n.mtp, layer, g.perEP*rk.EP+teK)
+			r.global = rollname.AddMCAPrefix(per, n.MTP, layer, g.perEP*rk.EP+teK)
 			return []ref{r}, nil
 		}
 		if cls == GroupedDuplicated {
@@ -149,25 +150,25 @@ func (s *Sharder) resolve(rk Rank, vp int, name string) ([]ref, error) {
 			refs[k] = r
 			refs[k].sub = k
 			refs[k].rowish = cls == GroupedRow
-			refs[k].global = withPrefix(per, n.mtp, layer, g.perEP*rk.EP+k)
+			refs[k].global = rollname.AddMCAPrefix(per, n.MTP, layer, g.perEP*rk.EP+k)
 		}
 		return refs, nil
 	}
 	expert := -1
-	if n.expert >= 0 {
+	if n.Expert >= 0 {
 		if g.perEP == 0 {
 			return nil, fmt.Errorf("tensor %q is an expert weight, but num_moe_experts is 0", name)
 		}
-		if n.expert >= g.perEP {
-			return nil, fmt.Errorf("tensor %q: local expert %d is out of range (%d experts per EP rank)", name, n.expert, g.perEP)
+		if n.Expert >= g.perEP {
+			return nil, fmt.Errorf("tensor %q: local expert %d is out of range (%d experts per EP rank)", name, n.Expert, g.perEP)
 		}
-		expert = g.perEP*rk.EP + n.expert
+		expert = g.perEP*rk.EP + n.Expert
 		expertParts()
 	}
 	if cls == Duplicated {
 		r.parts, r.slot = 1, 0
 	}
-	r.global = withPrefix(pure, n.mtp, layer, expert)
+	r.global = rollname.AddMCAPrefix(pure, n.MTP, layer, expert)
 	return []ref{r}, nil
 }
 

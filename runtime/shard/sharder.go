@@ -3,6 +3,8 @@ package shard
 import (
 	"fmt"
 	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 )
 
 // Options adjusts a [Sharder]. The zero value is ROLL's behaviour with
@@ -33,12 +35,12 @@ type Sharder struct {
 	cls  Classification
 	opts Options
 
-	pre, post            patterns
-	plain                plainClasses
-	gDup, gCol, gRow     patterns // grouped_*_weights: keys and values
+	pre, post            rollname.Patterns
+	classes              *rollname.Classifier
 	groupedMap           []MapEntry
 	groupedReverse       []MapEntry
-	groupedReverseKeys   patterns
+	groupedReverseKeys   rollname.Patterns
+	groupedReverseNames  []rollname.MapEntry // groupedReverse for rollname.MatchedName
 	teToLocal, localToTE []MapEntry
 }
 
@@ -70,26 +72,13 @@ func New(l Layout, c Classification, opts *Options) (*Sharder, error) {
 		c = c.Merge(ml)
 	}
 	s.cls = c
-	for _, p := range []struct {
-		dst  *patterns
-		list []string
-	}{
-		{&s.pre, c.PreProcess}, {&s.post, c.PostProcess},
-		{&s.gDup, mapKeysAndValues(c.GroupedDuplicated)},
-		{&s.gCol, mapKeysAndValues(c.GroupedColumn)},
-		{&s.gRow, mapKeysAndValues(c.GroupedRow)},
-	} {
-		if *p.dst, err = compilePatterns(p.list); err != nil {
-			return nil, fmt.Errorf("classification: %w", err)
-		}
-	}
-	if s.plain, err = compilePlain(c); err != nil {
-		return nil, err
-	}
+	s.pre, s.post = rollname.CompilePatterns(c.PreProcess), rollname.CompilePatterns(c.PostProcess)
+	s.classes = rollname.NewClassifier(classLists(c))
 	s.groupedMap = mergeMap(mergeMap(c.GroupedDuplicated, c.GroupedColumn), c.GroupedRow)
 	s.groupedReverse = invertMap(s.groupedMap)
-	if s.groupedReverseKeys, err = compilePatterns(mapKeys(s.groupedReverse)); err != nil {
-		return nil, fmt.Errorf("classification: %w", err)
+	s.groupedReverseKeys = rollname.CompilePatterns(mapKeys(s.groupedReverse))
+	for _, e := range s.groupedReverse {
+		s.groupedReverseNames = append(s.groupedReverseNames, rollname.MapEntry{From: e.From, To: e.To})
 	}
 	if g.ExpertNaming() == TEGrouped {
 		// A TE grouped name is the grouped name plus the local expert
@@ -113,31 +102,21 @@ func (s *Sharder) Layout() Layout { return s.g.Layout }
 // Classification returns the merged classification in use.
 func (s *Sharder) Classification() Classification { return s.cls }
 
-// classify returns the class of a pure name (".bias" already mapped to
-// ".weight"), first match wins in ROLL's order.
+// classify returns the class of a pure name as ROLL's dist_convert
+// decides it (rollname: ".bias" read as ".weight", first match wins).
 func (s *Sharder) classify(pure string) Class {
-	if s.g.MoEGroupedGEMM {
-		switch {
-		case s.gDup.match(pure):
-			return GroupedDuplicated
-		case s.gCol.match(pure):
-			return GroupedColumn
-		case s.gRow.match(pure):
-			return GroupedRow
-		}
-	}
-	return s.plain.class(pure, s.g.Swiglu)
+	return s.classes.Classify(pure, s.g.MoEGroupedGEMM, s.g.Swiglu)
 }
 
 // Classify returns the class of a global MCA name.
 func (s *Sharder) Classify(name string) (Class, error) {
-	n, err := parseName(name)
+	n, err := rollname.ParseMCAName(name)
 	if err != nil {
 		return Unclassified, err
 	}
-	c := s.classify(biasAsWeight(n.pure))
+	c := s.classify(n.Pure)
 	if c == Unclassified {
-		return c, s.unclassified(name, n.pure)
+		return c, s.unclassified(name, n.Pure)
 	}
 	return c, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -186,23 +187,23 @@ func (s *Sharder) onPipeline(name string, pp, vp int) (bool, error) {
 	if strings.HasPrefix(name, "mtp.") {
 		return g.MTPNumLayers > 0 && g.isLast(pp, vp), nil
 	}
-	if s.pre.match(name) {
+	if s.pre.Match(name) {
 		if name == EmbeddingName && (g.MTPNumLayers > 0 || g.TiedEmbeddings) && g.isLast(pp, vp) {
 			return true, nil
 		}
 		return g.isFirst(pp, vp), nil
 	}
-	if s.post.match(name) {
+	if s.post.Match(name) {
 		return g.isLast(pp, vp), nil
 	}
-	n, err := parseName(name)
+	n, err := rollname.ParseMCAName(name)
 	if err != nil {
 		return false, err
 	}
-	if n.layer < 0 {
+	if n.Layer < 0 {
 		return true, nil
 	}
-	lpp, lvp, _, err := g.layerStage(n.layer)
+	lpp, lvp, _, err := g.layerStage(n.Layer)
 	if err != nil {
 		return false, err
 	}
@@ -212,39 +213,39 @@ func (s *Sharder) onPipeline(name string, pp, vp int) (bool, error) {
 // fill computes the local name, class, shape and parts of a target.
 func (s *Sharder) fill(t *target, name string, dt tensor.DType, shape tensor.Shape, comps []int64) error {
 	g := s.g
-	n, err := parseName(t.variant)
+	n, err := rollname.ParseMCAName(t.variant)
 	if err != nil {
 		return err
 	}
-	layer := n.layer
-	if layer >= 0 && !n.mtp {
-		if _, _, layer, err = g.layerStage(n.layer); err != nil {
+	layer := n.Layer
+	if layer >= 0 && !n.MTP {
+		if _, _, layer, err = g.layerStage(n.Layer); err != nil {
 			return fmt.Errorf("weight %q: %w", name, err)
 		}
 	}
-	cls := s.classify(biasAsWeight(n.pure))
+	cls := s.classify(n.Pure)
 	if cls == Unclassified {
-		return s.unclassified(name, n.pure)
+		return s.unclassified(name, n.Pure)
 	}
 	t.ep = -1
 	k := -1 // local expert index
-	if n.expert >= 0 {
+	if n.Expert >= 0 {
 		if g.perEP == 0 {
 			return fmt.Errorf("weight %q is an expert weight, but num_moe_experts is 0", name)
 		}
-		if n.expert >= g.NumExperts {
-			return fmt.Errorf("weight %q: expert %d is out of range for num_moe_experts %d", name, n.expert, g.NumExperts)
+		if n.Expert >= g.NumExperts {
+			return fmt.Errorf("weight %q: expert %d is out of range for num_moe_experts %d", name, n.Expert, g.NumExperts)
 		}
-		t.ep, k = n.expert/g.perEP, n.expert%g.perEP
+		t.ep, k = n.Expert/g.perEP, n.Expert%g.perEP
 	}
-	pure := n.pure
+	pure := n.Pure
 	if g.TransformerImpl == ImplLocal {
 		if v, ok := lookup(s.teToLocal, pure); ok {
 			pure = v
 		}
 	}
 	T := g.TP
-	if n.expert >= 0 {
+	if n.Expert >= 0 {
 		T = g.ETP
 	}
 	legacy := false
@@ -252,14 +253,14 @@ func (s *Sharder) fill(t *target, name string, dt tensor.DType, shape tensor.Sha
 	case GroupedDuplicated:
 		return fmt.Errorf("weight %q is grouped-duplicated; ROLL only reads those (MCA→HF) and raises NotImplementedError when writing them", name)
 	case GroupedColumn, GroupedRow:
-		if n.expert < 0 {
+		if n.Expert < 0 {
 			return fmt.Errorf("weight %q is classified %v but has no expert index", name, cls)
 		}
 		gname, ok := lookup(s.groupedMap, pure)
 		if !ok {
 			return fmt.Errorf("weight %q: pure name %q has no grouped-GEMM name", name, pure)
 		}
-		t.local = withPrefix(gname, n.mtp, layer, -1)
+		t.local = rollname.AddMCAPrefix(gname, n.MTP, layer, -1)
 		if g.ExpertNaming() == TEGrouped {
 			t.local += strconv.Itoa(k)
 		} else {
@@ -273,7 +274,7 @@ func (s *Sharder) fill(t *target, name string, dt tensor.DType, shape tensor.Sha
 			cls = Column
 		}
 	default:
-		t.local = withPrefix(pure, n.mtp, layer, k)
+		t.local = rollname.AddMCAPrefix(pure, n.MTP, layer, k)
 	}
 	if cls == Duplicated {
 		T = 1

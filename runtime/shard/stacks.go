@@ -3,6 +3,7 @@ package shard
 import (
 	"fmt"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -19,56 +20,12 @@ import (
 // the layout, never on the parallel sizes.
 type Stacks struct {
 	l     Layout
-	plain plainClasses
+	plain *rollname.Classifier
 }
 
 // NewStacks returns the Stacks of layout l and classification c.
 func NewStacks(l Layout, c Classification) (*Stacks, error) {
-	plain, err := compilePlain(c)
-	if err != nil {
-		return nil, err
-	}
-	return &Stacks{l: l, plain: plain}, nil
-}
-
-// plainClasses are the compiled patterns of the plain (not grouped)
-// parallel classes; Stacks and Sharder classify with the same ones.
-type plainClasses struct {
-	swiglu, gdn, dup, col, row patterns
-}
-
-// compilePlain compiles the plain classes of c.
-func compilePlain(c Classification) (plainClasses, error) {
-	var pc plainClasses
-	for _, p := range []struct {
-		dst  *patterns
-		list []string
-	}{{&pc.swiglu, c.Swiglu}, {&pc.gdn, c.GDN}, {&pc.dup, c.Duplicated}, {&pc.col, c.Column}, {&pc.row, c.Row}} {
-		var err error
-		if *p.dst, err = compilePatterns(p.list); err != nil {
-			return plainClasses{}, fmt.Errorf("classification: %w", err)
-		}
-	}
-	return pc, nil
-}
-
-// class returns the plain class of a pure name (".bias" already read as
-// ".weight"), first match in ROLL's order: swiglu (when the model is
-// swiglu), gdn, duplicated, column, row.
-func (pc *plainClasses) class(pure string, swiglu bool) Class {
-	switch {
-	case swiglu && pc.swiglu.match(pure):
-		return Swiglu
-	case pc.gdn.match(pure):
-		return GDN
-	case pc.dup.match(pure):
-		return Duplicated
-	case pc.col.match(pure):
-		return Column
-	case pc.row.match(pure):
-		return Row
-	}
-	return Unclassified
+	return &Stacks{l: l, plain: rollname.NewClassifier(classLists(c))}, nil
 }
 
 // Class returns the plain parallel class of a global MCA name (its layer
@@ -76,10 +33,10 @@ func (pc *plainClasses) class(pure string, swiglu bool) Class {
 // ROLL's order, or Unclassified.
 func (s *Stacks) Class(name string) Class {
 	pure := name
-	if n, err := parseName(name); err == nil {
-		pure = n.pure
+	if n, err := rollname.ParseMCAName(name); err == nil {
+		pure = n.Pure
 	}
-	return s.plain.class(biasAsWeight(pure), s.l.Swiglu)
+	return s.plain.Classify(pure, false, s.l.Swiglu)
 }
 
 func unclassifiedErr(name string) error {

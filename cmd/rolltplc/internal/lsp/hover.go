@@ -3,7 +3,6 @@ package lsp
 import (
 	"encoding/json"
 	"fmt"
-	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/token"
@@ -407,39 +407,50 @@ func nameScope(name string) string {
 	return "(global)"
 }
 
-// parallelClassesOf lists the parallel classes of a template that match an
-// MCA name, as "class `c` (pattern `p`)".
+// parallelClassesOf describes how a template's parallel set places an
+// MCA name, by ROLL's rules (rollname): the pipeline-stage classes it is
+// in ("class `pre_process`"), then the one tensor-parallel class ROLL
+// converts it by (".bias" read as ".weight", first match), noting the
+// class it falls back to without grouped GEMM or swiglu, then
+// `te_to_local` when the name is renamed for transformer_impl=local.
 func parallelClassesOf(prog *ir.Program, t *ir.Template, name string) []string {
 	if prog == nil || t.Parallel == nil {
 		return nil
 	}
 	eff := prog.Effective(t.Parallel)
 	var out []string
-	for _, c := range ir.ParallelClasses {
-		for _, pat := range eff.Lists[c] {
-			if matchName(pat, name) {
-				out = append(out, fmt.Sprintf("class `%s`", c))
-				break
-			}
+	for _, c := range []string{"pre_process", "post_process"} {
+		if rollname.NameMatch(name, eff.Lists[c]) {
+			out = append(out, fmt.Sprintf("class `%s`", c))
 		}
 	}
-	for _, c := range ir.ParallelMaps {
-		for _, m := range eff.Maps[c] {
-			if matchName(m.From, name) || matchName(m.To, name) {
-				out = append(out, fmt.Sprintf("class `%s`", c))
-				break
+	cl := rollname.NewClassifier(eff.ClassLists())
+	if c := cl.Classify(name, true, true); c != rollname.Unclassified {
+		s := fmt.Sprintf("class `%s`", c.Key())
+		var other rollname.Class
+		var without string
+		switch {
+		case c <= rollname.GroupedRow:
+			other, without = cl.Classify(name, false, true), "grouped GEMM"
+		case c == rollname.Swiglu:
+			other, without = cl.Classify(name, false, false), "swiglu"
+		}
+		if without != "" {
+			if other == rollname.Unclassified {
+				s += fmt.Sprintf(" (unclassified without %s)", without)
+			} else {
+				s += fmt.Sprintf(" (`%s` without %s)", other.Key(), without)
 			}
+		}
+		out = append(out, s)
+	}
+	for _, m := range eff.Maps["te_to_local"] {
+		if m.From == name || m.To == name {
+			out = append(out, "class `te_to_local`")
+			break
 		}
 	}
 	return out
-}
-
-func matchName(pat, name string) bool {
-	if pat == name {
-		return true
-	}
-	ok, _ := path.Match(pat, name)
-	return ok
 }
 
 // stringHover documents string literals outside ops: imports, ignored
@@ -486,12 +497,20 @@ func (s *Server) stringHover(d *document, chain []ast.Node, str *ast.String, par
 			b.WriteString(": " + doc + ".")
 		}
 		if d.res != nil && d.res.Program != nil {
+			// ROLL's name_match; tensor-parallel classes see ".bias" as
+			// ".weight", the pipeline-stage ones the name as is.
+			matches := func(n string) bool {
+				if cls.Kind.Name != "pre_process" && cls.Kind.Name != "post_process" {
+					n = rollname.PureName(n)
+				}
+				return rollname.NameMatch(n, []string{str.Value})
+			}
 			var producers []string
 			for _, t := range d.res.Program.Templates {
 				for _, o := range t.Ops {
 					for _, flags := range []map[string]bool{{}, {"megatron_llama": true}} {
 						_, mca := o.Resolved(flags)
-						if slices.ContainsFunc(mca, func(n string) bool { return matchName(str.Value, n) }) {
+						if slices.ContainsFunc(mca, matches) {
 							producers = append(producers, fmt.Sprintf("`%s` in template `%s` (%s)", o.Kind, t.Name, where(d, o.Span)))
 							break
 						}
