@@ -163,6 +163,9 @@ type loadState struct {
 	info  *Info
 	diags diag.List
 	byKey map[string]*File
+	// modNames caches the declarations of modules read for hints
+	// (suggest.go), by path.
+	modNames map[string]map[Kind]map[string]bool
 }
 
 // Load parses the given files and everything they import, then binds names.
@@ -283,69 +286,6 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 	}
 	st.diags.Add(diag.Errorf(im.Path.Span(), "unknown-import", "Unknown import", "%s", detail))
 	return failed(names)
-}
-
-// suggestImport returns the module nearest to target that an import in
-// the file name could name (a .rolltpl file beside it, unless lib, or a
-// library module), and the names that module declares by kind.
-func (st *loadState) suggestImport(name string, lib bool, target string) (string, map[Kind]map[string]bool) {
-	var mods []string
-	local := map[string]bool{}
-	if !lib {
-		dir := filepath.Dir(name)
-		var files []string
-		if st.ld.ListDir != nil {
-			files, _ = st.ld.ListDir(dir)
-		}
-		for p := range st.ld.Overlay {
-			if filepath.Dir(p) == dir {
-				files = append(files, filepath.Base(p))
-			}
-		}
-		for _, fn := range files {
-			if m, ok := strings.CutSuffix(fn, ".rolltpl"); ok && fn != filepath.Base(name) {
-				mods, local[m] = append(mods, m), true
-			}
-		}
-	}
-	if st.ld.Lib != nil {
-		entries, _ := fs.ReadDir(st.ld.Lib, ".")
-		for _, e := range entries {
-			if m, ok := strings.CutSuffix(e.Name(), ".rolltpl"); ok && !e.IsDir() {
-				mods = append(mods, m)
-			}
-		}
-	}
-	sort.Strings(mods)
-	sugg := schema.Suggest(target, mods)
-	if sugg == "" {
-		return "", nil
-	}
-	// The suggested module's names, read but not loaded: it is not
-	// imported, and its own problems are not this file's.
-	path, fromLib := sugg+".rolltpl", !local[sugg]
-	if !fromLib {
-		path = filepath.Join(filepath.Dir(name), path)
-	}
-	src, display, err := st.read(path, fromLib)
-	if err != nil {
-		return sugg, nil
-	}
-	parse := st.ld.Parse
-	if parse == nil {
-		parse = parser.ParseFile
-	}
-	astf, _ := parse(display, src)
-	names := map[Kind]map[string]bool{}
-	for _, d := range astf.Decls {
-		if k, id, _ := declSymbol(d); id != nil {
-			if names[k] == nil {
-				names[k] = map[string]bool{}
-			}
-			names[k][id.Name] = true
-		}
-	}
-	return sugg, names
 }
 
 // exists reports whether p is there to read: a file that cannot be read
@@ -497,7 +437,9 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 	if k == KindTemplate {
 		detail = fmt.Sprintf("No template named %q is declared in this file or the files it imports.", id.Name)
 	}
-	if s := schema.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
+	if m := st.declaredIn(f, k, id.Name); m != "" {
+		detail += fmt.Sprintf(" Module %q declares it: add import %q.", m, m)
+	} else if s := schema.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	}
 	st.diags.Add(diag.Errorf(id.Span(), "unknown-reference", "Unknown "+string(k)+" name", "%s", detail))
