@@ -357,6 +357,7 @@ var hint = map[string]string{
 func (c *checker) ops(t *ir.Template) {
 	missing := map[string]bool{}
 	for _, op := range t.Ops {
+		c.steps(t, op)
 		spec := schema.Op(op.Kind)
 		if spec == nil {
 			continue

@@ -46,3 +46,37 @@ type Expr struct {
 	Args []*Expr
 	Span token.Span
 }
+
+// String formats e as a fully parenthesized S-expression, for tests and
+// debugging: (+ (. (ref hf) hidden_size) 1).
+func (e *Expr) String() string {
+	if e == nil {
+		return "nil"
+	}
+	var head string
+	switch e.Kind {
+	case ExprLit:
+		return e.Lit.Repr()
+	case ExprRef:
+		return e.Name
+	case ExprField:
+		head = ". " + e.Name
+	case ExprIndex:
+		head = "[]"
+	case ExprCall:
+		head = "call " + e.Name
+	case ExprUnary, ExprBinary:
+		head = e.Op
+	case ExprCond:
+		head = "if"
+	case ExprList:
+		head = "list"
+	default:
+		head = "?"
+	}
+	s := "(" + head
+	for _, a := range e.Args {
+		s += " " + a.String()
+	}
+	return s + ")"
+}

@@ -136,13 +136,17 @@ const (
 	List
 )
 
-// Value is a constant: null, bool, int, float, string or a list of values.
+// Value is a constant or an expression's value: null, bool, int, float,
+// string, a list of values, or a dict (from a config; see expr_value.go).
 // Text keeps a number as written, so 0.0 stays a float.
 type Value struct {
-	Kind  ValueKind
-	Bool  bool
-	Text  string // Int and Float as written; String unquoted
+	Kind ValueKind
+	Bool bool
+	Text string // Int and Float as written; String unquoted
+	// Elems are the elements of a List, the values of a Dict.
 	Elems []Value
+	// Keys are the keys of a Dict, in order, one per element.
+	Keys []string
 }
 
 // String formats v like Python would write it.

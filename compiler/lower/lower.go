@@ -446,17 +446,22 @@ func (l *lowerer) op(o *ast.Op) *ir.Op {
 	}
 	out := &ir.Op{Kind: spec.Kind, Params: map[string]ir.Value{}, Span: o.Span()}
 	ok := true
-	for _, e := range o.HF {
-		n, good := l.name(e)
-		ok = ok && good
-		out.HF = append(out.HF, n)
+	nh := len(o.HF)
+	if hasSteps(o) {
+		nh, ok = l.stepOperands(o, out)
+	} else {
+		for _, e := range o.HF {
+			n, good := l.name(e)
+			ok = ok && good
+			out.HF = append(out.HF, n)
+		}
 	}
 	for _, e := range o.MCA {
 		n, good := l.name(e)
 		ok = ok && good
 		out.MCA = append(out.MCA, n)
 	}
-	if !l.arity(spec, o) {
+	if nh >= 0 && !l.arity(spec, o, nh) { // nh < 0: steps already reported
 		ok = false
 	}
 	for _, p := range o.Params {
@@ -536,9 +541,10 @@ func plural(n int, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// arity checks the number of names against the op's rule.
-func (l *lowerer) arity(spec *schema.OpSpec, o *ast.Op) bool {
-	nh, nm := len(o.HF), len(o.MCA)
+// arity checks the number of names against the op's rule; nh is the
+// number of HF inputs (the parts tensor steps yield, or the names).
+func (l *lowerer) arity(spec *schema.OpSpec, o *ast.Op, nh int) bool {
+	nm := len(o.MCA)
 	span := o.Span()
 	switch spec.Arity {
 	case schema.Fixed:

@@ -271,6 +271,8 @@ func problems(t *ir.Template) []*Error {
 		}
 		if _, ok := opClasses[op.Kind]; !ok {
 			out = append(out, &Error{t.Name, op.Span, fmt.Sprintf("op kind %s has no Python rule yet (written at %s)", op.Kind, op.Span.Start)})
+		} else if p := stepProblem(op); p != "" {
+			out = append(out, &Error{t.Name, op.Span, p})
 		}
 	}
 	if _, _, err := modelClass(t); err != nil {
@@ -286,6 +288,10 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	var b strings.Builder
 	b.WriteString(header(t.File))
 	fmt.Fprintf(&b, "%q\n\n", "ROLL conversion template for "+t.Name+".")
+	classes := stepClasses(t)
+	if len(classes) > 0 {
+		b.WriteString("import torch\n\n")
+	}
 
 	// Imports from ROLL's template module.
 	roll := map[string]bool{"register_template": true}
@@ -319,6 +325,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	if custom {
 		support["key_prefix_template"] = true
 	}
+	if len(classes) > 0 {
+		support["hf_parts"], support["as_list"], support["chunk"] = true, true, true
+	}
 	needDist := false
 	if t.Parallel != nil {
 		for _, part := range t.Parallel.Parts {
@@ -342,6 +351,12 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	b.WriteString("\n")
 	b.WriteString(importBlock("."+SupportModule, sortedKeys(support)))
 	b.WriteString("\n\n")
+	stepClassOf := map[*ir.Op]string{}
+	for _, c := range classes {
+		emitStepClass(&b, c, t.File)
+		b.WriteString("\n\n")
+		stepClassOf[c.Op] = c.Name
+	}
 
 	// register_dist_config(...)
 	dist := parallelExpr(t.Parallel)
@@ -388,7 +403,7 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	}
 	var ops []node
 	for _, op := range t.Ops {
-		ops = append(ops, opCall(op))
+		ops = append(ops, opCall(op, stepClassOf[op]))
 	}
 	args = append(args, arg("weight_converters", list(ops...)))
 	b.WriteString(render(call("register_template", args...), 0))
@@ -444,13 +459,18 @@ func names(ns []ir.Name) node {
 	return list(items...)
 }
 
-func opCall(op *ir.Op) node {
+// opCall is the constructor call of op's class; class, when set, replaces
+// the catalog class (an op's generated class with tensor steps).
+func opCall(op *ir.Op, class string) node {
 	// ROLL's ConverOp requires mca_names even when empty (DropConverOp).
 	args := []node{arg("hf_names", names(op.HF)), arg("mca_names", names(op.MCA))}
 	cls := opClasses[op.Kind]
 	m, isModel := modelOpOf(op)
 	if isModel {
 		cls = m.Name
+	}
+	if class != "" {
+		cls = class
 	}
 	for _, k := range op.ParamNames() {
 		if isModel && k == selectParam {
@@ -565,9 +585,16 @@ failing on it (importing a built module overrides ROLL's own template for
 that model type).
 """
 
-from mcore_adapter.models.converter import dist_converter
-from mcore_adapter.models.converter.dist_converter import DistParallelConfig
 `)
+	steps := usesSteps(p)
+	if steps {
+		b.WriteString("from contextlib import contextmanager\n\nimport torch\n\n")
+	}
+	b.WriteString("from mcore_adapter.models.converter import dist_converter\n")
+	if steps {
+		b.WriteString("from mcore_adapter.models.converter.convert_utils import StackedTensors\n")
+	}
+	b.WriteString("from mcore_adapter.models.converter.dist_converter import DistParallelConfig\n")
 	if needPrefix {
 		b.WriteString("from mcore_adapter.models.converter.template import Template\n")
 	}
@@ -599,6 +626,9 @@ def register_dist_config(name, config):
     dist_converter.dist_configs.pop(name, None)
     dist_converter.register_dist_config(name, config)
 `)
+	if steps {
+		b.WriteString(supportSteps)
+	}
 	if needPrefix {
 		b.WriteString(`
 

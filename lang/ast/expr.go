@@ -84,10 +84,20 @@ type Suffix struct {
 	Call  *CallArgs `parser:"| @@"`
 }
 
-// CallArgs is the argument list of a call `(a, b)`.
+// CallArgs is the argument list of a call `(a, b, name = c)`: positional
+// arguments, then named ones (as in Python, a positional argument after a
+// named one is a syntax error).
 type CallArgs struct {
 	Range
-	Args []*Expr `parser:"\"(\" ( @@ ( \",\" @@ )* \",\"? )? \")\""`
+	Args  []*Expr     `parser:"\"(\" ( ( (?! Ident \"=\" ) @@ ( \",\" (?! Ident \"=\" ) @@ )*"`
+	Named []*NamedArg `parser:"    ( \",\" @@ )* | @@ ( \",\" @@ )* ) \",\"? )? \")\""`
+}
+
+// NamedArg is one named call argument `name = value`.
+type NamedArg struct {
+	Range
+	Name  *Ident `parser:"@@ \"=\""`
+	Value *Expr  `parser:"@@"`
 }
 
 // Primary is a literal, a name, a list, or a parenthesized expression.

@@ -44,6 +44,8 @@ const (
 	ReuseCycle           = "reuse-cycle"
 	ParallelEntry        = "parallel-entry"
 	Unsupported          = "unsupported"
+	UnknownStep          = "unknown-step"
+	StepArg              = "step-arg"
 
 	// Checks (compiler/check).
 	NoSchema         = "no-schema"
@@ -61,6 +63,7 @@ const (
 	NameRegexp       = "name-regexp"
 	ParallelCoverage = "parallel-coverage"
 	MissingBiasOp    = "missing-bias-op"
+	NotInvertible    = "not-invertible"
 
 	// A template against a real config.json (check --hf-config, convert).
 	HFConfigJSON      = "hf-config-json"
@@ -111,6 +114,8 @@ var codes = []CodeInfo{
 	{ReuseCycle, Error, "a block that uses or a template that extends itself"},
 	{ParallelEntry, Error, "a list class given a map entry or the reverse"},
 	{Unsupported, Error, "a planned construct this compiler does not lower yet"},
+	{UnknownStep, Error, "a call in an op's HF operands that is not a tensor step"},
+	{StepArg, Error, "a tensor step given a wrong, missing or extra argument"},
 
 	{NoSchema, Warning, "a template whose model type has no config schema"},
 	{UnknownHFKey, Error, "an HF config key no schema has"},
@@ -127,6 +132,7 @@ var codes = []CodeInfo{
 	{NameRegexp, Error, "an op name that is not a regular expression both ROLL's lookup and the runtime can use"},
 	{ParallelCoverage, Error, "an MCA name no parallel class covers"},
 	{MissingBiasOp, Warning, "add_qkv_bias set but no qkv_bias op (a known ROLL quirk)"},
+	{NotInvertible, Error, "a tensor step the compiler cannot invert for the MCA -> HF direction"},
 
 	{HFConfigJSON, Error, "config.json is not a JSON object"},
 	{HFConfigModelType, Error, "config.json has no model_type, or no template converts it"},

@@ -377,7 +377,7 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			vals[j] = ops.TensorValue(t)
 		}
 	}
-	outs, err := st.side.info.op.Apply(ex.plan.Dir, ex.cfg, vals)
+	outs, err := st.side.info.apply(ex.plan.Dir, ex.cfg, vals)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", desc, err)
 	}

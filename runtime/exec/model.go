@@ -65,6 +65,9 @@ type opInfo struct {
 	hf    []string // declared HF names
 	mca   []string // declared MCA names (split kinds: the single per-expert name)
 	op    ops.Op
+	// comp is the op with its tensor steps (ir.Op.Inputs), set per plan
+	// once their sizes are evaluated; nil for a plain catalog op.
+	comp *ops.Composite
 }
 
 func (m *Model) opInfo(i int, o *ir.Op) (*opInfo, error) {
@@ -96,34 +99,55 @@ func (m *Model) opInfoWith(i int, o *ir.Op, extra map[string]bool) (*opInfo, err
 	if _, ok := ops.Lookup(o.Kind); !ok {
 		return nil, fmt.Errorf("%s: op kind %q has no runtime implementation", o.Span.Start, o.Kind)
 	}
-	oi.op = ops.Op{Kind: o.Kind, NumHF: len(hf), NumMCA: len(mca)}
+	nhf := len(hf)
+	if len(o.Inputs) > 0 {
+		nhf = -1 // the parts of its tensor steps, checked per plan
+	}
+	op, err := catalogOp(o, nhf, len(mca))
+	if err != nil {
+		return nil, err
+	}
+	oi.op = op
+	return oi, nil
+}
+
+// catalogOp builds the runtime catalog op of o, taking nhf HF and nmca
+// MCA tensors, and checks its arity. For a composed op (o.Inputs) nhf is
+// the number of parts its tensor steps yield, known once their sizes are
+// evaluated; NewModel passes -1 and the arity is checked per plan
+// (Model.compose).
+func catalogOp(o *ir.Op, nhf, nmca int) (ops.Op, error) {
+	op := ops.Op{Kind: o.Kind, NumHF: nhf, NumMCA: nmca}
 	if v, ok := o.Param("dim"); ok && v.Kind == ir.Int {
 		d, err := strconv.Atoi(v.Text)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s: bad dim %q", o.Span.Start, o.Kind, v.Text)
+			return ops.Op{}, fmt.Errorf("%s: %s: bad dim %q", o.Span.Start, o.Kind, v.Text)
 		}
-		oi.op.Dim = d
+		op.Dim = d
 	}
 	if v, ok := o.Param("transpose"); ok && v.Kind == ir.Bool {
-		oi.op.Transpose = v.Bool
+		op.Transpose = v.Bool
 	}
 	if v, ok := o.Param("hidden_size"); ok && v.Kind == ir.Int {
 		h, err := strconv.ParseInt(v.Text, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s: bad hidden_size %q", o.Span.Start, o.Kind, v.Text)
+			return ops.Op{}, fmt.Errorf("%s: %s: bad hidden_size %q", o.Span.Start, o.Kind, v.Text)
 		}
-		oi.op.HiddenSize = h
+		op.HiddenSize = h
 	}
 	if isSplitKind(o.Kind) {
-		oi.op.NumMCA = 0
-		if len(mca) != 1 {
-			return nil, fmt.Errorf("%s: %s declares %d MCA names, want 1 (it is expanded per expert)", o.Span.Start, o.Kind, len(mca))
+		op.NumMCA = 0
+		if nmca != 1 {
+			return ops.Op{}, fmt.Errorf("%s: %s declares %d MCA names, want 1 (it is expanded per expert)", o.Span.Start, o.Kind, nmca)
 		}
 	}
-	if _, _, err := oi.op.Arity(); err != nil {
-		return nil, fmt.Errorf("%s: %v", o.Span.Start, err)
+	if nhf < 0 {
+		return op, nil
 	}
-	return oi, nil
+	if _, _, err := op.Arity(); err != nil {
+		return ops.Op{}, fmt.Errorf("%s: %v", o.Span.Start, err)
+	}
+	return op, nil
 }
 
 func isSplitKind(kind string) bool {

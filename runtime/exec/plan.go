@@ -229,6 +229,9 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	experts := pl.cfg.NumMoEExperts
 	for i, o := range t.Ops {
 		info, err := m.opInfo(i, o)
+		if err == nil {
+			err = m.compose(info, mc)
+		}
 		if err != nil {
 			p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Msg: err.Error()})
 			return p
@@ -257,6 +260,9 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		// add_mca_weight maps them back whatever the layer).
 		for _, lc := range layerConds(o) {
 			alt, err := m.opInfoWith(i, o, map[string]bool{lc.Flag(): true})
+			if err == nil {
+				err = m.compose(alt, mc)
+			}
 			if err != nil {
 				p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Msg: err.Error()})
 				return p
@@ -506,7 +512,13 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 			}
 		}
 	}
-	outs, err := planApply(s.info.op, pl.dir, pl.cfg, vals)
+	var outs []ops.Value
+	var err error
+	if s.info.comp != nil {
+		outs, err = s.info.comp.Plan(pl.dir, pl.cfg, vals, planApply)
+	} else {
+		outs, err = planApply(s.info.op, pl.dir, pl.cfg, vals)
+	}
 	if err != nil {
 		pl.problem(ProblemShape, Error, desc, inputs, "%s: %v", bucketDesc(wp), err)
 		return
