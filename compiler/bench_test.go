@@ -9,7 +9,6 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
-	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/langtest"
 	"github.com/rolltpl/rolltpl/stdlib"
@@ -28,14 +27,13 @@ func benchCheck(b *testing.B, size int) {
 	if err := os.WriteFile(path, src, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	set, _ := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
 	b.SetBytes(int64(len(src)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	var peak uint64
 	for b.Loop() {
 		peak = max(peak, langtest.PeakHeap(func() {
-			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), Schemas: set, Backend: pyemit.Check, DropSyntax: true})
+			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Backend: pyemit.Check, DropSyntax: true})
 			if res.Diags.HasErrors() {
 				b.Fatal(res.Diags[0])
 			}
@@ -64,7 +62,6 @@ func allocated(f func()) uint64 {
 // (a structural stand-in for time, which a unit test must not measure):
 // at 4 times the templates, at most 6 times the bytes.
 func TestCheckLinear(t *testing.T) {
-	set, _ := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
 	size := func(n int) uint64 {
 		src, err := langtest.BigFile(stdlib.Templates(), "llama.rolltpl", n)
 		if err != nil {
@@ -75,7 +72,7 @@ func TestCheckLinear(t *testing.T) {
 			t.Fatal(err)
 		}
 		return allocated(func() {
-			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), Schemas: set, Backend: pyemit.Check})
+			res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Backend: pyemit.Check})
 			if res.Diags.HasErrors() {
 				t.Fatal(res.Diags[0])
 			}

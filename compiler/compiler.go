@@ -31,8 +31,16 @@ type Options struct {
 	// Parse parses one file; nil means parser.ParseFile (see
 	// resolve.Loader.Parse).
 	Parse func(name string, src []byte) (*ast.File, diag.List)
-	// Schemas are the config schemas templates are checked against; nil
-	// skips the schema checks (the op, name and parallel checks still run).
+	// SchemaLib is the schema library (LoadSchemaLibrary of the stdlib's
+	// config schemas, stdlib.Schemas()): its schemas are visible from every
+	// file. Schemas declared in the compiled files themselves are used as
+	// well, scoped like templates (resolve): a file sees its own and its
+	// imports'.
+	SchemaLib *SchemaLibrary
+	// Schemas are further schemas, used for a name no file or library
+	// declares (e.g. one inferred from a config.json). With neither these
+	// nor any schema declaration the schema checks are skipped (the op,
+	// name and parallel checks still run).
 	Schemas *schema.Set
 	// Backend, if set, checks a program that compiled without errors for
 	// what a backend cannot emit (pyemit.Check); its diagnostics are
@@ -50,6 +58,9 @@ type Options struct {
 type Result struct {
 	Program *ir.Program
 	Info    *resolve.Info
+	// Schemas are the config schemas of the compilation; Schemas.For(path)
+	// are those the file at path sees. Nil when there are none.
+	Schemas *schema.Set
 	Diags   diag.List
 }
 
@@ -85,17 +96,23 @@ func Compile(paths []string, opts Options) (res *Result) {
 		}
 	}()
 	ld := &resolve.Loader{ReadFile: srcfile.ReadFile, ListDir: listDir, Lib: opts.Lib, Overlay: opts.Overlay, Parse: opts.Parse}
+	if opts.SchemaLib != nil {
+		ld.Prelude = opts.SchemaLib.prelude
+	}
 	info, diags := ld.Load(paths)
 	res.Info = info
 	res.Diags.Extend(diags)
+	set, sdiags := schemaSets(info, opts.Schemas, opts.SchemaLib)
+	res.Schemas = set
+	res.Diags.Extend(sdiags)
 	prog, ldiags := lower.Lower(info)
 	res.Program = prog
 	res.Diags.Extend(ldiags)
 	if opts.DropSyntax {
 		res.Info = sourcesOnly(info)
 	}
-	res.Diags.Extend(check.Check(prog, opts.Schemas))
-	check.AnnotateConfigTypes(prog, opts.Schemas)
+	res.Diags.Extend(check.Check(prog, set))
+	check.AnnotateConfigTypes(prog, set)
 	if opts.Backend != nil && !res.Diags.HasErrors() {
 		res.Diags.Extend(opts.Backend(prog))
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/rolltpl/rolltpl/compiler"
-	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
@@ -57,8 +56,7 @@ func TestErrorCorpus(t *testing.T) {
 					wants[i+1] = append(wants[i+1], &want{severity: sev, code: code, text: strings.TrimSpace(text)})
 				}
 			}
-			set, _ := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
-			res := compiler.Compile([]string{file}, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+			res := compiler.Compile([]string{file}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas()})
 			for _, d := range res.Diags {
 				if d.Code == "no-schema" && !strings.Contains(string(src), "no-schema") {
 					continue // made-up model types
@@ -100,11 +98,7 @@ func TestStdlibCompilesClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, sdiags := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
-	for _, d := range sdiags {
-		t.Errorf("schema: %s", d.Error())
-	}
-	res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+	res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas()})
 	for _, d := range res.Diags {
 		if d.Severity == diag.Error || !knownROLLQuirks[d.Code] {
 			t.Errorf("%s", d.Error())

@@ -10,7 +10,6 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
-	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/parser"
@@ -31,7 +30,6 @@ func TestDropSyntax(t *testing.T) {
 	for _, f := range files {
 		inputs = append(inputs, []string{f})
 	}
-	set, _ := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
 	for _, paths := range inputs {
 		var trees []weak.Pointer[ast.File]
 		parse := func(name string, src []byte) (*ast.File, diag.List) {
@@ -39,7 +37,7 @@ func TestDropSyntax(t *testing.T) {
 			trees = append(trees, weak.Make(f))
 			return f, d
 		}
-		opts := compiler.Options{Lib: stdlib.Templates(), Schemas: set, Backend: pyemit.Check, Parse: parse}
+		opts := compiler.Options{Lib: stdlib.Templates(), SchemaLib: stdSchemas(), Backend: pyemit.Check, Parse: parse}
 		keep := compiler.Compile(paths, opts)
 		opts.DropSyntax = true
 		trees = nil

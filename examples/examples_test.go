@@ -9,13 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/langtest"
+	rexec "github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -25,7 +28,12 @@ import (
 // what it registers.
 func TestWalkthrough(t *testing.T) {
 	dir := "walkthrough"
-	res := compiler.Compile([]string{filepath.Join(dir, "acme_vl.rolltpl")}, compiler.Options{Lib: stdlib.Templates()})
+	// As rolltplc check compiles it: the stdlib's schemas and the one
+	// beside the template (acme_vl_schema.rolltpl).
+	res := compiler.Compile([]string{filepath.Join(dir, "acme_vl.rolltpl")}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: compiler.LoadSchemaLibrary(stdlib.Schemas())})
+	if res.Schemas.For(filepath.Join(dir, "acme_vl.rolltpl")).Schema("acme_vl") == nil {
+		t.Error("acme_vl.rolltpl is not checked against its schema")
+	}
 	for _, d := range res.Diags {
 		t.Errorf("%s", d.Error())
 	}
@@ -115,5 +123,40 @@ func TestWalkthrough(t *testing.T) {
 	}
 	if tm.Effective["text_config.hidden_size"] != "hidden_size" || tm.Effective["image_token_id"] != "image_token_id" {
 		t.Errorf("vision key prefixing not applied: %v", tm.Effective)
+	}
+}
+
+// TestWalkthroughSchema: acme_vl_schema.rolltpl is what `rolltplc schema
+// infer` makes of config.json, plus the reviewed lines, and config.json
+// passes the template's checks against it.
+func TestWalkthroughSchema(t *testing.T) {
+	dir := "walkthrough"
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(filepath.Join(dir, "acme_vl_schema.rolltpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(schema.Infer("acme_vl", cfg), "\n") {
+		if !bytes.Contains(saved, []byte(line)) {
+			t.Errorf("acme_vl_schema.rolltpl lacks the inferred line %q", line)
+		}
+	}
+	res := compiler.Compile([]string{filepath.Join(dir, "acme_vl.rolltpl")}, compiler.Options{Lib: stdlib.Templates(), SchemaLib: compiler.LoadSchemaLibrary(stdlib.Schemas())})
+	tmpl := res.Program.Template("acme_vl")
+	if tmpl == nil {
+		t.Fatal("no template acme_vl")
+	}
+	probs, err := rexec.HFConfigProblems(tmpl, raw)
+	if err != nil || len(probs) > 0 {
+		t.Errorf("config.json against the template: %v %v", probs, err)
 	}
 }

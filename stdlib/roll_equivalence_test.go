@@ -27,12 +27,18 @@ var plainTypes = []string{
 }
 
 // generatedClass maps the model types whose ROLL template class is a
-// subclass overriding only adjust_config_hf_to_mca (the HF key prefixing)
-// to the class the emitted module generates from the template's prefix
-// rules instead: the class name differs, what it computes
-// (config_hf_to_mca_effective) must not.
-var generatedClass = map[string]string{
-	"qwen3_omni_moe": "KeyPrefixTemplate",
+// hand-written subclass to the class the emitted module generates from
+// the template instead (from its prefix rules, or its per-layer names)
+// and the methods ROLL's class overrides, which the generated one must
+// stand for: the class name may differ, what it computes
+// (config_hf_to_mca_effective, the conversions tested in runtime/exec and
+// compiler/pyemit) must not.
+var generatedClass = map[string]struct {
+	class     string
+	overrides []any
+}{
+	"qwen3_omni_moe": {"KeyPrefixTemplate", []any{"adjust_config_hf_to_mca"}},
+	"qwen3_next":     {"Qwen3NextTemplate", []any{"add_hf_weight", "add_mca_weight", "get_lora_conver_op"}},
 }
 
 // builtTypes are the model types the stdlib compiles to Python today.
@@ -319,12 +325,12 @@ func TestRegistrationsEqualROLL(t *testing.T) {
 				t.Errorf("%s/%s: not registered", mode.name, typ)
 				continue
 			}
-			if class, gen := generatedClass[typ]; gen {
-				if diff := cmp.Diff([]any{"adjust_config_hf_to_mca"}, rt["overridden_methods"]); diff != "" {
-					t.Errorf("%s/%s: ROLL's class overrides more than the key prefixing (-want +roll):\n%s", mode.name, typ, diff)
+			if gen, ok := generatedClass[typ]; ok {
+				if diff := cmp.Diff(gen.overrides, rt["overridden_methods"]); diff != "" {
+					t.Errorf("%s/%s: ROLL's class overrides other methods than the generated class stands for (-want +roll):\n%s", mode.name, typ, diff)
 				}
 				rt = maps.Clone(rt)
-				rt["template_class"] = class
+				rt["template_class"] = gen.class
 			}
 			// Ops ROLL defines beside a model come from that model's module.
 			ops, _ := gt["weight_converters"].([]any)

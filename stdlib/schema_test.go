@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/format"
 	"github.com/rolltpl/rolltpl/lang/parser"
@@ -40,7 +41,7 @@ var mcaConverterFields = []string{
 
 func loadSchemas(t *testing.T) *schema.Set {
 	t.Helper()
-	set, diags := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
+	set, diags := compiler.LoadSchemas(stdlib.Schemas())
 	for _, d := range diags {
 		t.Errorf("%s", d.Error())
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
@@ -24,7 +24,7 @@ func TestOpKindsHaveBothBackends(t *testing.T) {
 	for _, k := range pyemit.OpKinds() {
 		emit[k] = true
 	}
-	for _, spec := range schema.Ops {
+	for _, spec := range vocab.Ops {
 		if _, ok := ops.Lookup(spec.Kind); !ok {
 			t.Errorf("op kind %s has no runtime implementation", spec.Kind)
 		}
@@ -36,7 +36,7 @@ func TestOpKindsHaveBothBackends(t *testing.T) {
 	if diff := cmp.Diff(pythonPending, missingPy); diff != "" {
 		t.Errorf("op kinds without a Python rule changed (-pending +actual):\n%s", diff)
 	}
-	if len(ops.Kinds()) != len(schema.Ops) {
-		t.Errorf("runtime has %d op kinds, the language %d", len(ops.Kinds()), len(schema.Ops))
+	if len(ops.Kinds()) != len(vocab.Ops) {
+		t.Errorf("runtime has %d op kinds, the language %d", len(ops.Kinds()), len(vocab.Ops))
 	}
 }

@@ -12,18 +12,21 @@ const module = "github.com/rolltpl/rolltpl/"
 // allowed says, for each package (by path below the module), which project
 // packages it may import (STYLE.md §2). A "/..." suffix allows a subtree.
 var allowed = map[string][]string{
-	"lang/token":       {},
-	"lang/diag":        {"lang/token"},
-	"lang/ast":         {"lang/token"},
-	"lang/parser":      {"lang/token", "lang/diag", "lang/ast"},
-	"lang/format":      {"lang/token", "lang/diag", "lang/ast", "lang/parser"},
-	"lang/langtest":    {},
-	"lang/srcfile":     {}, // reading only regular files: the front end's and the runtime's (lang is the lowest layer)
-	"compiler/ir":      {"lang/token", "compiler/rollname"},
+	"lang/token":    {},
+	"lang/diag":     {"lang/token"},
+	"lang/ast":      {"lang/token"},
+	"lang/parser":   {"lang/token", "lang/diag", "lang/ast"},
+	"lang/format":   {"lang/token", "lang/diag", "lang/ast", "lang/parser"},
+	"lang/langtest": {},
+	"lang/srcfile":  {}, // reading only regular files: the front end's and the runtime's (lang is the lowest layer)
+	"compiler/ir":   {"lang/token", "compiler/rollname"},
+	// The language's vocabulary (op kinds, fields, build flags): a leaf.
+	"compiler/vocab": {},
+	// The config schemas.
 	"compiler/schema":  {"lang/..."},
-	"compiler/resolve": {"lang/...", "compiler/schema"},
-	"compiler/check":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/ir", "compiler/rollname"},
-	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/ir", "compiler/rollname"},
+	"compiler/resolve": {"lang/...", "compiler/schema", "compiler/vocab"},
+	"compiler/check":   {"lang/...", "compiler/schema", "compiler/vocab", "compiler/resolve", "compiler/ir", "compiler/rollname"},
+	"compiler/lower":   {"lang/...", "compiler/schema", "compiler/vocab", "compiler/resolve", "compiler/check", "compiler/ir", "compiler/rollname"},
 	"compiler/pyemit":  {"compiler/ir", "compiler/rollname", "lang/token", "lang/diag", "runtime/outdir", "runtime/tempname"}, // leaves: see runtime/outdir
 	"compiler":         {"lang/...", "compiler/schema", "compiler/resolve", "compiler/check", "compiler/lower", "compiler/ir", "compiler/rollname"},
 	"stdlib":           {},

@@ -28,12 +28,14 @@ package check
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
@@ -42,15 +44,18 @@ import (
 const MCASchema = "mca"
 
 type checker struct {
-	prog  *ir.Program
-	set   *schema.Set
-	diags diag.List
+	prog *ir.Program
+	// all are the schemas of the program; set are those the template
+	// being checked sees (all.For(its file)).
+	all, set *schema.Set
+	diags    diag.List
+	conv     *converted // see convertedNames
 }
 
-// Check checks every template of p. With a nil set the schema checks are
-// skipped.
+// Check checks every template of p against the schemas its file sees
+// (set.For(t.File)). With a nil set the schema checks are skipped.
 func Check(p *ir.Program, set *schema.Set) diag.List {
-	c := &checker{prog: p, set: set}
+	c := &checker{prog: p, all: set}
 	for _, t := range p.Templates {
 		c.template(t)
 	}
@@ -71,11 +76,11 @@ func templateModes(t *ir.Template) []map[string]bool {
 	for _, op := range t.Ops {
 		for _, names := range [2][]ir.Name{op.HF, op.MCA} {
 			for _, n := range names {
-				if n.Flag == "" {
+				if n.Cond == nil {
 					continue // no condition (most names): nothing to add
 				}
 				for _, lc := range n.LayerConds() {
-					f := lc.Flag()
+					f := ir.CondKey(lc)
 					if seen[f] {
 						continue
 					}
@@ -95,11 +100,21 @@ func templateModes(t *ir.Template) []map[string]bool {
 }
 
 func (c *checker) template(t *ir.Template) {
+	c.set = c.all.For(t.File)
 	if c.set != nil {
 		c.config(t)
 	}
+	if bad := c.exprs(t); len(bad) > 0 {
+		// The ops whose names did not check have no names to check
+		// further; the others are checked as usual.
+		tt := *t
+		tt.Ops = slices.DeleteFunc(slices.Clone(t.Ops), func(o *ir.Op) bool { return bad[o] })
+		t = &tt
+	}
 	c.ops(t)
 	c.parallel(t)
+	c.layout(t)
+	c.dropped(t)
 	c.knownMistakes(t)
 }
 
@@ -107,23 +122,25 @@ func (c *checker) template(t *ir.Template) {
 // with a config schema in set: the type and default of the HF key each
 // entry maps, for [ir.Template.CheckHFConfig]. A key below a dict or any
 // field takes any value; a key the schema lacks takes any value and has
-// no default. Templates without a schema keep nil types.
+// no default only when the MCA key it maps needs a value (see skippable).
+// Templates without a schema keep nil types.
 func AnnotateConfigTypes(p *ir.Program, set *schema.Set) {
 	if p == nil || set == nil {
 		return
 	}
 	for _, t := range p.Templates {
-		root := set.Schema(t.Name)
+		root := set.For(t.File).Schema(t.Name)
 		if root == nil {
 			continue
 		}
 		for i, e := range t.Config {
 			parts := strings.Split(EffectiveKey(t, e.HF), ".")
-			f, holder, _ := set.Resolve(root, parts)
+			f, holder, _ := set.For(t.File).Resolve(root, parts)
 			if f == nil {
-				// Unknown to the schema (check warns or errs): any value,
-				// and no default.
-				t.Config[i].Type = &ir.ConfigType{Kinds: []string{"any"}}
+				// Unknown to the schema (check warns or errs): any value.
+				// Missing from a config.json it is skipped by ROLL, which
+				// is fine unless the MCA key cannot do without it.
+				t.Config[i].Type = &ir.ConfigType{Kinds: []string{"any"}, Default: skippable(e)}
 				continue
 			}
 			ct := &ir.ConfigType{Nullable: f.Type.Nullable, Default: f.Default != ""}
@@ -151,7 +168,7 @@ func (c *checker) config(t *ir.Template) {
 	mca := c.set.Schema(MCASchema)
 	if hf == nil && len(t.Config) > 0 {
 		c.add(diag.Warningf(t.NameSpan, "no-schema", "No config schema for this model type",
-			"The stdlib has no HF config schema for %q, so its config keys are not checked. Generate one with `rolltplc schema infer config.json`.", t.Name))
+			"No schema %q is declared in this file, the files it imports or the stdlib, so its config keys are not checked. Generate one with `rolltplc schema infer config.json > %s_schema.rolltpl` and import it.", t.Name, t.Name))
 	}
 	mapped := map[string]ir.ConfigEntry{}
 	for _, e := range t.Config {
@@ -212,7 +229,7 @@ func (c *checker) hfKey(t *ir.Template, hf *schema.Schema, e ir.ConfigEntry) *sc
 		return nil
 	}
 	detail := fmt.Sprintf("%s is not a key of the %s config (schema %s).", shown, t.Name, at.Name)
-	if s := schema.Suggest(missing, at.Order); s != "" {
+	if s := vocab.Suggest(missing, at.Order); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	}
 	c.add(diag.Errorf(e.Span, "unknown-hf-key", "Unknown HF config key", "%s", detail))
@@ -234,7 +251,7 @@ func (c *checker) mcaKey(mca *schema.Schema, key string, span token.Span) *schem
 	f := mca.Field(key)
 	if f == nil {
 		detail := fmt.Sprintf("%s is not a field of the MCA config.", key)
-		if s := schema.Suggest(key, mca.Order); s != "" {
+		if s := vocab.Suggest(key, mca.Order); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
 		c.add(diag.Errorf(span, "unknown-mca-key", "Unknown MCA config key", "%s", detail))
@@ -358,7 +375,7 @@ func (c *checker) ops(t *ir.Template) {
 	missing := map[string]bool{}
 	for _, op := range t.Ops {
 		c.steps(t, op)
-		spec := schema.Op(op.Kind)
+		spec := vocab.Op(op.Kind)
 		if spec == nil {
 			continue
 		}
@@ -547,19 +564,17 @@ func (c *checker) parallel(t *ir.Template) {
 		}
 		return
 	}
-	base := c.prog.Effective(t.Parallel)
-	withFlag := base
-	if s := c.prog.ParallelSet("megatron_llama"); s != nil {
-		withFlag = merge(base, c.prog.Effective(s))
-	}
 	reported := map[string]bool{}
-	baseClasses := rollname.NewClassifier(base.ClassLists())
-	flagClasses := rollname.NewClassifier(withFlag.ClassLists())
+	var classes [2]*rollname.Classifier // without and with megatron_llama
 	for _, mode := range templateModes(t) {
-		eff := baseClasses
+		i := 0
 		if mode["megatron_llama"] {
-			eff = flagClasses
+			i = 1
 		}
+		if classes[i] == nil {
+			classes[i] = rollname.NewClassifier(c.effective(t, mode).ClassLists())
+		}
+		eff := classes[i]
 		for _, op := range t.Ops {
 			_, mca := op.Resolved(mode)
 			for _, n := range mca {
@@ -573,6 +588,16 @@ func (c *checker) parallel(t *ir.Template) {
 			}
 		}
 	}
+}
+
+// effective returns the parallel classification of t in a build-flag
+// mode: with megatron_llama, the named set of that name is merged in.
+func (c *checker) effective(t *ir.Template, mode map[string]bool) ir.Effective {
+	eff := c.prog.Effective(t.Parallel)
+	if s := c.prog.ParallelSet("megatron_llama"); s != nil && mode["megatron_llama"] {
+		eff = merge(eff, c.prog.Effective(s))
+	}
+	return eff
 }
 
 // pure is the name ROLL classifies n under, its {} written as a glob.

@@ -97,7 +97,8 @@ type TypeError struct {
 	// unknown-name or unknown-function.
 	Code string
 	Msg  string
-	// Key is the unknown config key (for did-you-mean), if any.
+	// Key is the unknown config key, name or function (for
+	// did-you-mean), if any.
 	Key string
 }
 
@@ -163,7 +164,9 @@ func (c *checker) check(e *Expr, depth int) Type {
 			return TypeOf(Int)
 		}
 		if !c.env.IsFlag(e.Name) {
-			return c.errorf(e, "unknown-name", "unknown name %s: the names are hf, mca, layer and the build flags", e.Name)
+			c.errorf(e, "unknown-name", "unknown name %s: the names are hf, mca, layer and the build flags", e.Name)
+			c.errs[len(c.errs)-1].Key = e.Name
+			return AnyType
 		}
 		return TypeOf(Bool)
 	case ExprField:
@@ -248,7 +251,9 @@ func (c *checker) check(e *Expr, depth int) Type {
 		}
 		arity, ok := Funcs[e.Name]
 		if !ok {
-			return c.errorf(e, "unknown-function", "unknown function %s: the functions are %s", e.Name, funcNames())
+			c.errorf(e, "unknown-function", "unknown function %s: the functions are %s", e.Name, funcNames())
+			c.errs[len(c.errs)-1].Key = e.Name
+			return AnyType
 		}
 		if len(ts) < arity[0] || arity[1] >= 0 && len(ts) > arity[1] {
 			return c.errorf(e, "type-mismatch", "%s takes %s, got %d", e.Name, argWords(arity), len(ts))

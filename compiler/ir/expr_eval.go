@@ -46,9 +46,30 @@ func (m MapEnv) Layer() (int64, bool) { return m.LayerIndex, m.HasLayer }
 // Flag implements [Env].
 func (m MapEnv) Flag(name string) (bool, bool) { v, ok := m.Flags[name]; return v, ok }
 
-// MaxElems bounds the lists and strings an expression builds (repetition,
-// concatenation, range): a larger result is an error, not an allocation.
-const MaxElems = 1 << 20
+// MaxElems (= [MaxCount], the bound on layer and expert counts, so that
+// any per-layer list fits) bounds the values an expression builds (repetition,
+// concatenation, list literals, range): a result whose [Weight] is larger
+// is an error, not an allocation. Weights count nested elements, so a list
+// repeating a large list cannot stand for more than MaxElems elements
+// either (its repr, comparison and count stay bounded).
+const MaxElems = MaxCount
+
+// Weight returns the size of v for the bounds: 1 per value, plus the
+// bytes of a string and the weights of a list's or dict's elements. It
+// stops counting past limit.
+func Weight(v Value, limit int) int {
+	w := 1
+	if v.Kind == String {
+		w += len(v.Text)
+	}
+	for _, e := range v.Elems {
+		if w > limit {
+			return w
+		}
+		w += Weight(e, limit-w)
+	}
+	return w
+}
 
 // EvalError is an expression that cannot be evaluated: a type error, a
 // division by zero, an int overflow, an index out of range, a result
@@ -207,10 +228,14 @@ func (e *Expr) eval(env Env, depth int) (Value, *EvalError) {
 		return arg(2)
 	case ExprList:
 		out := make([]Value, 0, len(e.Args))
+		w := 1
 		for i := range e.Args {
 			v, err := arg(i)
 			if err != nil {
 				return Value{}, err
+			}
+			if w += Weight(v, MaxElems); w > MaxElems {
+				return Value{}, errAt(e, "list of more than %d elements in all", MaxElems)
 			}
 			out = append(out, v)
 		}
@@ -316,8 +341,8 @@ func binary(e *Expr, op string, a, b Value) (Value, *EvalError) {
 			}
 			return StringValue(a.Text + b.Text), nil
 		}
-		if len(a.Elems)+len(b.Elems) > MaxElems {
-			return Value{}, errAt(e, "list longer than %d elements", MaxElems)
+		if Weight(a, MaxElems)+Weight(b, MaxElems) > MaxElems {
+			return Value{}, errAt(e, "list of more than %d elements in all", MaxElems)
 		}
 		return ListValue(append(append(make([]Value, 0, len(a.Elems)+len(b.Elems)), a.Elems...), b.Elems...)...), nil
 	case op == "*" && (a.Kind == List || a.Kind == String) && b.Kind == Int:
@@ -341,8 +366,8 @@ func repeat(e *Expr, seq, n Value) (Value, *EvalError) {
 	if seq.Kind == String {
 		size = len(seq.Text)
 	}
-	if size > 0 && k > int64(MaxElems/size) {
-		return Value{}, errAt(e, "repetition of %d × %d elements exceeds the limit of %d", size, k, MaxElems)
+	if w := Weight(seq, MaxElems); k > 0 && int64(w-1) > int64(MaxElems)/k {
+		return Value{}, errAt(e, "repetition of %d × %d elements exceeds the limit of %d", w-1, k, MaxElems)
 	}
 	if seq.Kind == String {
 		return StringValue(strings.Repeat(seq.Text, int(k))), nil

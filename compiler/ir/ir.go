@@ -14,7 +14,6 @@ package ir
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/rollname"
@@ -70,6 +69,8 @@ type Template struct {
 	KeyPrefixes []PrefixRule
 	// Constants are the constant MCA config values, in source order.
 	Constants []Constant
+	// Sets are the computed config values (`set`), in source order.
+	Sets []ConfigSet
 	// Invalid lists HF pure names that are ignored on purpose.
 	Invalid []Located
 	// Ops are the weight ops in registration order (first match wins).
@@ -114,6 +115,19 @@ type PrefixRule struct {
 	Prefix string
 	Unless []string
 	Span   token.Span
+}
+
+// ConfigSet is `set SIDE.KEY = VALUE [when WHEN]`: Side "mca" computes
+// an MCA key when converting HF -> MCA (after the maps and constants),
+// "hf" a top-level HF key when rebuilding config.json MCA -> HF (winning
+// over the maps). When, if set, must be truthy for the value to be
+// written. Sets apply in source order.
+type ConfigSet struct {
+	Side, Key   string
+	Value, When *Expr
+	Span        token.Span
+	// KeySpan is the span of SIDE.KEY.
+	KeySpan token.Span
 }
 
 // Constant is one constant MCA config value.
@@ -169,6 +183,8 @@ func (v Value) String() string {
 			parts[i] = e.String()
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
+	case Dict:
+		return v.Repr()
 	}
 	return "?"
 }
@@ -204,68 +220,174 @@ func (o *Op) ParamNames() []string {
 	return names
 }
 
-// Name is a weight name, fixed or chosen by a build flag: when Flag is
-// empty the name is Value; otherwise it is Then when the flag is set and
-// Else when not. Names starting with "." are relative to the layer prefix;
-// "{}" is a wildcard.
+// Name is a weight name: fixed (Value), computed (Computed, an
+// expression over build flags evaluating to a string), or chosen by a
+// condition: Then where Cond is truthy, Else where not. Cond is any
+// expression over the build flags, `hf`, `mca` and `layer`; one that reads
+// `layer` or a config is a per-layer condition the runtime and the
+// generated template class evaluate for each layer. Names starting with "."
+// are relative to the layer prefix; "{}" is a wildcard.
 type Name struct {
-	Value string
-	Flag  string
-	Then  *Name
-	Else  *Name
-	// Layer is set when the choice is per layer rather than per build:
-	// Then for the layers where mca.<Layer.Key>[layer] == Layer.Equals.
-	// Flag is then Layer.Flag(), so Resolve and Flags treat it like a
-	// build flag (a consumer that knows layers picks per layer).
-	Layer *LayerCond
-	Span  token.Span
+	Value    string
+	Computed *Expr
+	Cond     *Expr
+	Then     *Name
+	Else     *Name
+	Span     token.Span
 }
 
-// LayerCond is the per-layer condition mca.<Key>[layer] == "<Equals>".
-type LayerCond struct {
-	Key, Equals string
+// CondKey is the key under which a condition's outcome may be given to
+// [Name.Resolve] as a pseudo build flag (a caller enumerating the outcomes
+// of per-layer conditions sets it).
+func CondKey(cond *Expr) string { return "cond " + cond.String() }
+
+// IsStatic reports whether e reads only literals and build flags (no hf,
+// mca or layer), so that it can be evaluated from the flags alone.
+func (e *Expr) IsStatic() bool {
+	if e == nil {
+		return true
+	}
+	if e.Kind == ExprRef && (e.Name == "hf" || e.Name == "mca" || e.Name == "layer") {
+		return false
+	}
+	for _, a := range e.Args {
+		if !a.IsStatic() {
+			return false
+		}
+	}
+	return true
 }
 
-// Flag returns the pseudo build flag standing for c in Name.Flag.
-func (c LayerCond) Flag() string { return "mca." + c.Key + "[layer] == " + strconv.Quote(c.Equals) }
+// Refs returns the build flags e reads, in order of first use.
+func (e *Expr) Refs() []string {
+	var out []string
+	var walk func(*Expr)
+	walk = func(x *Expr) {
+		if x == nil {
+			return
+		}
+		if x.Kind == ExprRef && x.Name != "hf" && x.Name != "mca" && x.Name != "layer" {
+			for _, o := range out {
+				if o == x.Name {
+					return
+				}
+			}
+			out = append(out, x.Name)
+		}
+		for _, a := range x.Args {
+			walk(a)
+		}
+	}
+	walk(e)
+	return out
+}
 
-// Holds reports whether c holds for a layer whose mca.<Key> entry is v.
-func (c LayerCond) Holds(v string) bool { return v == c.Equals }
-
-// LayerConds returns the per-layer conditions n depends on.
-func (n Name) LayerConds() []LayerCond {
-	if n.Flag == "" {
+// LayerConds returns the per-layer conditions n depends on: the
+// conditions that read hf, mca or layer.
+func (n Name) LayerConds() []*Expr {
+	if n.Cond == nil {
 		return nil
 	}
-	var out []LayerCond
-	if n.Layer != nil {
-		out = append(out, *n.Layer)
+	var out []*Expr
+	if !n.Cond.IsStatic() {
+		out = append(out, n.Cond)
 	}
 	return append(append(out, n.Then.LayerConds()...), n.Else.LayerConds()...)
 }
 
-// Resolve returns the name for the given build flags.
+// flagEnv is an [Env] of build flags alone.
+type flagEnv map[string]bool
+
+func (flagEnv) HF(string) (Value, bool)      { return Value{}, false }
+func (flagEnv) MCA(string) (Value, bool)     { return Value{}, false }
+func (flagEnv) Layer() (int64, bool)         { return 0, false }
+func (f flagEnv) Flag(n string) (bool, bool) { return f[n], true }
+
+// Resolve returns the name for the given build flags: a static condition
+// is evaluated with them (an unset flag is false); a per-layer condition
+// takes its outcome from flags[CondKey(cond)] (false, the Else branch,
+// when absent: the name registered by default). A computed name that
+// fails to evaluate resolves to "" (the checker reports it).
 func (n Name) Resolve(flags map[string]bool) string {
-	if n.Flag == "" {
+	switch {
+	case n.Computed != nil:
+		v, err := n.Computed.Eval(flagEnv(flags))
+		if err != nil || v.Kind != String {
+			return ""
+		}
+		return v.Text
+	case n.Cond == nil:
 		return n.Value
 	}
-	if flags[n.Flag] {
+	holds := flags[CondKey(n.Cond)]
+	if n.Cond.IsStatic() {
+		v, err := n.Cond.Eval(flagEnv(flags))
+		holds = err == nil && v.Truthy()
+	}
+	if holds {
 		return n.Then.Resolve(flags)
 	}
 	return n.Else.Resolve(flags)
 }
 
-// Flags returns the build flags n depends on (not its per-layer
-// conditions).
+// ResolveIn returns the name in env, evaluating every condition there
+// (with `layer` bound by env for a per-layer name).
+func (n Name) ResolveIn(env Env) (string, error) {
+	switch {
+	case n.Computed != nil:
+		v, err := n.Computed.Eval(env)
+		if err != nil {
+			return "", err
+		}
+		if v.Kind != String {
+			return "", &EvalError{Span: n.Computed.Span, Msg: "a weight name must be a str, got " + v.Kind.KindName()}
+		}
+		return v.Text, nil
+	case n.Cond == nil:
+		return n.Value, nil
+	}
+	v, err := n.Cond.Eval(env)
+	if err != nil {
+		return "", err
+	}
+	if v.Truthy() {
+		return n.Then.ResolveIn(env)
+	}
+	return n.Else.ResolveIn(env)
+}
+
+// Flags returns the build flags n depends on (in its static conditions
+// and computed parts; not its per-layer conditions).
 func (n Name) Flags() []string {
-	if n.Flag == "" {
-		return nil
-	}
 	var out []string
-	if n.Layer == nil {
-		out = append(out, n.Flag)
+	add := func(fs []string) {
+		for _, f := range fs {
+			if !slicesContains(out, f) {
+				out = append(out, f)
+			}
+		}
 	}
-	return append(append(out, n.Then.Flags()...), n.Else.Flags()...)
+	if n.Computed != nil {
+		add(n.Computed.Refs())
+	}
+	if n.Cond == nil {
+		return out
+	}
+	if n.Cond.IsStatic() {
+		add(n.Cond.Refs())
+	}
+	add(n.Then.Flags())
+	add(n.Else.Flags())
+	return out
+}
+
+func slicesContains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // Resolved returns the op's HF and MCA names for the given build flags.

@@ -28,7 +28,7 @@ type exprLowerer struct {
 }
 
 func (l *exprLowerer) errorf(span token.Span, format string, args ...any) *ir.Expr {
-	l.diags.Add(diag.Errorf(span, "type-mismatch", "Not an expression", format, args...))
+	l.diags.Add(diag.Errorf(span, diag.TypeMismatch, "Not an expression", format, args...))
 	return &ir.Expr{Kind: ir.ExprLit, Lit: ir.NullValue(), Span: span}
 }
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
@@ -141,13 +141,13 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 			s.parallel = it.Parallel
 		case it.Field != nil:
 			name := it.Field.Key.Name
-			if doc, planned := schema.PlannedFields[name]; planned {
+			if doc, planned := vocab.PlannedFields[name]; planned {
 				l.errorf(it.Field.Key.Span(), "unsupported", "Field not compiled yet",
 					"%s (%s) is part of the language (lang/spec.md) but this compiler does not lower it yet.", name, doc)
 				continue
 			}
-			if _, ok := schema.TemplateFields[name]; !ok {
-				l.unknown(it.Field.Key, "unknown-field", "template field", "Unknown template field", keys(schema.TemplateFields))
+			if _, ok := vocab.TemplateFields[name]; !ok {
+				l.unknown(it.Field.Key, "unknown-field", "template field", "Unknown template field", keys(vocab.TemplateFields))
 				continue
 			}
 			once("field "+name, it.Field.Span())
@@ -189,7 +189,7 @@ func keys[V any](m map[string]V) []string {
 
 func (l *lowerer) unknown(id *ast.Ident, code, what, summary string, candidates []string) {
 	detail := fmt.Sprintf("%q is not a known %s.", id.Name, what)
-	if s := schema.Suggest(id.Name, candidates); s != "" {
+	if s := vocab.Suggest(id.Name, candidates); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	} else if len(candidates) > 0 && len(candidates) <= 16 {
 		detail += " Valid: " + strings.Join(candidates, ", ") + "."
@@ -288,9 +288,40 @@ func (l *lowerer) config(t *ir.Template, b *ast.ConfigBlock, seen map[string]tok
 			}
 			t.KeyPrefixes = append(t.KeyPrefixes, r)
 		case it.Set != nil:
-			l.errorf(it.Set.Span(), "unsupported", "Computed config is not compiled yet",
-				"`set` is part of the language (lang/spec.md) but this compiler does not lower it yet; map the key directly or leave it out.")
+			l.set(t, it.Set)
 		}
+	}
+}
+
+// set lowers `set SIDE.KEY = VALUE [when COND]`: SIDE is mca or hf, an
+// HF key is top-level (it becomes a keyword argument of the rebuilt
+// config), VALUE and COND are expressions.
+func (l *lowerer) set(t *ir.Template, s *ast.ConfigSet) {
+	side := s.Side.Name
+	if side != "mca" && side != "hf" {
+		l.errorf(s.Side.Span(), diag.TypeMismatch, "Unknown config side",
+			"`set` computes an MCA key (`set mca.KEY = ...`) or an HF key (`set hf.KEY = ...`), not %q.", side)
+		return
+	}
+	key := pathString(s.Key)
+	if side == "mca" && len(s.Key.Parts) > 1 || side == "hf" && len(s.Key.Parts) > 1 {
+		l.errorf(s.Key.Span(), diag.TypeMismatch, "Nested key in set",
+			"`set %s.%s`: a computed key is a top-level key of the %s config.", side, key, strings.ToUpper(side))
+		return
+	}
+	cs := ir.ConfigSet{Side: side, Key: key, Span: s.Span(),
+		KeySpan: token.Span{Start: s.Side.Pos, End: s.Key.EndPos}}
+	var diags diag.List
+	cs.Value, diags = Expr(s.Value)
+	l.diags.Extend(diags)
+	if s.When != nil {
+		var wd diag.List
+		cs.When, wd = Expr(s.When)
+		l.diags.Extend(wd)
+		diags.Extend(wd)
+	}
+	if !diags.HasErrors() {
+		t.Sets = append(t.Sets, cs)
 	}
 }
 
@@ -439,9 +470,9 @@ func (l *lowerer) sharedOp(o *ast.Op) *ir.Op {
 }
 
 func (l *lowerer) op(o *ast.Op) *ir.Op {
-	spec := schema.Op(o.Kind.Name)
+	spec := vocab.Op(o.Kind.Name)
 	if spec == nil {
-		l.unknown(o.Kind, "unknown-op-kind", "op kind", "Unknown op kind", schema.OpKinds())
+		l.unknown(o.Kind, "unknown-op-kind", "op kind", "Unknown op kind", vocab.OpKinds())
 		return nil
 	}
 	out := &ir.Op{Kind: spec.Kind, Params: map[string]ir.Value{}, Span: o.Span()}
@@ -543,25 +574,25 @@ func plural(n int, word string) string {
 
 // arity checks the number of names against the op's rule; nh is the
 // number of HF inputs (the parts tensor steps yield, or the names).
-func (l *lowerer) arity(spec *schema.OpSpec, o *ast.Op, nh int) bool {
+func (l *lowerer) arity(spec *vocab.OpSpec, o *ast.Op, nh int) bool {
 	nm := len(o.MCA)
 	span := o.Span()
 	switch spec.Arity {
-	case schema.Fixed:
+	case vocab.Fixed:
 		if nh != spec.HF || nm != spec.MCA {
 			l.errorf(span, "op-arity", "Wrong number of names",
 				"Op %s takes %s -> %s; this one has %d -> %d.", spec.Kind,
 				plural(spec.HF, "HF name"), plural(spec.MCA, "MCA name"), nh, nm)
 			return false
 		}
-	case schema.OneSide:
+	case vocab.OneSide:
 		if (nh == 1) == (nm == 1) || nh == 0 || nm == 0 {
 			l.errorf(span, "op-arity", "Wrong number of names",
 				"Op %s takes one name on exactly one side: N HF names -> 1 MCA name, or 1 HF name -> N MCA names; this one has %d -> %d.",
 				spec.Kind, nh, nm)
 			return false
 		}
-	case schema.DropArity:
+	case vocab.DropArity:
 		l.errorf(span, "op-arity", "Wrong number of names",
 			"Op drop takes HF names only (`drop \"mtp.*\"`); remove the -> and the MCA names.")
 		return false
@@ -569,7 +600,10 @@ func (l *lowerer) arity(spec *schema.OpSpec, o *ast.Op, nh int) bool {
 	return true
 }
 
-// name lowers a weight name: a string, or `A if FLAG else B`.
+// name lowers a weight name: a string, `A if COND else B` (COND any
+// expression over build flags, hf, mca and layer; A and B names), or a
+// computed name (any other expression; the checker requires a str from
+// literals and build flags).
 func (l *lowerer) name(e *ast.Expr) (ir.Name, bool) {
 	if s, ok := e.StringLit(); ok {
 		return ir.Name{Value: s, Span: e.Span()}, true
@@ -577,69 +611,19 @@ func (l *lowerer) name(e *ast.Expr) (ir.Name, bool) {
 	if e.Cond != nil && e.Else != nil {
 		then, ok1 := l.name(&ast.Expr{Range: e.Value.Range, Value: e.Value})
 		els, ok2 := l.name(e.Else)
-		if lc, ok := layerCond(e.Cond); ok {
-			if ok1 && ok2 {
-				return ir.Name{Flag: lc.Flag(), Layer: &lc, Then: &then, Else: &els, Span: e.Span()}, true
-			}
+		cond, diags := Expr(&ast.Expr{Range: e.Cond.Range, Value: e.Cond})
+		l.diags.Extend(diags)
+		if !ok1 || !ok2 || diags.HasErrors() {
 			return ir.Name{}, false
 		}
-		flag, ok3 := (&ast.Expr{Range: e.Cond.Range, Value: e.Cond}).Ident()
-		if ok3 {
-			if _, known := schema.BuildFlags[flag]; !known {
-				ok3 = false
-			}
-		}
-		if !ok3 {
-			l.errorf(e.Cond.Span(), "unsupported", "Unsupported name condition",
-				"A name can depend on a build flag (%s) or on the layer, as `mca.KEY[layer] == \"VALUE\"`; other conditions are in lang/spec.md and not compiled yet.",
-				strings.Join(keys(schema.BuildFlags), ", "))
-			return ir.Name{}, false
-		}
-		if ok1 && ok2 {
-			return ir.Name{Flag: flag, Then: &then, Else: &els, Span: e.Span()}, true
-		}
+		return ir.Name{Cond: cond, Then: &then, Else: &els, Span: e.Span()}, true
+	}
+	x, diags := Expr(e)
+	l.diags.Extend(diags)
+	if diags.HasErrors() {
 		return ir.Name{}, false
 	}
-	l.errorf(e.Span(), "type-mismatch", "Weight name expected",
-		"A weight name is a string literal, or `\"a\" if megatron_llama else \"b\"`.")
-	return ir.Name{}, false
-}
-
-// layerCond recognizes the per-layer name condition
-// `mca.KEY[layer] == "VALUE"`.
-func layerCond(c *ast.OrExpr) (ir.LayerCond, bool) {
-	if c == nil || len(c.Right) > 0 || len(c.Left.Right) > 0 {
-		return ir.LayerCond{}, false
-	}
-	cmp := c.Left.Left
-	if cmp.Op != "==" || cmp.Right == nil {
-		return ir.LayerCond{}, false
-	}
-	val, ok := primaryOf(cmp.Right)
-	if !ok || val.String == nil {
-		return ir.LayerCond{}, false
-	}
-	lhs := cmp.Left
-	if len(lhs.Rest) > 0 || len(lhs.Left.Rest) > 0 || lhs.Left.Left.Value == nil {
-		return ir.LayerCond{}, false
-	}
-	pf := lhs.Left.Left.Value
-	if pf.X.Ident == nil || *pf.X.Ident != "mca" || len(pf.Ops) != 2 || pf.Ops[0].Field == nil || pf.Ops[1].Index == nil {
-		return ir.LayerCond{}, false
-	}
-	if id, ok := pf.Ops[1].Index.Ident(); !ok || id != "layer" {
-		return ir.LayerCond{}, false
-	}
-	return ir.LayerCond{Key: pf.Ops[0].Field.Name, Equals: *val.String}, true
-}
-
-// primaryOf returns the primary of an additive expression that is nothing
-// but a primary.
-func primaryOf(a *ast.AddExpr) (*ast.Primary, bool) {
-	if len(a.Rest) > 0 || len(a.Left.Rest) > 0 || a.Left.Left.Value == nil || len(a.Left.Left.Value.Ops) > 0 {
-		return nil, false
-	}
-	return a.Left.Left.Value.X, true
+	return ir.Name{Computed: x, Span: e.Span()}, true
 }
 
 func (l *lowerer) parallelParts(b *ast.ParallelBlock) []ir.ParallelPart {

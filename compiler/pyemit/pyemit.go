@@ -72,56 +72,12 @@ var fusedExpertClasses = map[string]modelOp{
 	"mcore_adapter.models.qwen3_vl_moe": {"mcore_adapter.models.qwen3_vl_moe", "Qwen3VLMoeTemplate", "Qwen3VLMoeTemplate"},
 }
 
-// layerClass is a template class ROLL defines beside a model that picks
-// one op's name per layer: for the layers meeting Cond, the HF name HF
-// converts to Then (its add_hf_weight, and back in add_mca_weight). The
-// registration holds the op with its other branch.
-type layerClass struct {
-	Cond, HF, Then string
-	Class          modelOp
-}
-
-var layerClasses = []layerClass{{
-	Cond:  ir.LayerCond{Key: "layer_types", Equals: "linear_attention"}.Flag(),
-	HF:    ".input_layernorm.weight",
-	Then:  ".self_attention.in_proj.layer_norm_weight",
-	Class: modelOp{"mcore_adapter.models.qwen3_next", "Qwen3NextTemplate", "Qwen3NextTemplate"},
-}}
-
 // modelClass returns the template class ROLL defines beside a model that
-// t needs: for fused-expert split ops, or for per-layer names. ok is false
-// when t needs none.
+// t needs (for fused-expert split ops); ok is false when t needs none.
+// Per-layer names and computed config need none: the emitter generates a
+// class for them (tmplclass.go).
 func modelClass(t *ir.Template) (m modelOp, ok bool, err error) {
-	m, ok, err = fusedExpertClass(t)
-	if err != nil {
-		return m, ok, err
-	}
-	for _, op := range t.Ops {
-		for i, n := range op.MCA {
-			if len(n.LayerConds()) == 0 {
-				continue
-			}
-			found := false
-			for _, lc := range layerClasses {
-				if n.Layer != nil && n.Flag == lc.Cond && n.Then.Flag == "" && n.Then.Value == lc.Then &&
-					len(op.HF) == 1 && op.HF[0].Flag == "" && op.HF[0].Value == lc.HF && i == 0 && len(op.MCA) == 1 && op.Kind == "rename" {
-					if ok && m != lc.Class {
-						return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("the per-layer name needs %s.%s, other ops %s.%s", lc.Class.Module, lc.Class.Class, m.Module, m.Class)}
-					}
-					m, ok, found = lc.Class, true, true
-				}
-			}
-			if !found {
-				return modelOp{}, false, &Error{t.Name, n.Span, "no ROLL template class picks this name per layer; the one known is Qwen3NextTemplate's: rename \".input_layernorm.weight\" -> \".self_attention.in_proj.layer_norm_weight\" if mca.layer_types[layer] == \"linear_attention\" else ..."}
-			}
-		}
-		for _, n := range op.HF {
-			if len(n.LayerConds()) > 0 {
-				return modelOp{}, false, &Error{t.Name, n.Span, "no ROLL template class picks an HF name per layer"}
-			}
-		}
-	}
-	return m, ok, nil
+	return fusedExpertClass(t)
 }
 
 // fusedExpertClass returns the template class of a template with fused
@@ -202,7 +158,9 @@ func (e *Error) Error() string { return fmt.Sprintf("template %s: %s", e.Templat
 func Emit(p *ir.Program) ([]File, error) {
 	var files []File
 	needPrefix := false
+	needGenerated := false
 	for _, t := range p.Templates {
+		needGenerated = needGenerated || needsGeneratedClass(t)
 		src, usesPrefix, err := emitTemplate(p, t)
 		if err != nil {
 			return nil, err
@@ -210,7 +168,7 @@ func Emit(p *ir.Program) ([]File, error) {
 		needPrefix = needPrefix || usesPrefix
 		files = append(files, File{Name: t.Name + ".py", Content: src})
 	}
-	files = append(files, File{Name: SupportModule + ".py", Content: emitSupport(p, needPrefix)})
+	files = append(files, File{Name: SupportModule + ".py", Content: emitSupport(p, needPrefix, needGenerated)})
 	files = append(files, File{Name: "__init__.py", Content: emitInit(p)})
 	return files, nil
 }
@@ -316,9 +274,26 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	} else if class != "" {
 		roll[class] = true
 	}
+	generated := needsGeneratedClass(t)
+	if generated {
+		if class == "" && !custom {
+			roll["Template"] = true
+		}
+		for _, c := range []string{"RenameConverOp", "CopyConverOp", "StackConverOp", "QKVConverOp"} {
+			roll[c] = true
+		}
+	}
 	b.WriteString(importBlock("mcore_adapter.models.converter.template", sortedKeys(roll)))
 
 	support := map[string]bool{"register_dist_config": true}
+	if generated {
+		for _, h := range []string{"_rt_field", "_rt_namespace", "_rt_recorded_hf", "_rt_layer_index"} {
+			support[h] = true
+		}
+		for _, f := range exprFlags(t) {
+			support["is_"+f] = true
+		}
+	}
 	for n := range fromSupport {
 		support[n] = true
 	}
@@ -375,9 +350,10 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 		}
 		args = append(args, arg("hf_invalid_keys", list(inv...)))
 	}
+	var base node
 	switch {
 	case class != "":
-		args = append(args, arg("template_class", atom(class)))
+		base = atom(class)
 	case custom:
 		var rules []node
 		for _, r := range t.KeyPrefixes {
@@ -387,7 +363,18 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 			}
 			rules = append(rules, tuple(str(r.Prefix), list(unless...)))
 		}
-		args = append(args, arg("template_class", call("key_prefix_template", arg("", list(rules...)))))
+		base = call("key_prefix_template", arg("", list(rules...)))
+	}
+	if generated {
+		if base == nil {
+			base = atom("Template")
+		}
+		b.WriteString("\n" + generatedClass(t, render(base, 0)))
+		b.WriteString("\n\n")
+		base = atom(generatedClassName(t))
+	}
+	if base != nil {
+		args = append(args, arg("template_class", base))
 	}
 	var cfg []node
 	for _, c := range t.Config {
@@ -436,13 +423,19 @@ func importBlock(module string, names []string) string {
 }
 
 func nameNode(n ir.Name) node {
-	if n.Flag == "" {
+	switch {
+	case n.Computed != nil:
+		return atom(n.Computed.Python(ir.DefaultPyNames))
+	case n.Cond == nil:
 		return str(n.Value)
-	}
-	if n.Layer != nil { // registered as the default; the model's class picks Then per layer
+	case !n.Cond.IsStatic(): // registered as the default; the template class picks Then per layer
 		return nameNode(*n.Else)
 	}
-	return cond(nameNode(*n.Then), atom("is_"+n.Flag+"()"), nameNode(*n.Else))
+	c := n.Cond.Python(ir.DefaultPyNames)
+	if n.Cond.Kind == ir.ExprCond {
+		c = "(" + c + ")"
+	}
+	return cond(nameNode(*n.Then), atom(c), nameNode(*n.Else))
 }
 
 func names(ns []ir.Name) node {
@@ -574,7 +567,7 @@ func inlineParallel(part ir.ParallelPart) node {
 	return call("DistParallelConfig", args...)
 }
 
-func emitSupport(p *ir.Program, needPrefix bool) []byte {
+func emitSupport(p *ir.Program, needPrefix, needGenerated bool) []byte {
 	var b strings.Builder
 	b.WriteString(header(""))
 	b.WriteString(`"""Support code for the templates built by rolltplc.
@@ -653,6 +646,9 @@ def key_prefix_template(rules):
 
     return KeyPrefixTemplate
 `)
+	}
+	if needGenerated {
+		b.WriteString(generatedSupport)
 	}
 	for _, s := range p.ParallelSets {
 		b.WriteString("\n\n")

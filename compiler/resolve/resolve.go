@@ -10,8 +10,15 @@
 // in Go.
 //
 // Declarations live in one namespace per kind (template, config, mca,
-// weights, parallel), so `config llm` and `weights llm` do not clash. Two
-// declarations of the same kind and name visible from one file are an error.
+// weights, parallel, schema), so `config llm` and `weights llm` do not
+// clash. Two declarations of the same kind and name visible from one file
+// are an error.
+//
+// Config schemas follow the same rules, with one addition: the schema
+// library (the stdlib's config schemas, [Loader.Prelude]) is visible from
+// every file without an import, below the file's own and imported schemas.
+// A user's `schema llama` thus replaces the stdlib's for the files that see
+// it, and a user schema may `use` a stdlib fragment.
 //
 // Binding walks every `use NAME` and `extends NAME` and records the
 // declaration it names in [Info.Uses]; declarations are recorded in
@@ -28,6 +35,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/parser"
@@ -88,8 +96,11 @@ type Info struct {
 	Files []*File
 	// Roots are the files the user named.
 	Roots []*File
-	Defs  map[*ast.Ident]*Symbol
-	Uses  map[*ast.Ident]*Symbol
+	// Prelude are the files of the schema library, whose schemas every
+	// file sees (see [Loader.Prelude]); they are also in Files.
+	Prelude []*File
+	Defs    map[*ast.Ident]*Symbol
+	Uses    map[*ast.Ident]*Symbol
 	// Incomplete is set when a `use` or `extends` names nothing (an
 	// unknown-reference, or a name left to an import that failed): a
 	// template may then lack blocks, and what it lacks is that error.
@@ -116,6 +127,13 @@ func (in *Info) Lookup(f *File, k Kind, name string) *Symbol {
 			return s
 		}
 	}
+	if k == KindSchema {
+		for _, p := range in.Prelude {
+			if s := p.Symbols[k][name]; s != nil {
+				return s
+			}
+		}
+	}
 	return nil
 }
 
@@ -130,6 +148,13 @@ func (in *Info) Visible(f *File, k Kind) []string {
 			seen[n] = true
 		}
 	}
+	if k == KindSchema {
+		for _, p := range in.Prelude {
+			for n := range p.Symbols[k] {
+				seen[n] = true
+			}
+		}
+	}
 	out := make([]string, 0, len(seen))
 	for n := range seen {
 		out = append(out, n)
@@ -141,12 +166,20 @@ func (in *Info) Visible(f *File, k Kind) []string {
 // LibPrefix is the path prefix given to library files in positions.
 const LibPrefix = "stdlib/templates/"
 
+// SchemaLibPrefix is the path prefix given to schema library files in
+// positions.
+const SchemaLibPrefix = "stdlib/schema/"
+
 // Loader reads source files.
 type Loader struct {
 	// ReadFile reads a user file by path; nil means user files cannot be read.
 	ReadFile func(path string) ([]byte, error)
 	// Lib is the library: a file system whose root holds NAME.rolltpl files.
 	Lib fs.FS
+	// Prelude, when set, is the schema library (the stdlib's config
+	// schemas, loaded once by [LoadPrelude]): the schemas its files declare
+	// are visible from every file.
+	Prelude *Prelude
 	// Overlay, when set, supplies file contents by path before ReadFile is
 	// asked (the language server passes unsaved editor buffers here).
 	Overlay map[string][]byte
@@ -187,14 +220,52 @@ func (ld *Loader) Load(paths []string) (*Info, diag.List) {
 		}
 		st.info.Roots = append(st.info.Roots, f)
 	}
-	for _, f := range st.info.Files {
+	own := st.info.Files
+	if p := ld.Prelude; p != nil {
+		st.info.Prelude = p.Files
+		st.info.Files = append(st.info.Files, p.Files...)
+		for id, sym := range p.defs {
+			st.info.Defs[id] = sym
+		}
+		for id, sym := range p.uses {
+			st.info.Uses[id] = sym
+		}
+		st.diags.Extend(p.diags)
+	}
+	for _, f := range own {
 		st.checkDuplicates(f)
 	}
-	for _, f := range st.info.Files {
+	for _, f := range own {
 		st.bind(f)
 	}
 	return st.info, st.diags
 }
+
+// Prelude is a loaded schema library: its files parsed, their
+// declarations collected and their names bound, once, then shared
+// read-only by every [Loader.Load] given it (the language server compiles
+// on each edit).
+type Prelude struct {
+	// Files are the library's files, in name order.
+	Files      []*File
+	defs, uses map[*ast.Ident]*Symbol
+	diags      diag.List
+}
+
+// LoadPrelude loads every .rolltpl file at the root of lib as a schema
+// library, the positions of its files named SchemaLibPrefix + NAME. Its
+// problems are reported again by every load that uses it.
+func LoadPrelude(lib fs.FS) *Prelude {
+	st := &loadState{ld: &Loader{}, info: &Info{Defs: map[*ast.Ident]*Symbol{}, Uses: map[*ast.Ident]*Symbol{}}, byKey: map[string]*File{}}
+	st.loadSchemaLib(lib)
+	for _, f := range st.info.Prelude {
+		st.bind(f)
+	}
+	return &Prelude{Files: st.info.Prelude, defs: st.info.Defs, uses: st.info.Uses, diags: st.diags}
+}
+
+// Diags returns the problems of the library's files.
+func (p *Prelude) Diags() diag.List { return p.diags }
 
 func (st *loadState) read(name string, lib bool) ([]byte, string, error) {
 	if lib {
@@ -223,6 +294,21 @@ func (st *loadState) load(name string, lib bool) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	f := st.add(key, display, src, lib)
+	for _, d := range f.AST.Decls {
+		if d.Import == nil {
+			continue
+		}
+		imp := st.resolveImport(f, name, lib, d.Import)
+		if imp != nil {
+			f.Imports = append(f.Imports, imp)
+		}
+	}
+	return f, nil
+}
+
+// add parses src and records the file and its declarations.
+func (st *loadState) add(key, display string, src []byte, lib bool) *File {
 	parse := st.ld.Parse
 	if parse == nil {
 		parse = parser.ParseFile
@@ -233,16 +319,45 @@ func (st *loadState) load(name string, lib bool) (*File, error) {
 	st.byKey[key] = f
 	st.info.Files = append(st.info.Files, f)
 	st.collect(f)
-	for _, d := range astf.Decls {
-		if d.Import == nil {
+	return f
+}
+
+// loadSchemaLib loads every .rolltpl file of the schema library, in name
+// order, as the prelude.
+func (st *loadState) loadSchemaLib(lib fs.FS) {
+	entries, err := fs.ReadDir(lib, ".")
+	if err != nil {
+		st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}, End: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}},
+			"read-error", "Cannot read the schema library", "%v", err))
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".rolltpl") {
 			continue
 		}
-		imp := st.resolveImport(f, name, lib, d.Import)
-		if imp != nil {
-			f.Imports = append(f.Imports, imp)
+		src, err := fs.ReadFile(lib, e.Name())
+		display := SchemaLibPrefix + e.Name()
+		if err != nil {
+			st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: display, Line: 1, Column: 1}, End: token.Pos{Filename: display, Line: 1, Column: 1}},
+				"read-error", "Cannot read schema file", "%v", err))
+			continue
+		}
+		st.info.Prelude = append(st.info.Prelude, st.add("schema:"+e.Name(), display, src, true))
+	}
+	// The prelude is one namespace: a name declared in two of its files is
+	// a duplicate.
+	for i, f := range st.info.Prelude {
+		for name, s := range f.Symbols[KindSchema] {
+			for _, g := range st.info.Prelude[:i] {
+				if other := g.Symbols[KindSchema][name]; other != nil {
+					d := diag.Errorf(s.Ident.Span(), "duplicate-declaration", "Duplicate declaration",
+						"schema %q is also declared in %s.", name, g.Path)
+					d.Related = []diag.Related{{Span: other.Ident.Span(), Message: "also declared here"}}
+					st.diags.Add(d)
+				}
+			}
 		}
 	}
-	return f, nil
 }
 
 func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Import) *File {
@@ -398,6 +513,14 @@ func (st *loadState) bind(f *File) {
 						st.use(f, KindSchema, it.Use.Name)
 					}
 				}
+			case *ast.TypeAtom:
+				// A field type naming a schema: bound when visible (the
+				// schema builder reports an unknown type).
+				if x.Name != nil && !schema.BasicTypes[x.Name.Name] {
+					if s := st.info.Lookup(f, KindSchema, x.Name.Name); s != nil {
+						st.info.Uses[x.Name] = s
+					}
+				}
 			}
 			return true
 		})
@@ -439,7 +562,7 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 	}
 	if m := st.declaredIn(f, k, id.Name); m != "" {
 		detail += fmt.Sprintf(" Module %q declares it: add import %q.", m, m)
-	} else if s := schema.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
+	} else if s := vocab.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	}
 	st.diags.Add(diag.Errorf(id.Span(), "unknown-reference", "Unknown "+string(k)+" name", "%s", detail))

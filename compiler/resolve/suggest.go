@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/parser"
 )
 
@@ -101,7 +101,7 @@ func (st *loadState) suggestImport(name string, lib bool, target string) (string
 	for _, m := range mods {
 		names = append(names, m.name)
 	}
-	sugg := schema.Suggest(target, names)
+	sugg := vocab.Suggest(target, names)
 	for _, m := range mods {
 		if m.name == sugg {
 			return sugg, st.names(m)

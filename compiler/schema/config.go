@@ -1,7 +1,12 @@
+// Package schema holds the config schemas templates are checked against:
+// their model (Schema, Field, Type), the one builder of schemas from
+// declarations (Builder; the compiler scopes it like templates), the
+// validation of config values and the inference of a schema from a
+// config.json. The language's vocabulary (op kinds, template fields,
+// build flags) is compiler/vocab's.
 package schema
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 
@@ -28,6 +33,9 @@ type Atom struct {
 	Name string
 	// Elem is the element type of a list.
 	Elem *Type
+	// Schema is the nested schema Name refers to (nil for a basic type or
+	// an unknown name), as seen from where the type is written.
+	Schema *Schema
 }
 
 // Type is a config value type.
@@ -105,6 +113,30 @@ func (s *Schema) Field(name string) *Field {
 // Set is a collection of schemas by name.
 type Set struct {
 	Schemas map[string]*Schema
+	// files holds the set each source file sees, by path (see For).
+	files map[string]*Set
+}
+
+// For returns the schemas the file at path sees (its own schema
+// declarations, those of the files it imports and the stdlib's, as the
+// compiler scopes them); s itself when s has no view for that file. For of
+// a nil set is nil.
+func (s *Set) For(path string) *Set {
+	if s == nil {
+		return nil
+	}
+	if v, ok := s.files[path]; ok {
+		return v
+	}
+	return s
+}
+
+// SetFor records view as the schemas the file at path sees.
+func (s *Set) SetFor(path string, view *Set) {
+	if s.files == nil {
+		s.files = map[string]*Set{}
+	}
+	s.files[path] = view
 }
 
 // Schema returns the named schema, or nil.
@@ -139,7 +171,9 @@ func (s *Set) Resolve(root *Schema, path []string) (*Field, *Schema, int) {
 		}
 		var next *Schema
 		for _, a := range f.Type.Alts {
-			if !BasicTypes[a.Name] {
+			if a.Schema != nil {
+				next = a.Schema
+			} else if !BasicTypes[a.Name] && s.Schema(a.Name) != nil {
 				next = s.Schema(a.Name)
 			}
 		}
@@ -161,94 +195,152 @@ type Source struct {
 	Src  []byte
 }
 
-// Load builds a Set from the schema declarations of the given files.
-// `use` inside a schema splices another schema's fields.
+// Decl is one schema declaration with the file it is written in.
+type Decl struct {
+	Block *ast.SchemaBlock
+	File  *ast.File
+	Src   []byte
+}
+
+// Scope finds the declaration a name written in decl in refers to (the
+// NAME of a `use NAME` or a field type naming a schema), or nil. The
+// compiler's scope is the templates' (compiler/resolve): a file sees its
+// own schemas, those of the files it imports and the stdlib's.
+type Scope func(in *Decl, name *ast.Ident) *Decl
+
+// Builder builds schemas from their declarations, each declaration once,
+// so that the sets of several files share the schemas they have in
+// common. It is the one schema loader: [Load] and the compiler both use
+// it, with different scopes.
+type Builder struct {
+	scope  Scope
+	known  map[*ast.SchemaBlock]*Schema
+	built  map[*ast.SchemaBlock]*Schema
+	active map[*ast.SchemaBlock]bool
+	diags  diag.List
+}
+
+// NewBuilder returns a builder resolving names with scope. known, read
+// only, holds schemas already built (a loaded schema library's), by
+// declaration.
+func NewBuilder(scope Scope, known map[*ast.SchemaBlock]*Schema) *Builder {
+	return &Builder{scope: scope, known: known, built: map[*ast.SchemaBlock]*Schema{}, active: map[*ast.SchemaBlock]bool{}}
+}
+
+// Built returns every schema the builder built, by declaration.
+func (b *Builder) Built() map[*ast.SchemaBlock]*Schema { return b.built }
+
+// Diags returns the problems found in the declarations built so far:
+// unknown field types (unknown-type) and schemas that use themselves
+// (unknown-reference). A `use` of a name the scope does not know is left
+// to the caller's name resolution (compiler/resolve reports it).
+func (b *Builder) Diags() diag.List { return b.diags }
+
+// Build returns the schema d declares. A field type naming a schema holds
+// that schema ([Atom.Schema]); `use` splices another schema's fields.
+func (b *Builder) Build(d *Decl) *Schema {
+	if s, ok := b.known[d.Block]; ok {
+		return s
+	}
+	if s, ok := b.built[d.Block]; ok {
+		return s
+	}
+	blk := d.Block
+	s := &Schema{Name: blk.Name.Name, Span: blk.Span(), Fields: map[string]*Field{}, Doc: DocComment(d.File, blk.Span())}
+	b.built[blk] = s // field types may name the schema itself
+	b.active[blk] = true
+	defer delete(b.active, blk)
+	for _, it := range blk.Items {
+		if it.Use != nil {
+			ud := b.scope(d, it.Use.Name)
+			if ud == nil {
+				continue
+			}
+			if b.active[ud.Block] {
+				b.diags.Add(diag.Errorf(it.Use.Name.Span(), "unknown-reference", "Unknown schema",
+					"Schema %q uses itself.", it.Use.Name.Name))
+				continue
+			}
+			u := b.Build(ud)
+			for _, fn := range u.Order {
+				if _, dup := s.Fields[fn]; !dup {
+					s.Order = append(s.Order, fn)
+				}
+				s.Fields[fn] = u.Fields[fn]
+			}
+			continue
+		}
+		fl := it.Field
+		t := b.typeOf(d, fl.Type)
+		field := &Field{Name: fl.Name.Name, Type: t, Span: fl.Span(), Doc: DocComment(d.File, fl.Span())}
+		if fl.Default != nil {
+			if sp := fl.Default.Span(); sp.End.Offset <= len(d.Src) && sp.Start.Offset <= sp.End.Offset {
+				field.Default = string(d.Src[sp.Start.Offset:sp.End.Offset])
+			}
+		}
+		if _, dup := s.Fields[field.Name]; !dup {
+			s.Order = append(s.Order, field.Name)
+		}
+		s.Fields[field.Name] = field
+	}
+	return s
+}
+
+// typeOf converts a written type, binding schema names through the scope.
+func (b *Builder) typeOf(d *Decl, t *ast.Type) *Type {
+	out := &Type{Nullable: t.Nullable}
+	for _, a := range t.Alts {
+		at := Atom{Name: a.Name.Name}
+		if !BasicTypes[at.Name] {
+			if nd := b.scope(d, a.Name); nd != nil {
+				at.Schema = b.Build(nd)
+			} else {
+				b.diags.Add(diag.Errorf(a.Name.Span(), "unknown-type", "Unknown type",
+					"%q is neither a basic type (int, float, bool, str, dict, list[T], any, ignored) nor a schema.", at.Name))
+			}
+		}
+		if a.Elem != nil {
+			at.Elem = b.typeOf(d, a.Elem)
+		}
+		out.Alts = append(out.Alts, at)
+	}
+	return out
+}
+
+// Load builds a Set from the schema declarations of the given files, all
+// in one namespace (for schemas that stand alone, such as one inferred
+// from a config.json). `use` inside a schema splices another schema's
+// fields.
 func Load(files []Source) (*Set, diag.List) {
 	var diags diag.List
-	decls := map[string]*ast.SchemaBlock{}
-	comments := map[*ast.SchemaBlock]*ast.File{}
-	srcs := map[*ast.File][]byte{}
+	decls := map[string]*Decl{}
 	for _, f := range files {
-		srcs[f.File] = f.Src
 		for _, d := range f.File.Decls {
-			if d.Schema == nil {
+			if d.Schema == nil || d.Schema.Name == nil {
 				continue
 			}
 			name := d.Schema.Name.Name
 			if prev, ok := decls[name]; ok {
 				dg := diag.Errorf(d.Schema.Name.Span(), "duplicate-declaration", "Duplicate schema", "Schema %q is declared twice.", name)
-				dg.Related = []diag.Related{{Span: prev.Name.Span(), Message: "first declared here"}}
+				dg.Related = []diag.Related{{Span: prev.Block.Name.Span(), Message: "first declared here"}}
 				diags.Add(dg)
 				continue
 			}
-			decls[name] = d.Schema
-			comments[d.Schema] = f.File
+			decls[name] = &Decl{Block: d.Schema, File: f.File, Src: f.Src}
 		}
 	}
+	b := NewBuilder(func(_ *Decl, id *ast.Ident) *Decl { return decls[id.Name] }, nil)
 	set := &Set{Schemas: map[string]*Schema{}}
-	active := map[string]bool{}
-	var build func(name string) *Schema
-	build = func(name string) *Schema {
-		if s, ok := set.Schemas[name]; ok {
-			return s
+	for name, d := range decls {
+		set.Schemas[name] = b.Build(d)
+		// Flat scope: no name resolution before this one reports a bad use.
+		for _, it := range d.Block.Items {
+			if it.Use != nil && decls[it.Use.Name.Name] == nil {
+				diags.Add(diag.Errorf(it.Use.Name.Span(), "unknown-reference", "Unknown schema", "No schema named %q.", it.Use.Name.Name))
+			}
 		}
-		b := decls[name]
-		if b == nil || active[name] {
-			return nil
-		}
-		active[name] = true
-		defer delete(active, name)
-		file := comments[b]
-		s := &Schema{Name: name, Span: b.Span(), Fields: map[string]*Field{}, Doc: DocComment(file, b.Span())}
-		for _, it := range b.Items {
-			if it.Use != nil {
-				u := build(it.Use.Name.Name)
-				if u == nil {
-					detail := fmt.Sprintf("No schema named %q.", it.Use.Name.Name)
-					if active[it.Use.Name.Name] {
-						detail = fmt.Sprintf("Schema %q uses itself.", it.Use.Name.Name)
-					}
-					diags.Add(diag.Errorf(it.Use.Name.Span(), "unknown-reference", "Unknown schema", "%s", detail))
-					continue
-				}
-				for _, fn := range u.Order {
-					if _, dup := s.Fields[fn]; !dup {
-						s.Order = append(s.Order, fn)
-					}
-					s.Fields[fn] = u.Fields[fn]
-				}
-				continue
-			}
-			fl := it.Field
-			t := typeOf(fl.Type)
-			for _, a := range allAtoms(t) {
-				if !BasicTypes[a.Name] && decls[a.Name] == nil {
-					diags.Add(diag.Errorf(fl.Type.Span(), "unknown-type", "Unknown type",
-						"%q is neither a basic type (int, float, bool, str, dict, list[T], any, ignored) nor a schema.", a.Name))
-				}
-			}
-			field := &Field{Name: fl.Name.Name, Type: t, Span: fl.Span(), Doc: DocComment(file, fl.Span())}
-			if fl.Default != nil {
-				if sp := fl.Default.Span(); sp.End.Offset <= len(srcs[file]) && sp.Start.Offset <= sp.End.Offset {
-					field.Default = string(srcs[file][sp.Start.Offset:sp.End.Offset])
-				}
-			}
-			if _, dup := s.Fields[field.Name]; !dup {
-				s.Order = append(s.Order, field.Name)
-			}
-			s.Fields[field.Name] = field
-		}
-		set.Schemas[name] = s
-		return s
 	}
-	names := make([]string, 0, len(decls))
-	for n := range decls {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		build(n)
-	}
+	diags.Extend(b.Diags())
 	return set, diags
 }
 
@@ -259,18 +351,6 @@ func allAtoms(t *Type) []Atom {
 		if a.Elem != nil {
 			out = append(out, allAtoms(a.Elem)...)
 		}
-	}
-	return out
-}
-
-func typeOf(t *ast.Type) *Type {
-	out := &Type{Nullable: t.Nullable}
-	for _, a := range t.Alts {
-		at := Atom{Name: a.Name.Name}
-		if a.Elem != nil {
-			at.Elem = typeOf(a.Elem)
-		}
-		out.Alts = append(out.Alts, at)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/lang/format"
+	"github.com/rolltpl/rolltpl/lang/parser"
 )
 
 // Infer returns the text of `schema NAME { ... }` inferred from a decoded
@@ -209,4 +210,15 @@ func numberLiteral(v any) (lit string, isInt bool, ok bool) {
 		return strconv.FormatUint(x, 10), true, true
 	}
 	return "", false, false
+}
+
+// InferSet returns a set holding the schema [Infer] writes for config,
+// named name: what `rolltplc check --hf-config` checks a template against
+// when no file and no library declares a schema of its model type
+// (compiler.Options.Schemas).
+func InferSet(name string, config map[string]any) *Set {
+	text := []byte(Infer(name, config))
+	f, _ := parser.ParseFile("inferred:"+name, text)
+	set, _ := Load([]Source{{File: f, Src: text}})
+	return set
 }

@@ -51,6 +51,8 @@ const (
 	NoSchema         = "no-schema"
 	UnknownHFKey     = "unknown-hf-key"
 	UnknownMCAKey    = "unknown-mca-key"
+	UnknownName      = "unknown-name"
+	UnknownFunction  = "unknown-function"
 	HFKeyAbsent      = "hf-key-absent"
 	MCAKeyIgnored    = "mca-key-ignored"
 	DuplicateMCAKey  = "duplicate-mca-key"
@@ -64,6 +66,8 @@ const (
 	ParallelCoverage = "parallel-coverage"
 	MissingBiasOp    = "missing-bias-op"
 	NotInvertible    = "not-invertible"
+	LayoutMismatch   = "layout-mismatch"
+	DroppedWeight    = "dropped-weight"
 
 	// A template against a real config.json (check --hf-config, convert).
 	HFConfigJSON      = "hf-config-json"
@@ -120,6 +124,8 @@ var codes = []CodeInfo{
 	{NoSchema, Warning, "a template whose model type has no config schema"},
 	{UnknownHFKey, Error, "an HF config key no schema has"},
 	{UnknownMCAKey, Error, "an MCA config key no schema has"},
+	{UnknownName, Error, "an expression names something that is neither hf, mca, layer nor a build flag"},
+	{UnknownFunction, Error, "an expression calls a function the language does not have"},
 	{HFKeyAbsent, Warning, "an HF key this model type lacks but others have: ROLL skips it"},
 	{MCAKeyIgnored, Warning, "a key the MCA config class drops on load"},
 	{DuplicateMCAKey, Error, "an MCA key mapped twice, or both mapped and constant"},
@@ -133,6 +139,8 @@ var codes = []CodeInfo{
 	{ParallelCoverage, Error, "an MCA name no parallel class covers"},
 	{MissingBiasOp, Warning, "add_qkv_bias set but no qkv_bias op (a known ROLL quirk)"},
 	{NotInvertible, Error, "a tensor step the compiler cannot invert for the MCA -> HF direction"},
+	{LayoutMismatch, Error, "an op whose output has the wrong layout for its MCA weight's class"},
+	{DroppedWeight, Warning, "ignore or drop of a name an op of the program converts"},
 
 	{HFConfigJSON, Error, "config.json is not a JSON object"},
 	{HFConfigModelType, Error, "config.json has no model_type, or no template converts it"},

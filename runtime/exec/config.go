@@ -188,6 +188,13 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	for _, c := range m.Template.Constants {
 		kw.Set(c.Key, irValueJSON(c.Value))
 	}
+	// set mca.KEY: after the maps and constants (the generated template
+	// class applies them to the keyword arguments ROLL's
+	// convert_hf_to_mca_config_kws returns), before Megatron's derived
+	// values; each reads the HF config and the MCA keys so far.
+	if err := applySets(m.Template, "mca", exprEnv{hf: hf, mca: kw, flags: m.Flags}, kw, hfPath); err != nil {
+		return nil, err
+	}
 
 	c := mcaconfig.New(kw)
 	unset := func(k string) bool {
@@ -271,6 +278,13 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: hf_config_json is not a JSON object: %v", mcaPath, err)
 	}
+	// set hf.KEY: evaluated over the MCA config and the recorded HF
+	// config before the maps write back; they win over the maps, as the
+	// keyword arguments of ROLL's convert_mca_to_hf_config do.
+	sets := pyjson.NewObject()
+	if err := applySets(m.Template, "hf", exprEnv{hf: hf.Clone(), mca: mc.Object(), flags: m.Flags}, sets, mcaPath); err != nil {
+		return nil, err
+	}
 	type rev struct{ hf, plain string }
 	var order []string
 	revMap := map[string]rev{}
@@ -287,6 +301,10 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 		}
 		r := revMap[k]
 		setHFValue(hf, r.hf, r.plain, pyjson.CloneValue(v))
+	}
+	for _, k := range sets.Keys() {
+		v, _ := sets.Get(k)
+		hf.Set(k, v)
 	}
 	hf.Set("model_type", m.Template.Name)
 	return append(pyjson.Encode(hf, 2, true), '\n'), nil

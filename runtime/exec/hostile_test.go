@@ -14,7 +14,6 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/ir"
-	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -214,17 +213,12 @@ var (
 func schemaModel(t testing.TB, name string) *exec.Model {
 	t.Helper()
 	schemaOnce.Do(func() {
-		set, diags := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
-		if diags.HasErrors() {
-			schemaErr = fmt.Errorf("schemas: %v", diags)
-			return
-		}
 		paths, err := compiler.LibPaths(stdlib.Templates())
 		if err != nil {
 			schemaErr = err
 			return
 		}
-		res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), Schemas: set})
+		res := compiler.Compile(paths, compiler.Options{Lib: stdlib.Templates(), SchemaLib: compiler.LoadSchemaLibrary(stdlib.Schemas())})
 		if res.Diags.HasErrors() {
 			schemaErr = fmt.Errorf("stdlib: %v", res.Diags)
 			return

@@ -75,8 +75,8 @@ func (m *Model) opInfo(i int, o *ir.Op) (*opInfo, error) {
 }
 
 // layerConds returns the per-layer conditions of o's names.
-func layerConds(o *ir.Op) []ir.LayerCond {
-	var out []ir.LayerCond
+func layerConds(o *ir.Op) []*ir.Expr {
+	var out []*ir.Expr
 	for _, n := range append(append([]ir.Name{}, o.HF...), o.MCA...) {
 		out = append(out, n.LayerConds()...)
 	}

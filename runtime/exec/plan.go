@@ -171,8 +171,8 @@ type planner struct {
 	// variants maps the side of an op with a per-layer name to the side
 	// with the other choice and its condition (HF -> MCA: used for the
 	// layers meeting it, as ROLL's template class does in add_hf_weight).
-	variants  map[*side]layerVariant
-	layerVals map[string][]string // mca_config lists the variants read, by key
+	variants map[*side]layerVariant
+	condEnv  *exprEnv // what per-layer name conditions read (built on first use)
 
 	// For the expected-structure checks (structure.go):
 	sides      []*side           // one per template op (MCA -> HF: and per-layer variants)
@@ -184,8 +184,23 @@ type planner struct {
 
 // layerVariant is the side an op takes in the layers meeting cond.
 type layerVariant struct {
-	cond ir.LayerCond
+	cond *ir.Expr
 	side *side
+}
+
+// layerHolds evaluates a per-layer name condition for one layer, over
+// the MCA config (and the HF config recorded in it) and the build flags.
+func (pl *planner) layerHolds(cond *ir.Expr, layer int) (bool, error) {
+	if pl.condEnv == nil {
+		pl.condEnv = &exprEnv{mca: pl.p.Config.Object(), hf: recordedHF(pl.p.Config), hasLayer: true, flags: pl.m.Flags}
+	}
+	env := *pl.condEnv
+	env.layer = int64(layer)
+	v, err := cond.Eval(env)
+	if err != nil {
+		return false, err
+	}
+	return v.Truthy(), nil
 }
 
 func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan {
@@ -197,7 +212,6 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		invalid:   map[string]bool{},
 		seen:      map[string]bool{},
 		variants:  map[*side]layerVariant{},
-		layerVals: map[string][]string{},
 		attempted: map[bucketOp]bool{},
 		consumed:  map[int]bool{},
 		dropped:   map[int]bool{},
@@ -259,7 +273,7 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		// condition. MCA -> HF its names are keys like any other (ROLL's
 		// add_mca_weight maps them back whatever the layer).
 		for _, lc := range layerConds(o) {
-			alt, err := m.opInfoWith(i, o, map[string]bool{lc.Flag(): true})
+			alt, err := m.opInfoWith(i, o, map[string]bool{ir.CondKey(lc): true})
 			if err == nil {
 				err = m.compose(alt, mc)
 			}
@@ -342,20 +356,12 @@ func (pl *planner) add(i int) {
 		return
 	}
 	if v, ok := pl.variants[s]; ok && pl.dir == ops.HFToMCA && wp.Layer >= 0 {
-		kinds, ok := pl.layerVals[v.cond.Key]
-		if !ok {
-			var err error
-			if kinds, err = pl.p.Config.LayerValues(v.cond.Key); err != nil {
-				pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "%v", err)
-				return
-			}
-			pl.layerVals[v.cond.Key] = kinds
-		}
-		if wp.Layer >= len(kinds) {
-			pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "layer %d: mca_config %s has %d entries", wp.Layer, v.cond.Key, len(kinds))
+		holds, err := pl.layerHolds(v.cond, wp.Layer)
+		if err != nil {
+			pl.problem(ProblemConfig, Error, s.info.describe(), []int{i}, "layer %d: %v", wp.Layer, err)
 			return
 		}
-		if v.cond.Holds(kinds[wp.Layer]) {
+		if holds {
 			s = v.side
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
@@ -121,18 +122,52 @@ func (w digestWriter) name(n *ir.Name) {
 	}
 	w.str("name")
 	w.str(n.Value)
-	w.str(n.Flag)
-	if n.Layer != nil {
-		w.str("layer")
-		w.str(n.Layer.Key)
-		w.str(n.Layer.Equals)
-	} else {
+	switch {
+	case n.Computed != nil:
+		w.str("computed " + n.Computed.String())
 		w.str("")
+	case n.Cond == nil:
+		w.str("")
+		w.str("")
+	default:
+		// The encodings of the conditions of earlier releases (a build flag;
+		// mca.KEY[layer] == "V") are kept, so recorded digests still match.
+		c := n.Cond
+		if c.Kind == ir.ExprRef {
+			w.str(c.Name)
+			w.str("")
+		} else if key, val, ok := legacyLayerCond(c); ok {
+			w.str("mca." + key + "[layer] == " + strconv.Quote(val))
+			w.str("layer")
+			w.str(key)
+			w.str(val)
+		} else {
+			w.str(ir.CondKey(c))
+			w.str("")
+		}
 	}
-	if n.Flag != "" {
+	if n.Cond != nil {
 		w.name(n.Then)
 		w.name(n.Else)
 	}
+}
+
+// legacyLayerCond recognizes the one per-layer condition earlier releases
+// had, mca.KEY[layer] == "V", for the digest's compatibility only.
+func legacyLayerCond(c *ir.Expr) (key, val string, ok bool) {
+	if c.Kind != ir.ExprBinary || c.Op != "==" || len(c.Args) != 2 {
+		return "", "", false
+	}
+	ix, lit := c.Args[0], c.Args[1]
+	if lit.Kind != ir.ExprLit || lit.Lit.Kind != ir.String || ix.Kind != ir.ExprIndex || len(ix.Args) != 2 {
+		return "", "", false
+	}
+	f, l := ix.Args[0], ix.Args[1]
+	if l.Kind != ir.ExprRef || l.Name != "layer" || f.Kind != ir.ExprField || len(f.Args) != 1 ||
+		f.Args[0].Kind != ir.ExprRef || f.Args[0].Name != "mca" {
+		return "", "", false
+	}
+	return f.Name, lit.Lit.Text, true
 }
 
 // templateDigest computes [Model.TemplateDigest] from the template and
@@ -190,6 +225,19 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 		for _, me := range par.Maps[c] {
 			w.str(me.From)
 			w.str(me.To)
+		}
+	}
+	// Sets last, and only when there are any, so that the digests of
+	// templates without them (every checkpoint recorded before `set`
+	// existed) stay what they were.
+	if len(t.Sets) > 0 {
+		w.str("sets")
+		w.count(len(t.Sets))
+		for _, s := range t.Sets {
+			w.str(s.Side)
+			w.str(s.Key)
+			w.str(s.Value.String())
+			w.str(s.When.String())
 		}
 	}
 	return hex.EncodeToString(w.h.Sum(nil))

@@ -111,7 +111,7 @@ func TestTemplateDigestFields(t *testing.T) {
 	slices.Sort(got)
 	// Span, NameSpan and File are source positions; Parallel is encoded
 	// as the merged classification.
-	want := []string{"Config", "Constants", "ExpertPrefix", "File", "Invalid", "KeyPrefixes", "LayerPrefix", "Name", "NameSpan", "Ops", "Parallel", "Span"}
+	want := []string{"Config", "Constants", "ExpertPrefix", "File", "Invalid", "KeyPrefixes", "LayerPrefix", "Name", "NameSpan", "Ops", "Parallel", "Sets", "Span"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ir.Template fields changed (-known +now); update templateDigest:\n%s", diff)
 	}
@@ -141,6 +141,7 @@ import "parallel"
 template qwen2 {
     layer_prefix = "model.layers."
     config { use llm }
+    mca { use rope }
     weights { use llama_decoder
         use qkv }
     parallel { use default }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -246,23 +247,21 @@ func (pl *planner) checkPeers() {
 	}
 	// Layers with tensors but no step (everything failed) are reported
 	// elsewhere; layers without tensors by checkLayers.
+	conds := map[string]*ir.Expr{}
 	var condKeys []string
 	for _, v := range pl.variants {
-		if !slices.Contains(condKeys, v.cond.Key) {
-			condKeys = append(condKeys, v.cond.Key)
+		k := v.cond.String()
+		if conds[k] == nil {
+			conds[k] = v.cond
+			condKeys = append(condKeys, k)
 		}
 	}
 	sort.Strings(condKeys)
 	layerKind := func(l int) string {
 		var parts []string
 		for _, k := range condKeys {
-			vals, ok := pl.layerVals[k]
-			if !ok {
-				vals, _ = pl.p.Config.LayerValues(k)
-				pl.layerVals[k] = vals
-			}
-			if l < len(vals) {
-				parts = append(parts, k+"="+vals[l])
+			if holds, err := pl.layerHolds(conds[k], l); err == nil {
+				parts = append(parts, fmt.Sprintf("%s=%v", k, holds))
 			}
 		}
 		if hasExperts[l] {

@@ -20,6 +20,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
@@ -139,7 +140,7 @@ func didYouMean(name string) string {
 	for _, c := range commands {
 		names = append(names, c.name)
 	}
-	if s := schema.Suggest(name, names); s != "" {
+	if s := vocab.Suggest(name, names); s != "" {
 		return fmt.Sprintf("; did you mean %q?", s)
 	}
 	return ""
@@ -437,7 +438,8 @@ func compile(e *env, paths []string, format string) (*compiler.Result, bool) {
 }
 
 // compileWith compiles paths (or the stdlib) against the stdlib schemas
-// plus extra (e.g. a schema inferred from a config.json), adding extra
+// and the schemas the files declare, with extra (e.g. a schema inferred
+// from a config.json) for names neither declares, adding extra
 // diagnostics; it prints nothing.
 func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*compiler.Result, bool) {
 	files, err := expandPaths(paths)
@@ -445,23 +447,9 @@ func compileWith(e *env, paths []string, extra *schema.Set, more diag.List) (*co
 		fmt.Fprintf(e.stderr, "%s: %v\n", e.prefix(), err)
 		return nil, true
 	}
-	set, sdiags := stdlibSchemas()
-	if extra != nil {
-		for n, sc := range extra.Schemas {
-			if set.Schema(n) == nil {
-				set.Schemas[n] = sc
-			}
-		}
-	}
-	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), Schemas: set, Backend: pyemit.Check, DropSyntax: true})
-	res.Diags = append(append(sdiags, res.Diags...), more...)
+	res := compiler.Compile(files, compiler.Options{Lib: stdlib.Templates(), SchemaLib: compiler.LoadSchemaLibrary(stdlib.Schemas()), Schemas: extra, Backend: pyemit.Check, DropSyntax: true})
+	res.Diags = append(res.Diags, more...)
 	return res, res.Diags.HasErrors()
-}
-
-// stdlibSchemas loads the stdlib's config schemas (a fresh copy each call,
-// so callers may add to it).
-func stdlibSchemas() (*schema.Set, diag.List) {
-	return schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
 }
 
 func printDiags(e *env, l diag.List, src diag.Sources, format string) {

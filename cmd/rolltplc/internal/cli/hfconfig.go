@@ -11,7 +11,6 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/diag"
-	"github.com/rolltpl/rolltpl/lang/parser"
 	"github.com/rolltpl/rolltpl/lang/token"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/stdlib"
@@ -49,13 +48,9 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		printDiags(e, more, diag.Sources{path: src}, format)
 		return ExitError
 	}
-	// A schema inferred from the file covers model types the stdlib lacks.
-	var extra *schema.Set
-	if set, _ := stdlibSchemas(); set.Schema(modelType) == nil {
-		text := schema.Infer(modelType, cfg)
-		f, _ := parser.ParseFile("inferred:"+modelType, []byte(text))
-		extra, _ = schema.Load([]schema.Source{{File: f, Src: []byte(text)}})
-	}
+	// A schema inferred from the file covers model types neither the
+	// stdlib nor the user's files declare a schema for.
+	extra := schema.InferSet(modelType, cfg)
 	if len(paths) == 0 {
 		// Just the stdlib template for this model type.
 		if _, err := fs.Stat(stdlib.Templates(), modelType+".rolltpl"); err == nil {

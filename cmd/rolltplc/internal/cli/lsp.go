@@ -4,11 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/lsp"
-	"github.com/rolltpl/rolltpl/compiler/check"
-	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -40,38 +37,7 @@ func runLSP(e *env, args []string) int {
 		defer f.Close()
 		logw = f
 	}
-	// The same schemas as `rolltplc check`; problems in the stdlib's own
-	// schemas are the build's concern, not the editor's.
-	schemas, _ := stdlibSchemas()
-	srv := lsp.New(lsp.Options{Lib: stdlib.Templates(), Schemas: schemas, Version: moduleVersion(), Log: logw, KeyDocs: schemaKeyDocs(schemas)})
+	// The same schemas as `rolltplc check`: the stdlib's and the user's.
+	srv := lsp.New(lsp.Options{Lib: stdlib.Templates(), SchemaLib: stdlib.Schemas(), Version: moduleVersion(), Log: logw})
 	return srv.Serve(e.stdin, e.stdout)
-}
-
-// schemaKeyDocs documents config keys from the schemas: type, default and
-// the field's doc comment. HF keys are looked up in the schema of the
-// template's model type (dotted paths descend into nested configs), MCA keys
-// in the MCA schema.
-func schemaKeyDocs(set *schema.Set) lsp.KeyDocs {
-	return func(modelType, side, key string) (string, bool) {
-		var f *schema.Field
-		switch side {
-		case "mca":
-			f = set.Schema(check.MCASchema).Field(key)
-		case "hf":
-			if root := set.Schema(modelType); root != nil {
-				f, _, _ = set.Resolve(root, strings.Split(key, "."))
-			}
-		}
-		if f == nil {
-			return "", false
-		}
-		doc := fmt.Sprintf("`%s: %s`", f.Name, f.Type)
-		if f.Default != "" {
-			doc = fmt.Sprintf("`%s: %s = %s`", f.Name, f.Type, f.Default)
-		}
-		if f.Doc != "" {
-			doc += "\n\n" + f.Doc
-		}
-		return doc, true
-	}
 }

@@ -351,21 +351,3 @@ func TestLSPNeovim(t *testing.T) {
 		t.Errorf("hover %q, want the qkv op's documentation", res.Hover)
 	}
 }
-
-func TestSchemaKeyDocs(t *testing.T) {
-	set, _ := stdlibSchemas()
-	docs := schemaKeyDocs(set)
-	for _, tc := range []struct{ model, side, key, want string }{
-		{"qwen2", "hf", "hidden_size", "`hidden_size: int = "},
-		{"qwen2_vl", "hf", "text_config.hidden_size", "`hidden_size: int"},
-		{"", "mca", "num_query_groups", "`num_query_groups: int?"},
-	} {
-		got, ok := docs(tc.model, tc.side, tc.key)
-		if !ok || !strings.HasPrefix(got, tc.want) {
-			t.Errorf("KeyDocs(%q, %q, %q) = %q, %v; want prefix %q", tc.model, tc.side, tc.key, got, ok, tc.want)
-		}
-	}
-	if _, ok := docs("qwen2", "hf", "no_such_key"); ok {
-		t.Error("unknown key documented")
-	}
-}

@@ -7,11 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
 
@@ -43,8 +41,8 @@ func newTestServer(t testing.TB, opts Options) *testClient {
 	if opts.Lib == nil {
 		opts.Lib = stdlib.Templates()
 	}
-	if opts.Schemas == nil {
-		opts.Schemas = testSchemas(t)
+	if opts.SchemaLib == nil {
+		opts.SchemaLib = stdlib.Schemas()
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -254,22 +252,4 @@ func stdlibFile(t testing.TB, name string) (string, string) {
 		t.Fatal(err)
 	}
 	return p, string(b)
-}
-
-var schemasOnce struct {
-	sync.Once
-	set *schema.Set
-}
-
-// testSchemas are the stdlib's config schemas, loaded as `rolltplc check`
-// loads them.
-func testSchemas(t testing.TB) *schema.Set {
-	schemasOnce.Do(func() {
-		set, diags := schema.LoadFS(stdlib.Schemas(), "stdlib/schema/")
-		if diags.HasErrors() {
-			t.Fatalf("stdlib schemas: %v", diags.Err())
-		}
-		schemasOnce.set = set
-	})
-	return schemasOnce.set
 }

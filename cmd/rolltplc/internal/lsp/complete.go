@@ -12,7 +12,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/parser"
 )
@@ -239,7 +239,7 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 		return nil
 	}
 	if t := c.top(); t != nil && t.open == "(" && kw == "weights" && c.prevIs("(", ",") {
-		if spec := schema.Op(t.opKind); spec != nil {
+		if spec := vocab.Op(t.opKind); spec != nil {
 			var items []CompletionItem
 			for _, ps := range spec.Params {
 				items = append(items, CompletionItem{Label: ps.Name, Kind: CompletionProperty, Detail: typeWords(ps.Type) + ", " + requiredWord(ps.Required),
@@ -253,6 +253,9 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 	}
 	if kw == "config" && c.prevIs("->") {
 		return s.keyItems(d, c.template, "mca")
+	}
+	if kw == "schema" && c.prevIs(":", "|", "[") {
+		return s.schemaTypeItems(d, blk.name)
 	}
 	if !c.itemStart() {
 		return nil
@@ -269,18 +272,18 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 		for _, k := range []string{"config", "mca", "weights", "parallel"} {
 			items = append(items, CompletionItem{Label: k, Kind: CompletionKeyword, Detail: "section", Documentation: markdown(sectionDocs[k] + ".")})
 		}
-		for _, k := range sortedKeys(schema.TemplateFields) {
+		for _, k := range sortedKeys(vocab.TemplateFields) {
 			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (string)",
-				Documentation: markdown(schema.TemplateFields[k] + "."), InsertText: k + " = "})
+				Documentation: markdown(vocab.TemplateFields[k] + "."), InsertText: k + " = "})
 		}
-		for _, k := range sortedKeys(schema.PlannedFields) {
+		for _, k := range sortedKeys(vocab.PlannedFields) {
 			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (planned: not compiled yet)",
-				Documentation: markdown(schema.PlannedFields[k] + "."), InsertText: k + " = "})
+				Documentation: markdown(vocab.PlannedFields[k] + "."), InsertText: k + " = "})
 		}
 		return items
 	case "weights":
 		var items []CompletionItem
-		for _, o := range schema.Ops {
+		for _, o := range vocab.Ops {
 			items = append(items, CompletionItem{Label: o.Kind, Kind: CompletionFunction, Detail: opSignature(o), Documentation: markdown(opHover(o))})
 		}
 		return append(items, keywordItems("use", "ignore")...)
@@ -310,8 +313,8 @@ func keywordItems(kws ...string) []CompletionItem {
 
 func buildFlagItems() []CompletionItem {
 	var out []CompletionItem
-	for _, k := range sortedKeys(schema.BuildFlags) {
-		out = append(out, CompletionItem{Label: k, Kind: CompletionConstant, Detail: "build flag", Documentation: markdown(schema.BuildFlags[k] + ".")})
+	for _, k := range sortedKeys(vocab.BuildFlags) {
+		out = append(out, CompletionItem{Label: k, Kind: CompletionConstant, Detail: "build flag", Documentation: markdown(vocab.BuildFlags[k] + ".")})
 	}
 	return out
 }
@@ -406,7 +409,7 @@ func (s *Server) libKeys() stdlibKeys {
 				collectKeys(f.AST, s.keys.hf, s.keys.mca)
 			}
 		}
-		for _, o := range schema.Ops {
+		for _, o := range vocab.Ops {
 			for _, k := range o.Reads {
 				s.keys.mca[k] = true
 			}
@@ -450,8 +453,8 @@ func (s *Server) keyItems(d *document, modelType, side string) []CompletionItem 
 		keys[k] = true
 	}
 	// Every key the schema of the template's model type (or the MCA schema)
-	// declares.
-	if set := s.opts.Schemas; set != nil {
+	// declares, as the document sees them (the user's own schemas too).
+	if set := s.schemasOf(d); set != nil {
 		name := modelType
 		if side == "mca" {
 			name = "mca"
@@ -484,7 +487,7 @@ func (s *Server) keyItems(d *document, modelType, side string) []CompletionItem 
 	var items []CompletionItem
 	for _, k := range sortedKeys(keys) {
 		it := CompletionItem{Label: k, Kind: CompletionProperty, Detail: detail}
-		if doc, ok := s.opts.KeyDocs(modelType, side, k); ok && doc != "" {
+		if doc, ok := s.keyDoc(d, modelType, side, k); ok && doc != "" {
 			it.Documentation = markdown(doc)
 		}
 		items = append(items, it)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
@@ -26,7 +27,7 @@ func (s *Server) compile(d *document) {
 	for _, o := range s.docs {
 		overlay[o.path] = o.text
 	}
-	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, Schemas: s.opts.Schemas, Parse: s.parses.ParseFile, Backend: pyemit.Check})
+	res := compiler.Compile([]string{d.path}, compiler.Options{Lib: s.opts.Lib, Overlay: overlay, SchemaLib: s.schemaLib, Parse: s.parses.ParseFile, Backend: pyemit.Check})
 	d.res, d.file = res, nil
 	if res.Info != nil {
 		d.file = res.Info.File(d.path)
@@ -121,6 +122,9 @@ func (s *Server) fileURI(f *resolve.File) (string, bool) {
 		if dir == "" {
 			return "", false
 		}
+		if rest, ok := strings.CutPrefix(f.Path, resolve.SchemaLibPrefix); ok {
+			return pathToURI(filepath.Join(dir, schemaLibDir, filepath.FromSlash(rest))), true
+		}
 		return pathToURI(filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(f.Path, resolve.LibPrefix)))), true
 	}
 	for _, o := range s.docs {
@@ -133,6 +137,10 @@ func (s *Server) fileURI(f *resolve.File) (string, bool) {
 	}
 	return pathToURI(f.Path), true
 }
+
+// schemaLibDir is the folder of the library folder the schema library is
+// written to.
+const schemaLibDir = "schema"
 
 // ensureLibDir writes the library's files to disk, once, and returns the
 // folder ("" when that failed). The default folder is named after a hash
@@ -152,6 +160,18 @@ func (s *Server) ensureLibDir() string {
 			files[p], names = b, append(names, p)
 			return err
 		})
+		if err == nil && s.opts.SchemaLib != nil {
+			// The schema library, in a folder of its own.
+			err = fs.WalkDir(s.opts.SchemaLib, ".", func(p string, e fs.DirEntry, err error) error {
+				if err != nil || e.IsDir() || !strings.HasSuffix(p, ".rolltpl") {
+					return err
+				}
+				b, err := fs.ReadFile(s.opts.SchemaLib, p)
+				n := path.Join(schemaLibDir, p)
+				files[n], names = b, append(names, n)
+				return err
+			})
+		}
 		if err != nil {
 			s.log.Printf("reading the library: %v", err)
 			return

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/format"
 	"github.com/rolltpl/rolltpl/stdlib"
 )
@@ -66,11 +66,14 @@ func hoverAt(t *testing.T, c *testClient, uri string, p Position) *Hover {
 }
 
 func TestHover(t *testing.T) {
-	c := newInitialized(t, Options{})
+	// Key docs from the schemas have tests of their own (TestSchemaKeyDoc,
+	// TestUserSchema); these cases pin the rest of the hover text.
+	noDocs := func(string, string, string) (string, bool) { return "", false }
+	c := newInitialized(t, Options{KeyDocs: noDocs})
 	_, common := stdlibFile(t, "common.rolltpl")
 	_, llama := stdlibFile(t, "llama.rolltpl")
-	qkv := schema.Op("qkv")
-	stack := schema.Op("stack")
+	qkv := vocab.Op("qkv")
+	stack := vocab.Op("stack")
 	cases := []struct {
 		name          string
 		file, needle  string
@@ -100,12 +103,12 @@ func TestHover(t *testing.T) {
 		},
 		{
 			name: "template field", file: "llama.rolltpl", needle: "layer_prefix", delta: 3,
-			want:          "**template field** `layer_prefix` (string)\n\n" + schema.TemplateFields["layer_prefix"] + ".",
+			want:          "**template field** `layer_prefix` (string)\n\n" + vocab.TemplateFields["layer_prefix"] + ".",
 			wantHighlight: "layer_prefix",
 		},
 		{
 			name: "parallel class", file: "parallel.rolltpl", needle: "    duplicated", delta: 6,
-			want:          "**parallel class** `duplicated` (list of MCA name patterns)\n\n" + schema.ParallelClassDoc["duplicated"] + ".",
+			want:          "**parallel class** `duplicated` (list of MCA name patterns)\n\n" + vocab.ParallelClassDoc["duplicated"] + ".",
 			wantHighlight: "duplicated",
 		},
 		{
@@ -165,8 +168,19 @@ func TestHover(t *testing.T) {
 		},
 		{
 			name: "build flag", file: "common.rolltpl", needle: "if megatron_llama", delta: 5,
-			want:          "**build flag** `megatron_llama`\n\n" + schema.BuildFlags["megatron_llama"] + ".",
+			want:          "**build flag** `megatron_llama`\n\n" + vocab.BuildFlags["megatron_llama"] + ".",
 			wantHighlight: "megatron_llama",
+		},
+		{
+			name: "per-layer name condition", file: "qwen3_next.rolltpl", needle: `mca.layer_types[layer] == "linear_attention"`, delta: 23,
+			want: "**expression** · type `bool`\n\nPython (generated template class):\n```python\n" +
+				"getattr(mca_config, 'layer_types', None)[layer_idx] == 'linear_attention'\n```",
+			wantHighlight: `mca.layer_types[layer] == "linear_attention"`,
+		},
+		{
+			name: "MCA key in an expression", file: "qwen3_next.rolltpl", needle: `mca.layer_types[layer]`, delta: 5,
+			want:          "**MCA config key** `layer_types`\n\nRead by an expression; a missing key is null (`getattr(mca_config, 'layer_types', None)`).",
+			wantHighlight: "layer_types",
 		},
 		{
 			name: "ignored name", file: "llama.rolltpl", needle: `".self_attn.rotary_emb.inv_freq"`, delta: 1,
@@ -175,7 +189,7 @@ func TestHover(t *testing.T) {
 		},
 		{
 			name: "parallel entry", file: "parallel.rolltpl", needle: `".mlp.linear_fc1.lora_A.weight"`, delta: 1,
-			want:          "**MCA name pattern** `.mlp.linear_fc1.lora_A.weight` in parallel class `duplicated`: " + schema.ParallelClassDoc["duplicated"] + ".",
+			want:          "**MCA name pattern** `.mlp.linear_fc1.lora_A.weight` in parallel class `duplicated`: " + vocab.ParallelClassDoc["duplicated"] + ".",
 			wantHighlight: `".mlp.linear_fc1.lora_A.weight"`,
 		},
 		{name: "comment", file: "llama.rolltpl", needle: "# Llama", delta: 3},
@@ -269,7 +283,7 @@ func labels(items []CompletionItem) []string {
 
 func TestCompletion(t *testing.T) {
 	c := newInitialized(t, Options{})
-	opKinds := append(schema.OpKinds(), "use", "ignore")
+	opKinds := append(vocab.OpKinds(), "use", "ignore")
 	sections := []string{"config", "mca", "weights", "parallel", "expert_prefix", "layer_prefix", "mtp_first_layer", "mtp_hf_prefix", "mtp_inner"}
 	classes := append(slices.Clone(ir.ParallelClasses), append(slices.Clone(ir.ParallelMaps), "use")...)
 	cases := []struct {

@@ -11,7 +11,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
 	"github.com/rolltpl/rolltpl/compiler/rollname"
-	"github.com/rolltpl/rolltpl/compiler/schema"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
@@ -51,7 +51,7 @@ func (s *Server) hoverText(d *document, chain []ast.Node) (string, token.Span) {
 			}
 		case *ast.Primary:
 			if x.Ident != nil {
-				if doc, ok := schema.BuildFlags[*x.Ident]; ok {
+				if doc, ok := vocab.BuildFlags[*x.Ident]; ok {
 					return fmt.Sprintf("**build flag** `%s`\n\n%s.", *x.Ident, doc), x.Span()
 				}
 			}
@@ -63,6 +63,16 @@ func (s *Server) hoverText(d *document, chain []ast.Node) (string, token.Span) {
 		case *ast.String:
 			if t := s.stringHover(d, chain[:i+1], x, parent(i)); t != "" {
 				return t, x.Span()
+			}
+		case *ast.ConfigSet:
+			if t := setHover(x); t != "" {
+				return t, x.Span()
+			}
+		default:
+			if e := exprNode(x); e != nil {
+				if t := exprHover(e); t != "" {
+					return t, x.Span()
+				}
 			}
 		}
 	}
@@ -81,14 +91,14 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 	switch p := parent.(type) {
 	case *ast.Op:
 		if p.Kind == id {
-			if spec := schema.Op(id.Name); spec != nil {
+			if spec := vocab.Op(id.Name); spec != nil {
 				return opHover(spec)
 			}
 		}
 	case *ast.Param:
 		op, _ := grand.(*ast.Op)
 		if p.Name == id && op != nil && op.Kind != nil {
-			if spec := schema.Op(op.Kind.Name); spec != nil {
+			if spec := vocab.Op(op.Kind.Name); spec != nil {
 				if ps := spec.Param(id.Name); ps != nil {
 					return fmt.Sprintf("**parameter** `%s` of `%s` (%s, %s)\n\n%s.", ps.Name, spec.Kind, typeWords(ps.Type), requiredWord(ps.Required), ps.Doc)
 				}
@@ -100,10 +110,10 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 		}
 		switch grand.(type) {
 		case *ast.TemplateItem:
-			if doc, ok := schema.TemplateFields[id.Name]; ok {
+			if doc, ok := vocab.TemplateFields[id.Name]; ok {
 				return fmt.Sprintf("**template field** `%s` (string)\n\n%s.", id.Name, doc)
 			}
-			if doc, ok := schema.PlannedFields[id.Name]; ok {
+			if doc, ok := vocab.PlannedFields[id.Name]; ok {
 				return fmt.Sprintf("**template field** `%s` (planned: not compiled yet)\n\n%s.", id.Name, doc)
 			}
 		case *ast.McaItem:
@@ -113,6 +123,8 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 		if p.Kind == id {
 			return parallelClassHover(id.Name)
 		}
+	case *ast.Suffix:
+		return s.exprKeyHover(d, mt, grand, p, id)
 	case *ast.ConfigMap:
 		if p.MCA == id {
 			return s.mcaKeyHover(d, mt, id.Name, nil)
@@ -130,7 +142,7 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 			if side == "mca" {
 				return s.mcaKeyHover(d, mt, key, nil)
 			}
-			return s.keyHeader("HF config key", mt, "hf", key) + "\n\nComputed with `set` (planned: not compiled yet)."
+			return s.keyHeader(d, "HF config key", mt, "hf", key) + "\n\nComputed with `set` (lang/spec.md §5)."
 		}
 	}
 	return ""
@@ -167,7 +179,7 @@ func plural(n int, word string) string {
 }
 
 // opSignature writes an op kind's shape: `qkv(hidden_size = int?) hf, hf, hf -> mca`.
-func opSignature(o *schema.OpSpec) string {
+func opSignature(o *vocab.OpSpec) string {
 	var b strings.Builder
 	b.WriteString(o.Kind)
 	if len(o.Params) > 0 {
@@ -188,27 +200,27 @@ func opSignature(o *schema.OpSpec) string {
 		return strings.Join(out, ", ")
 	}
 	switch o.Arity {
-	case schema.Fixed:
+	case vocab.Fixed:
 		fmt.Fprintf(&b, " %s -> %s", names("hf", o.HF), names("mca", o.MCA))
-	case schema.OneSide:
+	case vocab.OneSide:
 		b.WriteString(" hf -> mca, ...  |  hf, ... -> mca")
-	case schema.DropArity:
+	case vocab.DropArity:
 		b.WriteString(" hf, ...")
 	}
 	return b.String()
 }
 
-func arityWords(o *schema.OpSpec) string {
+func arityWords(o *vocab.OpSpec) string {
 	switch o.Arity {
-	case schema.Fixed:
+	case vocab.Fixed:
 		return plural(o.HF, "HF name") + " → " + plural(o.MCA, "MCA name")
-	case schema.OneSide:
+	case vocab.OneSide:
 		return "1 HF name → N MCA names, or N → 1"
 	}
 	return "1 or more HF names, no MCA names"
 }
 
-func opHover(o *schema.OpSpec) string {
+func opHover(o *vocab.OpSpec) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "```rolltpl\n%s\n```\n", opSignature(o))
 	fmt.Fprintf(&b, "**op** `%s` · %s · ROLL `%s`\n\n%s", o.Kind, arityWords(o), o.ROLLClass, o.Doc)
@@ -225,7 +237,7 @@ func opHover(o *schema.OpSpec) string {
 }
 
 func parallelClassHover(name string) string {
-	doc, ok := schema.ParallelClassDoc[name]
+	doc, ok := vocab.ParallelClassDoc[name]
 	if !ok {
 		return ""
 	}
@@ -255,9 +267,9 @@ func symbolHover(d *document, sym *resolve.Symbol) string {
 	return b.String()
 }
 
-func (s *Server) keyHeader(what, modelType, side, key string) string {
+func (s *Server) keyHeader(d *document, what, modelType, side, key string) string {
 	h := fmt.Sprintf("**%s** `%s`", what, key)
-	if doc, ok := s.opts.KeyDocs(modelType, side, key); ok && doc != "" {
+	if doc, ok := s.keyDoc(d, modelType, side, key); ok && doc != "" {
 		h += "\n\n" + doc
 	}
 	return h
@@ -267,7 +279,7 @@ func (s *Server) keyHeader(what, modelType, side, key string) string {
 func (s *Server) hfKeyHover(d *document, mt string, m *ast.ConfigMap) string {
 	key := pathText(m.HF)
 	var b strings.Builder
-	b.WriteString(s.keyHeader("HF config key", mt, "hf", key))
+	b.WriteString(s.keyHeader(d, "HF config key", mt, "hf", key))
 	if m.MCA != nil {
 		fmt.Fprintf(&b, "\n\nMapped to MCA key `%s` here (%s): copied HF → MCA on load and back on save.", m.MCA.Name, where(d, m.Span()))
 	}
@@ -289,7 +301,7 @@ func (s *Server) hfKeyHover(d *document, mt string, m *ast.ConfigMap) string {
 // set, which HF key maps to it and which ops read it.
 func (s *Server) mcaKeyHover(d *document, mt, key string, c *ast.Field) string {
 	var b strings.Builder
-	b.WriteString(s.keyHeader("MCA config key", mt, "mca", key))
+	b.WriteString(s.keyHeader(d, "MCA config key", mt, "mca", key))
 	if c != nil {
 		fmt.Fprintf(&b, "\n\nConstant (ROLL's constant_mca_config): merged last, so it wins over mapped values.")
 	}
@@ -317,7 +329,7 @@ func (s *Server) mcaKeyHover(d *document, mt, key string, c *ast.Field) string {
 		fmt.Fprintf(&b, "\n\nConstant in templates: %s", strings.Join(consts, ", "))
 	}
 	var readers []string
-	for _, o := range schema.Ops {
+	for _, o := range vocab.Ops {
 		if slices.Contains(o.Reads, key) {
 			readers = append(readers, o.Kind)
 		}
@@ -493,7 +505,7 @@ func (s *Server) stringHover(d *document, chain []ast.Node, str *ast.String, par
 			role = "MCA name"
 		}
 		fmt.Fprintf(&b, "**%s** `%s` in parallel class `%s`", role, str.Value, cls.Kind.Name)
-		if doc, ok := schema.ParallelClassDoc[cls.Kind.Name]; ok {
+		if doc, ok := vocab.ParallelClassDoc[cls.Kind.Name]; ok {
 			b.WriteString(": " + doc + ".")
 		}
 		if d.res != nil && d.res.Program != nil {

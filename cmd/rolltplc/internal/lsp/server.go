@@ -15,7 +15,6 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
-	"github.com/rolltpl/rolltpl/compiler/schema"
 	"github.com/rolltpl/rolltpl/lang/parser"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
@@ -24,23 +23,26 @@ import (
 // HF model type of the template the key appears in ("" outside a template),
 // side is "hf" or "mca". It returns markdown and whether it knows the key.
 //
-// The default knows nothing; a config schema (types, defaults,
-// descriptions) plugs in here.
+// The default documents keys from the config schemas the document sees
+// (the stdlib's and the user's own: type, default and doc comment).
 type KeyDocs func(modelType, side, key string) (doc string, ok bool)
 
 // Options configure a [Server].
 type Options struct {
 	// Lib is the library imports fall back to: stdlib.Templates().
 	Lib fs.FS
-	// Schemas are the config schemas templates are checked against, as
-	// `rolltplc check` loads them; nil skips the schema checks.
-	Schemas *schema.Set
+	// SchemaLib is the schema library, stdlib.Schemas(): its config
+	// schemas and those declared in the user's files (scoped like
+	// templates) are what templates are checked against, as `rolltplc
+	// check` does; nil and no schema declaration skip the schema checks.
+	SchemaLib fs.FS
 	// Version is reported in serverInfo.
 	Version string
 	// Log receives the server's log; nil discards it. It must not be the
 	// protocol's output.
 	Log io.Writer
-	// KeyDocs documents HF and MCA config keys; nil for none.
+	// KeyDocs documents HF and MCA config keys; nil documents them from
+	// the schemas.
 	KeyDocs KeyDocs
 	// LibDir is where library files are written so that go-to-definition
 	// can point into them; "" means a folder under the user cache
@@ -60,6 +62,9 @@ type Server struct {
 
 	docs  map[string]*document // by URI
 	dirty []string             // URIs to re-check, in order
+
+	// schemaLib is Options.SchemaLib, loaded once.
+	schemaLib *compiler.SchemaLibrary
 
 	// parses reuses the unchanged declarations of every file between
 	// compilations (the open documents and the stdlib files they import).
@@ -125,10 +130,11 @@ func New(opts Options) *Server {
 	if w == nil {
 		w = io.Discard
 	}
-	if opts.KeyDocs == nil {
-		opts.KeyDocs = func(string, string, string) (string, bool) { return "", false }
+	s := &Server{opts: opts, log: log.New(w, "rolltplc lsp: ", log.LstdFlags|log.Lmicroseconds), docs: map[string]*document{}, parses: parser.NewCache()}
+	if opts.SchemaLib != nil {
+		s.schemaLib = compiler.LoadSchemaLibrary(opts.SchemaLib)
 	}
-	return &Server{opts: opts, log: log.New(w, "rolltplc lsp: ", log.LstdFlags|log.Lmicroseconds), docs: map[string]*document{}, parses: parser.NewCache()}
+	return s
 }
 
 type frame struct {

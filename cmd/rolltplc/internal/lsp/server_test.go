@@ -120,7 +120,7 @@ func TestExitCodes(t *testing.T) {
 // characters counted with unicode/utf16 from the JSON byte offsets.
 func expectedDiagnostics(t *testing.T, path, text string) []Diagnostic {
 	t.Helper()
-	res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), Overlay: map[string][]byte{path: []byte(text)}, Schemas: testSchemas(t), Backend: pyemit.Check})
+	res := compiler.Compile([]string{path}, compiler.Options{Lib: stdlib.Templates(), Overlay: map[string][]byte{path: []byte(text)}, SchemaLib: compiler.LoadSchemaLibrary(stdlib.Schemas()), Backend: pyemit.Check})
 	conv := func(p diag.JSONPos) Position {
 		lineStart := strings.LastIndex(text[:p.Offset], "\n") + 1
 		if got := strings.Count(text[:p.Offset], "\n") + 1; got != p.Line {

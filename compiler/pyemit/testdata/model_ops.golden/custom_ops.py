@@ -25,6 +25,7 @@ register_template(
         "linear_num_key_heads": "linear_num_key_heads",
         "linear_num_value_heads": "linear_num_value_heads",
     },
+    constant_mca_config={"swiglu": True},
     weight_converters=[
         NextGDNConverOp(
             hf_names=[".linear_attn.in_proj_qkvz.weight", ".linear_attn.in_proj_ba.weight"],

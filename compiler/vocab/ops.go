@@ -1,7 +1,14 @@
-// Package schema describes what templates are checked against: the op
-// kinds with their arity, parameters and the config they read at run time,
-// the template fields, the parallel classes and the build flags.
-package schema
+// Package vocab is the language's vocabulary: the op kinds with their
+// arity, parameters, the config they read at run time and the layout they
+// produce, the template fields, the parallel classes and the build flags,
+// and the "did you mean" over names. The config schemas templates are
+// checked against are compiler/schema's.
+package vocab
+
+import (
+	"fmt"
+	"strings"
+)
 
 // Arity says how many HF and MCA names an op takes.
 type Arity int
@@ -36,7 +43,84 @@ type OpSpec struct {
 	Reads []string
 	// ROLLClass is the ConverOp class name in ROLL.
 	ROLLClass string
-	Doc       string
+	// Produces is the form of the tensor the op hands ROLL's
+	// DistConverter for its MCA name (see [Layout]).
+	Produces Layout
+	Doc      string
+}
+
+// Form is the kind of object an op hands ROLL's DistConverter for one MCA
+// weight name.
+type Form string
+
+// The forms.
+const (
+	// FormPlain is an ordinary tensor, copied or computed element-wise.
+	FormPlain Form = "plain"
+	// FormQKV is Megatron's fused QKV projection: q, k and v interleaved by
+	// query group (heads of one group, then its k and v).
+	FormQKV Form = "qkv"
+	// FormStacked is ROLL's StackedTensors: parts the DistConverter splits
+	// per tensor-parallel rank separately (swiglu gate/up, GDN
+	// components). Only the swiglu, gdn and (with swiglu) grouped_column
+	// classes accept it; the other classes call torch.chunk on a tensor.
+	FormStacked Form = "stacked"
+)
+
+// Layout is what an op produces for one MCA name, or what a weight
+// requires: a form and, for stacked tensors, the number of parts (0: one
+// per HF name, or any when required) and the dimension they are stacked
+// along.
+type Layout struct {
+	Form  Form
+	Parts int
+	Dim   int
+}
+
+// String describes the layout in words.
+func (l Layout) String() string {
+	switch l.Form {
+	case FormQKV:
+		return "Megatron's fused QKV layout"
+	case FormStacked:
+		if l.Parts > 0 {
+			return fmt.Sprintf("a stack of %d parts along dim %d", l.Parts, l.Dim)
+		}
+		return fmt.Sprintf("a stack along dim %d", l.Dim)
+	}
+	return "a plain tensor"
+}
+
+// Satisfies reports whether a tensor of layout l may be given where want
+// is required: same form and, for stacks, the same dim and (when want
+// counts them) parts.
+func (l Layout) Satisfies(want Layout) bool {
+	if l.Form != want.Form {
+		return false
+	}
+	if l.Form != FormStacked {
+		return true
+	}
+	return l.Dim == want.Dim && (want.Parts == 0 || l.Parts == 0 || l.Parts == want.Parts)
+}
+
+// LayoutOf returns the layout an op of this kind produces for its MCA
+// names given how many HF operands it takes (hf; 0 when unknown, e.g.
+// operands built from tensor steps), how many MCA names it has, and its
+// dim parameter. A stack of one HF tensor into several MCA names (ROLL's
+// StackConverOp in the other direction) hands plain tensors on.
+func (o *OpSpec) LayoutOf(hf, mca, dim int) Layout {
+	l := o.Produces
+	if l.Form == "" {
+		return Layout{Form: FormPlain}
+	}
+	if o.Kind == "stack" {
+		if mca > 1 {
+			return Layout{Form: FormPlain}
+		}
+		l.Parts, l.Dim = hf, dim
+	}
+	return l
 }
 
 // Param returns the named parameter spec, or nil.
@@ -53,6 +137,7 @@ var dimParam = ParamSpec{Name: "dim", Type: "int", Doc: "the dimension to concat
 var transposeParam = ParamSpec{Name: "transpose", Type: "bool", Required: true,
 	Doc: "whether HF stores experts as [E, in, out] (qwen3_vl_moe: true) or [E, out, in] (qwen3_5_moe: false)"}
 var qkvReads = []string{"num_attention_heads", "num_query_groups", "kv_channels", "hidden_size"}
+var qkvLayout = Layout{Form: FormQKV}
 var gdnReads = []string{"linear_key_head_dim", "linear_value_head_dim", "linear_num_key_heads", "linear_num_value_heads"}
 
 // Ops lists every op kind, in the order of roll-converter-spec.md §2.3.
@@ -63,30 +148,30 @@ var Ops = []*OpSpec{
 		Doc: "Fans one tensor out to several names (one HF name to N MCA names, or back)."},
 	{Kind: "concat", Arity: OneSide, Params: []ParamSpec{dimParam}, ROLLClass: "ConcatConverOp",
 		Doc: "Concatenates N tensors along dim into one, or chunks one into N equal pieces."},
-	{Kind: "stack", Arity: OneSide, Params: []ParamSpec{dimParam}, ROLLClass: "StackConverOp",
+	{Kind: "stack", Arity: OneSide, Params: []ParamSpec{dimParam}, ROLLClass: "StackConverOp", Produces: Layout{Form: FormStacked},
 		Doc: "Joins N tensors (e.g. gate and up) into one whose parts are split per tensor-parallel rank separately."},
 	{Kind: "drop", Arity: DropArity, ROLLClass: "DropConverOp",
 		Doc: "Discards the named HF weights on purpose."},
-	{Kind: "qkv", Arity: Fixed, HF: 3, MCA: 1, ROLLClass: "QKVConverOp", Reads: qkvReads,
+	{Kind: "qkv", Arity: Fixed, HF: 3, MCA: 1, ROLLClass: "QKVConverOp", Reads: qkvReads, Produces: qkvLayout,
 		Params: []ParamSpec{{Name: "hidden_size", Type: "int?", Doc: "the input size; default: the model's hidden_size"}},
 		Doc:    "Fuses q, k, v weights into Megatron's group-interleaved QKV layout."},
-	{Kind: "qkv_bias", Arity: Fixed, HF: 3, MCA: 1, ROLLClass: "QKVBiasConverOp", Reads: qkvReads[:3],
+	{Kind: "qkv_bias", Arity: Fixed, HF: 3, MCA: 1, ROLLClass: "QKVBiasConverOp", Reads: qkvReads[:3], Produces: qkvLayout,
 		Doc: "Fuses q, k, v biases into Megatron's group-interleaved layout."},
-	{Kind: "gated_qkv", Arity: Fixed, HF: 3, MCA: 1, ROLLClass: "GatedQKVConverOp", Reads: qkvReads,
+	{Kind: "gated_qkv", Arity: Fixed, HF: 3, MCA: 1, ROLLClass: "GatedQKVConverOp", Reads: qkvReads, Produces: qkvLayout,
 		Params: []ParamSpec{{Name: "hidden_size", Type: "int?", Doc: "the input size; default: the model's hidden_size"}},
 		Doc:    "Fuses a gated q (query and gate per head), k and v into the layout Q, Z, K, V per query group."},
 	{Kind: "zero_centered_rmsnorm", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "ZeroCenteredRMSNormConverOp",
 		Doc: "Stores an RMSNorm weight as w - 1 (MCA) and w + 1 (HF)."},
-	{Kind: "gdn_conv1d", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "GDNConv1dConverOp", Reads: gdnReads,
+	{Kind: "gdn_conv1d", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "GDNConv1dConverOp", Reads: gdnReads, Produces: Layout{Form: FormStacked, Parts: 3},
 		Doc: "Splits a Gated-DeltaNet conv1d weight into its q, k, v parts."},
-	{Kind: "next_gdn", Arity: Fixed, HF: 2, MCA: 1, ROLLClass: "NextGDNConverOp", Reads: append([]string{"hidden_size"}, gdnReads...),
+	{Kind: "next_gdn", Arity: Fixed, HF: 2, MCA: 1, ROLLClass: "NextGDNConverOp", Produces: Layout{Form: FormStacked, Parts: 6}, Reads: append([]string{"hidden_size"}, gdnReads...),
 		Doc: "Regroups Qwen3-Next's in_proj_qkvz and in_proj_ba into Megatron's GDN in_proj."},
-	{Kind: "qwen3_5_gdn", Arity: Fixed, HF: 4, MCA: 1, ROLLClass: "Qwen3_5_GDNConverOp", Reads: gdnReads,
+	{Kind: "qwen3_5_gdn", Arity: Fixed, HF: 4, MCA: 1, ROLLClass: "Qwen3_5_GDNConverOp", Reads: gdnReads, Produces: Layout{Form: FormStacked, Parts: 6},
 		Doc: "Joins Qwen3.5's in_proj_qkv, z, b and a into Megatron's GDN in_proj."},
 	{Kind: "split_experts", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "SplitConverOp", Reads: []string{"num_moe_experts"},
 		Params: []ParamSpec{transposeParam},
 		Doc:    "Splits a fused [E, ...] expert tensor into one tensor per expert."},
-	{Kind: "split_stack_experts", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "SplitStackConverOp", Reads: []string{"num_moe_experts"},
+	{Kind: "split_stack_experts", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "SplitStackConverOp", Produces: Layout{Form: FormStacked, Parts: 2}, Reads: []string{"num_moe_experts"},
 		Params: []ParamSpec{transposeParam},
 		Doc:    "Splits a fused gate_up expert tensor into per-expert gate/up stacks."},
 }
@@ -176,4 +261,43 @@ func Suggest(s string, candidates []string) string {
 		}
 	}
 	return best
+}
+
+// FusedQKVSuffix ends the MCA pure name (".bias" read as ".weight") of
+// Megatron's fused QKV projection: its tensor must have [FormQKV], which
+// only the qkv-family ops produce. The parallel classes call it column
+// like any projection, so the name is the only mark of the layout.
+const FusedQKVSuffix = ".linear_qkv.weight"
+
+// GDNParts returns how many parts ROLL's DistConverter splits a gdn-class
+// weight into when converting it back (handle_gdn): 6 (q, k, v, z, b, a)
+// for an in_proj, 3 (q, k, v) for a conv1d, 0 for a name it has no split
+// for.
+func GDNParts(pureName string) int {
+	switch {
+	case strings.Contains(pureName, "in_proj"):
+		return 6
+	case strings.Contains(pureName, "conv1d"):
+		return 3
+	}
+	return 0
+}
+
+// Producing returns the op kinds that can produce layout want, in catalog
+// order.
+func Producing(want Layout) []string {
+	var out []string
+	for _, o := range Ops {
+		l := o.Produces
+		if l.Form == "" {
+			l.Form = FormPlain
+		}
+		if l.Form == FormStacked && l.Parts == 0 {
+			l.Parts = want.Parts // a stack takes as many operands as given
+		}
+		if l.Satisfies(want) {
+			out = append(out, o.Kind)
+		}
+	}
+	return out
 }
