@@ -75,7 +75,7 @@ func TestPhi3(t *testing.T) {
 			if len(op.Inputs) == 0 {
 				continue
 			}
-			comp, err := rexec.ComposeOp(op, mc, nil)
+			comp, err := rexec.ComposeOp(op, mc)
 			if err != nil {
 				t.Fatal(err)
 			}

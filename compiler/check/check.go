@@ -116,6 +116,7 @@ func (c *checker) template(t *ir.Template) {
 	c.layout(t)
 	c.dropped(t)
 	c.knownMistakes(t)
+	c.mtp(t)
 }
 
 // AnnotateConfigTypes fills in [ir.ConfigEntry.Type] of every template
@@ -438,6 +439,9 @@ func (c *checker) names(t *ir.Template, op *ir.Op) {
 		case len(mca) > 0 && (hr > 0) != (mr > 0):
 			c.add(diag.Errorf(op.Span, "name-scope", "Layer name converted to a global name",
 				"An op maps layer-relative names to layer-relative names and global names to global names; this one mixes the two sides."))
+		case maxWildcards(hf) > 1 || maxWildcards(mca) > 1:
+			c.add(diag.Errorf(op.Span, "wildcard-count", "Several {} in one name",
+				"A name has at most one {}: ROLL's converter finds the captured parts with re.findall, which returns tuples for several groups, and its name formatting then fails. Write one {} for the whole varying part."))
 		case len(mca) > 0 && hw != mw:
 			c.add(diag.Errorf(op.Span, "wildcard-count", "Wildcard counts differ",
 				"The HF side has %d {} and the MCA side %d; each {} carries one captured part across.", hw, mw))
@@ -601,6 +605,15 @@ func (c *checker) effective(t *ir.Template, mode map[string]bool) ir.Effective {
 }
 
 // pure is the name ROLL classifies n under, its {} written as a glob.
+// maxWildcards returns the largest number of {} in one of names.
+func maxWildcards(names []string) int {
+	m := 0
+	for _, n := range names {
+		m = max(m, strings.Count(n, "{}"))
+	}
+	return m
+}
+
 func pure(n string) string {
 	return strings.ReplaceAll(rollname.PureName(n), "{}", "*")
 }

@@ -241,7 +241,7 @@ type hfSource struct {
 // to the layout: the one place HF -> MCA conversions and [PlanConversion]
 // choose the files, build the MCA config and plan. The plan may hold
 // errors; the caller closes sh.
-func openHFSource(m *Model, src string, layout Layout, nameOrPath string) (*hfSource, error) {
+func openHFSource(m *Model, src string, layout Layout, nameOrPath string, deq Dequantize) (*hfSource, error) {
 	cfgPath, cfgText, _, err := ReadHFConfig(src)
 	if err != nil {
 		return nil, err
@@ -258,13 +258,15 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string) (*hfSo
 	if nameOrPath == "" {
 		nameOrPath = src
 	}
+	fp8Info, metas, cfgText, fp8Problems := fp8Prepass(cfgText, metas, deq)
 	mc, err := BuildMCAConfig(m, cfgText, cfgPath, nameOrPath, layout)
 	if err != nil {
 		sh.Close()
 		return nil, err
 	}
 	s := &hfSource{sh: sh, mc: mc, plan: PlanHFToMCA(m, mc, metas)}
-	s.plan.Problems = append(s.plan.Problems, LayoutProblems(mc, mc.Layout())...)
+	s.plan.FP8 = fp8Info.shareFor(mc.Layout())
+	s.plan.Problems = append(append(fp8Problems, s.plan.Problems...), LayoutProblems(mc, mc.Layout())...)
 	for _, f := range sh.Files {
 		s.files = append(s.files, f.Path())
 	}
@@ -355,7 +357,7 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 	if err := layout.Check(); err != nil {
 		return nil, err
 	}
-	s, err := openHFSource(m, src, layout, "")
+	s, err := openHFSource(m, src, layout, "", "")
 	if err != nil {
 		return nil, err
 	}

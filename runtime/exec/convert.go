@@ -64,6 +64,16 @@ type Options struct {
 	// (mca_config.json, the source's tokenizer and other files, and last
 	// latest_checkpointed_iteration.txt).
 	Finalize bool
+	// Dequantize is how HF -> MCA treats an FP8 block-quantized
+	// checkpoint (fp8.go); the zero value dequantizes to BF16.
+	Dequantize Dequantize
+	// Quantize, when set, makes MCA -> HF re-quantize the weights the
+	// FP8 sidecar names (fp8export.go).
+	Quantize *QuantizeOptions
+
+	// finalizeHook, set by an HF -> MCA Finalize job, writes the FP8
+	// sidecar before mca_config.json.
+	finalizeHook func(dir string) error
 
 	// compare, set by Verify, makes an MCA → HF conversion compare every
 	// tensor with the original HF checkpoint instead of writing shards.
@@ -109,25 +119,27 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 			return nil, err
 		}
 	}
-	hs, err := openHFSource(m, src, opts.Layout, opts.NameOrPath)
+	hs, err := openHFSource(m, src, opts.Layout, opts.NameOrPath, opts.Dequantize)
 	if err != nil {
 		return nil, err
 	}
 	defer hs.sh.Close()
-	mc, plan, all := hs.mc, hs.plan, hs.sh.Tensors()
+	defer hs.plan.FP8.free()
+	mc, plan := hs.mc, hs.plan
 	res = &Result{Plan: plan}
 	if err := plan.Err(); err != nil {
+		return res, err
+	}
+	if err := hs.checkScales(); err != nil {
 		return res, err
 	}
 	if err := recordRun(m, mc, hs.sh); err != nil {
 		return res, err
 	}
 
-	input := func(i int) inputData {
-		t := all[i]
-		return inputData{data: t.File.Data(t.TensorInfo), path: t.File.Path(), off: t.Offset, st: t.File, ti: t.TensorInfo}
-	}
+	input := hs.input
 	if job {
+		opts.finalizeHook = func(dir string) error { return writeFP8Sidecar(dir, plan, hs.sh, opts.Sync) }
 		return convertHFToMCAJob(ctx, m, src, dst, mc, plan, opts, input, res)
 	}
 	out, err := newOutput(src, dst, opts)
@@ -136,6 +148,9 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	}
 	defer out.Abort(&err)
 	if res.Files, res.Written, err = convertHFToMCALayout(ctx, m, mc, plan, opts, out, input); err != nil {
+		return res, err
+	}
+	if err := writeFP8Sidecar(out.Dir(), plan, hs.sh, opts.Sync); err != nil {
 		return res, err
 	}
 	return finishMCA(res, src, out, mc, opts)
@@ -187,6 +202,14 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if err := ms.plan.Err(); err != nil {
 		return res, err
 	}
+	hfConfig := ms.hfConfig
+	var quant *quantizer
+	if opts.Quantize != nil {
+		if quant, hfConfig, err = prepareQuantize(src, ms.plan, hfConfig, opts.Quantize); err != nil {
+			return res, err
+		}
+		defer quant.close()
+	}
 	out, err := newOutput(src, dst, opts)
 	if err != nil {
 		return res, err
@@ -197,8 +220,9 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	ex := newExecutor(ms.plan, opts, nil)
 	ex.merged = ms.mi
 	ex.spans = ms.rs.spans()
+	ex.quant = quant
 	defer ex.close()
-	return res, finishHF(ctx, ex, out, src, ms.hfConfig, opts, res)
+	return res, finishHF(ctx, ex, out, src, hfConfig, opts, res)
 }
 
 // finishHF writes the HF shards, config.json and the copied auxiliary
@@ -229,7 +253,7 @@ func finishHF(ctx context.Context, ex *executor, out *output, src string, hfConf
 		return err
 	}
 	res.Copied, err = copyAux(src, out.Dir(), func(name string) bool {
-		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name)
+		return name == HFConfigName || name == MCAConfigName || name == TrackerName || weightFile(name) || fp8SidecarFile(name)
 	})
 	if err != nil {
 		return err
@@ -277,6 +301,10 @@ type executor struct {
 	// windows read runs of small consecutive pieces of one input file
 	// (readSmall), per file.
 	windows map[*os.File]*window
+	// quant re-quantizes FP8 weights (MCA -> HF --quantize fp8), or nil.
+	quant *quantizer
+	// deqHeld releases the dequantized FP8 weights of the current step.
+	deqHeld []func()
 }
 
 // inputData locates one input tensor: its bytes (a slice of a read-only
@@ -287,6 +315,7 @@ type inputData struct {
 	off  int64
 	st   *safetensors.File // for Release, or nil
 	ti   safetensors.TensorInfo
+	deq  *deqInput // an FP8 weight: data are its codes (fp8.go)
 }
 
 type inputRange struct {
@@ -326,6 +355,7 @@ func newExecutor(p *Plan, opts Options, input func(int) inputData) *executor {
 }
 
 func (ex *executor) close() {
+	ex.releaseDeq()
 	ex.arena.free()
 	for _, f := range ex.files {
 		f.Close()
@@ -349,6 +379,7 @@ func (ex *executor) file(path string) (*os.File, error) {
 // against the plan.
 func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 	ex.arena.reset()
+	ex.releaseDeq()
 	ex.ranges = ex.ranges[:0]
 	desc := st.side.info.describe()
 	vals := make([]ops.Value, len(st.Inputs))
@@ -362,11 +393,15 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 		}
 		meta := ex.plan.Inputs[i]
 		in := ex.input(i)
-		t, err := tensor.New(meta.DType, meta.Shape, in.data)
+		data, err := ex.inputBytes(in, i)
+		if err != nil {
+			return nil, err
+		}
+		t, err := tensor.New(meta.DType, meta.Shape, data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %v", meta.File, meta.Name, err)
 		}
-		if s, e := addrRange(in.data); e > s {
+		if s, e := addrRange(in.data); e > s && in.deq == nil {
 			ex.ranges = append(ex.ranges, inputRange{start: s, end: e, path: in.path, off: in.off})
 		}
 		if ex.plan.Dir == ops.MCAToHF {
@@ -399,6 +434,11 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			return nil, fmt.Errorf("%s: %v", desc, err)
 		}
 		ts = append(ts, t)
+	}
+	if ex.quant != nil {
+		if ts, err = ex.quant.apply(ex, st, ts); err != nil {
+			return nil, err
+		}
 	}
 	if len(ts) != len(st.Outputs) {
 		return nil, fmt.Errorf("%s: internal error: %d results, planned %d", desc, len(ts), len(st.Outputs))

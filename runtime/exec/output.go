@@ -118,6 +118,7 @@ var (
 		"tokenizer.model": true, "spiece.model": true, "sentencepiece.bpe.model": true,
 		"preprocessor_config.json": true, "processor_config.json": true, "video_preprocessor_config.json": true,
 		"chat_template.json": true, "chat_template.jinja": true,
+		FP8SidecarName: true,
 	}
 	ownPatterns = []*regexp.Regexp{
 		regexp.MustCompile(`^.+\.safetensors$`),

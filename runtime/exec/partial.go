@@ -177,6 +177,11 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 	if err != nil {
 		return res, err
 	}
+	if opts.finalizeHook != nil {
+		if err := opts.finalizeHook(out.Dest()); err != nil {
+			return res, err
+		}
+	}
 	if err := writeFileRename(out.Path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
 		return res, err
 	}

@@ -137,7 +137,7 @@ func TestGeneratedStepOpsMatchRuntime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		comp, err := rexec.ComposeOp(op, mc, nil)
+		comp, err := rexec.ComposeOp(op, mc)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}

@@ -48,18 +48,23 @@ func (p *Plan) OpStats() []OpStat {
 // [MaxProblemTensors] tensors); Omitted counts the others by kind, and
 // Errors and Warnings count them all.
 type Report struct {
-	Template  string          `json:"template"`
-	Direction string          `json:"direction"`
-	Tensors   int             `json:"tensors"`
-	Bytes     int64           `json:"bytes"`
-	Outputs   int             `json:"outputs"`
-	OutBytes  int64           `json:"output_bytes"`
-	Ops       []OpStat        `json:"ops"`
-	Ignored   []string        `json:"ignored,omitempty"`
-	Errors    int             `json:"errors"`
-	Warnings  int             `json:"warnings"`
-	Problems  []ReportProblem `json:"problems"`
-	Omitted   []KindCount     `json:"omitted,omitempty"`
+	Template  string   `json:"template"`
+	Direction string   `json:"direction"`
+	Tensors   int      `json:"tensors"`
+	Bytes     int64    `json:"bytes"`
+	Outputs   int      `json:"outputs"`
+	OutBytes  int64    `json:"output_bytes"`
+	Ops       []OpStat `json:"ops"`
+	Ignored   []string `json:"ignored,omitempty"`
+	// SkippedMTP counts the MTP weights left out (--no-mtp) and their
+	// bytes.
+	SkippedMTP      int             `json:"skipped_mtp,omitempty"`
+	SkippedMTPBytes int64           `json:"skipped_mtp_bytes,omitempty"`
+	Errors          int             `json:"errors"`
+	Warnings        int             `json:"warnings"`
+	Problems        []ReportProblem `json:"problems"`
+	Omitted         []KindCount     `json:"omitted,omitempty"`
+	FP8             *FP8Info        `json:"fp8,omitempty"`
 }
 
 // ReportProblem is a problem with its severity spelled out. MoreTensors
@@ -119,9 +124,14 @@ func (p *Plan) Report() Report {
 		OutBytes:  p.OutBytes(),
 		Ops:       p.OpStats(),
 		Problems:  []ReportProblem{},
+		FP8:       p.FP8,
 	}
 	for _, i := range p.Ignored {
 		r.Ignored = append(r.Ignored, p.Inputs[i].Name)
+	}
+	for _, i := range p.SkippedMTP {
+		r.SkippedMTP++
+		r.SkippedMTPBytes += p.Inputs[i].Size
 	}
 	for _, pr := range p.Problems {
 		if pr.Severity == Error {
@@ -152,6 +162,9 @@ func (p *Plan) WriteSummary(w io.Writer) {
 		dir = "MCA -> HF"
 	}
 	fmt.Fprintf(w, "%s %s: %d tensors (%s) -> %d tensors (%s)\n", r.Template, dir, r.Tensors, HumanBytes(r.Bytes), r.Outputs, HumanBytes(r.OutBytes))
+	if p.FP8 != nil && p.FP8.Weights > 0 {
+		fmt.Fprintln(w, "  "+p.FP8.Summary())
+	}
 	fmt.Fprintf(w, "  %-22s %7s %8s %12s\n", "op", "groups", "tensors", "bytes")
 	for _, s := range r.Ops {
 		fmt.Fprintf(w, "  %-22s %7d %8d %12s\n", s.Kind, s.Groups, s.Inputs, HumanBytes(s.InBytes))
@@ -162,6 +175,9 @@ func (p *Plan) WriteSummary(w io.Writer) {
 			b += p.Inputs[i].Size
 		}
 		fmt.Fprintf(w, "  %-22s %7s %8d %12s\n", "(ignored)", "", len(r.Ignored), HumanBytes(b))
+	}
+	if r.SkippedMTP > 0 {
+		fmt.Fprintf(w, "  %-22s %7s %8d %12s\n", "(MTP left out)", "", r.SkippedMTP, HumanBytes(r.SkippedMTPBytes))
 	}
 	switch {
 	case len(r.Problems) == 0:

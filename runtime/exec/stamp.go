@@ -214,6 +214,13 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 			w.str(k)
 			w.value(o.Params[k])
 		}
+		if len(o.Inputs) > 0 { // absent before tensor steps: digests of other templates unchanged
+			w.str("inputs")
+			w.count(len(o.Inputs))
+			for _, x := range o.Inputs {
+				w.tensorExpr(x, 0)
+			}
+		}
 	}
 	for _, c := range ir.ParallelClasses {
 		w.str(c)
@@ -239,6 +246,11 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 			w.str(s.Value.String())
 			w.str(s.When.String())
 		}
+	}
+	if t.MTP != nil { // absent before MTP layers: earlier digests unchanged
+		w.str("mtp")
+		w.str(t.MTP.HFPrefix)
+		w.str(t.MTP.FirstLayer.String())
 	}
 	return hex.EncodeToString(w.h.Sum(nil))
 }
@@ -636,3 +648,29 @@ func checkMCARun(c *MCACheckpoint) error {
 
 // maxRankFiles bounds the rank files of a layout read from a config.
 const maxRankFiles = 1 << 16
+
+// tensorExpr writes an op's HF operand built from tensor steps: the leaf
+// it reads, or the step, its arguments (sorted, as S-expressions) and its
+// operands.
+func (w digestWriter) tensorExpr(x *ir.TensorExpr, depth int) {
+	if x == nil || depth > 1000 {
+		w.str("nil")
+		return
+	}
+	if x.Step == "" {
+		w.str("leaf")
+		w.count(x.HF)
+		return
+	}
+	w.str(x.Step)
+	names := x.ArgNames()
+	w.count(len(names))
+	for _, k := range names {
+		w.str(k)
+		w.str(x.Args[k].String())
+	}
+	w.count(len(x.Operands))
+	for _, o := range x.Operands {
+		w.tensorExpr(o, depth+1)
+	}
+}

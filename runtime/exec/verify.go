@@ -118,6 +118,9 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	for _, i := range r1.Plan.Ignored {
 		skip[r1.Plan.Inputs[i].Name] = true
 	}
+	for _, i := range r1.Plan.SkippedMTP {
+		skip[r1.Plan.Inputs[i].Name] = true
+	}
 	for _, st := range r1.Plan.Steps {
 		if st.Dropped {
 			for _, i := range st.Inputs {
@@ -125,6 +128,7 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 			}
 		}
 	}
+	r1.Plan.FP8.skipScales(skip)
 	for name := range skip {
 		rep.Skipped = append(rep.Skipped, name)
 	}
@@ -137,7 +141,12 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	defer orig.Close()
 	c := &comparer{orig: orig, files: map[string]*os.File{}, seen: map[string]bool{}}
 	defer c.close()
-	if _, err := ConvertMCAToHF(ctx, m, mcaDir, hfDir, Options{Progress: progress(n), compare: c}); err != nil {
+	back := Options{Progress: progress(n), compare: c}
+	if r1.Plan.FP8 != nil && len(r1.Plan.FP8.Pairs) > 0 {
+		// FP8: quantize back with the source's scales (byte-exact, §2.5).
+		back.Quantize = &QuantizeOptions{Scales: ScalesReuse}
+	}
+	if _, err := ConvertMCAToHF(ctx, m, mcaDir, hfDir, back); err != nil {
 		return nil, fmt.Errorf("MCA → HF: %w", err)
 	}
 	rep.Diffs, rep.Compared, rep.Bytes = c.diffs, c.compared, c.bytes

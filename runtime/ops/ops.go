@@ -20,6 +20,15 @@
 //
 // The semantics follow roll-converter-spec.md §2; each op's doc comment
 // gives the formula.
+//
+// # Composed ops
+//
+// An op the catalog lacks is a [Composite]: primitive tensor steps
+// ([Node]: split, chunk, cat, reshape, transpose, slice) build the HF
+// inputs of a catalog op from the op's HF tensors (a fused qkv_proj split
+// into q, k and v for qkv), and run inverted after the catalog op's
+// inverse. The steps are views like the ops above; only a transpose
+// copies, into [Config.Alloc]. [RunSteps] runs step programs alone.
 package ops
 
 import (

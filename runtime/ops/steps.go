@@ -386,7 +386,7 @@ func (r *stepRun) forward(n *Node, leaves []tensor.Tensor) ([]tensor.Tensor, err
 				}
 			}
 		}
-		t, err := tensor.Concat(n.Dim, in...)
+		t, err := r.concat(n, in)
 		if err != nil {
 			return nil, r.errorf(n, "%v", err)
 		}
@@ -403,12 +403,19 @@ func (r *stepRun) forward(n *Node, leaves []tensor.Tensor) ([]tensor.Tensor, err
 		if err != nil {
 			return nil, r.errorf(n, "%v: %v", t, err)
 		}
-		parts, err := tensor.Split(t, d, sizes...)
+		parts, err := r.split(n, t, d, sizes)
 		if err != nil {
-			return nil, r.errorf(n, "%v", err)
+			return nil, err
 		}
 		return parts, nil
 	case StepReshape:
+		if n.From != nil {
+			// The inverse reshapes to From: it must be the input's shape.
+			f, err := t.Reshape(tensor.Shape(n.From))
+			if err != nil || !f.Shape.Equal(t.Shape) {
+				return nil, r.errorf(n, "the input is %v, not of the shape %v the step reshapes from", t, tensor.Shape(n.From))
+			}
+		}
 		u, err := t.Reshape(tensor.Shape(n.Shape))
 		if err != nil {
 			return nil, r.errorf(n, "%v", err)
@@ -428,13 +435,60 @@ func (r *stepRun) forward(n *Node, leaves []tensor.Tensor) ([]tensor.Tensor, err
 		if n.Stop > t.Shape[d] {
 			return nil, r.errorf(n, "%v has %d along dim %d, fewer than the slice's end %d", t, t.Shape[d], d, n.Stop)
 		}
-		parts, err := tensor.Split(t, d, n.Start, n.Stop-n.Start, t.Shape[d]-n.Stop)
+		parts, err := r.split(n, t, d, []int64{n.Start, n.Stop - n.Start, t.Shape[d] - n.Stop})
 		if err != nil {
-			return nil, r.errorf(n, "%v", err)
+			return nil, err
 		}
 		return parts[1:2], nil
 	}
 	return nil, r.errorf(n, "unknown step")
+}
+
+// maxPieces bounds the byte pieces a split or cat along an inner
+// dimension makes (one per index of the outer dimensions, per part): a
+// view of more would hold more slice headers than is reasonable (24 bytes
+// each), so it is an error rather than an allocation sized by the tensor.
+// Real weights stay far below it (the rows of a vocabulary are 10^5).
+const maxPieces = 1 << 22
+
+// checkPieces reports a split or cat along dim d of a tensor of shape that
+// would cut it into more than maxPieces pieces.
+func (r *stepRun) checkPieces(n *Node, shape tensor.Shape, d, k int) error {
+	outer := shape[:d].NumElements()
+	if outer < 0 || (d > 0 && outer > int64(maxPieces/max(k, 1))) {
+		return r.errorf(n, "cutting %v along dim %d makes %d pieces per part, more than %d", shape, d, outer, maxPieces/max(k, 1))
+	}
+	return nil
+}
+
+// split is tensor.Split with the piece bound.
+func (r *stepRun) split(n *Node, t tensor.Tensor, d int, sizes []int64) ([]tensor.Tensor, error) {
+	if err := r.checkPieces(n, t.Shape, d, len(sizes)); err != nil {
+		return nil, err
+	}
+	parts, err := tensor.Split(t, d, sizes...)
+	if err != nil {
+		return nil, r.errorf(n, "%v", err)
+	}
+	return parts, nil
+}
+
+// concat is tensor.Concat along n.Dim with the piece bound.
+func (r *stepRun) concat(n *Node, ts []tensor.Tensor) (tensor.Tensor, error) {
+	if len(ts) > 0 {
+		d, err := normDim(n.Dim, len(ts[0].Shape))
+		if err != nil {
+			return tensor.Tensor{}, r.errorf(n, "%v is %v", ts[0], err)
+		}
+		if err := r.checkPieces(n, ts[0].Shape, d, len(ts)); err != nil {
+			return tensor.Tensor{}, err
+		}
+	}
+	t, err := tensor.Concat(n.Dim, ts...)
+	if err != nil {
+		return tensor.Tensor{}, r.errorf(n, "%v", err)
+	}
+	return t, nil
 }
 
 // partSizes returns the part sizes of a split or chunk of a dimension of
@@ -442,8 +496,17 @@ func (r *stepRun) forward(n *Node, leaves []tensor.Tensor) ([]tensor.Tensor, err
 func (r *stepRun) partSizes(n *Node, dim int64) ([]int64, error) {
 	if n.Step == StepSplit {
 		var sum int64
+		over := false
 		for _, s := range n.Sizes {
-			sum += s
+			if s > (1<<62)-sum {
+				over = true // the sum would overflow
+			}
+			if !over {
+				sum += s
+			}
+		}
+		if over {
+			return nil, fmt.Errorf("the sizes %v add up to more than 2^62, the dimension is %d", n.Sizes, dim)
 		}
 		if sum != dim {
 			return nil, fmt.Errorf("the sizes add up to %d but the dimension is %d", sum, dim)
@@ -484,6 +547,18 @@ func (r *stepRun) transpose(n *Node, t tensor.Tensor) (tensor.Tensor, error) {
 	var dst []byte
 	if a != b {
 		dst = r.alloc(t.Len())
+		lo, hi := min(a, b), max(a, b)
+		matrices := t.Shape[lo+1:hi].NumElements() == 1 && t.Shape[hi+1:].NumElements() == 1
+		if !t.Contiguous() && !matrices {
+			// tensor.Transpose would gather the pieces into fresh heap
+			// memory; gather them into a buffer from Config.Alloc.
+			g := r.alloc(t.Len())
+			u, err := tensor.New(t.DType, t.Shape, t.AppendTo(g[:0]))
+			if err != nil {
+				return tensor.Tensor{}, r.errorf(n, "%v", err)
+			}
+			t = u
+		}
 	}
 	u, err := tensor.Transpose(t, a, b, dst)
 	if err != nil {
@@ -574,9 +649,9 @@ func (r *stepRun) inverse(n *Node, parts []tensor.Tensor, leaves []tensor.Tensor
 				}
 			}
 		}
-		t, err := tensor.Concat(n.Dim, parts...)
+		t, err := r.concat(n, parts)
 		if err != nil {
-			return r.errorf(n, "inverse: %v", err)
+			return err
 		}
 		if n.Step == StepChunk {
 			d, _ := normDim(n.Dim, len(t.Shape))
@@ -597,9 +672,9 @@ func (r *stepRun) inverse(n *Node, parts []tensor.Tensor, leaves []tensor.Tensor
 		if err != nil {
 			return err
 		}
-		split, err := tensor.Split(t, d, sizes...)
+		split, err := r.split(n, t, d, sizes)
 		if err != nil {
-			return r.errorf(n, "inverse: %v", err)
+			return err
 		}
 		for _, o := range n.Operands {
 			k := o.yields()
@@ -660,6 +735,9 @@ func (r *stepRun) catSizes(n *Node, d, rank int, total int64) ([]int64, error) {
 				sym = s.sym
 				open = append(open, len(sizes))
 			} else {
+				if s.n > total-known {
+					return nil, r.errorf(n, "inverse: the parts' sizes along dim %d add up to more than %d", d, total)
+				}
 				known += s.n
 			}
 			sizes = append(sizes, s.n)
@@ -786,9 +864,15 @@ func fullShape(n *Node, k int) []int64 {
 			return nil
 		}
 		total := tensor.Shape(in).NumElements()
+		if total < 0 {
+			return nil
+		}
 		known := int64(1)
 		for i, x := range n.Shape {
 			if i != infer {
+				if x < 0 || (x != 0 && known > (1<<62)/x) {
+					return nil
+				}
 				known *= x
 			}
 		}

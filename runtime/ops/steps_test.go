@@ -3,6 +3,7 @@ package ops
 import (
 	"bytes"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -159,6 +160,14 @@ func stepCases() []stepCase {
 		{name: "split_dim1_then_transpose", shapes: []tensor.Shape{S(4, 6)},
 			nodes: []*Node{step(StepTranspose, Node{Dims: [2]int{0, 1}}, step(StepSplit, Node{Dim: 1, Sizes: []int64{6}}, Leaf(0)))},
 			want:  func(in []nd) []nd { return []nd{in[0].transpose(0, 1)} }},
+		{name: "pieces_then_transpose_3d", shapes: []tensor.Shape{S(3, 4, 6)},
+			// chunk the last dim, cat the halves along dim 1 (a tensor of
+			// many pieces), then transpose the outer dims.
+			nodes: []*Node{step(StepTranspose, Node{Dims: [2]int{0, 2}},
+				step(StepCat, Node{Dim: 1}, step(StepChunk, Node{Dim: 2, Parts: 2}, Leaf(0))))},
+			want: func(in []nd) []nd {
+				return []nd{catND(1, in[0].narrow(2, 0, 3), in[0].narrow(2, 3, 3)).transpose(0, 2)}
+			}},
 		{name: "two_operands", shapes: []tensor.Shape{S(8, 3), S(2, 3)},
 			nodes: []*Node{step(StepChunk, Node{Dim: 0, Parts: 2}, Leaf(0)), Leaf(1)},
 			want: func(in []nd) []nd {
@@ -269,6 +278,7 @@ func TestStepErrors(t *testing.T) {
 		{"leaf", &Composite{Op: Op{Kind: KindRename}, Inputs: []*Node{Leaf(1)}, NumHF: 1}, "HF input 1 of 1"},
 		{"unknown", &Composite{Op: Op{Kind: KindRename}, Inputs: []*Node{{Leaf: -1, Step: "permute", Operands: []*Node{Leaf(0)}}}, NumHF: 1}, "unknown tensor step"},
 		{"two_into_split", &Composite{Op: Op{Kind: KindConcat, NumHF: 2, NumMCA: 1}, Inputs: []*Node{{Leaf: -1, Step: StepSplit, Sizes: []int64{5, 5}, Operands: []*Node{Leaf(0), Leaf(0)}}}, NumHF: 1}, "takes one tensor"},
+		{"overflowing_sizes", &Composite{Op: Op{Kind: KindConcat, NumHF: 3, NumMCA: 1}, Inputs: []*Node{{Leaf: -1, Step: StepSplit, Sizes: []int64{1 << 62, 1 << 62, 10}, Operands: []*Node{Leaf(0)}}}, NumHF: 1}, "more than 2^62"},
 		{"huge_chunk", &Composite{Op: Op{Kind: KindConcat, NumHF: 1 << 30, NumMCA: 1}, Inputs: []*Node{{Leaf: -1, Step: StepChunk, Parts: 1 << 30, Operands: []*Node{Leaf(0)}}}, NumHF: 1}, "want 1 to"},
 	}
 	for _, b := range bad {
@@ -276,6 +286,12 @@ func TestStepErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), b.want) {
 			t.Errorf("%s: err %v, want %q", b.name, err, b.want)
 		}
+	}
+	// A reshape whose input is not of the shape it says it reshapes from
+	// (its inverse would restore the wrong shape).
+	from := &Node{Leaf: -1, Step: StepReshape, Shape: []int64{-1}, From: []int64{8, 10}, Operands: []*Node{Leaf(0)}}
+	if _, err := RunSteps(HFToMCA, []*Node{from}, []tensor.Tensor{x}); err == nil || !strings.Contains(err.Error(), "reshapes from") {
+		t.Errorf("reshape from the wrong shape: %v", err)
 	}
 	// The inverse of a reshape of an HF tensor of unknown shape.
 	rs := &Node{Leaf: -1, Step: StepReshape, Shape: []int64{-1}, Operands: []*Node{Leaf(0)}}
@@ -366,5 +382,179 @@ func TestCompositePlanReadsNoBytes(t *testing.T) {
 	out, err = comp.Apply(HFToMCA, cfg, []Value{TensorValue(x)})
 	if err != nil || allocs != 1 || !out[0].Tensor.Shape.Equal(tensor.Shape{4, 6}) {
 		t.Errorf("apply: %v, %v with %d allocations from Config.Alloc, want 1", out, err, allocs)
+	}
+}
+
+// TestStepsRandom builds random step programs (reshape, transpose, then a
+// split or chunk, the chunk's parts possibly concatenated along another
+// dim) over random shapes and dtypes, checks every part against the
+// element-wise reference and the inverse against the input.
+func TestStepsRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	dts := append(testDTypes, tensor.F64, tensor.I8)
+	for iter := range 200 {
+		dt := dts[r.IntN(len(dts))]
+		rank := 2 + r.IntN(2)
+		shape := make(tensor.Shape, rank)
+		for i := range shape {
+			shape[i] = int64(1 + r.IntN(6))
+		}
+		x := randTensor(t, r, dt, shape)
+		cur := ndOf(x)
+		node := Leaf(0)
+		var desc []string
+		if r.IntN(2) == 0 { // merge the first two dims: [a*b, ...]
+			ns := append([]int64{cur.shape[0] * cur.shape[1]}, cur.shape[2:]...)
+			from := append([]int64(nil), cur.shape...)
+			if r.IntN(2) == 0 {
+				ns[0] = -1
+			}
+			node = &Node{Leaf: -1, Step: StepReshape, Shape: ns, From: from, Operands: []*Node{node}}
+			if ns[0] == -1 {
+				ns[0] = cur.shape[0] * cur.shape[1]
+			}
+			cur = nd{shape: append([]int64(nil), ns...), es: cur.es, data: cur.data}
+			desc = append(desc, "reshape")
+		}
+		if len(cur.shape) >= 2 && r.IntN(2) == 0 {
+			a, b := r.IntN(len(cur.shape)), r.IntN(len(cur.shape))
+			node = &Node{Leaf: -1, Step: StepTranspose, Dims: [2]int{a, b - len(cur.shape)}, Operands: []*Node{node}}
+			cur = cur.transpose(a, b)
+			desc = append(desc, "transpose")
+		}
+		d := r.IntN(len(cur.shape))
+		var parts []nd
+		if r.IntN(2) == 0 {
+			var sizes []int64
+			for rest := cur.shape[d]; rest > 0; {
+				s := min(rest, int64(r.IntN(4)))
+				sizes = append(sizes, s)
+				rest -= s
+			}
+			if len(sizes) == 0 {
+				sizes = []int64{0}
+			}
+			node = &Node{Leaf: -1, Step: StepSplit, Dim: d, Sizes: sizes, Operands: []*Node{node}}
+			var off int64
+			for _, s := range sizes {
+				parts = append(parts, cur.narrow(d, off, s))
+				off += s
+			}
+			desc = append(desc, "split")
+		} else {
+			p := 1
+			for k := 2; k <= 3; k++ {
+				if cur.shape[d]%int64(k) == 0 && r.IntN(2) == 0 {
+					p = k
+				}
+			}
+			node = &Node{Leaf: -1, Step: StepChunk, Dim: d, Parts: p, Operands: []*Node{node}}
+			w := cur.shape[d] / int64(p)
+			for k := range p {
+				parts = append(parts, cur.narrow(d, int64(k)*w, w))
+			}
+			desc = append(desc, "chunk")
+			if len(cur.shape) >= 2 && r.IntN(2) == 0 { // cat the equal parts along another dim
+				e := (d + 1 + r.IntN(len(cur.shape)-1)) % len(cur.shape)
+				node = &Node{Leaf: -1, Step: StepCat, Dim: e, Operands: []*Node{node}}
+				parts = []nd{catND(e, parts...)}
+				desc = append(desc, "cat")
+			}
+		}
+		nodes := []*Node{node}
+		got, err := RunSteps(HFToMCA, nodes, []tensor.Tensor{x})
+		if err != nil {
+			t.Fatalf("%d %v %v %v: %v", iter, dt, shape, desc, err)
+		}
+		if len(got) != len(parts) {
+			t.Fatalf("%d %v: %d parts, want %d", iter, desc, len(got), len(parts))
+		}
+		for k := range got {
+			if !sameND(got[k], parts[k]) {
+				t.Fatalf("%d %v %v %v: part %d %v differs from the reference %v", iter, dt, shape, desc, k, got[k], parts[k].shape)
+			}
+		}
+		back, err := RunSteps(MCAToHF, nodes, got)
+		if err != nil {
+			t.Fatalf("%d %v %v %v: inverse: %v", iter, dt, shape, desc, err)
+		}
+		if len(back) != 1 || !back[0].Equal(x) {
+			t.Fatalf("%d %v %v %v: the inverse gave %v", iter, dt, shape, desc, back)
+		}
+	}
+}
+
+// TestTransposeOfPiecesUsesAlloc: a transpose of a tensor of many pieces
+// gathers them into a buffer from Config.Alloc, not fresh heap memory, and
+// writes its result into another.
+func TestTransposeOfPiecesUsesAlloc(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	x := randTensor(t, r, tensor.BF16, tensor.Shape{3, 4, 6})
+	var c stepCase
+	for _, sc := range stepCases() {
+		if sc.name == "pieces_then_transpose_3d" {
+			c = sc
+		}
+	}
+	comp := &Composite{Op: Op{Kind: KindRename, NumHF: 1, NumMCA: 1}, NumHF: 1, Inputs: c.nodes}
+	var sizes []int
+	cfg := Config{Alloc: func(n int) []byte { sizes = append(sizes, n); return make([]byte, n) }}
+	out, err := comp.Apply(HFToMCA, cfg, []Value{TensorValue(x)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameND(out[0].Tensor, c.want([]nd{ndOf(x)})[0]) {
+		t.Errorf("result differs from the reference")
+	}
+	if len(sizes) != 2 || sizes[0] != int(x.Len()) || sizes[1] != int(x.Len()) {
+		t.Errorf("Config.Alloc calls %v, want two of %d bytes", sizes, x.Len())
+	}
+}
+
+// TestStepPieceBound: a split along an inner dim that would cut a tensor
+// into more than maxPieces pieces is an error, not millions of slice
+// headers.
+func TestStepPieceBound(t *testing.T) {
+	rows := int64(maxPieces/2 + 1)
+	x, err := tensor.New(tensor.I8, tensor.Shape{rows, 2}, make([]byte, rows*2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*Node{{Leaf: -1, Step: StepSplit, Dim: 1, Sizes: []int64{1, 1}, Operands: []*Node{Leaf(0)}}}
+	if _, err := RunSteps(HFToMCA, nodes, []tensor.Tensor{x}); err == nil || !strings.Contains(err.Error(), "pieces per part") {
+		t.Errorf("err %v, want a piece bound error", err)
+	}
+	nodes[0].Dim = 0
+	nodes[0].Sizes = []int64{rows - 1, 1}
+	if _, err := RunSteps(HFToMCA, nodes, []tensor.Tensor{x}); err != nil {
+		t.Errorf("split along dim 0: %v", err)
+	}
+}
+
+// TestCompositeCopiesNothing: a fused qkv split into q, k, v for qkv
+// and back allocates a few headers whatever the tensor size: the steps are
+// views, no bytes are copied.
+func TestCompositeCopiesNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	cfg := Config{NumAttentionHeads: 8, NumQueryGroups: 2, KVChannels: 4}
+	comp := &Composite{Op: Op{Kind: KindQKV, NumHF: 3, NumMCA: 1}, NumHF: 1, Inputs: []*Node{
+		{Leaf: -1, Step: StepSplit, Sizes: []int64{32, 8, 8}, Operands: []*Node{Leaf(0)}}}}
+	in := []Value{TensorValue(randTensor(t, r, tensor.BF16, tensor.Shape{48, 1 << 16}))} // 6 MiB
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out, err := comp.Apply(HFToMCA, cfg, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := comp.Apply(MCAToHF, cfg, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+		t.Errorf("%d bytes allocated converting a %d-byte tensor both ways; want only headers", n, in[0].Tensor.Len())
+	}
+	if !back[0].Tensor.Equal(in[0].Tensor) {
+		t.Error("the tensor did not come back")
 	}
 }
