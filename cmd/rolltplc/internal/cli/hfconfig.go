@@ -37,13 +37,13 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		if se, ok := err.(*json.SyntaxError); ok {
 			off = int(se.Offset)
 		}
-		more.Add(diag.Errorf(tf.Span(off, off), "hf-config-json", "config.json is not a JSON object", "%v", err))
+		more.Add(diag.Errorf(tf.Span(off, off), diag.HFConfigJSON, "config.json is not a JSON object", "%v", err))
 		printDiags(e, more, diag.Sources{path: src}, format)
 		return ExitError
 	}
 	modelType, _ := cfg["model_type"].(string)
 	if modelType == "" {
-		more.Add(diag.Errorf(tf.Span(0, 0), "hf-config-model-type", "config.json has no model_type",
+		more.Add(diag.Errorf(tf.Span(0, 0), diag.HFConfigModelType, "config.json has no model_type",
 			"A Hugging Face config.json names its model_type; the template is chosen by it."))
 		printDiags(e, more, diag.Sources{path: src}, format)
 		return ExitError
@@ -65,7 +65,7 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 	if len(paths) == 0 || strings.HasPrefix(paths[0], resolve.LibPrefix) {
 		tmpl = res.Program.Template(modelType)
 		if tmpl == nil {
-			res.Diags.Add(diag.Errorf(tf.Span(0, 0), "hf-config-model-type", "No template for this model type",
+			res.Diags.Add(diag.Errorf(tf.Span(0, 0), diag.HFConfigModelType, "No template for this model type",
 				"The stdlib has no template for model_type %q; pass the template's path.", modelType))
 		}
 	} else {
@@ -76,7 +76,7 @@ func checkHFConfig(e *env, path string, paths []string, format string) int {
 		}
 		if tmpl == nil && len(res.Program.Templates) > 0 {
 			t := res.Program.Templates[0]
-			res.Diags.Add(diag.Errorf(t.Span, "hf-config-model-type", "Model type mismatch",
+			res.Diags.Add(diag.Errorf(t.Span, diag.HFConfigModelType, "Model type mismatch",
 				"%s has model_type %q but the template converts %q.", path, modelType, t.Name))
 		}
 	}
@@ -98,15 +98,15 @@ func hfConfigDiags(t *ir.Template, src []byte, path string) diag.List {
 	var out diag.List
 	probs, err := exec.HFConfigProblems(t, src)
 	if err != nil {
-		out.Add(diag.Errorf(t.Span, "hf-config-json", "config.json is not a JSON object", "%s: %v", path, err))
+		out.Add(diag.Errorf(t.Span, diag.HFConfigJSON, "config.json is not a JSON object", "%s: %v", path, err))
 		return out
 	}
 	for _, p := range probs {
 		switch p.Code {
-		case "hf-config-missing":
+		case diag.HFConfigMissing:
 			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Mapped key missing from config.json",
 				"%s has no %s and the schema gives it no default; ROLL would skip it and leave MCA %s at Megatron's default.", path, p.Key, p.Entry.MCA))
-		case "hf-config-range":
+		case diag.HFConfigRange:
 			out.Add(diag.Errorf(p.Entry.Span, p.Code, "Config value out of range",
 				"%s: %s is %s: %s.", path, p.Key, p.Value, p.Msg))
 		default:
