@@ -466,7 +466,15 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 		hf, mca := op.Resolved(mode)
 		for side, names := range [][]string{hf, mca} {
 			for _, n := range names {
-				prev := seen[side][n]
+				key := n
+				if side == 1 && isSplit(op) {
+					// A fused-expert split op and a per-expert op may share
+					// MCA names: the two HF layouts of the same experts.
+					// HF -> MCA takes either; MCA -> HF the Go runtime writes
+					// the fused layout, ROLL the later op's (spec §11).
+					key = "\x00split\x00" + n
+				}
+				prev := seen[side][key]
 				if prev != nil && prev != op {
 					if side == 0 {
 						d := diag.Errorf(op.Span, diag.DuplicateName, "HF name registered twice",
@@ -484,11 +492,14 @@ func (c *checker) duplicates(t *ir.Template, mode map[string]bool) {
 					}
 					continue
 				}
-				seen[side][n] = op
+				seen[side][key] = op
 			}
 		}
 	}
 }
+
+// isSplit reports whether op expands fused expert tensors.
+func isSplit(op *ir.Op) bool { return op.Kind == "split_experts" || op.Kind == "split_stack_experts" }
 
 // reachability reports wildcard ops whose names an earlier table key always
 // takes (ROLL tries exact keys first, then every key in insertion order).

@@ -70,6 +70,11 @@ var modelOps = map[string]modelOp{
 // rule must be that one.
 var fusedExpertClasses = map[string]modelOp{
 	"mcore_adapter.models.qwen3_vl_moe": {"mcore_adapter.models.qwen3_vl_moe", "Qwen3VLMoeTemplate", "Qwen3VLMoeTemplate"},
+	// None: ROLL's qwen3_5_moe split ops expand to per-expert MCA names
+	// that its MCA -> HF lookup never reaches (the per-expert ops take the
+	// names by exact match), so Qwen3_5_MoETemplate gathers nothing and
+	// any class converts as it does.
+	"mcore_adapter.models.qwen3_5_moe": {},
 }
 
 // modelClass returns the template class ROLL defines beside a model that
@@ -91,6 +96,9 @@ func fusedExpertClass(t *ir.Template) (m modelOp, ok bool, err error) {
 		cls, known := fusedExpertClasses[mo.Module]
 		if !known {
 			return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("fused experts of %s (the %s op at %s) have no Python template class yet", mo.Module, op.Kind, op.Span.Start)}
+		}
+		if cls.Class == "" {
+			continue // the split ops need no class of their own
 		}
 		if ok && cls != m {
 			return modelOp{}, false, &Error{t.Name, op.Span, fmt.Sprintf("the %s op at %s needs %s.%s, an earlier split op %s.%s", op.Kind, op.Span.Start, cls.Module, cls.Class, m.Module, m.Class)}

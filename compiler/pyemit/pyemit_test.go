@@ -140,14 +140,6 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 // convert the experts back.
 func TestFusedExpertsWithoutClass(t *testing.T) {
 	for _, c := range []struct{ name, src, want string }{
-		{"qwen3_5_moe split", `template t {
-    layer_prefix  = "model.layers."
-    expert_prefix = ".mlp.experts."
-    config { num_experts -> num_moe_experts }
-    weights { split_experts(transpose = false) "down_proj" -> ".linear_fc2.weight" }
-    parallel { row ".linear_fc2.weight" }
-}
-`, "template t: fused experts of mcore_adapter.models.qwen3_5_moe (the split_experts op at "},
 		{"no vision rule", `template t {
     layer_prefix  = "model.layers."
     expert_prefix = ".mlp.experts."

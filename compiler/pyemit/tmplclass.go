@@ -2,6 +2,7 @@ package pyemit
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -19,13 +20,18 @@ import (
 //     ROLL's maps and constants (the Go runtime's BuildMCAConfig order);
 //   - convert_mca_to_hf_config: the `set hf.KEY` statements, passed as
 //     keyword arguments so that they win over the maps, as in BuildHFConfig;
-//   - add_hf_weight and get_conver_op: for the layers meeting a per-layer
-//     condition, the op's variant with the condition's names (the Go
-//     planner's layer variants); set_mca_config_for_ops gives the variants
+//   - add_hf_weight, hf_name_to_mca_names and get_conver_op: for the
+//     layers meeting a per-layer condition, the op's variant with the
+//     condition's names (the Go planner's layer variants; ROLL's
+//     Qwen3NextTemplate and Qwen3_5Template pick them in add_hf_weight
+//     only, so their hf_name_to_mca_names names the other branch); set_mca_config_for_ops gives the variants
 //     the config; __post_init__ registers the variants' MCA names right
 //     after their op's, so that MCA -> HF maps them back whatever the layer;
 //   - get_lora_conver_op: like ROLL's, but a QKV-family op keeps its own
-//     class (GatedQKVConverOp stays gated, as ROLL's Qwen3NextTemplate does).
+//     class (GatedQKVConverOp stays gated, as ROLL's Qwen3NextTemplate does),
+//     and so do the Qwen3.5 GDN in-projection and fused-expert split ops
+//     (as ROLL's Qwen3_5Template and Qwen3_5_MoETemplate do; see
+//     loraOwnClasses).
 
 // layerVariant is one per-layer variant of an op: Op's names with Cond
 // taken as met.
@@ -252,6 +258,13 @@ func generatedClass(t *ir.Template, base string) string {
         finally:
             self._rt_layer = None
 
+    def hf_name_to_mca_names(self, hf_name):
+        self._rt_layer = _rt_layer_index(hf_name, self.hf_layer_prefix)
+        try:
+            return super().hf_name_to_mca_names(hf_name)
+        finally:
+            self._rt_layer = None
+
     def get_conver_op(self, name, pattern_to_conver_ops):
         op = super().get_conver_op(name, pattern_to_conver_ops)
         if self._rt_layer is not None and pattern_to_conver_ops is self.hf_name_to_converter:
@@ -261,6 +274,10 @@ func generatedClass(t *ir.Template, base string) string {
         return op
 `)
 	}
+	// ROLL's order (Qwen3_5_MoETemplate): fused-expert splits keep their
+	// class for both LoRA matrices, before lora_A's copy; the GDN in-proj
+	// keeps it for lora_B.
+	gdn, split := loraOwnClasses(t)
 	b.WriteString(`
     def get_lora_conver_op(self, name, pattern_to_conver_ops, lora_rank):
         lora_name = name[name.find(".lora") :]
@@ -269,7 +286,11 @@ func generatedClass(t *ir.Template, base string) string {
         kwargs = {}
         if isinstance(op, RenameConverOp):
             op_class = RenameConverOp
-        elif "lora_A" in lora_name:
+`)
+	if len(split) > 0 {
+		fmt.Fprintf(&b, "        elif isinstance(op, %s):\n            op_class = type(op)\n", pyTuple(split))
+	}
+	b.WriteString(`        elif "lora_A" in lora_name:
             op_class = CopyConverOp
         elif isinstance(op, StackConverOp):
             op_class = StackConverOp
@@ -277,16 +298,66 @@ func generatedClass(t *ir.Template, base string) string {
         elif isinstance(op, QKVConverOp):
             op_class = type(op)
             kwargs = {"hidden_size": lora_rank}
-        else:
+`)
+	if len(gdn) > 0 {
+		fmt.Fprintf(&b, "        elif isinstance(op, %s):\n            op_class = type(op)\n", pyTuple(gdn))
+	}
+	b.WriteString(`        else:
             raise ValueError(f"can not find lora conver op for {name} in {pattern_to_conver_ops}")
-        return op_class(
-            hf_names=[hf_name.replace(".weight", lora_name) for hf_name in op.hf_names],
+        hf_names = op.hf_names
+`)
+	if len(split) > 0 {
+		fmt.Fprintf(&b, "        if isinstance(op, %s):  # fused expert names have no .weight\n            hf_names = [n + \".weight\" for n in hf_names]\n", pyTuple(split))
+	}
+	b.WriteString(`        return op_class(
+            hf_names=[hf_name.replace(".weight", lora_name) for hf_name in hf_names],
             mca_names=[mca_name.replace(".weight", lora_name) for mca_name in op.mca_names],
             _mca_config=op.mca_config,
             **kwargs,
         )
 `)
 	return b.String()
+}
+
+// pyTuple prints names as what isinstance takes: one class, or a tuple.
+func pyTuple(names []string) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	return "(" + strings.Join(names, ", ") + ")"
+}
+
+// loraOwnKinds are the model op kinds whose LoRA adapters convert with the
+// op's own class, as ROLL's Qwen3_5Template and Qwen3_5_MoETemplate do:
+// their formulas split rows whatever the column count (a LoRA B matrix has
+// the rank as columns). NextGDNConverOp reshapes by hidden_size and has no
+// LoRA rule in ROLL.
+var loraOwnKinds = map[string]bool{"qwen3_5_gdn": true, "split_experts": true, "split_stack_experts": true}
+
+// loraOwnClasses returns the Python names of t's model op classes whose
+// LoRA adapters keep their class: the GDN in-projection's, and the
+// fused-expert splits' (their HF names lack ".weight"), each sorted and
+// once.
+func loraOwnClasses(t *ir.Template) (gdn, split []string) {
+	seen := map[string]bool{}
+	for _, op := range t.Ops {
+		if !loraOwnKinds[op.Kind] {
+			continue
+		}
+		mo, ok := modelOpOf(op)
+		if !ok || seen[mo.Name] {
+			continue
+		}
+		seen[mo.Name] = true
+		if op.Kind == "qwen3_5_gdn" {
+			gdn = append(gdn, mo.Name)
+		} else {
+			split = append(split, mo.Name)
+		}
+	}
+	sort.Strings(gdn)
+	sort.Strings(split)
+	return gdn, split
 }
 
 // generatedSupport is the support module's code for generated classes.

@@ -116,6 +116,7 @@ func TestGeneratedTemplateClass(t *testing.T) {
 			}
 			var got struct {
 				ToMCA    map[string][]string `json:"to_mca"`
+				Names    map[string][]string `json:"names"`
 				ToHF     map[string][]string `json:"to_hf"`
 				Kws      map[string]any      `json:"kws"`
 				HFConfig map[string]any      `json:"hf_config"`
@@ -125,6 +126,15 @@ func TestGeneratedTemplateClass(t *testing.T) {
 			}
 			if diff := cmp.Diff(goToMCA, got.ToMCA); diff != "" {
 				t.Errorf("%s: HF -> MCA names (-go +python):\n%s", name, diff)
+			}
+			// hf_name_to_mca_names gives the names the conversion of
+			// each HF name writes, per-layer choices included.
+			for hfName, ns := range goToMCA {
+				if len(ns) > 0 {
+					if diff := cmp.Diff(ns, got.Names[hfName]); diff != "" {
+						t.Errorf("%s: hf_name_to_mca_names(%s) (-conversion +python):\n%s", name, hfName, diff)
+					}
+				}
 			}
 			if diff := cmp.Diff(goToHF, got.ToHF); diff != "" {
 				t.Errorf("%s: MCA -> HF names (-go +python):\n%s", name, diff)

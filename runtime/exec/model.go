@@ -213,19 +213,27 @@ func containsWildcard(s string) bool {
 }
 
 // opTable is ROLL's hf_name_to_converter / mca_name_to_converter: keys in
-// first-insertion order, each mapped to the last op declaring it.
+// first-insertion order, each mapped to the last op declaring it — except
+// that, on the MCA side, a fused-expert split op keeps an MCA name a later
+// per-expert op also declares (qwen3_5_moe registers both, as ROLL does):
+// converting back then writes each layer's experts fused, the HF layout of
+// Qwen3.5/3.6-MoE, where ROLL's lookup takes the per-expert op and writes
+// them one by one (a documented departure, stdlib/templates/qwen3_5_moe).
 type opTable struct {
 	keys  *rollname.OpTable
 	op    map[string]int // key → index into sides
 	sides []*side
 }
 
-func newOpTable(sides []*side, keysOf func(*side) []string) *opTable {
+func newOpTable(sides []*side, keysOf func(*side) []string, mcaSide bool) *opTable {
 	t := &opTable{op: map[string]int{}, sides: sides}
 	var keys []string
 	for i, s := range sides {
 		for _, k := range keysOf(s) {
 			keys = append(keys, k)
+			if j, ok := t.op[k]; ok && mcaSide && isSplitKind(sides[j].info.kind) && !isSplitKind(s.info.kind) {
+				continue
+			}
 			t.op[k] = i
 		}
 	}

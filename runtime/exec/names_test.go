@@ -44,7 +44,7 @@ func TestLookupTable(t *testing.T) {
 	b := mk("visual.{}")
 	c := mk(".mlp.gate.weight")
 	d := mk(".self_attn.q_proj.weight") // declared again later: wins the key
-	tab := newOpTable([]*side{a, b, c, d}, func(s *side) []string { return s.sources })
+	tab := newOpTable([]*side{a, b, c, d}, func(s *side) []string { return s.sources }, false)
 	for name, want := range map[string]*side{
 		".self_attn.q_proj.weight":         d,
 		".self_attn.k_proj.weight":         a,
@@ -65,7 +65,7 @@ func TestLookupTable(t *testing.T) {
 	// ROLL's re.match of an alternation key: every alternative anchored
 	// at the start (the checker used to anchor only the first).
 	alt := mk("a.{}|b")
-	tab = newOpTable([]*side{alt}, func(s *side) []string { return s.sources })
+	tab = newOpTable([]*side{alt}, func(s *side) []string { return s.sources }, false)
 	for name, want := range map[string]bool{"a.x": true, "b.x": true, "x.b": false} {
 		if _, ok := tab.lookup(name); ok != want {
 			t.Errorf("lookup(%q) in {a.{}|b} = %v, want %v", name, ok, want)

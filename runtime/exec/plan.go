@@ -306,9 +306,9 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	}
 	pl.sides = sides
 	if dir == ops.HFToMCA {
-		pl.table = newOpTable(sides, func(s *side) []string { return s.info.hf })
+		pl.table = newOpTable(sides, func(s *side) []string { return s.info.hf }, false)
 	} else {
-		pl.table = newOpTable(sides, func(s *side) []string { return s.info.mca })
+		pl.table = newOpTable(sides, func(s *side) []string { return s.info.mca }, true)
 	}
 
 	var maxSize int64

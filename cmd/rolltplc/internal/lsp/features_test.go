@@ -172,13 +172,13 @@ func TestHover(t *testing.T) {
 			wantHighlight: "megatron_llama",
 		},
 		{
-			name: "per-layer name condition", file: "qwen3_next.rolltpl", needle: `mca.layer_types[layer] == "linear_attention"`, delta: 23,
+			name: "per-layer name condition", file: "common.rolltpl", needle: `mca.layer_types[layer] == "linear_attention"`, delta: 23,
 			want: "**expression** · type `bool`\n\nPython (generated template class):\n```python\n" +
 				"getattr(mca_config, 'layer_types', None)[layer_idx] == 'linear_attention'\n```",
 			wantHighlight: `mca.layer_types[layer] == "linear_attention"`,
 		},
 		{
-			name: "MCA key in an expression", file: "qwen3_next.rolltpl", needle: `mca.layer_types[layer]`, delta: 5,
+			name: "MCA key in an expression", file: "common.rolltpl", needle: `mca.layer_types[layer]`, delta: 5,
 			want:          "**MCA config key** `layer_types`\n\nRead by an expression; a missing key is null (`getattr(mca_config, 'layer_types', None)`).",
 			wantHighlight: "layer_types",
 		},

@@ -249,7 +249,9 @@ func TestDiagnosticsMatchCheck(t *testing.T) {
 }
 
 // TestPythonBackendDiagnostic: what `rolltplc build` cannot emit is shown
-// as you type, at the op, as `rolltplc check` reports it.
+// as you type, where `rolltplc check` reports it: fused experts whose ROLL
+// template class needs VisionTemplate's key prefixing, at the template's
+// name.
 func TestPythonBackendDiagnostic(t *testing.T) {
 	c := newInitialized(t, Options{})
 	path := filepath.Join(t.TempDir(), "fused.rolltpl")
@@ -261,7 +263,7 @@ template fused {
     expert_prefix = ".mlp.experts."
     config { num_experts -> num_moe_experts }
     weights {
-        split_experts(transpose = false) "down_proj" -> ".linear_fc2.weight"
+        split_experts(transpose = true) "down_proj" -> ".linear_fc2.weight"
     }
     parallel { row ".linear_fc2.weight" }
 }
@@ -271,7 +273,7 @@ template fused {
 	if diff := cmp.Diff(expectedDiagnostics(t, path, text), got.Diagnostics); diff != "" {
 		t.Errorf("diagnostics differ from rolltplc check (-want +got):\n%s", diff)
 	}
-	want := []codeRange{{"python-backend", Range{Position{7, 8}, Position{7, 76}}}}
+	want := []codeRange{{"python-backend", Range{Position{2, 9}, Position{2, 14}}}}
 	if diff := cmp.Diff(want, pick(got.Diagnostics, "python-backend")); diff != "" {
 		t.Errorf("python-backend diagnostic (-want +got):\n%s", diff)
 	}

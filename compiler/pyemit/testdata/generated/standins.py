@@ -144,6 +144,14 @@ class Template:
         mca_prefix = "decoder.layers." + prefix[len(self.hf_layer_prefix):] if prefix else ""
         return {mca_prefix + n: w for n, w in res.items()}
 
+    def hf_name_to_mca_names(self, hf_name):
+        prefix, original = split_hf(hf_name, self.hf_layer_prefix)
+        if original in self.hf_invalid_keys:
+            return None
+        op = self.get_conver_op(original, self.hf_name_to_converter)
+        mca_prefix = "decoder.layers." + prefix[len(self.hf_layer_prefix):] if prefix else ""
+        return [mca_prefix + n for n in op.mca_names]
+
     def add_mca_weight(self, name, weight, **kwargs):
         prefix, original = split_mca(name)
         res = self._add(prefix, original, weight, self.mca_name_to_converter, True)
@@ -205,9 +213,11 @@ to_mca = {}
 for i, name in enumerate(req["hf_names"]):
     res = tmpl.add_hf_weight(name, weight(i))
     to_mca[name] = sorted(res) if res else []
+# What a rank would load for each HF name (ROLL's hf_name_to_mca_names).
+names = {name: sorted(tmpl.hf_name_to_mca_names(name) or []) for name in req["hf_names"]}
 to_hf = {}
 for i, name in enumerate(req["mca_names"]):
     res = tmpl.add_mca_weight(name, weight(i))
     to_hf[name] = sorted(res) if res else []
 hf_back = tmpl.convert_mca_to_hf_config(mca_config)
-print(json.dumps({"to_mca": to_mca, "to_hf": to_hf, "kws": kws, "hf_config": hf_back}))
+print(json.dumps({"to_mca": to_mca, "names": names, "to_hf": to_hf, "kws": kws, "hf_config": hf_back}))
