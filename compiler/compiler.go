@@ -91,7 +91,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 	res = &Result{Program: &ir.Program{}}
 	defer func() {
 		if r := recover(); r != nil {
-			res.Diags.Add(&diag.Diagnostic{Severity: diag.Error, Code: "internal-error", Summary: "Internal compiler error",
+			res.Diags.Add(&diag.Diagnostic{Severity: diag.Error, Code: diag.InternalError, Summary: "Internal compiler error",
 				Detail: fmt.Sprintf("The compiler failed unexpectedly (%v). Please report this with the input.", r)})
 		}
 	}()
@@ -131,7 +131,7 @@ func Compile(paths []string, opts Options) (res *Result) {
 func withoutCascades(l diag.List) diag.List {
 	out := l[:0]
 	for _, d := range l {
-		if d.Code != "missing-config" && d.Code != "parallel-coverage" {
+		if d.Code != diag.MissingConfig && d.Code != diag.ParallelCoverage {
 			out = append(out, d)
 		}
 	}

@@ -26,7 +26,8 @@ var allowed = map[string][]string{
 	"lang/format":   {"lang/token", "lang/diag", "lang/ast", "lang/parser"},
 	"lang/langtest": {},
 	"lang/srcfile":  {}, // reading only regular files: the front end's and the runtime's (lang is the lowest layer)
-	"compiler/ir":   {"lang/token", "compiler/rollname"},
+	// The IR names diagnostic codes through lang/diag's registry.
+	"compiler/ir": {"lang/token", "compiler/rollname", "lang/diag"},
 	// The language's vocabulary (op kinds, fields, build flags): a leaf.
 	"compiler/vocab": {"compiler/rollname"},
 	// The config schemas.

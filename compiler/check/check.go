@@ -215,7 +215,7 @@ func (c *checker) config(t *ir.Template) {
 	hf := c.set.Schema(t.Name)
 	mca := c.set.Schema(MCASchema)
 	if hf == nil && len(t.Config) > 0 {
-		c.add(diag.Warningf(t.NameSpan, "no-schema", "No config schema for this model type",
+		c.add(diag.Warningf(t.NameSpan, diag.NoSchema, "No config schema for this model type",
 			"No schema %q is declared in this file, the files it imports or the stdlib, so its config keys are not checked. Generate one with `rolltplc schema infer config.json > %s_schema.rolltpl` and import it.", t.Name, t.Name))
 	}
 	mapped := map[string]ir.ConfigEntry{}
@@ -229,7 +229,7 @@ func (c *checker) config(t *ir.Template) {
 			mcaField = c.mcaKey(mca, e.MCA, e.Span)
 		}
 		if prev, ok := mapped[e.MCA]; ok {
-			d := diag.Errorf(e.Span, "duplicate-mca-key", "MCA key mapped twice",
+			d := diag.Errorf(e.Span, diag.DuplicateMCAKey, "MCA key mapped twice",
 				"%s is already mapped from %s; one MCA key takes its value from one HF key.", e.MCA, prev.HF)
 			d.Related = []diag.Related{{Span: prev.Span, Message: "first mapped here"}}
 			c.add(d)
@@ -237,13 +237,13 @@ func (c *checker) config(t *ir.Template) {
 			mapped[e.MCA] = e
 		}
 		if hfField != nil && mcaField != nil && !mcaField.Type.Is("ignored") && !compatible(hfField.Type, mcaField.Type) {
-			c.add(diag.Errorf(e.Span, "type-mismatch", "Incompatible config types",
+			c.add(diag.Errorf(e.Span, diag.TypeMismatch, "Incompatible config types",
 				"HF %s is %s but MCA %s is %s.", e.HF, hfField.Type, e.MCA, mcaField.Type))
 		}
 	}
 	for _, k := range t.Constants {
 		if prev, ok := mapped[k.Key]; ok {
-			d := diag.Errorf(k.Span, "duplicate-mca-key", "MCA key both mapped and constant",
+			d := diag.Errorf(k.Span, diag.DuplicateMCAKey, "MCA key both mapped and constant",
 				"%s is mapped from %s and also set here; the constant is merged last and silently wins. Keep one.", k.Key, prev.HF)
 			d.Related = []diag.Related{{Span: prev.Span, Message: "mapped here"}}
 			c.add(d)
@@ -253,7 +253,7 @@ func (c *checker) config(t *ir.Template) {
 		}
 		f := c.mcaKey(mca, k.Key, k.Span)
 		if f != nil && !f.Type.Is("ignored") && !valueFits(k.Value, f.Type) {
-			c.add(diag.Errorf(k.Span, "type-mismatch", "Constant of the wrong type",
+			c.add(diag.Errorf(k.Span, diag.TypeMismatch, "Constant of the wrong type",
 				"MCA %s is %s; %s is not.", k.Key, f.Type, k.Value))
 		}
 	}
@@ -272,7 +272,7 @@ func (c *checker) hfKey(t *ir.Template, hf *schema.Schema, e ir.ConfigEntry) *sc
 	}
 	missing := parts[min(n, len(parts)-1)]
 	if c.knownElsewhere(missing) {
-		c.add(diag.Warningf(e.Span, "hf-key-absent", "HF key absent for this model type",
+		c.add(diag.Warningf(e.Span, diag.HFKeyAbsent, "HF key absent for this model type",
 			"%s configs have no %s; ROLL skips the mapping and the MCA default applies.", t.Name, shown))
 		return nil
 	}
@@ -280,7 +280,7 @@ func (c *checker) hfKey(t *ir.Template, hf *schema.Schema, e ir.ConfigEntry) *sc
 	if s := vocab.Suggest(missing, at.Order); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	}
-	c.add(diag.Errorf(e.Span, "unknown-hf-key", "Unknown HF config key", "%s", detail))
+	c.add(diag.Errorf(e.Span, diag.UnknownHFKey, "Unknown HF config key", "%s", detail))
 	return nil
 }
 
@@ -302,7 +302,7 @@ func (c *checker) mcaKey(mca *schema.Schema, key string, span token.Span) *schem
 		if s := vocab.Suggest(key, mca.Order); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
-		c.add(diag.Errorf(span, "unknown-mca-key", "Unknown MCA config key", "%s", detail))
+		c.add(diag.Errorf(span, diag.UnknownMCAKey, "Unknown MCA config key", "%s", detail))
 		return nil
 	}
 	if f.Type.Is("ignored") {
@@ -310,7 +310,7 @@ func (c *checker) mcaKey(mca *schema.Schema, key string, span token.Span) *schem
 		if doc == "" {
 			doc = "it is not a field of the config class"
 		}
-		c.add(diag.Warningf(span, "mca-key-ignored", "MCA key is dropped",
+		c.add(diag.Warningf(span, diag.MCAKeyIgnored, "MCA key is dropped",
 			"MCA key %s: %s", key, doc))
 	}
 	return f
@@ -437,13 +437,13 @@ func (c *checker) ops(t *ir.Template) {
 				if h, ok := hint[k]; ok {
 					detail += fmt.Sprintf(" Map it in the config section, e.g. `%s`.", h)
 				}
-				c.add(diag.Errorf(op.Span, "missing-config", "Config the op needs is never set", "%s", detail))
+				c.add(diag.Errorf(op.Span, diag.MissingConfig, "Config the op needs is never set", "%s", detail))
 			}
 		}
 		c.names(t, op)
 		c.nameRegexps(t, op)
 		if d, ok := op.Params["dim"]; ok && (d.Text != "0" && d.Text != "1" && d.Text != "-1" && d.Text != "-2") {
-			c.add(diag.Errorf(op.Span, "param-range", "dim out of range",
+			c.add(diag.Errorf(op.Span, diag.ParamRange, "dim out of range",
 				"Weights are matrices or vectors: dim must be 0, 1, -1 or -2, not %s.", d.Text))
 		}
 	}
@@ -478,19 +478,19 @@ func (c *checker) names(t *ir.Template, op *ir.Op) {
 		mr, mg, mw := scope(mca)
 		switch {
 		case hr > 0 && hg > 0:
-			c.add(diag.Errorf(op.Span, "name-scope", "Op mixes layer and global names",
+			c.add(diag.Errorf(op.Span, diag.NameScope, "Op mixes layer and global names",
 				"The HF names of one op are all layer-relative (starting with \".\") or all global."))
 		case mr > 0 && mg > 0:
-			c.add(diag.Errorf(op.Span, "name-scope", "Op mixes layer and global names",
+			c.add(diag.Errorf(op.Span, diag.NameScope, "Op mixes layer and global names",
 				"The MCA names of one op are all layer-relative (starting with \".\") or all global."))
 		case len(mca) > 0 && (hr > 0) != (mr > 0):
-			c.add(diag.Errorf(op.Span, "name-scope", "Layer name converted to a global name",
+			c.add(diag.Errorf(op.Span, diag.NameScope, "Layer name converted to a global name",
 				"An op maps layer-relative names to layer-relative names and global names to global names; this one mixes the two sides."))
 		case maxWildcards(hf) > 1 || maxWildcards(mca) > 1:
-			c.add(diag.Errorf(op.Span, "wildcard-count", "Several {} in one name",
+			c.add(diag.Errorf(op.Span, diag.WildcardCount, "Several {} in one name",
 				"A name has at most one {}: ROLL's converter finds the captured parts with re.findall, which returns tuples for several groups, and its name formatting then fails. Write one {} for the whole varying part."))
 		case len(mca) > 0 && hw != mw:
-			c.add(diag.Errorf(op.Span, "wildcard-count", "Wildcard counts differ",
+			c.add(diag.Errorf(op.Span, diag.WildcardCount, "Wildcard counts differ",
 				"The HF side has %d {} and the MCA side %d; each {} carries one captured part across.", hw, mw))
 		default:
 			continue
@@ -524,12 +524,12 @@ func (c *checker) duplicates(t *ir.Template, mi int, mode map[string]bool) {
 				prev := seen[side][key]
 				if prev != nil && prev != op {
 					if side == 0 {
-						d := diag.Errorf(op.Span, "duplicate-name", "HF name registered twice",
+						d := diag.Errorf(op.Span, diag.DuplicateName, "HF name registered twice",
 							"%s is also a name of an earlier op%s; ROLL keeps only this later op for it, so the earlier one never converts it.", n, flagNote(mode))
 						d.Related = []diag.Related{{Span: prev.Span, Message: "earlier op"}}
 						c.add(d)
 					} else {
-						d := diag.Errorf(op.Span, "duplicate-name", "Two ops produce one MCA name",
+						d := diag.Errorf(op.Span, diag.DuplicateName, "Two ops produce one MCA name",
 							"%s is also produced by an earlier op%s; converting back to HF would be ambiguous.", n, flagNote(mode))
 						d.Related = []diag.Related{{Span: prev.Span, Message: "earlier op"}}
 						c.add(d)
@@ -587,7 +587,7 @@ func (c *checker) reachability(t *ir.Template, mi int, mode map[string]bool) {
 					if side == 1 {
 						sideName = "MCA"
 					}
-					d := diag.Errorf(k.op.Span, "unreachable-op", "Op can never be reached",
+					d := diag.Errorf(k.op.Span, diag.UnreachableOp, "Op can never be reached",
 						"Every %s name matching %q is taken first by the earlier pattern %q%s (ROLL's lookup is first match wins, anchored at the start). Move this op before it or narrow the earlier name.",
 						sideName, k.name, earlier.name, flagNote(mode))
 					d.Related = []diag.Related{{Span: earlier.op.Span, Message: "the earlier op"}}
@@ -621,7 +621,7 @@ func covers(earlier, later string) bool {
 func (c *checker) parallel(t *ir.Template) {
 	if t.Parallel == nil {
 		if len(t.Ops) > 0 {
-			c.add(diag.Errorf(t.NameSpan, "parallel-coverage", "No parallel classification",
+			c.add(diag.Errorf(t.NameSpan, diag.ParallelCoverage, "No parallel classification",
 				"Template %q has no parallel section, so no weight can be split across tensor-parallel ranks; add `parallel { use default }`.", t.Name))
 		}
 		return
@@ -644,7 +644,7 @@ func (c *checker) parallel(t *ir.Template) {
 					continue
 				}
 				reported[n] = true
-				c.add(diag.Errorf(op.Span, "parallel-coverage", "MCA name in no parallel class",
+				c.add(diag.Errorf(op.Span, diag.ParallelCoverage, "MCA name in no parallel class",
 					"%s%s matches no pattern of the template's parallel classification, so converting it to a tensor-parallel layout fails. Add it to a class, e.g. `duplicated %q` for a norm or `column %q` for a weight split by rows.",
 					n, flagNote(mode), pure(n), pure(n)))
 			}
@@ -715,7 +715,7 @@ func (c *checker) knownMistakes(t *ir.Template) {
 			return
 		}
 	}
-	c.add(diag.Warningf(where, "missing-bias-op", "Bias mapped but never converted",
+	c.add(diag.Warningf(where, diag.MissingBiasOp, "Bias mapped but never converted",
 		"The template sets add_qkv_bias, but no qkv_bias op converts the q/k/v biases: a checkpoint with attention biases will have bias tensors no op consumes. Add `use qkv_and_bias` or a qkv_bias op."))
 }
 

@@ -36,7 +36,7 @@ func (c *checker) dropped(t *ir.Template) {
 			if u.tmpl != t {
 				where = fmt.Sprintf("template %s", u.tmpl.Name)
 			}
-			d := diag.Warningf(span, "dropped-weight", "A real model weight is dropped",
+			d := diag.Warningf(span, diag.DroppedWeight, "A real model weight is dropped",
 				"%s %s discards %s, which op %s of %s converts: the weight is lost. Remove the %s, or narrow it to the names that are not weights.",
 				what, name, n, u.op.Kind, where, what)
 			d.Related = []diag.Related{{Span: u.op.Span, Message: "converted here"}}

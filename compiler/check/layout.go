@@ -58,7 +58,7 @@ func (c *checker) layout(t *ir.Template) {
 			for _, name := range mca {
 				if !swiglu && inClass(eff, rollname.KeyGDN, pure(name)) {
 					reported[op] = true
-					c.add(diag.Errorf(op.Span, "layout-mismatch", "GDN weight without swiglu",
+					c.add(diag.Errorf(op.Span, diag.LayoutMismatch, "GDN weight without swiglu",
 						"MCA weight %s%s is in the gdn class, which ROLL's DistConverter converts only with swiglu on (handle_gdn asserts mca_config.swiglu); set `swiglu = true` in the mca section.", name, flagNote(mode)))
 					break
 				}
@@ -71,7 +71,7 @@ func (c *checker) layout(t *ir.Template) {
 				if kinds := vocab.Producing(want); len(kinds) > 0 && want.Form != vocab.FormPlain {
 					detail += fmt.Sprintf(" Use %s.", orList(kinds))
 				}
-				c.add(diag.Errorf(op.Span, "layout-mismatch", "Op produces the wrong layout for its MCA weight", "%s", detail))
+				c.add(diag.Errorf(op.Span, diag.LayoutMismatch, "Op produces the wrong layout for its MCA weight", "%s", detail))
 				break
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/rolltpl/rolltpl/lang/diag"
 )
 
 // The config checks shared by `rolltplc check --hf-config` and the
@@ -115,12 +117,12 @@ func (t *Template) CheckHFConfig(get func(key string) (ConfigValue, bool)) []Con
 		case !ok:
 			p.Value = ""
 			if e.Type != nil && !e.Type.Default {
-				p.Code, p.Msg = "hf-config-missing", "missing, and the schema gives it no default"
+				p.Code, p.Msg = diag.HFConfigMissing, "missing, and the schema gives it no default"
 				out = append(out, p)
 			}
 			continue
 		case e.Type != nil && !e.Type.fits(v.Kind):
-			p.Code, p.Msg = "hf-config-type", fmt.Sprintf("got %s, want %s", v.Kind, e.Type)
+			p.Code, p.Msg = diag.HFConfigType, fmt.Sprintf("got %s, want %s", v.Kind, e.Type)
 			out = append(out, p)
 			continue
 		}
@@ -129,7 +131,7 @@ func (t *Template) CheckHFConfig(get func(key string) (ConfigValue, bool)) []Con
 			continue
 		}
 		if code, msg := r.Check(v); code != "" {
-			p.Code, p.Msg = "hf-config-"+code, fmt.Sprintf("%s (for MCA %s)", msg, e.MCA)
+			p.Code, p.Msg = code, fmt.Sprintf("%s (for MCA %s)", msg, e.MCA)
 			out = append(out, p)
 		}
 	}
@@ -229,7 +231,8 @@ func (r MCARule) Want() string {
 	return s
 }
 
-// Check checks one value against r and returns "type" or "range" with a
+// Check checks one value against r and returns its code
+// (diag.HFConfigType or diag.HFConfigRange) with a
 // message ("got string, want an integer from 1 to 65536"), or "" when
 // the value is accepted. The elements of a list are not looked at.
 func (r MCARule) Check(v ConfigValue) (code, msg string) {
@@ -237,7 +240,7 @@ func (r MCARule) Check(v ConfigValue) (code, msg string) {
 		if r.Nullable {
 			return "", ""
 		}
-		return "type", "got null, want " + r.Want()
+		return diag.HFConfigType, "got null, want " + r.Want()
 	}
 	switch r.Kind {
 	case "int", "IntOrAny":
@@ -245,25 +248,25 @@ func (r MCARule) Check(v ConfigValue) (code, msg string) {
 			if r.Kind == "IntOrAny" && v.Kind != "float" {
 				return "", ""
 			}
-			return "type", fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
+			return diag.HFConfigType, fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
 		}
 		if !v.IntOK || v.Int < r.Min || v.Int > r.Max {
-			return "range", "want " + r.Want()
+			return diag.HFConfigRange, "want " + r.Want()
 		}
 	case "bool":
 		if v.Kind != "bool" {
-			return "type", fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
+			return diag.HFConfigType, fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
 		}
 	case "string":
 		if v.Kind != "string" {
-			return "type", fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
+			return diag.HFConfigType, fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
 		}
 		if len(r.OneOf) > 0 && !slices.Contains(r.OneOf, v.Str) {
-			return "range", "want " + r.Want()
+			return diag.HFConfigRange, "want " + r.Want()
 		}
 	case "strings":
 		if v.Kind != "list" {
-			return "type", fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
+			return diag.HFConfigType, fmt.Sprintf("got %s, want %s", v.Kind, r.Want())
 		}
 	}
 	return "", ""

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/lang/diag"
 	"github.com/rolltpl/rolltpl/lang/token"
 )
 
@@ -150,30 +151,30 @@ func (c *checker) check(e *Expr, depth int) Type {
 	switch e.Kind {
 	case ExprLit:
 		if _, ok := e.Lit.Int64(); e.Lit.Kind == Int && !ok {
-			return c.errorf(e, "type-mismatch", "integer %s does not fit in 64 bits", e.Lit.Text)
+			return c.errorf(e, diag.TypeMismatch, "integer %s does not fit in 64 bits", e.Lit.Text)
 		}
 		return TypeOf(e.Lit.Kind)
 	case ExprRef:
 		switch e.Name {
 		case "hf", "mca":
-			return c.errorf(e, "type-mismatch", "%s is the %s config, not a value; write %s.KEY", e.Name, strings.ToUpper(e.Name), e.Name)
+			return c.errorf(e, diag.TypeMismatch, "%s is the %s config, not a value; write %s.KEY", e.Name, strings.ToUpper(e.Name), e.Name)
 		case "layer":
 			if !c.env.LayerBound() {
-				return c.errorf(e, "type-mismatch", "layer is only bound in per-layer weight names")
+				return c.errorf(e, diag.TypeMismatch, "layer is only bound in per-layer weight names")
 			}
 			return TypeOf(Int)
 		}
 		if !c.env.IsFlag(e.Name) {
-			c.errorf(e, "unknown-name", "unknown name %s: the names are hf, mca, layer and the build flags", e.Name)
+			c.errorf(e, diag.UnknownName, "unknown name %s: the names are hf, mca, layer and the build flags", e.Name)
 			c.errs[len(c.errs)-1].Key = e.Name
 			return AnyType
 		}
 		return TypeOf(Bool)
 	case ExprField:
 		if len(e.Args) == 1 && e.Args[0].Kind == ExprRef && (e.Args[0].Name == "hf" || e.Args[0].Name == "mca") {
-			get, code := c.env.HFType, "unknown-hf-key"
+			get, code := c.env.HFType, diag.UnknownHFKey
 			if e.Args[0].Name == "mca" {
-				get, code = c.env.MCAType, "unknown-mca-key"
+				get, code = c.env.MCAType, diag.UnknownMCAKey
 			}
 			t, ok := get(e.Name)
 			if !ok {
@@ -185,7 +186,7 @@ func (c *checker) check(e *Expr, depth int) Type {
 		}
 		x := sub(0)
 		if !x.Has(Dict) && !x.Has(Null) {
-			return c.errorf(e, "type-mismatch", "%s has no fields (.%s)", x, e.Name)
+			return c.errorf(e, diag.TypeMismatch, "%s has no fields (.%s)", x, e.Name)
 		}
 		return AnyType
 	case ExprIndex:
@@ -193,7 +194,7 @@ func (c *checker) check(e *Expr, depth int) Type {
 		if !possible(x, i, func(a, b ValueKind) bool {
 			return (a == List || a == String) && b == Int || a == Dict && b == String
 		}) {
-			return c.errorf(e, "type-mismatch", "cannot index %s with %s", x, i)
+			return c.errorf(e, diag.TypeMismatch, "cannot index %s with %s", x, i)
 		}
 		if x == TypeOf(String) {
 			return x
@@ -205,7 +206,7 @@ func (c *checker) check(e *Expr, depth int) Type {
 			return TypeOf(Bool)
 		}
 		if x&num == 0 {
-			return c.errorf(e, "type-mismatch", "cannot negate %s", x)
+			return c.errorf(e, diag.TypeMismatch, "cannot negate %s", x)
 		}
 		return x & num
 	case ExprBinary:
@@ -220,7 +221,7 @@ func (c *checker) check(e *Expr, depth int) Type {
 				n := func(k ValueKind) bool { return k == Int || k == Float || k == Bool }
 				return n(x) && n(y) || x == y && (x == String || x == List)
 			}) {
-				return c.errorf(e, "type-mismatch", "cannot compare %s %s %s", a, e.Op, b)
+				return c.errorf(e, diag.TypeMismatch, "cannot compare %s %s %s", a, e.Op, b)
 			}
 			return TypeOf(Bool)
 		}
@@ -233,7 +234,7 @@ func (c *checker) check(e *Expr, depth int) Type {
 			}
 		}
 		if out == 0 {
-			return c.errorf(e, "type-mismatch", "unsupported operand types for %s: %s and %s", e.Op, a, b)
+			return c.errorf(e, diag.TypeMismatch, "unsupported operand types for %s: %s and %s", e.Op, a, b)
 		}
 		return out
 	case ExprCond:
@@ -251,16 +252,16 @@ func (c *checker) check(e *Expr, depth int) Type {
 		}
 		arity, ok := Funcs[e.Name]
 		if !ok {
-			c.errorf(e, "unknown-function", "unknown function %s: the functions are %s", e.Name, funcNames())
+			c.errorf(e, diag.UnknownFunction, "unknown function %s: the functions are %s", e.Name, funcNames())
 			c.errs[len(c.errs)-1].Key = e.Name
 			return AnyType
 		}
 		if len(ts) < arity[0] || arity[1] >= 0 && len(ts) > arity[1] {
-			return c.errorf(e, "type-mismatch", "%s takes %s, got %d", e.Name, argWords(arity), len(ts))
+			return c.errorf(e, diag.TypeMismatch, "%s takes %s, got %d", e.Name, argWords(arity), len(ts))
 		}
 		need := func(i int, want Type, what string) {
 			if ts[i]&want == 0 {
-				c.errorf(e.Args[i], "type-mismatch", "%s needs %s, got %s", e.Name, what, ts[i])
+				c.errorf(e.Args[i], diag.TypeMismatch, "%s needs %s, got %s", e.Name, what, ts[i])
 			}
 		}
 		switch e.Name {

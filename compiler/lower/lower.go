@@ -64,7 +64,7 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 			}
 			if prev := seen[d.Template.Name.Name]; prev != nil {
 				if prev != d.Template {
-					dg := diag.Errorf(d.Template.Name.Span(), "duplicate-declaration", "Duplicate template",
+					dg := diag.Errorf(d.Template.Name.Span(), diag.DuplicateDeclaration, "Duplicate template",
 						"Template %q is declared twice in the build; a model type has one template.", d.Template.Name.Name)
 					dg.Related = []diag.Related{{Span: prev.Name.Span(), Message: "first declared here"}}
 					l.diags.Add(dg)
@@ -98,7 +98,7 @@ func (l *lowerer) errorf(span token.Span, code, summary, format string, args ...
 func (l *lowerer) state(t *ast.Template) *tmplState {
 	if s, ok := l.tmpls[t]; ok {
 		if !s.done {
-			l.errorf(t.Name.Span(), "reuse-cycle", "Template extends itself",
+			l.errorf(t.Name.Span(), diag.ReuseCycle, "Template extends itself",
 				"Template %q extends itself through a chain of `extends`.", t.Name.Name)
 			return &tmplState{fields: map[string]*ast.Field{}, done: true}
 		}
@@ -118,7 +118,7 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 	own := map[string]token.Span{}
 	once := func(what string, sp token.Span) {
 		if prev, ok := own[what]; ok {
-			dg := diag.Errorf(sp, "duplicate-section", "Section written twice",
+			dg := diag.Errorf(sp, diag.DuplicateSection, "Section written twice",
 				"A template has at most one %s; merge the two.", what)
 			dg.Related = []diag.Related{{Span: prev, Message: "first written here"}}
 			l.diags.Add(dg)
@@ -145,7 +145,7 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 				continue
 			}
 			if _, ok := vocab.TemplateFields[name]; !ok {
-				l.unknown(it.Field.Key, "unknown-field", "template field", "Unknown template field", keys(vocab.TemplateFields))
+				l.unknown(it.Field.Key, diag.UnknownField, "template field", "Unknown template field", keys(vocab.TemplateFields))
 				continue
 			}
 			once("field "+name, it.Field.Span())
@@ -153,7 +153,7 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 		}
 		for _, blk := range []*ast.Ident{blockName(it)} {
 			if blk != nil {
-				l.errorf(blk.Span(), "named-section", "Named section inside a template",
+				l.errorf(blk.Span(), diag.NamedSection, "Named section inside a template",
 					"Sections inside a template have no name; declare a named block at top level and `use` it.")
 			}
 		}
@@ -201,7 +201,7 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 	if fl := s.fields["layer_prefix"]; fl != nil {
 		out.LayerPrefix = l.stringField(fl)
 	} else {
-		l.errorf(t.Name.Span(), "missing-field", "Missing layer_prefix",
+		l.errorf(t.Name.Span(), diag.MissingField, "Missing layer_prefix",
 			"Template %q must set layer_prefix, the HF prefix of decoder layers (e.g. \"model.layers.\").", t.Name.Name)
 	}
 	if fl := s.fields["expert_prefix"]; fl != nil {
@@ -240,14 +240,14 @@ func (l *lowerer) stringField(fl *ast.Field) string {
 	if v, ok := fl.Value.StringLit(); ok {
 		return v
 	}
-	l.errorf(fl.Value.Span(), "type-mismatch", "String expected", "%s must be a string literal.", fl.Key.Name)
+	l.errorf(fl.Value.Span(), diag.TypeMismatch, "String expected", "%s must be a string literal.", fl.Key.Name)
 	return ""
 }
 
 // enter guards against `use` cycles; it returns false if n is being lowered.
 func (l *lowerer) enter(n ast.Node, id *ast.Ident) bool {
 	if l.active[n] {
-		l.errorf(id.Span(), "reuse-cycle", "Block uses itself", "%q is used inside itself (directly or through other blocks).", id.Name)
+		l.errorf(id.Span(), diag.ReuseCycle, "Block uses itself", "%q is used inside itself (directly or through other blocks).", id.Name)
 		return false
 	}
 	l.active[n] = true
@@ -272,7 +272,7 @@ func (l *lowerer) config(t *ir.Template, b *ast.ConfigBlock, seen map[string]tok
 		case it.Map != nil:
 			hf := pathString(it.Map.HF)
 			if prev, ok := seen[hf]; ok {
-				dg := diag.Errorf(it.Map.HF.Span(), "duplicate-key", "HF key mapped twice",
+				dg := diag.Errorf(it.Map.HF.Span(), diag.DuplicateKey, "HF key mapped twice",
 					"%q is already mapped; a config map has one entry per HF key.", hf)
 				dg.Related = []diag.Related{{Span: prev, Message: "first mapped here"}}
 				l.diags.Add(dg)
@@ -343,7 +343,7 @@ func (l *lowerer) mca(t *ir.Template, b *ast.McaBlock, seen map[string]token.Spa
 		case it.Const != nil:
 			key := it.Const.Key.Name
 			if prev, ok := seen[key]; ok {
-				dg := diag.Errorf(it.Const.Key.Span(), "duplicate-key", "MCA constant set twice",
+				dg := diag.Errorf(it.Const.Key.Span(), diag.DuplicateKey, "MCA constant set twice",
 					"%q already has a constant value.", key)
 				dg.Related = []diag.Related{{Span: prev, Message: "first set here"}}
 				l.diags.Add(dg)
@@ -364,7 +364,7 @@ func (l *lowerer) constant(e *ast.Expr) (ir.Value, bool) {
 	if v, ok := literal(e); ok {
 		return v, true
 	}
-	l.errorf(e.Span(), "not-constant", "Constant expected",
+	l.errorf(e.Span(), diag.NotConstant, "Constant expected",
 		"MCA constants are literals: true, false, null, numbers, strings, or lists of those.")
 	return ir.Value{}, false
 }
@@ -471,7 +471,7 @@ func (l *lowerer) sharedOp(o *ast.Op) *ir.Op {
 func (l *lowerer) op(o *ast.Op) *ir.Op {
 	spec := vocab.Op(o.Kind.Name)
 	if spec == nil {
-		l.unknown(o.Kind, "unknown-op-kind", "op kind", "Unknown op kind", vocab.OpKinds())
+		l.unknown(o.Kind, diag.UnknownOpKind, "op kind", "Unknown op kind", vocab.OpKinds())
 		return nil
 	}
 	out := &ir.Op{Kind: spec.Kind, Params: map[string]ir.Value{}, Span: o.Span()}
@@ -502,21 +502,21 @@ func (l *lowerer) op(o *ast.Op) *ir.Op {
 				names = append(names, q.Name)
 			}
 			if len(names) == 0 {
-				l.errorf(p.Name.Span(), "unknown-param", "Unknown op parameter", "Op %s takes no parameters.", spec.Kind)
+				l.errorf(p.Name.Span(), diag.UnknownParam, "Unknown op parameter", "Op %s takes no parameters.", spec.Kind)
 			} else {
-				l.unknown(p.Name, "unknown-param", "parameter of "+spec.Kind, "Unknown op parameter", names)
+				l.unknown(p.Name, diag.UnknownParam, "parameter of "+spec.Kind, "Unknown op parameter", names)
 			}
 			ok = false
 			continue
 		}
 		if _, dup := out.Params[ps.Name]; dup {
-			l.errorf(p.Name.Span(), "duplicate-key", "Parameter set twice", "%s is already set for this op.", ps.Name)
+			l.errorf(p.Name.Span(), diag.DuplicateKey, "Parameter set twice", "%s is already set for this op.", ps.Name)
 			ok = false
 			continue
 		}
 		v, good := literal(p.Value)
 		if !good || !paramTypeOK(ps.Type, v) {
-			l.errorf(p.Value.Span(), "type-mismatch", "Wrong parameter type", "Parameter %s of %s must be %s.", ps.Name, spec.Kind, typeWords(ps.Type))
+			l.errorf(p.Value.Span(), diag.TypeMismatch, "Wrong parameter type", "Parameter %s of %s must be %s.", ps.Name, spec.Kind, typeWords(ps.Type))
 			ok = false
 			continue
 		}
@@ -524,7 +524,7 @@ func (l *lowerer) op(o *ast.Op) *ir.Op {
 	}
 	for _, ps := range spec.Params {
 		if _, set := out.Params[ps.Name]; !set && ps.Required {
-			l.errorf(o.Kind.Span(), "missing-param", "Missing op parameter",
+			l.errorf(o.Kind.Span(), diag.MissingParam, "Missing op parameter",
 				"Op %s needs the parameter %s (%s): write %s(%s = ...).", spec.Kind, ps.Name, ps.Doc, spec.Kind, ps.Name)
 			ok = false
 		}
@@ -579,20 +579,20 @@ func (l *lowerer) arity(spec *vocab.OpSpec, o *ast.Op, nh int) bool {
 	switch spec.Arity {
 	case vocab.Fixed:
 		if nh != spec.HF || nm != spec.MCA {
-			l.errorf(span, "op-arity", "Wrong number of names",
+			l.errorf(span, diag.OpArity, "Wrong number of names",
 				"Op %s takes %s -> %s; this one has %d -> %d.", spec.Kind,
 				plural(spec.HF, "HF name"), plural(spec.MCA, "MCA name"), nh, nm)
 			return false
 		}
 	case vocab.OneSide:
 		if (nh == 1) == (nm == 1) || nh == 0 || nm == 0 {
-			l.errorf(span, "op-arity", "Wrong number of names",
+			l.errorf(span, diag.OpArity, "Wrong number of names",
 				"Op %s takes one name on exactly one side: N HF names -> 1 MCA name, or 1 HF name -> N MCA names; this one has %d -> %d.",
 				spec.Kind, nh, nm)
 			return false
 		}
 	case vocab.DropArity:
-		l.errorf(span, "op-arity", "Wrong number of names",
+		l.errorf(span, diag.OpArity, "Wrong number of names",
 			"Op drop takes HF names only (`drop \"mtp.*\"`); remove the -> and the MCA names.")
 		return false
 	}
@@ -647,7 +647,7 @@ func (l *lowerer) parallelParts(b *ast.ParallelBlock) []ir.ParallelPart {
 		kind := c.Kind.Name
 		isList, isMap := contains(ir.ParallelClasses, kind), contains(ir.ParallelMaps, kind)
 		if !isList && !isMap {
-			l.unknown(c.Kind, "unknown-parallel-class", "parallel class", "Unknown parallel class", append(append([]string{}, ir.ParallelClasses...), ir.ParallelMaps...))
+			l.unknown(c.Kind, diag.UnknownParallelClass, "parallel class", "Unknown parallel class", append(append([]string{}, ir.ParallelClasses...), ir.ParallelMaps...))
 			continue
 		}
 		if inline == nil {
@@ -656,9 +656,9 @@ func (l *lowerer) parallelParts(b *ast.ParallelBlock) []ir.ParallelPart {
 		for _, e := range c.Entries {
 			switch {
 			case isList && e.To != nil:
-				l.errorf(e.Span(), "parallel-entry", "Unexpected ->", "%s lists name patterns; only the grouped_* and te_to_local classes map names.", kind)
+				l.errorf(e.Span(), diag.ParallelEntry, "Unexpected ->", "%s lists name patterns; only the grouped_* and te_to_local classes map names.", kind)
 			case isMap && e.To == nil:
-				l.errorf(e.Span(), "parallel-entry", "Missing ->", "%s maps names: write \"from\" -> \"to\".", kind)
+				l.errorf(e.Span(), diag.ParallelEntry, "Missing ->", "%s maps names: write \"from\" -> \"to\".", kind)
 			case isList:
 				inline.Lists[kind] = append(inline.Lists[kind], ir.Located{Value: e.From.Value, Span: e.From.Span()})
 			default:

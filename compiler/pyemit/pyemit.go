@@ -198,7 +198,7 @@ func Check(p *ir.Program) diag.List {
 	var l diag.List
 	for _, t := range p.Templates {
 		for _, e := range problems(t) {
-			l.Add(diag.Warningf(e.Span, "python-backend", "rolltplc build cannot emit this yet", "Template %s: %s.", t.Name, e.Msg))
+			l.Add(diag.Warningf(e.Span, diag.PythonBackend, "rolltplc build cannot emit this yet", "Template %s: %s.", t.Name, e.Msg))
 		}
 	}
 	return l

@@ -11,7 +11,8 @@ import (
 // local module, and the names that module declares are not reported again
 // as unknown references; names it does not declare still are, and when no
 // module is near, no unknown reference of the file is (any could have
-// come from the import).
+// come from the import). An unknown reference that a module the file does
+// not import declares names that module.
 func TestUnknownImport(t *testing.T) {
 	lib := fstest.MapFS{
 		"common.rolltpl":   {Data: []byte("config dense_llm {\n    hidden_size -> hidden_size\n}\nweights embeddings {\n}\n")},
@@ -26,14 +27,14 @@ func TestUnknownImport(t *testing.T) {
 		src:  "import \"commons\"\ntemplate t {\n    config { use dense_llm }\n    weights { use embeddings }\n    mca { use mine }\n}\n",
 		want: []string{
 			`dir/a.rolltpl:1:8: error: Unknown import: No file commons.rolltpl beside dir/a.rolltpl nor in the standard library. Did you mean "common"? [unknown-import]`,
-			`dir/a.rolltpl:5:15: error: Unknown mca name: No mca block named "mine" is declared in this file or the files it imports. [unknown-reference]`,
+			`dir/a.rolltpl:5:15: error: Unknown mca name: No mca block named "mine" is declared in this file or the files it imports. Module "blocks" declares it: add import "blocks". [unknown-reference]`,
 		},
 	}, {
 		name: "local typo",
 		src:  "import \"blocs\"\nimport \"parallel\"\ntemplate t {\n    mca { use mine }\n    parallel { use default }\n    weights { use embeddings }\n}\n",
 		want: []string{
 			`dir/a.rolltpl:1:8: error: Unknown import: No file blocs.rolltpl beside dir/a.rolltpl nor in the standard library. Did you mean "blocks"? [unknown-import]`,
-			`dir/a.rolltpl:6:19: error: Unknown weights name: No weights block named "embeddings" is declared in this file or the files it imports. [unknown-reference]`,
+			`dir/a.rolltpl:6:19: error: Unknown weights name: No weights block named "embeddings" is declared in this file or the files it imports. Module "common" declares it: add import "common". [unknown-reference]`,
 		},
 	}, {
 		name: "nothing near",
@@ -52,6 +53,14 @@ func TestUnknownImport(t *testing.T) {
 		src:  "import \"common\"\ntemplate t {\n    weights { use embedings }\n}\n",
 		want: []string{
 			`dir/a.rolltpl:3:19: error: Unknown weights name: No weights block named "embedings" is declared in this file or the files it imports. Did you mean "embeddings"? [unknown-reference]`,
+		},
+	}, {
+		name: "import missing",
+		src:  "import \"common\"\ntemplate t {\n    parallel { use default }\n    mca { use nowhere }\n}\ntemplate u extends base {\n}\n",
+		want: []string{
+			`dir/a.rolltpl:3:20: error: Unknown parallel name: No parallel block named "default" is declared in this file or the files it imports. Module "parallel" declares it: add import "parallel". [unknown-reference]`,
+			`dir/a.rolltpl:4:15: error: Unknown mca name: No mca block named "nowhere" is declared in this file or the files it imports. [unknown-reference]`,
+			`dir/a.rolltpl:6:20: error: Unknown template name: No template named "base" is declared in this file or the files it imports. [unknown-reference]`,
 		},
 	}}
 	for _, tc := range tests {

@@ -196,6 +196,9 @@ type loadState struct {
 	info  *Info
 	diags diag.List
 	byKey map[string]*File
+	// modNames caches the declarations of modules read for hints
+	// (suggest.go), by path.
+	modNames map[string]map[Kind]map[string]bool
 }
 
 // Load parses the given files and everything they import, then binds names.
@@ -211,7 +214,7 @@ func (ld *Loader) Load(paths []string) (*Info, diag.List) {
 		}
 		f, err := st.load(name, lib)
 		if err != nil {
-			st.diags.Add(&diag.Diagnostic{Severity: diag.Error, Code: "read-error", Summary: "Cannot read file",
+			st.diags.Add(&diag.Diagnostic{Severity: diag.Error, Code: diag.ReadError, Summary: "Cannot read file",
 				Detail: err.Error(), Subject: token.Span{Start: token.Pos{Filename: p, Line: 1, Column: 1}, End: token.Pos{Filename: p, Line: 1, Column: 1}}})
 			continue
 		}
@@ -325,7 +328,7 @@ func (st *loadState) loadSchemaLib(lib fs.FS) {
 	entries, err := fs.ReadDir(lib, ".")
 	if err != nil {
 		st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}, End: token.Pos{Filename: SchemaLibPrefix, Line: 1, Column: 1}},
-			"read-error", "Cannot read the schema library", "%v", err))
+			diag.ReadError, "Cannot read the schema library", "%v", err))
 		return
 	}
 	for _, e := range entries {
@@ -336,7 +339,7 @@ func (st *loadState) loadSchemaLib(lib fs.FS) {
 		display := SchemaLibPrefix + e.Name()
 		if err != nil {
 			st.diags.Add(diag.Errorf(token.Span{Start: token.Pos{Filename: display, Line: 1, Column: 1}, End: token.Pos{Filename: display, Line: 1, Column: 1}},
-				"read-error", "Cannot read schema file", "%v", err))
+				diag.ReadError, "Cannot read schema file", "%v", err))
 			continue
 		}
 		st.info.Prelude = append(st.info.Prelude, st.add("schema:"+e.Name(), display, src, true))
@@ -347,7 +350,7 @@ func (st *loadState) loadSchemaLib(lib fs.FS) {
 		for name, s := range f.Symbols[KindSchema] {
 			for _, g := range st.info.Prelude[:i] {
 				if other := g.Symbols[KindSchema][name]; other != nil {
-					d := diag.Errorf(s.Ident.Span(), "duplicate-declaration", "Duplicate declaration",
+					d := diag.Errorf(s.Ident.Span(), diag.DuplicateDeclaration, "Duplicate declaration",
 						"schema %q is also declared in %s.", name, g.Path)
 					d.Related = []diag.Related{{Span: other.Ident.Span(), Message: "also declared here"}}
 					st.diags.Add(d)
@@ -364,7 +367,7 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 		return nil
 	}
 	if target == "" || strings.Contains(target, "\\") {
-		st.diags.Add(diag.Errorf(im.Path.Span(), "bad-import", "Invalid import path",
+		st.diags.Add(diag.Errorf(im.Path.Span(), diag.BadImport, "Invalid import path",
 			"Import paths name a file without its .rolltpl extension, like \"common\"."))
 		return failed(nil)
 	}
@@ -378,7 +381,7 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 			}
 			// There, but not readable (a FIFO, a directory, no permission):
 			// say so rather than look elsewhere.
-			st.diags.Add(diag.Errorf(im.Path.Span(), "bad-import", "Cannot read import",
+			st.diags.Add(diag.Errorf(im.Path.Span(), diag.BadImport, "Cannot read import",
 				"The import names %s, which cannot be read: %v.", local, err))
 			return failed(nil)
 		}
@@ -396,71 +399,8 @@ func (st *loadState) resolveImport(f *File, name string, lib bool, im *ast.Impor
 	if sugg != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", sugg)
 	}
-	st.diags.Add(diag.Errorf(im.Path.Span(), "unknown-import", "Unknown import", "%s", detail))
+	st.diags.Add(diag.Errorf(im.Path.Span(), diag.UnknownImport, "Unknown import", "%s", detail))
 	return failed(names)
-}
-
-// suggestImport returns the module nearest to target that an import in
-// the file name could name (a .rolltpl file beside it, unless lib, or a
-// library module), and the names that module declares by kind.
-func (st *loadState) suggestImport(name string, lib bool, target string) (string, map[Kind]map[string]bool) {
-	var mods []string
-	local := map[string]bool{}
-	if !lib {
-		dir := filepath.Dir(name)
-		var files []string
-		if st.ld.ListDir != nil {
-			files, _ = st.ld.ListDir(dir)
-		}
-		for p := range st.ld.Overlay {
-			if filepath.Dir(p) == dir {
-				files = append(files, filepath.Base(p))
-			}
-		}
-		for _, fn := range files {
-			if m, ok := strings.CutSuffix(fn, ".rolltpl"); ok && fn != filepath.Base(name) {
-				mods, local[m] = append(mods, m), true
-			}
-		}
-	}
-	if st.ld.Lib != nil {
-		entries, _ := fs.ReadDir(st.ld.Lib, ".")
-		for _, e := range entries {
-			if m, ok := strings.CutSuffix(e.Name(), ".rolltpl"); ok && !e.IsDir() {
-				mods = append(mods, m)
-			}
-		}
-	}
-	sort.Strings(mods)
-	sugg := vocab.Suggest(target, mods)
-	if sugg == "" {
-		return "", nil
-	}
-	// The suggested module's names, read but not loaded: it is not
-	// imported, and its own problems are not this file's.
-	path, fromLib := sugg+".rolltpl", !local[sugg]
-	if !fromLib {
-		path = filepath.Join(filepath.Dir(name), path)
-	}
-	src, display, err := st.read(path, fromLib)
-	if err != nil {
-		return sugg, nil
-	}
-	parse := st.ld.Parse
-	if parse == nil {
-		parse = parser.ParseFile
-	}
-	astf, _ := parse(display, src)
-	names := map[Kind]map[string]bool{}
-	for _, d := range astf.Decls {
-		if k, id, _ := declSymbol(d); id != nil {
-			if names[k] == nil {
-				names[k] = map[string]bool{}
-			}
-			names[k][id.Name] = true
-		}
-	}
-	return sugg, names
 }
 
 // exists reports whether p is there to read: a file that cannot be read
@@ -499,7 +439,7 @@ func (st *loadState) collect(f *File) {
 			continue
 		}
 		if id == nil {
-			st.diags.Add(diag.Errorf(n.Span(), "unnamed-block", "Unnamed top-level block",
+			st.diags.Add(diag.Errorf(n.Span(), diag.UnnamedBlock, "Unnamed top-level block",
 				"A %s block outside a template needs a name so that templates can `use` it, e.g. `%s llm_core { ... }`.", k, k))
 			continue
 		}
@@ -508,7 +448,7 @@ func (st *loadState) collect(f *File) {
 		}
 		sym := &Symbol{Kind: k, Name: id.Name, Ident: id, Decl: n, File: f}
 		if prev := f.Symbols[k][id.Name]; prev != nil {
-			d := diag.Errorf(id.Span(), "duplicate-declaration", "Duplicate declaration",
+			d := diag.Errorf(id.Span(), diag.DuplicateDeclaration, "Duplicate declaration",
 				"%s %q is already declared in this file.", k, id.Name)
 			d.Related = []diag.Related{{Span: prev.Ident.Span(), Message: "first declared here"}}
 			st.diags.Add(d)
@@ -525,7 +465,7 @@ func (st *loadState) checkDuplicates(f *File) {
 		for name, s := range syms {
 			for _, imp := range f.Imports {
 				if other := imp.Symbols[k][name]; other != nil && other != s {
-					d := diag.Errorf(s.Ident.Span(), "duplicate-declaration", "Duplicate declaration",
+					d := diag.Errorf(s.Ident.Span(), diag.DuplicateDeclaration, "Duplicate declaration",
 						"%s %q is also declared in imported file %s; rename one of them.", k, name, imp.Path)
 					d.Related = []diag.Related{{Span: other.Ident.Span(), Message: "also declared here"}}
 					st.diags.Add(d)
@@ -620,8 +560,10 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 	if k == KindTemplate {
 		detail = fmt.Sprintf("No template named %q is declared in this file or the files it imports.", id.Name)
 	}
-	if s := vocab.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
+	if m := st.declaredIn(f, k, id.Name); m != "" {
+		detail += fmt.Sprintf(" Module %q declares it: add import %q.", m, m)
+	} else if s := vocab.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
 	}
-	st.diags.Add(diag.Errorf(id.Span(), "unknown-reference", "Unknown "+string(k)+" name", "%s", detail))
+	st.diags.Add(diag.Errorf(id.Span(), diag.UnknownReference, "Unknown "+string(k)+" name", "%s", detail))
 }

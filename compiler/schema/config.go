@@ -257,7 +257,7 @@ func (b *Builder) Build(d *Decl) *Schema {
 				continue
 			}
 			if b.active[ud.Block] {
-				b.diags.Add(diag.Errorf(it.Use.Name.Span(), "unknown-reference", "Unknown schema",
+				b.diags.Add(diag.Errorf(it.Use.Name.Span(), diag.UnknownReference, "Unknown schema",
 					"Schema %q uses itself.", it.Use.Name.Name))
 				continue
 			}
@@ -295,7 +295,7 @@ func (b *Builder) typeOf(d *Decl, t *ast.Type) *Type {
 			if nd := b.scope(d, a.Name); nd != nil {
 				at.Schema = b.Build(nd)
 			} else {
-				b.diags.Add(diag.Errorf(a.Name.Span(), "unknown-type", "Unknown type",
+				b.diags.Add(diag.Errorf(a.Name.Span(), diag.UnknownType, "Unknown type",
 					"%q is neither a basic type (int, float, bool, str, dict, list[T], any, ignored) nor a schema.", at.Name))
 			}
 		}
@@ -321,7 +321,7 @@ func Load(files []Source) (*Set, diag.List) {
 			}
 			name := d.Schema.Name.Name
 			if prev, ok := decls[name]; ok {
-				dg := diag.Errorf(d.Schema.Name.Span(), "duplicate-declaration", "Duplicate schema", "Schema %q is declared twice.", name)
+				dg := diag.Errorf(d.Schema.Name.Span(), diag.DuplicateDeclaration, "Duplicate schema", "Schema %q is declared twice.", name)
 				dg.Related = []diag.Related{{Span: prev.Block.Name.Span(), Message: "first declared here"}}
 				diags.Add(dg)
 				continue
@@ -336,7 +336,7 @@ func Load(files []Source) (*Set, diag.List) {
 		// Flat scope: no name resolution before this one reports a bad use.
 		for _, it := range d.Block.Items {
 			if it.Use != nil && decls[it.Use.Name.Name] == nil {
-				diags.Add(diag.Errorf(it.Use.Name.Span(), "unknown-reference", "Unknown schema", "No schema named %q.", it.Use.Name.Name))
+				diags.Add(diag.Errorf(it.Use.Name.Span(), diag.UnknownReference, "Unknown schema", "No schema named %q.", it.Use.Name.Name))
 			}
 		}
 	}

@@ -8,11 +8,10 @@ import (
 	"github.com/rolltpl/rolltpl/lang/parser"
 )
 
-// TestUnknownType asserts unknown-type, which `rolltplc check` does not
-// reach while the schemas come from the stdlib alone: a field of a type
-// that is neither a basic type nor a schema, also as the element of a
-// list, is an error on its line naming the type; the known types are
-// not.
+// TestUnknownType: in schemas loaded on their own (Load), a field of a
+// type that is neither a basic type nor a schema, also as the element of a
+// list, is an unknown-type error on its line naming the type; the known
+// types are not.
 func TestUnknownType(t *testing.T) {
 	const src = "schema widget {\n    size: integer\n    parts: list[gear]\n    name: str\n    sub: widget?\n}\n"
 	f, pd := parser.ParseFile("a.rolltpl", []byte(src))

@@ -4,7 +4,9 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -148,4 +150,113 @@ func TestCodesDocumented(t *testing.T) {
 			t.Errorf("%s is documented in lang/spec.md §11 but not registered in lang/diag", code)
 		}
 	}
+}
+
+// TestCodesThroughConstants: the module's non-test Go files name codes
+// through the registry's constants only. A string literal equal to a
+// registered code anywhere but codes.go fails, and so does any kebab-case
+// string literal where a code goes: the code argument of diag.Errorf and
+// diag.Warningf (and of helpers named errorf, warningf, warnf or unknown,
+// which take it second too), a Code field of a composite literal, or an
+// assignment to a Code field; so every code in use is one the registry
+// (and so spec §11 and the corpus) knows.
+func TestCodesThroughConstants(t *testing.T) {
+	root := filepath.Join("..", "..")
+	n := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || path == filepath.Join(root, "lang", "diag", "codes.go") {
+			return nil
+		}
+		fset := token.NewFileSet()
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		n++
+		for _, lit := range codeLiterals(f) {
+			t.Errorf("%s: the code %s as a literal; use its constant from lang/diag/codes.go (registering it there first)", fset.Position(lit.Pos()), lit.Value)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 50 {
+		t.Errorf("scanned only %d Go files", n)
+	}
+}
+
+// codeHelpers are the names of functions whose second argument is a
+// diagnostic code.
+var codeHelpers = map[string]bool{"Errorf": true, "Warningf": true, "errorf": true, "warningf": true, "warnf": true, "unknown": true}
+
+// codeLiterals returns the string literals of f that are codes: a
+// registered code anywhere, any kebab-case string where a code goes.
+func codeLiterals(f *ast.File) []*ast.BasicLit {
+	var out []*ast.BasicLit
+	// str returns e if it is a string literal that reads as a code.
+	str := func(e ast.Expr) *ast.BasicLit {
+		if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+			if s, err := strconv.Unquote(lit.Value); err == nil && kebab.MatchString(s) {
+				return lit
+			}
+		}
+		return nil
+	}
+	isCode := func(e ast.Expr) bool {
+		if id, ok := e.(*ast.Ident); ok {
+			return id.Name == "Code"
+		}
+		if sel, ok := e.(*ast.SelectorExpr); ok {
+			return sel.Sel.Name == "Code"
+		}
+		return false
+	}
+	seen := map[*ast.BasicLit]bool{}
+	add := func(lit *ast.BasicLit) {
+		if lit != nil && !seen[lit] {
+			seen[lit] = true
+			out = append(out, lit)
+		}
+	}
+	ast.Inspect(f, func(x ast.Node) bool {
+		switch x := x.(type) {
+		case *ast.BasicLit:
+			if s, err := strconv.Unquote(x.Value); err == nil && x.Kind == token.STRING && byCode[s] != (CodeInfo{}) {
+				add(x)
+			}
+		case *ast.CallExpr:
+			name := ""
+			switch fn := x.Fun.(type) {
+			case *ast.Ident:
+				name = fn.Name
+			case *ast.SelectorExpr:
+				name = fn.Sel.Name
+			}
+			if codeHelpers[name] && len(x.Args) >= 2 {
+				add(str(x.Args[1]))
+			}
+		case *ast.KeyValueExpr:
+			if isCode(x.Key) {
+				add(str(x.Value))
+			}
+		case *ast.AssignStmt:
+			for i, l := range x.Lhs {
+				if isCode(l) && len(x.Rhs) == len(x.Lhs) {
+					add(str(x.Rhs[i]))
+				}
+			}
+		}
+		return true
+	})
+	return out
 }

@@ -140,7 +140,7 @@ func (l List) Dedup() List {
 			continue
 		}
 		seen[key] = true
-		if d.Code == "syntax-error" {
+		if d.Code == SyntaxError {
 			lk := fmt.Sprintf("%s|%d", d.Subject.Start.Filename, d.Subject.Start.Line)
 			if syntaxLines[lk] {
 				continue

@@ -98,7 +98,7 @@ func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.
 	defer func() {
 		if r := recover(); r != nil {
 			diags.Add(&diag.Diagnostic{
-				Severity: diag.Error, Code: "internal-error", Summary: "Internal parser error",
+				Severity: diag.Error, Code: diag.InternalError, Summary: "Internal parser error",
 				Detail:  fmt.Sprintf("The parser failed unexpectedly (%v). Please report this with the file.", r),
 				Subject: tf.Span(0, 0),
 			})
@@ -135,7 +135,7 @@ func (c *Cache) ParseFile(filename string, src []byte) (f *ast.File, diags diag.
 		if ch.tooDeep.end > 0 {
 			sl.decl = badDecl(tf, ch.span)
 			sl.diag = &diag.Diagnostic{
-				Severity: diag.Error, Code: "nesting-too-deep", Summary: "Nesting too deep",
+				Severity: diag.Error, Code: diag.NestingTooDeep, Summary: "Nesting too deep",
 				Detail: fmt.Sprintf("This declaration nests brackets, conditionals or prefix operators more than %d levels deep here; "+
 					"it is not read. Split the expression up.", MaxNesting),
 				Subject: tf.Span(ch.tooDeep.start, ch.tooDeep.end),
@@ -200,7 +200,7 @@ func parseAll(filename string, tf *token.File, decls []decl, slots []slot, todo 
 			if r := recover(); r != nil {
 				sl.decl = badDecl(tf, decls[i].span)
 				sl.diag = &diag.Diagnostic{
-					Severity: diag.Error, Code: "internal-error", Summary: "Internal parser error",
+					Severity: diag.Error, Code: diag.InternalError, Summary: "Internal parser error",
 					Detail:  fmt.Sprintf("The parser failed unexpectedly (%v). Please report this with the file.", r),
 					Subject: tf.Span(decls[i].start, decls[i].start),
 				}
@@ -361,7 +361,7 @@ func syntaxDiag(err error, tf *token.File) *diag.Diagnostic {
 		}
 	}
 	return &diag.Diagnostic{
-		Severity: diag.Error, Code: "syntax-error", Summary: "Syntax error",
+		Severity: diag.Error, Code: diag.SyntaxError, Summary: "Syntax error",
 		Detail:  friendly(msg) + ".",
 		Subject: tf.Span(off, endOff),
 	}
