@@ -1,0 +1,104 @@
+package exec_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
+)
+
+// loraAdapterSpec is one adapter of a lora_reference.py case.
+type loraAdapterSpec struct {
+	Name  string  `json:"name"`
+	R     int     `json:"r"`
+	Alpha float64 `json:"alpha"`
+	Seed  string  `json:"seed"`
+	DType string  `json:"dtype,omitempty"`
+}
+
+// loraCase is one case of testdata/lora_reference.py.
+type loraCase struct {
+	ID       string            `json:"id"`
+	BaseMCA  string            `json:"base_mca"`
+	Save     string            `json:"save"`
+	Out      string            `json:"out"`
+	Adapters []loraAdapterSpec `json:"adapters"`
+	Targets  []string          `json:"targets"`
+}
+
+var loraTargets = []string{"linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"}
+
+// TestLoRAExportTorchReference is acceptance 1 of issue 13: for each model
+// type and layout, a base checkpoint is converted to MCA by rolltplc, then
+// torch (testdata/lora_reference.py) writes two ROLL LoRA adapters with the
+// per-rank shapes of that layout, and derives from their rank files the
+// PEFT tensors ROLL's LoRAHFConverter produces (Oracle A); rolltplc
+// exports the adapters (ConvertLoRAToPEFT) and torch compares every tensor
+// byte for byte, and adapter_config.json with ROLL's fields plus the
+// rank_pattern / alpha_pattern fix.
+func TestLoRAExportTorchReference(t *testing.T) {
+	torchtest.Run(t, testLoRAExportTorchReference)
+}
+
+func testLoRAExportTorchReference(t *testing.T, py string) {
+	dir := t.TempDir()
+	var cases []loraCase
+	type tc struct {
+		id     string
+		mt     string
+		layout exec.Layout
+	}
+	tcs := []tc{
+		{"qwen2/tp1", "qwen2", exec.Layout{}},
+		{"qwen2/tp2", "qwen2", exec.Layout{TP: 2}},
+		{"llama/pp2", "llama", exec.Layout{PP: 2}},
+		{"llama/tp2pp2", "llama", exec.Layout{TP: 2, PP: 2}},
+		{"qwen3/tp2", "qwen3", exec.Layout{TP: 2}},
+		{"qwen3_moe/ep2", "qwen3_moe", exec.Layout{EP: 2}},
+		{"qwen3_moe/tp2ep2", "qwen3_moe", exec.Layout{TP: 2, EP: 2}},
+		{"qwen3_moe/ep2tegrouped", "qwen3_moe", exec.Layout{EP: 2, MoEGroupedGEMM: true}},
+		{"qwen2_moe/tp2pp2", "qwen2_moe", exec.Layout{TP: 2, PP: 2}},
+	}
+	for _, c := range tcs {
+		hf := filepath.Join(dir, c.id, "hf")
+		mca := filepath.Join(dir, c.id, "mca")
+		synthDeep(c.mt, tensor.BF16).write(t, hf, 1, uint64(len(c.id)))
+		if _, err := exec.ConvertHFToMCA(context.Background(), stdlibModel(t, c.mt), hf, mca, exec.Options{Layout: c.layout}); err != nil {
+			t.Fatalf("%s: HF → MCA: %v", c.id, err)
+		}
+		cases = append(cases, loraCase{ID: c.id, BaseMCA: mca, Save: filepath.Join(dir, c.id, "save"), Out: filepath.Join(dir, c.id, "peft"),
+			Targets: loraTargets, Adapters: []loraAdapterSpec{
+				{Name: "default", R: 8, Alpha: 16, Seed: c.id + "/a"},
+				{Name: "second", R: 4, Alpha: 32, Seed: c.id + "/b"},
+			}})
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		ids[i] = c.ID
+	}
+	runTorchScript(t, py, "lora_reference.py", dir, map[string]any{"mode": "write", "cases": cases}, ids)
+	if t.Failed() {
+		return
+	}
+	for i, c := range cases {
+		m := stdlibModel(t, tcs[i].mt)
+		res, err := exec.ConvertLoRAToPEFT(context.Background(), m, c.Save, c.Out, exec.LoRAOptions{})
+		if err != nil {
+			t.Fatalf("%s: export: %v", c.ID, err)
+		}
+		if len(res.Adapters) != 2 || res.Adapters[0].Name != "default" || res.Adapters[1].Dir != "second" {
+			t.Fatalf("%s: adapters %+v", c.ID, res.Adapters)
+		}
+	}
+	res := runTorchScript(t, py, "lora_reference.py", dir, map[string]any{"mode": "check", "cases": cases}, ids)
+	for _, c := range cases {
+		if r := res[c.ID]; r.Checked == 0 {
+			t.Errorf("%s: no tensor compared", c.ID)
+		} else {
+			t.Logf("%s: %d PEFT tensors byte-equal to the torch oracle", c.ID, r.Checked)
+		}
+	}
+}

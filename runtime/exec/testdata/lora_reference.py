@@ -1,0 +1,262 @@
+"""LoRA adapter oracle (lora-fp8.md §1.6, Oracle A re-stated in torch).
+
+Usage: lora_reference.py MANIFEST RESULT
+
+MANIFEST is a JSON object {"mode": "write"|"check", "cases": [...]}; each case
+has id, base_mca (an MCA checkpoint written by rolltplc, whose rank files give
+the per-rank shapes and layout), save (the LoRA checkpoint root), adapters
+([{"name", "r", "alpha", "seed"}]), targets (MCA module names) and, for
+"check", out (the PEFT export to compare).
+
+write: for every rank file of base_mca and every targeted weight, writes the
+LoRA tensors ROLL saves (SAVE/<adapter>/iter_0000001/mp_rank_*/model_optim_rng.pt,
+{"model": {...}}, local layer/expert numbers, duplicated tensors identical on
+every TP rank, grouped experts at rank r // top-k, plus `._extra_state`
+entries), adapter_config.json, mca_config.json and the tracker; then derives,
+from those rank files alone, the PEFT tensors ROLL's LoRAHFConverter
+(DistConverter revert + add_mca_weight(lora_rank=r)) produces, in F32, and
+saves them as SAVE/<adapter>/expected.pt.
+
+check: compares OUT/adapter_model.safetensors (parsed by hand) with
+expected.pt: same key set, dtype, shape and bytes; and adapter_config.json
+with the expected fields (ROLL's r, lora_alpha, target_modules, plus the
+rank_pattern / alpha_pattern fix for grouped experts).
+"""
+import io
+import json
+import os
+import re
+import struct
+import sys
+import zlib
+
+import torch
+
+TARGET_RE = re.compile(r"^(.*\.(linear_qkv|linear_proj|linear_fc1|linear_fc2))\.weight(\d*)$")
+COLUMN = {"linear_qkv", "linear_fc1"}
+
+
+def rank_dir(tp, pp, ep, PP, EP):
+    s = "mp_rank_%02d" % tp
+    if PP > 1:
+        s += "_%03d" % pp
+    if EP > 1:
+        s += "_%03d" % ep
+    return s
+
+
+def gen(key, shape, dtype):
+    g = torch.Generator()
+    g.manual_seed(zlib.crc32(key.encode()))
+    return torch.randn(*shape, generator=g).to(dtype)
+
+
+def layout(cfg):
+    return (cfg.get("tensor_model_parallel_size", 1) or 1, cfg.get("pipeline_model_parallel_size", 1) or 1,
+            cfg.get("expert_model_parallel_size", 1) or 1)
+
+
+def write_case(c):
+    base = c["base_mca"]
+    cfg = json.load(open(os.path.join(base, "mca_config.json")))
+    TP, PP, EP = layout(cfg)
+    k = cfg.get("moe_router_topk") or 1
+    for ad in c["adapters"]:
+        adir = os.path.join(c["save"], ad["name"])
+        r = ad["r"]
+        dtype = getattr(torch, ad.get("dtype", "float32"))
+        for tp in range(TP):
+            for pp in range(PP):
+                for ep in range(EP):
+                    rd = rank_dir(tp, pp, ep, PP, EP)
+                    sd = torch.load(os.path.join(base, "iter_0000001", rd, "model_optim_rng.pt"))["model"]
+                    out = {}
+                    for name, w in sd.items():
+                        m = TARGET_RE.match(name)
+                        if not m or m.group(2) not in c["targets"]:
+                            continue
+                        stem, mod, j = m.group(1), m.group(2), m.group(3)
+                        rho = r // k if j != "" else r
+                        O, I = w.shape
+                        an, bn = stem + ".lora_A.weight" + j, stem + ".lora_B.weight" + j
+                        # non-expert weights are the same on every EP rank
+                        e = ep if ".mlp.experts." in name else 0
+                        seed = "%s/%d/%d/%d/" % (ad["seed"], tp, pp, e)
+                        dup = "%s/-/%d/%d/" % (ad["seed"], pp, e)
+                        if mod in COLUMN:
+                            out[an] = gen(dup + an, (rho, I), dtype)
+                            out[bn] = gen(seed + bn, (O, rho), dtype)
+                            if j == "":
+                                out[stem + ".lora_A._extra_state"] = io.BytesIO()
+                        else:
+                            out[an] = gen(seed + an, (rho, I), dtype)
+                            out[bn] = gen(dup + bn, (O, rho), dtype)
+                            out[stem + ".lora_B._extra_state"] = torch.empty(0, dtype=torch.uint8)
+                    p = os.path.join(adir, "iter_0000001", rd)
+                    os.makedirs(p, exist_ok=True)
+                    torch.save({"model": out}, os.path.join(p, "model_optim_rng.pt"))
+        with open(os.path.join(adir, "mca_config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+        with open(os.path.join(adir, "latest_checkpointed_iteration.txt"), "w") as f:
+            f.write("1")
+        with open(os.path.join(adir, "adapter_config.json"), "w") as f:
+            json.dump({"peft_type": "LORA", "r": r, "lora_alpha": ad["alpha"], "lora_dropout": 0.0,
+                       "target_modules": c["targets"], "use_rslora": False, "bias": "none",
+                       "modules_to_save": None, "task_type": "CAUSAL_LM"}, f, indent=2)
+        torch.save(expected(adir, cfg), os.path.join(adir, "expected.pt"))
+
+
+def expected(adir, cfg):
+    """Oracle A: ROLL's DistConverter(revert) + add_mca_weight(lora_rank=r), re-stated."""
+    TP, PP, EP = layout(cfg)
+    L = cfg["num_layers"]
+    E = cfg.get("num_moe_experts") or 0
+    nh, ng = cfg["num_attention_heads"], cfg.get("num_query_groups") or cfg["num_attention_heads"]
+    d = cfg.get("kv_channels") or cfg["hidden_size"] // nh
+    want = {}
+    for pp in range(PP):
+        for ep in range(EP):
+            sds = [torch.load(os.path.join(adir, "iter_0000001", rank_dir(tp, pp, ep, PP, EP), "model_optim_rng.pt"))["model"]
+                   for tp in range(TP)]
+            for name in sds[0]:
+                if name.endswith("._extra_state"):
+                    continue
+                ws = [sd[name] for sd in sds]
+                m = re.match(r"^decoder\.layers\.(\d+)\.(.*)\.(linear_qkv|linear_proj|linear_fc1|linear_fc2)\.lora_([AB])\.weight(\d*)$", name)
+                assert m, name
+                layer = int(m.group(1)) + pp * (L // PP)
+                mid, mod, ab, j = m.group(2), m.group(3), m.group(4), m.group(5)
+                col = mod in COLUMN
+                if (col and ab == "A") or (not col and ab == "B"):
+                    for w in ws[1:]:
+                        assert torch.equal(w, ws[0]), "TP copies differ: " + name
+                    g = ws[0]
+                    parts = None
+                elif col:
+                    if mod == "linear_fc1":
+                        halves = [w.chunk(2, 0) for w in ws]
+                        parts = [torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])]
+                        g = torch.cat(parts)
+                    else:
+                        g = torch.cat(ws, 0)
+                else:
+                    g = torch.cat(ws, 1)
+                # HF module prefix
+                if mid == "self_attention":
+                    hp = "self_attn."
+                elif mid == "mlp":
+                    hp = "mlp."
+                elif mid == "mlp.shared_experts":
+                    hp = "mlp.shared_expert."
+                else:
+                    me = re.match(r"^mlp\.experts(?:\.local_experts\.(\d+))?$", mid)
+                    assert me, mid
+                    local = int(me.group(1)) if me.group(1) is not None else int(j)
+                    hp = "mlp.experts.%d." % (ep * (E // EP) + local)
+                pre = "base_model.model.model.layers.%d.%s" % (layer, hp)
+                suf = ".lora_%s.weight" % ab
+                if mod == "linear_qkv":
+                    if ab == "A":
+                        for p in ("q_proj", "k_proj", "v_proj"):
+                            want[pre + p + suf] = g.clone()
+                    else:
+                        rho = g.shape[1]
+                        x = g.reshape(ng, (nh // ng + 2) * d, rho)
+                        q, k_, v = torch.split(x, [nh // ng * d, d, d], dim=1)
+                        want[pre + "q_proj" + suf] = q.reshape(nh * d, rho)
+                        want[pre + "k_proj" + suf] = k_.reshape(ng * d, rho)
+                        want[pre + "v_proj" + suf] = v.reshape(ng * d, rho)
+                elif mod == "linear_fc1":
+                    if ab == "A":
+                        want[pre + "gate_proj" + suf] = g.clone()
+                        want[pre + "up_proj" + suf] = g.clone()
+                    else:
+                        want[pre + "gate_proj" + suf] = parts[0]
+                        want[pre + "up_proj" + suf] = parts[1]
+                elif mod == "linear_proj":
+                    want[pre + "o_proj" + suf] = g
+                else:
+                    want[pre + "down_proj" + suf] = g
+    return {k: v.to(torch.float32).contiguous() for k, v in want.items()}
+
+
+DT = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def read_safetensors(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    hdr = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        s, e = v["data_offsets"]
+        raw = bytearray(b[8 + n + s:8 + n + e])
+        t = torch.frombuffer(raw, dtype=DT[v["dtype"]]) if raw else torch.empty(0, dtype=DT[v["dtype"]])
+        out[k] = t.reshape(v["shape"])
+    return out, hdr.get("__metadata__")
+
+
+def check_case(c, errors):
+    n = 0
+    cfg = json.load(open(os.path.join(c["base_mca"], "mca_config.json")))
+    k = cfg.get("moe_router_topk") or 1
+    grouped = bool(cfg.get("moe_grouped_gemm"))
+    for i, ad in enumerate(c["adapters"]):
+        want = torch.load(os.path.join(c["save"], ad["name"], "expected.pt"))
+        od = c["out"] if (ad["name"] == "default" or len(c["adapters"]) == 1) else os.path.join(c["out"], ad["name"])
+        got, meta = read_safetensors(os.path.join(od, "adapter_model.safetensors"))
+        if meta != {"format": "pt"}:
+            errors.append("%s: metadata %r" % (ad["name"], meta))
+        if set(got) != set(want):
+            errors.append("%s: keys differ: missing %s, extra %s" % (ad["name"], sorted(set(want) - set(got))[:4],
+                                                                      sorted(set(got) - set(want))[:4]))
+        for key in sorted(set(got) & set(want)):
+            g, w = got[key], want[key]
+            n += 1
+            if g.dtype != w.dtype or list(g.shape) != list(w.shape) or not torch.equal(g.view(torch.int32), w.view(torch.int32)):
+                errors.append("%s: %s differs: got %s %s, want %s %s" % (ad["name"], key, g.dtype, list(g.shape), w.dtype, list(w.shape)))
+        conf = json.load(open(os.path.join(od, "adapter_config.json")))
+        mods = sorted({re.sub(r"\.lora_[AB]\.weight$", "", x).rsplit(".", 1)[1] for x in want})
+        for f, v in (("r", ad["r"]), ("lora_alpha", ad["alpha"]), ("target_modules", mods), ("peft_type", "LORA"),
+                     ("inference_mode", True), ("task_type", "CAUSAL_LM"), ("use_rslora", False), ("lora_dropout", 0.0)):
+            if conf.get(f) != v:
+                errors.append("%s: adapter_config %s = %r, want %r" % (ad["name"], f, conf.get(f), v))
+        rp, ap = {}, {}
+        if grouped and k > 1:
+            r = ad["r"]
+            for p in ("down_proj", "gate_proj", "up_proj"):
+                if any(".mlp.experts." in x and "." + p + "." in x for x in want):
+                    key = r"mlp\.experts\.\d+\." + p
+                    rp[key] = r // k
+                    ap[key] = ad["alpha"] * (r // k) / r
+        if conf.get("rank_pattern") != rp or conf.get("alpha_pattern") != ap:
+            errors.append("%s: patterns %r %r, want %r %r" % (ad["name"], conf.get("rank_pattern"), conf.get("alpha_pattern"), rp, ap))
+        # the pattern fix: the PEFT scale of every module is the training alpha/r
+        for key, rho in rp.items():
+            if abs(ap[key] / rho - ad["alpha"] / ad["r"]) > 1e-12:
+                errors.append("%s: scale of %s is not alpha/r" % (ad["name"], key))
+    return n
+
+
+def main():
+    man = json.load(open(sys.argv[1]))
+    res = {"torch_version": torch.__version__, "cases": {}}
+    for c in man["cases"]:
+        errors = []
+        n = 0
+        try:
+            if man["mode"] == "write":
+                write_case(c)
+            else:
+                n = check_case(c, errors)
+        except Exception as e:  # reported per case
+            import traceback
+            errors.append("%s: %s" % (type(e).__name__, traceback.format_exc()))
+        res["cases"][c["id"]] = {"errors": errors, "files": 0, "checked": n}
+    json.dump(res, open(sys.argv[2], "w"))
+
+
+if __name__ == "__main__":
+    main()
