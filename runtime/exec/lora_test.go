@@ -2,6 +2,8 @@ package exec_test
 
 import (
 	"context"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -17,6 +19,8 @@ type loraAdapterSpec struct {
 	Alpha float64 `json:"alpha"`
 	Seed  string  `json:"seed"`
 	DType string  `json:"dtype,omitempty"`
+	// Scale multiplies the N(0, 1) values (trained adapters are small).
+	Scale float64 `json:"scale,omitempty"`
 }
 
 // loraCase is one case of testdata/lora_reference.py.
@@ -100,5 +104,90 @@ func testLoRAExportTorchReference(t *testing.T, py string) {
 		} else {
 			t.Logf("%s: %d PEFT tensors byte-equal to the torch oracle", c.ID, r.Checked)
 		}
+	}
+}
+
+// TestLoRAMergeTorchReference is acceptance 2 of issue 13 (HF output):
+// the default adapter of each case is merged into the base HF checkpoint
+// by MergeLoRAIntoHF, and torch compares every tensor of the result byte
+// for byte with the ordered-float64 reference of lora-fp8.md §1.6 Oracle
+// B (untargeted tensors unchanged), and counts how many elements the
+// plain float32 formula (Megatron-Bridge's) gives differently.
+func TestLoRAMergeTorchReference(t *testing.T) {
+	torchtest.Run(t, testLoRAMergeTorchReference)
+}
+
+type loraMergeCase struct {
+	loraCase
+	BaseHF string `json:"base_hf"`
+	Merged string `json:"merged"`
+}
+
+func testLoRAMergeTorchReference(t *testing.T, py string) {
+	dir := t.TempDir()
+	var cases []loraMergeCase
+	tcs := []struct {
+		id, mt string
+		layout exec.Layout
+	}{
+		{"qwen2/tp2", "qwen2", exec.Layout{TP: 2}},
+		{"llama/tp2pp2", "llama", exec.Layout{TP: 2, PP: 2}},
+		{"qwen3/tp1", "qwen3", exec.Layout{}},
+		{"qwen3_moe/ep2tegrouped", "qwen3_moe", exec.Layout{EP: 2, MoEGroupedGEMM: true}},
+		{"qwen2_moe/tp2ep2", "qwen2_moe", exec.Layout{TP: 2, EP: 2}},
+	}
+	for _, c := range tcs {
+		hf := filepath.Join(dir, c.id, "hf")
+		mca := filepath.Join(dir, c.id, "mca")
+		sy := synthDeep(c.mt, tensor.BF16)
+		sy.write(t, hf, 2, uint64(len(c.id)))
+		// Weights as trained ones are (normal values, no NaN bit patterns).
+		rng := rand.New(rand.NewPCG(uint64(len(c.id)), 11))
+		writeShards(t, hf, sy.tensors, 2, func(name string) []byte {
+			for _, sp := range sy.tensors {
+				if sp.Name == name {
+					var b []byte
+					for range sp.Shape.NumElements() {
+						b = appendFloat(b, sp.DType, rng.NormFloat64()*0.05)
+					}
+					return b
+				}
+			}
+			return nil
+		})
+		if _, err := exec.ConvertHFToMCA(context.Background(), stdlibModel(t, c.mt), hf, mca, exec.Options{Layout: c.layout}); err != nil {
+			t.Fatalf("%s: HF → MCA: %v", c.id, err)
+		}
+		cases = append(cases, loraMergeCase{loraCase: loraCase{ID: c.id, BaseMCA: mca, Save: filepath.Join(dir, c.id, "save"),
+			Targets: loraTargets, Adapters: []loraAdapterSpec{{Name: "default", R: 16, Alpha: 32, Seed: c.id + "/m", Scale: 0.05}}},
+			BaseHF: hf, Merged: filepath.Join(dir, c.id, "merged")})
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		ids[i] = c.ID
+	}
+	runTorchScript(t, py, "lora_reference.py", dir, map[string]any{"mode": "write", "cases": cases}, ids)
+	if t.Failed() {
+		return
+	}
+	for i, c := range cases {
+		res, err := exec.MergeLoRAIntoHF(context.Background(), stdlibModel(t, tcs[i].mt), c.Save, c.BaseHF, c.Merged, exec.LoRAOptions{})
+		if err != nil {
+			t.Fatalf("%s: merge: %v", c.ID, err)
+		}
+		if len(res.Merged) == 0 {
+			t.Fatalf("%s: nothing merged", c.ID)
+		}
+	}
+	res := runTorchScript(t, py, "lora_reference.py", dir, map[string]any{"mode": "merge", "cases": cases}, ids)
+	for _, c := range cases {
+		if res[c.ID].Checked == 0 {
+			t.Errorf("%s: no merged weight compared", c.ID)
+		}
+		b, err := os.ReadFile(c.Merged + ".stats.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d merged weights byte-equal to the ordered-f64 reference; plain f32 formula: %s", c.ID, res[c.ID].Checked, b)
 	}
 }

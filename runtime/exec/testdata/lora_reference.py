@@ -45,10 +45,10 @@ def rank_dir(tp, pp, ep, PP, EP):
     return s
 
 
-def gen(key, shape, dtype):
+def gen(key, shape, dtype, scale=1.0):
     g = torch.Generator()
     g.manual_seed(zlib.crc32(key.encode()))
-    return torch.randn(*shape, generator=g).to(dtype)
+    return (torch.randn(*shape, generator=g) * scale).to(dtype)
 
 
 def layout(cfg):
@@ -64,7 +64,8 @@ def write_case(c):
     for ad in c["adapters"]:
         adir = os.path.join(c["save"], ad["name"])
         r = ad["r"]
-        dtype = getattr(torch, ad.get("dtype", "float32"))
+        dtype = getattr(torch, ad.get("dtype") or "float32")
+        sc = ad.get("scale") or 1.0
         for tp in range(TP):
             for pp in range(PP):
                 for ep in range(EP):
@@ -84,13 +85,13 @@ def write_case(c):
                         seed = "%s/%d/%d/%d/" % (ad["seed"], tp, pp, e)
                         dup = "%s/-/%d/%d/" % (ad["seed"], pp, e)
                         if mod in COLUMN:
-                            out[an] = gen(dup + an, (rho, I), dtype)
-                            out[bn] = gen(seed + bn, (O, rho), dtype)
+                            out[an] = gen(dup + an, (rho, I), dtype, sc)
+                            out[bn] = gen(seed + bn, (O, rho), dtype, sc)
                             if j == "":
                                 out[stem + ".lora_A._extra_state"] = io.BytesIO()
                         else:
-                            out[an] = gen(seed + an, (rho, I), dtype)
-                            out[bn] = gen(dup + bn, (O, rho), dtype)
+                            out[an] = gen(seed + an, (rho, I), dtype, sc)
+                            out[bn] = gen(dup + bn, (O, rho), dtype, sc)
                             out[stem + ".lora_B._extra_state"] = torch.empty(0, dtype=torch.uint8)
                     p = os.path.join(adir, "iter_0000001", rd)
                     os.makedirs(p, exist_ok=True)
@@ -240,6 +241,56 @@ def check_case(c, errors):
     return n
 
 
+def merge_ref(W, A, B, s):
+    """Oracle B (lora-fp8.md §1.6): ordered float64 sum, f64 add, f32 then dtype."""
+    acc = torch.zeros(B.shape[0], A.shape[1], dtype=torch.float64)
+    for k in range(B.shape[1]):
+        acc += B[:, k:k + 1].double() * A[k:k + 1, :].double()
+    return (W.double() + acc * s).to(torch.float32).to(W.dtype)
+
+
+def read_dir(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            out.update(read_safetensors(os.path.join(d, f))[0])
+    return out
+
+
+def bits(t):
+    return t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def merge_case(c, errors, stats):
+    """Compares c["merged"] with Oracle B applied to c["base_hf"] and the default adapter."""
+    ad = c["adapters"][0]
+    want_ad = torch.load(os.path.join(c["save"], ad["name"], "expected.pt"))
+    s = float(ad["alpha"]) / float(ad["r"])  # the training scale, also for grouped experts
+    base = read_dir(c["base_hf"])
+    got = read_dir(c["merged"])
+    if set(base) != set(got):
+        errors.append("merged keys differ from the base: %s" % sorted(set(base) ^ set(got))[:4])
+    n = 0
+    for name, W in base.items():
+        stem = name[:-len(".weight")] if name.endswith(".weight") else None
+        ka = "base_model.model." + (stem or "") + ".lora_A.weight"
+        if stem is not None and ka in want_ad:
+            A, B = want_ad[ka], want_ad["base_model.model." + stem + ".lora_B.weight"]
+            want = merge_ref(W, A, B, s)
+            n += 1
+            plain = (W.float() + s * (B.float() @ A.float())).to(W.dtype)
+            d = (bits(plain).long() - bits(want).long()).abs()
+            stats["elements"] += d.numel()
+            stats["over1ulp"] += int((d > 1).sum())
+            stats["differ"] += int((d > 0).sum())
+        else:
+            want = W
+        g = got.get(name)
+        if g is None or g.dtype != want.dtype or list(g.shape) != list(want.shape) or not torch.equal(bits(g), bits(want)):
+            errors.append("merged %s differs from the reference" % name)
+    return n
+
+
 def main():
     man = json.load(open(sys.argv[1]))
     res = {"torch_version": torch.__version__, "cases": {}}
@@ -249,6 +300,12 @@ def main():
         try:
             if man["mode"] == "write":
                 write_case(c)
+            elif man["mode"] == "merge":
+                stats = {"elements": 0, "over1ulp": 0, "differ": 0}
+                n = merge_case(c, errors, stats)
+                if stats["over1ulp"] > 1e-5 * stats["elements"]:
+                    errors.append("plain f32 formula: %(differ)d of %(elements)d elements differ, %(over1ulp)d by more than 1 ulp" % stats)
+                json.dump(stats, open(os.path.join(c["merged"] + ".stats.json"), "w"))
             else:
                 n = check_case(c, errors)
         except Exception as e:  # reported per case
