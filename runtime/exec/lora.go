@@ -416,12 +416,13 @@ func DeriveLoRAOps(m *Model, rank func(module string) int64) []LoRAOp {
 
 // DeriveLoRAParallel derives the parallel classes of LoRA tensors from the
 // base classification (§1.5.3): column -> A duplicated, B column; row -> A
-// row, B duplicated; swiglu and gdn -> A duplicated, B the same class;
+// row, B duplicated; swiglu and gdn -> A duplicated, B the same class
+// (swiglu B also column, as ROLL lists it);
 // duplicated -> both duplicated; grouped_column X -> G -> A
 // grouped_duplicated, B grouped_column; grouped_row -> A grouped_row, B
 // grouped_duplicated; grouped_duplicated -> both. Names of the embedding
-// and output layer (pre_process, post_process) and names that are not
-// weights get no LoRA class.
+// and output layer (pre_process, post_process), names that are not
+// weights and LoRA names already in the base get no LoRA class.
 func DeriveLoRAParallel(base ir.Effective) ir.Effective {
 	out := ir.Effective{Lists: map[string][]string{}, Maps: map[string][]ir.MapEntry{}}
 	edge := map[string]bool{}
@@ -440,11 +441,12 @@ func DeriveLoRAParallel(base ir.Effective) ir.Effective {
 		{"column", "duplicated", "column"},
 		{"row", "row", "duplicated"},
 		{"swiglu", "duplicated", "swiglu"},
+		{"swiglu", "duplicated", "column"}, // a swiglu weight is column-split (ROLL lists both)
 		{"gdn", "duplicated", "gdn"},
 	}
 	for _, r := range rules {
 		for _, n := range base.Lists[r.base] {
-			if edge[n] {
+			if edge[n] || strings.Contains(n, ".lora_") {
 				continue
 			}
 			a, ok := loraName(n, "A")
@@ -472,6 +474,9 @@ func DeriveLoRAParallel(base ir.Effective) ir.Effective {
 	}
 	for _, r := range mrules {
 		for _, me := range base.Maps[r.base] {
+			if strings.Contains(me.From, ".lora_") {
+				continue
+			}
 			fa, ok1 := loraName(me.From, "A")
 			ta, ok2 := loraName(me.To, "A")
 			if !ok1 || !ok2 {

@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/rolltpl/rolltpl/runtime/exec"
+)
+
+// loraFlags are convert's LoRA adapter flags (lora-fp8.md §1.5.1).
+type loraFlags struct {
+	adapter, dtype, base *string
+	merge                *bool
+}
+
+// addLoRAFlags registers the LoRA flags on fs.
+func addLoRAFlags(fs *pflag.FlagSet) *loraFlags {
+	return &loraFlags{
+		adapter: fs.String("adapter", "", "LoRA checkpoint: convert (or merge) only the adapter folder of this name"),
+		dtype:   fs.String("lora-dtype", "f32", "LoRA export: adapter tensor dtype, keep, f32 (what ROLL's PEFT export writes), bf16 or f16"),
+		base:    fs.String("base", "", "LoRA merge: the HF base checkpoint the adapter is merged into (with --merge)"),
+		merge:   fs.Bool("merge", false, "LoRA checkpoint: merge the adapter into --base and write merged HF weights instead of a PEFT adapter"),
+	}
+}
+
+var loraFlagNames = []string{"adapter", "lora-dtype", "base", "merge"}
+
+// refuseLoRAFlags fails when a LoRA flag is given for a source that is
+// not a LoRA checkpoint.
+func refuseLoRAFlags(e *env, fs *pflag.FlagSet, from string) (int, bool) {
+	return notApplicable(e, "convert", fs, from+" is not a ROLL LoRA checkpoint (an adapter folder with "+exec.AdapterConfigName+" and an MCA checkpoint, or a folder of them)", loraFlagNames...)
+}
+
+// runLoRAConvert exports (or merges) the ROLL LoRA checkpoint in from.
+func runLoRAConvert(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlags, from, to, template, modelType string, flags map[string]bool, force, quiet, sync bool) int {
+	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint (its layout is the one its mca_config.json records)", layoutFlagNames()...); !ok {
+		return code
+	}
+	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint", "to-hf", "ranks", "finalize", "dequantize", "quantize", "scales", "max-shard-size"); !ok {
+		return code
+	}
+	if *lf.merge != (*lf.base != "") {
+		return usageError(e, "convert", "--merge and --base BASE go together (merge the adapter into the HF checkpoint BASE)")
+	}
+	ads, err := exec.FindLoRAAdapters(from, *lf.adapter)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
+		return ExitError
+	}
+	m, ok := selectModel(e, "convert", ads[0].Dir, true, template, modelType, flags)
+	if !ok {
+		return ExitError
+	}
+	what := "LoRA -> PEFT"
+	if *lf.merge {
+		what = "LoRA merge"
+	}
+	bar := newProgress(e, quiet, what)
+	opts := exec.LoRAOptions{Options: exec.Options{Force: force, Progress: bar.update, Sync: sync, Notice: e.notice("convert")},
+		Adapter: *lf.adapter, DType: *lf.dtype}
+	start := time.Now()
+	if *lf.merge {
+		res, err := exec.MergeLoRAIntoHF(ctx, m, from, *lf.base, to, opts)
+		bar.finish()
+		if err != nil {
+			var r *exec.Result
+			if res != nil {
+				r = &exec.Result{Plan: res.Plan}
+			}
+			reportConvertError(e, "convert", r, err)
+			return ExitError
+		}
+		if !quiet {
+			fmt.Fprintf(e.stderr, "%s (%s): adapter %s merged into %d weights of %s, %s in %s -> %s\n", what, m.Template.Name,
+				res.Adapter, len(res.Merged), *lf.base, exec.HumanBytes(res.Written), time.Since(start).Round(time.Millisecond), to)
+		}
+		return ExitOK
+	}
+	res, err := exec.ConvertLoRAToPEFT(ctx, m, from, to, opts)
+	bar.finish()
+	if err != nil {
+		var r *exec.Result
+		if res != nil && len(res.Adapters) > 0 {
+			r = &exec.Result{Plan: res.Adapters[len(res.Adapters)-1].Plan}
+		}
+		reportConvertError(e, "convert", r, err)
+		return ExitError
+	}
+	if !quiet {
+		for _, a := range res.Adapters {
+			dir := to
+			if a.Dir != "" {
+				dir += "/" + a.Dir
+			}
+			fmt.Fprintf(e.stderr, "%s (%s): adapter %s: %d tensors, %s, modules %v, rank_pattern %v -> %s\n", what, m.Template.Name,
+				a.Name, a.Tensors, exec.HumanBytes(a.Bytes), a.Modules, a.RankPattern, dir)
+		}
+		fmt.Fprintf(e.stderr, "%s: %d adapters in %s\n", what, len(res.Adapters), time.Since(start).Round(time.Millisecond))
+	}
+	return ExitOK
+}
