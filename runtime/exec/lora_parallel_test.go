@@ -60,7 +60,9 @@ func TestDerivedLoRAParallelEqualsStdlib(t *testing.T) {
 			return false
 		}},
 		{"shared_moe", "lora_shared_moe", func(n string) bool { return strings.Contains(n, ".shared_experts.") && isLoRA(n) }},
-		{"te_moe", "lora_te_moe", func(n string) bool { return strings.Contains(n, ".mlp.experts.") || strings.HasPrefix(n, ".linear_fc") && isLoRA(n) }},
+		{"te_moe", "lora_te_moe", func(n string) bool {
+			return strings.Contains(n, ".mlp.experts.") || strings.HasPrefix(n, ".linear_fc") && isLoRA(n)
+		}},
 	} {
 		derived := exec.DeriveLoRAParallel(eff(c.base))
 		got := keep(derived, c.pred)
