@@ -497,6 +497,13 @@ func DeriveLoRAParallel(base ir.Effective) ir.Effective {
 // weight is the embedding or output layer, is an error naming the op and
 // its source line.
 func LoRAModel(base *Model, ad *LoRAAdapter) (*Model, error) {
+	return loraModel(base, ad, false)
+}
+
+// loraModel is LoRAModel; for an import (HF -> MCA) the A op of a fused
+// module reads only the first HF name (the caller has checked or stacked
+// the others), where MCA -> HF copies the A to every HF name.
+func loraModel(base *Model, ad *LoRAAdapter, importing bool) (*Model, error) {
 	t := *base.Template
 	t.Ops = nil
 	t.Parallel = nil
@@ -522,7 +529,13 @@ func LoRAModel(base *Model, ad *LoRAAdapter) (*Model, error) {
 			errs = append(errs, fmt.Sprintf("lora-unsupported: target module %s is the embedding or output layer (%s op at %s); ROLL has no LoRA layer for it", lo.Module, lo.Base.Kind, lo.Base.Span.Start))
 			continue
 		}
-		t.Ops = append(t.Ops, lo.A, lo.B)
+		a := lo.A
+		if importing && a.Kind == ops.KindCopy {
+			c := *a
+			c.Kind, c.HF = ops.KindRename, c.HF[:1]
+			a = &c
+		}
+		t.Ops = append(t.Ops, a, lo.B)
 		for _, n := range lo.Base.HF {
 			hfToMCA[moduleOf(n.Resolve(base.Flags))] = lo.Module
 		}

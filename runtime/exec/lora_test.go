@@ -31,6 +31,7 @@ type loraCase struct {
 	Out      string            `json:"out"`
 	Adapters []loraAdapterSpec `json:"adapters"`
 	Targets  []string          `json:"targets"`
+	Imported string            `json:"imported,omitempty"`
 }
 
 var loraTargets = []string{"linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"}
@@ -103,6 +104,25 @@ func testLoRAExportTorchReference(t *testing.T, py string) {
 			t.Errorf("%s: no tensor compared", c.ID)
 		} else {
 			t.Logf("%s: %d PEFT tensors byte-equal to the torch oracle", c.ID, r.Checked)
+		}
+	}
+	// Acceptance 3: the exported PEFT adapter imported back into the same
+	// layout gives the fixture's rank files, tensor for tensor.
+	for i := range cases {
+		c := &cases[i]
+		c.Imported = filepath.Join(dir, c.ID, "imported")
+		hf := filepath.Join(dir, c.ID, "hf")
+		if _, err := exec.ImportPEFT(context.Background(), stdlibModel(t, tcs[i].mt), c.Out, hf, c.Imported,
+			exec.LoRAImportOptions{Options: exec.Options{Layout: tcs[i].layout}}); err != nil {
+			t.Fatalf("%s: import: %v", c.ID, err)
+		}
+	}
+	res = runTorchScript(t, py, "lora_reference.py", dir, map[string]any{"mode": "ranks", "cases": cases}, ids)
+	for _, c := range cases {
+		if r := res[c.ID]; r.Checked == 0 {
+			t.Errorf("%s: no imported tensor compared", c.ID)
+		} else {
+			t.Logf("%s: PEFT -> MCA import: %d rank-file tensors equal to the fixture's", c.ID, r.Checked)
 		}
 	}
 }

@@ -291,6 +291,29 @@ def merge_case(c, errors, stats):
     return n
 
 
+def ranks_case(c, errors):
+    """Compares the rank files of c["imported"] with the fixture's default adapter."""
+    src = os.path.join(c["save"], c["adapters"][0]["name"], "iter_0000001")
+    dst = os.path.join(c["imported"], "iter_0000001")
+    if sorted(os.listdir(src)) != sorted(os.listdir(dst)):
+        errors.append("rank dirs differ: %s vs %s" % (sorted(os.listdir(src)), sorted(os.listdir(dst))))
+        return 0
+    n = 0
+    for rd in sorted(os.listdir(src)):
+        a = {k: v for k, v in torch.load(os.path.join(src, rd, "model_optim_rng.pt"))["model"].items() if not k.endswith("._extra_state")}
+        b = torch.load(os.path.join(dst, rd, "model_optim_rng.pt"))["model"]
+        if set(a) != set(b):
+            errors.append("%s: names differ: %s" % (rd, sorted(set(a) ^ set(b))[:4]))
+        for k in sorted(set(a) & set(b)):
+            n += 1
+            if a[k].dtype != b[k].dtype or a[k].shape != b[k].shape or not torch.equal(bits(a[k]), bits(b[k])):
+                errors.append("%s: %s differs" % (rd, k))
+    conf = json.load(open(os.path.join(c["imported"], "adapter_config.json")))
+    if sorted(conf["target_modules"]) != sorted(c["targets"]) or conf["r"] != c["adapters"][0]["r"]:
+        errors.append("imported adapter_config: %r" % conf)
+    return n
+
+
 def main():
     man = json.load(open(sys.argv[1]))
     res = {"torch_version": torch.__version__, "cases": {}}
@@ -300,6 +323,8 @@ def main():
         try:
             if man["mode"] == "write":
                 write_case(c)
+            elif man["mode"] == "ranks":
+                n = ranks_case(c, errors)
             elif man["mode"] == "merge":
                 stats = {"elements": 0, "over1ulp": 0, "differ": 0}
                 n = merge_case(c, errors, stats)
