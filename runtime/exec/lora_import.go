@@ -136,7 +136,7 @@ func ImportPEFT(ctx context.Context, base *Model, peftDir, baseHF, dst string, o
 	ad := &LoRAAdapter{Name: "default", R: r, Alpha: alpha, RankPattern: map[string]int64{}, AlphaPattern: map[string]float64{}}
 	los := DeriveLoRAOps(base, func(string) int64 { return r })
 	hfMod := map[string]string{} // HF module (last segment) -> MCA module
-	var groups [][]string         // relative HF A names of fused ops
+	var groups [][]string        // relative HF A names of fused ops
 	for _, lo := range los {
 		if lo.Err != nil {
 			continue
