@@ -266,7 +266,7 @@ func ImportPEFT(ctx context.Context, base *Model, peftDir, baseHF, dst string, o
 	mcfg.Set("alpha_pattern", apo)
 	// A temporary HF-layout source: config.json, the fused tensors under
 	// their HF names, adapter_config.json (copied into the output).
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dst)), ".rolltpl-lora-import-")
+	tmp, err := os.MkdirTemp("", "rolltpl-lora-import-")
 	if err != nil {
 		return nil, err
 	}
