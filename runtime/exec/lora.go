@@ -554,8 +554,9 @@ func loraModel(base *Model, ad *LoRAAdapter, importing bool) (*Model, error) {
 	}
 	ad.hfLayerPrefix, ad.hfToMCA = base.Template.LayerPrefix, hfToMCA
 	par := DeriveLoRAParallel(base.Parallel)
-	m := &Model{Template: &t, Parallel: par, Flags: base.Flags}
-	m.digest = templateDigest(&t, par)
+	// The derived model records (and checks) the base template's digest:
+	// an adapter is converted with its base template.
+	m := &Model{Template: &t, Parallel: par, Flags: base.Flags, digest: base.digest}
 	for i, o := range t.Ops {
 		if _, err := m.opInfo(i, o); err != nil {
 			return nil, err

@@ -175,6 +175,8 @@ func writePEFT(ctx context.Context, ex *executor, ad *LoRAAdapter, ms *mcaSource
 			ranks[mod] = o.Shape[0]
 		}
 	}
+	// The layout Python's safetensors writes (dtype, then name).
+	safetensors.SortSpecs(specs)
 	path := filepath.Join(dir, AdapterModelName)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {

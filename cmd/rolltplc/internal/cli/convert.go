@@ -71,13 +71,16 @@ func runConvert(e *env, args []string) int {
 	if exec.IsLoRA(*from) {
 		return runLoRAConvert(ctx, e, fs, lora, *from, *to, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama}, *force, *quiet, *sync)
 	}
-	if code, ok := refuseLoRAFlags(e, fs, *from); !ok {
-		return code
-	}
 	l := layout.layout()
 	if err := l.Check(); err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
 		return ExitError
+	}
+	if exec.IsPEFT(*from) {
+		return runPEFTImport(ctx, e, fs, lora, l, *from, *to, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama}, *force, *quiet, *sync)
+	}
+	if code, ok := refuseLoRAFlags(e, fs, *from); !ok {
+		return code
 	}
 	isMCA := exec.IsMCA(*from)
 	if *toHF && !isMCA {

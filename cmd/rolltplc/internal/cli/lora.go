@@ -12,8 +12,8 @@ import (
 
 // loraFlags are convert's LoRA adapter flags (lora-fp8.md §1.5.1).
 type loraFlags struct {
-	adapter, dtype, base *string
-	merge                *bool
+	adapter, dtype, base, fuse *string
+	merge                      *bool
 }
 
 // addLoRAFlags registers the LoRA flags on fs.
@@ -23,10 +23,11 @@ func addLoRAFlags(fs *pflag.FlagSet) *loraFlags {
 		dtype:   fs.String("lora-dtype", "f32", "LoRA export: adapter tensor dtype, keep, f32 (what ROLL's PEFT export writes), bf16 or f16"),
 		base:    fs.String("base", "", "LoRA merge: the HF base checkpoint the adapter is merged into (with --merge)"),
 		merge:   fs.Bool("merge", false, "LoRA checkpoint: merge the adapter into --base and write merged HF weights instead of a PEFT adapter"),
+		fuse:    fs.String("lora-fuse", "exact", "PEFT import: the A tensors of fused modules (q/k/v, gate/up) must be equal (exact) or are stacked (expand)"),
 	}
 }
 
-var loraFlagNames = []string{"adapter", "lora-dtype", "base", "merge"}
+var loraFlagNames = []string{"adapter", "lora-dtype", "base", "merge", "lora-fuse"}
 
 // refuseLoRAFlags fails when a LoRA flag is given for a source that is
 // not a LoRA checkpoint.
@@ -39,7 +40,7 @@ func runLoRAConvert(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlag
 	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint (its layout is the one its mca_config.json records)", layoutFlagNames()...); !ok {
 		return code
 	}
-	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint", "to-hf", "ranks", "finalize", "dequantize", "quantize", "scales", "max-shard-size"); !ok {
+	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint", "lora-fuse", "to-hf", "ranks", "finalize", "dequantize", "quantize", "scales", "max-shard-size"); !ok {
 		return code
 	}
 	if *lf.merge != (*lf.base != "") {
@@ -99,6 +100,35 @@ func runLoRAConvert(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlag
 				a.Name, a.Tensors, exec.HumanBytes(a.Bytes), a.Modules, a.RankPattern, dir)
 		}
 		fmt.Fprintf(e.stderr, "%s: %d adapters in %s\n", what, len(res.Adapters), time.Since(start).Round(time.Millisecond))
+	}
+	return ExitOK
+}
+
+// runPEFTImport imports the PEFT adapter in from into a ROLL adapter
+// folder to, in the layout of the layout flags, for the HF base --base.
+func runPEFTImport(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlags, l exec.Layout, from, to, template, modelType string, flags map[string]bool, force, quiet, sync bool) int {
+	if code, ok := notApplicable(e, "convert", fs, "does not apply to a PEFT import", "adapter", "lora-dtype", "merge", "to-hf", "ranks", "finalize", "dequantize", "quantize", "scales", "max-shard-size"); !ok {
+		return code
+	}
+	if *lf.base == "" {
+		return usageError(e, "convert", "%s is a PEFT adapter: importing it needs --base HF (the base checkpoint's config.json gives the model and mca_config.json)", from)
+	}
+	m, ok := selectModel(e, "convert", *lf.base, false, template, modelType, flags)
+	if !ok {
+		return ExitError
+	}
+	bar := newProgress(e, quiet, "PEFT -> LoRA")
+	start := time.Now()
+	res, err := exec.ImportPEFT(ctx, m, from, *lf.base, to, exec.LoRAImportOptions{Fuse: *lf.fuse,
+		Options: exec.Options{Force: force, Progress: bar.update, Sync: sync, Notice: e.notice("convert"), Layout: l}})
+	bar.finish()
+	if err != nil {
+		reportConvertError(e, "convert", res, err)
+		return ExitError
+	}
+	if !quiet {
+		fmt.Fprintf(e.stderr, "PEFT -> LoRA (%s): %d tensors, %s in %s -> %s\n", m.Template.Name, res.Plan.NumOutputs(),
+			exec.HumanBytes(res.Written), time.Since(start).Round(time.Millisecond), to)
 	}
 	return ExitOK
 }
