@@ -556,7 +556,7 @@ func loraModel(base *Model, ad *LoRAAdapter, importing bool) (*Model, error) {
 	par := DeriveLoRAParallel(base.Parallel)
 	// The derived model records (and checks) the base template's digest:
 	// an adapter is converted with its base template.
-	m := &Model{Template: &t, Parallel: par, Flags: base.Flags, digest: base.digest}
+	m := &Model{Template: &t, Parallel: par, Flags: base.Flags, digest: base.digest, lora: true}
 	for i, o := range t.Ops {
 		if _, err := m.opInfo(i, o); err != nil {
 			return nil, err

@@ -32,6 +32,7 @@ type loraCase struct {
 	Adapters []loraAdapterSpec `json:"adapters"`
 	Targets  []string          `json:"targets"`
 	Imported string            `json:"imported,omitempty"`
+	Gated    bool              `json:"gated,omitempty"`
 }
 
 var loraTargets = []string{"linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"}
@@ -66,6 +67,7 @@ func testLoRAExportTorchReference(t *testing.T, py string) {
 		{"qwen3_moe/tp2ep2", "qwen3_moe", exec.Layout{TP: 2, EP: 2}},
 		{"qwen3_moe/ep2tegrouped", "qwen3_moe", exec.Layout{EP: 2, MoEGroupedGEMM: true}},
 		{"qwen2_moe/tp2pp2", "qwen2_moe", exec.Layout{TP: 2, PP: 2}},
+		{"qwen3_next/tp2ep2", "qwen3_next", exec.Layout{TP: 2, EP: 2}},
 	}
 	for _, c := range tcs {
 		hf := filepath.Join(dir, c.id, "hf")
@@ -75,7 +77,7 @@ func testLoRAExportTorchReference(t *testing.T, py string) {
 			t.Fatalf("%s: HF → MCA: %v", c.id, err)
 		}
 		cases = append(cases, loraCase{ID: c.id, BaseMCA: mca, Save: filepath.Join(dir, c.id, "save"), Out: filepath.Join(dir, c.id, "peft"),
-			Targets: loraTargets, Adapters: []loraAdapterSpec{
+			Targets: loraTargets, Gated: c.mt == "qwen3_next", Adapters: []loraAdapterSpec{
 				{Name: "default", R: 8, Alpha: 16, Seed: c.id + "/a"},
 				{Name: "second", R: 4, Alpha: 32, Seed: c.id + "/b"},
 			}})

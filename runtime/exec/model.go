@@ -22,6 +22,7 @@ type Model struct {
 	Flags map[string]bool
 
 	digest string // TemplateDigest, set by NewModel
+	lora   bool   // a LoRA adapter model (lora.go): no per-layer coverage checks
 }
 
 // NewModel returns the model for the template named modelType in prog. It

@@ -104,11 +104,12 @@ def write_case(c):
             json.dump({"peft_type": "LORA", "r": r, "lora_alpha": ad["alpha"], "lora_dropout": 0.0,
                        "target_modules": c["targets"], "use_rslora": False, "bias": "none",
                        "modules_to_save": None, "task_type": "CAUSAL_LM"}, f, indent=2)
-        torch.save(expected(adir, cfg), os.path.join(adir, "expected.pt"))
+        torch.save(expected(adir, cfg, c.get("gated", False)), os.path.join(adir, "expected.pt"))
 
 
-def expected(adir, cfg):
-    """Oracle A: ROLL's DistConverter(revert) + add_mca_weight(lora_rank=r), re-stated."""
+def expected(adir, cfg, gated=False):
+    """Oracle A: ROLL's DistConverter(revert) + add_mca_weight(lora_rank=r), re-stated
+    (gated: the qwen3_next override of get_lora_conver_op, GatedQKVConverOp)."""
     TP, PP, EP = layout(cfg)
     L = cfg["num_layers"]
     E = cfg.get("num_moe_experts") or 0
@@ -160,6 +161,15 @@ def expected(adir, cfg):
                     if ab == "A":
                         for p in ("q_proj", "k_proj", "v_proj"):
                             want[pre + p + suf] = g.clone()
+                    elif gated:
+                        # GatedQKVConverOp with hidden := rank: per group
+                        # [nh/ng query heads | nh/ng gate heads | k | v]
+                        rho = g.shape[1]
+                        x = g.reshape(ng, 2 * nh // ng + 2, d, rho)
+                        q, z, k_, v = torch.split(x, [nh // ng, nh // ng, 1, 1], dim=1)
+                        want[pre + "q_proj" + suf] = torch.cat([q, z], dim=2).reshape(2 * nh * d, rho)
+                        want[pre + "k_proj" + suf] = k_.reshape(ng * d, rho)
+                        want[pre + "v_proj" + suf] = v.reshape(ng * d, rho)
                     else:
                         rho = g.shape[1]
                         x = g.reshape(ng, (nh // ng + 2) * d, rho)
