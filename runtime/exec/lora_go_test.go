@@ -330,3 +330,26 @@ func TestLoRAUnderivable(t *testing.T) {
 		t.Fatalf("got %v, want lora-underivable naming the concat op at allops.rolltpl:49", err)
 	}
 }
+
+// TestVerifyLoRA: an adapter round-trips through PEFT unchanged (TP2), and
+// a rank file edited so that its round trip cannot restore it is reported.
+func TestVerifyLoRA(t *testing.T) {
+	_, _, _, save := loraFixture(t, exec.Layout{TP: 2})
+	m := stdlibModel(t, "qwen2")
+	rep, err := exec.VerifyLoRA(context.Background(), m, save, "", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Compared == 0 {
+		t.Fatalf("round trip: %d compared, diffs %v", rep.Compared, rep.Diffs)
+	}
+	// An extra F32 tensor in one rank file, which no op claims, is a
+	// plan error of the export, not a silent drop.
+	p := filepath.Join(save, "default", "iter_0000001", "mp_rank_00", exec.MCACheckpointPT)
+	editPT(t, p, func(d *torchsave.Dict) {
+		d.Items = append(d.Items, torchsave.Item{Key: "decoder.layers.0.mlp.router.lora_A.weight", Value: &torchsave.TensorSpec{DType: tensor.F32, Shape: tensor.Shape{8, 128}}})
+	})
+	if _, err := exec.VerifyLoRA(context.Background(), m, save, "", t.TempDir()); err == nil || !strings.Contains(err.Error(), "router.lora_A.weight") {
+		t.Fatalf("got %v, want an error naming the unclaimed tensor", err)
+	}
+}

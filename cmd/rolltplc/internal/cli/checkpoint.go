@@ -26,6 +26,9 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, for
 		}
 		return ExitError
 	}
+	if exec.IsLoRA(dir) {
+		return checkLoRA(e, dir, paths, format)
+	}
 	isMCA := exec.IsMCA(dir)
 	cm, err := readCheckpointModel(dir, isMCA)
 	if err != nil {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -129,6 +130,104 @@ func runPEFTImport(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlags
 	if !quiet {
 		fmt.Fprintf(e.stderr, "PEFT -> LoRA (%s): %d tensors, %s in %s -> %s\n", m.Template.Name, res.Plan.NumOutputs(),
 			exec.HumanBytes(res.Written), time.Since(start).Round(time.Millisecond), to)
+	}
+	return ExitOK
+}
+
+// checkLoRA implements `rolltplc check --checkpoint SAVE` for a ROLL LoRA
+// checkpoint: the header-only plan of every adapter's export (rank files,
+// tensors, problems) and each target module's LoRA rule.
+func checkLoRA(e *env, dir string, paths []string, format string) int {
+	fail := func(err error) int {
+		fmt.Fprintf(e.stderr, "rolltplc check: %v\n", err)
+		return ExitError
+	}
+	ads, err := exec.FindLoRAAdapters(dir, "")
+	if err != nil {
+		return fail(err)
+	}
+	cm, err := readCheckpointModel(ads[0].Dir, true)
+	if err != nil {
+		return fail(err)
+	}
+	template := ""
+	if len(paths) == 1 {
+		template = paths[0]
+	} else if len(paths) > 1 {
+		return fail(fmt.Errorf("--checkpoint takes at most one template file or folder, got %d", len(paths)))
+	}
+	m, ok := loadModel(e, "check", template, cm.modelType, nil)
+	if !ok {
+		return ExitError
+	}
+	plans, err := exec.PlanLoRA(m, dir, "")
+	if err != nil {
+		return fail(err)
+	}
+	code := ExitOK
+	if format == "json" {
+		type adapterJSON struct {
+			Adapter string   `json:"adapter"`
+			R       int64    `json:"r"`
+			Alpha   float64  `json:"lora_alpha"`
+			Files   int      `json:"files"`
+			Rules   []string `json:"rules"`
+			exec.Report
+		}
+		var out []adapterJSON
+		for _, p := range plans {
+			out = append(out, adapterJSON{Adapter: p.Adapter.Name, R: p.Adapter.R, Alpha: p.Adapter.Alpha, Files: len(p.Files), Rules: p.Rules, Report: p.Plan.Report()})
+			if p.Plan.Err() != nil {
+				code = ExitError
+			}
+		}
+		b, _ := json.MarshalIndent(map[string]any{"checkpoint": dir, "lora": out}, "", "  ")
+		fmt.Fprintf(e.stdout, "%s\n", b)
+		return code
+	}
+	for _, p := range plans {
+		fmt.Fprintf(e.stdout, "%s: LoRA adapter %s (r %d, lora_alpha %g, targets %v): %s\n", dir, p.Adapter.Name, p.Adapter.R, p.Adapter.Alpha,
+			p.Adapter.Targets, plural(len(p.Files), "rank file"))
+		for _, r := range p.Rules {
+			fmt.Fprintf(e.stdout, "  rule %s\n", r)
+		}
+		p.Plan.WriteSummary(e.stdout)
+		if p.Plan.Err() != nil {
+			code = ExitError
+		}
+	}
+	return code
+}
+
+// verifyLoRA implements `rolltplc verify SAVE` for a ROLL LoRA
+// checkpoint: every adapter exported to PEFT and imported back, rank file
+// by rank file.
+func verifyLoRA(ctx context.Context, e *env, dir, template, modelType, tmpDir string, quiet bool) int {
+	ads, err := exec.FindLoRAAdapters(dir, "")
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
+		return ExitError
+	}
+	m, ok := selectModel(e, "verify", ads[0].Dir, true, template, modelType, nil)
+	if !ok {
+		return ExitError
+	}
+	start := time.Now()
+	rep, err := exec.VerifyLoRA(ctx, m, dir, "", tmpDir)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc verify: %v\n", err)
+		return ExitError
+	}
+	if !rep.OK() {
+		fmt.Fprintf(e.stdout, "%s differ after LoRA -> PEFT -> LoRA:\n", plural(len(rep.Diffs), "tensor"))
+		for _, d := range rep.Diffs {
+			fmt.Fprintf(e.stdout, "  %s\n", d)
+		}
+		return ExitError
+	}
+	if !quiet {
+		fmt.Fprintf(e.stdout, "%s (%s): adapters %v: %d rank-file tensors identical after LoRA -> PEFT -> LoRA (%s)\n", dir, m.Template.Name,
+			rep.Adapters, rep.Compared, time.Since(start).Round(time.Millisecond))
 	}
 	return ExitOK
 }

@@ -108,6 +108,14 @@ func TestConvertLoRA(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(merged, "config.json")); err != nil {
 		t.Fatal(err)
 	}
+	code, stdout, stderr := run(t, "", "check", "--checkpoint", save)
+	if code != ExitOK || !strings.Contains(stdout, "LoRA adapter default") || !strings.Contains(stdout, "rule .self_attention.linear_qkv.weight (qkv at") {
+		t.Errorf("check --checkpoint: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = run(t, "", "verify", save)
+	if code != ExitOK || !strings.Contains(stdout, "identical after LoRA -> PEFT -> LoRA") {
+		t.Errorf("verify: exit %d\n%s%s", code, stdout, stderr)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
