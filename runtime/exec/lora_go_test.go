@@ -353,3 +353,62 @@ func TestVerifyLoRA(t *testing.T) {
 		t.Fatalf("got %v, want an error naming the unclaimed tensor", err)
 	}
 }
+
+// readDirTensors reads every tensor of the safetensors files in dir.
+func readDirTensors(t *testing.T, dir string) map[string]tv {
+	t.Helper()
+	out := map[string]tv{}
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if strings.HasSuffix(e.Name(), ".safetensors") {
+			for k, v := range readTensorValues(t, filepath.Join(dir, e.Name())) {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// TestLoRAMergeMCA: the merged MCA output (from an HF base, and from an
+// MCA base) converts back to exactly the merged HF output.
+func TestLoRAMergeMCA(t *testing.T) {
+	dir, hf, _, save := loraFixture(t, exec.Layout{TP: 2})
+	m := stdlibModel(t, "qwen2")
+	ctx := context.Background()
+	mergedHF := filepath.Join(dir, "merged-hf")
+	if _, err := exec.MergeLoRAIntoHF(ctx, m, save, hf, mergedHF, exec.LoRAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := readDirTensors(t, mergedHF)
+	baseMCA := filepath.Join(dir, "base-mca")
+	if _, err := exec.ConvertHFToMCA(ctx, m, hf, baseMCA, exec.Options{Layout: exec.Layout{PP: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, base string }{{"hf base", hf}, {"mca base", baseMCA}} {
+		out := filepath.Join(dir, c.name, "mca")
+		os.MkdirAll(filepath.Dir(out), 0o755)
+		res, err := exec.MergeLoRA(ctx, m, save, c.base, out, true, exec.LoRAOptions{Options: exec.Options{Layout: exec.Layout{TP: 2, PP: 2}}})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if len(res.Merged) == 0 {
+			t.Fatalf("%s: nothing merged", c.name)
+		}
+		back := filepath.Join(dir, c.name, "back")
+		if _, err := exec.ConvertMCAToHF(ctx, m, out, back, exec.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		got := readDirTensors(t, back)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d tensors, want %d", c.name, len(got), len(want))
+		}
+		for n, w := range want {
+			if got[n].raw != w.raw {
+				t.Errorf("%s: %s differs from the merged HF output", c.name, n)
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -248,4 +249,55 @@ func mergeLoRA(w []byte, dt tensor.DType, shape tensor.Shape, a, b tensor.Tensor
 		}
 	}
 	return out
+}
+
+// MergeLoRA merges one adapter of the ROLL LoRA checkpoint in save into
+// the checkpoint in baseDir, HF or MCA, and writes dst as HF, or, when
+// toMCA is set, as an MCA checkpoint in opts.Layout (what ROLL's
+// save_merged_model produces: plain names, no adapter files). An MCA base
+// is converted to HF first (in a temporary folder beside dst); the merge
+// itself is always MergeLoRAIntoHF's, and the MCA output is the merged HF
+// weights converted by ConvertHFToMCA, so both outputs carry the same
+// bytes (every LoRA rule is a row operation, §1.5.6).
+func MergeLoRA(ctx context.Context, base *Model, save, baseDir, dst string, toMCA bool, opts LoRAOptions) (*LoRAMergeResult, error) {
+	if !IsMCA(baseDir) && !toMCA {
+		return MergeLoRAIntoHF(ctx, base, save, baseDir, dst, opts)
+	}
+	if err := opts.Layout.Check(); err != nil {
+		return nil, err
+	}
+	if _, err := checkDest(baseDir, dst, opts.Force, opts.Notice); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dst)), ".rolltpl-lora-merge-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	hf := baseDir
+	inner := Options{Notice: opts.Notice}
+	if IsMCA(baseDir) {
+		hf = filepath.Join(tmp, "base-hf")
+		if _, err := ConvertMCAToHF(ctx, base, baseDir, hf, inner); err != nil {
+			return nil, fmt.Errorf("base %s -> HF: %w", baseDir, err)
+		}
+	}
+	if !toMCA {
+		return MergeLoRAIntoHF(ctx, base, save, hf, dst, opts)
+	}
+	merged := filepath.Join(tmp, "merged-hf")
+	o := opts
+	o.Options = inner
+	res, err := MergeLoRAIntoHF(ctx, base, save, hf, merged, o)
+	if err != nil {
+		return res, err
+	}
+	mo := opts.Options
+	mo.NameOrPath = baseDir
+	r, err := ConvertHFToMCA(ctx, base, merged, dst, mo)
+	if err != nil {
+		return res, fmt.Errorf("merged weights -> MCA: %w", err)
+	}
+	res.Written, res.Files = r.Written, r.Files
+	return res, nil
 }

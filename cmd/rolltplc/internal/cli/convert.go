@@ -69,7 +69,7 @@ func runConvert(e *env, args []string) int {
 		}
 	}
 	if exec.IsLoRA(*from) {
-		return runLoRAConvert(ctx, e, fs, lora, *from, *to, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama}, *force, *quiet, *sync)
+		return runLoRAConvert(ctx, e, fs, lora, &layout, *from, *to, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama}, *force, *quiet, *sync, *toHF)
 	}
 	l := layout.layout()
 	if err := l.Check(); err != nil {

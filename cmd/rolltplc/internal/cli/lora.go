@@ -22,8 +22,8 @@ func addLoRAFlags(fs *pflag.FlagSet) *loraFlags {
 	return &loraFlags{
 		adapter: fs.String("adapter", "", "LoRA checkpoint: convert (or merge) only the adapter folder of this name"),
 		dtype:   fs.String("lora-dtype", "f32", "LoRA export: adapter tensor dtype, keep, f32 (what ROLL's PEFT export writes), bf16 or f16"),
-		base:    fs.String("base", "", "LoRA merge: the HF base checkpoint the adapter is merged into (with --merge)"),
-		merge:   fs.Bool("merge", false, "LoRA checkpoint: merge the adapter into --base and write merged HF weights instead of a PEFT adapter"),
+		base:    fs.String("base", "", "LoRA merge: the base checkpoint (HF or MCA) the adapter is merged into (with --merge); PEFT import: the HF base"),
+		merge:   fs.Bool("merge", false, "LoRA checkpoint: merge the adapter into --base and write merged weights (HF; MCA when --base is MCA or layout flags are given) instead of a PEFT adapter"),
 		fuse:    fs.String("lora-fuse", "exact", "PEFT import: the A tensors of fused modules (q/k/v, gate/up) must be equal (exact) or are stacked (expand)"),
 	}
 }
@@ -37,11 +37,32 @@ func refuseLoRAFlags(e *env, fs *pflag.FlagSet, from string) (int, bool) {
 }
 
 // runLoRAConvert exports (or merges) the ROLL LoRA checkpoint in from.
-func runLoRAConvert(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlags, from, to, template, modelType string, flags map[string]bool, force, quiet, sync bool) int {
-	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint (its layout is the one its mca_config.json records)", layoutFlagNames()...); !ok {
-		return code
+func runLoRAConvert(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlags, layout *layoutFlags, from, to, template, modelType string, flags map[string]bool, force, quiet, sync, toHF bool) int {
+	toMCA := false
+	if *lf.merge {
+		// Merged output: MCA when the base is MCA (unless --to-hf) or a
+		// layout flag is given, else HF.
+		for _, n := range layoutFlagNames() {
+			toMCA = toMCA || fs.Changed(n)
+		}
+		if toMCA && toHF {
+			return usageError(e, "convert", "--to-hf and layout flags: a merged HF output has no layout")
+		}
+		toMCA = toMCA || exec.IsMCA(*lf.base) && !toHF
+	} else {
+		if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA export (its layout is the one its mca_config.json records)", layoutFlagNames()...); !ok {
+			return code
+		}
+		if code, ok := notApplicable(e, "convert", fs, "applies to --merge only", "to-hf"); !ok {
+			return code
+		}
 	}
-	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint", "lora-fuse", "to-hf", "ranks", "finalize", "dequantize", "quantize", "scales", "max-shard-size"); !ok {
+	l := layout.layout()
+	if err := l.Check(); err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
+		return ExitError
+	}
+	if code, ok := notApplicable(e, "convert", fs, "does not apply to a LoRA checkpoint", "lora-fuse", "ranks", "finalize", "dequantize", "quantize", "scales", "max-shard-size"); !ok {
 		return code
 	}
 	if *lf.merge != (*lf.base != "") {
@@ -61,11 +82,11 @@ func runLoRAConvert(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlag
 		what = "LoRA merge"
 	}
 	bar := newProgress(e, quiet, what)
-	opts := exec.LoRAOptions{Options: exec.Options{Force: force, Progress: bar.update, Sync: sync, Notice: e.notice("convert")},
+	opts := exec.LoRAOptions{Options: exec.Options{Force: force, Progress: bar.update, Sync: sync, Notice: e.notice("convert"), Layout: l},
 		Adapter: *lf.adapter, DType: *lf.dtype}
 	start := time.Now()
 	if *lf.merge {
-		res, err := exec.MergeLoRAIntoHF(ctx, m, from, *lf.base, to, opts)
+		res, err := exec.MergeLoRA(ctx, m, from, *lf.base, to, toMCA, opts)
 		bar.finish()
 		if err != nil {
 			var r *exec.Result

@@ -108,6 +108,13 @@ func TestConvertLoRA(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(merged, "config.json")); err != nil {
 		t.Fatal(err)
 	}
+	mergedMCA := filepath.Join(dir, "merged-mca")
+	if code, _, stderr := run(t, "", "convert", "--from", save, "--to", mergedMCA, "--base", hf, "--merge", "--pp", "2"); code != ExitOK {
+		t.Fatalf("merge to MCA: exit %d\n%s", code, stderr)
+	}
+	if !exec.IsMCA(mergedMCA) {
+		t.Fatalf("merge --pp 2 wrote no MCA checkpoint")
+	}
 	code, stdout, stderr := run(t, "", "check", "--checkpoint", save)
 	if code != ExitOK || !strings.Contains(stdout, "LoRA adapter default") || !strings.Contains(stdout, "rule .self_attention.linear_qkv.weight (qkv at") {
 		t.Errorf("check --checkpoint: exit %d\n%s%s", code, stdout, stderr)
@@ -122,6 +129,7 @@ func TestConvertLoRA(t *testing.T) {
 	}{
 		{[]string{"convert", "--from", save, "--to", filepath.Join(dir, "x1"), "--merge"}, "--merge and --base"},
 		{[]string{"convert", "--from", save, "--to", filepath.Join(dir, "x2"), "--tp", "2"}, "--tp"},
+		{[]string{"convert", "--from", save, "--to", filepath.Join(dir, "x6"), "--base", hf, "--merge", "--tp", "2", "--to-hf"}, "--to-hf"},
 		{[]string{"convert", "--from", hf, "--to", filepath.Join(dir, "x3"), "--adapter", "default"}, "not a ROLL LoRA checkpoint"},
 		{[]string{"convert", "--from", peft, "--to", filepath.Join(dir, "x4")}, "needs --base"},
 		{[]string{"convert", "--from", save, "--to", filepath.Join(dir, "x5"), "--adapter", "nope"}, `no adapter "nope"`},
