@@ -106,7 +106,7 @@ func TestStdlibCompilesClean(t *testing.T) {
 			t.Logf("%s", d.Error())
 		}
 	}
-	if got := len(res.Program.Templates); got != 14 {
-		t.Errorf("stdlib has %d templates, want 14", got)
+	if got := len(res.Program.Templates); got != 16 {
+		t.Errorf("stdlib has %d templates, want 16", got)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -39,10 +41,88 @@ var generatedClass = map[string]struct {
 }{
 	"qwen3_omni_moe": {"KeyPrefixTemplate", []any{"adjust_config_hf_to_mca"}},
 	"qwen3_next":     {"Qwen3NextTemplate", []any{"add_hf_weight", "add_mca_weight", "get_lora_conver_op"}},
+	"deepseek_v3":    {"MTPDeepseekV3Template", mtpTemplateOverrides},
+	"glm4_moe":       {"MTPGlm4MoeTemplate", mtpTemplateOverrides},
+}
+
+// mtpTemplateOverrides are the methods of ROLL's DeepSeekV3Template and
+// Glm4MoeTemplate: the config hooks (the templates' set statements), the
+// dense layers' fused pre-MLP norm (a per-layer name) and the MTP renaming
+// (mtp_first_layer: the support module's mtp_template wraps the generated
+// class, naming MTP layers as megatron-core does, mtp.layers.<i>
+// .mtp_model_layer.*, where ROLL's .transformer_layer names break its own
+// DistConverter — a documented departure).
+var mtpTemplateOverrides = []any{
+	"add_hf_weight", "add_mca_weight", "convert_hf_to_mca_config_kws", "convert_mca_to_hf_config",
+	"convert_mtp_name", "hf_name_to_mca_names", "revert_mtp_name",
+}
+
+// departure is an op a stdlib template registers differently from ROLL
+// on purpose: ROLL's op (missing) or ours (extra), named by its HF names,
+// and why. The template's comments and README's status list the same.
+type departure struct {
+	kind string // "missing" or "extra"
+	hf   string // the op's first HF name
+	why  string
+}
+
+// fp8Scale is why deepseek_v3 leaves out ROLL's renames of FP8 block scales.
+const fp8Scale = "FP8 block scale: ROLL renames it to a name no parallel class covers, so its DistConverter fails on it; rolltpl's FP8 pre-pass dequantizes with it instead"
+
+// departures are the documented differences between the stdlib's ops and
+// ROLL's, by model type. Each must occur (a departure that went away is
+// reported, so the list stays true) and nothing else may differ.
+var departures = map[string][]departure{
+	"deepseek_v3": {
+		{"missing", ".self_attn.q_a_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".self_attn.q_b_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".self_attn.kv_a_proj_with_mqa.weight_scale_inv", fp8Scale},
+		{"missing", ".self_attn.kv_b_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".mlp.gate_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".mlp.up_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".mlp.down_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".mlp.shared_experts.gate_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".mlp.shared_experts.up_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".mlp.shared_experts.down_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".down_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".up_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".gate_proj.weight_scale_inv", fp8Scale},
+		{"missing", ".self_attn.o_proj.weight_scale_inv", fp8Scale},
+	},
+	"glm4_moe": {
+		{"extra", ".self_attn.q_norm.weight", "GLM-4.5 (use_qk_norm): ROLL has no op for the q norm and fails"},
+		{"extra", ".self_attn.k_norm.weight", "GLM-4.5 (use_qk_norm): ROLL has no op for the k norm and fails"},
+	},
+}
+
+// expectDepartures removes typ's documented departures from the problems
+// compareOps found, logging each, and reports a documented departure that
+// did not occur. It returns the problems left.
+func expectDepartures(t *testing.T, mode, typ string, problems []string) []string {
+	t.Helper()
+	var rest []string
+	seen := map[int]bool{}
+next:
+	for _, p := range problems {
+		for i, d := range departures[typ] {
+			if strings.HasPrefix(p, d.kind+" op ") && strings.Contains(p, `"hf_names":[`+strconv.Quote(d.hf)) {
+				seen[i] = true
+				t.Logf("%s/%s: documented departure from ROLL: %s op %s: %s", mode, typ, d.kind, d.hf, d.why)
+				continue next
+			}
+		}
+		rest = append(rest, p)
+	}
+	for i, d := range departures[typ] {
+		if !seen[i] {
+			t.Errorf("%s/%s: documented departure (%s op %s) no longer occurs; update departures, the template's comments and README", mode, typ, d.kind, d.hf)
+		}
+	}
+	return rest
 }
 
 // builtTypes are the model types the stdlib compiles to Python today.
-var builtTypes = append(slices.Clone(plainTypes), "qwen3_omni_moe", "qwen3_vl_moe", "qwen3_next")
+var builtTypes = append(slices.Clone(plainTypes), "qwen3_omni_moe", "qwen3_vl_moe", "qwen3_next", "deepseek_v3", "glm4_moe")
 
 // namedSets maps ROLL's named dist configs to the stdlib's parallel sets.
 var namedSets = map[string]string{
@@ -347,6 +427,7 @@ func TestRegistrationsEqualROLL(t *testing.T) {
 					if err != nil {
 						t.Fatalf("%s/%s: %v", mode.name, typ, err)
 					}
+					problems = expectDepartures(t, mode.name, typ, problems)
 					for _, p := range problems {
 						t.Errorf("%s/%s: weight_converters: %s", mode.name, typ, p)
 						ok = false

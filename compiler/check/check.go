@@ -116,6 +116,7 @@ func (c *checker) template(t *ir.Template) {
 	c.layout(t)
 	c.dropped(t)
 	c.knownMistakes(t)
+	c.mtp(t)
 }
 
 // AnnotateConfigTypes fills in [ir.ConfigEntry.Type] of every template

@@ -77,6 +77,9 @@ type Template struct {
 	Ops []*Op
 	// Parallel is the template's parallel classification.
 	Parallel *ParallelSet
+	// MTP says where HF keeps multi-token-prediction layers; nil when the
+	// template has none (mtp.go).
+	MTP *MTP
 }
 
 // EffectiveKey applies the template's key-prefix rules to an HF config key

@@ -141,9 +141,7 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 			s.parallel = it.Parallel
 		case it.Field != nil:
 			name := it.Field.Key.Name
-			if doc, planned := vocab.PlannedFields[name]; planned {
-				l.errorf(it.Field.Key.Span(), "unsupported", "Field not compiled yet",
-					"%s (%s) is part of the language (lang/spec.md) but this compiler does not lower it yet.", name, doc)
+			if l.retiredField(it.Field) {
 				continue
 			}
 			if _, ok := vocab.TemplateFields[name]; !ok {
@@ -209,6 +207,7 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 	if fl := s.fields["expert_prefix"]; fl != nil {
 		out.ExpertPrefix = l.stringField(fl)
 	}
+	l.mtp(out, s)
 	if s.config != nil {
 		l.config(out, s.config, map[string]token.Span{})
 		out.Config = exact(out.Config)

@@ -283,6 +283,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 			roll[c] = true
 		}
 	}
+	if t.MTP != nil && class == "" && !custom {
+		roll["Template"] = true // the base of mtp_template
+	}
 	b.WriteString(importBlock("mcore_adapter.models.converter.template", sortedKeys(roll)))
 
 	support := map[string]bool{"register_dist_config": true}
@@ -299,6 +302,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	}
 	if custom {
 		support["key_prefix_template"] = true
+	}
+	if t.MTP != nil {
+		support["mtp_template"] = true
 	}
 	if len(classes) > 0 {
 		support["hf_parts"], support["as_list"], support["chunk"] = true, true, true
@@ -338,6 +344,8 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	b.WriteString(render(call("register_dist_config", arg("", str(t.Name)), arg("", dist)), 0))
 	b.WriteString("\n\n")
 
+	b.WriteString(mtpFirstLayerDef(t, generated))
+
 	// register_template(...)
 	args := []node{arg("", str(t.Name)), arg("hf_layer_prefix", str(t.LayerPrefix))}
 	if t.ExpertPrefix != "" {
@@ -375,6 +383,9 @@ func emitTemplate(p *ir.Program, t *ir.Template) ([]byte, bool, error) {
 	}
 	if base != nil {
 		args = append(args, arg("template_class", base))
+	}
+	if t.MTP != nil {
+		args = withMTPClass(t, args)
 	}
 	var cfg []node
 	for _, c := range t.Config {
@@ -649,6 +660,9 @@ def key_prefix_template(rules):
 	}
 	if needGenerated {
 		b.WriteString(generatedSupport)
+	}
+	if hasMTP(p) {
+		b.WriteString(supportMTP)
 	}
 	for _, s := range p.ParallelSets {
 		b.WriteString("\n\n")

@@ -101,8 +101,7 @@ func AddMCAPrefix(pure string, mtp bool, layer, expert int) string {
 		pure = MCAMTPExpertPrefix + strconv.Itoa(expert) + pure
 	}
 	inner := ""
-	if !strings.Contains(pure, MTPModelLayer) &&
-		(strings.Contains(pure, "self_attention") || strings.Contains(pure, "mlp") || strings.Contains(pure, "input_layernorm")) {
+	if !strings.Contains(pure, MTPModelLayer) && MTPInner(pure) {
 		inner = MTPModelLayer
 	}
 	return MCAMTPPrefix + strconv.Itoa(layer) + inner + pure

@@ -297,10 +297,7 @@ func goAnswer(c tcase) any {
 	case "prefix":
 		var rules []PrefixRule
 		for _, r := range c.Rules {
-			var unless []string
-			for _, u := range r[1].([]string) {
-				unless = append(unless, u)
-			}
+			unless := append([]string(nil), r[1].([]string)...)
 			rules = append(rules, PrefixRule{Prefix: r[0].(string), Unless: unless})
 		}
 		return PrefixKey(c.Name, rules)

@@ -344,17 +344,6 @@ func Load(files []Source) (*Set, diag.List) {
 	return set, diags
 }
 
-func allAtoms(t *Type) []Atom {
-	var out []Atom
-	for _, a := range t.Alts {
-		out = append(out, a)
-		if a.Elem != nil {
-			out = append(out, allAtoms(a.Elem)...)
-		}
-	}
-	return out
-}
-
 // DocComment returns the comment lines written directly above span (no
 // blank line between), without their "#".
 func DocComment(f *ast.File, span token.Span) string {

@@ -202,16 +202,19 @@ var BuildFlags = map[string]string{
 
 // TemplateFields are the fields a template may set.
 var TemplateFields = map[string]string{
-	"layer_prefix":  "the HF prefix of decoder layers, e.g. \"model.layers.\" (ROLL's hf_layer_prefix)",
-	"expert_prefix": "the HF prefix of MoE experts inside a layer, e.g. \".mlp.experts.\" (ROLL's hf_moe_prefix)",
+	"layer_prefix":    "the HF prefix of decoder layers, e.g. \"model.layers.\" (ROLL's hf_layer_prefix)",
+	"expert_prefix":   "the HF prefix of MoE experts inside a layer, e.g. \".mlp.experts.\" (ROLL's hf_moe_prefix)",
+	"mtp_first_layer": "the HF layer index of the first multi-token-prediction layer, when HF keeps MTP layers after the decoder layers under layer_prefix (e.g. hf.num_hidden_layers)",
+	"mtp_hf_prefix":   "the HF prefix of multi-token-prediction weights when HF keeps them apart from the decoder layers, e.g. \"mtp.\" (mtp.layers.<i>.* and the MTP block's own weights)",
 }
 
-// PlannedFields are template fields the language defines (lang/spec.md) but
-// this compiler does not lower yet; using one is an "unsupported" error.
-var PlannedFields = map[string]string{
-	"mtp_first_layer": "the HF layer index of the first multi-token-prediction layer (MTP layers follow the decoder layers)",
-	"mtp_hf_prefix":   "the HF prefix of MTP weights when they are not decoder layers, e.g. \"mtp.\"",
-	"mtp_inner":       "the infix MCA puts after mtp.layers.N for attention and MLP weights, e.g. \".mtp_model_layer\"",
+// TemplateFieldType is the kind of value a template field takes:
+// "expression" for mtp_first_layer, "string" for the others.
+func TemplateFieldType(name string) string {
+	if name == "mtp_first_layer" {
+		return "expression"
+	}
+	return "string"
 }
 
 // ParallelClassDoc documents the parallel classes.

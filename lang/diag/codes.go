@@ -43,7 +43,7 @@ const (
 	NamedSection         = "named-section"
 	ReuseCycle           = "reuse-cycle"
 	ParallelEntry        = "parallel-entry"
-	Unsupported          = "unsupported"
+	MTPField             = "mtp-field"
 	UnknownStep          = "unknown-step"
 	StepArg              = "step-arg"
 
@@ -66,6 +66,7 @@ const (
 	ParallelCoverage = "parallel-coverage"
 	MissingBiasOp    = "missing-bias-op"
 	NotInvertible    = "not-invertible"
+	MTPBlock         = "mtp-block"
 	LayoutMismatch   = "layout-mismatch"
 	DroppedWeight    = "dropped-weight"
 
@@ -117,7 +118,7 @@ var codes = []CodeInfo{
 	{NamedSection, Error, "a section inside a template given a name"},
 	{ReuseCycle, Error, "a block that uses or a template that extends itself"},
 	{ParallelEntry, Error, "a list class given a map entry or the reverse"},
-	{Unsupported, Error, "a planned construct this compiler does not lower yet"},
+	{MTPField, Error, "MTP template fields set both, or an MTP prefix that is not a prefix or overlaps layer_prefix"},
 	{UnknownStep, Error, "a call in an op's HF operands that is not a tensor step"},
 	{StepArg, Error, "a tensor step given a wrong, missing or extra argument"},
 
@@ -138,6 +139,7 @@ var codes = []CodeInfo{
 	{NameRegexp, Error, "an op name that is not a regular expression both ROLL's lookup and the runtime can use"},
 	{ParallelCoverage, Error, "an MCA name no parallel class covers"},
 	{MissingBiasOp, Warning, "add_qkv_bias set but no qkv_bias op (a known ROLL quirk)"},
+	{MTPBlock, Warning, "MTP layers without ops for the MTP block's weights, or such ops without MTP layers"},
 	{NotInvertible, Error, "a tensor step the compiler cannot invert for the MCA -> HF direction"},
 	{LayoutMismatch, Error, "an op whose output has the wrong layout for its MCA weight's class"},
 	{DroppedWeight, Warning, "ignore or drop of a name an op of the program converts"},

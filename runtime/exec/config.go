@@ -195,6 +195,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	if err := applySets(m.Template, "mca", exprEnv{hf: hf, mca: kw, flags: m.Flags}, kw, hfPath); err != nil {
 		return nil, err
 	}
+	noMTPConfig(m, kw)
 
 	c := mcaconfig.New(kw)
 	unset := func(k string) bool {
@@ -300,7 +301,7 @@ func BuildHFConfig(m *Model, mc *MCAConfig, mcaPath string) ([]byte, error) {
 			continue
 		}
 		r := revMap[k]
-		setHFValue(hf, r.hf, r.plain, pyjson.CloneValue(v))
+		setHFValue(hf, r.hf, r.plain, pyjson.CloneValue(noMTPHFValue(m, k, v)))
 	}
 	for _, k := range sets.Keys() {
 		v, _ := sets.Get(k)

@@ -20,6 +20,11 @@ type Model struct {
 	// Flags are the build flags names are resolved with (e.g.
 	// "megatron_llama"); nil means all false.
 	Flags map[string]bool
+	// NoMTP leaves the template's multi-token-prediction layers out of
+	// conversions (convert --no-mtp): their weights are skipped and
+	// counted (Plan.SkippedMTP), the MCA config says no MTP layers
+	// (mtp_num_layers null) and the HF config 0 (mtp.go).
+	NoMTP bool
 
 	digest string // TemplateDigest, set by NewModel
 	lora   bool   // a LoRA adapter model (lora.go): no per-layer coverage checks

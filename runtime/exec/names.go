@@ -17,6 +17,10 @@ const (
 // prefixes are the layer prefix P and expert prefix M of one side.
 type prefixes struct {
 	layer, expert string
+	// mtp, when set, reads the names of MTP layers (mtp.go); hf says
+	// which side's names these are.
+	mtp *mtpMap
+	hf  bool
 }
 
 // weightPrefix is a parsed weight prefix: the bucket a tensor is buffered
@@ -29,6 +33,10 @@ type weightPrefix struct {
 	// splitKeyed marks an MCA bucket holding all experts of a layer for a
 	// split op, keyed "<e><pure name>".
 	splitKeyed bool
+	// mtp marks a bucket of MTP layer mtpIndex, whose Prefix and Layer
+	// are canonical (mtp.go).
+	mtp      bool
+	mtpIndex int
 }
 
 // split returns the weight prefix of name and its pure name:
@@ -42,6 +50,9 @@ type weightPrefix struct {
 //
 // ROLL raises for a layer component that is not an integer; so does split.
 func (p prefixes) split(name string) (weightPrefix, string, error) {
+	if wp, pure, ok, err := p.splitMTP(name); ok || err != nil {
+		return wp, pure, err
+	}
 	if !strings.HasPrefix(name, p.layer) {
 		return weightPrefix{Layer: -1, Expert: -1}, name, nil
 	}

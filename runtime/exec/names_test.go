@@ -6,7 +6,7 @@ import (
 )
 
 func TestSplitPrefix(t *testing.T) {
-	hf := prefixes{"model.layers.", ".mlp.experts."}
+	hf := prefixes{layer: "model.layers.", expert: ".mlp.experts."}
 	for _, c := range []struct {
 		name, prefix, pure string
 		layer, expert      int
@@ -29,7 +29,7 @@ func TestSplitPrefix(t *testing.T) {
 			t.Errorf("split(%q): no error", bad)
 		}
 	}
-	mca := prefixes{MCALayerPrefix, MCAExpertPrefix}
+	mca := prefixes{layer: MCALayerPrefix, expert: MCAExpertPrefix}
 	if got := convertPrefix("model.layers.12.mlp.experts.7", hf, mca); got != "decoder.layers.12.mlp.experts.local_experts.7" {
 		t.Errorf("convertPrefix: %q", got)
 	}

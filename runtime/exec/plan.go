@@ -70,8 +70,11 @@ type Plan struct {
 	Steps []Step
 	// Ignored are indices into Inputs of tensors skipped on purpose: HF
 	// names in the template's ignore list, MCA "._extra_state" entries.
-	Ignored  []int
-	Problems []Problem
+	Ignored []int
+	// SkippedMTP are indices into Inputs of the MTP weights left out
+	// with Model.NoMTP.
+	SkippedMTP []int
+	Problems   []Problem
 	// FP8 is the FP8 dequantization pre-pass of an HF -> MCA plan (nil
 	// when the checkpoint is not FP8 block-quantized; fp8.go).
 	FP8 *FP8Info
@@ -183,6 +186,8 @@ type planner struct {
 	consumed   map[int]bool      // inputs that reached an op other than drop
 	dropped    map[int]bool      // inputs of drop ops
 	mcaGlobals []mcaGlobal       // HF -> MCA: the global MCA outputs
+
+	mtp *mtpMap // the template's MTP layers; nil without
 }
 
 // layerVariant is the side an op takes in the layers meeting cond.
@@ -225,8 +230,8 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		return p
 	}
 	p.stacks, pl.stacks = stacks, stacks
-	hfp := prefixes{t.LayerPrefix, t.ExpertPrefix}
-	mcap := prefixes{MCALayerPrefix, MCAExpertPrefix}
+	hfp := prefixes{layer: t.LayerPrefix, expert: t.ExpertPrefix}
+	mcap := prefixes{layer: MCALayerPrefix, expert: MCAExpertPrefix}
 	if t.ExpertPrefix == "" {
 		mcap.expert = ""
 	}
@@ -240,6 +245,11 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	for _, inv := range t.Invalid {
 		pl.invalid[inv.Value] = true
 	}
+	if pl.mtp, err = newMTPMap(m, mc); err != nil {
+		p.Problems = append(p.Problems, Problem{Kind: ProblemConfig, Severity: Error, Msg: err.Error()})
+		return p
+	}
+	pl.src.mtp, pl.src.hf = pl.mtp, dir == ops.HFToMCA
 
 	// Sides and the lookup table.
 	var sides []*side
@@ -321,6 +331,7 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	pl.checkOutputs()
 	pl.checkLayers()
 	pl.checkStructure()
+	pl.checkMTP()
 	return p
 }
 
@@ -347,6 +358,9 @@ func (pl *planner) add(i int) {
 	wp, pure, err := pl.src.split(in.Name)
 	if err != nil {
 		pl.problem(ProblemBadName, Error, "", []int{i}, "%v", err)
+		return
+	}
+	if wp.mtp && !pl.admitMTP(i, wp) {
 		return
 	}
 	if pl.dir == ops.HFToMCA && pl.invalid[pure] {
@@ -383,7 +397,7 @@ func (pl *planner) add(i int) {
 		// "<e><pure>", matching the split op's expanded MCA names.
 		cut := strings.LastIndex(wp.Prefix, MCAExpertPrefix)
 		key = strconv.Itoa(wp.Expert) + pure
-		wp = weightPrefix{Prefix: wp.Prefix[:cut+len(MCAExpertPrefix)], Layer: wp.Layer, Expert: -1, Fused: true, splitKeyed: true}
+		wp = weightPrefix{Prefix: wp.Prefix[:cut+len(MCAExpertPrefix)], Layer: wp.Layer, Expert: -1, Fused: true, splitKeyed: true, mtp: wp.mtp, mtpIndex: wp.mtpIndex}
 	}
 	b := pl.buckets[wp.Prefix]
 	if b == nil {
@@ -543,6 +557,12 @@ func (pl *planner) emit(s *side, wp weightPrefix, inputs []int, captures []strin
 	prefix := convertPrefix(wp.Prefix, pl.src, pl.dst)
 	for k, v := range outs {
 		name := prefix + targets[k]
+		if wp.mtp {
+			if name, err = pl.mtp.outName(pl.dir, wp, name, stepIsMTPBlock(s)); err != nil {
+				pl.problem(ProblemBadName, Error, desc, inputs, "%v", err)
+				return
+			}
+		}
 		if pl.dir == ops.HFToMCA {
 			if dt, shape, ok := valueMeta(v); ok {
 				pl.mcaGlobals = append(pl.mcaGlobals, mcaGlobal{name: name, dtype: dt, shape: shape, inputs: inputs, op: desc})
@@ -707,7 +727,9 @@ func (pl *planner) checkLayers() {
 		if err != nil || wp.Layer < 0 {
 			continue
 		}
-		layers[wp.Layer] = append(layers[wp.Layer], i)
+		if !wp.mtp { // MTP layers: checkMTP
+			layers[wp.Layer] = append(layers[wp.Layer], i)
+		}
 		if wp.Expert >= 0 {
 			if experts[wp.Layer] == nil {
 				experts[wp.Layer] = map[int][]int{}

@@ -48,19 +48,23 @@ func (p *Plan) OpStats() []OpStat {
 // [MaxProblemTensors] tensors); Omitted counts the others by kind, and
 // Errors and Warnings count them all.
 type Report struct {
-	Template  string          `json:"template"`
-	Direction string          `json:"direction"`
-	Tensors   int             `json:"tensors"`
-	Bytes     int64           `json:"bytes"`
-	Outputs   int             `json:"outputs"`
-	OutBytes  int64           `json:"output_bytes"`
-	Ops       []OpStat        `json:"ops"`
-	Ignored   []string        `json:"ignored,omitempty"`
-	Errors    int             `json:"errors"`
-	Warnings  int             `json:"warnings"`
-	Problems  []ReportProblem `json:"problems"`
-	Omitted   []KindCount     `json:"omitted,omitempty"`
-	FP8       *FP8Info        `json:"fp8,omitempty"`
+	Template  string   `json:"template"`
+	Direction string   `json:"direction"`
+	Tensors   int      `json:"tensors"`
+	Bytes     int64    `json:"bytes"`
+	Outputs   int      `json:"outputs"`
+	OutBytes  int64    `json:"output_bytes"`
+	Ops       []OpStat `json:"ops"`
+	Ignored   []string `json:"ignored,omitempty"`
+	// SkippedMTP counts the MTP weights left out (--no-mtp) and their
+	// bytes.
+	SkippedMTP      int             `json:"skipped_mtp,omitempty"`
+	SkippedMTPBytes int64           `json:"skipped_mtp_bytes,omitempty"`
+	Errors          int             `json:"errors"`
+	Warnings        int             `json:"warnings"`
+	Problems        []ReportProblem `json:"problems"`
+	Omitted         []KindCount     `json:"omitted,omitempty"`
+	FP8             *FP8Info        `json:"fp8,omitempty"`
 }
 
 // ReportProblem is a problem with its severity spelled out. MoreTensors
@@ -125,6 +129,10 @@ func (p *Plan) Report() Report {
 	for _, i := range p.Ignored {
 		r.Ignored = append(r.Ignored, p.Inputs[i].Name)
 	}
+	for _, i := range p.SkippedMTP {
+		r.SkippedMTP++
+		r.SkippedMTPBytes += p.Inputs[i].Size
+	}
 	for _, pr := range p.Problems {
 		if pr.Severity == Error {
 			r.Errors++
@@ -167,6 +175,9 @@ func (p *Plan) WriteSummary(w io.Writer) {
 			b += p.Inputs[i].Size
 		}
 		fmt.Fprintf(w, "  %-22s %7s %8d %12s\n", "(ignored)", "", len(r.Ignored), HumanBytes(b))
+	}
+	if r.SkippedMTP > 0 {
+		fmt.Fprintf(w, "  %-22s %7s %8d %12s\n", "(MTP left out)", "", r.SkippedMTP, HumanBytes(r.SkippedMTPBytes))
 	}
 	switch {
 	case len(r.Problems) == 0:

@@ -247,6 +247,11 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 			w.str(s.When.String())
 		}
 	}
+	if t.MTP != nil { // absent before MTP layers: earlier digests unchanged
+		w.str("mtp")
+		w.str(t.MTP.HFPrefix)
+		w.str(t.MTP.FirstLayer.String())
+	}
 	return hex.EncodeToString(w.h.Sum(nil))
 }
 

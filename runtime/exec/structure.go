@@ -34,8 +34,9 @@ import (
 //
 // Optional tensors stay optional: an op firing in no layer (q/k/v biases
 // of a model without them), a wildcard op (a vision tower), a dropped
-// name (MTP layers) and the output layer of tied embeddings are not
-// required. A shape the config does not determine is not checked.
+// name and the output layer of tied embeddings are not required. MTP
+// layers have their own checks (checkMTP, mtp.go); the shape rules apply
+// to them too. A shape the config does not determine is not checked.
 
 // bucketOp identifies an op in a bucket.
 type bucketOp struct {
@@ -524,10 +525,15 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 		return []int64{h}, "hidden_size"
 	}
 	n, err := rollname.ParseMCAName(name)
-	if err != nil || n.MTP || n.Layer < 0 {
+	if err != nil || n.Layer < 0 {
 		return nil, ""
 	}
 	rest := n.Pure
+	if n.MTP && n.Expert < 0 { // the MTP block's own weights; its layer's are a decoder layer's
+		if shape, why, ok := mtpBlockShape(rest, h); ok {
+			return shape, why
+		}
+	}
 	if n.Expert >= 0 {
 		switch rest {
 		case ".linear_fc1.weight":
@@ -566,6 +572,49 @@ func (pl *planner) expectedShape(name string) ([]int64, string) {
 		if e := get("num_moe_experts"); e > 0 {
 			return []int64{e, h}, "num_moe_experts, hidden_size"
 		}
+	case ".mlp.router.expert_bias":
+		if e := get("num_moe_experts"); e > 0 {
+			return []int64{e}, "num_moe_experts"
+		}
+	}
+	return mlaShape(rest, h, heads, get)
+}
+
+// mlaShape returns the shape of a multi-latent-attention weight (layer
+// relative name rest) from the MLA sizes of the config (get returns 0 for
+// a missing one), and how it is derived; nil for other names or when a
+// size is missing.
+func mlaShape(rest string, h, heads int64, get func(string) int64) ([]int64, string) {
+	q, kv := get("q_lora_rank"), get("kv_lora_rank")
+	qk, pos, v := get("qk_head_dim"), get("qk_pos_emb_head_dim"), get("v_head_dim")
+	if kv == 0 || heads == 0 || qk == 0 || pos == 0 || v == 0 {
+		return nil, ""
+	}
+	qOut := heads * (qk + pos)
+	const qWhy = "num_attention_heads × (qk_head_dim + qk_pos_emb_head_dim)"
+	switch rest {
+	case ".self_attention.linear_q_down_proj.weight":
+		if q > 0 {
+			return []int64{q, h}, "q_lora_rank, hidden_size"
+		}
+	case ".self_attention.linear_q_up_proj.weight":
+		if q > 0 {
+			return []int64{qOut, q}, qWhy + ", q_lora_rank"
+		}
+	case ".self_attention.linear_q_up_proj.layer_norm_weight":
+		if q > 0 {
+			return []int64{q}, "q_lora_rank"
+		}
+	case ".self_attention.linear_q_proj.weight":
+		return []int64{qOut, h}, qWhy + ", hidden_size"
+	case ".self_attention.linear_kv_down_proj.weight":
+		return []int64{kv + pos, h}, "kv_lora_rank + qk_pos_emb_head_dim, hidden_size"
+	case ".self_attention.linear_kv_up_proj.weight":
+		return []int64{heads * (qk + v), kv}, "num_attention_heads × (qk_head_dim + v_head_dim), kv_lora_rank"
+	case ".self_attention.linear_kv_up_proj.layer_norm_weight":
+		return []int64{kv}, "kv_lora_rank"
+	case ".self_attention.linear_proj.weight":
+		return []int64{h, heads * v}, "hidden_size, num_attention_heads × v_head_dim"
 	}
 	return nil, ""
 }

@@ -118,6 +118,9 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	for _, i := range r1.Plan.Ignored {
 		skip[r1.Plan.Inputs[i].Name] = true
 	}
+	for _, i := range r1.Plan.SkippedMTP {
+		skip[r1.Plan.Inputs[i].Name] = true
+	}
 	for _, st := range r1.Plan.Steps {
 		if st.Dropped {
 			for _, i := range st.Inputs {

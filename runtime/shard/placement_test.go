@@ -391,11 +391,14 @@ func TestPlacementPP2VPP2(t *testing.T) {
 			{"mp_rank_01_001", "model0", "decoder.layers.0.self_attention.linear_qkv.layer_norm_weight", "[8]"},
 		}},
 		// Tied: the first stage keeps the embedding, the last stage stores
-		// it as the LM head.
+		// it as the LM head and, with MTP layers, as the embedding the MTP
+		// layers read (megatron-core's last stage has both).
 		{name: "embedding.word_embeddings.weight", shape: []int64{16, 8}, want: []listing{
 			{"mp_rank_00_000", "model0", "embedding.word_embeddings.weight", "[8, 8]"},
+			{"mp_rank_00_001", "model1", "embedding.word_embeddings.weight", "[8, 8]"},
 			{"mp_rank_00_001", "model1", "output_layer.weight", "[8, 8]"},
 			{"mp_rank_01_000", "model0", "embedding.word_embeddings.weight", "[8, 8]"},
+			{"mp_rank_01_001", "model1", "embedding.word_embeddings.weight", "[8, 8]"},
 			{"mp_rank_01_001", "model1", "output_layer.weight", "[8, 8]"},
 		}},
 		{name: "decoder.final_layernorm.weight", shape: []int64{8}, want: []listing{

@@ -146,25 +146,23 @@ func (s *Sharder) targets(name string, dt tensor.DType, shape tensor.Shape, comp
 	var out []target
 	for vp := range g.VPP {
 		for pp := range g.PP {
-			v := name
-			if g.TiedEmbeddings && g.PP > 1 && g.isLast(pp, vp) && v == EmbeddingName {
-				v = OutputLayerName
+			for _, v := range g.stageVariants(name, pp, vp) {
+				on, err := s.onPipeline(v, pp, vp)
+				if err != nil {
+					return nil, fmt.Errorf("weight %q: %w", name, err)
+				}
+				if !on {
+					continue
+				}
+				i := 0
+				for i < len(out) && out[i].variant != v {
+					i++
+				}
+				if i == len(out) {
+					out = append(out, target{variant: v})
+				}
+				out[i].stages = append(out[i].stages, stageRef{pp, vp})
 			}
-			on, err := s.onPipeline(v, pp, vp)
-			if err != nil {
-				return nil, fmt.Errorf("weight %q: %w", name, err)
-			}
-			if !on {
-				continue
-			}
-			i := 0
-			for i < len(out) && out[i].variant != v {
-				i++
-			}
-			if i == len(out) {
-				out = append(out, target{variant: v})
-			}
-			out[i].stages = append(out[i].stages, stageRef{pp, vp})
 		}
 	}
 	if len(out) == 0 {

@@ -266,6 +266,16 @@ def on_pipeline(name, pp, vp, lists, L):
     return (lpp, lvp) == (pp, vp)
 
 
+def stage_names(name, pp, vp, L):
+    """The names a global weight takes on stage (pp, vp): tied embeddings
+    with PP > 1 are the last stage's LM head, and with MTP layers also its
+    embedding (megatron-core's MTP stage has both; ROLL writes only the LM
+    head)."""
+    if L.tied and L.pp > 1 and L.last(pp, vp) and name == EMB:
+        return [LM_HEAD, EMB] if L.mtp_layers > 0 else [LM_HEAD]
+    return [name]
+
+
 def shard(case, weights):
     L = Layout(case["layout"])
     lists, maps = merged_classification(case["classification"], L)
@@ -278,10 +288,7 @@ def shard(case, weights):
 
     for w in weights:
         for vp in range(L.vpp):
-            for pp in range(L.pp):
-                name = w["name"]
-                if L.tied and L.pp > 1 and L.last(pp, vp) and name == EMB:
-                    name = LM_HEAD
+            for pp, name in ((pp, n) for pp in range(L.pp) for n in stage_names(w["name"], pp, vp, L)):
                 if not on_pipeline(name, pp, vp, lists, L):
                     continue
                 mtp, layer, expert, pure = parse(name)

@@ -21,6 +21,7 @@ func runCheck(e *env, args []string) int {
 	fs.BoolVar(&e.stdlibWarnings, stdlibWarningsFlag, false, "list the warnings about the bundled stdlib's own templates (quirks of ROLL's), which are otherwise counted in one line")
 	var layout layoutFlags // with --checkpoint: the layout convert would write
 	layout.add(fs)
+	noMTP := fs.Bool("no-mtp", false, "with --checkpoint: plan the conversion as convert --no-mtp does (MTP weights left out)")
 	if ok, code := parse(e, c.name, fs, args); !ok {
 		return code
 	}
@@ -29,7 +30,7 @@ func runCheck(e *env, args []string) int {
 	}
 	switch {
 	case *checkpoint == "":
-		if code, ok := notApplicable(e, c.name, fs, "applies only with --checkpoint (the layout of the conversion to plan)", layoutFlagNames()...); !ok {
+		if code, ok := notApplicable(e, c.name, fs, "applies only with --checkpoint (the layout of the conversion to plan)", append(layoutFlagNames(), "no-mtp")...); !ok {
 			return code
 		}
 	case *hfConfig != "":
@@ -45,7 +46,7 @@ func runCheck(e *env, args []string) int {
 		}
 	}
 	if *checkpoint != "" {
-		return checkCheckpoint(e, *checkpoint, fs.Args(), layout.layout(), *format)
+		return checkCheckpoint(e, *checkpoint, fs.Args(), layout.layout(), *noMTP, *format)
 	}
 	if *hfConfig != "" {
 		return checkHFConfig(e, *hfConfig, fs.Args(), *format)

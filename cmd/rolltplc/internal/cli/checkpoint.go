@@ -14,9 +14,10 @@ import (
 // tensor data, and prints the plan (ops, tensor counts, bytes) and the
 // problems with their tensors and op. An MCA checkpoint (with
 // mca_config.json) is planned back to HF from its rank files, in the
-// layout they record; an HF checkpoint to the layout of the flags.
+// layout they record; an HF checkpoint to the layout of the flags. noMTP
+// plans it as convert --no-mtp does.
 // format is "text" or "json". The exit code is 1 when there are errors.
-func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, format string) int {
+func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, noMTP bool, format string) int {
 	fail := func(err error) int {
 		if format == "json" {
 			b, _ := json.MarshalIndent(map[string]string{"checkpoint": dir, "error": err.Error()}, "", "  ")
@@ -48,6 +49,7 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, for
 	if !ok {
 		return ExitError
 	}
+	m.NoMTP = noMTP
 	cp, err := exec.PlanConversion(m, dir, layout)
 	if err != nil {
 		return fail(err)

@@ -32,6 +32,7 @@ func runConvert(e *env, args []string) int {
 	sync := fs.Bool("sync", false, "fsync every output file before the output is renamed into place")
 	ranksFlag := fs.String("ranks", "", "write only these rank files (HF -> MCA), e.g. 0-3,7: indices in ROLL's rank-file order (tp, then pp, then ep), for one job of a multi-job conversion into a shared --to (a finalized --to needs --force, which removes latest_checkpointed_iteration.txt first); \"shared\" is --finalize")
 	finalize := fs.Bool("finalize", false, "last job of a multi-job conversion: check that every rank file is in --to, complete and of this conversion (naming every one that is not), then write mca_config.json, the tokenizer files and latest_checkpointed_iteration.txt")
+	noMTP := fs.Bool("no-mtp", false, "leave multi-token-prediction (MTP) layers out: skip their weights (counted in the summary) and write a config without them (MCA mtp_num_layers null, HF 0)")
 	dequant := fs.String("dequantize", "bf16", "FP8 block-quantized source (HF -> MCA): dequantize its weights to bf16, f16 or f32, or refuse")
 	quantize := fs.String("quantize", "", "MCA -> HF: \"fp8\" re-quantizes the weights that were FP8 (recorded in "+exec.FP8SidecarName+") and restores quantization_config")
 	scales := fs.String("scales", "reuse", "with --quantize fp8: reuse the source's scales (byte-exact for unchanged weights) or recompute them (amax/448 per block)")
@@ -98,6 +99,7 @@ func runConvert(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
+	m.NoMTP = *noMTP
 	dir := "HF -> MCA"
 	if isMCA {
 		dir = "MCA -> HF"
@@ -133,6 +135,9 @@ func runConvert(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "%s (%s): %d tensors, %s in %s (%s/s) -> %s\n", dir, m.Template.Name,
 			res.Plan.NumOutputs(), exec.HumanBytes(res.Written), d.Round(time.Millisecond),
 			exec.HumanBytes(int64(float64(res.Written)/max(d.Seconds(), 1e-9))), *to)
+		if r := res.Plan.Report(); r.SkippedMTP > 0 {
+			fmt.Fprintf(e.stderr, "--no-mtp: %s of MTP layers left out (%s)\n", plural(r.SkippedMTP, "tensor"), exec.HumanBytes(r.SkippedMTPBytes))
+		}
 	}
 	return ExitOK
 }

@@ -431,7 +431,7 @@ func TestCheckCheckpoint(t *testing.T) {
 	hf := filepath.Join(dir, "hf")
 	writeLlama(t, hf)
 	e, out, errb := testEnv()
-	if code := checkCheckpoint(e, hf, nil, exec.Layout{}, "text"); code != ExitOK {
+	if code := checkCheckpoint(e, hf, nil, exec.Layout{}, false, "text"); code != ExitOK {
 		t.Fatalf("exit %d\n%s%s", code, out, errb)
 	}
 	for _, want := range []string{"2 files", "llama HF -> MCA: 21 tensors", "rename", "stack", "qkv", "no problems"} {
@@ -443,7 +443,7 @@ func TestCheckCheckpoint(t *testing.T) {
 	bad := filepath.Join(dir, "bad")
 	writeLlama(t, bad, "model.layers.0.mlp.up_proj.weight")
 	e, out, _ = testEnv()
-	if code := checkCheckpoint(e, bad, nil, exec.Layout{TP: 3}, "json"); code != ExitError {
+	if code := checkCheckpoint(e, bad, nil, exec.Layout{TP: 3}, false, "json"); code != ExitError {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	var rep struct {
@@ -474,7 +474,7 @@ func TestCheckCheckpoint(t *testing.T) {
 		t.Fatal(stderr)
 	}
 	e, out, _ = testEnv()
-	if code := checkCheckpoint(e, mca, nil, exec.Layout{}, "text"); code != ExitOK || !strings.Contains(out.String(), "llama MCA -> HF: 15 tensors") {
+	if code := checkCheckpoint(e, mca, nil, exec.Layout{}, false, "text"); code != ExitOK || !strings.Contains(out.String(), "llama MCA -> HF: 15 tensors") {
 		t.Errorf("MCA: exit %d\n%s", code, out)
 	}
 }

@@ -22,6 +22,7 @@ func runVerify(e *env, args []string) int {
 	keep := fs.Bool("keep", false, "keep the intermediate MCA checkpoint (and the rebuilt config.json) and print where they are")
 	tmpDir := fs.String("tmp", "", "directory for the intermediate MCA checkpoint (default: the system's temporary directory)")
 	megatronLlama := fs.Bool("megatron-llama", false, "resolve names for megatron-llama-core (ROLL's is_megatron_llama())")
+	noMTP := fs.Bool("no-mtp", false, "round-trip without the multi-token-prediction (MTP) layers, as convert --no-mtp converts (their weights are not compared)")
 	var layout layoutFlags
 	layout.add(fs)
 	verifyLayoutUsage(fs)
@@ -49,6 +50,7 @@ func runVerify(e *env, args []string) int {
 	if !ok {
 		return ExitError
 	}
+	m.NoMTP = *noMTP
 	bar := newProgress(e, *quiet, "verify")
 	start := time.Now()
 	rep, err := exec.Verify(ctx, m, dir, exec.VerifyOptions{TempDir: *tmpDir, Progress: bar.update, Keep: *keep, Layout: l, Notice: e.notice("verify")})
@@ -71,7 +73,7 @@ func runVerify(e *env, args []string) int {
 		fmt.Fprintf(e.stdout, "%s (%s): %d tensors, %s identical after HF -> MCA%s -> HF (%s)\n", dir, m.Template.Name,
 			rep.Compared, exec.HumanBytes(rep.Bytes), layoutNote(l), time.Since(start).Round(time.Millisecond))
 		if len(rep.Skipped) > 0 {
-			fmt.Fprintf(e.stdout, "%s ignored or dropped by the template, not compared\n", plural(len(rep.Skipped), "tensor"))
+			fmt.Fprintf(e.stdout, "%s ignored or dropped by the template%s, not compared\n", plural(len(rep.Skipped), "tensor"), map[bool]string{true: " or left out by --no-mtp"}[*noMTP])
 		}
 		for _, d := range rep.ConfigDiffs {
 			fmt.Fprintf(e.stdout, "note: config.json %s\n", d)

@@ -273,12 +273,8 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 			items = append(items, CompletionItem{Label: k, Kind: CompletionKeyword, Detail: "section", Documentation: markdown(sectionDocs[k] + ".")})
 		}
 		for _, k := range sortedKeys(vocab.TemplateFields) {
-			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (string)",
+			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (" + vocab.TemplateFieldType(k) + ")",
 				Documentation: markdown(vocab.TemplateFields[k] + "."), InsertText: k + " = "})
-		}
-		for _, k := range sortedKeys(vocab.PlannedFields) {
-			items = append(items, CompletionItem{Label: k, Kind: CompletionField, Detail: "template field (planned: not compiled yet)",
-				Documentation: markdown(vocab.PlannedFields[k] + "."), InsertText: k + " = "})
 		}
 		return items
 	case "weights":

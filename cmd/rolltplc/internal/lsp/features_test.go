@@ -284,7 +284,7 @@ func labels(items []CompletionItem) []string {
 func TestCompletion(t *testing.T) {
 	c := newInitialized(t, Options{})
 	opKinds := append(vocab.OpKinds(), "use", "ignore")
-	sections := []string{"config", "mca", "weights", "parallel", "expert_prefix", "layer_prefix", "mtp_first_layer", "mtp_hf_prefix", "mtp_inner"}
+	sections := []string{"config", "mca", "weights", "parallel", "expert_prefix", "layer_prefix", "mtp_first_layer", "mtp_hf_prefix"}
 	classes := append(slices.Clone(ir.ParallelClasses), append(slices.Clone(ir.ParallelMaps), "use")...)
 	cases := []struct {
 		name           string

@@ -111,10 +111,7 @@ func (s *Server) identHover(d *document, chain []ast.Node, id *ast.Ident, parent
 		switch grand.(type) {
 		case *ast.TemplateItem:
 			if doc, ok := vocab.TemplateFields[id.Name]; ok {
-				return fmt.Sprintf("**template field** `%s` (string)\n\n%s.", id.Name, doc)
-			}
-			if doc, ok := vocab.PlannedFields[id.Name]; ok {
-				return fmt.Sprintf("**template field** `%s` (planned: not compiled yet)\n\n%s.", id.Name, doc)
+				return fmt.Sprintf("**template field** `%s` (%s)\n\n%s.", id.Name, vocab.TemplateFieldType(id.Name), doc)
 			}
 		case *ast.McaItem:
 			return s.mcaKeyHover(d, mt, id.Name, p)
