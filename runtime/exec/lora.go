@@ -564,3 +564,41 @@ func loraModel(base *Model, ad *LoRAAdapter, importing bool) (*Model, error) {
 	}
 	return m, nil
 }
+
+// ProblemLoRARank is the problem kind of LoRA A and B tensors whose ranks
+// do not agree (lora-fp8.md §1.5.4).
+const ProblemLoRARank ProblemKind = "lora-rank-mismatch"
+
+// checkLoRARanks adds a problem to p for every LoRA pair of its (merged,
+// global) inputs whose A [ρ, I] and B [O, ρ'] disagree (ρ ≠ ρ', or not
+// 2-D), and for an A without its B or a B without its A.
+func checkLoRARanks(p *Plan) {
+	idx := map[string]int{}
+	for i, in := range p.Inputs {
+		idx[in.Name] = i
+	}
+	for _, in := range p.Inputs {
+		stem, j, ok := strings.Cut(in.Name, ".lora_A.weight")
+		if !ok {
+			if stem, j, ok := strings.Cut(in.Name, ".lora_B.weight"); ok {
+				if _, has := idx[stem+".lora_A.weight"+j]; !has {
+					p.Problems = append(p.Problems, Problem{Kind: ProblemLoRARank, Severity: Error,
+						Tensors: []ProblemTensor{{Name: in.Name, File: in.File}}, Msg: "a LoRA B tensor without its A"})
+				}
+			}
+			continue
+		}
+		bi, has := idx[stem+".lora_B.weight"+j]
+		if !has {
+			p.Problems = append(p.Problems, Problem{Kind: ProblemLoRARank, Severity: Error,
+				Tensors: []ProblemTensor{{Name: in.Name, File: in.File}}, Msg: "a LoRA A tensor without its B"})
+			continue
+		}
+		b := p.Inputs[bi]
+		if len(in.Shape) != 2 || len(b.Shape) != 2 || in.Shape[0] != b.Shape[1] || in.Shape[0] <= 0 {
+			p.Problems = append(p.Problems, Problem{Kind: ProblemLoRARank, Severity: Error,
+				Tensors: []ProblemTensor{{Name: in.Name, File: in.File}, {Name: b.Name, File: b.File}},
+				Msg:     fmt.Sprintf("LoRA A %v and B %v: A must be [rank, in] and B [out, rank]", in.Shape, b.Shape)})
+		}
+	}
+}

@@ -263,7 +263,7 @@ func TestLoRAMalformed(t *testing.T) {
 					})
 				})
 			}
-		}, []string{"decoder.layers.1.self_attention.linear_proj.lora_B.weight"}},
+		}, []string{"decoder.layers.1.self_attention.linear_proj.lora_B.weight", "B [out, rank]"}},
 		{"TP copies differ", func(t *testing.T, save string) {
 			editPT(t, rank(save, 1), func(d *torchsave.Dict) {
 				// a new spec gets zero bytes (editPT): this copy differs

@@ -70,6 +70,7 @@ func MergeLoRAIntoHF(ctx context.Context, base *Model, save, baseHF, dst string,
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", ad.Name, err)
 	}
+	checkLoRARanks(ms.plan)
 	defer ms.close()
 	res = &LoRAMergeResult{Adapter: ad.Name, Plan: ms.plan}
 	if err := ms.plan.Err(); err != nil {

@@ -112,6 +112,7 @@ func ConvertLoRAToPEFT(ctx context.Context, base *Model, src, dst string, opts L
 		if err != nil {
 			return res, fmt.Errorf("adapter %s: %w", ad.Name, err)
 		}
+		checkLoRARanks(ms.plan)
 		jobs = append(jobs, job{ad, ms})
 		res.Adapters = append(res.Adapters, LoRAExported{Name: ad.Name, Plan: ms.plan})
 		if err := ms.plan.Err(); err != nil {

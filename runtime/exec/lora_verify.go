@@ -192,6 +192,7 @@ func PlanLoRA(base *Model, save, adapter string) ([]LoRAAdapterPlan, error) {
 		if err != nil {
 			return out, fmt.Errorf("adapter %s: %w", ad.Name, err)
 		}
+		checkLoRARanks(ms.plan)
 		ap := LoRAAdapterPlan{Adapter: ad, Plan: ms.plan, Files: ms.files}
 		ms.close()
 		for _, lo := range DeriveLoRAOps(base, func(mod string) int64 { r, _ := ad.ModuleRank(mod); return r }) {
