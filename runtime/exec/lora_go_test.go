@@ -26,7 +26,7 @@ var peftTargetRE = regexp.MustCompile(`^(.*)\.(q_proj|k_proj|v_proj|o_proj|gate_
 // described by s into dir: F32 A and B for every attention and MLP
 // projection, A shared by q/k/v and by gate/up (as an export from MCA has
 // it) unless distinct is set.
-func writePEFTFixture(t *testing.T, s synth, dir string, r int64, alpha float64, distinct bool) {
+func writePEFTFixture(t testing.TB, s synth, dir string, r int64, alpha float64, distinct bool) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

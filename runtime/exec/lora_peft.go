@@ -202,15 +202,27 @@ func writePEFT(ctx context.Context, ex *executor, ad *LoRAAdapter, ms *mcaSource
 	var buf []byte
 	err = ex.eachOutput(ctx, func(name string, t tensor.Tensor) error {
 		ti := at[PEFTPrefix+name]
-		buf = convertFloats(buf[:0], t, dts[name])
-		if int64(len(buf)) != ti.Size {
-			return fmt.Errorf("writing %s: internal error: tensor %s has %d bytes, the header lays out %d", path, name, len(buf), ti.Size)
+		n := t.NumElements() * int64(dts[name].Size())
+		if n != ti.Size {
+			return fmt.Errorf("writing %s: internal error: tensor %s has %d bytes, the header lays out %d", path, name, n, ti.Size)
 		}
-		if _, err := f.WriteAt(buf, ti.Offset); err != nil {
-			return fmt.Errorf("writing %s: %w", path, err)
+		if t.DType == dts[name] {
+			// the pieces as they are (views of the rank files), no copy
+			off := ti.Offset
+			for _, p := range t.Pieces() {
+				if _, err := f.WriteAt(p, off); err != nil {
+					return fmt.Errorf("writing %s: %w", path, err)
+				}
+				off += int64(len(p))
+			}
+		} else {
+			buf = convertFloats(buf[:0], t, dts[name])
+			if _, err := f.WriteAt(buf, ti.Offset); err != nil {
+				return fmt.Errorf("writing %s: %w", path, err)
+			}
 		}
 		e.Tensors++
-		e.Bytes += int64(len(buf))
+		e.Bytes += n
 		if opts.Progress != nil {
 			opts.Progress(e.Bytes, total)
 		}
