@@ -32,8 +32,9 @@ import zlib
 
 import torch
 
-TARGET_RE = re.compile(r"^(.*\.(linear_qkv|linear_proj|linear_fc1|linear_fc2))\.weight(\d*)$")
+TARGET_RE = re.compile(r"^(.*\.(linear_qkv|linear_proj|linear_fc1|linear_fc2|router))\.weight(\d*)$")
 COLUMN = {"linear_qkv", "linear_fc1"}
+DUPLICATED = {"router"}  # LoraRouterParallelLinear: A [r, H], B [E, r] on every rank
 
 
 def rank_dir(tp, pp, ep, PP, EP):
@@ -84,7 +85,10 @@ def write_case(c):
                         e = ep if ".mlp.experts." in name else 0
                         seed = "%s/%d/%d/%d/" % (ad["seed"], tp, pp, e)
                         dup = "%s/-/%d/%d/" % (ad["seed"], pp, e)
-                        if mod in COLUMN:
+                        if mod in DUPLICATED:
+                            out[an] = gen(dup + an, (rho, I), dtype, sc)
+                            out[bn] = gen(dup + bn, (O, rho), dtype, sc)
+                        elif mod in COLUMN:
                             out[an] = gen(dup + an, (rho, I), dtype, sc)
                             out[bn] = gen(seed + bn, (O, rho), dtype, sc)
                             if j == "":
@@ -124,12 +128,12 @@ def expected(adir, cfg, gated=False):
                 if name.endswith("._extra_state"):
                     continue
                 ws = [sd[name] for sd in sds]
-                m = re.match(r"^decoder\.layers\.(\d+)\.(.*)\.(linear_qkv|linear_proj|linear_fc1|linear_fc2)\.lora_([AB])\.weight(\d*)$", name)
+                m = re.match(r"^decoder\.layers\.(\d+)\.(.*)\.(linear_qkv|linear_proj|linear_fc1|linear_fc2|router)\.lora_([AB])\.weight(\d*)$", name)
                 assert m, name
                 layer = int(m.group(1)) + pp * (L // PP)
                 mid, mod, ab, j = m.group(2), m.group(3), m.group(4), m.group(5)
                 col = mod in COLUMN
-                if (col and ab == "A") or (not col and ab == "B"):
+                if mod in DUPLICATED or (col and ab == "A") or (not col and ab == "B"):
                     for w in ws[1:]:
                         assert torch.equal(w, ws[0]), "TP copies differ: " + name
                     g = ws[0]
@@ -184,6 +188,8 @@ def expected(adir, cfg, gated=False):
                     else:
                         want[pre + "gate_proj" + suf] = parts[0]
                         want[pre + "up_proj" + suf] = parts[1]
+                elif mod == "router":
+                    want[pre + "gate" + suf] = g
                 elif mod == "linear_proj":
                     want[pre + "o_proj" + suf] = g
                 else:
