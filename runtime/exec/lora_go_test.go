@@ -412,3 +412,45 @@ func TestLoRAMergeMCA(t *testing.T) {
 		}
 	}
 }
+
+// TestLoRAExportDType: --lora-dtype bf16 rounds the F32 adapter tensors to
+// nearest even, keep and f32 leave them as they are, and a bad value is
+// refused before anything is written.
+func TestLoRAExportDType(t *testing.T) {
+	dir, _, _, save := loraFixture(t, exec.Layout{})
+	m := stdlibModel(t, "qwen2")
+	ctx := context.Background()
+	f32 := filepath.Join(dir, "f32")
+	if _, err := exec.ConvertLoRAToPEFT(ctx, m, save, f32, exec.LoRAOptions{DType: "keep"}); err != nil {
+		t.Fatal(err)
+	}
+	bf := filepath.Join(dir, "bf16")
+	if _, err := exec.ConvertLoRAToPEFT(ctx, m, save, bf, exec.LoRAOptions{DType: "bf16"}); err != nil {
+		t.Fatal(err)
+	}
+	a := readTensorValues(t, filepath.Join(f32, exec.AdapterModelName))
+	b := readTensorValues(t, filepath.Join(bf, exec.AdapterModelName))
+	if len(a) == 0 || len(a) != len(b) {
+		t.Fatalf("%d vs %d tensors", len(a), len(b))
+	}
+	for n, x := range a {
+		y := b[n]
+		if x.dt != tensor.F32 || y.dt != tensor.BF16 || !x.shape.Equal(y.shape) {
+			t.Fatalf("%s: %v %v -> %v %v", n, x.dt, x.shape, y.dt, y.shape)
+		}
+		for i := 0; i < len(x.raw)/4; i++ {
+			f := math.Float32frombits(binary.LittleEndian.Uint32([]byte(x.raw[4*i : 4*i+4])))
+			h := binary.LittleEndian.Uint16([]byte(y.raw[2*i : 2*i+2]))
+			if want := tensor.F32ToBF16(f); h != want {
+				t.Fatalf("%s[%d]: %#04x, want %#04x", n, i, h, want)
+			}
+		}
+	}
+	bad := filepath.Join(dir, "bad")
+	if _, err := exec.ConvertLoRAToPEFT(ctx, m, save, bad, exec.LoRAOptions{DType: "f8"}); err == nil || !strings.Contains(err.Error(), "lora-dtype") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := os.Stat(bad); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("a refused export wrote its destination")
+	}
+}
