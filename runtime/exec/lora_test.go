@@ -79,6 +79,9 @@ func testLoRAExportTorchReference(t *testing.T, py string) {
 		{"qwen3_moe/ep2tegrouped", "qwen3_moe", exec.Layout{EP: 2, MoEGroupedGEMM: true}},
 		{"qwen2_moe/tp2pp2", "qwen2_moe", exec.Layout{TP: 2, PP: 2}},
 		{"qwen3_next/tp2ep2", "qwen3_next", exec.Layout{TP: 2, EP: 2}},
+		{"qwen2_moe/tp2ep2", "qwen2_moe", exec.Layout{TP: 2, EP: 2}},
+		{"qwen3/pp2", "qwen3", exec.Layout{PP: 2}},
+		{"qwen3_moe/tp2ep2tegrouped", "qwen3_moe", exec.Layout{TP: 2, EP: 2, MoEGroupedGEMM: true}},
 	}
 	for _, c := range tcs {
 		hf := filepath.Join(dir, c.id, "hf")
