@@ -2,6 +2,7 @@ package exec
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -255,6 +256,7 @@ func bareModule(k string) bool {
 	return true
 }
 
+// jsonInt returns the integer o[key].
 func jsonInt(o *pyjson.Object, key string) (int64, bool) {
 	v, ok := o.Get(key)
 	if !ok {
@@ -267,6 +269,7 @@ func jsonInt(o *pyjson.Object, key string) (int64, bool) {
 	return n.Int()
 }
 
+// jsonFloat returns the JSON number v as a float64.
 func jsonFloat(v any) (float64, bool) {
 	n, ok := v.(pyjson.Number)
 	if !ok {
@@ -293,7 +296,7 @@ func (ad *LoRAAdapter) ModuleRank(module string) (int64, float64) {
 func (ad *LoRAAdapter) Scale(module string) float64 {
 	r, a := ad.ModuleRank(module)
 	if ad.RSLoRA {
-		return a / sqrt(float64(r))
+		return a / math.Sqrt(float64(r))
 	}
 	return a / float64(r)
 }

@@ -398,5 +398,3 @@ func floatNumber(f float64) pyjson.Number {
 	}
 	return pyjson.Number{Text: strconv.FormatFloat(f, 'g', -1, 64)}
 }
-
-func sqrt(x float64) float64 { return math.Sqrt(x) }

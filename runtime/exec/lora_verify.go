@@ -143,11 +143,14 @@ func compareRankFiles(adapter, a, b string, rep *LoRAVerifyReport) error {
 	return nil
 }
 
+// rankTensorSet is the open rank file f and its model tensors by name
+// (without `._extra_state` entries).
 type rankTensorSet struct {
 	f  *torchsave.File
 	ts map[string]*torchsave.Tensor
 }
 
+// rankTensors opens the rank file at path and lists its model tensors.
 func rankTensors(path string) (*rankTensorSet, error) {
 	f, err := torchsave.Open(path)
 	if err != nil {
