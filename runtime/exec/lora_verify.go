@@ -118,6 +118,7 @@ func compareRankFiles(adapter, a, b string, rep *LoRAVerifyReport) error {
 		}
 		tb, err := rankTensors(filepath.Join(b, rd, MCACheckpointPT))
 		if err != nil {
+			ta.f.Close()
 			return err
 		}
 		for name, x := range ta.ts {
