@@ -82,6 +82,7 @@ func testLoRAExportTorchReference(t *testing.T, py string) {
 		{"qwen2_moe/tp2ep2", "qwen2_moe", exec.Layout{TP: 2, EP: 2}},
 		{"qwen3/pp2", "qwen3", exec.Layout{PP: 2}},
 		{"qwen3_moe/tp2ep2tegrouped", "qwen3_moe", exec.Layout{TP: 2, EP: 2, MoEGroupedGEMM: true}},
+		{"qwen2_moe/tp2etp1ep2", "qwen2_moe", exec.Layout{TP: 2, ETP: 1, EP: 2}},
 	}
 	for _, c := range tcs {
 		hf := filepath.Join(dir, c.id, "hf")

@@ -57,6 +57,15 @@ def layout(cfg):
             cfg.get("expert_model_parallel_size", 1) or 1)
 
 
+def etp1(cfg):
+    """Expert tensor parallel size 1 below TP > 1 (only ETP in {1, TP} is supported here)."""
+    tp = cfg.get("tensor_model_parallel_size", 1) or 1
+    etp = cfg.get("expert_tensor_parallel_size")
+    etp = tp if etp is None else etp
+    assert etp in (1, tp), etp
+    return etp == 1 and tp > 1
+
+
 def write_case(c):
     base = c["base_mca"]
     cfg = json.load(open(os.path.join(base, "mca_config.json")))
@@ -81,9 +90,12 @@ def write_case(c):
                         rho = r // k if j != "" else r
                         O, I = w.shape
                         an, bn = stem + ".lora_A.weight" + j, stem + ".lora_B.weight" + j
-                        # non-expert weights are the same on every EP rank
-                        e = ep if ".mlp.experts." in name else 0
-                        seed = "%s/%d/%d/%d/" % (ad["seed"], tp, pp, e)
+                        # non-expert weights are the same on every EP rank;
+                        # with ETP = 1 expert weights are whole on every TP rank
+                        expert = ".mlp.experts." in name
+                        e = ep if expert else 0
+                        t = 0 if expert and etp1(cfg) else tp
+                        seed = "%s/%d/%d/%d/" % (ad["seed"], t, pp, e)
                         dup = "%s/-/%d/%d/" % (ad["seed"], pp, e)
                         if mod in DUPLICATED:
                             out[an] = gen(dup + an, (rho, I), dtype, sc)
@@ -133,11 +145,12 @@ def expected(adir, cfg, gated=False):
                 layer = int(m.group(1)) + pp * (L // PP)
                 mid, mod, ab, j = m.group(2), m.group(3), m.group(4), m.group(5)
                 col = mod in COLUMN
-                if mod in DUPLICATED or (col and ab == "A") or (not col and ab == "B"):
+                whole = ".mlp.experts." in name and etp1(cfg)  # ETP = 1: every TP rank holds the whole expert
+                if whole or mod in DUPLICATED or (col and ab == "A") or (not col and ab == "B"):
                     for w in ws[1:]:
                         assert torch.equal(w, ws[0]), "TP copies differ: " + name
                     g = ws[0]
-                    parts = None
+                    parts = list(g.chunk(2, 0)) if mod == "linear_fc1" and ab == "B" else None
                 elif col:
                     if mod == "linear_fc1":
                         halves = [w.chunk(2, 0) for w in ws]
