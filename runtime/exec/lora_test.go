@@ -42,7 +42,10 @@ var loraTargets = []string{"linear_qkv", "linear_proj", "linear_fc1", "linear_fc
 // trains router LoRA (all-router) but its export raises; rolltplc
 // converts it.
 func targetsFor(mt string) []string {
-	if strings.Contains(mt, "moe") || mt == "qwen3_next" {
+	if mt == "qwen3_next" { // and the Gated DeltaNet's projections
+		return append(append([]string(nil), loraTargets...), "router", "in_proj", "out_proj")
+	}
+	if strings.Contains(mt, "moe") {
 		return append(append([]string(nil), loraTargets...), "router")
 	}
 	return loraTargets

@@ -32,8 +32,8 @@ import zlib
 
 import torch
 
-TARGET_RE = re.compile(r"^(.*\.(linear_qkv|linear_proj|linear_fc1|linear_fc2|router))\.weight(\d*)$")
-COLUMN = {"linear_qkv", "linear_fc1"}
+TARGET_RE = re.compile(r"^(.*\.(linear_qkv|linear_proj|linear_fc1|linear_fc2|router|in_proj|out_proj))\.weight(\d*)$")
+COLUMN = {"linear_qkv", "linear_fc1", "in_proj"}
 DUPLICATED = {"router"}  # LoraRouterParallelLinear: A [r, H], B [E, r] on every rank
 
 
@@ -140,7 +140,7 @@ def expected(adir, cfg, gated=False):
                 if name.endswith("._extra_state"):
                     continue
                 ws = [sd[name] for sd in sds]
-                m = re.match(r"^decoder\.layers\.(\d+)\.(.*)\.(linear_qkv|linear_proj|linear_fc1|linear_fc2|router)\.lora_([AB])\.weight(\d*)$", name)
+                m = re.match(r"^decoder\.layers\.(\d+)\.(.*)\.(linear_qkv|linear_proj|linear_fc1|linear_fc2|router|in_proj|out_proj)\.lora_([AB])\.weight(\d*)$", name)
                 assert m, name
                 layer = int(m.group(1)) + pp * (L // PP)
                 mid, mod, ab, j = m.group(2), m.group(3), m.group(4), m.group(5)
@@ -152,7 +152,16 @@ def expected(adir, cfg, gated=False):
                     g = ws[0]
                     parts = list(g.chunk(2, 0)) if mod == "linear_fc1" and ab == "B" else None
                 elif col:
-                    if mod == "linear_fc1":
+                    if mod == "in_proj":
+                        # gdn class: each of the six components split over TP
+                        nk, nv = cfg["linear_num_key_heads"], cfg["linear_num_value_heads"]
+                        dk, dv = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"]
+                        sizes = [nk * dk, nk * dk, nv * dv, nv * dv, nv, nv]
+                        local = [x // TP for x in sizes]
+                        pieces = [torch.split(w, local, dim=0) for w in ws]
+                        parts = [torch.cat([p[i] for p in pieces]) for i in range(6)]
+                        g = torch.cat(parts)
+                    elif mod == "linear_fc1":
                         halves = [w.chunk(2, 0) for w in ws]
                         parts = [torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])]
                         g = torch.cat(parts)
@@ -161,7 +170,9 @@ def expected(adir, cfg, gated=False):
                 else:
                     g = torch.cat(ws, 1)
                 # HF module prefix
-                if mid == "self_attention":
+                if mid == "self_attention" and mod in ("in_proj", "out_proj"):
+                    hp = "linear_attn."
+                elif mid == "self_attention":
                     hp = "self_attn."
                 elif mid == "mlp":
                     hp = "mlp."
@@ -201,6 +212,19 @@ def expected(adir, cfg, gated=False):
                     else:
                         want[pre + "gate_proj" + suf] = parts[0]
                         want[pre + "up_proj" + suf] = parts[1]
+                elif mod == "in_proj":
+                    if ab == "A":
+                        want[pre + "in_proj_qkvz" + suf] = g.clone()
+                        want[pre + "in_proj_ba" + suf] = g.clone()
+                    else:
+                        # NextGDNConverOp with hidden := rank: per key head
+                        rho = g.shape[1]
+                        nk = cfg["linear_num_key_heads"]
+                        h = [x.reshape(nk, -1, rho) for x in parts]
+                        want[pre + "in_proj_qkvz" + suf] = torch.cat(h[:4], dim=1).reshape(-1, rho)
+                        want[pre + "in_proj_ba" + suf] = torch.cat(h[4:], dim=1).reshape(-1, rho)
+                elif mod == "out_proj":
+                    want[pre + "out_proj" + suf] = g
                 elif mod == "router":
                     want[pre + "gate" + suf] = g
                 elif mod == "linear_proj":
