@@ -27,6 +27,7 @@ type Model struct {
 	NoMTP bool
 
 	digest string // TemplateDigest, set by NewModel
+	lora   bool   // a LoRA adapter model (lora.go): no per-layer coverage checks
 }
 
 // NewModel returns the model for the template named modelType in prog. It

@@ -745,7 +745,7 @@ func (pl *planner) checkLayers() {
 				missing = append(missing, strconv.Itoa(l))
 			}
 		}
-		if len(missing) > 0 {
+		if len(missing) > 0 && !pl.m.lora { // an adapter may target modules some layers lack
 			pl.problem(ProblemLayers, Error, "", nil, "num_layers is %d but the checkpoint has no tensors for layer %s (names %s<layer>.*)",
 				n, joinLimited(missing, 16), prefix)
 		}

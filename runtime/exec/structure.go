@@ -86,7 +86,9 @@ func (pl *planner) checkStructure() {
 	}
 	pl.checkDTypes()
 	pl.checkGlobals()
-	pl.checkPeers()
+	if !pl.m.lora { // an adapter need not cover every layer of a kind
+		pl.checkPeers()
+	}
 	pl.checkMCAShapes()
 }
 

@@ -248,9 +248,12 @@ func (s *Sharder) fill(t *target, name string, dt tensor.DType, shape tensor.Sha
 	}
 	legacy := false
 	switch cls {
-	case GroupedDuplicated:
-		return fmt.Errorf("weight %q is grouped-duplicated; ROLL only reads those (MCA→HF) and raises NotImplementedError when writing them", name)
-	case GroupedColumn, GroupedRow:
+	case GroupedColumn, GroupedRow, GroupedDuplicated:
+		// ROLL only reads grouped-duplicated weights (LoRA tensors of
+		// grouped experts) and raises NotImplementedError when writing
+		// them; they are placed like the grouped ones, whole on every
+		// tensor rank (the read plan re-plans the writing, and a LoRA
+		// import writes them).
 		if n.Expert < 0 {
 			return fmt.Errorf("weight %q is classified %v but has no expert index", name, cls)
 		}
@@ -266,6 +269,8 @@ func (s *Sharder) fill(t *target, name string, dt tensor.DType, shape tensor.Sha
 		}
 		if cls == GroupedRow {
 			cls = Row
+		} else if cls == GroupedDuplicated {
+			cls = Duplicated
 		} else if g.Swiglu {
 			cls = Swiglu
 		} else {

@@ -27,6 +27,9 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, noM
 		}
 		return ExitError
 	}
+	if exec.IsLoRA(dir) {
+		return checkLoRA(e, dir, paths, format)
+	}
 	isMCA := exec.IsMCA(dir)
 	cm, err := exec.ReadCheckpointModel(dir, isMCA)
 	if err != nil {

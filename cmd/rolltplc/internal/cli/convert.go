@@ -37,6 +37,7 @@ func runConvert(e *env, args []string) int {
 	scales := fs.String("scales", "reuse", "with --quantize fp8: reuse the source's scales (byte-exact for unchanged weights) or recompute them (amax/448 per block)")
 	var layout layoutFlags
 	layout.add(fs)
+	lora := addLoRAFlags(fs)
 	if ok, code := parse(e, c.name, fs, args); !ok {
 		return code
 	}
@@ -67,10 +68,19 @@ func runConvert(e *env, args []string) int {
 			return ExitUsage
 		}
 	}
+	if exec.IsLoRA(*from) {
+		return runLoRAConvert(ctx, e, fs, lora, &layout, *from, *to, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama}, *force, *quiet, *sync, *toHF)
+	}
 	l := layout.layout()
 	if err := l.Check(); err != nil {
 		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
 		return ExitError
+	}
+	if exec.IsPEFT(*from) {
+		return runPEFTImport(ctx, e, fs, lora, l, *from, *to, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama}, *force, *quiet, *sync)
+	}
+	if code, ok := refuseLoRAFlags(e, fs, *from); !ok {
+		return code
 	}
 	isMCA := exec.IsMCA(*from)
 	if *toHF && !isMCA {

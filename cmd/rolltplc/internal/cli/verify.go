@@ -39,6 +39,9 @@ func runVerify(e *env, args []string) int {
 		return ExitUsage
 	}
 	dir := fs.Arg(0)
+	if exec.IsLoRA(dir) {
+		return verifyLoRA(ctx, e, dir, *template, *modelType, *tmpDir, *quiet)
+	}
 	if exec.IsMCA(dir) {
 		fmt.Fprintf(e.stderr, "rolltplc verify: %s is an MCA checkpoint; verify takes an HF checkpoint\n", dir)
 		return ExitError
