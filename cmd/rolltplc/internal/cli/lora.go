@@ -167,7 +167,7 @@ func checkLoRA(e *env, dir string, paths []string, format string) int {
 	if err != nil {
 		return fail(err)
 	}
-	cm, err := readCheckpointModel(ads[0].Dir, true)
+	cm, err := exec.ReadCheckpointModel(ads[0].Dir, true)
 	if err != nil {
 		return fail(err)
 	}
@@ -177,7 +177,7 @@ func checkLoRA(e *env, dir string, paths []string, format string) int {
 	} else if len(paths) > 1 {
 		return fail(fmt.Errorf("--checkpoint takes at most one template file or folder, got %d", len(paths)))
 	}
-	m, ok := loadModel(e, "check", template, cm.modelType, nil)
+	m, ok := loadModel(e, "check", template, cm.ModelType, nil)
 	if !ok {
 		return ExitError
 	}
