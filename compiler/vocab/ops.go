@@ -167,7 +167,7 @@ var Ops = []*OpSpec{
 		Doc:    "Fuses a gated q (query and gate per head), k and v into the layout Q, Z, K, V per query group."},
 	{Kind: "zero_centered_rmsnorm", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "ZeroCenteredRMSNormConverOp",
 		LossyIn: []string{"BF16", "F16", "F32", "F64"},
-		Doc:     "Stores an RMSNorm weight as w - 1 (MCA) and w + 1 (HF). Lossy: (w - 1) + 1 rounds twice in the tensor's dtype, so a weight small next to 1 does not come back bit for bit (`verify` compares it with its own round trip)."},
+		Doc:     "Stores an RMSNorm weight as w - 1 (MCA) and w + 1 (HF), computed in the weight's dtype: (w - 1) + 1 rounds twice, so a weight small next to 1 does not come back bit for bit."},
 	{Kind: "gdn_conv1d", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "GDNConv1dConverOp", Reads: gdnReads, Produces: Layout{Form: FormStacked, Parts: 3},
 		Doc: "Splits a Gated-DeltaNet conv1d weight into its q, k, v parts."},
 	{Kind: "next_gdn", Arity: Fixed, HF: 2, MCA: 1, ROLLClass: "NextGDNConverOp", Produces: Layout{Form: FormStacked, Parts: 6}, Reads: append([]string{"hidden_size"}, gdnReads...),

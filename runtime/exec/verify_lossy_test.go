@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
@@ -207,5 +209,51 @@ func TestVerifyLossyMutations(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlanLossyOps: a plan names the ops that are lossy in its tensors'
+// dtypes (Qwen3.5's zero-centred GDN norms, one per linear-attention
+// layer, in both directions; in F32 too), in its report and its summary,
+// and none for a template without them.
+func TestPlanLossyOps(t *testing.T) {
+	dir := t.TempDir()
+	for _, dt := range []tensor.DType{tensor.BF16, tensor.F32} {
+		hf := filepath.Join(dir, dt.String(), "hf")
+		synthQwen35(t, qwen35Variants[1], dt).write(t, hf, 2, 5)
+		m := stdlibModel(t, "qwen3_5")
+		cp, err := exec.PlanConversion(m, hf, exec.Layout{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []exec.LossyOp{{Kind: "zero_centered_rmsnorm", DType: dt.String(), Tensors: 3}}
+		if diff := cmp.Diff(want, cp.Plan.Report().Lossy); diff != "" {
+			t.Errorf("%v HF -> MCA (-want +got):\n%s", dt, diff)
+		}
+		var sum strings.Builder
+		cp.Plan.WriteSummary(&sum)
+		if line := "note: zero_centered_rmsnorm is lossy in " + dt.String() + " (3 tensors)"; !strings.Contains(sum.String(), line) {
+			t.Errorf("summary lacks %q:\n%s", line, sum.String())
+		}
+		mca := filepath.Join(dir, dt.String(), "mca")
+		if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		back, err := exec.PlanConversion(m, mca, exec.Layout{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, back.Plan.Report().Lossy); diff != "" {
+			t.Errorf("%v MCA -> HF (-want +got):\n%s", dt, diff)
+		}
+	}
+	hf := filepath.Join(dir, "qwen3")
+	synthFor("qwen3", tensor.BF16).write(t, hf, 2, 7)
+	cp, err := exec.PlanConversion(stdlibModel(t, "qwen3"), hf, exec.Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cp.Plan.Report().Lossy; l != nil {
+		t.Errorf("qwen3 has lossy ops %v", l)
 	}
 }
