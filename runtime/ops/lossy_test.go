@@ -8,9 +8,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
-	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -54,25 +51,6 @@ func TestLossyDeclared(t *testing.T) {
 			if !lost[kind][dt] {
 				t.Errorf("%s is declared lossy in %v, but no round trip lost anything", kind, dt)
 			}
-		}
-	}
-}
-
-// TestLossyCatalog: the op catalog (compiler/vocab) declares the same
-// lossy dtypes as the runtime.
-func TestLossyCatalog(t *testing.T) {
-	for _, spec := range vocab.Ops {
-		var got []string
-		for _, dt := range LossyDTypes(spec.Kind) {
-			got = append(got, dt.String())
-		}
-		if diff := cmp.Diff(got, spec.LossyIn); diff != "" {
-			t.Errorf("%s: vocab's LossyIn differs from the runtime's (-runtime +vocab):\n%s", spec.Kind, diff)
-		}
-	}
-	for kind := range lossyIn {
-		if vocab.Op(kind) == nil {
-			t.Errorf("%s is lossy but not in the catalog", kind)
 		}
 	}
 }
