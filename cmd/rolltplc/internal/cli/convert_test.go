@@ -425,6 +425,11 @@ template llama {
 	if !regexp.MustCompile(`\(llama\): 21 tensors, .* identical after HF -> MCA -> HF \(.*\), 2 of them as their own round trip through a lossy op\nnote: lossy by nature: zero_centered_rmsnorm in BF16; 2 of the 2 tensors compared with their own round trip changed by it, at most [1-9][0-9]* ulp from the original\n`).MatchString(stdout) {
 		t.Errorf("stdout: %q", stdout)
 	}
+	// check --checkpoint names the lossy op with the dtype it sees.
+	code, stdout, stderr = run(t, "", "check", "--checkpoint", hf, tpl)
+	if code != ExitOK || !strings.Contains(stdout, "note: zero_centered_rmsnorm is lossy in BF16 (2 tensors)") {
+		t.Errorf("check --checkpoint: exit %d\n%s%s", code, stdout, stderr)
+	}
 }
 
 func TestCheckCheckpoint(t *testing.T) {
