@@ -26,6 +26,13 @@ import (
 func lossyQwen35(t *testing.T, dir string, v qwen35Variant) map[string][]byte {
 	t.Helper()
 	synthQwen35(t, v, tensor.BF16).write(t, dir, 2, 13)
+	return randomNorms(t, dir)
+}
+
+// randomNorms fills the zero-centred GDN output norms of the checkpoint in
+// dir with random finite bf16 values and returns their bytes by name.
+func randomNorms(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
 	norms := map[string][]byte{}
 	rng := rand.New(rand.NewPCG(17, 19))
 	editShard(t, dir, func(specs []safetensors.Spec, data map[string][]byte) []safetensors.Spec {
@@ -60,19 +67,27 @@ func bf16RoundTrip(src []byte) []byte {
 	return out
 }
 
-// TestVerifyLossy: verify of a bf16 Qwen3.5 checkpoint (dense and MoE)
+// TestVerifyLossy: verify of a bf16 Qwen3.5 (dense, MoE) and Qwen3-Next
+// checkpoint
 // with random zero-centred norms passes: the norms are compared with
 // their own round trip and reported as lossy, with the number of changed
 // elements and the largest ulp distance computed independently here;
 // every other tensor is still compared byte for byte.
 func TestVerifyLossy(t *testing.T) {
-	for _, v := range []qwen35Variant{qwen35Variants[0], qwen35Variants[3]} {
+	next := qwen35Variant{id: "qwen3_next", modelType: "qwen3_next"}
+	for _, v := range []qwen35Variant{qwen35Variants[0], qwen35Variants[3], next} {
 		t.Run(v.id, func(t *testing.T) {
 			dir := t.TempDir()
 			hf := filepath.Join(dir, "hf")
-			norms := lossyQwen35(t, hf, v)
+			var norms map[string][]byte
+			if v.modelType == "qwen3_next" {
+				synthWith("qwen3_next", tensor.BF16, func(d *dims, cfg map[string]any) { d.layers = 4 }).write(t, hf, 2, 13)
+				norms = randomNorms(t, hf)
+			} else {
+				norms = lossyQwen35(t, hf, v)
+			}
 			layout := exec.Layout{TP: 2}
-			if v.modelType == "qwen3_5_moe" {
+			if v.modelType != "qwen3_5" {
 				layout.EP = 2
 			}
 			rep, err := exec.Verify(context.Background(), stdlibModel(t, v.modelType), hf, exec.VerifyOptions{TempDir: dir, Layout: layout})
