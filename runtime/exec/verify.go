@@ -68,7 +68,7 @@ type TensorDiff struct {
 }
 
 // LossyTensor is a tensor of a lossy op that came back as its own round
-// trip: how many of its elements that changed, and the largest distance,
+// trip: how many of its elements it changed, and the largest distance,
 // in units in the last place, between the original and the round trip.
 type LossyTensor struct {
 	Name    string
