@@ -40,3 +40,18 @@ func TestOpKindsHaveBothBackends(t *testing.T) {
 		t.Errorf("runtime has %d op kinds, the language %d", len(ops.Kinds()), len(vocab.Ops))
 	}
 }
+
+// TestLossyOpsAgree: the op catalog declares an op lossy in the dtypes the
+// runtime derives (runtime/ops' lossy table, tested against the ops'
+// own arithmetic).
+func TestLossyOpsAgree(t *testing.T) {
+	for _, spec := range vocab.Ops {
+		var got []string
+		for _, dt := range ops.LossyDTypes(spec.Kind) {
+			got = append(got, dt.String())
+		}
+		if diff := cmp.Diff(got, spec.LossyIn); diff != "" {
+			t.Errorf("%s: the catalog's LossyIn differs from the runtime's (-runtime +catalog):\n%s", spec.Kind, diff)
+		}
+	}
+}

@@ -58,7 +58,12 @@ type OpSpec struct {
 	// Produces is the form of the tensor the op hands ROLL's
 	// DistConverter for its MCA name (see [Layout]).
 	Produces Layout
-	Doc      string
+	// LossyIn lists the dtypes (safetensors names: "BF16", ...) in which
+	// the op's round trip HF → MCA → HF may not give a tensor's bytes
+	// back because the op computes in that dtype; nil for an op that only
+	// moves bytes. runtime/ops derives and tests the same table.
+	LossyIn []string
+	Doc     string
 }
 
 // ROLLVariant is one of the model modules defining an op's class, chosen
@@ -219,7 +224,8 @@ var Ops = []*OpSpec{
 		Params: []ParamSpec{{Name: "hidden_size", Type: "int?", Doc: "the input size; default: the model's hidden_size"}},
 		Doc:    "Fuses a gated q (query and gate per head), k and v into the layout Q, Z, K, V per query group."},
 	{Kind: "zero_centered_rmsnorm", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "ZeroCenteredRMSNormConverOp",
-		Doc: "Stores an RMSNorm weight as w - 1 (MCA) and w + 1 (HF)."},
+		LossyIn: []string{"BF16", "F16", "F32", "F64"},
+		Doc:     "Stores an RMSNorm weight as w - 1 (MCA) and w + 1 (HF), computed in the weight's dtype: (w - 1) + 1 rounds twice, so a weight small next to 1 does not come back bit for bit."},
 	{Kind: "gdn_conv1d", Arity: Fixed, HF: 1, MCA: 1, ROLLClass: "GDNConv1dConverOp", Reads: gdnReads, Produces: Layout{Form: FormStacked, Parts: 3},
 		Doc: "Splits a Gated-DeltaNet conv1d weight into its q, k, v parts."},
 	{Kind: "next_gdn", Arity: Fixed, HF: 2, MCA: 1, ROLLClass: "NextGDNConverOp", ROLLModule: "mcore_adapter.models.qwen3_next", Produces: Layout{Form: FormStacked, Parts: 6}, Reads: append([]string{"hidden_size"}, gdnReads...),

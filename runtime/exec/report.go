@@ -65,6 +65,8 @@ type Report struct {
 	Problems        []ReportProblem `json:"problems"`
 	Omitted         []KindCount     `json:"omitted,omitempty"`
 	FP8             *FP8Info        `json:"fp8,omitempty"`
+	// Lossy are the op kinds lossy by nature in their tensors' dtype.
+	Lossy []LossyOp `json:"lossy,omitempty"`
 }
 
 // ReportProblem is a problem with its severity spelled out. MoreTensors
@@ -125,6 +127,7 @@ func (p *Plan) Report() Report {
 		Ops:       p.OpStats(),
 		Problems:  []ReportProblem{},
 		FP8:       p.FP8,
+		Lossy:     p.LossyOps(),
 	}
 	for _, i := range p.Ignored {
 		r.Ignored = append(r.Ignored, p.Inputs[i].Name)
@@ -179,6 +182,7 @@ func (p *Plan) WriteSummary(w io.Writer) {
 	if r.SkippedMTP > 0 {
 		fmt.Fprintf(w, "  %-22s %7s %8d %12s\n", "(MTP left out)", "", r.SkippedMTP, HumanBytes(r.SkippedMTPBytes))
 	}
+	writeLossy(w, r.Lossy)
 	switch {
 	case len(r.Problems) == 0:
 		fmt.Fprintln(w, "no problems")

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
+	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/outdir"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
@@ -44,8 +45,15 @@ type VerifyReport struct {
 	// Skipped are tensors the template ignores or drops on purpose; they
 	// do not come back.
 	Skipped []string
-	// Diffs are the tensors that differ (or are missing, or extra).
+	// Diffs are the tensors that differ (or are missing, or extra). A
+	// tensor of a lossy op (Lossy) is here when it differs from its own
+	// round trip.
 	Diffs []TensorDiff
+	// Lossy are the tensors made by an op that is lossy by nature in
+	// their dtype (ops.Lossy: the zero-centred RMSNorm's (w - 1) + 1):
+	// they are compared with the original's own round trip through the
+	// op, not with the original bytes, and counted in Compared.
+	Lossy []LossyTensor
 	// ConfigDiffs describe config.json keys that differ after the round
 	// trip (informational: the reverse map writes back derived values).
 	ConfigDiffs []string
@@ -59,6 +67,34 @@ type TensorDiff struct {
 	Reason string
 }
 
+// LossyTensor is a tensor of a lossy op that came back as its own round
+// trip: how many of its elements it changed, and the largest distance,
+// in units in the last place, between the original and the round trip.
+type LossyTensor struct {
+	Name    string
+	Kind    string
+	DType   tensor.DType
+	Changed int64
+	MaxULP  uint64
+}
+
+// LossySummary sums up Lossy: the tensors changed by their round trip,
+// the largest distance in ulps, and the "kind in DType" pairs seen.
+func (r *VerifyReport) LossySummary() (changed int, maxULP uint64, ops []string) {
+	for _, l := range r.Lossy {
+		if l.Changed > 0 {
+			changed++
+		}
+		maxULP = max(maxULP, l.MaxULP)
+		op := fmt.Sprintf("%s in %v", l.Kind, l.DType)
+		if !slices.Contains(ops, op) {
+			ops = append(ops, op)
+		}
+	}
+	slices.Sort(ops)
+	return changed, maxULP, ops
+}
+
 // OK reports whether every tensor came back identical.
 func (r *VerifyReport) OK() bool { return len(r.Diffs) == 0 }
 
@@ -69,7 +105,9 @@ const verifyPrefix = "rolltpl-verify-"
 
 // Verify converts the HF checkpoint in dir to MCA (in opts.Layout) in a
 // temporary directory, then converts that back and compares every tensor's
-// dtype, shape and bytes with the original as it is produced: the HF
+// dtype, shape and bytes with the original as it is produced (a tensor
+// of an op that is lossy in its dtype with the original's own round trip
+// through that op, see [VerifyReport.Lossy]): the HF
 // shards are never written, so the round trip needs temporary space for
 // the MCA checkpoint only, and reads the original once. The temporary
 // folder (TempDir/rolltpl-verify-OWNER) is removed on return, canceled
@@ -146,10 +184,15 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 		// FP8: quantize back with the source's scales (byte-exact, §2.5).
 		back.Quantize = &QuantizeOptions{Scales: ScalesReuse}
 	}
+	if verifyMCAHook != nil {
+		if err := verifyMCAHook(mcaDir); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := ConvertMCAToHF(ctx, m, mcaDir, hfDir, back); err != nil {
 		return nil, fmt.Errorf("MCA → HF: %w", err)
 	}
-	rep.Diffs, rep.Compared, rep.Bytes = c.diffs, c.compared, c.bytes
+	rep.Diffs, rep.Compared, rep.Bytes, rep.Lossy = c.diffs, c.compared, c.bytes, c.lossy
 	for _, t := range orig.Tensors() {
 		if !skip[t.Name] && !c.seen[t.Name] {
 			rep.Diffs = append(rep.Diffs, TensorDiff{t.Name, "missing after the round trip"})
@@ -160,8 +203,15 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	return rep, nil
 }
 
+// verifyMCAHook, set by tests, is called with the intermediate MCA
+// checkpoint before it is converted back (to damage it).
+var verifyMCAHook func(mcaDir string) error
+
 // comparer is the sink of Verify's MCA → HF conversion: it compares each
-// tensor the conversion produces with the original tensor of that name.
+// tensor the conversion produces with the original tensor of that name,
+// or, for a tensor of an op that is lossy in its dtype, with the
+// original's round trip through that op (ops.RoundTrip, block by block:
+// every lossy op is element-wise).
 type comparer struct {
 	orig     *safetensors.Sharded
 	files    map[string]*os.File
@@ -175,6 +225,15 @@ type comparer struct {
 	f        *os.File
 	off, pos int64
 	diffAt   int64
+	// kinds maps each output name of the conversion to its op kind.
+	kinds map[string]string
+	lossy []LossyTensor
+	// the lossy tensor being compared (cur nil: compare bytes)
+	cur      *LossyTensor
+	cfg      ops.Config
+	size     int64
+	win, rt  []byte
+	lossyErr error
 }
 
 func (c *comparer) close() {
@@ -205,13 +264,35 @@ func (c *comparer) tensor(ex *executor, name string, t tensor.Tensor) error {
 		}
 		c.files[o.File.Path()] = f
 	}
-	c.f, c.off, c.pos, c.diffAt = f, o.Offset, 0, -1
+	if c.kinds == nil {
+		c.kinds = map[string]string{}
+		for _, st := range ex.plan.Steps {
+			for _, out := range st.Outputs {
+				c.kinds[out.Name] = st.Kind
+			}
+		}
+	}
+	c.f, c.off, c.pos, c.diffAt, c.cur = f, o.Offset, 0, -1, nil
+	if kind := c.kinds[name]; ops.Lossy(kind, t.DType) {
+		c.cur = &LossyTensor{Name: name, Kind: kind, DType: t.DType}
+		c.cfg, c.size, c.lossyErr = ex.cfg, t.Len(), nil
+		c.cfg.Alloc = nil // the executor's staging area holds t
+	}
 	if err := ex.write(c, t); err != nil {
 		return err
 	}
-	if c.diffAt >= 0 {
-		c.diffs = append(c.diffs, TensorDiff{name, fmt.Sprintf("bytes differ from byte %d on", c.diffAt)})
+	if c.lossyErr != nil {
+		return fmt.Errorf("%s: the round trip of %s: %v", name, c.cur.Kind, c.lossyErr)
 	}
+	switch {
+	case c.diffAt >= 0 && c.cur != nil:
+		c.diffs = append(c.diffs, TensorDiff{name, fmt.Sprintf("bytes differ from its own round trip through %s (lossy in %v) from byte %d on", c.cur.Kind, t.DType, c.diffAt)})
+	case c.diffAt >= 0:
+		c.diffs = append(c.diffs, TensorDiff{name, fmt.Sprintf("bytes differ from byte %d on", c.diffAt)})
+	case c.cur != nil:
+		c.lossy = append(c.lossy, *c.cur)
+	}
+	c.cur = nil
 	c.compared++
 	c.bytes += t.Len()
 	return nil
@@ -225,7 +306,11 @@ func (c *comparer) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		b := c.buf[:min(len(p), len(c.buf))]
-		if c.diffAt < 0 {
+		if c.cur != nil {
+			if c.diffAt < 0 && c.lossyErr == nil {
+				c.lossyErr = c.compareRoundTrip(p[:len(b)])
+			}
+		} else if c.diffAt < 0 {
 			if err := blockio.ReadFull(c.f, c.f.Name(), b, c.off+c.pos); err != nil {
 				return n - len(p), err
 			}
@@ -242,6 +327,46 @@ func (c *comparer) Write(p []byte) (int, error) {
 		p = p[len(b):]
 	}
 	return n, nil
+}
+
+// compareRoundTrip compares p, the next bytes of a lossy tensor, with the
+// original's round trip: it reads the whole elements of the original that
+// p overlaps, runs them through the op and back, and adds the elements
+// that start within p to the tensor's ulp count.
+func (c *comparer) compareRoundTrip(p []byte) error {
+	es := int64(c.cur.DType.Size())
+	lo := c.pos / es * es
+	hi := min((c.pos+int64(len(p))+es-1)/es*es, c.size)
+	if cap(c.win) < int(hi-lo) {
+		c.win = make([]byte, hi-lo)
+	}
+	win := c.win[:hi-lo]
+	if err := blockio.ReadFull(c.f, c.f.Name(), win, c.off+lo); err != nil {
+		return err
+	}
+	in, err := tensor.New(c.cur.DType, tensor.Shape{(hi - lo) / es}, win)
+	if err != nil {
+		return err
+	}
+	rt, err := ops.RoundTrip(c.cur.Kind, in, c.cfg)
+	if err != nil {
+		return err
+	}
+	c.rt = append(c.rt[:0], rt.Bytes()...)
+	want := c.rt[c.pos-lo : c.pos-lo+int64(len(p))]
+	if !bytes.Equal(want, p) {
+		for i := range want {
+			if want[i] != p[i] {
+				c.diffAt = c.pos + int64(i)
+				break
+			}
+		}
+	}
+	first := (c.pos+es-1)/es*es - lo
+	changed, ulp := ops.ULPDiff(c.cur.DType, win[first:], c.rt[first:])
+	c.cur.Changed += changed
+	c.cur.MaxULP = max(c.cur.MaxULP, ulp)
+	return nil
 }
 
 // Copy compares the n bytes fill produces, block by block.

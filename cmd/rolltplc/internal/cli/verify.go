@@ -67,11 +67,17 @@ func runVerify(e *env, args []string) int {
 		for _, d := range rep.Diffs {
 			fmt.Fprintf(e.stdout, "  %s: %s\n", d.Name, d.Reason)
 		}
+		printLossy(e, rep)
 		return ExitError
 	}
 	if !*quiet {
-		fmt.Fprintf(e.stdout, "%s (%s): %d tensors, %s identical after HF -> MCA%s -> HF (%s)\n", dir, m.Template.Name,
-			rep.Compared, exec.HumanBytes(rep.Bytes), layoutNote(l), time.Since(start).Round(time.Millisecond))
+		var asRT string
+		if len(rep.Lossy) > 0 {
+			asRT = fmt.Sprintf(", %d of them as their own round trip through a lossy op", len(rep.Lossy))
+		}
+		fmt.Fprintf(e.stdout, "%s (%s): %d tensors, %s identical after HF -> MCA%s -> HF (%s)%s\n", dir, m.Template.Name,
+			rep.Compared, exec.HumanBytes(rep.Bytes), layoutNote(l), time.Since(start).Round(time.Millisecond), asRT)
+		printLossy(e, rep)
 		if len(rep.Skipped) > 0 {
 			fmt.Fprintf(e.stdout, "%s ignored or dropped by the template%s, not compared\n", plural(len(rep.Skipped), "tensor"), map[bool]string{true: " or left out by --no-mtp"}[*noMTP])
 		}
@@ -80,6 +86,18 @@ func runVerify(e *env, args []string) int {
 		}
 	}
 	return ExitOK
+}
+
+// printLossy says how many tensors came from ops that are lossy by
+// nature in their dtype and were compared with their own round trip, and
+// how far that round trip is from the original.
+func printLossy(e *env, rep *exec.VerifyReport) {
+	if len(rep.Lossy) == 0 {
+		return
+	}
+	changed, ulp, ops := rep.LossySummary()
+	fmt.Fprintf(e.stdout, "note: lossy by nature: %s; %d of the %s compared with their own round trip changed by it, at most %d ulp from the original\n",
+		strings.Join(ops, ", "), changed, plural(len(rep.Lossy), "tensor"), ulp)
 }
 
 // verifyLayoutUsage rewrites the help of the layout flags, shared with

@@ -97,6 +97,13 @@ func TestHover(t *testing.T) {
 			wantHighlight: "stack",
 		},
 		{
+			name: "lossy op", file: "common.rolltpl", needle: `zero_centered_rmsnorm ".linear_attn.norm.weight"`, delta: 1,
+			want: "```rolltpl\nzero_centered_rmsnorm hf -> mca\n```\n" +
+				"**op** `zero_centered_rmsnorm` · 1 HF name → 1 MCA name · ROLL `ZeroCenteredRMSNormConverOp`\n\n" + vocab.Op("zero_centered_rmsnorm").Doc +
+				"\n\nLossy in `BF16`, `F16`, `F32`, `F64`: a round trip may not give the same bytes back; `verify` compares its tensors with their own round trip",
+			wantHighlight: "zero_centered_rmsnorm",
+		},
+		{
 			name: "op parameter", file: "common.rolltpl", needle: "stack(dim", delta: 7,
 			want:          "**parameter** `dim` of `stack` (int, optional)\n\n" + stack.Params[0].Doc + ".",
 			wantHighlight: "dim",

@@ -230,6 +230,9 @@ func opHover(o *vocab.OpSpec) string {
 	if len(o.Reads) > 0 {
 		fmt.Fprintf(&b, "\n\nReads MCA config: %s", codeList(o.Reads))
 	}
+	if len(o.LossyIn) > 0 {
+		fmt.Fprintf(&b, "\n\nLossy in %s: a round trip may not give the same bytes back; `verify` compares its tensors with their own round trip", codeList(o.LossyIn))
+	}
 	return b.String()
 }
 
