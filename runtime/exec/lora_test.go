@@ -71,21 +71,28 @@ func testLoRAExportTorchReference(t *testing.T, py string) {
 		mt     string
 		layout exec.Layout
 	}
-	tcs := []tc{
-		{"qwen2/tp1", "qwen2", exec.Layout{}},
-		{"qwen2/tp2", "qwen2", exec.Layout{TP: 2}},
-		{"llama/pp2", "llama", exec.Layout{PP: 2}},
-		{"llama/tp2pp2", "llama", exec.Layout{TP: 2, PP: 2}},
-		{"qwen3/tp2", "qwen3", exec.Layout{TP: 2}},
-		{"qwen3_moe/ep2", "qwen3_moe", exec.Layout{EP: 2}},
-		{"qwen3_moe/tp2ep2", "qwen3_moe", exec.Layout{TP: 2, EP: 2}},
-		{"qwen3_moe/ep2tegrouped", "qwen3_moe", exec.Layout{EP: 2, MoEGroupedGEMM: true}},
-		{"qwen2_moe/tp2pp2", "qwen2_moe", exec.Layout{TP: 2, PP: 2}},
-		{"qwen3_next/tp2ep2", "qwen3_next", exec.Layout{TP: 2, EP: 2}},
-		{"qwen2_moe/tp2ep2", "qwen2_moe", exec.Layout{TP: 2, EP: 2}},
-		{"qwen3/pp2", "qwen3", exec.Layout{PP: 2}},
-		{"qwen3_moe/tp2ep2tegrouped", "qwen3_moe", exec.Layout{TP: 2, EP: 2, MoEGroupedGEMM: true}},
-		{"qwen2_moe/tp2etp1ep2", "qwen2_moe", exec.Layout{TP: 2, ETP: 1, EP: 2}},
+	tcs := []tc{}
+	dense := []string{"qwen2", "llama", "qwen3"}
+	moe := []string{"qwen2_moe", "qwen3_moe", "qwen3_next"}
+	lays := []struct {
+		id string
+		l  exec.Layout
+	}{{"tp1", exec.Layout{}}, {"tp2", exec.Layout{TP: 2}}, {"pp2", exec.Layout{PP: 2}}, {"tp2pp2", exec.Layout{TP: 2, PP: 2}}, {"ep2", exec.Layout{EP: 2}}, {"tp2ep2", exec.Layout{TP: 2, EP: 2}}}
+	// Every model at every layout acceptance 1 of issue 13 names (EP only
+	// with experts), TE grouped experts for qwen3_moe, and an ETP case.
+	tcs = append(tcs, tc{"qwen2_moe/tp2etp1ep2", "qwen2_moe", exec.Layout{TP: 2, ETP: 1, EP: 2}})
+	for _, m := range append(dense, moe...) {
+		for _, l := range lays {
+			if l.l.EP > 1 && (m == "qwen2" || m == "llama" || m == "qwen3") {
+				continue
+			}
+			tcs = append(tcs, tc{m + "/" + l.id, m, l.l})
+			if m == "qwen3_moe" {
+				g := l.l
+				g.MoEGroupedGEMM = true
+				tcs = append(tcs, tc{m + "/" + l.id + "tegrouped", m, g})
+			}
+		}
 	}
 	for _, c := range tcs {
 		hf := filepath.Join(dir, c.id, "hf")
