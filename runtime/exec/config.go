@@ -93,27 +93,6 @@ func (m *Model) configMappings() []configMapping {
 	return out
 }
 
-// irValueJSON converts a template constant to a JSON value.
-func irValueJSON(v ir.Value) any {
-	switch v.Kind {
-	case ir.Bool:
-		return v.Bool
-	case ir.Int:
-		return pyjson.Number{Text: v.Text}
-	case ir.Float:
-		return pyjson.Number{Text: v.Text, Float: true}
-	case ir.String:
-		return v.Text
-	case ir.List:
-		l := make([]any, len(v.Elems))
-		for i, e := range v.Elems {
-			l[i] = irValueJSON(e)
-		}
-		return l
-	}
-	return nil
-}
-
 // BuildMCAConfig converts an HF config.json to mca_config.json content the
 // way ROLL's convert_hf_to_mca_config_kws and the config's __post_init__
 // do (roll-converter-spec.md §4.1), in this order of precedence:
@@ -186,7 +165,7 @@ func BuildMCAConfig(m *Model, hfText []byte, hfPath, nameOrPath string, layout L
 	kw.Set("hf_config_json", string(hfText))
 	recordTemplate(kw, m)
 	for _, c := range m.Template.Constants {
-		kw.Set(c.Key, irValueJSON(c.Value))
+		kw.Set(c.Key, valueToJSON(c.Value))
 	}
 	// set mca.KEY: after the maps and constants (the generated template
 	// class applies them to the keyword arguments ROLL's

@@ -70,8 +70,8 @@ func jsonToValue(v any) ir.Value {
 	return ir.NullValue()
 }
 
-// valueToJSON converts an expression value to a JSON value for a config
-// file.
+// valueToJSON converts an IR value (a template constant or an
+// expression's value) to a JSON value for a config file.
 func valueToJSON(v ir.Value) any {
 	switch v.Kind {
 	case ir.Bool:
