@@ -32,6 +32,15 @@ import zlib
 
 import torch
 
+
+def load_trusted(path):
+    """torch.load of a file this test wrote: ROLL's rank files hold
+    Transformer Engine's _extra_state as io.BytesIO, which torch >= 2.6's
+    default weights_only=True load refuses; ROLL loads its own checkpoints
+    with weights_only=False, and so does this oracle."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 TARGET_RE = re.compile(r"^(.*\.(linear_qkv|linear_proj|linear_fc1|linear_fc2|router|in_proj|out_proj))\.weight(\d*)$")
 COLUMN = {"linear_qkv", "linear_fc1", "in_proj"}
 DUPLICATED = {"router"}  # LoraRouterParallelLinear: A [r, H], B [E, r] on every rank
@@ -80,7 +89,7 @@ def write_case(c):
             for pp in range(PP):
                 for ep in range(EP):
                     rd = rank_dir(tp, pp, ep, PP, EP)
-                    sd = torch.load(os.path.join(base, "iter_0000001", rd, "model_optim_rng.pt"))["model"]
+                    sd = load_trusted(os.path.join(base, "iter_0000001", rd, "model_optim_rng.pt"))["model"]
                     out = {}
                     for name, w in sd.items():
                         m = TARGET_RE.match(name)
@@ -134,7 +143,7 @@ def expected(adir, cfg, gated=False):
     want = {}
     for pp in range(PP):
         for ep in range(EP):
-            sds = [torch.load(os.path.join(adir, "iter_0000001", rank_dir(tp, pp, ep, PP, EP), "model_optim_rng.pt"))["model"]
+            sds = [load_trusted(os.path.join(adir, "iter_0000001", rank_dir(tp, pp, ep, PP, EP), "model_optim_rng.pt"))["model"]
                    for tp in range(TP)]
             for name in sds[0]:
                 if name.endswith("._extra_state"):
@@ -258,7 +267,7 @@ def check_case(c, errors):
     k = cfg.get("moe_router_topk") or 1
     grouped = bool(cfg.get("moe_grouped_gemm"))
     for i, ad in enumerate(c["adapters"]):
-        want = torch.load(os.path.join(c["save"], ad["name"], "expected.pt"))
+        want = load_trusted(os.path.join(c["save"], ad["name"], "expected.pt"))
         od = c["out"] if (ad["name"] == "default" or len(c["adapters"]) == 1) else os.path.join(c["out"], ad["name"])
         got, meta = read_safetensors(os.path.join(od, "adapter_model.safetensors"))
         if meta != {"format": "pt"}:
@@ -317,7 +326,7 @@ def bits(t):
 def merge_case(c, errors, stats):
     """Compares c["merged"] with Oracle B applied to c["base_hf"] and the default adapter."""
     ad = c["adapters"][0]
-    want_ad = torch.load(os.path.join(c["save"], ad["name"], "expected.pt"))
+    want_ad = load_trusted(os.path.join(c["save"], ad["name"], "expected.pt"))
     s = float(ad["alpha"]) / float(ad["r"])  # the training scale, also for grouped experts
     base = read_dir(c["base_hf"])
     got = read_dir(c["merged"])
@@ -353,8 +362,8 @@ def ranks_case(c, errors):
         return 0
     n = 0
     for rd in sorted(os.listdir(src)):
-        a = {k: v for k, v in torch.load(os.path.join(src, rd, "model_optim_rng.pt"))["model"].items() if not k.endswith("._extra_state")}
-        b = torch.load(os.path.join(dst, rd, "model_optim_rng.pt"))["model"]
+        a = {k: v for k, v in load_trusted(os.path.join(src, rd, "model_optim_rng.pt"))["model"].items() if not k.endswith("._extra_state")}
+        b = load_trusted(os.path.join(dst, rd, "model_optim_rng.pt"))["model"]
         if set(a) != set(b):
             errors.append("%s: names differ: %s" % (rd, sorted(set(a) ^ set(b))[:4]))
         for k in sorted(set(a) & set(b)):

@@ -23,6 +23,19 @@ import torch  # noqa: E402
 import recompute  # noqa: E402
 
 
+def same_but_nan_payload(a, b):
+    """Whether a and b are the same bits, but that a NaN may come back as
+    any NaN: arithmetic on a NaN keeps its payload in one torch version
+    and not another (1.13 and 2.6 differ), so the payload after w - 1 + 1
+    is not a property of the op."""
+    if a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape):
+        return False
+    na, nb = torch.isnan(a), torch.isnan(b)
+    if not torch.equal(na, nb):
+        return False
+    return torch.equal(recompute.bits(a)[~na], recompute.bits(b)[~nb])
+
+
 def check(case):
     a = recompute.read_hf(case["hf_dir"])
     b = recompute.read_hf(case["back_dir"])
@@ -37,7 +50,11 @@ def check(case):
             want = (want - 1) + 1
             if not recompute.same(want, a[name]):
                 changed += 1
-        if not recompute.same(want, b[name]):
+        if name in lossy:
+            ok = same_but_nan_payload(want, b[name])
+        else:
+            ok = recompute.same(want, b[name])
+        if not ok:
             errors.append("%s: differs from %s" % (name, "torch's (w - 1) + 1" if name in lossy else "the HF tensor"))
         checked += 1
     return {"checked": checked, "lossy_changed": changed, "errors": errors}
