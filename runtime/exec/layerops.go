@@ -155,9 +155,10 @@ func formatRanges(ls []int) string {
 	return b.String()
 }
 
-// parseRanges reads formatRanges's output; no range may hold more than
-// limit layers (the bound is the config's layer count, so a hostile value
-// cannot allocate without bound).
+// parseRanges reads formatRanges's output; no layer may be limit or
+// beyond and the ranges may not hold more than limit layers in all (the
+// config's layer count, so a hostile value cannot allocate without
+// bound).
 func parseRanges(s string, limit int) ([]int, error) {
 	var out []int
 	for _, part := range strings.Split(s, ",") {
@@ -174,6 +175,9 @@ func parseRanges(s string, limit int) ([]int, error) {
 		}
 		if b >= limit {
 			return nil, fmt.Errorf("layer %d is beyond the %d layers of the config", b, limit)
+		}
+		if len(out)+b-a+1 > limit {
+			return nil, fmt.Errorf("more layers than the %d of the config", limit)
 		}
 		for l := a; l <= b; l++ {
 			out = append(out, l)

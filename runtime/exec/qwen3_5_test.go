@@ -635,8 +635,9 @@ func testQwen35UnderROLL(t *testing.T, py, roll string) {
 var perExpert = regexp.MustCompile(`^(.*\.mlp\.experts\.)(\d+)\.(gate_proj|up_proj|down_proj)\.weight$`)
 
 // compareFusedBack checks an MCA -> HF round trip of a checkpoint that
-// keeps some experts one by one (Qwen3.5-MoE's MTP layer): rolltpl writes
-// every expert group fused, so back must hold exactly the HF tensors with
+// keeps some experts one by one (Qwen3.5-MoE's MTP layer) and whose
+// mca_config.json has no per-layer op record (exec.LayerOpsKey): rolltpl
+// then writes every expert group fused, so back must hold exactly the HF tensors with
 // each group of per-expert tensors replaced by its fused pair
 // (gate_up_proj [E, 2I, H]: each expert's gate then up; down_proj
 // [E, H, I]), bit for bit.
@@ -711,8 +712,9 @@ func compareFusedBack(t *testing.T, hfDir, backDir string) {
 	}
 }
 
-// TestQwen35VerifyAndNoMTP: `verify` of each Qwen3.5 checkpoint with a
-// fused MTP layer passes at TP2+PP2 (EP2 for MoE), and with --no-mtp
+// TestQwen35VerifyAndNoMTP: `verify` of each Qwen3.5 checkpoint (the
+// 35B-A3B one with its MTP experts one by one too) passes at TP2+PP2 (EP2
+// for MoE), and with --no-mtp
 // (Model.NoMTP) the MTP weights are left out of the rank files and
 // counted, mca_config says no MTP layers, and everything else converts.
 func TestQwen35VerifyAndNoMTP(t *testing.T) {
