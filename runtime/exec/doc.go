@@ -24,7 +24,14 @@
 //     num_moe_experts). Every name no op matches, group left incomplete,
 //     tensor claimed but unused, shape mismatch, output no parallel class
 //     covers, duplicate output, missing layer or expert becomes a
-//     [Problem] naming the tensors, their files and the op.
+//     [Problem] naming the tensors, their files and the op. Alternative
+//     ops (ops sharing MCA names: several HF layouts of the same weights,
+//     such as fused and per-expert experts) are told apart by the HF names
+//     HF -> MCA; the plan records per alternative op the layers it
+//     converted, written to mca_config.json ([LayerOpsKey]), and MCA -> HF
+//     converts each recorded layer with its op, so a checkpoint mixing
+//     layouts comes back exactly; without the record the op table's choice
+//     (the fused split op) serves every layer.
 //  2. Placement (runtime/shard, the one owner of the layout rules): the
 //     plan always produces the global (TP=1) MCA weights, the components
 //     of stacked swiglu and gdn weights joined (shard.Stacks). Every

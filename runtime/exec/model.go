@@ -219,7 +219,9 @@ func containsWildcard(s string) bool {
 // per-expert op also declares (qwen3_5_moe registers both, as ROLL does):
 // converting back then writes each layer's experts fused, the HF layout of
 // Qwen3.5/3.6-MoE, where ROLL's lookup takes the per-expert op and writes
-// them one by one (a documented departure, stdlib/templates/qwen3_5_moe).
+// them one by one (a documented departure, stdlib/templates/qwen3_5_moe),
+// unless the MCA config records which op converted the layer
+// (LayerOpsKey, layerops.go).
 type opTable struct {
 	keys  *rollname.OpTable
 	op    map[string]int // key → index into sides
@@ -245,8 +247,14 @@ func newOpTable(sides []*side, keysOf func(*side) []string, mcaSide bool) *opTab
 // lookup finds the op for a pure name: an exact key first, then the first
 // key (in insertion order) whose pattern matches at the start of name.
 func (t *opTable) lookup(name string) (*side, bool) {
+	s, _, ok := t.lookupKey(name)
+	return s, ok
+}
+
+// lookupKey is lookup that also returns the key that matched.
+func (t *opTable) lookupKey(name string) (*side, string, bool) {
 	if k, ok := t.keys.Lookup(name); ok {
-		return t.sides[t.op[k]], true
+		return t.sides[t.op[k]], k, true
 	}
-	return nil, false
+	return nil, "", false
 }

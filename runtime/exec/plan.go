@@ -81,6 +81,9 @@ type Plan struct {
 
 	// stacks joins and cuts the stacked swiglu and gdn weights.
 	stacks *shard.Stacks
+	// layerOps are, HF -> MCA, the layers each alternative op converted
+	// (layerops.go), recorded in the MCA config by recordLayerOps.
+	layerOps map[int][]int
 }
 
 // Err returns nil when the plan has no error-severity problems, else a
@@ -188,6 +191,12 @@ type planner struct {
 	mcaGlobals []mcaGlobal       // HF -> MCA: the global MCA outputs
 
 	mtp *mtpMap // the template's MTP layers; nil without
+
+	// alt maps each alternative op (ops sharing MCA names) to its group;
+	// recorded is, MCA -> HF, the op the MCA config records for a
+	// {layer, group} (layerops.go), nil without a record.
+	alt      map[int]int
+	recorded map[[2]int]int
 }
 
 // layerVariant is the side an op takes in the layers meeting cond.
@@ -305,6 +314,10 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 		}
 	}
 	pl.sides = sides
+	pl.alt = altGroups(sides)
+	if dir == ops.MCAToHF {
+		pl.readLayerOps()
+	}
 	if dir == ops.HFToMCA {
 		pl.table = newOpTable(sides, func(s *side) []string { return s.info.hf }, false)
 	} else {
@@ -332,6 +345,9 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	pl.checkLayers()
 	pl.checkStructure()
 	pl.checkMTP()
+	if dir == ops.HFToMCA {
+		p.layerOps = pl.layerOps()
+	}
 	return p
 }
 
@@ -367,10 +383,13 @@ func (pl *planner) add(i int) {
 		pl.p.Ignored = append(pl.p.Ignored, i)
 		return
 	}
-	s, ok := pl.table.lookup(pure)
+	s, opKey, ok := pl.table.lookupKey(pure)
 	if !ok {
 		pl.problem(ProblemUnmatched, Error, "", []int{i}, "no op of template %s matches the name (pure name %q)", pl.m.Template.Name, pure)
 		return
+	}
+	if pl.dir == ops.MCAToHF {
+		s = pl.recordedSide(s, opKey, wp.Layer)
 	}
 	if v, ok := pl.variants[s]; ok && pl.dir == ops.HFToMCA && wp.Layer >= 0 {
 		holds, err := pl.layerHolds(v.cond, wp.Layer)

@@ -272,11 +272,7 @@ func testQwen35TorchReference(t *testing.T, py string) {
 			if _, err := exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{}); err != nil {
 				t.Fatalf("%s: MCA → HF: %v", id, err)
 			}
-			if v.modelType == "qwen3_5_moe" && !v.mtpFused {
-				compareFusedBack(t, hf, back)
-			} else {
-				compareCheckpoints(t, hf, back, r.Plan)
-			}
+			compareCheckpoints(t, hf, back, r.Plan)
 		}
 	}
 	ids := make([]string, len(cases))
@@ -639,8 +635,9 @@ func testQwen35UnderROLL(t *testing.T, py, roll string) {
 var perExpert = regexp.MustCompile(`^(.*\.mlp\.experts\.)(\d+)\.(gate_proj|up_proj|down_proj)\.weight$`)
 
 // compareFusedBack checks an MCA -> HF round trip of a checkpoint that
-// keeps some experts one by one (Qwen3.5-MoE's MTP layer): rolltpl writes
-// every expert group fused, so back must hold exactly the HF tensors with
+// keeps some experts one by one (Qwen3.5-MoE's MTP layer) and whose
+// mca_config.json has no per-layer op record (exec.LayerOpsKey): rolltpl
+// then writes every expert group fused, so back must hold exactly the HF tensors with
 // each group of per-expert tensors replaced by its fused pair
 // (gate_up_proj [E, 2I, H]: each expert's gate then up; down_proj
 // [E, H, I]), bit for bit.
@@ -715,12 +712,13 @@ func compareFusedBack(t *testing.T, hfDir, backDir string) {
 	}
 }
 
-// TestQwen35VerifyAndNoMTP: `verify` of each Qwen3.5 checkpoint with a
-// fused MTP layer passes at TP2+PP2 (EP2 for MoE), and with --no-mtp
+// TestQwen35VerifyAndNoMTP: `verify` of each Qwen3.5 checkpoint (the
+// 35B-A3B one with its MTP experts one by one too) passes at TP2+PP2 (EP2
+// for MoE), and with --no-mtp
 // (Model.NoMTP) the MTP weights are left out of the rank files and
 // counted, mca_config says no MTP layers, and everything else converts.
 func TestQwen35VerifyAndNoMTP(t *testing.T) {
-	for _, v := range []qwen35Variant{qwen35Variants[0], qwen35Variants[1], qwen35Variants[3]} {
+	for _, v := range qwen35Variants {
 		t.Run(v.id, func(t *testing.T) {
 			dir := t.TempDir()
 			hf := filepath.Join(dir, "hf")

@@ -33,7 +33,8 @@ import (
 //     that are not its fields with a warning when it loads the file, so
 //     they are safe there; formats.md §MCA config): the template's name
 //     (TemplateKey), its digest (TemplateDigestKey) and the run id of the
-//     conversion (RunKey).
+//     conversion (RunKey); a template with alternative ops adds a fourth,
+//     the layers each of them converted (LayerOpsKey, layerops.go).
 //   - every rank directory gets a run stamp (RunStampName) written after
 //     its rank file: the run id, the layout and the rank.
 //
