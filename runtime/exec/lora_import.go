@@ -265,8 +265,9 @@ func ImportPEFT(ctx context.Context, base *Model, peftDir, baseHF, dst string, o
 	mcfg.Set("rank_pattern", rpo)
 	mcfg.Set("alpha_pattern", apo)
 	// A temporary HF-layout source: config.json, the fused tensors under
-	// their HF names, adapter_config.json (copied into the output).
-	tmp, err := os.MkdirTemp("", "rolltpl-lora-import-")
+	// their HF names, adapter_config.json (copied into the output); beside
+	// the destination, whose file system receives the data anyway.
+	tmp, err := workDir(filepath.Dir(filepath.Clean(dst)), ".rolltpl-lora-import-", "LoRA import", opts.Notice)
 	if err != nil {
 		return nil, err
 	}

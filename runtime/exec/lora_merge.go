@@ -270,7 +270,7 @@ func MergeLoRA(ctx context.Context, base *Model, save, baseDir, dst string, toMC
 	if _, err := checkDest(baseDir, dst, opts.Force, opts.Notice); err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dst)), ".rolltpl-lora-merge-")
+	tmp, err := workDir(filepath.Dir(filepath.Clean(dst)), ".rolltpl-lora-merge-", "LoRA merge", opts.Notice)
 	if err != nil {
 		return nil, err
 	}

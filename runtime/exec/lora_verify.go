@@ -37,7 +37,7 @@ func VerifyLoRA(ctx context.Context, base *Model, save, adapter, tmpDir string) 
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp(tmpDir, "rolltpl-lora-verify-")
+	tmp, err := workDir(tmpDir, "rolltpl-lora-verify-", "LoRA verify", nil)
 	if err != nil {
 		return nil, err
 	}

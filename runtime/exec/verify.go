@@ -103,6 +103,25 @@ func (r *VerifyReport) OK() bool { return len(r.Diffs) == 0 }
 // runs that were killed.
 const verifyPrefix = "rolltpl-verify-"
 
+// workDir creates a temporary working folder in dir named prefix plus the
+// owner fields of runtime/tempname (0700), after removing the folders of
+// that prefix whose writers were killed (told to notice, naming the
+// interrupted run): a temporary of
+// an operation killed by SIGKILL or a power cut is removed by the next
+// run, one of a canceled operation by the caller's deferred RemoveAll.
+// An empty dir is the system's temporary folder; a missing one is
+// created, as the output folder beside it would be.
+func workDir(dir, prefix, run string, notice func(string)) (string, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	outdir.RemoveStale(dir, prefix, run, notice)
+	return tempname.Mkdir(dir, prefix, 0o700)
+}
+
 // Verify converts the HF checkpoint in dir to MCA (in opts.Layout) in a
 // temporary directory, then converts that back and compares every tensor's
 // dtype, shape and bytes with the original as it is produced (a tensor
@@ -117,14 +136,14 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	if tmpDir == "" {
 		tmpDir = os.TempDir()
 	}
-	outdir.RemoveStale(tmpDir, verifyPrefix, "conversion", opts.Notice)
 	var tmp string
 	var err error
 	if opts.Keep {
+		outdir.RemoveStale(tmpDir, verifyPrefix, "conversion", opts.Notice)
 		// Named without an owner: a later Verify must not remove it.
 		tmp, err = os.MkdirTemp(tmpDir, verifyPrefix+"kept-")
 	} else {
-		tmp, err = tempname.Mkdir(tmpDir, verifyPrefix, 0o700)
+		tmp, err = workDir(tmpDir, verifyPrefix, "conversion", opts.Notice)
 	}
 	if err != nil {
 		return nil, err
