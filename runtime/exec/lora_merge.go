@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -199,8 +200,17 @@ func loraFloats(t tensor.Tensor) []float64 {
 }
 
 func floatsOf(b []byte, dt tensor.DType) []float64 {
+	return appendFloats(nil, b, dt)
+}
+
+// appendFloats appends the elements of b (dtype dt) to dst as float64
+// (exact) and returns the extended slice.
+func appendFloats(dst []float64, b []byte, dt tensor.DType) []float64 {
 	n := len(b) / dt.Size()
-	out := make([]float64, n)
+	dst = slices.Grow(dst, n)
+	start := len(dst)
+	dst = dst[:start+n]
+	out := dst[start:]
 	for i := range out {
 		switch dt {
 		case tensor.F32:
@@ -213,7 +223,7 @@ func floatsOf(b []byte, dt tensor.DType) []float64 {
 			out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
 		}
 	}
-	return out
+	return dst
 }
 
 // mergeLoRA returns the bytes of W + s·B·A (§1.5.6): the sum over the
@@ -224,7 +234,8 @@ func mergeLoRA(w []byte, dt tensor.DType, shape tensor.Shape, a, b tensor.Tensor
 	O, I := int(shape[0]), int(shape[1])
 	rho := int(a.Shape[0])
 	af, bf := loraFloats(a), loraFloats(b)
-	wf := floatsOf(w, dt)
+	es := dt.Size()
+	var wf []float64
 	out := make([]byte, 0, len(w))
 	acc := make([]float64, I)
 	for i := range O {
@@ -236,8 +247,11 @@ func mergeLoRA(w []byte, dt tensor.DType, shape tensor.Shape, a, b tensor.Tensor
 				acc[j] += float64(bik * akj) // explicit conversion: no FMA fusion
 			}
 		}
+		// W decoded a row at a time: float64 of the whole weight would
+		// take four times its bf16 bytes.
+		wf = appendFloats(wf[:0], w[i*I*es:(i+1)*I*es], dt)
 		for j := range I {
-			m := wf[i*I+j] + float64(acc[j]*s)
+			m := wf[j] + float64(acc[j]*s)
 			f := float32(m)
 			switch dt {
 			case tensor.F32:
