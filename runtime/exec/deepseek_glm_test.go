@@ -478,14 +478,6 @@ func TestDeepSeekGLMNames(t *testing.T) {
 // config.json. Only the headers take disk space.
 func writeSparse(t *testing.T, dir string, cfg map[string]any, specs []safetensors.Spec) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "config.json"), b)
 	var parts [][]safetensors.Spec
 	last := ""
 	for _, sp := range specs {
@@ -501,6 +493,21 @@ func writeSparse(t *testing.T, dir string, cfg map[string]any, specs []safetenso
 		}
 		parts[len(parts)-1] = append(parts[len(parts)-1], sp)
 	}
+	writeSparseShards(t, dir, cfg, parts)
+}
+
+// writeSparseShards writes config.json (cfg), one shard per part whose
+// tensor data are holes (only the headers take disk space) and the index.
+func writeSparseShards(t *testing.T, dir string, cfg map[string]any, parts [][]safetensors.Spec) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "config.json"), b)
 	weightMap := map[string]string{}
 	var total int64
 	for i, part := range parts {

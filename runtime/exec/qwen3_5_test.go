@@ -309,51 +309,18 @@ func writeSparseQwen35(t *testing.T, dir string, v qwen35Variant, edit func([]sa
 	if !v.mtp {
 		delete(cfg["text_config"].(map[string]any), "mtp_num_hidden_layers")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "config.json"), b)
 	size := func(sp safetensors.Spec) int64 { return sp.Shape.NumElements() * int64(sp.DType.Size()) }
 	var shards [][]safetensors.Spec
 	var cur []safetensors.Spec
-	var curSize, total int64
+	var curSize int64
 	for _, sp := range specs {
 		if len(cur) > 0 && curSize+size(sp) > exec.DefaultMaxShardSize {
 			shards, cur, curSize = append(shards, cur), nil, 0
 		}
 		cur = append(cur, sp)
 		curSize += size(sp)
-		total += size(sp)
 	}
-	shards = append(shards, cur)
-	weightMap := map[string]string{}
-	for i, part := range shards {
-		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
-		f, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := safetensors.NewWriter(f, part, map[string]string{"format": "pt"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Truncate(w.Size()); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-		for _, sp := range part {
-			weightMap[sp.Name] = name
-		}
-	}
-	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
-		t.Fatal(err)
-	}
+	writeSparseShards(t, dir, cfg, append(shards, cur))
 }
 
 // TestQwen35CheckRealSize plans each Qwen3.5 model at its real size from
