@@ -1,10 +1,8 @@
 package pyemit_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,20 +53,7 @@ func TestMTPTemplateClass(t *testing.T) {
 			}
 		}
 	}
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("python3 is required in CI")
-		}
-		t.Skip("python3 not found")
-	}
-	cmd := exec.Command(py, filepath.Join("..", "..", "stdlib", "testdata", "record_registrations.py"), dir, "core")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("import failed: %v\n%s", err, stderr.String())
-	}
+	out := recordRegistrations(t, dir)
 	var got struct {
 		Templates map[string]struct {
 			Class string `json:"template_class"`

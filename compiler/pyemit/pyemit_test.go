@@ -56,20 +56,7 @@ func TestModelOpsAndPrefixRules(t *testing.T) {
 		}
 	}
 
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("python3 is required in CI")
-		}
-		t.Skip("python3 not found")
-	}
-	cmd := exec.Command(py, filepath.Join("..", "..", "stdlib", "testdata", "record_registrations.py"), dir, "core")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("import failed: %v\n%s", err, stderr.String())
-	}
+	out := recordRegistrations(t, dir)
 	var got struct {
 		Templates map[string]struct {
 			Class     string            `json:"template_class"`
@@ -164,4 +151,27 @@ func TestFusedExpertsWithoutClass(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recordRegistrations imports the emitted package in dir under the
+// recording stand-ins for ROLL (stdlib/testdata/record_registrations.py,
+// "core" mode) and returns the JSON they print; it skips without python3
+// unless CI is set.
+func recordRegistrations(t *testing.T, dir string) []byte {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("python3 is required in CI")
+		}
+		t.Skip("python3 not found")
+	}
+	cmd := exec.Command(py, filepath.Join("..", "..", "stdlib", "testdata", "record_registrations.py"), dir, "core")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("import failed: %v\n%s", err, stderr.String())
+	}
+	return out
 }
