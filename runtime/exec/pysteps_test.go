@@ -8,7 +8,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -179,7 +178,7 @@ func TestGeneratedStepOpsMatchRuntime(t *testing.T) {
 	}
 
 	torchtest.Run(t, func(t *testing.T, python string) {
-		cmd := exec.Command(python, filepath.Join("testdata", "run_step_ops.py"), build, casesJSON, data)
+		cmd := torchtest.Command(python, filepath.Join("testdata", "run_step_ops.py"), build, casesJSON, data)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		stdout, err := cmd.Output()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -108,7 +107,7 @@ func runTorchScript(t *testing.T, py, script, dir string, manifest any, ids []st
 	}
 	writeFile(t, path, b)
 	result := filepath.Join(dir, "result.json")
-	if out, err := exec.Command(py, filepath.Join("testdata", script), path, result).CombinedOutput(); err != nil {
+	if out, err := torchtest.Command(py, filepath.Join("testdata", script), path, result).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	var res struct {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -162,7 +161,7 @@ func needTorch(t testing.TB, python string) torchCaps {
 
 // runHelper runs the torch helper with python.
 func runHelper(python string, args ...string) ([]byte, error) {
-	cmd := exec.Command(python, append([]string{filepath.Join(helperDir, "helper.py")}, args...)...)
+	cmd := torchtest.Command(python, append([]string{filepath.Join(helperDir, "helper.py")}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
