@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	rexec "github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
