@@ -10,7 +10,9 @@
 # interpreter on a command line (a script path, or "-c" and code, then
 # argv); the three paths are files the Go side created. The server runs
 # the script with file descriptors 0, 1 and 2 on those files, and answers
-# {"status": exit status}. End of input ends the server.
+# {"status": exit status}; an "env" list ("K=V") in a request replaces
+# the environment for that script. End of input ends the server, and so
+# does its parent's end (a test binary killed while a script runs).
 #
 # Each script runs in a fresh __main__ module with sys.argv, sys.path[0],
 # the working directory, the environment, sys.stdin/stdout/stderr,
@@ -31,6 +33,8 @@ import os
 import random
 import struct
 import sys
+import threading
+import time
 import traceback
 import types
 import warnings
@@ -116,6 +120,7 @@ def _settings():
         add(lambda: torch.random.get_rng_state(), lambda v: torch.random.set_rng_state(v))
         add(lambda: torch.get_default_dtype(), lambda v: torch.set_default_dtype(v))
         add(lambda: torch.is_grad_enabled(), lambda v: torch.set_grad_enabled(v))
+        add(lambda: torch.get_num_threads(), lambda v: torch.set_num_threads(v))
         opts = getattr(getattr(torch, "_tensor_str", None), "PRINT_OPTS", None)
         add(lambda: dict(vars(opts)), lambda v: (vars(opts).clear(), vars(opts).update(v)))
     if numpy is not None:
@@ -251,7 +256,15 @@ def _run(req):
     return status
 
 
+def _watch_parent():
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
 def _serve():
+    threading.Thread(target=_watch_parent, daemon=True).start()
     _send({"ready": True, "torch": TORCH, "torch_error": TORCH_ERROR, "python": sys.version.split()[0]})
     std = (sys.stdin, sys.stdout, sys.stderr)
     home = os.getcwd()
@@ -261,6 +274,9 @@ def _serve():
             break
         modules_before = dict(sys.modules)
         _reset_state()
+        if req.get("env") is not None:
+            os.environ.clear()
+            os.environ.update(kv.split("=", 1) for kv in req["env"] if "=" in kv)
         fds = []
         for i, key in enumerate(("stdin", "stdout", "stderr")):
             fd = os.open(req[key], os.O_RDONLY if i == 0 else os.O_WRONLY | os.O_APPEND)

@@ -46,13 +46,14 @@ const (
 //
 // Args are as on a command line after the interpreter: a script path or
 // "-c" and code, then the script's arguments. Other interpreter options
-// (e.g. "-m"), a non-nil Env, or Fresh run the script in a process of
-// its own.
+// (e.g. "-m") or Fresh run the script in a process of its own. Without
+// Env, a script sees the environment the test binary had when the server
+// started.
 type Cmd struct {
 	Path   string   // the interpreter
 	Args   []string // Args[0] is Path, as for exec.Cmd
 	Dir    string   // the working directory; "" is the test's
-	Env    []string // non-nil runs the script in a process of its own with this environment
+	Env    []string // the script's environment ("K=V"); nil: see above
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
@@ -142,7 +143,7 @@ func (c *Cmd) context() context.Context {
 
 // fresh reports whether c runs in a process of its own.
 func (c *Cmd) fresh() bool {
-	if c.Fresh || c.Env != nil || os.Getenv(FreshEnv) != "" || len(c.Args) < 2 {
+	if c.Fresh || os.Getenv(FreshEnv) != "" || len(c.Args) < 2 {
 		return true
 	}
 	a := c.Args[1]
@@ -182,7 +183,7 @@ func (c *Cmd) runServed() error {
 		}
 		dir = wd
 	}
-	req := request{Args: c.Args[1:], Cwd: dir, Stdin: os.DevNull}
+	req := request{Args: c.Args[1:], Cwd: dir, Stdin: os.DevNull, Env: c.Env}
 	files, err := newRequestFiles(c, &req)
 	if err != nil {
 		return err
@@ -215,6 +216,7 @@ type request struct {
 	Stdin  string   `json:"stdin"`
 	Stdout string   `json:"stdout"`
 	Stderr string   `json:"stderr"`
+	Env    []string `json:"env"`
 }
 
 // requestFiles are the temporary files standing for a run's streams.

@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +91,7 @@ func TestServerRuns(t *testing.T) {
 		args     []string
 		dir      string
 		stdin    string
+		env      []string
 		combined bool
 		status   int // 0: no error
 		stdout   string
@@ -115,6 +119,8 @@ func TestServerRuns(t *testing.T) {
 			stdout: `["-c", "x", "-y"]` + "\n",
 		},
 		{name: "stdin", args: []string{"-c", "import sys; print(sys.stdin.read().upper(), end='')"}, stdin: "some input\n", stdout: "SOME INPUT\n"},
+		{name: "env", args: []string{"-c", "import os; print(sorted(os.environ.items()))"}, env: []string{"A=1", "B=x=y"}, stdout: "[('A', '1'), ('B', 'x=y')]\n"},
+		{name: "env-inherited", args: []string{"-c", "import os; print('PATH' in os.environ)"}, stdout: "True\n"},
 		{name: "no-stdin", args: []string{"-c", "import sys; print(repr(sys.stdin.read()))"}, stdout: "''\n"},
 		{name: "fd-writes", args: []string{"-c", "import os; os.write(1, b'one\\n'); os.write(2, b'two\\n')"}, stdout: "one\n", stderr: "two\n"},
 		{
@@ -129,7 +135,7 @@ func TestServerRuns(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := Command(py, c.args...)
-			cmd.Dir = c.dir
+			cmd.Dir, cmd.Env = c.dir, c.env
 			if c.stdin != "" {
 				cmd.Stdin = strings.NewReader(c.stdin)
 			}
@@ -394,4 +400,98 @@ func TestServerEndsWithInput(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "did not start its server") || !strings.Contains(err.Error(), "no interpreter here") {
 		t.Errorf("broken interpreter: %v", err)
 	}
+}
+
+// TestServerEndsWithParent checks that a server running a script that
+// hangs ends when its test binary is killed: a child test binary starts
+// one, the script writes its process id, and the child is killed.
+func TestServerEndsWithParent(t *testing.T) {
+	if pidFile := os.Getenv("TORCHTEST_HANG_PID"); pidFile != "" {
+		// The child: run a script that records its pid and hangs.
+		py := os.Getenv("TORCHTEST_HANG_PYTHON")
+		Command(py, "-c", "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(600)", pidFile).Run()
+		return
+	}
+	py, _ := fakePython(t, fakeTorch)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	child := exec.Command(os.Args[0], "-test.run=^TestServerEndsWithParent$")
+	child.Env = append(os.Environ(), "TORCHTEST_HANG_PID="+pidFile, "TORCHTEST_HANG_PYTHON="+py)
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Wait()
+	var pid int
+	for deadline := time.Now().Add(time.Minute); pid == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			child.Process.Kill()
+			t.Fatal("the script never wrote its pid")
+		}
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(string(b))
+	}
+	child.Process.Kill()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return // gone (reaped by init)
+		}
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); bytes.Contains(b, []byte(") Z ")) {
+			return // a zombie: it ended
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the server (pid %d) outlived its killed test binary by 30 s", pid)
+		}
+	}
+}
+
+// TestServerRealTorch checks, under each interpreter with torch, that the
+// torch settings a script changes are back to a new process's for the
+// next script (the server restores those its torch version has), and
+// that each script starts from the same RNG state (a new process's is
+// seeded at random).
+func TestServerRealTorch(t *testing.T) {
+	Run(t, func(t *testing.T, py string) {
+		const probe = `
+import json, torch
+print(json.dumps([str(torch.get_default_dtype()), torch.is_grad_enabled(), torch.get_num_threads(), str(torch.ones(1) / 3)]))
+print(torch.rand(3).tolist())
+`
+		fresh := Command(py, "-c", probe)
+		fresh.Fresh = true
+		want, err := fresh.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := Command(py, "-c", probe).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		change := Command(py, "-c", `
+import torch
+torch.set_default_dtype(torch.float64)
+torch.manual_seed(1)
+torch.rand(5)
+torch.set_grad_enabled(False)
+torch.set_num_threads(1)
+torch.set_printoptions(precision=1)
+torch.load = None
+`)
+		if out, err := change.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		got, err := Command(py, "-c", probe).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		settings := func(b []byte) string { return strings.SplitAfter(string(b), "\n")[0] }
+		if settings(got) != settings(want) {
+			t.Errorf("after a script changed torch's settings, the next one sees\n%s\nwhere a new process sees\n%s", got, want)
+		}
+		if string(got) != string(first) {
+			t.Errorf("the RNG state differs between scripts: %q, then %q", first, got)
+		}
+		if out, err := Command(py, "-c", "import torch; print(callable(torch.load))").Output(); err != nil || string(out) != "True\n" {
+			t.Errorf("torch.load after a script replaced it: %q, %v", out, err)
+		}
+	}, "numpy")
 }
