@@ -312,6 +312,10 @@ func (f *requestFiles) remove() {
 }
 
 var (
+	// spareAfter is how long a script waits for its interpreter's busy
+	// server before another one starts (a variable for tests).
+	spareAfter = 2 * time.Second
+
 	poolsMu sync.Mutex
 	pools   = map[string]*pool{}
 
@@ -347,8 +351,12 @@ func poolFor(python string) *pool {
 	return p
 }
 
-// get returns an idle server, starts one, or waits for one.
+// get returns an idle server, or starts one when there is none, or
+// waits for one. While a server is busy, a second one starts only after
+// spareAfter: most scripts end sooner than a server starts.
 func (p *pool) get(ctx context.Context) (*server, error) {
+	var spare *time.Timer // fires when another server may start
+	spareDue := false
 	for {
 		p.mu.Lock()
 		if k := len(p.idle); k > 0 {
@@ -357,7 +365,7 @@ func (p *pool) get(ctx context.Context) (*server, error) {
 			p.mu.Unlock()
 			return s, nil
 		}
-		if p.n < p.max {
+		if p.n == 0 || p.n < p.max && spareDue {
 			p.n++
 			p.mu.Unlock()
 			s, err := startServer(ctx, p.python)
@@ -366,9 +374,19 @@ func (p *pool) get(ctx context.Context) (*server, error) {
 			}
 			return s, err
 		}
+		if spare == nil && p.n < p.max {
+			spare = time.NewTimer(spareAfter)
+			defer spare.Stop()
+		}
+		var due <-chan time.Time
+		if spare != nil && !spareDue {
+			due = spare.C
+		}
 		p.mu.Unlock()
 		select {
 		case <-p.free:
+		case <-due:
+			spareDue = true
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -348,6 +348,28 @@ func TestServerConcurrent(t *testing.T) {
 	}
 }
 
+// TestServerSpare checks that a script waiting for a busy server gets
+// another one after spareAfter, up to the pool's size.
+func TestServerSpare(t *testing.T) {
+	py, started := fakePython(t, fakeTorch)
+	defer func(d time.Duration) { spareAfter = d }(spareAfter)
+	spareAfter = 100 * time.Millisecond
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, err := Command(py, "-c", "import time; time.sleep(1.5)").CombinedOutput(); err != nil {
+				t.Errorf("%v\n%s", err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	if want := min(2, poolFor(py).max); started() != want {
+		t.Errorf("%d python processes started, want %d", started(), want)
+	}
+}
+
 // TestServerFresh checks the ways out of the server: Fresh, interpreter
 // options and the environment variable.
 func TestServerFresh(t *testing.T) {
