@@ -10,7 +10,8 @@
 # interpreter on a command line (a script path, or "-c" and code, then
 # argv); the three paths are files the Go side created. The server runs
 # the script with file descriptors 0, 1 and 2 on those files, and answers
-# {"status": exit status}; an "env" list ("K=V") in a request replaces
+# {"status": exit status, "reusable": false when the server must end};
+# an "env" list ("K=V") in a request replaces
 # the environment for that script. End of input ends the server, and so
 # does its parent's end (a test binary killed while a script runs).
 #
@@ -99,10 +100,11 @@ _BASE_PATH = list(sys.path[1:])
 _BASE_ENV = dict(os.environ)
 _BASE_FILTERS = list(warnings.filters)
 _BASE_RANDOM = random.getstate()
-_PROTECTED = [m for m in (torch, getattr(torch, "nn", None), getattr(torch, "serialization", None),
-                          getattr(getattr(torch, "nn", None), "functional", None), numpy)
-              if isinstance(m, types.ModuleType)]
-_PROTECTED_DICTS = [dict(m.__dict__) for m in _PROTECTED]
+_PROTECTED = [m for m in (builtins, warnings, torch, getattr(torch, "Tensor", None), getattr(torch, "nn", None),
+                          getattr(torch, "serialization", None), getattr(getattr(torch, "nn", None), "functional", None),
+                          numpy)
+              if isinstance(m, (types.ModuleType, type))]  # what a script must leave as it found it
+_PROTECTED_DICTS = [dict(vars(m)) for m in _PROTECTED]
 
 
 def _settings():
@@ -156,25 +158,33 @@ def _reset_state():
 
 
 def _undo(modules_before):
-    """Undoes what a script did to the modules of the process."""
+    """Undoes what a script did to the modules of the process; returns
+    False when it changed what the server cannot tell from a library's own
+    doing (a function of torch replaced: by the script, or by a torch
+    module it imported?), so that the server must not run another script."""
     for name in list(sys.modules):
         if name not in modules_before and not _is_library(sys.modules[name]):
             del sys.modules[name]
     for name, mod in modules_before.items():
         if sys.modules.get(name) is not mod:
             sys.modules[name] = mod
-    for mod, base in zip(_PROTECTED, _PROTECTED_DICTS):
-        d = mod.__dict__
-        for k in list(d):
-            if k not in base and not isinstance(d[k], types.ModuleType):
-                del d[k]
-        for k, v in base.items():
-            if d.get(k, v) is not v and callable(v) and not isinstance(v, types.ModuleType):
-                d[k] = v
-            elif k not in d:
-                d[k] = v
     os.environ.clear()
     os.environ.update(_BASE_ENV)
+    return all(_unchanged(obj, base) for obj, base in zip(_PROTECTED, _PROTECTED_DICTS))
+
+
+def _unchanged(obj, base):
+    """Reports whether obj's functions and classes (all of a class's
+    attributes) are those of base (its attributes at start-up)."""
+    d = vars(obj)
+
+    def counts(v):
+        return isinstance(obj, type) or callable(v) and not isinstance(v, types.ModuleType)
+
+    for k, v in base.items():
+        if counts(v) and d.get(k, _unchanged) is not v:
+            return False
+    return all(k in base or not counts(v) for k, v in d.items())
 
 
 _real_open = io.open
@@ -283,7 +293,10 @@ def _serve():
             os.dup2(fd, i)
             os.close(fd)
         sys.stdin = open(0, "r", closefd=False, encoding=std[0].encoding, errors=std[0].errors)
-        sys.stdout, sys.stderr = std[1], std[2]
+        # New streams on fds 1 and 2, unbuffered as -u makes them: what a
+        # script does to them (close, reconfigure) stays with it.
+        sys.stdout, sys.stderr = (io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=f.encoding,
+                                                   errors=f.errors, write_through=True) for fd, f in ((1, std[1]), (2, std[2])))
         try:
             status = _run(req)
         finally:
@@ -296,14 +309,15 @@ def _serve():
             sys.argv = [""]
             sys.path[:] = [""] + _BASE_PATH
             os.chdir(home)
-            _undo(modules_before)
+            _reset_state()  # first: torch's settings may rebind its attributes (torch.Storage)
+            reusable = _undo(modules_before)
             del modules_before
             gc.collect()  # close files the script left open (flushing them)
             os.dup2(_devnull, 0)
             os.dup2(_server_err, 1)
             os.dup2(_server_err, 2)
         sys.stdout.flush()
-        _send({"status": status})
+        _send({"status": status, "reusable": reusable})
     sys.stdout.flush()
     os._exit(0)
 

@@ -40,9 +40,10 @@ const (
 // the long-lived server process of its interpreter (one per interpreter
 // and test binary, started on first use, torch imported once) instead of
 // a new process: the script gets its own __main__ module, sys.argv,
-// working directory and standard streams, and what it does to the
-// process (modules it put into sys.modules, functions it replaced on
-// torch) is undone afterwards; see driver.py.
+// working directory and standard streams, what it does to the process
+// (modules it put into sys.modules, torch's settings) is undone
+// afterwards, and a script that replaced functions of torch ends the
+// server (the next script gets a new one); see driver.py.
 //
 // Args are as on a command line after the interpreter: a script path or
 // "-c" and code, then the script's arguments. Other interpreter options
@@ -195,8 +196,8 @@ func (c *Cmd) runServed() error {
 	if err != nil {
 		return err
 	}
-	status, err := s.do(ctx, req)
-	p.put(s, err == nil)
+	status, reusable, err := s.do(ctx, req)
+	p.put(s, err == nil && reusable)
 	if cerr := files.copyOut(c); err == nil {
 		err = cerr
 	}
@@ -498,24 +499,26 @@ func (s *server) await(ctx context.Context, f func() error) error {
 	}
 }
 
-// do runs req and returns the script's exit status. An error means the
+// do runs req and returns the script's exit status and whether the
+// server may run another script (see driver.py). An error means the
 // server is no longer usable: it died (then a *ExitError tells how) or
 // ctx ended first (then it was killed).
-func (s *server) do(ctx context.Context, req request) (int, error) {
+func (s *server) do(ctx context.Context, req request) (status int, reusable bool, err error) {
 	var resp struct {
-		Status int `json:"status"`
+		Status   int  `json:"status"`
+		Reusable bool `json:"reusable"`
 	}
-	err := s.await(ctx, func() error {
+	err = s.await(ctx, func() error {
 		if err := s.write(req); err != nil {
 			return err
 		}
 		return s.read(&resp)
 	})
 	if err == nil {
-		return resp.Status, nil
+		return resp.Status, resp.Reusable, nil
 	}
 	if ctx.Err() != nil {
-		return 0, fmt.Errorf("torchtest: %s %s: killed: %w", s.python, describe(req.Args), ctx.Err())
+		return 0, false, fmt.Errorf("torchtest: %s %s: killed: %w", s.python, describe(req.Args), ctx.Err())
 	}
 	// The script ended the process (os._exit, a crash): report that as
 	// its exit.
@@ -526,9 +529,9 @@ func (s *server) do(ctx context.Context, req request) (int, error) {
 		<-s.exited
 	}
 	if st := s.state; st != nil && (st.Exited() || st.Sys().(syscall.WaitStatus).Signaled()) {
-		return 0, &ExitError{status: st.ExitCode(), msg: st.String()}
+		return 0, false, &ExitError{status: st.ExitCode(), msg: st.String()}
 	}
-	return 0, fmt.Errorf("torchtest: %s: lost its server (%v): %s", s.python, err, bytes.TrimSpace(s.log.Bytes()))
+	return 0, false, fmt.Errorf("torchtest: %s: lost its server (%v): %s", s.python, err, bytes.TrimSpace(s.log.Bytes()))
 }
 
 // describe names a script run for an error message.
