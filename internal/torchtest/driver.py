@@ -174,15 +174,18 @@ def _undo(modules_before):
 
 
 def _unchanged(obj, base):
-    """Reports whether obj's functions and classes (all of a class's
-    attributes) are those of base (its attributes at start-up)."""
+    """Reports whether the functions and classes among obj's attributes
+    are those of base (its attributes at start-up). Other values may
+    change as a library works (a module's counters, the __slotnames__
+    that pickling caches on torch.Tensor)."""
     d = vars(obj)
 
     def counts(v):
-        return isinstance(obj, type) or callable(v) and not isinstance(v, types.ModuleType)
+        return callable(v) and not isinstance(v, types.ModuleType)
 
     for k, v in base.items():
-        if counts(v) and d.get(k, _unchanged) is not v:
+        now = d.get(k, _unchanged)
+        if now is not v and (counts(v) or counts(now)):
             return False
     return all(k in base or not counts(v) for k, v in d.items())
 
