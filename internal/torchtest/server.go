@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
@@ -156,7 +157,6 @@ func (c *Cmd) runFresh() error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.Path, c.Args[1:]...)
 	cmd.Dir, cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Dir, c.Env, c.Stdin, c.Stdout, c.Stderr
-	countStart(c.Path)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -176,13 +176,9 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 func (c *Cmd) runServed() error {
 	ctx, cancel := withTimeout(c.context())
 	defer cancel()
-	dir := c.Dir
-	if dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			return err
-		}
-		dir = wd
+	dir, err := filepath.Abs(c.Dir) // "" is the working directory
+	if err != nil {
+		return err
 	}
 	req := request{Args: c.Args[1:], Cwd: dir, Stdin: os.DevNull, Env: c.Env}
 	files, err := newRequestFiles(c, &req)
@@ -319,17 +315,7 @@ var (
 
 	poolsMu sync.Mutex
 	pools   = map[string]*pool{}
-
-	startsMu sync.Mutex
-	starts   = map[string]int{} // interpreter -> processes started
 )
-
-// countStart records that a process of python was started.
-func countStart(python string) {
-	startsMu.Lock()
-	starts[python]++
-	startsMu.Unlock()
-}
 
 // pool holds the servers of one interpreter: at most max run at once.
 type pool struct {
@@ -456,7 +442,6 @@ func startServer(ctx context.Context, python string) (*server, error) {
 		return nil, err
 	}
 	s.in, s.out = in, bufio.NewReader(out)
-	countStart(python)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("torchtest: starting %s: %w", python, err)
 	}

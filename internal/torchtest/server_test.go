@@ -86,6 +86,10 @@ func TestServerRuns(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "argv.py"), "import json, os, sys\nprint(json.dumps([sys.argv, __name__, os.getcwd(), sys.path[0]]))\n")
 	big := 3<<20 + 17
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name     string
 		args     []string
@@ -118,6 +122,7 @@ func TestServerRuns(t *testing.T) {
 			name: "argv-c", args: []string{"-c", "import json, sys; print(json.dumps(sys.argv))", "x", "-y"},
 			stdout: `["-c", "x", "-y"]` + "\n",
 		},
+		{name: "dir-relative", args: []string{"-c", "import os; print(os.getcwd())"}, dir: ".", stdout: wd + "\n"},
 		{name: "stdin", args: []string{"-c", "import sys; print(sys.stdin.read().upper(), end='')"}, stdin: "some input\n", stdout: "SOME INPUT\n"},
 		{name: "env", args: []string{"-c", "import os; print(sorted(os.environ.items()))"}, env: []string{"A=1", "B=x=y"}, stdout: "[('A', '1'), ('B', 'x=y')]\n"},
 		{name: "env-inherited", args: []string{"-c", "import os; print('PATH' in os.environ)"}, stdout: "True\n"},
