@@ -308,23 +308,24 @@ func (f *requestFiles) remove() {
 	}
 }
 
-var (
-	// spareAfter is how long a script waits for its interpreter's busy
-	// server before another one starts (a variable for tests).
-	spareAfter = 2 * time.Second
+// spareAfter is how long a script waits for its interpreter's busy
+// server before another one starts.
+const spareAfter = 2 * time.Second
 
+var (
 	poolsMu sync.Mutex
 	pools   = map[string]*pool{}
 )
 
 // pool holds the servers of one interpreter: at most max run at once.
 type pool struct {
-	python string
-	max    int
-	mu     sync.Mutex
-	idle   []*server
-	n      int           // servers started and not dead
-	free   chan struct{} // signalled when a server is put back or dies
+	python     string
+	max        int
+	spareAfter time.Duration
+	mu         sync.Mutex
+	idle       []*server
+	n          int           // servers started and not dead
+	free       chan struct{} // signalled when a server is put back or dies
 }
 
 func poolFor(python string) *pool {
@@ -332,7 +333,7 @@ func poolFor(python string) *pool {
 	defer poolsMu.Unlock()
 	p := pools[python]
 	if p == nil {
-		p = &pool{python: python, max: min(max(runtime.GOMAXPROCS(0), 1), 4), free: make(chan struct{}, 1)}
+		p = &pool{python: python, max: min(max(runtime.GOMAXPROCS(0), 1), 4), spareAfter: spareAfter, free: make(chan struct{}, 1)}
 		pools[python] = p
 	}
 	return p
@@ -362,7 +363,7 @@ func (p *pool) get(ctx context.Context) (*server, error) {
 			return s, err
 		}
 		if spare == nil && p.n < p.max {
-			spare = time.NewTimer(spareAfter)
+			spare = time.NewTimer(p.spareAfter)
 			defer spare.Stop()
 		}
 		var due <-chan time.Time

@@ -193,6 +193,7 @@ func matchWhole(t *testing.T, what, want, got string) {
 // TestServerIsolation checks that what a script does to the process
 // does not reach the next script.
 func TestServerIsolation(t *testing.T) {
+	t.Parallel()
 	py, started := fakePython(t, fakeTorch)
 	a, b := t.TempDir(), t.TempDir()
 	write(t, filepath.Join(a, "helper.py"), "WHO = 'a'\n")
@@ -291,6 +292,7 @@ print(json.dumps({
 // TestServerRestarts checks that a script ending the process or running
 // too long costs a new process, not a broken server.
 func TestServerRestarts(t *testing.T) {
+	t.Parallel()
 	py, started := fakePython(t, fakeTorch)
 
 	out, err := Command(py, "-c", "import os, sys\nprint('before')\nsys.stdout.flush()\nos._exit(5)").CombinedOutput()
@@ -340,6 +342,7 @@ func TestServerOutputError(t *testing.T) {
 // TestServerConcurrent runs scripts from several goroutines: each gets
 // its own output, and no more servers start than the pool holds.
 func TestServerConcurrent(t *testing.T) {
+	t.Parallel()
 	py, started := fakePython(t, fakeTorch)
 	const n = 12
 	var wg sync.WaitGroup
@@ -369,9 +372,9 @@ func TestServerConcurrent(t *testing.T) {
 // TestServerSpare checks that a script waiting for a busy server gets
 // another one after spareAfter, up to the pool's size.
 func TestServerSpare(t *testing.T) {
+	t.Parallel()
 	py, started := fakePython(t, fakeTorch)
-	defer func(d time.Duration) { spareAfter = d }(spareAfter)
-	spareAfter = 100 * time.Millisecond
+	poolFor(py).spareAfter = 100 * time.Millisecond
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Add(1)
@@ -446,6 +449,7 @@ func TestServerEndsWithInput(t *testing.T) {
 // hangs ends when its test binary is killed: a child test binary starts
 // one, the script writes its process id, and the child is killed.
 func TestServerEndsWithParent(t *testing.T) {
+	t.Parallel()
 	if pidFile := os.Getenv("TORCHTEST_HANG_PID"); pidFile != "" {
 		// The child: run a script that records its pid and hangs.
 		py := os.Getenv("TORCHTEST_HANG_PYTHON")
@@ -490,6 +494,7 @@ func TestServerEndsWithParent(t *testing.T) {
 // that each script starts from the same RNG state (a new process's is
 // seeded at random).
 func TestServerRealTorch(t *testing.T) {
+	t.Parallel()
 	Run(t, func(t *testing.T, py string) {
 		const probe = `
 import json, torch
