@@ -18,6 +18,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
@@ -38,6 +39,8 @@ type lowerer struct {
 	// twice is a second, distinct *ir.Op there, as check expects.
 	ops     map[*ast.Op]*ir.Op
 	opsHere map[*ast.Op]bool
+	// defaults are the rules of the library's default quant section.
+	defaults []ir.ScaleRule
 }
 
 // tmplState is a template's fields and sections after inheritance.
@@ -48,6 +51,7 @@ type tmplState struct {
 	mca      *ast.McaBlock
 	weights  *ast.WeightsBlock
 	parallel *ast.ParallelBlock
+	quant    *ast.QuantBlock
 }
 
 // Lower compiles the templates declared in info's root files.
@@ -56,6 +60,12 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 		sets: map[*ast.ParallelBlock]*ir.ParallelSet{}, active: map[ast.Node]bool{},
 		ops: map[*ast.Op]*ir.Op{}}
 	prog := &ir.Program{}
+	if d := info.DefaultQuant; d != nil {
+		if b, ok := d.Decl.(*ast.QuantBlock); ok {
+			l.defaults = exact(l.quant(nil, b, d.Name))
+			prog.DefaultScales = l.defaults
+		}
+	}
 	seen := map[string]*ast.Template{}
 	for _, f := range info.Roots {
 		for _, d := range f.AST.Decls {
@@ -86,6 +96,15 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 			}
 		}
 	}
+	// The named quant sections of the files compiled are checked whether
+	// or not a template uses them.
+	for _, f := range info.Roots {
+		for _, d := range f.AST.Decls {
+			if d.Quant != nil && d.Quant.Name != nil {
+				l.checkRules(l.quant(nil, d.Quant, d.Quant.Name.Name))
+			}
+		}
+	}
 	prog.ParallelSets = l.order
 	return prog, l.diags
 }
@@ -112,7 +131,7 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 			for k, v := range p.fields {
 				s.fields[k] = v
 			}
-			s.config, s.mca, s.weights, s.parallel = p.config, p.mca, p.weights, p.parallel
+			s.config, s.mca, s.weights, s.parallel, s.quant = p.config, p.mca, p.weights, p.parallel, p.quant
 		}
 	}
 	own := map[string]token.Span{}
@@ -139,6 +158,9 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 		case it.Parallel != nil:
 			once("parallel section", it.Parallel.Span())
 			s.parallel = it.Parallel
+		case it.Quant != nil:
+			once("quant section", it.Quant.Span())
+			s.quant = it.Quant
 		case it.Field != nil:
 			name := it.Field.Key.Name
 			if l.retiredField(it.Field) {
@@ -172,6 +194,8 @@ func blockName(it *ast.TemplateItem) *ast.Ident {
 		return it.Weights.Name
 	case it.Parallel != nil:
 		return it.Parallel.Name
+	case it.Quant != nil:
+		return it.Quant.Name
 	}
 	return nil
 }
@@ -223,7 +247,31 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 	if s.parallel != nil {
 		out.Parallel = &ir.ParallelSet{Span: s.parallel.Span(), Parts: l.parallelParts(s.parallel)}
 	}
+	if s.quant != nil {
+		out.Scales = exact(l.quant(nil, s.quant, ""))
+		l.checkRules(out.Scales)
+	} else if l.defaults != nil {
+		out.Scales, out.QuantDefault = l.defaults, true
+	}
 	return out
+}
+
+// quant appends the scale rules of a quant block to rules, `use`s
+// spliced in place; section names the block (empty for a template's own
+// section).
+func (l *lowerer) quant(rules []ir.ScaleRule, b *ast.QuantBlock, section string) []ir.ScaleRule {
+	for _, it := range b.Items {
+		switch {
+		case it.Use != nil:
+			if n, ok := l.used(it.Use.Name).(*ast.QuantBlock); ok && l.enter(n, it.Use.Name) {
+				rules = l.quant(rules, n, it.Use.Name.Name)
+				delete(l.active, n)
+			}
+		case it.Scale != nil:
+			rules = append(rules, ir.ScaleRule{Weight: it.Scale.Weight.Value, Scale: it.Scale.Scale.Value, Section: section, Span: it.Scale.Span()})
+		}
+	}
+	return rules
 }
 
 // exact returns s without spare capacity: the lists of a template are
@@ -693,4 +741,60 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// checkRules reports scale rules that cannot pair names (quant-rule: a
+// side without exactly one "{}", both sides the same pattern) and pairs
+// of rules that claim one name (quant-overlap: two weight patterns, two
+// scale patterns, or one rule's weight pattern and another's scale
+// pattern matching a common name), so that every name has at most one
+// role and one partner.
+func (l *lowerer) checkRules(rules []ir.ScaleRule) {
+	ok := make([]bool, len(rules))
+	for i, r := range rules {
+		ok[i] = true
+		for _, side := range []string{r.Weight, r.Scale} {
+			if _, _, one := rollname.SplitWildcard(side); !one {
+				l.errorf(r.Span, diag.QuantRule, "Scale rule without one {}",
+					"%q has %d {}; each side of a scale rule has exactly one, standing for the same part of the name on both sides (\"{}.weight\" -> \"{}.weight_scale_inv\").",
+					side, strings.Count(side, rollname.Wildcard))
+				ok[i] = false
+			}
+		}
+		if ok[i] && r.Weight == r.Scale {
+			l.errorf(r.Span, diag.QuantRule, "Scale rule pairs a name with itself",
+				"Both sides are %q: a weight's scale is another tensor.", r.Weight)
+			ok[i] = false
+		}
+	}
+	for i, r := range rules {
+		for j := range rules[:i+1] {
+			q := rules[j]
+			if !ok[i] || !ok[j] {
+				continue
+			}
+			var what string
+			switch {
+			case j < i && rollname.WildcardsOverlap(r.Weight, q.Weight):
+				what = fmt.Sprintf("weight pattern %q and %q", r.Weight, q.Weight)
+			case j < i && rollname.WildcardsOverlap(r.Scale, q.Scale):
+				what = fmt.Sprintf("scale pattern %q and %q", r.Scale, q.Scale)
+			case rollname.WildcardsOverlap(r.Weight, q.Scale):
+				what = fmt.Sprintf("weight pattern %q and scale pattern %q", r.Weight, q.Scale)
+			case j < i && rollname.WildcardsOverlap(r.Scale, q.Weight):
+				what = fmt.Sprintf("scale pattern %q and weight pattern %q", r.Scale, q.Weight)
+			default:
+				continue
+			}
+			if i == j {
+				l.errorf(r.Span, diag.QuantOverlap, "Scale rule claims its own scale as a weight",
+					"Its %s match a common name, which would be both a weight and its own scale.", what)
+				continue
+			}
+			dg := diag.Errorf(r.Span, diag.QuantOverlap, "Two scale rules claim one name",
+				"This rule's %s of an earlier rule match a common name: a name has one role and one partner. Narrow one of the patterns.", what)
+			dg.Related = []diag.Related{{Span: q.Span, Message: "the earlier rule"}}
+			l.diags.Add(dg)
+		}
+	}
 }
