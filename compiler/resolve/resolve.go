@@ -241,10 +241,10 @@ func (ld *Loader) Load(paths []string) (*Info, diag.List) {
 	for _, f := range own {
 		st.checkDuplicates(f)
 	}
+	st.info.DefaultQuant = st.defaultQuant()
 	for _, f := range own {
 		st.bind(f)
 	}
-	st.info.DefaultQuant = st.defaultQuant()
 	return st.info, st.diags
 }
 
@@ -621,6 +621,16 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 		detail += fmt.Sprintf(" Module %q declares it: add import %q.", m, m)
 	} else if s := vocab.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
+	} else if d := st.info.DefaultQuant; k == KindQuant && d != nil {
+		// The library's quant sections, as an import's did-you-mean.
+		var names []string
+		for n := range d.File.Symbols[KindQuant] {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		if s := vocab.Suggest(id.Name, names); s != "" {
+			detail += fmt.Sprintf(" Did you mean %q (module %q: add import %q)?", s, vocab.DefaultQuantModule, vocab.DefaultQuantModule)
+		}
 	}
 	st.diags.Add(diag.Errorf(id.Span(), diag.UnknownReference, "Unknown "+string(k)+" name", "%s", detail))
 }
