@@ -17,8 +17,9 @@ import (
 // §2.6.3): a checkpoint whose config.json says quant_method "fp8" has
 // F8_E4M3 weights, each with a grid of one scale per block, named by the
 // template's quant rules (ir.Template.Scales; the stdlib default names
-// X.weight's grid X.weight_scale_inv). The planner sees every such pair as one tensor of the output
-// dtype (BF16 unless Options.Dequantize says otherwise), and the scales
+// X.weight's grid X.weight_scale_inv). The planner sees every such pair
+// as one tensor of the output dtype (BF16 unless Options.Dequantize says
+// otherwise), and the scales
 // not at all; the executor decodes a weight when a step reads it
 // (fp8.Layout.Dequantize; into its arena, or at TP·EP > 1 into a cache the
 // rank files' executors share, fp8cache.go), so template ops stay pure
