@@ -17,6 +17,7 @@ import (
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/fp8"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -117,7 +118,7 @@ func TestFP8TemplateScaleRule(t *testing.T) {
 	}
 	_, err := exec.ConvertHFToMCA(context.Background(), def, cx.dir, filepath.Join(tmp, "refused"), exec.Options{})
 	var pe *exec.PlanError
-	if !errors.As(err, &pe) || pe.Problems[0].Kind != "fp8-scale-missing" || !strings.Contains(err.Error(), `has no scale "model.layers.0.mlp.down_proj.weight_scale_inv"`) {
+	if !errors.As(err, &pe) || pe.Problems[0].Kind != exec.ProblemKind(fp8.CodeScaleMissing) || !strings.Contains(err.Error(), `has no scale "model.layers.0.mlp.down_proj.weight_scale_inv"`) {
 		t.Fatalf("the default rule on .wscale_inv scales: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(tmp, "refused")); err == nil {
