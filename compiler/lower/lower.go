@@ -14,6 +14,7 @@ package lower
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
@@ -62,7 +63,8 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 	prog := &ir.Program{}
 	if d := info.DefaultQuant; d != nil {
 		if b, ok := d.Decl.(*ast.QuantBlock); ok {
-			l.defaults = exact(l.quant(nil, b, d.Name))
+			l.defaults, _ = l.quant(nil, nil, b, d.Name, nil)
+			l.defaults = exact(l.defaults)
 			prog.DefaultScales = l.defaults
 		}
 	}
@@ -101,7 +103,7 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 	for _, f := range info.Roots {
 		for _, d := range f.AST.Decls {
 			if d.Quant != nil && d.Quant.Name != nil {
-				l.checkRules(l.quant(nil, d.Quant, d.Quant.Name.Name))
+				l.checkRules(l.quant(nil, nil, d.Quant, d.Quant.Name.Name, nil))
 			}
 		}
 	}
@@ -248,8 +250,9 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 		out.Parallel = &ir.ParallelSet{Span: s.parallel.Span(), Parts: l.parallelParts(s.parallel)}
 	}
 	if s.quant != nil {
-		out.Scales = exact(l.quant(nil, s.quant, ""))
-		l.checkRules(out.Scales)
+		rules, where := l.quant(nil, nil, s.quant, "", nil)
+		out.Scales = exact(rules)
+		l.checkRules(rules, where)
 	} else if l.defaults != nil {
 		out.Scales, out.QuantDefault = l.defaults, true
 	}
@@ -258,20 +261,33 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 
 // quant appends the scale rules of a quant block to rules, `use`s
 // spliced in place; section names the block (empty for a template's own
-// section).
-func (l *lowerer) quant(rules []ir.ScaleRule, b *ast.QuantBlock, section string) []ir.ScaleRule {
+// section). where gets, per rule, the span its problems are reported at:
+// the rule itself, or for a rule spliced in by `use` the outermost such
+// `use` of the section lowered (at, once set), so that a conflict between
+// a template's rules and a library block's is reported in the template.
+func (l *lowerer) quant(rules []ir.ScaleRule, where []token.Span, b *ast.QuantBlock, section string, at *token.Span) ([]ir.ScaleRule, []token.Span) {
 	for _, it := range b.Items {
 		switch {
 		case it.Use != nil:
 			if n, ok := l.used(it.Use.Name).(*ast.QuantBlock); ok && l.enter(n, it.Use.Name) {
-				rules = l.quant(rules, n, it.Use.Name.Name)
+				inner := at
+				if inner == nil {
+					sp := it.Use.Span()
+					inner = &sp
+				}
+				rules, where = l.quant(rules, where, n, it.Use.Name.Name, inner)
 				delete(l.active, n)
 			}
 		case it.Scale != nil:
 			rules = append(rules, ir.ScaleRule{Weight: it.Scale.Weight.Value, Scale: it.Scale.Scale.Value, Section: section, Span: it.Scale.Span()})
+			if at != nil {
+				where = append(where, *at)
+			} else {
+				where = append(where, it.Scale.Span())
+			}
 		}
 	}
-	return rules
+	return rules, where
 }
 
 // exact returns s without spare capacity: the lists of a template are
@@ -748,22 +764,28 @@ func contains(list []string, s string) bool {
 // of rules that claim one name (quant-overlap: two weight patterns, two
 // scale patterns, or one rule's weight pattern and another's scale
 // pattern matching a common name), so that every name has at most one
-// role and one partner.
-func (l *lowerer) checkRules(rules []ir.ScaleRule) {
+// role and one partner. where[i] is the span rule i is reported at.
+func (l *lowerer) checkRules(rules []ir.ScaleRule, where []token.Span) {
 	ok := make([]bool, len(rules))
+	from := func(r ir.ScaleRule) string {
+		if r.Section == "" {
+			return ""
+		}
+		return fmt.Sprintf(" (a rule of quant %s)", r.Section)
+	}
 	for i, r := range rules {
 		ok[i] = true
 		for _, side := range []string{r.Weight, r.Scale} {
 			if _, _, one := rollname.SplitWildcard(side); !one {
-				l.errorf(r.Span, diag.QuantRule, "Scale rule without one {}",
-					"%q has %d {}; each side of a scale rule has exactly one, standing for the same part of the name on both sides (\"{}.weight\" -> \"{}.weight_scale_inv\").",
-					side, strings.Count(side, rollname.Wildcard))
+				l.errorf(where[i], diag.QuantRule, "Scale rule without one {}",
+					"%q%s has %d {}; each side of a scale rule has exactly one, standing for the same part of the name on both sides (\"{}.weight\" -> \"{}.weight_scale_inv\").",
+					side, from(r), strings.Count(side, rollname.Wildcard))
 				ok[i] = false
 			}
 		}
 		if ok[i] && r.Weight == r.Scale {
-			l.errorf(r.Span, diag.QuantRule, "Scale rule pairs a name with itself",
-				"Both sides are %q: a weight's scale is another tensor.", r.Weight)
+			l.errorf(where[i], diag.QuantRule, "Scale rule pairs a name with itself",
+				"Both sides are %q%s: a weight's scale is another tensor.", r.Weight, from(r))
 			ok[i] = false
 		}
 	}
@@ -773,27 +795,28 @@ func (l *lowerer) checkRules(rules []ir.ScaleRule) {
 			if !ok[i] || !ok[j] {
 				continue
 			}
-			var what string
+			var mine, theirs string
 			switch {
 			case j < i && rollname.WildcardsOverlap(r.Weight, q.Weight):
-				what = fmt.Sprintf("weight pattern %q and %q", r.Weight, q.Weight)
+				mine, theirs = "weight pattern "+strconv.Quote(r.Weight), "weight pattern "+strconv.Quote(q.Weight)
 			case j < i && rollname.WildcardsOverlap(r.Scale, q.Scale):
-				what = fmt.Sprintf("scale pattern %q and %q", r.Scale, q.Scale)
+				mine, theirs = "scale pattern "+strconv.Quote(r.Scale), "scale pattern "+strconv.Quote(q.Scale)
 			case rollname.WildcardsOverlap(r.Weight, q.Scale):
-				what = fmt.Sprintf("weight pattern %q and scale pattern %q", r.Weight, q.Scale)
+				mine, theirs = "weight pattern "+strconv.Quote(r.Weight), "scale pattern "+strconv.Quote(q.Scale)
 			case j < i && rollname.WildcardsOverlap(r.Scale, q.Weight):
-				what = fmt.Sprintf("scale pattern %q and weight pattern %q", r.Scale, q.Weight)
+				mine, theirs = "scale pattern "+strconv.Quote(r.Scale), "weight pattern "+strconv.Quote(q.Weight)
 			default:
 				continue
 			}
 			if i == j {
-				l.errorf(r.Span, diag.QuantOverlap, "Scale rule claims its own scale as a weight",
-					"Its %s match a common name, which would be both a weight and its own scale.", what)
+				l.errorf(where[i], diag.QuantOverlap, "Scale rule claims its own scale as a weight",
+					"Its %s and %s%s match a common name, which would be both a weight and its own scale.", mine, theirs, from(r))
 				continue
 			}
-			dg := diag.Errorf(r.Span, diag.QuantOverlap, "Two scale rules claim one name",
-				"This rule's %s of an earlier rule match a common name: a name has one role and one partner. Narrow one of the patterns.", what)
-			dg.Related = []diag.Related{{Span: q.Span, Message: "the earlier rule"}}
+			dg := diag.Errorf(where[i], diag.QuantOverlap, "Two scale rules claim one name",
+				"The %s of this rule%s and the %s of an earlier rule%s match a common name: a name has one role and one partner. Narrow one of the patterns.",
+				mine, from(r), theirs, from(q))
+			dg.Related = []diag.Related{{Span: where[j], Message: "the earlier rule" + from(q)}}
 			l.diags.Add(dg)
 		}
 	}
