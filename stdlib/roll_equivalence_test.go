@@ -74,29 +74,10 @@ type departure struct {
 	why  string
 }
 
-// fp8Scale is why deepseek_v3 leaves out ROLL's renames of FP8 block scales.
-const fp8Scale = "FP8 block scale: ROLL renames it to a name no parallel class covers, so its DistConverter fails on it; rolltpl's FP8 pre-pass dequantizes with it instead"
-
 // departures are the documented differences between the stdlib's ops and
 // ROLL's, by model type. Each must occur (a departure that went away is
 // reported, so the list stays true) and nothing else may differ.
 var departures = map[string][]departure{
-	"deepseek_v3": {
-		{"missing", ".self_attn.q_a_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".self_attn.q_b_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".self_attn.kv_a_proj_with_mqa.weight_scale_inv", fp8Scale},
-		{"missing", ".self_attn.kv_b_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".mlp.gate_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".mlp.up_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".mlp.down_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".mlp.shared_experts.gate_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".mlp.shared_experts.up_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".mlp.shared_experts.down_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".down_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".up_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".gate_proj.weight_scale_inv", fp8Scale},
-		{"missing", ".self_attn.o_proj.weight_scale_inv", fp8Scale},
-	},
 	"glm4_moe": {
 		{"extra", ".self_attn.q_norm.weight", "GLM-4.5 (use_qk_norm): ROLL has no op for the q norm and fails"},
 		{"extra", ".self_attn.k_norm.weight", "GLM-4.5 (use_qk_norm): ROLL has no op for the k norm and fails"},

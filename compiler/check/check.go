@@ -163,7 +163,42 @@ func (c *checker) template(t *ir.Template) {
 	c.layout(t)
 	c.dropped(t)
 	c.knownMistakes(t)
+	c.scaleOps(t)
 	c.mtp(t)
+}
+
+// scaleOps warns at each op whose HF names are all FP8 scale names under
+// the template's quant rules ([ir.Template.ScaleOp]): ROLL's deepseek_v3
+// registers 14 such renames, which its DistConverter raises on (the MCA
+// names are in no parallel class; lora-fp8.md §2.2). rolltpl keeps them
+// so that the emitted module registers what ROLL registers; its runtime
+// never runs them (the FP8 pre-pass consumes the scales first), so they
+// need no parallel class.
+func (c *checker) scaleOps(t *ir.Template) {
+	var cls *rollname.Classifier
+	for _, op := range t.Ops {
+		if !t.ScaleOp(op) {
+			continue
+		}
+		hf, mca := op.Resolved(nil)
+		if cls == nil {
+			cls = rollname.NewClassifier(c.effective(t, nil).ClassLists())
+		}
+		var unclassified []string
+		for _, n := range mca {
+			if t.Parallel == nil || !classified(cls, n) {
+				unclassified = append(unclassified, n)
+			}
+		}
+		roll := "ROLL would convert the scale grid as a plain tensor, apart from its FP8 weight"
+		if len(unclassified) > 0 {
+			roll = fmt.Sprintf("ROLL's DistConverter raises on this op (%s: in no parallel class)", strings.Join(unclassified, ", "))
+		}
+		c.add(diag.Warningf(op.Span, diag.ScaleOp, "Op converts FP8 scales",
+			"%s: an FP8 block scale under the template's quant rules; %s. "+
+				"rolltplc never runs it: its FP8 pre-pass consumes the scales before any op runs. The op is kept so that the emitted module registers what ROLL registers.",
+			strings.Join(hf, ", "), roll))
+	}
 }
 
 // AnnotateConfigTypes fills in [ir.ConfigEntry.Type] of every template
@@ -638,6 +673,9 @@ func (c *checker) parallel(t *ir.Template) {
 		}
 		eff := classes[i]
 		for _, op := range t.Ops {
+			if t.ScaleOp(op) {
+				continue // scaleOps warns: no runtime converts it
+			}
 			_, mca := c.resolved(t, op, mi)
 			for _, n := range mca {
 				if reported[n] || classified(eff, n) {

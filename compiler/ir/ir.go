@@ -26,6 +26,10 @@ type Program struct {
 	// ParallelSets are the named parallel sets the templates use, in
 	// dependency order (a set comes after the sets it uses).
 	ParallelSets []*ParallelSet
+	// DefaultScales are the rules of the library's default quant section
+	// (vocab.DefaultQuant), which a template naming none gets; nil
+	// without a library.
+	DefaultScales []ScaleRule
 }
 
 // Template returns the template for an HF model type, or nil.
@@ -80,6 +84,12 @@ type Template struct {
 	// MTP says where HF keeps multi-token-prediction layers; nil when the
 	// template has none (mtp.go).
 	MTP *MTP
+	// Scales are the FP8 scale naming rules of the template's quant
+	// section, `use`s expanded, in source order; a template that names
+	// none gets the library default's (Program.DefaultScales) and
+	// QuantDefault set (quant.go).
+	Scales       []ScaleRule
+	QuantDefault bool
 }
 
 // EffectiveKey applies the template's key-prefix rules to an HF config key

@@ -14,10 +14,12 @@ package lower
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/lang/ast"
 	"github.com/rolltpl/rolltpl/lang/diag"
@@ -38,6 +40,8 @@ type lowerer struct {
 	// twice is a second, distinct *ir.Op there, as check expects.
 	ops     map[*ast.Op]*ir.Op
 	opsHere map[*ast.Op]bool
+	// defaults are the rules of the library's default quant section.
+	defaults []ir.ScaleRule
 }
 
 // tmplState is a template's fields and sections after inheritance.
@@ -48,6 +52,7 @@ type tmplState struct {
 	mca      *ast.McaBlock
 	weights  *ast.WeightsBlock
 	parallel *ast.ParallelBlock
+	quant    *ast.QuantBlock
 }
 
 // Lower compiles the templates declared in info's root files.
@@ -56,6 +61,13 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 		sets: map[*ast.ParallelBlock]*ir.ParallelSet{}, active: map[ast.Node]bool{},
 		ops: map[*ast.Op]*ir.Op{}}
 	prog := &ir.Program{}
+	if d := info.DefaultQuant; d != nil {
+		if b, ok := d.Decl.(*ast.QuantBlock); ok {
+			l.defaults, _ = l.quant(nil, nil, b, d.Name, nil)
+			l.defaults = exact(l.defaults)
+			prog.DefaultScales = l.defaults
+		}
+	}
 	seen := map[string]*ast.Template{}
 	for _, f := range info.Roots {
 		for _, d := range f.AST.Decls {
@@ -86,6 +98,15 @@ func Lower(info *resolve.Info) (*ir.Program, diag.List) {
 			}
 		}
 	}
+	// The named quant sections of the files compiled are checked whether
+	// or not a template uses them.
+	for _, f := range info.Roots {
+		for _, d := range f.AST.Decls {
+			if d.Quant != nil && d.Quant.Name != nil {
+				l.checkRules(l.quant(nil, nil, d.Quant, d.Quant.Name.Name, nil))
+			}
+		}
+	}
 	prog.ParallelSets = l.order
 	return prog, l.diags
 }
@@ -112,7 +133,7 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 			for k, v := range p.fields {
 				s.fields[k] = v
 			}
-			s.config, s.mca, s.weights, s.parallel = p.config, p.mca, p.weights, p.parallel
+			s.config, s.mca, s.weights, s.parallel, s.quant = p.config, p.mca, p.weights, p.parallel, p.quant
 		}
 	}
 	own := map[string]token.Span{}
@@ -139,6 +160,9 @@ func (l *lowerer) state(t *ast.Template) *tmplState {
 		case it.Parallel != nil:
 			once("parallel section", it.Parallel.Span())
 			s.parallel = it.Parallel
+		case it.Quant != nil:
+			once("quant section", it.Quant.Span())
+			s.quant = it.Quant
 		case it.Field != nil:
 			name := it.Field.Key.Name
 			if l.retiredField(it.Field) {
@@ -172,6 +196,8 @@ func blockName(it *ast.TemplateItem) *ast.Ident {
 		return it.Weights.Name
 	case it.Parallel != nil:
 		return it.Parallel.Name
+	case it.Quant != nil:
+		return it.Quant.Name
 	}
 	return nil
 }
@@ -223,7 +249,45 @@ func (l *lowerer) template(f *resolve.File, t *ast.Template) *ir.Template {
 	if s.parallel != nil {
 		out.Parallel = &ir.ParallelSet{Span: s.parallel.Span(), Parts: l.parallelParts(s.parallel)}
 	}
+	if s.quant != nil {
+		rules, where := l.quant(nil, nil, s.quant, "", nil)
+		out.Scales = exact(rules)
+		l.checkRules(rules, where)
+	} else if l.defaults != nil {
+		out.Scales, out.QuantDefault = l.defaults, true
+	}
 	return out
+}
+
+// quant appends the scale rules of a quant block to rules, `use`s
+// spliced in place; section names the block (empty for a template's own
+// section). where gets, per rule, the span its problems are reported at:
+// the rule itself, or for a rule spliced in by `use` the outermost such
+// `use` of the section lowered (at, once set), so that a conflict between
+// a template's rules and a library block's is reported in the template.
+func (l *lowerer) quant(rules []ir.ScaleRule, where []token.Span, b *ast.QuantBlock, section string, at *token.Span) ([]ir.ScaleRule, []token.Span) {
+	for _, it := range b.Items {
+		switch {
+		case it.Use != nil:
+			if n, ok := l.used(it.Use.Name).(*ast.QuantBlock); ok && l.enter(n, it.Use.Name) {
+				inner := at
+				if inner == nil {
+					sp := it.Use.Span()
+					inner = &sp
+				}
+				rules, where = l.quant(rules, where, n, it.Use.Name.Name, inner)
+				delete(l.active, n)
+			}
+		case it.Scale != nil:
+			rules = append(rules, ir.ScaleRule{Weight: it.Scale.Weight.Value, Scale: it.Scale.Scale.Value, Section: section, Span: it.Scale.Span()})
+			if at != nil {
+				where = append(where, *at)
+			} else {
+				where = append(where, it.Scale.Span())
+			}
+		}
+	}
+	return rules, where
 }
 
 // exact returns s without spare capacity: the lists of a template are
@@ -693,4 +757,67 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// checkRules reports scale rules that cannot pair names (quant-rule: a
+// side without exactly one "{}", both sides the same pattern) and pairs
+// of rules that claim one name (quant-overlap: two weight patterns, two
+// scale patterns, or one rule's weight pattern and another's scale
+// pattern matching a common name), so that every name has at most one
+// role and one partner. where[i] is the span rule i is reported at.
+func (l *lowerer) checkRules(rules []ir.ScaleRule, where []token.Span) {
+	ok := make([]bool, len(rules))
+	from := func(r ir.ScaleRule) string {
+		if r.Section == "" {
+			return ""
+		}
+		return fmt.Sprintf(" (a rule of quant %s)", r.Section)
+	}
+	for i, r := range rules {
+		ok[i] = true
+		for _, side := range []string{r.Weight, r.Scale} {
+			if _, _, one := rollname.SplitWildcard(side); !one {
+				l.errorf(where[i], diag.QuantRule, "Scale rule without one {}",
+					"%q%s has %d {}; each side of a scale rule has exactly one, standing for the same part of the name on both sides (\"{}.weight\" -> \"{}.weight_scale_inv\").",
+					side, from(r), strings.Count(side, rollname.Wildcard))
+				ok[i] = false
+			}
+		}
+		if ok[i] && r.Weight == r.Scale {
+			l.errorf(where[i], diag.QuantRule, "Scale rule pairs a name with itself",
+				"Both sides are %q%s: a weight's scale is another tensor.", r.Weight, from(r))
+			ok[i] = false
+		}
+	}
+	for i, r := range rules {
+		for j := range rules[:i+1] {
+			q := rules[j]
+			if !ok[i] || !ok[j] {
+				continue
+			}
+			var mine, theirs string
+			switch {
+			case j < i && rollname.WildcardsOverlap(r.Weight, q.Weight):
+				mine, theirs = "weight pattern "+strconv.Quote(r.Weight), "weight pattern "+strconv.Quote(q.Weight)
+			case j < i && rollname.WildcardsOverlap(r.Scale, q.Scale):
+				mine, theirs = "scale pattern "+strconv.Quote(r.Scale), "scale pattern "+strconv.Quote(q.Scale)
+			case rollname.WildcardsOverlap(r.Weight, q.Scale):
+				mine, theirs = "weight pattern "+strconv.Quote(r.Weight), "scale pattern "+strconv.Quote(q.Scale)
+			case j < i && rollname.WildcardsOverlap(r.Scale, q.Weight):
+				mine, theirs = "scale pattern "+strconv.Quote(r.Scale), "weight pattern "+strconv.Quote(q.Weight)
+			default:
+				continue
+			}
+			if i == j {
+				l.errorf(where[i], diag.QuantOverlap, "Scale rule claims its own scale as a weight",
+					"Its %s and %s%s match a common name, which would be both a weight and its own scale.", mine, theirs, from(r))
+				continue
+			}
+			dg := diag.Errorf(where[i], diag.QuantOverlap, "Two scale rules claim one name",
+				"The %s of this rule%s and the %s of an earlier rule%s match a common name: a name has one role and one partner. Narrow one of the patterns.",
+				mine, from(r), theirs, from(q))
+			dg.Related = []diag.Related{{Span: where[j], Message: "the earlier rule" + from(q)}}
+			l.diags.Add(dg)
+		}
+	}
 }

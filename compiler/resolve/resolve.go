@@ -10,7 +10,7 @@
 // in Go.
 //
 // Declarations live in one namespace per kind (template, config, mca,
-// weights, parallel, schema), so `config llm` and `weights llm` do not
+// weights, parallel, quant, schema), so `config llm` and `weights llm` do not
 // clash. Two declarations of the same kind and name visible from one file
 // are an error.
 //
@@ -52,6 +52,7 @@ const (
 	KindMca      Kind = "mca"
 	KindWeights  Kind = "weights"
 	KindParallel Kind = "parallel"
+	KindQuant    Kind = "quant"
 	KindSchema   Kind = "schema"
 )
 
@@ -101,6 +102,11 @@ type Info struct {
 	Prelude []*File
 	Defs    map[*ast.Ident]*Symbol
 	Uses    map[*ast.Ident]*Symbol
+	// DefaultQuant is the quant section a template that names none gets:
+	// vocab.DefaultQuant of the library module vocab.DefaultQuantModule
+	// (the stdlib's `quant fp8_block`, the naming rule X.weight <->
+	// X.weight_scale_inv). Nil without a library or when it declares none.
+	DefaultQuant *Symbol
 	// Incomplete is set when a `use` or `extends` names nothing (an
 	// unknown-reference, or a name left to an import that failed): a
 	// template may then lack blocks, and what it lacks is that error.
@@ -235,10 +241,53 @@ func (ld *Loader) Load(paths []string) (*Info, diag.List) {
 	for _, f := range own {
 		st.checkDuplicates(f)
 	}
+	st.info.DefaultQuant = st.defaultQuant()
 	for _, f := range own {
 		st.bind(f)
 	}
 	return st.info, st.diags
+}
+
+// defaultQuant finds the library's default quant section: in its module
+// when a file of this load imported it, else in the module parsed on its
+// own (not added to Files: nothing of it is compiled but that block,
+// whose rules the library keeps correct).
+func (st *loadState) defaultQuant() *Symbol {
+	if st.ld.Lib == nil {
+		return nil
+	}
+	name := vocab.DefaultQuantModule + ".rolltpl"
+	f := st.byKey[fmt.Sprintf("%v:%s", true, name)]
+	if f == nil {
+		src, err := fs.ReadFile(st.ld.Lib, name)
+		if err != nil {
+			return nil
+		}
+		parse := st.ld.Parse
+		if parse == nil {
+			parse = parser.ParseFile
+		}
+		astf, _ := parse(LibPrefix+name, src)
+		f = &File{Path: LibPrefix + name, Src: src, AST: astf, Lib: true, Symbols: map[Kind]map[string]*Symbol{}}
+		st.collect(f)
+		for _, d := range astf.Decls {
+			if d.Quant != nil {
+				st.bindQuant(f, d.Quant)
+			}
+		}
+	}
+	return f.Symbols[KindQuant][vocab.DefaultQuant]
+}
+
+// bindQuant binds the uses of a quant block of a file loaded on its own.
+func (st *loadState) bindQuant(f *File, b *ast.QuantBlock) {
+	for _, it := range b.Items {
+		if it.Use != nil {
+			if s := f.Symbols[KindQuant][it.Use.Name.Name]; s != nil {
+				st.info.Uses[it.Use.Name] = s
+			}
+		}
+	}
 }
 
 // Prelude is a loaded schema library: its files parsed, their
@@ -426,6 +475,8 @@ func declSymbol(d *ast.Decl) (Kind, *ast.Ident, ast.Node) {
 		return KindWeights, d.Weights.Name, d.Weights
 	case d.Parallel != nil:
 		return KindParallel, d.Parallel.Name, d.Parallel
+	case d.Quant != nil:
+		return KindQuant, d.Quant.Name, d.Quant
 	case d.Schema != nil:
 		return KindSchema, d.Schema.Name, d.Schema
 	}
@@ -507,6 +558,12 @@ func (st *loadState) bind(f *File) {
 						st.use(f, KindParallel, it.Use.Name)
 					}
 				}
+			case *ast.QuantBlock:
+				for _, it := range x.Items {
+					if it.Use != nil {
+						st.use(f, KindQuant, it.Use.Name)
+					}
+				}
 			case *ast.SchemaBlock:
 				for _, it := range x.Items {
 					if it.Use != nil {
@@ -564,6 +621,16 @@ func (st *loadState) use(f *File, k Kind, id *ast.Ident) {
 		detail += fmt.Sprintf(" Module %q declares it: add import %q.", m, m)
 	} else if s := vocab.Suggest(id.Name, st.info.Visible(f, k)); s != "" {
 		detail += fmt.Sprintf(" Did you mean %q?", s)
+	} else if d := st.info.DefaultQuant; k == KindQuant && d != nil {
+		// The library's quant sections, as an import's did-you-mean.
+		var names []string
+		for n := range d.File.Symbols[KindQuant] {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		if s := vocab.Suggest(id.Name, names); s != "" {
+			detail += fmt.Sprintf(" Did you mean %q (module %q: add import %q)?", s, vocab.DefaultQuantModule, vocab.DefaultQuantModule)
+		}
 	}
 	st.diags.Add(diag.Errorf(id.Span(), diag.UnknownReference, "Unknown "+string(k)+" name", "%s", detail))
 }

@@ -589,3 +589,49 @@ func FuzzTranslate(f *testing.F) {
 		}
 	})
 }
+
+// TestWildcard checks the one-"{}" patterns of quant scale rules: whole
+// names matched literally, the capture never empty, rewriting from one
+// side to the other, and overlap of two patterns.
+func TestWildcard(t *testing.T) {
+	for _, c := range []struct {
+		pat, name, capture string
+		ok                 bool
+	}{
+		{"{}.weight", "model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.down_proj", true},
+		{"{}.weight", ".weight", "", false},              // empty capture
+		{"{}.weight", "a.weight_scale_inv", "", false},   // whole name
+		{"{}.weight", "aXweight", "", false},             // a dot is a dot
+		{"model.{}.weight", "model.x.weight", "x", true}, // text before
+		{"{}.w.{}", "a.w.b", "", false},                  // two wildcards
+		{"a.weight", "a.weight", "", false},              // none
+		{"{}.gate_up_proj", "model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts", true},
+	} {
+		got, ok := MatchWildcard(c.pat, c.name)
+		if got != c.capture || ok != c.ok {
+			t.Errorf("MatchWildcard(%q, %q) = %q, %v; want %q, %v", c.pat, c.name, got, ok, c.capture, c.ok)
+		}
+	}
+	if got, ok := RewriteWildcard("{}.weight", "{}.weight_scale_inv", "m.q.weight"); !ok || got != "m.q.weight_scale_inv" {
+		t.Errorf("RewriteWildcard = %q, %v", got, ok)
+	}
+	if _, ok := RewriteWildcard("{}.weight", "{}.weight_scale_inv", "m.q.bias"); ok {
+		t.Error("RewriteWildcard rewrote a name its pattern does not match")
+	}
+	for _, c := range []struct {
+		p, q string
+		want bool
+	}{
+		{"{}.weight", "{}.weight_scale_inv", false},
+		{"{}.weight", "{}.weight", true},
+		{"{}.weight", "{}_proj.weight", true},
+		{"model.{}", "{}.weight", true},
+		{"model.{}", "lm.{}", false},
+		{"{}.gate_up_proj", "{}.gate_up_proj_scales_inv", false},
+		{"{}.weight", "{}{}", false},
+	} {
+		if got := WildcardsOverlap(c.p, c.q); got != c.want {
+			t.Errorf("WildcardsOverlap(%q, %q) = %v, want %v", c.p, c.q, got, c.want)
+		}
+	}
+}

@@ -373,3 +373,12 @@ func Producing(want Layout) []string {
 	}
 	return out
 }
+
+// The default quant section: a template that names no quant section
+// pairs the scale tensors of a block-quantized checkpoint by the rules of
+// `quant DefaultQuant` in the library module DefaultQuantModule (the
+// stdlib's fp8_block: X.weight <-> X.weight_scale_inv, lora-fp8.md §2.6.4).
+const (
+	DefaultQuantModule = "common"
+	DefaultQuant       = "fp8_block"
+)

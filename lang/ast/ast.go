@@ -51,6 +51,7 @@ type Decl struct {
 	Mca      *McaBlock      `parser:"| @@"`
 	Weights  *WeightsBlock  `parser:"| @@"`
 	Parallel *ParallelBlock `parser:"| @@"`
+	Quant    *QuantBlock    `parser:"| @@"`
 	Schema   *SchemaBlock   `parser:"| @@"`
 
 	// Bad is set by the parser for a declaration it could not parse.
@@ -72,6 +73,8 @@ func (d *Decl) Node() Node {
 		return d.Weights
 	case d.Parallel != nil:
 		return d.Parallel
+	case d.Quant != nil:
+		return d.Quant
 	case d.Schema != nil:
 		return d.Schema
 	case d.Bad != nil:
@@ -121,6 +124,7 @@ type TemplateItem struct {
 	Mca      *McaBlock      `parser:"| @@"`
 	Weights  *WeightsBlock  `parser:"| @@"`
 	Parallel *ParallelBlock `parser:"| @@"`
+	Quant    *QuantBlock    `parser:"| @@"`
 	Field    *Field         `parser:"| @@"`
 }
 
@@ -269,6 +273,31 @@ type ParallelEntry struct {
 	Range
 	From *String `parser:"@@"`
 	To   *String `parser:"( \"->\" @@ )?"`
+}
+
+// QuantBlock says how the scale tensors of a block-quantized HF checkpoint
+// are named after their weights: `quant fp8_block { scale "{}.weight" ->
+// "{}.weight_scale_inv" }`. Top-level blocks are named; the section inside
+// a template is not.
+type QuantBlock struct {
+	Range
+	Name  *Ident       `parser:"\"quant\" @@?"`
+	Items []*QuantItem `parser:"\"{\" @@* \"}\""`
+}
+
+// QuantItem is `use NAME` or a scale rule; exactly one is set.
+type QuantItem struct {
+	Range
+	Use   *Use       `parser:"@@"`
+	Scale *ScaleRule `parser:"| @@"`
+}
+
+// ScaleRule pairs an HF weight name pattern with its scale's:
+// `scale "{}.weight" -> "{}.weight_scale_inv"`.
+type ScaleRule struct {
+	Range
+	Weight *String `parser:"\"scale\" @@ \"->\""`
+	Scale  *String `parser:"@@"`
 }
 
 // SchemaBlock declares the config keys of a model type (`schema llama`),

@@ -46,6 +46,8 @@ const (
 	MTPField             = "mtp-field"
 	UnknownStep          = "unknown-step"
 	StepArg              = "step-arg"
+	QuantRule            = "quant-rule"
+	QuantOverlap         = "quant-overlap"
 
 	// Checks (compiler/check).
 	NoSchema         = "no-schema"
@@ -69,6 +71,7 @@ const (
 	MTPBlock         = "mtp-block"
 	LayoutMismatch   = "layout-mismatch"
 	DroppedWeight    = "dropped-weight"
+	ScaleOp          = "scale-op"
 
 	// A template against a real config.json (check --hf-config, convert).
 	HFConfigJSON      = "hf-config-json"
@@ -121,6 +124,8 @@ var codes = []CodeInfo{
 	{MTPField, Error, "MTP template fields set both, or an MTP prefix that is not a prefix or overlaps layer_prefix"},
 	{UnknownStep, Error, "a call in an op's HF operands that is not a tensor step"},
 	{StepArg, Error, "a tensor step given a wrong, missing or extra argument"},
+	{QuantRule, Error, "a scale rule with a side without exactly one {}, or both sides the same"},
+	{QuantOverlap, Error, "two scale rules (or one rule's two sides) claiming a common name"},
 
 	{NoSchema, Warning, "a template whose model type has no config schema"},
 	{UnknownHFKey, Error, "an HF config key no schema has"},
@@ -143,6 +148,7 @@ var codes = []CodeInfo{
 	{NotInvertible, Error, "a tensor step the compiler cannot invert for the MCA -> HF direction"},
 	{LayoutMismatch, Error, "an op whose output has the wrong layout for its MCA weight's class"},
 	{DroppedWeight, Warning, "ignore or drop of a name an op of the program converts"},
+	{ScaleOp, Warning, "an op converting FP8 scale tensors, on which ROLL's DistConverter raises (a known ROLL quirk)"},
 
 	{HFConfigJSON, Error, "config.json is not a JSON object"},
 	{HFConfigModelType, Error, "config.json has no model_type, or no template converts it"},

@@ -37,8 +37,8 @@ func (t *tok) closes() bool {
 	return !t.comment && (t.text == "}" || t.text == ")" || t.text == "]")
 }
 
-// block is the body of a template or of a config, mca, weights, parallel
-// or schema block.
+// block is the body of a template or of a config, mca, weights, parallel,
+// quant or schema block.
 type block struct {
 	open, close int // token indexes of the braces
 	items       int
@@ -247,6 +247,22 @@ func (p *printer) mark(n ast.Node) error {
 		}
 		for _, it := range n.Items {
 			if err := p.markItem(it, "", it.Use != nil, ""); err != nil {
+				return err
+			}
+		}
+	case *ast.QuantBlock:
+		if err := p.markBlock(n, len(n.Items)); err != nil {
+			return err
+		}
+		for _, it := range n.Items {
+			var err error
+			switch {
+			case it.Use != nil:
+				err = p.markItem(it, "", true, "")
+			default:
+				err = p.markItem(it, "scale", false, "->")
+			}
+			if err != nil {
 				return err
 			}
 		}

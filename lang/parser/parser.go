@@ -55,7 +55,7 @@ func Grammar() string { return fileParser.String() }
 // DeclKeywords are the words that begin a top-level declaration.
 var DeclKeywords = map[string]bool{
 	"import": true, "template": true, "config": true, "mca": true, "weights": true, "parallel": true,
-	"schema": true,
+	"schema": true, "quant": true,
 }
 
 // MaxErrors caps the syntax errors reported for one file.

@@ -102,3 +102,55 @@ func ExampleParseFile() {
 	}
 	// Output: t.rolltpl:2:25: error: Syntax error: unexpected token "b" (expected "->" a name). [syntax-error]
 }
+
+// TestQuantSpansAndRecovery pins the ranges of a quant block's nodes,
+// top level and inside a template, and checks that a broken scale rule
+// costs its declaration only: "quant" starts a declaration, so the
+// template after it parses.
+func TestQuantSpansAndRecovery(t *testing.T) {
+	src := `quant fp8_block {
+    scale "{}.weight"  # the weight
+        -> "{}.weight_scale_inv"
+}
+template t { layer_prefix = "model.layers." quant { use fp8_block  scale "{}.w" -> "{}.s" } }
+quant broken { scale "{}.weight" -> }
+template u { layer_prefix = "x." }
+`
+	f, diags := ParseFile("q.rolltpl", []byte(src))
+	if len(diags) != 1 || diags[0].Code != "syntax-error" || diags[0].Subject.Start.Line != 6 {
+		t.Fatalf("diagnostics %v, want one syntax-error on line 6", diags)
+	}
+	text := func(n ast.Node) string {
+		s := n.Span()
+		return src[s.Start.Offset:s.End.Offset]
+	}
+	q := f.Decls[0].Quant
+	inner := f.Decls[1].Template.Items[1].Quant
+	got := []string{
+		text(q), text(q.Name), text(q.Items[0].Scale), text(q.Items[0].Scale.Weight), text(q.Items[0].Scale.Scale),
+		text(inner), text(inner.Items[0].Use), text(inner.Items[1].Scale),
+	}
+	want := []string{
+		src[:strings.Index(src, "\ntemplate t")],
+		"fp8_block",
+		"scale \"{}.weight\"  # the weight\n        -> \"{}.weight_scale_inv\"",
+		`"{}.weight"`,
+		`"{}.weight_scale_inv"`,
+		`quant { use fp8_block  scale "{}.w" -> "{}.s" }`,
+		"use fp8_block",
+		`scale "{}.w" -> "{}.s"`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("spans mismatch (-want +got):\n%s", diff)
+	}
+	if q.Items[0].Scale.Weight.Value != "{}.weight" || inner.Name != nil {
+		t.Errorf("values: weight %q, inner name %v", q.Items[0].Scale.Weight.Value, inner.Name)
+	}
+	var kinds []string
+	for _, d := range f.Decls {
+		kinds = append(kinds, fmt.Sprintf("%T", d.Node()))
+	}
+	if diff := cmp.Diff([]string{"*ast.QuantBlock", "*ast.Template", "*ast.BadDecl", "*ast.Template"}, kinds); diff != "" {
+		t.Errorf("declarations mismatch (-want +got):\n%s", diff)
+	}
+}

@@ -258,7 +258,7 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string, deq De
 	if nameOrPath == "" {
 		nameOrPath = src
 	}
-	fp8Info, metas, cfgText, fp8Problems := fp8Prepass(cfgText, metas, deq)
+	fp8Info, metas, cfgText, fp8Problems := fp8Prepass(cfgText, metas, deq, m.scaleNaming())
 	mc, err := BuildMCAConfig(m, cfgText, cfgPath, nameOrPath, layout)
 	if err != nil {
 		sh.Close()

@@ -748,7 +748,7 @@ func TestDeepSeekFP8(t *testing.T) {
 	tmp := t.TempDir()
 	fx := writeFP8(t, deepSeekV3.synth(t, true), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{16, 16}, 2, 9)
 	deq := filepath.Join(tmp, "deq")
-	if _, err := exec.DequantizeHF(context.Background(), fx.dir, deq, exec.DequantizeOptions{}); err != nil {
+	if _, err := exec.DequantizeHF(context.Background(), fx.dir, deq, exec.DequantizeOptions{Scales: m.Template.Scales}); err != nil {
 		t.Fatal(err)
 	}
 	sameTensors(t, fx.ref, deq)

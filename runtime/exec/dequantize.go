@@ -3,6 +3,7 @@ package exec
 import (
 	"context"
 	"fmt"
+	"github.com/rolltpl/rolltpl/compiler/ir"
 	"maps"
 	"os"
 	"path/filepath"
@@ -19,6 +20,11 @@ type DequantizeOptions struct {
 	// To is the output dtype of the weights: DequantBF16 (the zero
 	// value), DequantF16 or DequantF32.
 	To Dequantize
+	// Scales are the scale naming rules that pair each F8 weight with
+	// its grid: a template's quant rules (ir.Template.Scales; the stdlib
+	// template of the checkpoint's model type, or the stdlib default
+	// rules, ir.Program.DefaultScales, when it has none). Required.
+	Scales []ir.ScaleRule
 	// Force, Sync, Notice and Progress are as in [Options].
 	Force    bool
 	Sync     bool
@@ -45,7 +51,7 @@ type DequantizeResult struct {
 // §2.4) and its scale removed, every other tensor copied byte for byte,
 // the index's weight_map and total_size rewritten, config.json without
 // quantization_config, the tokenizer and remote-code files copied. Every
-// structural problem (fp8.Pairs) refuses the source before anything is
+// structural problem (fp8.Pairs, by opts.Scales) refuses the source before anything is
 // written, as does a bad scale value; a NaN code found while streaming
 // aborts the output, leaving nothing behind. Output goes through a
 // temporary folder moved into place when complete, as convert's does.
@@ -58,6 +64,9 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 	}
 	if opts.To == DequantRefuse {
 		return nil, fmt.Errorf("dequantize: %q is not an output dtype (bf16, f16 or f32)", opts.To)
+	}
+	if len(opts.Scales) == 0 {
+		return nil, fmt.Errorf("dequantize: no scale naming rules to pair the F8 weights with their scales (the template's quant rules, or the stdlib default)")
 	}
 	outDT := opts.To.dtype()
 	if err := checkPaths(src, dst); err != nil {
@@ -80,7 +89,7 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 	for i, t := range all {
 		metas[i] = TensorMeta{Name: t.Name, DType: t.DType, Shape: t.Shape, Size: t.Size, File: t.File.Path()}
 	}
-	info, _, _, probs := fp8Prepass(cfgText, metas, opts.To)
+	info, _, _, probs := fp8Prepass(cfgText, metas, opts.To, scaleNaming(opts.Scales))
 	res = &DequantizeResult{FP8: info, Problems: probs}
 	if len(probs) > 0 {
 		return res, &PlanError{Problems: probs}

@@ -15,9 +15,11 @@ import (
 
 // This file is the FP8 pre-pass of HF -> MCA conversions (lora-fp8.md
 // §2.6.3): a checkpoint whose config.json says quant_method "fp8" has
-// F8_E4M3 weights, each with a "<name>_scale_inv" grid of one scale per
-// block. The planner sees every such pair as one tensor of the output
-// dtype (BF16 unless Options.Dequantize says otherwise), and the scales
+// F8_E4M3 weights, each with a grid of one scale per block, named by the
+// template's quant rules (ir.Template.Scales; the stdlib default names
+// X.weight's grid X.weight_scale_inv). The planner sees every such pair
+// as one tensor of the output dtype (BF16 unless Options.Dequantize says
+// otherwise), and the scales
 // not at all; the executor decodes a weight when a step reads it
 // (fp8.Layout.Dequantize; into its arena, or at TP·EP > 1 into a cache the
 // rank files' executors share, fp8cache.go), so template ops stay pure
@@ -116,9 +118,9 @@ type FP8Pair struct {
 // list the planner sees (each pair one weight of the output dtype, no
 // scales), the config text to record on the MCA side (without
 // quantization_config) and the problems: structural defects of the pairs
-// (fp8.Pairs), another quantization format, and a refusal when mode is
-// DequantRefuse.
-func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, []TensorMeta, []byte, []Problem) {
+// (fp8.Pairs, by the naming rules), another quantization format, and a
+// refusal when mode is DequantRefuse.
+func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize, naming fp8.Naming) (*FP8Info, []TensorMeta, []byte, []Problem) {
 	obj, err := pyjson.ParseObject(cfgText)
 	if err != nil {
 		return nil, metas, cfgText, nil // BuildMCAConfig reports it
@@ -140,10 +142,10 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, 
 			kind = fp8.CodeNotBlock
 		}
 		probs = append(probs, Problem{Kind: ProblemKind(kind), Severity: Error, Msg: "config.json: " + cerr.Error()})
-	} else if cfg == nil && !hasF8 {
+	} else if cfg == nil && !hasF8 && !keptScales(metas, naming) {
 		return nil, metas, cfgText, nil
 	}
-	pairs, fprobs := fp8.Pairs(cfg, fm)
+	pairs, fprobs := fp8.Pairs(cfg, fm, naming)
 	drop := map[int]bool{}
 	byName := make(map[string]int, len(metas))
 	for i, t := range metas {
@@ -153,8 +155,10 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, 
 		// The scale of an F8 tensor never reaches the planner, paired or
 		// not (without a config, or with a problem, the plan is refused
 		// anyway; its ops would only add noise about scale names).
-		if w, ok := byName[strings.TrimSuffix(t.Name, fp8.ScaleSuffix)]; ok && w != i && (metas[w].DType == tensor.F8E4M3 || metas[w].DType == tensor.F8E5M2) {
-			drop[i] = true
+		for _, wn := range naming.WeightsOf(t.Name) {
+			if w, ok := byName[wn]; ok && w != i && (metas[w].DType == tensor.F8E4M3 || metas[w].DType == tensor.F8E5M2) {
+				drop[i] = true
+			}
 		}
 	}
 	for _, p := range fprobs {
@@ -163,7 +167,7 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, 
 			t := metas[p.Tensor]
 			pr.Msg = fmt.Sprintf("%q %s", t.Name, p.Msg)
 			pr.Tensors = []ProblemTensor{{Name: t.Name, File: t.File}}
-			if strings.HasSuffix(t.Name, fp8.ScaleSuffix) || p.Code == fp8.CodeNotBlock && t.DType.IsFloat() && t.DType.Size() > 1 {
+			if naming.IsScale(t.Name) || p.Code == fp8.CodeNotBlock && t.DType.IsFloat() && t.DType.Size() > 1 {
 				drop[p.Tensor] = true
 			}
 		}
@@ -224,6 +228,25 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize) (*FP8Info, 
 		cfgText = append(pyjson.Encode(obj, 2, false), '\n')
 	}
 	return info, out, cfgText, probs
+}
+
+// keptScales reports whether metas has a tensor the naming rules call the
+// scale of another tensor of metas: a checkpoint dequantized by a tool
+// that kept the scales, which fp8.Pairs refuses (fp8-scale-orphan) rather
+// than let a template's scale op copy them (lang/spec.md §7a).
+func keptScales(metas []TensorMeta, naming fp8.Naming) bool {
+	names := make(map[string]bool, len(metas))
+	for _, t := range metas {
+		names[t.Name] = true
+	}
+	for _, t := range metas {
+		for _, w := range naming.WeightsOf(t.Name) {
+			if names[w] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // dequantizedOrder returns the indices of metas not dropped in the order

@@ -165,7 +165,7 @@ func BenchmarkFP8ConvertVsCopy(b *testing.B) {
 		})
 	}
 	run("Dequantize", func(dst string) error {
-		_, err := exec.DequantizeHF(context.Background(), src, dst, exec.DequantizeOptions{Sync: sync})
+		_, err := exec.DequantizeHF(context.Background(), src, dst, exec.DequantizeOptions{Sync: sync, Scales: m.Template.Scales})
 		return err
 	})
 }

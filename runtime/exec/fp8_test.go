@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"github.com/rolltpl/rolltpl/compiler/ir"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -217,7 +218,7 @@ func TestFP8ConvertEqualsDequantizeThenConvert(t *testing.T) {
 			fx := writeFP8(t, fp8Synth(c.model), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), c.scaleDT, c.block, 2, 5)
 			// Dequantize, then convert: the reference of the one pass.
 			deq := filepath.Join(tmp, "deq")
-			if _, err := exec.DequantizeHF(context.Background(), fx.dir, deq, exec.DequantizeOptions{}); err != nil {
+			if _, err := exec.DequantizeHF(context.Background(), fx.dir, deq, exec.DequantizeOptions{Scales: stdlibScales(t)}); err != nil {
 				t.Fatal(err)
 			}
 			sameTensors(t, fx.ref, deq)
@@ -275,7 +276,7 @@ func TestFP8DequantizeCommand(t *testing.T) {
 		tmp := t.TempDir()
 		fx := writeFP8(t, synthFor("qwen3_moe", tensor.BF16), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.BF16, [2]int64{128, 128}, shards, 9)
 		out := filepath.Join(tmp, "out")
-		res, err := exec.DequantizeHF(context.Background(), fx.dir, out, exec.DequantizeOptions{})
+		res, err := exec.DequantizeHF(context.Background(), fx.dir, out, exec.DequantizeOptions{Scales: stdlibScales(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -571,7 +572,7 @@ func TestFP8Refusals(t *testing.T) {
 				return // the dequantize command refuses them too, tested above by the plan
 			}
 			dst = filepath.Join(tmp, "bf16")
-			_, err = exec.DequantizeHF(context.Background(), fx.dir, dst, exec.DequantizeOptions{})
+			_, err = exec.DequantizeHF(context.Background(), fx.dir, dst, exec.DequantizeOptions{Scales: stdlibScales(t)})
 			check("dequantize", err, dst)
 		})
 	}
@@ -635,6 +636,11 @@ func TestFP8IgnoredWeight(t *testing.T) {
 		}
 	}
 	m := stdlibModel(t, "llama")
+	// The llama template's rules name no scale for inv_freq: a rule of
+	// its own pairs it (a model of this test only).
+	tt := *m.Template
+	tt.Scales = append(slices.Clone(tt.Scales), ir.ScaleRule{Weight: "{}.inv_freq", Scale: "{}.inv_freq_scale_inv"})
+	m.Template = &tt
 	fx := writeFP8(t, s, filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.BF16, [2]int64{128, 128}, 1, 12)
 	mca := filepath.Join(tmp, "mca")
 	res, err := exec.ConvertHFToMCA(context.Background(), m, fx.dir, mca, exec.Options{})

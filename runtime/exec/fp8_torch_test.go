@@ -63,7 +63,7 @@ func testFP8TorchReference(t *testing.T, py string) {
 				continue // products up to 448·2^-2 fit F16 anyway; one case is enough
 			}
 			out := filepath.Join(tmp, "deq-"+sdt.String()+"-"+string(to))
-			if _, err := exec.DequantizeHF(context.Background(), fx.dir, out, exec.DequantizeOptions{To: to}); err != nil {
+			if _, err := exec.DequantizeHF(context.Background(), fx.dir, out, exec.DequantizeOptions{To: to, Scales: stdlibScales(t)}); err != nil {
 				t.Fatal(err)
 			}
 			add(fcase{ID: "dequantize " + sdt.String() + " scales -> " + string(to), FP8: fx.dir, Block: fx.block, Dequantized: out, DType: map[exec.Dequantize]string{exec.DequantBF16: "BF16", exec.DequantF16: "F16", exec.DequantF32: "F32"}[to]})
@@ -76,7 +76,7 @@ func testFP8TorchReference(t *testing.T, py string) {
 		dir := filepath.Join(tmp, "model-"+mt)
 		fx := writeFP8(t, fp8Synth(mt), dir, dir+"-ref", sdt, [2]int64{48, 40}, 3, uint64(40+i))
 		out := dir + "-deq"
-		if _, err := exec.DequantizeHF(context.Background(), fx.dir, out, exec.DequantizeOptions{}); err != nil {
+		if _, err := exec.DequantizeHF(context.Background(), fx.dir, out, exec.DequantizeOptions{Scales: stdlibScales(t)}); err != nil {
 			t.Fatal(err)
 		}
 		add(fcase{ID: "dequantize " + mt, FP8: fx.dir, Block: fx.block, Dequantized: out, DType: "BF16"})

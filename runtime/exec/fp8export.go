@@ -15,7 +15,9 @@ import (
 // This file is the FP8 post-pass of MCA -> HF conversions (lora-fp8.md
 // §2.5, §2.6.2): the HF output tensors that were F8_E4M3 in the source
 // of an MCA checkpoint (its rolltpl_quantization.json says which) are
-// quantized back, each followed by its "<name>_scale_inv" grid, and
+// quantized back, each followed by its scale grid under the name the
+// source had (the sidecar records it: the template's quant rules paired
+// them on the way in), and
 // config.json gets its quantization_config back verbatim.
 
 // Scale modes of [QuantizeOptions].

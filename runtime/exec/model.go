@@ -8,6 +8,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler/ir"
 	"github.com/rolltpl/rolltpl/compiler/rollname"
+	"github.com/rolltpl/rolltpl/runtime/fp8"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 )
 
@@ -60,6 +61,21 @@ func NewModel(prog *ir.Program, modelType string, flags map[string]bool) (*Model
 		}
 	}
 	return m, nil
+}
+
+// scaleNaming returns the template's FP8 scale naming rules (its quant
+// section, or the stdlib default it got; lang/spec.md §7a), which pair
+// each F8_E4M3 weight of an HF checkpoint with its scale grid.
+func (m *Model) scaleNaming() fp8.Naming { return scaleNaming(m.Template.Scales) }
+
+// scaleNaming converts a template's (or a program's default) scale
+// rules to the runtime's.
+func scaleNaming(rules []ir.ScaleRule) fp8.Naming {
+	out := make(fp8.Naming, len(rules))
+	for i, r := range rules {
+		out[i] = fp8.Rule{Weight: r.Weight, Scale: r.Scale}
+	}
+	return out
 }
 
 // opInfo is one op of the template with its names resolved and its
@@ -177,7 +193,8 @@ type side struct {
 
 // requires reports whether the op claims a buffered name: the name is one
 // of its sources, or matches one at the start (ROLL's is_required_name;
-// so ".gate_proj.weight" also claims ".gate_proj.weight_scale_inv").
+// so ".gate_proj.weight" also claims ".gate_proj.weight_scale_inv"; an
+// FP8 checkpoint's scales never get here: the pre-pass consumes them).
 func (s *side) requires(name string) bool {
 	for i, src := range s.sources {
 		if src == name {

@@ -264,6 +264,12 @@ func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan
 	var sides []*side
 	experts := pl.cfg.NumMoEExperts
 	for i, o := range t.Ops {
+		if t.ScaleOp(o) {
+			// ROLL's renames of FP8 scales (deepseek_v3): never planned,
+			// in either direction; the FP8 pre-pass consumes the scales
+			// (lang/spec.md §7a).
+			continue
+		}
 		info, err := m.opInfo(i, o)
 		if err == nil {
 			err = m.compose(info, mc)

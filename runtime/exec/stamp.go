@@ -200,8 +200,11 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 	for _, l := range t.Invalid {
 		w.str(l.Value)
 	}
-	w.count(len(t.Ops))
-	for _, o := range t.Ops {
+	// ROLL's renames of FP8 scales are never run (plan.go): left out, so
+	// that deepseek_v3's digest is what it was before they were registered.
+	ops := slices.DeleteFunc(slices.Clone(t.Ops), t.ScaleOp)
+	w.count(len(ops))
+	for _, o := range ops {
 		w.str(o.Kind)
 		for _, names := range [][]ir.Name{o.HF, o.MCA} {
 			w.count(len(names))
@@ -252,6 +255,14 @@ func templateDigest(t *ir.Template, par ir.Effective) string {
 		w.str("mtp")
 		w.str(t.MTP.HFPrefix)
 		w.str(t.MTP.FirstLayer.String())
+	}
+	if !t.QuantDefault && len(t.Scales) > 0 { // the default: earlier digests unchanged
+		w.str("quant")
+		w.count(len(t.Scales))
+		for _, r := range t.Scales {
+			w.str(r.Weight)
+			w.str(r.Scale)
+		}
 	}
 	return hex.EncodeToString(w.h.Sum(nil))
 }

@@ -111,7 +111,7 @@ func TestTemplateDigestFields(t *testing.T) {
 	slices.Sort(got)
 	// Span, NameSpan and File are source positions; Parallel is encoded
 	// as the merged classification.
-	want := []string{"Config", "Constants", "ExpertPrefix", "File", "Invalid", "KeyPrefixes", "LayerPrefix", "MTP", "Name", "NameSpan", "Ops", "Parallel", "Sets", "Span"}
+	want := []string{"Config", "Constants", "ExpertPrefix", "File", "Invalid", "KeyPrefixes", "LayerPrefix", "MTP", "Name", "NameSpan", "Ops", "Parallel", "QuantDefault", "Scales", "Sets", "Span"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ir.Template fields changed (-known +now); update templateDigest:\n%s", diff)
 	}

@@ -1,7 +1,9 @@
 // Package fp8 owns the FP8 block-quantized checkpoint format of DeepSeek-V3
 // and the Qwen3 FP8 releases (lora-fp8.md Part 2): the
 // quantization_config of config.json, the pairing of F8_E4M3 weights with
-// their "<name>_scale_inv" grids, and the exact arithmetic that
+// their scale grids by a template's scale naming rules ([Naming]; the
+// stdlib's default names X.weight's grid X.weight_scale_inv), and the
+// exact arithmetic that
 // dequantizes them (§2.4) and quantizes them back (§2.5).
 //
 // A weight X of shape [*lead, M, N] holds E4M3 codes; its scale S has
@@ -11,7 +13,8 @@
 // multiply, then one rounding to the output dtype. Partial edge blocks use
 // their grid scale as is; nothing is padded.
 //
-// The package depends on runtime/tensor and runtime/pyjson only; the
+// The package depends on runtime/tensor, runtime/pyjson and
+// compiler/rollname (the "{}" matching of name patterns) only; the
 // executor (runtime/exec) decides where the passes run.
 package fp8
 
@@ -20,12 +23,58 @@ import (
 	"math"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
-// ScaleSuffix is appended to a weight's name to name its scale grid.
-const ScaleSuffix = "_scale_inv"
+// Rule is one scale naming rule of a template's quant section
+// (lang/spec.md §7a): the HF name pattern of a quantized weight and that
+// of its scale grid, each with one "{}" standing for the same text
+// ("{}.weight" -> "{}.weight_scale_inv").
+type Rule struct{ Weight, Scale string }
+
+// Naming is a template's scale naming rules, in order. The patterns are
+// matched by compiler/rollname, the one owner of the "{}" matching; a
+// rule whose side has not exactly one "{}" matches nothing (the compiler
+// refuses such rules).
+type Naming []Rule
+
+// ScalesOf returns the scale names the rules give a weight name, in rule
+// order.
+func (n Naming) ScalesOf(weight string) []string {
+	var out []string
+	for _, r := range n {
+		if s, ok := rollname.RewriteWildcard(r.Weight, r.Scale, weight); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// WeightsOf returns the weight names whose scale the rules say name is,
+// in rule order; none when name is not a scale name.
+func (n Naming) WeightsOf(scale string) []string {
+	var out []string
+	for _, r := range n {
+		if w, ok := rollname.RewriteWildcard(r.Scale, r.Weight, scale); ok {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// IsScale reports whether name is a scale name under the rules.
+func (n Naming) IsScale(name string) bool { return len(n.WeightsOf(name)) > 0 }
+
+// String lists the rules as a quant section writes them.
+func (n Naming) String() string {
+	parts := make([]string, len(n))
+	for i, r := range n {
+		parts[i] = fmt.Sprintf("%q -> %q", r.Weight, r.Scale)
+	}
+	return strings.Join(parts, ", ")
+}
 
 // ConfigKey is the config.json key of the quantization settings.
 const ConfigKey = "quantization_config"
@@ -185,14 +234,15 @@ type Problem struct {
 }
 
 // Pairs pairs every F8_E4M3 weight of ts with its scale by the naming
-// rule X ↔ X_scale_inv and checks the pair against cfg (nil when the
+// rules (the first scale they name that ts has) and checks the pair
+// against cfg (nil when the
 // checkpoint has no fp8 quantization_config). It returns the pairs in
 // the order of their weights and every problem: an F8 weight without its
 // scale, a scale without its F8 weight, a grid that is not the ceil-div
 // shape, a scale dtype other than F32/BF16/F16, an F8_E5M2 tensor, F8
 // tensors without an fp8 config, and other formats' scale tensors
 // (per-tensor or per-channel weight_scale, input_scale).
-func Pairs(cfg *Config, ts []Meta) ([]Pair, []Problem) {
+func Pairs(cfg *Config, ts []Meta, naming Naming) ([]Pair, []Problem) {
 	byName := make(map[string]int, len(ts))
 	for i, t := range ts {
 		byName[t.Name] = i
@@ -217,9 +267,19 @@ func Pairs(cfg *Config, ts []Meta) ([]Pair, []Problem) {
 			}
 			continue
 		}
-		si, ok := byName[t.Name+ScaleSuffix]
-		if !ok {
-			probs = append(probs, Problem{CodeScaleMissing, i, fmt.Sprintf("is F8_E4M3 but has no scale %q", t.Name+ScaleSuffix)})
+		cands := naming.ScalesOf(t.Name)
+		si, ok := -1, false
+		for _, c := range cands {
+			if si, ok = byName[c]; ok {
+				break
+			}
+		}
+		switch {
+		case len(cands) == 0:
+			probs = append(probs, Problem{CodeScaleMissing, i, fmt.Sprintf("is F8_E4M3 but no scale rule of the template names its scale (rules: %s); add one to the template's quant section", naming)})
+			continue
+		case !ok:
+			probs = append(probs, Problem{CodeScaleMissing, i, fmt.Sprintf("is F8_E4M3 but has no scale %q", cands[0])})
 			continue
 		}
 		paired[si] = true
@@ -244,16 +304,29 @@ func Pairs(cfg *Config, ts []Meta) ([]Pair, []Problem) {
 			continue
 		}
 		switch {
-		case strings.HasSuffix(t.Name, ScaleSuffix) && cfg != nil:
-			w := strings.TrimSuffix(t.Name, ScaleSuffix)
-			if wi, ok := byName[w]; ok {
-				probs = append(probs, Problem{CodeScaleOrphan, i, fmt.Sprintf("is a scale but its weight %q is %v, not F8_E4M3", w, ts[wi].DType)})
-			} else {
+		case naming.IsScale(t.Name):
+			ws := naming.WeightsOf(t.Name)
+			w := ws[0]
+			for _, c := range ws {
+				if _, ok := byName[c]; ok {
+					w = c
+					break
+				}
+			}
+			wi, ok := byName[w]
+			switch {
+			case ok && ts[wi].DType != tensor.F8E4M3 && ts[wi].DType != tensor.F8E5M2:
+				// Also without a config: a checkpoint cast to BF16 that
+				// kept its scales (a template's scale op would copy them).
+				probs = append(probs, Problem{CodeScaleOrphan, i, fmt.Sprintf("is a scale but its weight %q is %v, not F8_E4M3 (a dequantized checkpoint that kept its scales? remove them)", w, ts[wi].DType)})
+			case cfg == nil:
+				// The F8 weights' problem says why.
+			case !ok:
 				probs = append(probs, Problem{CodeScaleOrphan, i, fmt.Sprintf("is a scale but the checkpoint has no weight %q", w)})
 			}
-		case strings.HasSuffix(t.Name, ".weight_scale") || strings.HasSuffix(t.Name, ".input_scale") || strings.HasSuffix(t.Name, "_scales_inv"):
+		case strings.HasSuffix(t.Name, ".weight_scale") || strings.HasSuffix(t.Name, ".input_scale") || strings.HasSuffix(t.Name, "_scales_inv") || strings.HasSuffix(t.Name, "_scale_inv"):
 			if cfg != nil || hasF8(ts) {
-				probs = append(probs, Problem{CodeNotBlock, i, "is a scale of another quantization format (per-tensor or per-channel weight_scale, input_scale, fused-expert scales_inv): only 128x128-block weight_scale_inv grids are supported"})
+				probs = append(probs, Problem{CodeNotBlock, i, fmt.Sprintf("is a scale of another quantization format (per-tensor or per-channel weight_scale, input_scale, fused-expert scales_inv) or of a naming the template's quant rules (%s) lack: only block grids those rules name are supported", naming)})
 			}
 		}
 	}

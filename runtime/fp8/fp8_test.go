@@ -227,6 +227,11 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// blockNaming is the stdlib's default quant section, fp8_block (its
+// rules live in stdlib/templates/common.rolltpl; the runtime gets them
+// from the template).
+var blockNaming = Naming{{Weight: "{}.weight", Scale: "{}.weight_scale_inv"}}
+
 func TestPairs(t *testing.T) {
 	cfg := &Config{Block: [2]int64{128, 128}}
 	ts := []Meta{
@@ -245,7 +250,7 @@ func TestPairs(t *testing.T) {
 		{"q.weight", tensor.F8E4M3, tensor.Shape{130, 7}},
 		{"q.weight_scale_inv", tensor.BF16, tensor.Shape{2, 1}},
 	}
-	pairs, probs := Pairs(cfg, ts)
+	pairs, probs := Pairs(cfg, ts, blockNaming)
 	if d := cmp.Diff([]Pair{{0, 1}, {12, 13}}, pairs); d != "" {
 		t.Errorf("pairs:\n%s", d)
 	}
@@ -264,8 +269,53 @@ func TestPairs(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("problems (-want +got):\n%s", d)
 	}
-	_, probs = Pairs(nil, ts[:2])
+	_, probs = Pairs(nil, ts[:2], blockNaming)
 	if len(probs) != 1 || probs[0].Code != CodeConfig {
 		t.Errorf("no config: %+v", probs)
+	}
+}
+
+// TestPairsByRules pairs by the template's rules, not a fixed suffix: a
+// custom naming, two rules at once (fused 3-D experts with their plural
+// scales, the leading axis carried into the grid), a weight no rule
+// names, a scale of a naming the rules lack, and no rules at all.
+func TestPairsByRules(t *testing.T) {
+	cfg := &Config{Block: [2]int64{128, 128}}
+	naming := Naming{
+		{Weight: "{}.weight", Scale: "{}.wscale_inv"},
+		{Weight: "{}.gate_up_proj", Scale: "{}.gate_up_proj_scales_inv"},
+	}
+	ts := []Meta{
+		{"a.weight", tensor.F8E4M3, tensor.Shape{576, 300}},
+		{"a.wscale_inv", tensor.BF16, tensor.Shape{5, 3}},
+		{"m.experts.gate_up_proj", tensor.F8E4M3, tensor.Shape{2, 130, 260}},
+		{"m.experts.gate_up_proj_scales_inv", tensor.F32, tensor.Shape{2, 2, 3}},
+		{"m.experts.down_proj", tensor.F8E4M3, tensor.Shape{2, 260, 130}},
+		{"b.weight", tensor.F8E4M3, tensor.Shape{4, 4}},
+		{"b.weight_scale_inv", tensor.F32, tensor.Shape{1, 1}},
+		{"c.wscale_inv", tensor.F32, tensor.Shape{1, 1}},
+	}
+	pairs, probs := Pairs(cfg, ts, naming)
+	if d := cmp.Diff([]Pair{{0, 1}, {2, 3}}, pairs); d != "" {
+		t.Errorf("pairs:\n%s", d)
+	}
+	var got []string
+	for _, p := range probs {
+		got = append(got, p.Code+" "+ts[p.Tensor].Name+": "+p.Msg)
+	}
+	want := []string{
+		`fp8-scale-missing m.experts.down_proj: is F8_E4M3 but no scale rule of the template names its scale (rules: "{}.weight" -> "{}.wscale_inv", "{}.gate_up_proj" -> "{}.gate_up_proj_scales_inv"); add one to the template's quant section`,
+		`fp8-scale-missing b.weight: is F8_E4M3 but has no scale "b.wscale_inv"`,
+		`fp8-not-block b.weight_scale_inv: is a scale of another quantization format (per-tensor or per-channel weight_scale, input_scale, fused-expert scales_inv) or of a naming the template's quant rules ("{}.weight" -> "{}.wscale_inv", "{}.gate_up_proj" -> "{}.gate_up_proj_scales_inv") lack: only block grids those rules name are supported`,
+		`fp8-scale-orphan c.wscale_inv: is a scale but the checkpoint has no weight "c.weight"`,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("problems (-want +got):\n%s", d)
+	}
+	if _, probs := Pairs(cfg, ts[:2], nil); len(probs) != 1 || probs[0].Code != CodeScaleMissing {
+		t.Errorf("no rules: %+v", probs)
+	}
+	if got := naming.WeightsOf("x.gate_up_proj_scales_inv"); !cmp.Equal(got, []string{"x.gate_up_proj"}) {
+		t.Errorf("WeightsOf = %v", got)
 	}
 }

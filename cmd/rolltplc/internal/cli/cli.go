@@ -76,7 +76,7 @@ func init() {
 		{"build", "compile templates to Python modules ROLL imports", "rolltplc build [-o DIR] [--diags=text|json] [PATH...]", runBuild},
 		{"check", "check templates and report diagnostics", "rolltplc check [--diags=text|json] [--hf-config FILE] [--checkpoint DIR [--tp N --pp N --ep N]] [PATH...]", runCheck},
 		{"convert", "convert a checkpoint HF <-> MCA (direction from mca_config.json)", "rolltplc convert --from DIR --to DIR [--template PATH|--model-type T] [--to-hf] [--quiet] [--force]", runConvert},
-		{"dequantize", "write an FP8 block-quantized HF checkpoint as a BF16 one (drop-in for fp8_cast_bf16.py)", "rolltplc dequantize --from HF_FP8 --to DIR [--dtype bf16|f16|f32] [--quiet] [--force]", runDequantize},
+		{"dequantize", "write an FP8 block-quantized HF checkpoint as a BF16 one (drop-in for fp8_cast_bf16.py)", "rolltplc dequantize --from HF_FP8 --to DIR [--dtype bf16|f16|f32] [--template PATH] [--quiet] [--force]", runDequantize},
 		{"verify", "check an HF checkpoint survives conversion: HF -> MCA -> HF, every tensor compared", "rolltplc verify [--template PATH|--model-type T] [--tp N --pp N --ep N ...] [--quiet] DIR", runVerify},
 		{"fmt", "format .rolltpl files canonically", "rolltplc fmt [-l] [-w] [-d] [--check] [PATH...]  (no PATH: stdin to stdout)", runFmt},
 		{"lsp", "run the language server for editors (LSP over stdio)", "rolltplc lsp [--log-file FILE]", runLSP},

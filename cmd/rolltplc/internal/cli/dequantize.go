@@ -3,11 +3,16 @@ package cli
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/rolltpl/rolltpl/compiler/ir"
+	"github.com/rolltpl/rolltpl/compiler/resolve"
+	"github.com/rolltpl/rolltpl/compiler/vocab"
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/stdlib"
 )
 
 // runDequantize implements `rolltplc dequantize --from HF_FP8 --to DIR`:
@@ -21,6 +26,7 @@ func runDequantize(e *env, args []string) int {
 	from := fs.String("from", "", "FP8 block-quantized HF checkpoint (config.json quantization_config quant_method \"fp8\")")
 	to := fs.String("to", "", "destination folder (created, or an empty folder written through; refused if not empty unless --force)")
 	dtype := fs.String("dtype", "bf16", "dtype of the dequantized weights: bf16, f16 or f32")
+	template := fs.String("template", "", "template file or folder whose quant rules pair each weight with its scale (default: the stdlib template of the checkpoint's model type, else the stdlib default rules, \"{}.weight\" -> \"{}.weight_scale_inv\")")
 	quiet := fs.BoolP("quiet", "q", false, "no progress output and no summary")
 	force := fs.Bool("force", false, "replace the checkpoint in a non-empty --to (only a checkpoint's own files)")
 	sync := fs.Bool("sync", false, "fsync every output file before the output is renamed into place")
@@ -34,9 +40,13 @@ func runDequantize(e *env, args []string) int {
 	if err != nil || mode == exec.DequantRefuse {
 		return usageError(e, c.name, "--dtype %q is not one of bf16, f16, f32", *dtype)
 	}
+	scales, ok := dequantizeScales(e, *from, *template)
+	if !ok {
+		return ExitError
+	}
 	bar := newProgress(e, *quiet, "dequantize")
 	start := time.Now()
-	res, err := exec.DequantizeHF(ctx, *from, *to, exec.DequantizeOptions{To: mode, Force: *force, Sync: *sync, Progress: bar.update, Notice: e.notice("dequantize")})
+	res, err := exec.DequantizeHF(ctx, *from, *to, exec.DequantizeOptions{To: mode, Scales: scales, Force: *force, Sync: *sync, Progress: bar.update, Notice: e.notice("dequantize")})
 	bar.finish()
 	if err != nil {
 		if res != nil && len(res.Problems) > 0 {
@@ -53,6 +63,36 @@ func runDequantize(e *env, args []string) int {
 			d.Round(time.Millisecond), exec.HumanBytes(int64(float64(res.Written)/max(d.Seconds(), 1e-9))), *to)
 	}
 	return ExitOK
+}
+
+// dequantizeScales returns the scale naming rules dequantize pairs the
+// weights of the checkpoint in from by: those of the template in
+// templatePath (named after the checkpoint's model type, or its only
+// one), else those of the stdlib template of the checkpoint's model type,
+// else the stdlib's default quant section.
+func dequantizeScales(e *env, from, templatePath string) ([]ir.ScaleRule, bool) {
+	mt := ""
+	if cm, err := exec.ReadCheckpointModel(from, false); err == nil {
+		mt = cm.ModelType
+	}
+	if templatePath == "" && mt != "" {
+		if _, err := fs.Stat(stdlib.Templates(), mt+".rolltpl"); err != nil {
+			mt = "" // no stdlib template: the default rules
+		}
+	}
+	if templatePath != "" || mt != "" {
+		m, ok := loadModel(e, "dequantize", templatePath, mt, nil)
+		if !ok {
+			return nil, false
+		}
+		return m.Template.Scales, true
+	}
+	res, failed := compileWith(e, []string{resolve.LibPrefix + vocab.DefaultQuantModule + ".rolltpl"}, nil, nil)
+	if res == nil || failed || len(res.Program.DefaultScales) == 0 {
+		fmt.Fprintf(e.stderr, "rolltplc dequantize: internal error: the stdlib has no default quant section %q\n", vocab.DefaultQuant)
+		return nil, false
+	}
+	return res.Program.DefaultScales, true
 }
 
 // writeFP8Pairs lists the FP8 weight/scale pairs of a plan, from headers

@@ -199,6 +199,7 @@ var sectionDocs = map[string]string{
 	"mca":      "constant MCA config values (`key = value`)",
 	"weights":  "weight ops in registration order (first match wins)",
 	"parallel": "the parallel classification of MCA weight names",
+	"quant":    "FP8 scale naming rules (`scale \"{}.weight\" -> \"{}.weight_scale_inv\"`, `use`); default: the stdlib's fp8_block",
 }
 
 func (s *Server) completion(raw json.RawMessage) (any, error) {
@@ -269,7 +270,7 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 		return items
 	case "template":
 		var items []CompletionItem
-		for _, k := range []string{"config", "mca", "weights", "parallel"} {
+		for _, k := range []string{"config", "mca", "weights", "parallel", "quant"} {
 			items = append(items, CompletionItem{Label: k, Kind: CompletionKeyword, Detail: "section", Documentation: markdown(sectionDocs[k] + ".")})
 		}
 		for _, k := range sortedKeys(vocab.TemplateFields) {
@@ -291,6 +292,8 @@ func (s *Server) completions(d *document, c *ccontext) []CompletionItem {
 		return append(items, keywordItems("use")...)
 	case "mca":
 		return append(s.keyItems(d, c.template, "mca"), keywordItems("use")...)
+	case "quant":
+		return keywordItems("use", "scale")
 	case "config":
 		return append(s.keyItems(d, c.template, "hf"), keywordItems("use", "prefix", "set")...)
 	}

@@ -146,6 +146,8 @@ func section(it *ast.TemplateItem) (string, ast.Node, int) {
 		return "weights", it.Weights, len(it.Weights.Items)
 	case it.Parallel != nil:
 		return "parallel", it.Parallel, len(it.Parallel.Items)
+	case it.Quant != nil:
+		return "quant", it.Quant, len(it.Quant.Items)
 	}
 	return "", nil, 0
 }

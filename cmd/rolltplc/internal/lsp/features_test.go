@@ -199,6 +199,20 @@ func TestHover(t *testing.T) {
 			want:          "**MCA name pattern** `.mlp.linear_fc1.lora_A.weight` in parallel class `duplicated`: " + vocab.ParallelClassDoc["duplicated"] + ".",
 			wantHighlight: `".mlp.linear_fc1.lora_A.weight"`,
 		},
+		{
+			name: "quant weight pattern", file: "common.rolltpl", needle: `"{}.gate_up_proj" ->`, delta: 2,
+			want:          "**HF weight name pattern** `{}.gate_up_proj` (whole name, one `{}`)\n\nAn F8_E4M3 weight it matches is paired with the scale grid `{}.gate_up_proj_scales_inv` names for the same `{}`; the FP8 pre-pass dequantizes it before any op runs.",
+			wantHighlight: `"{}.gate_up_proj"`,
+		},
+		{
+			name: "quant scale pattern", file: "common.rolltpl", needle: `"{}.weight_scale_inv"`, delta: 2,
+			want:          "**HF scale name pattern** `{}.weight_scale_inv` (whole name, one `{}`)\n\nThe block scale grid of the weight `{}.weight` names for the same `{}`; consumed by the FP8 pre-pass, never by an op.",
+			wantHighlight: `"{}.weight_scale_inv"`,
+		},
+		{
+			name: "quant section used", file: "deepseek_v3.rolltpl", needle: "use deepseek_fp8_scales", delta: 6,
+			wantHighlight: "deepseek_fp8_scales",
+		},
 		{name: "comment", file: "llama.rolltpl", needle: "# Llama", delta: 3},
 		{name: "white space", file: "llama.rolltpl", needle: "\n\nconfig llama_core", delta: 1},
 	}
@@ -241,7 +255,7 @@ func TestHover(t *testing.T) {
 		if diff := cmp.Diff("**import** `common` → `common.rolltpl`", first); diff != "" {
 			t.Errorf("hover (-want +got):\n%s", diff)
 		}
-		if !regexp.MustCompile(`^Declares \d+ config blocks, \d+ mca blocks, \d+ weights blocks\.$`).MatchString(rest) {
+		if !regexp.MustCompile(`^Declares \d+ config blocks, \d+ mca blocks, (\d+ quant blocks, )?\d+ weights blocks\.$`).MatchString(rest) {
 			t.Errorf("declarations: %q", rest)
 		}
 	})
@@ -291,7 +305,7 @@ func labels(items []CompletionItem) []string {
 func TestCompletion(t *testing.T) {
 	c := newInitialized(t, Options{})
 	opKinds := append(vocab.OpKinds(), "use", "ignore")
-	sections := []string{"config", "mca", "weights", "parallel", "expert_prefix", "layer_prefix", "mtp_first_layer", "mtp_hf_prefix"}
+	sections := []string{"config", "mca", "weights", "parallel", "quant", "expert_prefix", "layer_prefix", "mtp_first_layer", "mtp_hf_prefix"}
 	classes := append(slices.Clone(ir.ParallelClasses), append(slices.Clone(ir.ParallelMaps), "use")...)
 	cases := []struct {
 		name           string
@@ -318,6 +332,8 @@ func TestCompletion(t *testing.T) {
 			contains: []string{"attention_shape", "dense_llm", "llama_core", "llm", "vision"}, excludes: []string{"qkv", "rope", "default", "llama"}, kind: CompletionModule},
 		{name: "use in a named block leaves itself out", file: "llama.rolltpl", after: "config llama_core {", insert: "\n    use l",
 			contains: []string{"llm"}, excludes: []string{"llama_core"}, kind: CompletionModule},
+		{name: "use in a quant section: quant blocks only", file: "llama.rolltpl", after: "parallel { use default }", insert: "\n    quant { use ",
+			contains: []string{"fp8_block", "fp8_fused_experts"}, excludes: []string{"llm", "default"}, kind: CompletionModule},
 		{name: "use in weights", file: "llama.rolltpl", after: "use llama_decoder", insert: "\n        use ",
 			contains: []string{"qkv", "llama_decoder", "gate_up"}, excludes: []string{"llm", "default"}, kind: CompletionModule},
 		{name: "use in parallel, same line", file: "llama.rolltpl", after: "parallel { use default", insert: " use ",
@@ -444,6 +460,27 @@ func TestDefinition(t *testing.T) {
 		c.call("textDocument/definition", TextDocumentPositionParams{TextDocument: TextDocumentIdentifier{URI: uri}, Position: posOf(t, text, `"common"`, 2)}, &imp)
 		if diff := cmp.Diff([]Location{{URI: want[0].URI}}, imp); diff != "" {
 			t.Errorf("import definition (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("quant section", func(t *testing.T) {
+		// `use` in a template's quant section goes to the library's
+		// quant section; hovering it shows it.
+		path := filepath.Join(t.TempDir(), "q.rolltpl")
+		uri := pathToURI(path)
+		text := "import \"common\"\n\ntemplate q {\n    layer_prefix = \"model.layers.\"\n    quant { use fp8_fused_experts }\n}\n"
+		c.open(uri, text)
+		var got []Location
+		c.call("textDocument/definition", TextDocumentPositionParams{TextDocument: TextDocumentIdentifier{URI: uri}, Position: posOf(t, text, "use fp8_fused", 6)}, &got)
+		_, common := stdlibFile(t, "common.rolltpl")
+		p := posOf(t, common, "quant fp8_fused_experts {", 6)
+		want := []Location{{URI: pathToURI(filepath.Join(libDir, "common.rolltpl")), Range: Range{p, Position{p.Line, p.Character + len("fp8_fused_experts")}}}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("definition (-want +got):\n%s", diff)
+		}
+		h := hoverAt(t, c, uri, posOf(t, text, "use fp8_fused", 6))
+		if h == nil || !strings.Contains(h.Contents.Value, "**quant block** `fp8_fused_experts`") {
+			t.Errorf("hover %+v", h)
 		}
 	})
 }

@@ -492,6 +492,14 @@ func (s *Server) stringHover(d *document, chain []ast.Node, str *ast.String, par
 			text += "\n\nDeclares " + strings.Join(decls, ", ") + "."
 		}
 		return text
+	case *ast.ScaleRule:
+		if p.Weight == nil || p.Scale == nil {
+			return ""
+		}
+		if str == p.Weight {
+			return fmt.Sprintf("**HF weight name pattern** `%s` (whole name, one `{}`)\n\nAn F8_E4M3 weight it matches is paired with the scale grid `%s` names for the same `{}`; the FP8 pre-pass dequantizes it before any op runs.", p.Weight.Value, p.Scale.Value)
+		}
+		return fmt.Sprintf("**HF scale name pattern** `%s` (whole name, one `{}`)\n\nThe block scale grid of the weight `%s` names for the same `{}`; consumed by the FP8 pre-pass, never by an op.", p.Scale.Value, p.Weight.Value)
 	case *ast.Ignore:
 		return fmt.Sprintf("**HF weight name** `%s` %s\n\nIgnored on purpose (ROLL's hf_invalid_keys): skipped without a warning.", str.Value, nameScope(str.Value))
 	case *ast.ParallelEntry:
