@@ -163,13 +163,23 @@ type MCACheckpoint struct {
 // locateMCACheckpoint reads dir/mca_config.json and finds the iteration
 // directory, whatever the layout.
 func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
+	return locateMCA(dir, nil)
+}
+
+// locateMCA is locateMCACheckpoint with the config of cm (read from dir)
+// when cm is not nil.
+func locateMCA(dir string, cm *CheckpointModel) (*MCACheckpoint, error) {
 	c := &MCACheckpoint{Dir: dir, ConfigPath: filepath.Join(dir, MCAConfigName)}
-	text, err := ReadConfigFile(c.ConfigPath)
-	if err != nil {
-		return nil, err
-	}
-	if c.Config, err = ParseMCAConfig(c.ConfigPath, text); err != nil {
-		return nil, err
+	if cm != nil && cm.MCA != nil {
+		c.ConfigPath, c.Config = cm.Path, cm.MCA
+	} else {
+		text, err := ReadConfigFile(c.ConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		if c.Config, err = ParseMCAConfig(c.ConfigPath, text); err != nil {
+			return nil, err
+		}
 	}
 	iter := "iter_0000001"
 	if b, err := ReadConfigFile(filepath.Join(dir, TrackerName)); err == nil {
@@ -239,12 +249,19 @@ type hfSource struct {
 
 // openHFSource opens the HF checkpoint in src and plans its conversion
 // to the layout: the one place HF -> MCA conversions and [PlanConversion]
-// choose the files, build the MCA config and plan. The plan may hold
-// errors; the caller closes sh.
-func openHFSource(m *Model, src string, layout Layout, nameOrPath string, deq Dequantize) (*hfSource, error) {
-	cfgPath, cfgText, _, err := ReadHFConfig(src)
-	if err != nil {
-		return nil, err
+// choose the files, build the MCA config and plan. config.json is cm's
+// (read from src) when cm is not nil. The plan may hold errors; the
+// caller closes sh.
+func openHFSource(m *Model, src string, cm *CheckpointModel, layout Layout, nameOrPath string, deq Dequantize) (*hfSource, error) {
+	var cfgPath string
+	var cfgText []byte
+	if cm != nil && cm.HFConfig != nil {
+		cfgPath, cfgText = cm.Path, cm.HFConfig
+	} else {
+		var err error
+		if cfgPath, cfgText, _, err = ReadHFConfig(src); err != nil {
+			return nil, err
+		}
 	}
 	sh, err := safetensors.OpenSharded(src)
 	if err != nil {
@@ -298,7 +315,13 @@ func (s *mcaSource) close() {
 // MCA -> HF conversions and [PlanConversion] choose the rank files and
 // plan. The plan may hold errors; the caller closes the source.
 func openMCASource(m *Model, src string) (*mcaSource, error) {
-	ck, err := locateMCACheckpoint(src)
+	return openMCA(m, src, nil)
+}
+
+// openMCA is openMCASource with the mca_config.json of cm (read from src)
+// when cm is not nil.
+func openMCA(m *Model, src string, cm *CheckpointModel) (*mcaSource, error) {
+	ck, err := locateMCA(src, cm)
 	if err != nil {
 		return nil, err
 	}
@@ -347,8 +370,20 @@ type CheckpointPlan struct {
 // a parallel layout the model cannot be split into is an error problem
 // of kind layout.
 func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error) {
-	if IsMCA(src) {
-		s, err := openMCASource(m, src)
+	return planConversion(m, src, nil, layout)
+}
+
+// PlanCheckpoint is [PlanConversion] of the checkpoint cm was read from
+// (ReadCheckpointModel), with its config file as cm holds it.
+func PlanCheckpoint(m *Model, cm CheckpointModel, layout Layout) (*CheckpointPlan, error) {
+	return planConversion(m, cm.Dir, &cm, layout)
+}
+
+// planConversion is PlanConversion with the config of cm (read from src)
+// when cm is not nil.
+func planConversion(m *Model, src string, cm *CheckpointModel, layout Layout) (*CheckpointPlan, error) {
+	if cm != nil && cm.MCA != nil || cm == nil && IsMCA(src) {
+		s, err := openMCA(m, src, cm)
 		if err != nil {
 			return nil, err
 		}
@@ -358,7 +393,7 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 	if err := layout.Check(); err != nil {
 		return nil, err
 	}
-	s, err := openHFSource(m, src, layout, "", "")
+	s, err := openHFSource(m, src, cm, layout, "", "")
 	if err != nil {
 		return nil, err
 	}

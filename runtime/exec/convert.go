@@ -106,6 +106,12 @@ type Result struct {
 // written. Output goes to a temporary folder moved into place when
 // complete (see output).
 func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
+	return convertHFToMCA(ctx, m, src, nil, dst, opts)
+}
+
+// convertHFToMCA is ConvertHFToMCA with config.json as cm holds it when
+// cm was read from src.
+func convertHFToMCA(ctx context.Context, m *Model, src string, cm *CheckpointModel, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := opts.Layout.Check(); err != nil {
 		return nil, err
@@ -119,7 +125,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 			return nil, err
 		}
 	}
-	hs, err := openHFSource(m, src, opts.Layout, opts.NameOrPath, opts.Dequantize)
+	hs, err := openHFSource(m, src, cm.readFrom(src), opts.Layout, opts.NameOrPath, opts.Dequantize)
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +192,12 @@ func finishMCA(res *Result, src string, out *output, mc *MCAConfig, opts Options
 // config.json rebuilt from hf_config_json and the template's reversed
 // config map, plus the source's other files.
 func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
+	return convertMCAToHF(ctx, m, src, nil, dst, opts)
+}
+
+// convertMCAToHF is ConvertMCAToHF with mca_config.json as cm holds it
+// when cm was read from src.
+func convertMCAToHF(ctx context.Context, m *Model, src string, cm *CheckpointModel, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := checkPaths(src, dst); err != nil {
 		return nil, err
@@ -193,7 +205,7 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 		return nil, err
 	}
-	ms, err := openMCASource(m, src)
+	ms, err := openMCA(m, src, cm.readFrom(src))
 	if err != nil {
 		return nil, err
 	}
