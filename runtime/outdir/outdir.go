@@ -83,14 +83,17 @@ const journalName = ".rolltpl-moving"
 // asidePrefix starts the journal line naming the aside folder.
 const asidePrefix = "/aside "
 
-// commitPoint, when not nil, is called at each step of a commit into an
-// existing folder (tests stop the commit there, as a kill would).
-var commitPoint func(step string)
+// CommitPoint, when not nil, is called at each step of a commit into an
+// existing folder: "journal" (written), "aside NAME" (an entry of the
+// previous output moved aside), "in NAME" (an entry moved in), "removed
+// aside" (the previous output removed). Fault-injection tests stop or
+// kill the writer there; it is nil otherwise.
+var CommitPoint func(step string)
 
-// reach tells commitPoint (if set) that a commit reached step.
+// reach tells CommitPoint (if set) that a commit reached step.
 func reach(step string) {
-	if commitPoint != nil {
-		commitPoint(step)
+	if CommitPoint != nil {
+		CommitPoint(step)
 	}
 }
 

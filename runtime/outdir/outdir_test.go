@@ -432,7 +432,7 @@ func TestSyncCommit(t *testing.T) {
 	}
 }
 
-// crashed is the panic value a test's commitPoint stops a commit with.
+// crashed is the panic value a test's CommitPoint stops a commit with.
 type crashed struct{}
 
 // orphan makes the temporaries of this process in dir look left by the
@@ -492,8 +492,8 @@ func TestCommitCrashPoints(t *testing.T) {
 		}
 	}
 	var steps []string
-	commitPoint = func(step string) { steps = append(steps, step) }
-	t.Cleanup(func() { commitPoint = nil })
+	CommitPoint = func(step string) { steps = append(steps, step) }
+	t.Cleanup(func() { CommitPoint = nil })
 	dst := filepath.Join(t.TempDir(), "dst")
 	previous(t, dst)
 	var notes []string
@@ -509,7 +509,7 @@ func TestCommitCrashPoints(t *testing.T) {
 			parent := t.TempDir()
 			dst := filepath.Join(parent, "dst")
 			previous(t, dst)
-			commitPoint = func(s string) {
+			CommitPoint = func(s string) {
 				if s == step {
 					panic(crashed{})
 				}
@@ -527,7 +527,7 @@ func TestCommitCrashPoints(t *testing.T) {
 				o.Commit() // no Abort: a killed writer runs no cleanup
 				t.Fatal("the commit was not stopped")
 			}()
-			commitPoint = nil
+			CommitPoint = nil
 			orphan(t, dst, ".x-tmp-", dead)
 			var notes []string
 			if _, err := Check(dst, testOptions(&notes)); err != nil {
