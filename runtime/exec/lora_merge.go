@@ -146,6 +146,7 @@ func MergeLoRAIntoHF(ctx context.Context, base *Model, save, baseHF, dst string,
 	for _, t := range ck.Tensors {
 		total += t.Size
 	}
+	tensors := 0
 	for _, path := range ck.Files {
 		if ctx.Err() != nil {
 			return res, context.Cause(ctx)
@@ -173,8 +174,9 @@ func MergeLoRAIntoHF(ctx context.Context, base *Model, save, baseHF, dst string,
 					return err
 				}
 				res.Written += ti.Size
+				tensors++
 				if opts.Progress != nil {
-					opts.Progress(res.Written, total)
+					opts.Progress(Progress{Bytes: res.Written, TotalBytes: total, Tensors: tensors, TotalTensors: len(ck.Tensors)})
 				}
 				_ = f.Release(src)
 			}

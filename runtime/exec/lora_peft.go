@@ -226,7 +226,7 @@ func writePEFT(ctx context.Context, ex *executor, ad *LoRAAdapter, ms *mcaSource
 		e.Tensors++
 		e.Bytes += n
 		if opts.Progress != nil {
-			opts.Progress(e.Bytes, total)
+			opts.Progress(Progress{Bytes: e.Bytes, TotalBytes: total, Tensors: e.Tensors, TotalTensors: len(outs)})
 		}
 		return nil
 	})
