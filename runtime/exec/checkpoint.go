@@ -9,8 +9,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
@@ -285,6 +287,9 @@ func openHFSource(m *Model, src string, cm *CheckpointModel, layout Layout, name
 	recordLayerOps(mc, s.plan)
 	s.plan.FP8 = fp8Info.shareFor(mc.Layout())
 	s.plan.Problems = append(append(fp8Problems, s.plan.Problems...), LayoutProblems(mc, mc.Layout())...)
+	if s.plan.Err() == nil {
+		s.plan.Problems = append(s.plan.Problems, readBackProblems(m, mc, s.plan)...)
+	}
 	for _, f := range sh.Files {
 		s.files = append(s.files, f.Path())
 	}
@@ -409,4 +414,76 @@ func planConversion(m *Model, src string, cm *CheckpointModel, layout Layout) (*
 		}
 	}
 	return cp, nil
+}
+
+// readBackProblems refuses an HF -> MCA plan whose rank files could not
+// be converted back: with transformer_impl local, ROLL's converter (and
+// Merge) reads some weights back under another name than the one they
+// were written from (shard.Sharder.ReadBackName), and the template's MCA
+// -> HF plan of the weights under those names fails where the plan of
+// the names written does not. ROLL writes such a checkpoint all the same
+// (its mixtral with transformer_impl local), and then cannot read it.
+func readBackProblems(m *Model, mc *MCAConfig, plan *Plan) []Problem {
+	if mc.Layout().Normalized().TransformerImpl != shard.ImplLocal {
+		return nil
+	}
+	sh, err := newSharder(m, mc)
+	if err != nil {
+		return nil // the write plan reports it
+	}
+	outs := plan.Outputs()
+	written := make([]TensorMeta, len(outs))
+	back := make([]TensorMeta, len(outs))
+	// The renames by pure name: how many weights, and the first.
+	type rename struct {
+		from, to, first string
+		n               int
+	}
+	var renames []*rename
+	for i, o := range outs {
+		written[i] = TensorMeta{Name: o.Name, DType: o.DType, Shape: o.Shape, Size: o.Size}
+		back[i] = written[i]
+		rb, err := sh.ReadBackName(o.Name)
+		if err != nil || rb == o.Name {
+			continue
+		}
+		back[i].Name = rb
+		from, err1 := rollname.ParseMCAName(o.Name)
+		to, err2 := rollname.ParseMCAName(rb)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		k := slices.IndexFunc(renames, func(r *rename) bool { return r.from == from.Pure && r.to == to.Pure })
+		if k < 0 {
+			renames = append(renames, &rename{from: from.Pure, to: to.Pure, first: o.Name})
+			k = len(renames) - 1
+		}
+		renames[k].n++
+	}
+	if len(renames) == 0 {
+		return nil
+	}
+	was := map[string]bool{}
+	for _, p := range PlanMCAToHF(m, mc, written).Problems {
+		was[p.Error()] = true
+	}
+	var why []string
+	for _, p := range PlanMCAToHF(m, mc, back).Problems {
+		if p.Severity == Error && !was[p.Error()] {
+			why = append(why, p.Error())
+		}
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	var what, names []string
+	for _, r := range renames {
+		what = append(what, fmt.Sprintf("%s back as %s (%s, first %s)", r.from, r.to, plural(r.n, "weight"), r.first))
+		names = append(names, r.from)
+	}
+	return []Problem{{Kind: ProblemLayout, Severity: Error, Msg: fmt.Sprintf(
+		"transformer_impl local: with the template's parallel set (its te_to_local map), ROLL's converter reads %s, "+
+			"and then %s; the checkpoint could not be converted back to HF (by ROLL either), so it is not written: "+
+			"use transformer_impl transformer_engine, or map %s to itself in the template's te_to_local",
+		strings.Join(what, "; "), why[0], strings.Join(names, ", "))}}
 }
