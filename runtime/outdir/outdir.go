@@ -86,8 +86,11 @@ const asidePrefix = "/aside "
 // CommitPoint, when not nil, is called at each step of a commit into an
 // existing folder: "journal" (written), "aside NAME" (an entry of the
 // previous output moved aside), "in NAME" (an entry moved in), "removed
-// aside" (the previous output removed). Fault-injection tests stop or
-// kill the writer there; it is nil otherwise.
+// aside" (the previous output removed); and of its recovery by the next
+// writer: "recovered aside" (the previous output removed, rolling
+// forward), "out NAME" (an entry moved back out), "restore NAME" (an
+// entry of the previous output moved back in). Fault-injection tests
+// stop or kill the writer there; it is nil otherwise.
 var CommitPoint func(step string)
 
 // reach tells CommitPoint (if set) that a commit reached step.
@@ -272,11 +275,12 @@ func recoverCommit(dst string, f tempname.Found, b []byte, opts Options, notice 
 		// Killed after its output was complete, while removing its
 		// temporaries: the output stays.
 		notice(fmt.Sprintf("kept the output in %s: the interrupted %s (%s) had moved all of it into place", dst, opts.Run, f.Owner))
-		if aside != "" {
+		if _, err := os.Lstat(aside); aside != "" && err == nil {
 			if err := os.RemoveAll(aside); err != nil {
 				return aside, fmt.Errorf("removing %s, the previous output an interrupted %s (%s) replaced: %w", aside, opts.Run, f.Owner, err)
 			}
 			notice(fmt.Sprintf("removed %s, the previous output an interrupted %s (%s) replaced", aside, opts.Run, f.Owner))
+			reach("recovered aside")
 		}
 		return aside, nil
 	}
@@ -290,6 +294,7 @@ func recoverCommit(dst string, f tempname.Found, b []byte, opts Options, notice 
 			return aside, fmt.Errorf("moving %s, moved into place by an interrupted %s (%s), back out: %w", p, opts.Run, f.Owner, err)
 		}
 		notice(fmt.Sprintf("removed %s, moved into place by an interrupted %s (%s) that did not finish", p, opts.Run, f.Owner))
+		reach("out " + moved[i])
 	}
 	// ... then the previous output's back in.
 	if aside != "" {
@@ -307,6 +312,7 @@ func recoverCommit(dst string, f tempname.Found, b []byte, opts Options, notice 
 				return aside, fmt.Errorf("restoring %s, moved aside by an interrupted %s (%s): %w", to, opts.Run, f.Owner, err)
 			}
 			back = append(back, e.Name())
+			reach("restore " + e.Name())
 		}
 		if len(back) > 0 {
 			notice(fmt.Sprintf("restored %s in %s, moved aside by an interrupted %s (%s) that did not finish", NameList(back), dst, opts.Run, f.Owner))

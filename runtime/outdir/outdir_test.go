@@ -529,16 +529,47 @@ func TestCommitCrashPoints(t *testing.T) {
 			}()
 			CommitPoint = nil
 			orphan(t, dst, ".x-tmp-", dead)
-			var notes []string
-			if _, err := Check(dst, testOptions(&notes)); err != nil {
-				t.Fatal(err)
-			}
 			want, what := wantOld, "the previous output"
 			if k >= slices.Index(steps, "in .done") {
 				want, what = wantNew, "the new output"
 			}
+			// The recovery is killed at each of its own steps in turn,
+			// then run again.
+			killed := tree(t, parent)
+			var rsteps []string
+			CommitPoint = func(s string) { rsteps = append(rsteps, s) }
+			var notes []string
+			if _, err := Check(dst, testOptions(&notes)); err != nil {
+				t.Fatal(err)
+			}
+			CommitPoint = nil
+			t.Logf("recovery steps: %q", rsteps)
 			if diff := cmp.Diff(want, tree(t, dst)); diff != "" {
 				t.Errorf("recovered (-%s +got):\n%s\nnotices %q", what, diff, notes)
+			}
+			for _, rs := range rsteps {
+				restore(t, parent, killed)
+				CommitPoint = func(s string) {
+					if s == rs {
+						panic(crashed{})
+					}
+				}
+				func() {
+					defer func() {
+						if r := recover(); r != (crashed{}) {
+							panic(r)
+						}
+					}()
+					Check(dst, testOptions(&notes))
+					t.Fatalf("recovery not stopped at %q", rs)
+				}()
+				CommitPoint = nil
+				if _, err := Check(dst, testOptions(&notes)); err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want, tree(t, dst)); diff != "" {
+					t.Errorf("recovery killed at %q, then run again (-%s +got):\n%s", rs, what, diff)
+				}
 			}
 			if err := write(dst, testOptions(&notes)); err != nil {
 				t.Fatal(err)
@@ -547,5 +578,29 @@ func TestCommitCrashPoints(t *testing.T) {
 				t.Errorf("rerun (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// restore makes dir hold exactly snap (a tree of it) again.
+func restore(t *testing.T, dir string, snap map[string]string) {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for rel, content := range snap {
+		p := filepath.Join(dir, rel)
+		if strings.HasSuffix(rel, "/") {
+			if err := os.MkdirAll(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		put(t, p, content)
 	}
 }
