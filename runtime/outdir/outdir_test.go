@@ -435,6 +435,27 @@ func TestSyncCommit(t *testing.T) {
 // crashed is the panic value a test's CommitPoint stops a commit with.
 type crashed struct{}
 
+// stopAt runs f, stopping it (as a kill would: no cleanup runs) when it
+// reaches the commit or recovery step; it reports whether it did.
+func stopAt(step string, f func()) (stopped bool) {
+	CommitPoint = func(s string) {
+		if s == step {
+			panic(crashed{})
+		}
+	}
+	defer func() {
+		CommitPoint = nil
+		if r := recover(); r != nil {
+			if r != (crashed{}) {
+				panic(r)
+			}
+			stopped = true
+		}
+	}()
+	f()
+	return false
+}
+
 // orphan makes the temporaries of this process in dir look left by the
 // exited process whose owner fields are dead (as deadOwner gives them),
 // as if this process had been killed: it renames them and the aside
@@ -509,25 +530,13 @@ func TestCommitCrashPoints(t *testing.T) {
 			parent := t.TempDir()
 			dst := filepath.Join(parent, "dst")
 			previous(t, dst)
-			CommitPoint = func(s string) {
-				if s == step {
-					panic(crashed{})
-				}
+			o, err := stage(dst, testOptions(&notes))
+			if err != nil {
+				t.Fatal(err)
 			}
-			func() {
-				defer func() {
-					if r := recover(); r != (crashed{}) {
-						panic(r)
-					}
-				}()
-				o, err := stage(dst, testOptions(&notes))
-				if err != nil {
-					t.Fatal(err)
-				}
-				o.Commit() // no Abort: a killed writer runs no cleanup
+			if !stopAt(step, func() { o.Commit() }) { // no Abort: a killed writer runs no cleanup
 				t.Fatal("the commit was not stopped")
-			}()
-			CommitPoint = nil
+			}
 			orphan(t, dst, ".x-tmp-", dead)
 			want, what := wantOld, "the previous output"
 			if k >= slices.Index(steps, "in .done") {
@@ -549,21 +558,9 @@ func TestCommitCrashPoints(t *testing.T) {
 			}
 			for _, rs := range rsteps {
 				restore(t, parent, killed)
-				CommitPoint = func(s string) {
-					if s == rs {
-						panic(crashed{})
-					}
-				}
-				func() {
-					defer func() {
-						if r := recover(); r != (crashed{}) {
-							panic(r)
-						}
-					}()
-					Check(dst, testOptions(&notes))
+				if !stopAt(rs, func() { Check(dst, testOptions(&notes)) }) {
 					t.Fatalf("recovery not stopped at %q", rs)
-				}()
-				CommitPoint = nil
+				}
 				if _, err := Check(dst, testOptions(&notes)); err != nil {
 					t.Fatal(err)
 				}
