@@ -110,8 +110,8 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 	return convertHFToMCA(ctx, m, src, nil, dst, opts)
 }
 
-// convertHFToMCA is ConvertHFToMCA with config.json as cm holds it when
-// cm was read from src.
+// convertHFToMCA is ConvertHFToMCA with config.json as cm (read from
+// src) holds it, or read from src when cm is nil.
 func convertHFToMCA(ctx context.Context, m *Model, src string, cm *CheckpointModel, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := opts.Layout.Check(); err != nil {
@@ -126,7 +126,7 @@ func convertHFToMCA(ctx context.Context, m *Model, src string, cm *CheckpointMod
 			return nil, err
 		}
 	}
-	hs, err := openHFSource(m, src, cm.readFrom(src), opts.Layout, opts.NameOrPath, opts.Dequantize)
+	hs, err := openHFSource(m, src, cm, opts.Layout, opts.NameOrPath, opts.Dequantize)
 	if err != nil {
 		return nil, err
 	}
@@ -196,8 +196,8 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	return convertMCAToHF(ctx, m, src, nil, dst, opts)
 }
 
-// convertMCAToHF is ConvertMCAToHF with mca_config.json as cm holds it
-// when cm was read from src.
+// convertMCAToHF is ConvertMCAToHF with mca_config.json as cm (read
+// from src) holds it, or read from src when cm is nil.
 func convertMCAToHF(ctx context.Context, m *Model, src string, cm *CheckpointModel, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := checkPaths(src, dst); err != nil {
@@ -206,7 +206,7 @@ func convertMCAToHF(ctx context.Context, m *Model, src string, cm *CheckpointMod
 	if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 		return nil, err
 	}
-	ms, err := openMCA(m, src, cm.readFrom(src))
+	ms, err := openMCA(m, src, cm)
 	if err != nil {
 		return nil, err
 	}

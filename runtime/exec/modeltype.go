@@ -56,16 +56,6 @@ func ReadCheckpointModel(dir string, isMCA bool) (CheckpointModel, error) {
 	return CheckpointModel{Dir: dir, ModelType: mt, Key: "model_type", Path: path, HFConfig: text}, nil
 }
 
-// readFrom returns cm's config when cm was read from src, nil (read it
-// again) otherwise: a conversion nested in another (verify's round trip)
-// reads its own source.
-func (cm *CheckpointModel) readFrom(src string) *CheckpointModel {
-	if cm == nil || cm.Dir != src {
-		return nil
-	}
-	return cm
-}
-
 // Convert converts the checkpoint cm was read from (ReadCheckpointModel)
 // into dst: MCA -> HF ([ConvertMCAToHF]) when it is an MCA checkpoint,
 // else HF -> MCA ([ConvertHFToMCA]), with the config file as cm holds it
