@@ -44,6 +44,9 @@ var allowed = map[string][]string{
 	// JSON as Python reads and writes it: a leaf every runtime package may
 	// use for config files and headers.
 	"runtime/pyjson": {},
+	// The layout planner bounds its counts by the MCA config rules
+	// bound (compiler/ir owns MaxCount).
+	"runtime/shard": {"runtime/tensor", "compiler/rollname", "compiler/ir"},
 
 	// ROLL's naming rules (Python fnmatch globs, op lookup, pure names,
 	// parallel classes, key prefixes): a leaf every layer may import.

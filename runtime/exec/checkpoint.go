@@ -9,8 +9,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rolltpl/rolltpl/compiler/rollname"
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
+	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 )
@@ -163,13 +165,23 @@ type MCACheckpoint struct {
 // locateMCACheckpoint reads dir/mca_config.json and finds the iteration
 // directory, whatever the layout.
 func locateMCACheckpoint(dir string) (*MCACheckpoint, error) {
+	return locateMCA(dir, nil)
+}
+
+// locateMCA is locateMCACheckpoint with the config of cm (read from dir)
+// when cm is not nil.
+func locateMCA(dir string, cm *CheckpointModel) (*MCACheckpoint, error) {
 	c := &MCACheckpoint{Dir: dir, ConfigPath: filepath.Join(dir, MCAConfigName)}
-	text, err := ReadConfigFile(c.ConfigPath)
-	if err != nil {
-		return nil, err
-	}
-	if c.Config, err = ParseMCAConfig(c.ConfigPath, text); err != nil {
-		return nil, err
+	if cm != nil && cm.MCA != nil {
+		c.ConfigPath, c.Config = cm.Path, cm.MCA
+	} else {
+		text, err := ReadConfigFile(c.ConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		if c.Config, err = ParseMCAConfig(c.ConfigPath, text); err != nil {
+			return nil, err
+		}
 	}
 	iter := "iter_0000001"
 	if b, err := ReadConfigFile(filepath.Join(dir, TrackerName)); err == nil {
@@ -239,12 +251,19 @@ type hfSource struct {
 
 // openHFSource opens the HF checkpoint in src and plans its conversion
 // to the layout: the one place HF -> MCA conversions and [PlanConversion]
-// choose the files, build the MCA config and plan. The plan may hold
-// errors; the caller closes sh.
-func openHFSource(m *Model, src string, layout Layout, nameOrPath string, deq Dequantize) (*hfSource, error) {
-	cfgPath, cfgText, _, err := ReadHFConfig(src)
-	if err != nil {
-		return nil, err
+// choose the files, build the MCA config and plan. config.json is cm's
+// (read from src) when cm is not nil. The plan may hold errors; the
+// caller closes sh.
+func openHFSource(m *Model, src string, cm *CheckpointModel, layout Layout, nameOrPath string, deq Dequantize) (*hfSource, error) {
+	var cfgPath string
+	var cfgText []byte
+	if cm != nil && cm.HFConfig != nil {
+		cfgPath, cfgText = cm.Path, cm.HFConfig
+	} else {
+		var err error
+		if cfgPath, cfgText, _, err = ReadHFConfig(src); err != nil {
+			return nil, err
+		}
 	}
 	sh, err := safetensors.OpenSharded(src)
 	if err != nil {
@@ -268,6 +287,9 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string, deq De
 	recordLayerOps(mc, s.plan)
 	s.plan.FP8 = fp8Info.shareFor(mc.Layout())
 	s.plan.Problems = append(append(fp8Problems, s.plan.Problems...), LayoutProblems(mc, mc.Layout())...)
+	if s.plan.Err() == nil {
+		s.plan.Problems = append(s.plan.Problems, readBackProblems(m, mc, s.plan)...)
+	}
 	for _, f := range sh.Files {
 		s.files = append(s.files, f.Path())
 	}
@@ -298,7 +320,13 @@ func (s *mcaSource) close() {
 // MCA -> HF conversions and [PlanConversion] choose the rank files and
 // plan. The plan may hold errors; the caller closes the source.
 func openMCASource(m *Model, src string) (*mcaSource, error) {
-	ck, err := locateMCACheckpoint(src)
+	return openMCA(m, src, nil)
+}
+
+// openMCA is openMCASource with the mca_config.json of cm (read from src)
+// when cm is not nil.
+func openMCA(m *Model, src string, cm *CheckpointModel) (*mcaSource, error) {
+	ck, err := locateMCA(src, cm)
 	if err != nil {
 		return nil, err
 	}
@@ -347,8 +375,20 @@ type CheckpointPlan struct {
 // a parallel layout the model cannot be split into is an error problem
 // of kind layout.
 func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error) {
-	if IsMCA(src) {
-		s, err := openMCASource(m, src)
+	return planConversion(m, src, nil, layout)
+}
+
+// PlanCheckpoint is [PlanConversion] of the checkpoint cm was read from
+// (ReadCheckpointModel), with its config file as cm holds it.
+func PlanCheckpoint(m *Model, cm CheckpointModel, layout Layout) (*CheckpointPlan, error) {
+	return planConversion(m, cm.Dir, &cm, layout)
+}
+
+// planConversion is PlanConversion with the config of cm (read from src)
+// when cm is not nil.
+func planConversion(m *Model, src string, cm *CheckpointModel, layout Layout) (*CheckpointPlan, error) {
+	if cm != nil && cm.MCA != nil || cm == nil && IsMCA(src) {
+		s, err := openMCA(m, src, cm)
 		if err != nil {
 			return nil, err
 		}
@@ -358,7 +398,7 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 	if err := layout.Check(); err != nil {
 		return nil, err
 	}
-	s, err := openHFSource(m, src, layout, "", "")
+	s, err := openHFSource(m, src, cm, layout, "", "")
 	if err != nil {
 		return nil, err
 	}
@@ -374,4 +414,76 @@ func PlanConversion(m *Model, src string, layout Layout) (*CheckpointPlan, error
 		}
 	}
 	return cp, nil
+}
+
+// readBackProblems refuses an HF -> MCA plan whose rank files could not
+// be converted back: with transformer_impl local, ROLL's converter (and
+// Merge) reads some weights back under another name than the one they
+// were written from (shard.Sharder.ReadBackName), and the template's MCA
+// -> HF plan of the weights under those names fails where the plan of
+// the names written does not. ROLL writes such a checkpoint all the same
+// (its mixtral with transformer_impl local), and then cannot read it.
+func readBackProblems(m *Model, mc *MCAConfig, plan *Plan) []Problem {
+	if mc.Layout().Normalized().TransformerImpl != shard.ImplLocal {
+		return nil
+	}
+	sh, err := newSharder(m, mc)
+	if err != nil {
+		return nil // the write plan reports it
+	}
+	outs := plan.Outputs()
+	written := make([]TensorMeta, len(outs))
+	back := make([]TensorMeta, len(outs))
+	// The renames by pure name: how many weights, and the first.
+	type rename struct {
+		from, to, first string
+		n               int
+	}
+	var renames []*rename
+	for i, o := range outs {
+		written[i] = TensorMeta{Name: o.Name, DType: o.DType, Shape: o.Shape, Size: o.Size}
+		back[i] = written[i]
+		rb, err := sh.ReadBackName(o.Name)
+		if err != nil || rb == o.Name {
+			continue
+		}
+		back[i].Name = rb
+		from, err1 := rollname.ParseMCAName(o.Name)
+		to, err2 := rollname.ParseMCAName(rb)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		k := slices.IndexFunc(renames, func(r *rename) bool { return r.from == from.Pure && r.to == to.Pure })
+		if k < 0 {
+			renames = append(renames, &rename{from: from.Pure, to: to.Pure, first: o.Name})
+			k = len(renames) - 1
+		}
+		renames[k].n++
+	}
+	if len(renames) == 0 {
+		return nil
+	}
+	was := map[string]bool{}
+	for _, p := range PlanMCAToHF(m, mc, written).Problems {
+		was[p.Error()] = true
+	}
+	var why []string
+	for _, p := range PlanMCAToHF(m, mc, back).Problems {
+		if p.Severity == Error && !was[p.Error()] {
+			why = append(why, p.Error())
+		}
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	var what, names []string
+	for _, r := range renames {
+		what = append(what, fmt.Sprintf("%s back as %s (%s, first %s)", r.from, r.to, plural(r.n, "weight"), r.first))
+		names = append(names, r.from)
+	}
+	return []Problem{{Kind: ProblemLayout, Severity: Error, Msg: fmt.Sprintf(
+		"transformer_impl local: with the template's parallel set (its te_to_local map), ROLL's converter reads %s, "+
+			"and then %s; the checkpoint could not be converted back to HF (by ROLL either), so it is not written: "+
+			"use transformer_impl transformer_engine, or map %s to itself in the template's te_to_local",
+		strings.Join(what, "; "), why[0], strings.Join(names, ", "))}}
 }

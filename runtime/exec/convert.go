@@ -31,11 +31,12 @@ type Options struct {
 	// Layout is the parallel layout to write (HF → MCA); the zero value
 	// is TP=PP=EP=1. MCA → HF reads the layout from mca_config.json.
 	Layout Layout
-	// Progress, if set, is called as tensor bytes are written, with the
-	// bytes done and the total. Calls come one at a time, in order, but
-	// not always from the calling goroutine (blocks of copied bytes are
-	// counted as they are read, just before they are written).
-	Progress func(done, total int64)
+	// Progress, if set, is called as tensor bytes are written and as
+	// tensors are finished, with the figures so far. Calls come one at a
+	// time, in order, but not always from the calling goroutine (blocks
+	// of copied bytes are counted as they are read, just before they are
+	// written).
+	Progress func(Progress)
 	// MaxShardSize limits the HF shard size (MCA → HF); 0 means
 	// DefaultMaxShardSize. A tensor larger than the limit gets a shard of
 	// its own.
@@ -106,6 +107,12 @@ type Result struct {
 // written. Output goes to a temporary folder moved into place when
 // complete (see output).
 func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
+	return convertHFToMCA(ctx, m, src, nil, dst, opts)
+}
+
+// convertHFToMCA is ConvertHFToMCA with config.json as cm (read from
+// src) holds it, or read from src when cm is nil.
+func convertHFToMCA(ctx context.Context, m *Model, src string, cm *CheckpointModel, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := opts.Layout.Check(); err != nil {
 		return nil, err
@@ -119,7 +126,7 @@ func ConvertHFToMCA(ctx context.Context, m *Model, src, dst string, opts Options
 			return nil, err
 		}
 	}
-	hs, err := openHFSource(m, src, opts.Layout, opts.NameOrPath, opts.Dequantize)
+	hs, err := openHFSource(m, src, cm, opts.Layout, opts.NameOrPath, opts.Dequantize)
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +193,12 @@ func finishMCA(res *Result, src string, out *output, mc *MCAConfig, opts Options
 // config.json rebuilt from hf_config_json and the template's reversed
 // config map, plus the source's other files.
 func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options) (res *Result, err error) {
+	return convertMCAToHF(ctx, m, src, nil, dst, opts)
+}
+
+// convertMCAToHF is ConvertMCAToHF with mca_config.json as cm (read
+// from src) holds it, or read from src when cm is nil.
+func convertMCAToHF(ctx context.Context, m *Model, src string, cm *CheckpointModel, dst string, opts Options) (res *Result, err error) {
 	defer recoverInternal(&err)
 	if err := checkPaths(src, dst); err != nil {
 		return nil, err
@@ -193,7 +206,7 @@ func ConvertMCAToHF(ctx context.Context, m *Model, src, dst string, opts Options
 	if _, err := checkDest(src, dst, opts.Force, opts.Notice); err != nil {
 		return nil, err
 	}
-	ms, err := openMCASource(m, src)
+	ms, err := openMCA(m, src, cm)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +248,14 @@ func finishHF(ctx context.Context, ex *executor, out *output, src string, hfConf
 		maxShard = DefaultMaxShardSize
 	}
 	if opts.compare != nil {
-		if err := ex.eachOutput(ctx, func(name string, t tensor.Tensor) error { return opts.compare.tensor(ex, name, t) }); err != nil {
+		err := ex.eachOutput(ctx, func(name string, t tensor.Tensor) error {
+			if err := opts.compare.tensor(ex, name, t); err != nil {
+				return err
+			}
+			ex.tensorDone()
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		if err := writeFileSync(out.Path(HFConfigName), hfConfig, opts.Sync); err != nil {
@@ -287,6 +307,8 @@ type executor struct {
 	arena  arena
 	done   int64
 	total  int64
+	// tensors of totalTensors are finished (written, or compared).
+	tensors, totalTensors int
 	// ranges are the current step's mapped inputs: output pieces inside
 	// them are copied from their file by the kernel, and their pages are
 	// dropped after writing.
@@ -330,7 +352,7 @@ const dropEvery = 256 << 20
 
 func newExecutor(p *Plan, opts Options, input func(int) inputData) *executor {
 	ex := &executor{plan: p, opts: opts, cfg: p.Config.OpsConfig(), stacks: p.stacks, input: input,
-		total: p.OutBytes(), files: map[string]*os.File{}}
+		total: p.OutBytes(), totalTensors: p.NumOutputs(), files: map[string]*os.File{}}
 	ex.cfg.Alloc = ex.arena.alloc
 	// One span per input file, from its tensors' data.
 	byFile := map[string]int{}
@@ -628,9 +650,28 @@ func (ex *executor) progress(n int64) {
 	if ex.sinceDrop += n; ex.sinceDrop >= dropEvery {
 		ex.dropAll()
 	}
+	ex.report()
+}
+
+// tensorDone counts one more tensor finished and reports progress.
+func (ex *executor) tensorDone() {
+	ex.tensors++
+	ex.report()
+}
+
+// report tells Options.Progress (if set) the executor's figures.
+func (ex *executor) report() {
 	if ex.opts.Progress != nil {
-		ex.opts.Progress(ex.done, ex.total)
+		ex.opts.Progress(Progress{Bytes: ex.done, TotalBytes: ex.total, Tensors: ex.tensors, TotalTensors: ex.totalTensors})
 	}
+}
+
+// Progress is how far a conversion (or verify, dequantize, a LoRA
+// export or merge) got: tensor bytes written and tensors finished, of
+// their totals.
+type Progress struct {
+	Bytes, TotalBytes     int64
+	Tensors, TotalTensors int
 }
 
 // smallPiece is the average piece size below which a tensor's pieces
@@ -841,6 +882,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 		if err := ex.write(so.fs, t); err != nil {
 			return fmt.Errorf("writing %s: %w", shards[cur].name, err)
 		}
+		ex.tensorDone()
 		k++
 		return nil
 	})

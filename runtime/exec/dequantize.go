@@ -29,7 +29,7 @@ type DequantizeOptions struct {
 	Force    bool
 	Sync     bool
 	Notice   func(msg string)
-	Progress func(done, total int64)
+	Progress func(Progress)
 }
 
 // DequantizeResult describes a finished (or refused) dequantization.
@@ -158,7 +158,7 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 			shards = append(shards, shardOut{name: filepath.Base(f.Path()), srcOf: map[string]int{}})
 		}
 	}
-	d := &dequantWriter{opts: opts, total: total, files: map[string]*os.File{}}
+	d := &dequantWriter{opts: opts, total: total, totalTensors: len(weightMap), files: map[string]*os.File{}}
 	defer d.close()
 	for _, so := range shards {
 		safetensors.SortSpecs(so.specs)
@@ -194,11 +194,12 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 
 // dequantWriter streams the shards of DequantizeHF.
 type dequantWriter struct {
-	opts        DequantizeOptions
-	done, total int64
-	pipe        blockio.Pipe
-	files       map[string]*os.File
-	codes       []byte
+	opts                  DequantizeOptions
+	done, total           int64
+	tensors, totalTensors int
+	pipe                  blockio.Pipe
+	files                 map[string]*os.File
+	codes                 []byte
 }
 
 func (d *dequantWriter) close() {
@@ -281,6 +282,8 @@ func (d *dequantWriter) writeShard(ctx context.Context, path string, specs []saf
 		if _, err := d.pipe.Copy(f, n, fill, nil); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
+		d.tensors++
+		d.progress(0)
 	}
 	if pos, _ := f.Seek(0, 1); pos != sw.Size() {
 		return fmt.Errorf("writing %s: internal error: %d bytes written, the header lays out %d", path, pos, sw.Size())
@@ -296,6 +299,6 @@ func (d *dequantWriter) writeShard(ctx context.Context, path string, specs []saf
 func (d *dequantWriter) progress(n int64) {
 	d.done += n
 	if d.opts.Progress != nil {
-		d.opts.Progress(d.done, d.total)
+		d.opts.Progress(Progress{Bytes: d.done, TotalBytes: d.total, Tensors: d.tensors, TotalTensors: d.totalTensors})
 	}
 }

@@ -101,14 +101,14 @@ func TestFullDiskEveryFile(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name string
-		run  func(dst string, progress func(done, total int64)) error
+		run  func(dst string, progress func(rexec.Progress)) error
 		want string
 	}{
-		{"HF to MCA tp=2", func(dst string, progress func(done, total int64)) error {
+		{"HF to MCA tp=2", func(dst string, progress func(rexec.Progress)) error {
 			_, err := rexec.ConvertHFToMCA(context.Background(), m, hf, dst, rexec.Options{Layout: rexec.Layout{TP: 2}, Progress: progress})
 			return err
 		}, `out/iter_0000001/mp_rank_01/model_optim_rng\.pt: reserving [0-9.]+ KiB for the output: no space left on device \([0-9.]+ (B|KiB) free\); the 2 rank files of the output need [0-9.]+ KiB in all`},
-		{"MCA to HF 4 shards", func(dst string, progress func(done, total int64)) error {
+		{"MCA to HF 4 shards", func(dst string, progress func(rexec.Progress)) error {
 			_, err := rexec.ConvertMCAToHF(context.Background(), m, mca, dst, rexec.Options{MaxShardSize: size / 4, Progress: progress})
 			return err
 		}, `writing \S+/out/model-0000[2-9]-of-0000[4-9]\.safetensors: reserving [0-9.]+ KiB for the output: no space left on device \([0-9.]+ (B|KiB) free\); the [4-9] shards of the output need [0-9.]+ KiB in all`},
@@ -116,7 +116,7 @@ func TestFullDiskEveryFile(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			disk := smallDisk(t, size*6/10)
 			var written int64
-			err := c.run(filepath.Join(disk, "out"), func(done, _ int64) { written = max(written, done) })
+			err := c.run(filepath.Join(disk, "out"), func(p rexec.Progress) { written = max(written, p.Bytes) })
 			if err == nil || !regexp.MustCompile(c.want).MatchString(err.Error()) {
 				t.Fatalf("error does not match %q:\n%v", c.want, err)
 			}

@@ -258,7 +258,7 @@ var hostileHFValues = []struct {
 }{
 	{"num_hidden_layers", "3"}, {"num_hidden_layers", 3.5}, {"num_hidden_layers", nil}, {"num_hidden_layers", 0},
 	{"num_hidden_layers", 1e9}, {"num_hidden_layers", 1}, {"num_hidden_layers", 3}, {"hidden_size", 0},
-	{"hidden_size", 16}, {"tie_word_embeddings", "yes"}, {"tie_word_embeddings", true}, {"num_attention_heads", 1 << 40},
+	{"hidden_size", 16}, {"tie_word_embeddings", "yes"}, {"tie_word_embeddings", true}, {"num_attention_heads", int64(1 << 40)},
 	{"num_key_value_heads", 2}, {"vocab_size", 1e12},
 }
 

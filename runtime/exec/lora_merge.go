@@ -2,12 +2,9 @@ package exec
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 
@@ -149,6 +146,7 @@ func MergeLoRAIntoHF(ctx context.Context, base *Model, save, baseHF, dst string,
 	for _, t := range ck.Tensors {
 		total += t.Size
 	}
+	tensors := 0
 	for _, path := range ck.Files {
 		if ctx.Err() != nil {
 			return res, context.Cause(ctx)
@@ -167,14 +165,18 @@ func MergeLoRAIntoHF(ctx context.Context, base *Model, save, baseHF, dst string,
 				src, _ := f.Lookup(ti.Name)
 				data := f.Data(src)
 				if p, ok := pairs[ti.Name]; ok {
-					data = mergeLoRA(data, ti.DType, ti.Shape, p.a, p.b, p.scale)
+					var err error
+					if data, err = mergeLoRA(data, ti.DType, ti.Shape, p.a, p.b, p.scale); err != nil {
+						return fmt.Errorf("merging into %s: %w", ti.Name, err)
+					}
 				}
 				if err := w.WriteTensor(ti.Name, data); err != nil {
 					return err
 				}
 				res.Written += ti.Size
+				tensors++
 				if opts.Progress != nil {
-					opts.Progress(res.Written, total)
+					opts.Progress(Progress{Bytes: res.Written, TotalBytes: total, Tensors: tensors, TotalTensors: len(ck.Tensors)})
 				}
 				_ = f.Release(src)
 			}
@@ -194,50 +196,26 @@ func MergeLoRAIntoHF(ctx context.Context, base *Model, save, baseHF, dst string,
 	return res, out.Commit()
 }
 
-// loraFloats returns the elements of a float tensor as float64 (exact).
-func loraFloats(t tensor.Tensor) []float64 {
-	return floatsOf(t.AppendTo(nil), t.DType)
-}
-
-func floatsOf(b []byte, dt tensor.DType) []float64 {
-	return appendFloats(nil, b, dt)
-}
-
-// appendFloats appends the elements of b (dtype dt) to dst as float64
-// (exact) and returns the extended slice.
-func appendFloats(dst []float64, b []byte, dt tensor.DType) []float64 {
-	n := len(b) / dt.Size()
-	dst = slices.Grow(dst, n)
-	start := len(dst)
-	dst = dst[:start+n]
-	out := dst[start:]
-	for i := range out {
-		switch dt {
-		case tensor.F32:
-			out[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
-		case tensor.BF16:
-			out[i] = float64(tensor.BF16ToF32(binary.LittleEndian.Uint16(b[2*i:])))
-		case tensor.F16:
-			out[i] = float64(tensor.F16ToF32(binary.LittleEndian.Uint16(b[2*i:])))
-		case tensor.F64:
-			out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
-		}
-	}
-	return dst
-}
-
 // mergeLoRA returns the bytes of W + s·B·A (§1.5.6): the sum over the
 // rank in float64, k ascending (products of bf16/f16/f32 values are exact
 // in float64), the scaled delta added in float64, rounded to float32 and
 // then to W's dtype, as torch's .to(float32).to(dtype) does.
-func mergeLoRA(w []byte, dt tensor.DType, shape tensor.Shape, a, b tensor.Tensor, s float64) []byte {
+func mergeLoRA(w []byte, dt tensor.DType, shape tensor.Shape, a, b tensor.Tensor, s float64) ([]byte, error) {
 	O, I := int(shape[0]), int(shape[1])
 	rho := int(a.Shape[0])
-	af, bf := loraFloats(a), loraFloats(b)
+	af, err := tensor.AppendFloat64s(nil, a.AppendTo(nil), a.DType)
+	if err != nil {
+		return nil, err
+	}
+	bf, err := tensor.AppendFloat64s(nil, b.AppendTo(nil), b.DType)
+	if err != nil {
+		return nil, err
+	}
 	es := dt.Size()
 	var wf []float64
 	out := make([]byte, 0, len(w))
 	acc := make([]float64, I)
+	row := make([]float32, I)
 	for i := range O {
 		clear(acc)
 		for k := range rho {
@@ -249,21 +227,17 @@ func mergeLoRA(w []byte, dt tensor.DType, shape tensor.Shape, a, b tensor.Tensor
 		}
 		// W decoded a row at a time: float64 of the whole weight would
 		// take four times its bf16 bytes.
-		wf = appendFloats(wf[:0], w[i*I*es:(i+1)*I*es], dt)
+		if wf, err = tensor.AppendFloat64s(wf[:0], w[i*I*es:(i+1)*I*es], dt); err != nil {
+			return nil, err
+		}
 		for j := range I {
-			m := wf[j] + float64(acc[j]*s)
-			f := float32(m)
-			switch dt {
-			case tensor.F32:
-				out = binary.LittleEndian.AppendUint32(out, math.Float32bits(f))
-			case tensor.BF16:
-				out = binary.LittleEndian.AppendUint16(out, tensor.F32ToBF16(f))
-			case tensor.F16:
-				out = binary.LittleEndian.AppendUint16(out, tensor.F32ToF16(f))
-			}
+			row[j] = float32(wf[j] + float64(acc[j]*s))
+		}
+		if out, err = tensor.AppendFloat32sAs(out, row, dt); err != nil {
+			return nil, err
 		}
 	}
-	return out
+	return out, nil
 }
 
 // MergeLoRA merges one adapter of the ROLL LoRA checkpoint in save into

@@ -2,7 +2,6 @@ package exec
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"os"
@@ -216,7 +215,10 @@ func writePEFT(ctx context.Context, ex *executor, ad *LoRAAdapter, ms *mcaSource
 				off += int64(len(p))
 			}
 		} else {
-			buf = convertFloats(buf[:0], t, dts[name])
+			var err error
+			if buf, err = t.AppendAs(buf[:0], dts[name]); err != nil {
+				return fmt.Errorf("writing %s: %s: %w", path, name, err)
+			}
 			if _, err := f.WriteAt(buf, ti.Offset); err != nil {
 				return fmt.Errorf("writing %s: %w", path, err)
 			}
@@ -224,7 +226,7 @@ func writePEFT(ctx context.Context, ex *executor, ad *LoRAAdapter, ms *mcaSource
 		e.Tensors++
 		e.Bytes += n
 		if opts.Progress != nil {
-			opts.Progress(e.Bytes, total)
+			opts.Progress(Progress{Bytes: e.Bytes, TotalBytes: total, Tensors: e.Tensors, TotalTensors: len(outs)})
 		}
 		return nil
 	})
@@ -259,38 +261,6 @@ func splitLoRAName(name string) (module, ab string, ok bool) {
 		}
 	}
 	return "", "", false
-}
-
-// convertFloats appends the elements of t converted to dtype dt.
-// Widening (bf16/f16 -> f32) is exact; narrowing rounds to nearest even.
-func convertFloats(dst []byte, t tensor.Tensor, dt tensor.DType) []byte {
-	if t.DType == dt {
-		return t.AppendTo(dst)
-	}
-	src := t.AppendTo(nil)
-	n := t.NumElements()
-	for i := range n {
-		var f float32
-		switch t.DType {
-		case tensor.F32:
-			f = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
-		case tensor.BF16:
-			f = tensor.BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
-		case tensor.F16:
-			f = tensor.F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
-		case tensor.F64:
-			f = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
-		}
-		switch dt {
-		case tensor.F32:
-			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(f))
-		case tensor.BF16:
-			dst = binary.LittleEndian.AppendUint16(dst, tensor.F32ToBF16(f))
-		case tensor.F16:
-			dst = binary.LittleEndian.AppendUint16(dst, tensor.F32ToF16(f))
-		}
-	}
-	return dst
 }
 
 // hfModuleKey returns the PEFT pattern key of an HF module name: the part

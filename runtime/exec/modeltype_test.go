@@ -1,6 +1,7 @@
 package exec_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
 // TestReadCheckpointModel: the model type comes from config.json's
@@ -60,6 +62,59 @@ func TestReadCheckpointModel(t *testing.T) {
 			}
 			if (cm.MCA != nil) != tc.isMCA {
 				t.Errorf("MCA config %v for isMCA %v", cm.MCA, tc.isMCA)
+			}
+		})
+	}
+}
+
+// TestConvertReadsConfigOnce: Convert and PlanCheckpoint use the config
+// file as ReadCheckpointModel read it (the one the template was chosen
+// from), never reading it again: with the file broken after that read,
+// both directions still convert, to the same bytes as from the intact
+// checkpoint.
+func TestConvertReadsConfigOnce(t *testing.T) {
+	dir := t.TempDir()
+	src, ref, back := filepath.Join(dir, "hf"), filepath.Join(dir, "ref"), filepath.Join(dir, "back")
+	synthFor("llama", tensor.BF16).write(t, src, 2, 7)
+	m := stdlibModel(t, "llama")
+	ctx := context.Background()
+	if _, err := exec.ConvertHFToMCA(ctx, m, src, ref, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.ConvertMCAToHF(ctx, m, ref, back, exec.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, src, want, config string
+		isMCA                   bool
+	}{
+		{"HF -> MCA", src, ref, exec.HFConfigName, false},
+		{"MCA -> HF", ref, back, exec.MCAConfigName, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cm, err := exec.ReadCheckpointModel(tc.src, tc.isMCA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(tc.src, tc.config)
+			good, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(`{"broken": `), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			defer os.WriteFile(path, good, 0o644)
+			if _, err := exec.PlanCheckpoint(m, cm, exec.Layout{}); err != nil {
+				t.Errorf("PlanCheckpoint read the config again: %v", err)
+			}
+			dst := filepath.Join(t.TempDir(), "out")
+			if _, err := exec.Convert(ctx, m, cm, dst, exec.Options{}); err != nil {
+				t.Fatalf("Convert read the config again: %v", err)
+			}
+			want, got := readTree(t, tc.want), readTree(t, dst)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("output differs from the intact checkpoint's (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -349,7 +349,8 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// writeFileSync writes a small file, fsyncing it when sync is set.
+// writeFileSync writes a small file, fsyncing it (outdir.Fsync) when sync
+// is set.
 func writeFileSync(path string, data []byte, sync bool) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -360,7 +361,7 @@ func writeFileSync(path string, data []byte, sync bool) error {
 		return err
 	}
 	if sync {
-		if err := f.Sync(); err != nil {
+		if err := outdir.Fsync(f); err != nil {
 			f.Close()
 			return err
 		}

@@ -5,6 +5,7 @@ package exec_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/outdir"
 	"github.com/rolltpl/rolltpl/runtime/tempname"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
@@ -321,5 +323,114 @@ func TestVerifyTemporaries(t *testing.T) {
 	}
 	if len(notes) != 1 || !strings.Contains(notes[0], "removed "+stale) {
 		t.Errorf("notices: %q", notes)
+	}
+}
+
+// TestSyncEverything: with Sync, every file and folder of an output is
+// fsynced before the conversion returns, whoever wrote it (rank files,
+// shards, the index, configs, copied tokenizer files), for a conversion
+// committed through a temporary folder (both directions) and for a
+// multi-job conversion's finalize, which syncs the rank jobs' files too
+// and then the tracker and, last, the folder holding it.
+func TestSyncEverything(t *testing.T) {
+	var synced []string
+	saved := outdir.Fsync
+	outdir.Fsync = func(f *os.File) error { synced = append(synced, f.Name()); return nil }
+	t.Cleanup(func() { outdir.Fsync = saved })
+	dir := t.TempDir()
+	m := stdlibModel(t, "llama")
+	src, mca, hf, jobs := filepath.Join(dir, "hf"), filepath.Join(dir, "mca"), filepath.Join(dir, "back"), filepath.Join(dir, "jobs")
+	synthFor("llama", tensor.BF16).write(t, src, 2, 3)
+	if err := os.WriteFile(filepath.Join(src, "tokenizer.json"), []byte(`{"version": "1.0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// rel names the synced paths relative to the output folder, a
+	// temporary folder's name dropped.
+	rel := func(out string) map[string]bool {
+		got := map[string]bool{}
+		for _, p := range synced {
+			r, err := filepath.Rel(out, p)
+			if err != nil || strings.HasPrefix(r, "..") {
+				// the temporary folder beside out, or its parent
+				r, err = filepath.Rel(filepath.Dir(out), p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i := strings.Index(r, ".rolltpl-tmp-"); i >= 0 {
+					k := strings.IndexByte(r[i:], '/')
+					if k < 0 {
+						r = "."
+					} else {
+						r = r[i+k+1:]
+					}
+				} else if r == "." {
+					r = ".."
+				}
+			}
+			got[r] = true
+			// written through NAME.tmp renamed to NAME, the folder
+			// fsynced after
+			got[strings.TrimSuffix(r, ".tmp")] = true
+		}
+		return got
+	}
+	// want lists the files and folders of out.
+	want := func(out string) []string {
+		var all []string
+		filepath.WalkDir(out, func(p string, d fs.DirEntry, err error) error {
+			r, _ := filepath.Rel(out, p)
+			all = append(all, r)
+			return err
+		})
+		return all
+	}
+	for _, tc := range []struct {
+		name string
+		run  func() (string, error)
+	}{
+		{"HF to MCA", func() (string, error) {
+			_, err := exec.ConvertHFToMCA(ctx, m, src, mca, exec.Options{Sync: true, Layout: exec.Layout{TP: 2}})
+			return mca, err
+		}},
+		{"MCA to HF", func() (string, error) {
+			_, err := exec.ConvertMCAToHF(ctx, m, mca, hf, exec.Options{Sync: true, MaxShardSize: 4 << 10})
+			return hf, err
+		}},
+		{"finalize", func() (string, error) {
+			l := exec.Layout{TP: 2}
+			if _, err := exec.ConvertHFToMCA(ctx, m, src, jobs, exec.Options{Layout: l, Ranks: []int{0, 1}}); err != nil {
+				return jobs, err
+			}
+			synced = nil
+			_, err := exec.ConvertHFToMCA(ctx, m, src, jobs, exec.Options{Sync: true, Layout: l, Finalize: true})
+			return jobs, err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synced = nil
+			out, err := tc.run()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := rel(out)
+			var missing []string
+			for _, r := range want(out) {
+				if !got[r] {
+					missing = append(missing, r)
+				}
+			}
+			if len(missing) > 0 {
+				t.Errorf("not fsynced: %q (fsynced %q)", missing, synced)
+			}
+			if tc.name == "finalize" {
+				last := synced[len(synced)-2:]
+				if w := []string{filepath.Join(jobs, exec.TrackerName+".tmp"), jobs}; !slices.Equal(last, w) {
+					t.Errorf("last fsynced %q, want %q", last, w)
+				}
+			} else if !got[".."] {
+				t.Errorf("the folder holding %s was not fsynced after the rename (fsynced %q)", out, synced)
+			}
+		})
 	}
 }

@@ -209,8 +209,9 @@ func parallelRefusal(mt string, l exec.Layout) (direction, why string) {
 		// ROLL's mixtral uses the default parallel classes, whose
 		// te_to_local maps the MoE layers' local pre-MLP norm back to the
 		// dense TE name, which no op of the template reads: ROLL cannot
-		// read such a checkpoint back either.
-		return "MCA → HF", `no op of template mixtral matches the name (pure name ".mlp.linear_fc1.layer_norm_weight")`
+		// read such a checkpoint back either, so it is not written.
+		return "HF → MCA", `transformer_impl local: with the template's parallel set (its te_to_local map), ROLL's converter reads .pre_mlp_layernorm.weight back as .mlp.linear_fc1.layer_norm_weight (4 weights, first decoder.layers.0.pre_mlp_layernorm.weight), ` +
+			`and then no op of template mixtral matches the name (pure name ".mlp.linear_fc1.layer_norm_weight")`
 	}
 	return "", ""
 }

@@ -120,20 +120,7 @@ func unfinalize(dst string, force bool) error {
 	if err := os.Remove(tracker); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(dst)
-}
-
-// syncDir fsyncs a directory, making renames and removals in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
+	return outdir.SyncDir(dst)
 }
 
 // finalizeMCA checks that every rank file of the layout is in the output,
@@ -185,8 +172,19 @@ func finalizeMCA(res *Result, src string, out *output, l shard.Layout, wp *shard
 	if err := writeFileRename(out.Path(MCAConfigName), mc.JSON(), opts.Sync); err != nil {
 		return res, err
 	}
+	if opts.Sync {
+		// Every file and folder of the output (rank files and their
+		// folders, copied tokenizer files, the sidecar, the config)
+		// durable before the tracker marks it complete.
+		if err := outdir.SyncTree(out.Dest()); err != nil {
+			return res, err
+		}
+	}
 	if err := writeFileRename(out.Path(TrackerName), []byte("1"), opts.Sync); err != nil {
 		return res, err
+	}
+	if opts.Sync {
+		return res, outdir.SyncDir(out.Dest())
 	}
 	return res, nil
 }

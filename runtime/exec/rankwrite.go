@@ -20,19 +20,20 @@ import (
 
 // progressSum adds the progress of concurrent executors.
 type progressSum struct {
-	mu    sync.Mutex
-	done  int64
-	total int64
-	fn    func(done, total int64)
+	mu  sync.Mutex
+	sum Progress // the totals are set at the start
+	fn  func(Progress)
 }
 
-func (p *progressSum) add(n int64) {
+// add counts n more bytes and k more tensors and reports the sum.
+func (p *progressSum) add(n int64, k int) {
 	if p.fn == nil {
 		return
 	}
 	p.mu.Lock()
-	p.done += n
-	p.fn(p.done, p.total)
+	p.sum.Bytes += n
+	p.sum.Tensors += k
+	p.fn(p.sum)
 	p.mu.Unlock()
 }
 
@@ -58,10 +59,12 @@ func rankIndex(l shard.Layout) map[shard.Rank]int {
 // written (relative to the output) and the bytes written.
 func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder, files []shard.FilePlan, out *output, input func(int) inputData) ([]string, int64, error) {
 	var total int64
+	tensors := 0
 	for _, f := range files {
 		total += f.Bytes()
+		tensors += len(f.Entries)
 	}
-	prog := &progressSum{total: total, fn: opts.Progress}
+	prog := &progressSum{sum: Progress{TotalBytes: total, TotalTensors: tensors}, fn: opts.Progress}
 	index := rankIndex(sh.Layout())
 	stampOf := stamper(p.Config)
 	rels := make([]string, len(files))
@@ -101,8 +104,11 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 			defer wg.Done()
 			for i := range jobs {
 				o := opts
-				var last int64
-				o.Progress = func(done, _ int64) { prog.add(done - last); last = done }
+				var last Progress
+				o.Progress = func(p Progress) {
+					prog.add(p.Bytes-last.Bytes, p.Tensors-last.Tensors)
+					last = p
+				}
 				ex := newExecutor(p, o, input)
 				path := out.Path(rels[i])
 				st := stampOf(index[files[i].Rank], files[i].Dir)
@@ -209,6 +215,7 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 			if err := ex.write(w, t); err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
+			ex.tensorDone()
 			delete(pending, k)
 			free = append(free, b.buf)
 			held -= int64(len(b.buf))
@@ -309,6 +316,7 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 					}
 					inEntry += pc.Data.Len()
 					if inEntry == e.Bytes() {
+						ex.tensorDone()
 						k++
 						inEntry = 0
 						if err := flush(); err != nil {

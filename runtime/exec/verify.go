@@ -23,9 +23,9 @@ type VerifyOptions struct {
 	// TempDir is where the intermediate checkpoints go; empty means the
 	// system's temporary directory.
 	TempDir string
-	// Progress, if set, is called with the bytes done and the total over
-	// the two conversions and the comparison.
-	Progress func(done, total int64)
+	// Progress, if set, is called with the figures so far over the two
+	// conversions and the comparison.
+	Progress func(Progress)
 	// Keep keeps the intermediate checkpoints and reports their directory.
 	Keep bool
 	// Notice, if set, is told about stale temporary folders of killed
@@ -159,15 +159,26 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 		return nil, err
 	}
 	n := hc.Bytes()
-	total := 2 * n
-	progress := func(base int64) func(done, _ int64) {
+	// Both halves' figures in one: the first half's, plus the second
+	// half's totals, estimated from the checkpoint (what the second half
+	// compares) until its plan says.
+	var first Progress
+	progress := func(second bool) func(Progress) {
 		if opts.Progress == nil {
 			return nil
 		}
-		return func(done, _ int64) { opts.Progress(base+done, total) }
+		return func(p Progress) {
+			if !second {
+				first = p
+				opts.Progress(Progress{Bytes: p.Bytes, TotalBytes: p.TotalBytes + n, Tensors: p.Tensors, TotalTensors: p.TotalTensors + len(hc.Tensors)})
+				return
+			}
+			opts.Progress(Progress{Bytes: first.TotalBytes + p.Bytes, TotalBytes: first.TotalBytes + p.TotalBytes,
+				Tensors: first.TotalTensors + p.Tensors, TotalTensors: first.TotalTensors + p.TotalTensors})
+		}
 	}
 	mcaDir, hfDir := filepath.Join(tmp, "mca"), filepath.Join(tmp, "hf")
-	r1, err := ConvertHFToMCA(ctx, m, dir, mcaDir, Options{Progress: progress(0), Layout: opts.Layout})
+	r1, err := ConvertHFToMCA(ctx, m, dir, mcaDir, Options{Progress: progress(false), Layout: opts.Layout})
 	if err != nil {
 		return nil, fmt.Errorf("HF → MCA: %w", err)
 	}
@@ -198,7 +209,7 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 	defer orig.Close()
 	c := &comparer{orig: orig, files: map[string]*os.File{}, seen: map[string]bool{}}
 	defer c.close()
-	back := Options{Progress: progress(n), compare: c}
+	back := Options{Progress: progress(true), compare: c}
 	if r1.Plan.FP8 != nil && len(r1.Plan.FP8.Pairs) > 0 {
 		// FP8: quantize back with the source's scales (byte-exact, §2.5).
 		back.Quantize = &QuantizeOptions{Scales: ScalesReuse}

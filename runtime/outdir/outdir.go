@@ -17,10 +17,14 @@
 //   - OWNER (package tempname) records the host, pid and start time of
 //     the writer: temporaries of a writer that was killed are removed by
 //     the next one, with a notice; one of a writer that may still run
-//     stops the next one, named. A writer killed while moving its entries
-//     into an existing folder left a journal naming them: the next one
-//     removes those it had moved, so the folder is as before that commit
-//     (less the previous output it was replacing).
+//     stops the next one, named. A writer killed while committing into an
+//     existing folder left a journal naming the entries it moves in and
+//     the folder it moved the previous output's entries aside into: when
+//     every entry was moved in, the next writer keeps the new output
+//     (rolls forward) and removes the previous one; otherwise it moves
+//     the entries moved in back out and the previous output's entries
+//     back in (rolls back), so the folder is as before that commit. The
+//     folder never ends up holding parts of both.
 //
 // The package imports only the standard library and tempname, so that
 // both the Python emitter (compiler/pyemit) and the runtime use it.
@@ -70,9 +74,31 @@ type Options struct {
 }
 
 // journalName is the journal a commit into an existing folder writes in
-// its temporary folder before moving the entries into place: their
-// names, one a line.
+// its temporary folder before moving any entry: the names of the entries
+// it moves in, one a line, and a line asidePrefix+NAME naming the folder
+// (inside the destination) it moves the previous output's entries into.
+// No entry name holds a slash, so the aside line is never a name.
 const journalName = ".rolltpl-moving"
+
+// asidePrefix starts the journal line naming the aside folder.
+const asidePrefix = "/aside "
+
+// CommitPoint, when not nil, is called at each step of a commit into an
+// existing folder: "journal" (written), "aside NAME" (an entry of the
+// previous output moved aside), "in NAME" (an entry moved in), "removed
+// aside" (the previous output removed); and of its recovery by the next
+// writer: "recovered aside" (the previous output removed, rolling
+// forward), "out NAME" (an entry moved back out), "restore NAME" (an
+// entry of the previous output moved back in). Fault-injection tests
+// stop or kill the writer there; it is nil otherwise.
+var CommitPoint func(step string)
+
+// reach tells CommitPoint (if set) that a commit reached step.
+func reach(step string) {
+	if CommitPoint != nil {
+		CommitPoint(step)
+	}
+}
 
 // maxNamed is how many names NameList names before counting the rest.
 const maxNamed = 5
@@ -167,12 +193,9 @@ func RemoveStale(dir, prefix, run string, notice func(string)) error {
 }
 
 // removeStaleInside removes the temporary folders of killed writers
-// inside dst, telling opts.Notice. A writer killed while moving its
-// entries into dst left its journal: when some listed entries were not
-// moved yet, those moved already are a partial output and are removed too
-// (never a name holding a path separator or starting with ".rolltpl":
-// markers, temporaries); when all were moved, the output is complete and
-// stays.
+// inside dst, telling opts.Notice. A writer killed while committing left
+// a journal (see journalName); its commit is finished or undone first
+// (recoverCommit), then its folders are removed.
 func removeStaleInside(dst string, opts Options) error {
 	notice := opts.Notice
 	if notice == nil {
@@ -182,37 +205,25 @@ func removeStaleInside(dst string, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// The commits first: their aside folders hold the previous output,
+	// which a roll back moves back in.
+	handled := map[string]bool{}
 	for _, f := range stale {
-		if b, err := os.ReadFile(filepath.Join(f.Path, journalName)); err == nil {
-			var names []string
-			unmoved := 0
-			for _, n := range strings.Split(string(b), "\n") {
-				if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".rolltpl") {
-					continue
-				}
-				if _, err := os.Lstat(filepath.Join(f.Path, n)); err == nil {
-					unmoved++
-					continue // not moved yet
-				}
-				names = append(names, n)
-			}
-			if unmoved == 0 && len(names) > 0 {
-				// Every entry was moved in: the writer was killed after
-				// its output was complete, while removing its
-				// temporaries. The output stays.
-				notice(fmt.Sprintf("kept the output in %s: the interrupted %s (%s) had moved all of it into place", dst, opts.Run, f.Owner))
-				names = nil
-			}
-			for _, n := range names {
-				p := filepath.Join(dst, n)
-				if _, err := os.Lstat(p); err != nil {
-					continue
-				}
-				if err := os.RemoveAll(p); err != nil {
-					return fmt.Errorf("removing %s, moved into place by an interrupted %s (%s): %w", p, opts.Run, f.Owner, err)
-				}
-				notice(fmt.Sprintf("removed %s, moved into place by an interrupted %s (%s) that did not finish", p, opts.Run, f.Owner))
-			}
+		b, err := os.ReadFile(filepath.Join(f.Path, journalName))
+		if err != nil {
+			continue
+		}
+		aside, err := recoverCommit(dst, f, b, opts, notice)
+		if err != nil {
+			return err
+		}
+		if aside != "" {
+			handled[aside] = true
+		}
+	}
+	for _, f := range stale {
+		if handled[f.Path] {
+			continue
 		}
 		if err := os.RemoveAll(f.Path); err != nil {
 			notice(fmt.Sprintf("could not remove %s, left by %s which is no longer running: %v", f.Path, f.Owner, err))
@@ -221,6 +232,101 @@ func removeStaleInside(dst string, opts Options) error {
 		notice(fmt.Sprintf("removed %s, left by an interrupted %s (%s)", f.Path, opts.Run, f.Owner))
 	}
 	return nil
+}
+
+// recoverCommit finishes or undoes the commit of a killed writer whose
+// temporary folder f holds the journal b, and returns the path of its
+// aside folder ("" if none), which it has then removed. Names in the
+// journal holding a path separator or starting with ".rolltpl" (markers,
+// temporaries) are never touched.
+//
+//   - Every entry was moved in (none is left in f): the output is
+//     complete and stays; the previous output's entries (in the aside
+//     folder) are removed.
+//   - Otherwise the entries moved in are moved back into f, and the
+//     previous output's entries back from the aside folder: the
+//     destination is as before the commit. Each step is a rename that a
+//     later recovery redoes from the journal if this one is killed too.
+func recoverCommit(dst string, f tempname.Found, b []byte, opts Options, notice func(string)) (string, error) {
+	var names []string
+	aside := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if a, ok := strings.CutPrefix(line, asidePrefix); ok {
+			if _, ok := tempname.Parse(a, opts.Prefix); ok && a == filepath.Base(a) {
+				aside = filepath.Join(dst, a)
+			}
+			continue
+		}
+		if line == "" || line != filepath.Base(line) || strings.HasPrefix(line, ".rolltpl") {
+			continue
+		}
+		names = append(names, line)
+	}
+	var moved []string
+	unmoved := 0
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(f.Path, n)); err == nil {
+			unmoved++
+		} else {
+			moved = append(moved, n)
+		}
+	}
+	if unmoved == 0 && len(moved) > 0 {
+		// Killed after its output was complete, while removing its
+		// temporaries: the output stays.
+		notice(fmt.Sprintf("kept the output in %s: the interrupted %s (%s) had moved all of it into place", dst, opts.Run, f.Owner))
+		if _, err := os.Lstat(aside); aside != "" && err == nil {
+			if err := os.RemoveAll(aside); err != nil {
+				return aside, fmt.Errorf("removing %s, the previous output an interrupted %s (%s) replaced: %w", aside, opts.Run, f.Owner, err)
+			}
+			notice(fmt.Sprintf("removed %s, the previous output an interrupted %s (%s) replaced", aside, opts.Run, f.Owner))
+			reach("recovered aside")
+		}
+		return aside, nil
+	}
+	// Roll back: the new entries out, last moved first...
+	for i := len(moved) - 1; i >= 0; i-- {
+		p := filepath.Join(dst, moved[i])
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		if err := os.Rename(p, filepath.Join(f.Path, moved[i])); err != nil {
+			return aside, fmt.Errorf("moving %s, moved into place by an interrupted %s (%s), back out: %w", p, opts.Run, f.Owner, err)
+		}
+		notice(fmt.Sprintf("removed %s, moved into place by an interrupted %s (%s) that did not finish", p, opts.Run, f.Owner))
+		reach("out " + moved[i])
+	}
+	// ... then the previous output's back in.
+	if aside != "" {
+		entries, err := os.ReadDir(aside)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return aside, err
+		}
+		var back []string
+		for _, e := range entries {
+			to := filepath.Join(dst, e.Name())
+			if _, err := os.Lstat(to); err == nil {
+				return aside, fmt.Errorf("cannot restore %s, moved aside by an interrupted %s (%s): %s exists; move one of them away", filepath.Join(aside, e.Name()), opts.Run, f.Owner, to)
+			}
+			if err := os.Rename(filepath.Join(aside, e.Name()), to); err != nil {
+				return aside, fmt.Errorf("restoring %s, moved aside by an interrupted %s (%s): %w", to, opts.Run, f.Owner, err)
+			}
+			back = append(back, e.Name())
+			reach("restore " + e.Name())
+		}
+		if len(back) > 0 {
+			notice(fmt.Sprintf("restored %s in %s, moved aside by an interrupted %s (%s) that did not finish", NameList(back), dst, opts.Run, f.Owner))
+		}
+		if opts.Sync {
+			if err := SyncDir(dst); err != nil {
+				return aside, err
+			}
+		}
+		if err := os.Remove(aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return aside, err
+		}
+	}
+	return aside, nil
 }
 
 // Output is an output folder being written: its files go into the
@@ -282,15 +388,16 @@ func (o *Output) Path(elem ...string) string {
 // entries (checked again by Accept) are moved aside into another
 // temporary folder, Options.Last first, then the new entries are moved
 // in, Options.Last last, and the old ones are removed; a failure on the
-// way moves everything back. The names being moved in are written to a
-// journal first, so that if the process is killed while moving, the next
-// writer removes the entries it had moved.
+// way moves everything back. A journal naming the entries moved in and
+// the aside folder is written before any move, so that if the process is
+// killed while moving, the next writer finishes the commit (when every
+// entry was moved in) or undoes it (see the package documentation).
 func (o *Output) Commit() error {
 	if o.committed {
 		return nil
 	}
 	if o.opts.Sync {
-		if err := syncTree(o.tmp); err != nil {
+		if err := SyncTree(o.tmp); err != nil {
 			return err
 		}
 	}
@@ -303,7 +410,7 @@ func (o *Output) Commit() error {
 		}
 		o.committed = true
 		if o.opts.Sync {
-			return syncDir(filepath.Dir(o.dst))
+			return SyncDir(filepath.Dir(o.dst))
 		}
 		return nil
 	}
@@ -328,25 +435,30 @@ func (o *Output) Commit() error {
 		if old != "" {
 			os.Remove(old)
 		}
+		os.Remove(filepath.Join(o.tmp, journalName))
 	}
 	if len(oldNames) > 0 {
 		if old, err = tempname.Mkdir(o.dst, o.opts.Prefix, 0o700); err != nil {
 			return err
 		}
-		// The last names first: a half-replaced output must not look
-		// complete.
-		for _, n := range o.lastFirst(oldNames) {
-			m := move{filepath.Join(o.dst, n), filepath.Join(old, n)}
-			if err := os.Rename(m.from, m.to); err != nil {
-				undo()
-				return err
-			}
-			done = append(done, m)
-		}
 	}
-	if err := writeJournal(filepath.Join(o.tmp, journalName), newNames, o.opts.Sync); err != nil {
+	// The journal before any move: a writer killed from here on is
+	// rolled forward or back by the next one, never left half-moved.
+	if err := writeJournal(o.tmp, newNames, old, o.opts.Sync); err != nil {
 		undo()
 		return err
+	}
+	reach("journal")
+	// The last names first: a half-replaced output must not look
+	// complete.
+	for _, n := range o.lastFirst(oldNames) {
+		m := move{filepath.Join(o.dst, n), filepath.Join(old, n)}
+		if err := os.Rename(m.from, m.to); err != nil {
+			undo()
+			return err
+		}
+		done = append(done, m)
+		reach("aside " + n)
 	}
 	for _, n := range newNames {
 		m := move{filepath.Join(o.tmp, n), filepath.Join(o.dst, n)}
@@ -355,22 +467,26 @@ func (o *Output) Commit() error {
 			return err
 		}
 		done = append(done, m)
+		reach("in " + n)
 	}
 	o.committed = true
 	var err2 error
 	if o.opts.Sync {
-		err2 = syncDir(o.dst)
+		err2 = SyncDir(o.dst)
 	}
-	os.RemoveAll(o.tmp) // the journal
 	if old != "" {
 		os.RemoveAll(old)
+		reach("removed aside")
 	}
+	os.RemoveAll(o.tmp) // the journal
 	return err2
 }
 
-// syncTree fsyncs every regular file and folder below root (root
-// included), each folder after its entries.
-func syncTree(root string) error {
+// SyncTree fsyncs every regular file and folder below root (root
+// included), each folder after its entries: what an output written in
+// place (a multi-job conversion's) does before it is marked complete, as
+// Commit does with Options.Sync.
+func SyncTree(root string) error {
 	var dirs []string
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		switch {
@@ -394,11 +510,14 @@ func syncTree(root string) error {
 	return nil
 }
 
-// fsync is (*os.File).Sync; tests record the files it is given.
-var fsync = (*os.File).Sync
+// Fsync is the fsync of output folders ((*os.File).Sync): tests replace
+// it to record the files and folders made durable. It is not for
+// concurrent use with a replacement.
+var Fsync = (*os.File).Sync
 
-// syncDir fsyncs a folder, making the renames in it durable.
-func syncDir(dir string) error { return syncPath(dir) }
+// SyncDir fsyncs a folder, making the renames and removals in it
+// durable.
+func SyncDir(dir string) error { return syncPath(dir) }
 
 // syncPath opens path read-only and fsyncs it.
 func syncPath(path string) error {
@@ -406,7 +525,7 @@ func syncPath(path string) error {
 	if err != nil {
 		return err
 	}
-	err = fsync(f)
+	err = Fsync(f)
 	if err != nil {
 		err = fmt.Errorf("syncing %s: %w", path, err)
 	}
@@ -447,18 +566,28 @@ func (o *Output) lastFirst(names []string) []string {
 	return append(first, rest...)
 }
 
-// writeJournal writes the names to path, one a line, fsyncing it when
-// sync is set.
-func writeJournal(path string, names []string, sync bool) error {
+// writeJournal writes the journal of a commit in the temporary folder
+// tmp: the names moved in, one a line, and the aside folder (if not "").
+// With sync the journal and its entry in tmp are made durable before any
+// move can depend on them.
+func writeJournal(tmp string, names []string, aside string, sync bool) error {
+	path := filepath.Join(tmp, journalName)
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteString(strings.Join(names, "\n") + "\n")
-	if err == nil && sync {
-		err = f.Sync()
+	text := strings.Join(names, "\n") + "\n"
+	if aside != "" {
+		text = asidePrefix + filepath.Base(aside) + "\n" + text
 	}
-	return errors.Join(err, f.Close())
+	_, err = f.WriteString(text)
+	if err == nil && sync {
+		err = Fsync(f)
+	}
+	if err = errors.Join(err, f.Close()); err != nil || !sync {
+		return err
+	}
+	return SyncDir(tmp)
 }
 
 // Abort removes the temporary folder unless the output was committed,

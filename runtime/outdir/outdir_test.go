@@ -9,6 +9,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,21 +78,30 @@ func testOptions(notes *[]string) Options {
 
 // write creates an output of dst holding out.txt, out/ and .done, and
 // commits it.
-func write(dst string, opts Options) error {
-	o, err := Create(dst, opts)
+func write(dst string, opts Options) (err error) {
+	o, err := stage(dst, opts)
 	if err != nil {
 		return err
 	}
 	defer o.Abort(&err)
+	return o.Commit()
+}
+
+// stage creates an output of dst holding out.txt, out/ and .done, not
+// committed.
+func stage(dst string, opts Options) (*Output, error) {
+	o, err := Create(dst, opts)
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range []string{"out.txt", filepath.Join("out", "a"), ".done"} {
-		if err := os.MkdirAll(filepath.Dir(o.Path(f)), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(o.Path(f), []byte("new "+f), 0o644); err != nil {
-			return err
+		err := errors.Join(os.MkdirAll(filepath.Dir(o.Path(f)), 0o755), os.WriteFile(o.Path(f), []byte("new "+f), 0o644))
+		if err != nil {
+			o.Abort(&err)
+			return nil, err
 		}
 	}
-	return o.Commit()
+	return o, nil
 }
 
 var wantNew = map[string]string{"out.txt": "new out.txt", "out/": "", "out/a": "new out/a", ".done": "new .done"}
@@ -265,8 +275,8 @@ func TestStale(t *testing.T) {
 		t.Errorf("after recovery (-want +got):\n%s", diff)
 	}
 	wantNotes := []string{
-		"removed " + filepath.Join(moving, "out.txt") + ", moved into place by an interrupted test run (pid ",
 		"removed " + filepath.Join(moving, "out") + ", moved into place by an interrupted test run (pid ",
+		"removed " + filepath.Join(moving, "out.txt") + ", moved into place by an interrupted test run (pid ",
 		"removed " + tmp + ", left by an interrupted test run (pid ",
 	}
 	if len(notes) != len(wantNotes) {
@@ -368,9 +378,9 @@ func TestAbort(t *testing.T) {
 // the entries were renamed into after; without Sync nothing is.
 func TestSyncCommit(t *testing.T) {
 	var synced []string
-	saved := fsync
-	fsync = func(f *os.File) error { synced = append(synced, f.Name()); return nil }
-	t.Cleanup(func() { fsync = saved })
+	saved := Fsync
+	Fsync = func(f *os.File) error { synced = append(synced, f.Name()); return nil }
+	t.Cleanup(func() { Fsync = saved })
 	rel := func(root string) []string {
 		var out []string
 		for _, p := range synced {
@@ -395,7 +405,9 @@ func TestSyncCommit(t *testing.T) {
 		want   []string
 	}{
 		{"new folder", false, true, []string{"TMP/.done", "TMP/out/a", "TMP/out.txt", "TMP/out", "TMP", "."}},
-		{"existing folder", true, true, []string{"dst/TMP/.done", "dst/TMP/out/a", "dst/TMP/out.txt", "dst/TMP/out", "dst/TMP", "dst"}},
+		// The output, then the journal and its folder entry before any
+		// move, then the folder the entries were moved into.
+		{"existing folder", true, true, []string{"dst/TMP/.done", "dst/TMP/out/a", "dst/TMP/out.txt", "dst/TMP/out", "dst/TMP", "dst/TMP/.rolltpl-moving", "dst/TMP", "dst"}},
 		{"no sync", true, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -417,5 +429,175 @@ func TestSyncCommit(t *testing.T) {
 				t.Errorf("fsynced (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// crashed is the panic value a test's CommitPoint stops a commit with.
+type crashed struct{}
+
+// stopAt runs f, stopping it (as a kill would: no cleanup runs) when it
+// reaches the commit or recovery step; it reports whether it did.
+func stopAt(step string, f func()) (stopped bool) {
+	CommitPoint = func(s string) {
+		if s == step {
+			panic(crashed{})
+		}
+	}
+	defer func() {
+		CommitPoint = nil
+		if r := recover(); r != nil {
+			if r != (crashed{}) {
+				panic(r)
+			}
+			stopped = true
+		}
+	}()
+	f()
+	return false
+}
+
+// orphan makes the temporaries of this process in dir look left by the
+// exited process whose owner fields are dead (as deadOwner gives them),
+// as if this process had been killed: it renames them and the aside
+// folder its journals name.
+func orphan(t *testing.T, dir, prefix, dead string) {
+	t.Helper()
+	dead = strings.TrimSuffix(dead, "-1")
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed := map[string]string{}
+	for _, e := range es {
+		o, ok := tempname.Parse(e.Name(), prefix)
+		if !ok || o != tempname.Self() {
+			continue
+		}
+		to := prefix + dead + e.Name()[strings.LastIndexByte(e.Name(), '-'):]
+		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dir, to)); err != nil {
+			t.Fatal(err)
+		}
+		renamed[e.Name()] = to
+	}
+	for _, to := range renamed {
+		j := filepath.Join(dir, to, journalName)
+		b, err := os.ReadFile(j)
+		if err != nil {
+			continue
+		}
+		for from, to := range renamed {
+			b = []byte(strings.ReplaceAll(string(b), asidePrefix+from+"\n", asidePrefix+to+"\n"))
+		}
+		if err := os.WriteFile(j, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCommitCrashPoints kills (in effect) a commit into a folder holding
+// a previous output at every step: after the journal, after each entry
+// moved aside, after each entry moved in, after the previous output was
+// removed. The next writer's check recovers the folder to exactly the
+// previous output when the commit had not moved every new entry in, and
+// to exactly the new output once it had (rolled forward, the previous
+// output removed); no temporary is left, and a rerun then writes the new
+// output.
+func TestCommitCrashPoints(t *testing.T) {
+	dead := deadOwner(t)
+	wantOld := map[string]string{"old.txt": "old", "out/": "", "out/b": "old b", ".done": "old .done"}
+	previous := func(t *testing.T, dst string) {
+		for n, v := range wantOld {
+			if !strings.HasSuffix(n, "/") {
+				put(t, filepath.Join(dst, n), v)
+			}
+		}
+	}
+	var steps []string
+	CommitPoint = func(step string) { steps = append(steps, step) }
+	t.Cleanup(func() { CommitPoint = nil })
+	dst := filepath.Join(t.TempDir(), "dst")
+	previous(t, dst)
+	var notes []string
+	if err := write(dst, testOptions(&notes)); err != nil {
+		t.Fatal(err)
+	}
+	wantSteps := []string{"journal", "aside .done", "aside old.txt", "aside out", "in out", "in out.txt", "in .done", "removed aside"}
+	if diff := cmp.Diff(wantSteps, steps); diff != "" {
+		t.Fatalf("commit steps (-want +got):\n%s", diff)
+	}
+	for k, step := range steps {
+		t.Run(step, func(t *testing.T) {
+			parent := t.TempDir()
+			dst := filepath.Join(parent, "dst")
+			previous(t, dst)
+			o, err := stage(dst, testOptions(&notes))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !stopAt(step, func() { o.Commit() }) { // no Abort: a killed writer runs no cleanup
+				t.Fatal("the commit was not stopped")
+			}
+			orphan(t, dst, ".x-tmp-", dead)
+			want, what := wantOld, "the previous output"
+			if k >= slices.Index(steps, "in .done") {
+				want, what = wantNew, "the new output"
+			}
+			// The recovery is killed at each of its own steps in turn,
+			// then run again.
+			killed := tree(t, parent)
+			var rsteps []string
+			CommitPoint = func(s string) { rsteps = append(rsteps, s) }
+			var notes []string
+			if _, err := Check(dst, testOptions(&notes)); err != nil {
+				t.Fatal(err)
+			}
+			CommitPoint = nil
+			t.Logf("recovery steps: %q", rsteps)
+			if diff := cmp.Diff(want, tree(t, dst)); diff != "" {
+				t.Errorf("recovered (-%s +got):\n%s\nnotices %q", what, diff, notes)
+			}
+			for _, rs := range rsteps {
+				restore(t, parent, killed)
+				if !stopAt(rs, func() { Check(dst, testOptions(&notes)) }) {
+					t.Fatalf("recovery not stopped at %q", rs)
+				}
+				if _, err := Check(dst, testOptions(&notes)); err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want, tree(t, dst)); diff != "" {
+					t.Errorf("recovery killed at %q, then run again (-%s +got):\n%s", rs, what, diff)
+				}
+			}
+			if err := write(dst, testOptions(&notes)); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(wantNew, tree(t, dst)); diff != "" {
+				t.Errorf("rerun (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// restore makes dir hold exactly snap (a tree of it) again.
+func restore(t *testing.T, dir string, snap map[string]string) {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for rel, content := range snap {
+		p := filepath.Join(dir, rel)
+		if strings.HasSuffix(rel, "/") {
+			if err := os.MkdirAll(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		put(t, p, content)
 	}
 }

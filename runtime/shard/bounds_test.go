@@ -1,9 +1,12 @@
 package shard
 
 import (
+	"math"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/rolltpl/rolltpl/compiler/ir"
 )
 
 // TestLayoutBounds: a size or count from a hostile config is refused
@@ -13,10 +16,10 @@ func TestLayoutBounds(t *testing.T) {
 		l    Layout
 		want string
 	}{
-		{Layout{TP: 1 << 32, NumLayers: 4}, "tensor_model_parallel_size 4294967296 is larger than 65536"},
-		{Layout{PP: 1 << 32, NumLayers: 4}, "pipeline_model_parallel_size 4294967296 is larger than 65536"},
+		{Layout{TP: 1 << 30, NumLayers: 4}, "tensor_model_parallel_size 1073741824 is larger than 65536"},
+		{Layout{PP: math.MaxInt32, NumLayers: 4}, "pipeline_model_parallel_size 2147483647 is larger than 65536"},
 		{Layout{VPP: 100_000_000, NumLayers: 4}, "virtual_pipeline_model_parallel_size 100000000 is larger than 65536"},
-		{Layout{EP: 1 << 40, NumLayers: 4, NumExperts: 8}, "expert_model_parallel_size 1099511627776 is larger than 65536"},
+		{Layout{EP: math.MaxInt32, NumLayers: 4, NumExperts: 8}, "expert_model_parallel_size 2147483647 is larger than 65536"},
 		{Layout{NumExperts: 1 << 30, NumLayers: 4}, "num_moe_experts 1073741824 is larger than 65536"},
 		{Layout{NumLayers: 1_000_000_000}, "num_layers 1000000000 is larger than 65536"},
 		{Layout{MTPNumLayers: 1 << 20, NumLayers: 4}, "mtp_num_layers 1048576 is larger than 65536"},
@@ -41,7 +44,7 @@ func TestLayoutBounds(t *testing.T) {
 // TestParseStageKey: ParseStageKey inverts StageKey without allocating
 // per stage, and names the valid range otherwise.
 func TestParseStageKey(t *testing.T) {
-	big := Layout{VPP: MaxCount}
+	big := Layout{VPP: ir.MaxCount}
 	for _, tc := range []struct {
 		key  string
 		l    Layout

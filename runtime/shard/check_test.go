@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rolltpl/rolltpl/compiler/ir"
 )
 
 // TestCheck checks the layout bounds known before the model (flag
@@ -22,8 +23,8 @@ func TestCheck(t *testing.T) {
 		{Layout{MoEGroupedGEMM: true}, ""},
 		{Layout{PipelineLayout: "Et|tL"}, ""},
 		{Layout{TP: -1}, "tp=-1 is negative"},
-		{Layout{ETP: MaxCount + 1}, "etp=65537 is larger than 65536"},
-		{Layout{TP: MaxCount, PP: 2}, "tp=65536 × pp=2 × ep=1 = 131072 rank files, more than 65536"},
+		{Layout{ETP: ir.MaxCount + 1}, "etp=65537 is larger than 65536"},
+		{Layout{TP: ir.MaxCount, PP: 2}, "tp=65536 × pp=2 × ep=1 = 131072 rank files, more than 65536"},
 		{Layout{PP: 1024, VPP: 1024}, "pp=1024 × vpp=1024 = 1048576 pipeline stages"},
 		{Layout{LegacyGroupedGEMM: true}, "legacy grouped GEMM needs moe_grouped_gemm"},
 		{Layout{TransformerImpl: "te"}, `transformer_impl "te" is neither`},

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/rolltpl/rolltpl/compiler/ir"
 )
 
 // Layout is the parallel layout of an MCA checkpoint and the few model
@@ -148,17 +150,9 @@ func (l Layout) Validate() error {
 	return err
 }
 
-// MaxCount bounds every size and count of a layout (each parallel size,
-// num_layers, num_moe_experts, mtp_num_layers, the gdn head counts and
-// dimensions) and the two products that size tables: the rank files
-// TP×PP×EP and the pipeline stages PP×VPP. The largest real layouts are
-// a few thousand ranks; the bound keeps a hostile config value (a TP of
-// 2^32) from sizing an allocation.
-const MaxCount = 1 << 16
-
 // CheckProducts checks the rank-file count TP×PP×EP and the stage count
-// PP×VPP against MaxCount, naming the sizes by their mca_config.json keys.
-// Each factor must already be at most MaxCount (so the products cannot
+// PP×VPP against ir.MaxCount, naming the sizes by their mca_config.json keys.
+// Each factor must already be at most ir.MaxCount (so the products cannot
 // overflow).
 func (l Layout) CheckProducts() error { return l.checkProducts(configNames) }
 
@@ -177,20 +171,20 @@ var (
 
 func (l Layout) checkProducts(nm sizeNames) error {
 	n := l.Normalized()
-	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > MaxCount {
+	if r := int64(n.TP) * int64(n.PP) * int64(n.EP); r > ir.MaxCount {
 		return fmt.Errorf("%s%s%d × %s%s%d × %s%s%d = %d rank files, more than %d",
-			nm.tp, nm.sep, n.TP, nm.pp, nm.sep, n.PP, nm.ep, nm.sep, n.EP, r, MaxCount)
+			nm.tp, nm.sep, n.TP, nm.pp, nm.sep, n.PP, nm.ep, nm.sep, n.EP, r, ir.MaxCount)
 	}
-	if s := int64(n.PP) * int64(n.VPP); s > MaxCount {
+	if s := int64(n.PP) * int64(n.VPP); s > ir.MaxCount {
 		return fmt.Errorf("%s%s%d × %s%s%d = %d pipeline stages, more than %d",
-			nm.pp, nm.sep, n.PP, nm.vpp, nm.sep, n.VPP, s, MaxCount)
+			nm.pp, nm.sep, n.PP, nm.vpp, nm.sep, n.VPP, s, ir.MaxCount)
 	}
 	return nil
 }
 
 // Check reports a layout no rank file set can have, before the model is
 // known (the parallel sizes as given on a command line, named by flag):
-// sizes below 0 or above MaxCount, more than MaxCount rank files
+// sizes below 0 or above ir.MaxCount, more than ir.MaxCount rank files
 // (TP×PP×EP) or pipeline stages (PP×VPP), legacy grouped GEMM without
 // moe_grouped_gemm, an unknown transformer_impl. Divisibility by the
 // model's sizes is checked by [Layout.Validate] and the planner.
@@ -202,8 +196,8 @@ func (l Layout) Check() error {
 		if f.v < 0 {
 			return fmt.Errorf("parallel layout: %s=%d is negative", f.name, f.v)
 		}
-		if f.v > MaxCount {
-			return fmt.Errorf("parallel layout: %s=%d is larger than %d", f.name, f.v, MaxCount)
+		if f.v > ir.MaxCount {
+			return fmt.Errorf("parallel layout: %s=%d is larger than %d", f.name, f.v, ir.MaxCount)
 		}
 	}
 	if err := l.checkProducts(flagNames); err != nil {
@@ -315,15 +309,15 @@ func (l Layout) geometry() (*geometry, error) {
 		if f.v < 0 {
 			return nil, fmt.Errorf("%s %d is negative", f.name, f.v)
 		}
-		if f.v > MaxCount {
-			return nil, fmt.Errorf("%s %d is larger than %d", f.name, f.v, MaxCount)
+		if f.v > ir.MaxCount {
+			return nil, fmt.Errorf("%s %d is larger than %d", f.name, f.v, ir.MaxCount)
 		}
 	}
 	if l.NumLayers <= 0 {
 		return nil, fmt.Errorf("num_layers %d must be positive", l.NumLayers)
 	}
-	if l.NumLayers > MaxCount {
-		return nil, fmt.Errorf("num_layers %d is larger than %d", l.NumLayers, MaxCount)
+	if l.NumLayers > ir.MaxCount {
+		return nil, fmt.Errorf("num_layers %d is larger than %d", l.NumLayers, ir.MaxCount)
 	}
 	if err := l.CheckProducts(); err != nil {
 		return nil, err

@@ -417,3 +417,34 @@ func (s *Sharder) gdnShareRows(name string, T int) ([]int64, error) {
 	}
 	return rows, nil
 }
+
+// ReadBackName returns the global name ROLL's DistConverter (and Merge)
+// reads the global weight name back as from rank files of this layout.
+// With transformer_impl "local" a weight is written under its te_to_local
+// name and read back through the inverted map, twice (ROLL's
+// get_pure_name and _name_relocate), which need not lead back to the name
+// it was written from: with ROLL's default classes (its mixtral) the MoE
+// layers' ".pre_mlp_layernorm.weight" is written as it is and read back
+// as the dense ".mlp.linear_fc1.layer_norm_weight". Otherwise it is name.
+func (s *Sharder) ReadBackName(name string) (string, error) {
+	if s.g.TransformerImpl != ImplLocal {
+		return name, nil
+	}
+	n, err := rollname.ParseMCAName(name)
+	if err != nil {
+		return "", err
+	}
+	pure := n.Pure
+	if v, ok := lookup(s.teToLocal, pure); ok {
+		pure = v
+	}
+	for range 2 {
+		if v, ok := lookup(s.localToTE, pure); ok {
+			pure = v
+		}
+	}
+	if pure == n.Pure {
+		return name, nil
+	}
+	return rollname.AddMCAPrefix(pure, n.MTP, n.Layer, n.Expert), nil
+}

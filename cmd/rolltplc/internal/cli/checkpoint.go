@@ -9,7 +9,7 @@ import (
 
 // checkCheckpoint implements `rolltplc check --checkpoint DIR`: it plans
 // the conversion of the checkpoint in dir with the template for its model
-// type (from paths, or the stdlib) through [exec.PlanConversion], as
+// type (from paths, or the stdlib) through [exec.PlanCheckpoint], as
 // convert plans it (the same files, problems and verdict) without reading
 // tensor data, and prints the plan (ops, tensor counts, bytes) and the
 // problems with their tensors and op. An MCA checkpoint (with
@@ -50,7 +50,7 @@ func checkCheckpoint(e *env, dir string, paths []string, layout exec.Layout, noM
 		return ExitError
 	}
 	m.NoMTP = noMTP
-	cp, err := exec.PlanConversion(m, dir, layout)
+	cp, err := exec.PlanCheckpoint(m, cm, layout)
 	if err != nil {
 		return fail(err)
 	}

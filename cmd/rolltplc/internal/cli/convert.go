@@ -94,7 +94,12 @@ func runConvert(e *env, args []string) int {
 	if code, ok := convertFlagsApply(e, fs, *from, isMCA); !ok {
 		return code
 	}
-	m, ok := selectModel(e, "convert", *from, isMCA, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama})
+	cm, err := exec.ReadCheckpointModel(*from, isMCA)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
+		return ExitError
+	}
+	m, ok := selectModelOf(e, "convert", cm, *template, *modelType, map[string]bool{"megatron_llama": *megatronLlama})
 	if !ok {
 		return ExitError
 	}
@@ -107,12 +112,7 @@ func runConvert(e *env, args []string) int {
 	opts := exec.Options{Force: *force, Layout: l, Progress: bar.update, MaxShardSize: shardSize, Sync: *sync,
 		Ranks: ranks, Finalize: *finalize, Notice: e.notice("convert"), Dequantize: fp8Opts.Dequantize, Quantize: fp8Opts.Quantize}
 	start := time.Now()
-	var res *exec.Result
-	if isMCA {
-		res, err = exec.ConvertMCAToHF(ctx, m, *from, *to, opts)
-	} else {
-		res, err = exec.ConvertHFToMCA(ctx, m, *from, *to, opts)
-	}
+	res, err := exec.Convert(ctx, m, cm, *to, opts)
 	bar.finish()
 	if err != nil {
 		reportConvertError(e, "convert", res, err)
@@ -242,14 +242,21 @@ func (f *layoutFlags) layout() exec.Layout {
 //
 // Errors and diagnostics are printed; ok is false after one.
 func selectModel(e *env, cmd, dir string, isMCA bool, templatePath, modelType string, flags map[string]bool) (*exec.Model, bool) {
+	cm, err := exec.ReadCheckpointModel(dir, isMCA)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc %s: %v\n", cmd, err)
+		return nil, false
+	}
+	return selectModelOf(e, cmd, cm, templatePath, modelType, flags)
+}
+
+// selectModelOf is selectModel for the checkpoint cm was read from.
+func selectModelOf(e *env, cmd string, cm exec.CheckpointModel, templatePath, modelType string, flags map[string]bool) (*exec.Model, bool) {
 	fail := func(format string, args ...any) (*exec.Model, bool) {
 		fmt.Fprintf(e.stderr, "rolltplc %s: "+format+"\n", append([]any{cmd}, args...)...)
 		return nil, false
 	}
-	cm, err := exec.ReadCheckpointModel(dir, isMCA)
-	if err != nil {
-		return fail("%v", err)
-	}
+	dir := cm.Dir
 	mt, from := cm.ModelType, cm.From()
 	if modelType != "" {
 		if mt != "" && mt != modelType {

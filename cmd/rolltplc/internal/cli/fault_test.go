@@ -19,14 +19,26 @@ import (
 	"time"
 
 	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/clitest"
+	"github.com/rolltpl/rolltpl/runtime/outdir"
 )
 
 // TestMain lets the test binary stand in for rolltplc (clitest.Main): the
 // fault tests, the script tests and the diagnostics corpus run it as a
 // separate process (clitest.Command).
 func TestMain(m *testing.M) {
+	if step := os.Getenv(killAtEnv); step != "" && os.Getenv(clitest.StandInEnv) == "1" {
+		outdir.CommitPoint = func(s string) {
+			if s == step {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
 	clitest.Main(m, func(args []string) int { return Run(args, os.Stdin, os.Stdout, os.Stderr) })
 }
+
+// killAtEnv names a commit step (outdir.CommitPoint) at which the
+// stand-in rolltplc kills itself with SIGKILL.
+const killAtEnv = "ROLLTPL_TEST_KILL_AT"
 
 // writeLlamaSized writes a Llama-shaped HF checkpoint (8 heads, 2 kv
 // heads, untied) of L layers with hidden size H in two shards: large
@@ -422,5 +434,67 @@ func TestVerifySignals(t *testing.T) {
 		if left := leftovers(t, tmp); len(left) > 0 {
 			t.Errorf("left after the rerun: %v", left)
 		}
+	}
+}
+
+// TestKillDuringCommit kills (SIGKILL) a conversion replacing a previous
+// checkpoint in --to (--force) at each step of moving its output in: the
+// journal written, the previous output's entries moved aside, the new
+// ones moved in, the previous one removed. A rerun without --force
+// recovers --to before refusing it (not empty): exactly the previous
+// checkpoint when the killed run had not moved every entry in, exactly
+// the new one once it had, no temporary left; a rerun with --force then
+// writes the new checkpoint.
+func TestKillDuringCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills child processes")
+	}
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	writeLlamaSized(t, hf, 64, 2)
+	prev, next := filepath.Join(dir, "prev"), filepath.Join(dir, "next")
+	for _, c := range []struct {
+		dst  string
+		args []string
+	}{{prev, []string{"--tp", "2"}}, {next, nil}} {
+		if code, _, stderr := run(t, "", append([]string{"convert", "--quiet", "--from", hf, "--to", c.dst}, c.args...)...); code != ExitOK {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+	}
+	wantPrev, wantNext := files(t, prev), files(t, next)
+	steps := []string{"journal", "aside latest_checkpointed_iteration.txt", "aside mca_config.json", "aside iter_0000001",
+		"in iter_0000001", "in mca_config.json", "in latest_checkpointed_iteration.txt", "removed aside"}
+	for i, step := range steps {
+		t.Run(step, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "out")
+			if err := copyTree(prev, dst); err != nil {
+				t.Fatal(err)
+			}
+			p := &proc{cmd: clitest.Command("convert", "--quiet", "--force", "--from", hf, "--to", dst), exited: make(chan struct{})}
+			p.cmd.Env = append(p.cmd.Env, killAtEnv+"="+step)
+			p.cmd.Stderr = &p.stderr
+			err := p.cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("not killed at %q: %v: %s", step, err, &p.stderr)
+			}
+			code, _, stderr := run(t, "", "convert", "--quiet", "--from", hf, "--to", dst)
+			if code != ExitError || !strings.Contains(stderr, "is not empty") {
+				t.Fatalf("rerun without --force: exit %d: %s", code, stderr)
+			}
+			want, what := wantPrev, "previous"
+			if i >= slices.Index(steps, "in latest_checkpointed_iteration.txt") {
+				want, what = wantNext, "new"
+			}
+			got := files(t, dst)
+			if !sameContent(want, got) {
+				sameFiles(t, "recovered --to, want the "+what+" checkpoint", want, got)
+				t.Fatalf("recovered --to is not the %s checkpoint; the rerun said: %s", what, stderr)
+			}
+			if code, _, stderr := run(t, "", "convert", "--quiet", "--force", "--from", hf, "--to", dst); code != ExitOK {
+				t.Fatalf("rerun with --force: exit %d: %s", code, stderr)
+			}
+			sameFiles(t, "rerun", wantNext, files(t, dst))
+		})
 	}
 }

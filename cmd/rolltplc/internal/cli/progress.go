@@ -19,7 +19,7 @@ var (
 )
 
 // progress reports the progress of a conversion on stderr: on a terminal
-// a bar redrawn in place (bytes done and total, rate, ETA); in a log one
+// a bar redrawn in place (bytes and tensors done and total, rate, ETA); in a log one
 // line every logEvery with the same figures, so a long job shows it is
 // alive; nothing when quiet. Its update method is an exec progress
 // callback; calls come one at a time.
@@ -64,15 +64,15 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// update is an exec.Options.Progress callback: done of total bytes are
-// written. It reports when the interval has passed since the last report,
-// and on a terminal also at the end. Nil-safe.
-func (p *progress) update(done, total int64) {
+// update is an exec.Options.Progress callback: the figures so far. It
+// reports when the interval has passed since the last report, and on a
+// terminal also at the end. Nil-safe.
+func (p *progress) update(f exec.Progress) {
 	if p == nil || p.off {
 		return
 	}
 	now := p.now()
-	end := done >= total
+	end := f.Bytes >= f.TotalBytes
 	if now.Sub(p.last) < p.every && !(p.tty && end) {
 		return
 	}
@@ -83,11 +83,11 @@ func (p *progress) update(done, total int64) {
 	if p.tty {
 		// Back to the start of the line, the bar, then erase what is left
 		// of a longer previous bar.
-		fmt.Fprint(p.w, "\r"+p.bar(done, total, now)+"\x1b[K")
+		fmt.Fprint(p.w, "\r"+p.bar(f, now)+"\x1b[K")
 		p.drawn = true
 		return
 	}
-	fmt.Fprintln(p.w, p.logLine(done, total, now))
+	fmt.Fprintln(p.w, p.logLine(f, now))
 }
 
 // figures returns the percentage done, the rate in bytes per second and
@@ -111,24 +111,26 @@ func (p *progress) figures(done, total int64, now time.Time) (pct int, rate floa
 	return pct, rate, eta
 }
 
-// bar is the terminal line: "LABEL [=====>    ] DONE / TOTAL  RATE/s  ETA T".
-func (p *progress) bar(done, total int64, now time.Time) string {
+// bar is the terminal line: "LABEL [=====>    ] DONE / TOTAL  N/M
+// tensors  RATE/s  ETA T".
+func (p *progress) bar(f exec.Progress, now time.Time) string {
 	const width = 30
-	pct, rate, eta := p.figures(done, total, now)
+	pct, rate, eta := p.figures(f.Bytes, f.TotalBytes, now)
 	n := min(pct*width/100, width)
 	bar := strings.Repeat("=", n)
 	if n < width {
 		bar += ">" + strings.Repeat(" ", width-n-1)
 	}
-	return fmt.Sprintf("%s [%s] %s / %s  %s/s  ETA %s", p.label, bar, exec.HumanBytes(done), exec.HumanBytes(total),
-		exec.HumanBytes(int64(rate)), eta)
+	return fmt.Sprintf("%s [%s] %s / %s  %d/%d tensors  %s/s  ETA %s", p.label, bar, exec.HumanBytes(f.Bytes), exec.HumanBytes(f.TotalBytes),
+		f.Tensors, f.TotalTensors, exec.HumanBytes(int64(rate)), eta)
 }
 
-// logLine is a log line: "LABEL: PCT% DONE / TOTAL, RATE/s, ETA T (ELAPSED)".
-func (p *progress) logLine(done, total int64, now time.Time) string {
-	pct, rate, eta := p.figures(done, total, now)
-	return fmt.Sprintf("%s: %d%% %s / %s, %s/s, ETA %s (%s elapsed)", p.label, pct, exec.HumanBytes(done),
-		exec.HumanBytes(total), exec.HumanBytes(int64(rate)), eta, now.Sub(p.start).Round(time.Second))
+// logLine is a log line: "LABEL: PCT% DONE / TOTAL, N/M tensors, RATE/s,
+// ETA T (ELAPSED)".
+func (p *progress) logLine(f exec.Progress, now time.Time) string {
+	pct, rate, eta := p.figures(f.Bytes, f.TotalBytes, now)
+	return fmt.Sprintf("%s: %d%% %s / %s, %d/%d tensors, %s/s, ETA %s (%s elapsed)", p.label, pct, exec.HumanBytes(f.Bytes),
+		exec.HumanBytes(f.TotalBytes), f.Tensors, f.TotalTensors, exec.HumanBytes(int64(rate)), eta, now.Sub(p.start).Round(time.Second))
 }
 
 // finish ends the bar's line, if one was drawn.

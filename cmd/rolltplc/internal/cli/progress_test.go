@@ -3,11 +3,14 @@ package cli
 import (
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rolltpl/rolltpl/runtime/exec"
 )
 
 // fakeClock is a clock a test moves by hand.
@@ -17,8 +20,8 @@ func (c *fakeClock) now() time.Time { return c.t }
 
 func TestProgressBarLine(t *testing.T) {
 	p := &progress{label: "HF -> MCA", start: time.Unix(100, 0)}
-	got := p.bar(1<<30, 4<<30, time.Unix(102, 0))
-	want := "HF -> MCA [=======>                      ] 1.00 GiB / 4.00 GiB  512.00 MiB/s  ETA 6s"
+	got := p.bar(exec.Progress{Bytes: 1 << 30, TotalBytes: 4 << 30, Tensors: 7, TotalTensors: 291}, time.Unix(102, 0))
+	want := "HF -> MCA [=======>                      ] 1.00 GiB / 4.00 GiB  7/291 tensors  512.00 MiB/s  ETA 6s"
 	if got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
@@ -68,21 +71,23 @@ func TestProgressBarRedrawsCleanly(t *testing.T) {
 	p := newProgressAt(&w, "HF -> MCA", false, true, 100*time.Millisecond, clock.now)
 	const total = 10 << 30
 	steps := []struct {
-		at   time.Duration
-		done int64
+		at      time.Duration
+		done    int64
+		tensors int
 	}{
-		{1 * time.Second, 1 << 20},         // slow start: a long ETA
-		{2 * time.Second, 5 << 30},         // ETA shrinks
-		{2050 * time.Millisecond, 6 << 30}, // within the interval: not drawn
-		{3 * time.Second, 9 << 30},
-		{4 * time.Second, total}, // the end is always drawn
+		{1 * time.Second, 1 << 20, 0},         // slow start: a long ETA
+		{2 * time.Second, 5 << 30, 4},         // ETA shrinks
+		{2050 * time.Millisecond, 6 << 30, 5}, // within the interval: not drawn
+		{3 * time.Second, 9 << 30, 9},
+		{4 * time.Second, total, 10}, // the end is always drawn
 	}
 	var last string
 	for _, s := range steps {
 		clock.t = time.Unix(1000, 0).Add(s.at)
-		p.update(s.done, total)
+		f := exec.Progress{Bytes: s.done, TotalBytes: total, Tensors: s.tensors, TotalTensors: 10}
+		p.update(f)
 		if s.at != 2050*time.Millisecond {
-			last = p.bar(s.done, total, clock.t)
+			last = p.bar(f, clock.t)
 		}
 		if got := terminal(w.String()); len(got) != 1 || got[0] != last {
 			t.Fatalf("after %v the terminal shows %q, want %q", s.at, got, last)
@@ -108,13 +113,13 @@ func TestProgressLog(t *testing.T) {
 	const total = 100 << 20
 	for s := 1; s <= 12; s++ { // 12 s at 8 MiB/s, an update every second
 		clock.t = t0.Add(time.Duration(s) * time.Second)
-		p.update(int64(s)*8<<20, total)
+		p.update(exec.Progress{Bytes: int64(s) * 8 << 20, TotalBytes: total, Tensors: 2 * s, TotalTensors: 25})
 	}
 	clock.t = t0.Add(13 * time.Second)
-	p.update(total, total)
+	p.update(exec.Progress{Bytes: total, TotalBytes: total, Tensors: 25, TotalTensors: 25})
 	p.finish()
-	want := "MCA -> HF: 40% 40.00 MiB / 100.00 MiB, 8.00 MiB/s, ETA 8s (5s elapsed)\n" +
-		"MCA -> HF: 80% 80.00 MiB / 100.00 MiB, 8.00 MiB/s, ETA 3s (10s elapsed)\n"
+	want := "MCA -> HF: 40% 40.00 MiB / 100.00 MiB, 10/25 tensors, 8.00 MiB/s, ETA 8s (5s elapsed)\n" +
+		"MCA -> HF: 80% 80.00 MiB / 100.00 MiB, 20/25 tensors, 8.00 MiB/s, ETA 3s (10s elapsed)\n"
 	if diff := cmp.Diff(want, w.String()); diff != "" {
 		t.Errorf("log (-want +got):\n%s", diff)
 	}
@@ -125,7 +130,7 @@ func TestProgressLog(t *testing.T) {
 		p := newProgressAt(&q, "verify", true, tty, time.Second, clock.now)
 		for s := 1; s <= 5; s++ {
 			clock.t = t0.Add(time.Duration(s) * time.Second)
-			p.update(int64(s), 5)
+			p.update(exec.Progress{Bytes: int64(s), TotalBytes: 5})
 		}
 		p.finish()
 		if q.Len() != 0 {
@@ -148,13 +153,23 @@ func TestConvertLogsProgress(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
-	progressLine := regexp.MustCompile(`^HF -> MCA: \d+% [\d.]+ [KMG]?i?B / [\d.]+ [KMG]?i?B, [\d.]+ [KMG]?i?B/s, ETA (\S+) \(\S+ elapsed\)$`)
-	n := 0
+	progressLine := regexp.MustCompile(`^HF -> MCA: \d+% [\d.]+ [KMG]?i?B / [\d.]+ [KMG]?i?B, (\d+)/15 tensors, [\d.]+ [KMG]?i?B/s, ETA (\S+) \(\S+ elapsed\)$`)
+	n, tensors := 0, 0
 	for _, l := range lines[:len(lines)-1] {
-		if !progressLine.MatchString(l) {
+		m := progressLine.FindStringSubmatch(l)
+		if m == nil {
 			t.Errorf("not a progress line: %q", l)
+			continue
 		}
+		k, _ := strconv.Atoi(m[1])
+		if k < tensors {
+			t.Errorf("tensors done went back from %d: %q", tensors, l)
+		}
+		tensors = k
 		n++
+	}
+	if tensors != 14 && tensors != 15 {
+		t.Errorf("the last progress line counts %d of 15 tensors done", tensors)
 	}
 	if n == 0 || !strings.HasPrefix(lines[len(lines)-1], "HF -> MCA (llama): 15 tensors") {
 		t.Errorf("want progress lines, then the summary:\n%s", stderr)
