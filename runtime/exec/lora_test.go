@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // loraAdapterSpec is one adapter of a lora_reference.py case.

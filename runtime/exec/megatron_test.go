@@ -7,9 +7,9 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // megatronize has torch rewrite every rank file under mca the way

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // TestMTPUnderROLL runs alibaba/ROLL's own converter code on the package

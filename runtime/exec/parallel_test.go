@@ -11,11 +11,11 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // parallelTemplates is every stdlib template.

@@ -15,11 +15,11 @@ import (
 	"testing"
 
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // qwen35Variant is one Qwen3.5 checkpoint shape: a real config.json of

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	rexec "github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // The torch interop check: for every stdlib model type and for BF16, F16

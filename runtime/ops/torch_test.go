@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // The torch cross-check: every case of [cases], in both directions, for

@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/rolltpl/rolltpl/internal/torchtest"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // crossCheckPy reads a safetensors file with nothing but the Python

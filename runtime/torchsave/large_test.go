@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
+	"github.com/rolltpl/rolltpl/runtime/torchtest"
 )
 
 // largeSize is the byte size of the big tensor: past 4 GiB, and odd.
