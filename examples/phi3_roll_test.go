@@ -24,7 +24,7 @@ func TestPhi3UnderROLL(t *testing.T) {
 	if roll == "" {
 		t.Skip("ROLLTPL_ROLL (a checkout of alibaba/ROLL) is not set")
 	}
-	py := os.Getenv("ROLLTPL_PYTHON") // as runtime/internal/torchtest
+	py := os.Getenv("ROLLTPL_PYTHON") // as internal/torchtest
 	if py == "" {
 		py = "/usr/bin/python3"
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
@@ -106,7 +106,7 @@ func TestGeneratedTemplateClass(t *testing.T) {
 			}
 			req, _ := json.Marshal(map[string]any{"model_type": "tiny", "hf_config": hf, "mca_config": mcaObj,
 				"hf_names": hfNames, "mca_names": mcaNames})
-			cmd := osexec.Command(py, filepath.Join("testdata", "generated", "standins.py"), dir, mode)
+			cmd := torchtest.Command(py, filepath.Join("testdata", "generated", "standins.py"), dir, mode)
 			cmd.Stdin = bytes.NewReader(req)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

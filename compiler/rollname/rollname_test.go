@@ -202,7 +202,7 @@ type tcase struct {
 }
 
 // runOracle returns Python's answers for cases, skipping the test when
-// python3 is absent unless CI is set (the rule of runtime/internal/torchtest).
+// python3 is absent unless CI is set (the rule of internal/torchtest).
 func runOracle(t *testing.T, cases []tcase) []any {
 	t.Helper()
 	if _, err := os.Stat(python); err != nil {

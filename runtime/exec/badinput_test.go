@@ -7,10 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -657,7 +656,7 @@ m = sd["model"]
 m["decoder.layers.1.mlp.linear_fc2.weight"] = m["decoder.layers.0.mlp.linear_fc2.weight"]
 torch.save(sd, sys.argv[1])
 `
-	if out, err := osexec.Command(py, "-c", script, pt).CombinedOutput(); err != nil {
+	if out, err := torchtest.Command(py, "-c", script, pt).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	back := filepath.Join(dir, "back")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -17,8 +16,8 @@ import (
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/stdlib"
@@ -731,7 +730,7 @@ func TestDeepSeekGLMUnderROLL(t *testing.T) {
 		}
 		manifest := filepath.Join(dir, "cases.json")
 		writeFile(t, manifest, b)
-		out, err := osexec.Command(py, filepath.Join("testdata", "roll_deepseek_glm_check.py"), roll, build, manifest).CombinedOutput()
+		out, err := torchtest.Command(py, filepath.Join("testdata", "roll_deepseek_glm_check.py"), roll, build, manifest).CombinedOutput()
 		t.Logf("%s", out)
 		if err != nil || !strings.Contains(string(out), "ALL OK") {
 			t.Fatalf("ROLL's templates and the built modules differ: %v", err)

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 

@@ -3,13 +3,12 @@ package exec_test
 import (
 	"context"
 	"fmt"
-	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -69,7 +68,7 @@ func testMegatronCheckpoint(t *testing.T, py string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if out, err := osexec.Command(py, script, mca, "extras").CombinedOutput(); err != nil {
+			if out, err := torchtest.Command(py, script, mca, "extras").CombinedOutput(); err != nil {
 				t.Fatalf("megatronize: %v\n%s", err, out)
 			}
 			back := filepath.Join(dir, fmt.Sprintf("back-%d-%d", l.TP, l.PP))
@@ -78,7 +77,7 @@ func testMegatronCheckpoint(t *testing.T, py string) {
 			}
 			compareCheckpoints(t, src, back, res.Plan)
 
-			if out, err := osexec.Command(py, script, mca, "none").CombinedOutput(); err != nil {
+			if out, err := torchtest.Command(py, script, mca, "none").CombinedOutput(); err != nil {
 				t.Fatalf("megatronize: %v\n%s", err, out)
 			}
 			_, err = exec.ConvertMCAToHF(context.Background(), m, mca, filepath.Join(dir, "never"), exec.Options{})

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
 )
 
@@ -81,7 +81,7 @@ func TestMTPUnderROLL(t *testing.T) {
 				if _, err := exec.ConvertHFToMCA(context.Background(), m, hf, mca, exec.Options{Layout: lc.l}); err != nil {
 					t.Fatal(err)
 				}
-				cmd := osexec.Command(py, filepath.Join("testdata", "mtp_roll_check.py"), roll, build, mt, hf, mca)
+				cmd := torchtest.Command(py, filepath.Join("testdata", "mtp_roll_check.py"), roll, build, mt, hf, mca)
 				var out bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &out, &out
 				err := cmd.Run()

@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/shard"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -435,7 +434,7 @@ for p in sys.argv[2:]:
     assert n > 0, p
 print("ok", len(sys.argv) - 2)
 `
-		out, err := osexec.Command(py, append([]string{"-c", script, c.keys}, files...)...).CombinedOutput()
+		out, err := torchtest.Command(py, append([]string{"-c", script, c.keys}, files...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s %+v: torch: %v\n%s", c.mt, c.layout, err, out)
 		}

@@ -8,16 +8,15 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/rolltpl/rolltpl/compiler"
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/lang/diag"
 	rexec "github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/ops"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/stdlib"
@@ -179,7 +178,7 @@ func TestGeneratedStepOpsMatchRuntime(t *testing.T) {
 	}
 
 	torchtest.Run(t, func(t *testing.T, python string) {
-		cmd := exec.Command(python, filepath.Join("testdata", "run_step_ops.py"), build, casesJSON, data)
+		cmd := torchtest.Command(python, filepath.Join("testdata", "run_step_ops.py"), build, casesJSON, data)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		stdout, err := cmd.Output()

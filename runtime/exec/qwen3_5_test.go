@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,8 +15,8 @@ import (
 	"testing"
 
 	"github.com/rolltpl/rolltpl/compiler/pyemit"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 	"github.com/rolltpl/rolltpl/runtime/torchsave"
@@ -476,7 +475,7 @@ func testQwen35ZeroCenteredRoundTrip(t *testing.T, py string) {
 	}
 	writeFile(t, path, b)
 	result := filepath.Join(dir, "lossy-result.json")
-	if out, err := osexec.Command(py, filepath.Join("testdata", "zero_centered_roundtrip.py"), path, result).CombinedOutput(); err != nil {
+	if out, err := torchtest.Command(py, filepath.Join("testdata", "zero_centered_roundtrip.py"), path, result).CombinedOutput(); err != nil {
 		t.Fatalf("zero_centered_roundtrip.py: %v\n%s", err, out)
 	}
 	var res struct {
@@ -569,7 +568,7 @@ func testQwen35UnderROLL(t *testing.T, py, roll string) {
 	}
 	writeFile(t, path, b)
 	result := filepath.Join(dir, "roll-result.json")
-	if out, err := osexec.Command(py, filepath.Join("testdata", "qwen3_5_roll_check.py"), roll, build, path, result).CombinedOutput(); err != nil {
+	if out, err := torchtest.Command(py, filepath.Join("testdata", "qwen3_5_roll_check.py"), roll, build, path, result).CombinedOutput(); err != nil {
 		t.Fatalf("qwen3_5_roll_check.py: %v\n%s", err, out)
 	}
 	var res struct {

@@ -4,14 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	rexec "github.com/rolltpl/rolltpl/runtime/exec"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -108,7 +107,7 @@ func runTorchScript(t *testing.T, py, script, dir string, manifest any, ids []st
 	}
 	writeFile(t, path, b)
 	result := filepath.Join(dir, "result.json")
-	if out, err := exec.Command(py, filepath.Join("testdata", script), path, result).CombinedOutput(); err != nil {
+	if out, err := torchtest.Command(py, filepath.Join("testdata", script), path, result).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	var res struct {

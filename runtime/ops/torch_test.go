@@ -8,12 +8,11 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -261,7 +260,7 @@ func testAgainstTorch(t *testing.T, python string) {
 	resultsPath := filepath.Join(dir, "results.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, filepath.Join("testdata", "torch_reference.py"), manifest, resultsPath)
+	cmd := torchtest.CommandContext(ctx, python, filepath.Join("testdata", "torch_reference.py"), manifest, resultsPath)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("torch_reference.py: %v\n%s", err, out)
 	}

@@ -3,12 +3,13 @@ package safetensors
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 )
 
 // crossCheckPy reads a safetensors file with nothing but the Python
@@ -103,7 +104,7 @@ func TestPythonCrossCheck(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "py.safetensors")
 	writeSample(t, path, specs, md)
 
-	cmd := exec.Command(py, "-c", crossCheckPy, path)
+	cmd := torchtest.Command(py, "-c", crossCheckPy, path)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -168,7 +169,7 @@ import json, sys
 text = open(sys.argv[1], encoding="utf-8").read()
 print(json.dumps(json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n" == text))
 `
-	out, err := exec.Command(py, "-c", script, path).Output()
+	out, err := torchtest.Command(py, "-c", script, path).Output()
 	if err != nil {
 		t.Fatalf("python3: %v", err)
 	}

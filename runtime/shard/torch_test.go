@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -98,7 +97,7 @@ func testTorchReference(t *testing.T, python string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, filepath.Join("testdata", "reference.py"), dir)
+	cmd := torchtest.CommandContext(ctx, python, filepath.Join("testdata", "reference.py"), dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("reference.py: %v\n%s", err, out)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/rolltpl/rolltpl/runtime/internal/torchtest"
+	"github.com/rolltpl/rolltpl/internal/torchtest"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
@@ -162,7 +161,7 @@ func needTorch(t testing.TB, python string) torchCaps {
 
 // runHelper runs the torch helper with python.
 func runHelper(python string, args ...string) ([]byte, error) {
-	cmd := exec.Command(python, append([]string{filepath.Join(helperDir, "helper.py")}, args...)...)
+	cmd := torchtest.Command(python, append([]string{filepath.Join(helperDir, "helper.py")}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

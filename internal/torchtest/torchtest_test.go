@@ -3,7 +3,6 @@ package torchtest
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -30,53 +29,45 @@ func TestInterpreters(t *testing.T) {
 	}
 }
 
-// fakePython writes a shell script standing in for python3: it prints
-// out (a warning line, then the version) and exits with code.
-func fakePython(t *testing.T, name, out string, code int) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	script := "#!/bin/sh\ncat <<'EOF'\n" + out + "EOF\necho oops >&2\nexit " + strconv.Itoa(code) + "\n"
-	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestRunEachInterpreter(t *testing.T) {
-	a := fakePython(t, "py-a", "warning: something\n1.13.0a0\n", 0)
-	b := fakePython(t, "py-b", "2.6.0+debian\n", 0)
+	a, _ := fakePython(t, "print('warning: something')\n__version__ = '1.13.0a0'\n")
+	b, _ := fakePython(t, "__version__ = '2.6.0+debian'\n")
 	t.Setenv("ROLLTPL_PYTHONS", a+":"+b)
 	var ran []string
 	Run(t, func(t *testing.T, python string) {
-		ran = append(ran, t.Name()+" "+filepath.Base(python))
+		ran = append(ran, t.Name()+" "+python)
 	}, "numpy")
-	want := []string{"TestRunEachInterpreter/torch-1.13.0a0 py-a", "TestRunEachInterpreter/torch-2.6.0+debian py-b"}
+	want := []string{"TestRunEachInterpreter/torch-1.13.0a0 " + a, "TestRunEachInterpreter/torch-2.6.0+debian " + b}
 	if diff := cmp.Diff(want, ran); diff != "" {
 		t.Errorf("runs (-want +got):\n%s", diff)
 	}
 }
 
 func TestCheckBroken(t *testing.T) {
-	for _, c := range []struct {
-		name, out string
-		code      int
-	}{
-		{"exit", "", 1},
-		{"silent", "", 0},
+	exit := filepath.Join(t.TempDir(), "python3")
+	write(t, exit, "#!/bin/sh\necho oops >&2\nexit 1\n")
+	if err := os.Chmod(exit, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	noTorch, _ := fakePython(t, "raise ImportError('oops')\n")
+	silent, _ := fakePython(t, "__version__ = ''\n")
+	for _, c := range []struct{ name, py, says string }{
+		{"exit", exit, "oops"},
+		{"no-torch", noTorch, "ImportError: oops"},
+		{"silent", silent, "printed no torch version"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			py := fakePython(t, "py-"+c.name, c.out, c.code)
-			v, err := Check(py, "numpy")
+			v, err := Check(c.py, "numpy")
 			if err == nil || v != "" {
 				t.Fatalf("Check = %q, %v; want an error", v, err)
 			}
-			if want := py + " cannot import torch, numpy"; !strings.HasPrefix(err.Error(), want) {
-				t.Errorf("error %q does not start with %q", err, want)
+			if want := c.py + " cannot import torch, numpy"; !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), c.says) {
+				t.Errorf("error %q does not start with %q or lacks %q", err, want, c.says)
 			}
 		})
 	}
 	// Without CI, Run skips the subtest of an interpreter that fails.
 	t.Setenv("CI", "")
-	t.Setenv("ROLLTPL_PYTHONS", fakePython(t, "py-broken", "", 1))
+	t.Setenv("ROLLTPL_PYTHONS", exit)
 	Run(t, func(t *testing.T, python string) { t.Errorf("ran under %s", python) })
 }

@@ -1,5 +1,10 @@
 // Package torchtest finds the Python interpreters the runtime's torch
-// cross-checks run under, and runs each cross-check once per interpreter.
+// cross-checks run under, runs each cross-check once per interpreter, and
+// runs their Python scripts (Command) in one long-lived process per
+// interpreter and test binary, which imports torch once, instead of a new
+// process per script (importing torch costs about a second and a half).
+// The process ends when the test binary does (its input closes). Setting
+// ROLLTPL_TORCHTEST_FRESH runs every script in a process of its own.
 //
 // The interpreters are listed in ROLLTPL_PYTHONS, separated like PATH
 // (":" on Unix); each entry is one executable that behaves as python3
@@ -18,12 +23,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // DefaultPython is the interpreter used when neither ROLLTPL_PYTHONS nor
@@ -93,10 +96,10 @@ func Check(py string, modules ...string) (version string, err error) {
 	if p, ok := probed[key]; ok {
 		return p.version, p.err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	script := "import " + strings.Join(mods, ", ") + "; print(torch.__version__)"
-	cmd := exec.CommandContext(ctx, py, "-c", script)
+	cmd := CommandContext(ctx, py, "-c", script)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
