@@ -254,8 +254,10 @@ func readLog(dir, name string) string {
 	return string(b)
 }
 
-// startSlurm starts slurmctld and slurmd for one node (this host, 2 CPUs)
-// on loopback ports of their own, with state, spool and logs in a
+// startSlurm starts slurmctld and slurmd for one node (this host, declared
+// with 8 CPUs whatever it has, so that the 8 array tasks start in one
+// scheduling pass rather than one pass per second for each pair) on
+// loopback ports of their own, with state, spool and logs in a
 // temporary folder, no authentication (auth/none: the daemons and the
 // clients are this test's) and short scheduling and requeue delays. They
 // are stopped when the test ends. It skips the test when Slurm is missing
@@ -317,6 +319,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/builtin
 SchedulerParameters=sched_interval=1
+SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
@@ -327,7 +330,7 @@ MessageTimeout=10
 KillWait=2
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=%[1]s NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+NodeName=%[1]s NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
 PartitionName=test Nodes=%[1]s Default=YES MaxTime=INFINITE State=UP
 `, node, ports[0], ports[1], c.dir)
 	if err := os.WriteFile(c.conf, []byte(conf), 0o644); err != nil {

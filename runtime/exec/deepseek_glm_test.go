@@ -618,7 +618,9 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "hf")
 			writeSparse(t, dir, cfg, specs)
 			m := stdlibModel(t, c.d.modelType)
-			for _, l := range []exec.Layout{{}, {TP: 8, EP: 8}} {
+			// Clean at TP8+EP8 here; at TP1 the edited checkpoint below
+			// must have no problem but in the layers it edits.
+			for _, l := range []exec.Layout{{TP: 8, EP: 8}} {
 				cp, err := exec.PlanConversion(m, dir, l)
 				if err != nil {
 					t.Fatal(err)
@@ -643,6 +645,34 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The layers the edits touch (a tensor gone, added or
+			// reshaped): every problem must be about one of them.
+			touched := map[string]bool{}
+			before := map[string]tensor.Shape{}
+			for _, sp := range specs {
+				before[sp.Name] = sp.Shape
+			}
+			after := map[string]bool{}
+			for _, sp := range edited {
+				after[sp.Name] = true
+				if sh, ok := before[sp.Name]; !ok || !sh.Equal(sp.Shape) {
+					touched[layerPrefix(sp.Name)] = true
+				}
+			}
+			for name := range before {
+				if !after[name] {
+					touched[layerPrefix(name)] = true
+				}
+			}
+			for _, p := range cp.Plan.Problems {
+				ok := false
+				for prefix := range touched {
+					ok = ok || strings.Contains(p.Error(), `"`+prefix)
+				}
+				if !ok {
+					t.Errorf("TP1: a problem outside the edited layers %v: %v", slices.Sorted(maps.Keys(touched)), p.Error())
+				}
+			}
 			for _, e := range c.edits {
 				want := e.want + `.*\[[a-z_]+ op #\d+ \(stdlib/templates/[a-z_0-9]+\.rolltpl:\d+:\d+\)\]`
 				if strings.HasPrefix(e.want, "MTP layer") {
@@ -665,6 +695,16 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// layerPrefix is "model.layers.N." for a tensor of layer N, else the name.
+func layerPrefix(name string) string {
+	rest, ok := strings.CutPrefix(name, "model.layers.")
+	if !ok {
+		return name
+	}
+	n, _, _ := strings.Cut(rest, ".")
+	return "model.layers." + n + "."
 }
 
 // TestDeepSeekGLMUnderROLL runs ROLL's own code (ROLLTPL_ROLL, a checkout

@@ -3,9 +3,12 @@ package fp8
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -13,23 +16,58 @@ import (
 	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
-// roundTrip dequantizes every finite code with scale s to out and
-// quantizes it back with the same scale, reporting the first code that
-// does not come back.
-func roundTrip(t *testing.T, out tensor.DType, s float32, codes []byte) {
+// roundTrips dequantizes every finite code with each scale of ss to out
+// and quantizes it back with the same scale, and returns an error naming
+// the first scale and code that does not come back. The scales are the
+// rows of one weight, a block per row, so that one call checks many.
+func roundTrips(out tensor.DType, ss []float32, codes []byte) error {
+	nc := int64(len(codes))
+	l := NewLayout(tensor.Shape{int64(len(ss)), nc}, [2]int64{1, nc})
+	all := make([]byte, int64(len(ss))*nc)
+	for i := range ss {
+		copy(all[int64(i)*nc:], codes)
+	}
+	vals := make([]byte, len(all)*out.Size())
+	if err := l.Dequantize("w", vals, out, all, 0, ss); err != nil {
+		return fmt.Errorf("scales %v..%v: %v", ss[0], ss[len(ss)-1], err)
+	}
+	back := make([]byte, len(all))
+	if err := l.QuantizeReuse("w", back, out, vals, ss); err != nil {
+		return fmt.Errorf("scales %v..%v: %v", ss[0], ss[len(ss)-1], err)
+	}
+	for k := range all {
+		if back[k] != all[k] {
+			s := ss[int64(k)/nc]
+			return fmt.Errorf("%v, scale %v (0x%08X): code 0x%02X came back 0x%02X", out, s, math.Float32bits(s), all[k], back[k])
+		}
+	}
+	return nil
+}
+
+// roundTrip checks every finite code with every scale of ss (see
+// roundTrips), in batches spread over GOMAXPROCS goroutines, and fails
+// the test with the first failure in the order of ss.
+func roundTrip(t *testing.T, out tensor.DType, ss []float32, codes []byte) {
 	t.Helper()
-	l := NewLayout(tensor.Shape{1, int64(len(codes))}, [2]int64{1, int64(len(codes))})
-	vals := make([]byte, len(codes)*out.Size())
-	if err := l.Dequantize("w", vals, out, codes, 0, []float32{s}); err != nil {
-		t.Fatalf("scale %v: %v", s, err)
+	const batch = 2048
+	errs := make([]error, (len(ss)+batch-1)/batch)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = roundTrips(out, ss[i*batch:min((i+1)*batch, len(ss))], codes)
+			}
+		})
 	}
-	back := make([]byte, len(codes))
-	if err := l.QuantizeReuse("w", back, out, vals, []float32{s}); err != nil {
-		t.Fatalf("scale %v: %v", s, err)
+	for i := range errs {
+		next <- i
 	}
-	for k := range codes {
-		if back[k] != codes[k] {
-			t.Fatalf("%v, scale %v (0x%08X): code 0x%02X came back 0x%02X", out, s, math.Float32bits(s), codes[k], back[k])
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -50,33 +88,37 @@ func finiteCodes() []byte {
 // F32 for some).
 func TestReuseTheorem(t *testing.T) {
 	codes := finiteCodes()
-	n := 0
+	var ss []float32
 	for h := uint16(0); h < 0x7F80; h++ {
 		s := tensor.BF16ToF32(h)
 		if s < MinScale || s > 0x1p119 {
 			continue
 		}
-		roundTrip(t, tensor.BF16, s, codes)
-		n++
+		ss = append(ss, s)
 	}
-	if n < 30000 {
-		t.Fatalf("only %d BF16 scales tried", n)
+	if len(ss) < 30000 {
+		t.Fatalf("only %d BF16 scales tried", len(ss))
 	}
+	roundTrip(t, tensor.BF16, ss, codes)
 	r := rand.New(rand.NewPCG(7, 8))
 	count := 1_000_000 // random scales (x 254 codes)
 	if testing.Short() {
 		count = 20000
 	}
+	ss = ss[:0]
 	for range count {
 		s := float32(math.Ldexp(1+r.Float64(), r.IntN(236)-117))
 		if s < MinScale || s > 0x1p119 {
 			continue
 		}
-		roundTrip(t, tensor.BF16, s, codes)
+		ss = append(ss, s)
 	}
+	roundTrip(t, tensor.BF16, ss, codes)
+	ss = ss[:0]
 	for range 1000 {
-		roundTrip(t, tensor.F32, float32(math.Ldexp(1+r.Float64(), r.IntN(40)-30)), codes)
+		ss = append(ss, float32(math.Ldexp(1+r.Float64(), r.IntN(40)-30)))
 	}
+	roundTrip(t, tensor.F32, ss, codes)
 }
 
 // TestDequantizeEdgeBlocks checks partial edge blocks and leading axes

@@ -192,9 +192,14 @@ func TestFaultInjection(t *testing.T) {
 			return []string{"convert", "--quiet", "--from", mca, "--to", dst, "--max-shard-size", "4MB"}
 		}},
 	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	for _, c := range cases {
+	seed := uint64(time.Now().UnixNano())
+	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			// The cases spend much of their time waiting for their
+			// children: they run side by side, each with its own
+			// random kill points.
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(seed, uint64(i)))
 			// An uninterrupted run: the reference output and the duration
 			// the kill points are drawn from.
 			base := t.TempDir()
@@ -343,7 +348,7 @@ func waitTemp(t *testing.T, dir string, p *proc) time.Duration {
 		select {
 		case <-p.exited:
 			return time.Since(start)
-		case <-time.After(200 * time.Microsecond):
+		case <-time.After(500 * time.Microsecond):
 		}
 	}
 	return time.Since(start)
@@ -368,7 +373,7 @@ func waitWritten(dir string, p *proc, n int64) {
 		select {
 		case <-p.exited:
 			return
-		case <-time.After(100 * time.Microsecond):
+		case <-time.After(500 * time.Microsecond):
 		}
 	}
 }

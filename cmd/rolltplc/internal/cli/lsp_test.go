@@ -18,6 +18,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rolltpl/rolltpl/cmd/rolltplc/internal/clitest"
 )
 
 // lspMistake is a template with one mistake after multi-byte and astral
@@ -271,7 +272,8 @@ vim.api.nvim_create_autocmd("VimEnter", {
 })
 `
 
-// TestLSPNeovim runs Debian's Neovim headless against the real binary: it
+// TestLSPNeovim runs Debian's Neovim headless against rolltplc (this test
+// binary standing in for it, see clitest.Main) as a language server: it
 // opens a file with a mistake and reads back the diagnostic Neovim received
 // and a hover. Neovim turns the UTF-16 character into a byte column with its
 // own code, so the column checks our conversion too.
@@ -284,10 +286,16 @@ func TestLSPNeovim(t *testing.T) {
 		t.Skip("nvim is not installed")
 	}
 	dir := t.TempDir()
+	// rolltplc is this test binary standing in for it (clitest.Main):
+	// the same cli.Run behind main, without linking the command again.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(dir, "rolltplc")
-	goTool := "go" // go test puts its own GOROOT/bin first in PATH
-	if out, err := exec.Command(goTool, "build", "-o", bin, "github.com/rolltpl/rolltpl/cmd/rolltplc").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	wrapper := fmt.Sprintf("#!/bin/sh\n%s=1 exec %q \"$@\"\n", clitest.StandInEnv, self)
+	if err := os.WriteFile(bin, []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "work")
 	src := filepath.Join(root, "mine.rolltpl")
