@@ -266,7 +266,7 @@ func openHFSource(m *Model, src string, layout Layout, nameOrPath string, deq De
 	}
 	s := &hfSource{sh: sh, mc: mc, plan: PlanHFToMCA(m, mc, metas)}
 	recordLayerOps(mc, s.plan)
-	s.plan.FP8 = fp8Info.shareFor(mc.Layout())
+	s.plan.FP8 = fp8Info
 	s.plan.Problems = append(append(fp8Problems, s.plan.Problems...), LayoutProblems(mc, mc.Layout())...)
 	for _, f := range sh.Files {
 		s.files = append(s.files, f.Path())

@@ -153,7 +153,7 @@ func BenchmarkFP8ConvertVsCopy(b *testing.B) {
 				err := convert(dst)
 				peak = max(peak, rss())
 				return err
-			})
+			}, src)
 			b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 			os.RemoveAll(kept)
 		})

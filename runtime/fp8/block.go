@@ -196,6 +196,23 @@ func (d *Decoder) decodeChecked(o, c []byte, jb int64) int {
 	return -1
 }
 
+// CheckCodes returns the error [Layout.Dequantize] would give for the
+// first NaN code of the run of elements e0, e0+1, … whose codes are
+// codes, or nil, without decoding them.
+func (l Layout) CheckCodes(name string, codes []byte, e0 int64) error {
+	i := 0
+	for ; i+8 <= len(codes); i += 8 {
+		if hasNaN(binary.LittleEndian.Uint64(codes[i:])) {
+			break
+		}
+	}
+	if k := firstNaN(codes[i:]); k >= 0 {
+		e := e0 + int64(i+k)
+		return l.dataError(name, codes[i+k], e/l.N, e%l.N, 0)
+	}
+	return nil
+}
+
 // SWAR constants: a code is a NaN (0x7F or 0xFF) exactly when adding 1 to
 // its low 7 bits carries into bit 7, and no byte carries into the next.
 const (
