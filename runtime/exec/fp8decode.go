@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"runtime"
 	"slices"
-	"sync"
 	"unsafe"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
@@ -274,37 +272,6 @@ func (ex *executor) releaseDeq() {
 	for _, w := range ex.windowsFP8 {
 		w.v, w.dec, w.n = nil, nil, 0
 	}
-}
-
-// dequantizeAll dequantizes the run of a weight's elements from e0 whose
-// codes are codes into buf, cut into up to GOMAXPROCS runs of at least
-// 512 KiB of codes decoded concurrently (fp8.Layout.Dequantize takes any
-// run). The error of the first run that fails is returned, so the element
-// named is the first bad one.
-func dequantizeAll(l fp8.Layout, name string, buf []byte, out tensor.DType, codes []byte, e0 int64, scales []float32) error {
-	parts := min(runtime.GOMAXPROCS(0), len(codes)>>19)
-	if parts <= 1 {
-		return l.Dequantize(name, buf, out, codes, e0, scales)
-	}
-	size := out.Size()
-	per := (len(codes) + parts - 1) / parts
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for p := range parts {
-		lo, hi := p*per, min(len(codes), (p+1)*per)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[p] = l.Dequantize(name, buf[lo*size:hi*size], out, codes[lo:hi], e0+int64(lo), scales)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // computedFor is [executor.computed] for the pieces of rank r's stage vp.
