@@ -110,7 +110,8 @@ func TestDecoderRuns(t *testing.T) {
 // TestDecoderNaNPositions plants a NaN code (0x7F and 0xFF) at every
 // position of a run longer than two 8-code words, after finite codes
 // that are NaN-like in their other bits (0x7E, 0xFE), and checks the
-// element named is the planted one, for each output dtype.
+// element named is the planted one, for each output dtype, and that
+// CheckCodes gives the same error without decoding.
 func TestDecoderNaNPositions(t *testing.T) {
 	const n = 37
 	l := NewLayout(tensor.Shape{1, n}, [2]int64{128, 128})
@@ -126,6 +127,12 @@ func TestDecoderNaNPositions(t *testing.T) {
 				var de *DataError
 				if wantPos := fmt.Sprintf("NaN code 0x%02X at [0, %d]", nan, p); !errors.As(err, &de) || de.Code != CodeNaN || !strings.Contains(err.Error(), wantPos) {
 					t.Fatalf("%v, 0x%02X at %d: %v, want %q", out, nan, p, err, wantPos)
+				}
+				if cerr := l.CheckCodes("m.w", codes, 0); cerr == nil || cerr.Error() != err.Error() {
+					t.Fatalf("CheckCodes, 0x%02X at %d: %v, want %v", nan, p, cerr, err)
+				}
+				if cerr := l.CheckCodes("m.w", codes[p+1:], int64(p+1)); cerr != nil {
+					t.Fatalf("CheckCodes after the NaN at %d: %v", p, cerr)
 				}
 			}
 		}
