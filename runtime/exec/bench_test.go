@@ -335,34 +335,45 @@ func convertVsCopy(b *testing.B, src string, sync bool, convert func(dst string)
 		b.StartTimer()
 	}
 	dst := filepath.Join(filepath.Dir(src), "vs")
-	var cps, convs, ratios []float64
+	var cps, convs, ratios, cpuRatios []float64
 	for range b.N {
 		warm()
-		t0 := time.Now()
+		t0, c0 := time.Now(), cpuTime()
 		if err := copyFolder(src, dst); err != nil {
 			b.Fatal(err)
 		}
 		if sync {
 			syscall.Sync()
 		}
-		cp := time.Since(t0).Seconds()
+		cp, cpCPU := time.Since(t0).Seconds(), cpuTime()-c0
 		b.StopTimer()
 		os.RemoveAll(dst)
 		warm()
-		t0 = time.Now()
+		t0, c0 = time.Now(), cpuTime()
 		if err := convert(dst); err != nil {
 			b.Fatal(err)
 		}
-		conv := time.Since(t0).Seconds()
+		conv, convCPU := time.Since(t0).Seconds(), cpuTime()-c0
 		b.StopTimer()
 		os.RemoveAll(dst)
 		b.StartTimer()
 		cps, convs, ratios = append(cps, cp), append(convs, conv), append(ratios, conv/cp)
+		cpuRatios = append(cpuRatios, convCPU/cpCPU)
 	}
 	b.Logf("cp %.2f, convert %.2f", cps, convs)
 	b.ReportMetric(median(cps), "cp-s")
 	b.ReportMetric(median(convs), "convert-s")
 	b.ReportMetric(median(ratios), "convert/cp")
+	// CPU time (user + system) of the process, less sensitive than wall
+	// time to other load on a shared machine.
+	b.ReportMetric(median(cpuRatios), "cpu-convert/cp")
+}
+
+// cpuTime returns the user + system CPU seconds of the process so far.
+func cpuTime() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // treeBytes is the size of the tensor files (.safetensors, .pt) under dir.
