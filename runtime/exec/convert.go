@@ -573,7 +573,7 @@ func (ex *executor) filler(segs []segment) blockio.Fill {
 		for len(b) > 0 {
 			sg := &segs[k]
 			c := min(len(b), len(sg.data)-at)
-			if sg.view != nil {
+			if sg.view != nil { // blocks and pieces are whole elements
 				if err := ex.decodeTo(b[:c], sg.view, sg.elem+int64(at/sg.view.d.out.Size())); err != nil {
 					return err
 				}

@@ -169,6 +169,9 @@ func (ex *executor) decodeTo(dst []byte, v *deqView, e0 int64) error {
 // decodeRun writes the dequantized bytes of v's elements from e0 to dst.
 func (ex *executor) decodeRun(dst []byte, v *deqView, e0 int64) error {
 	size := v.d.out.Size()
+	if len(dst)%size != 0 {
+		return fmt.Errorf("tensor %q: internal error: %d bytes are not whole %v elements", v.d.name, len(dst), v.d.out)
+	}
 	for len(dst) > 0 {
 		w, err := ex.window(v, e0)
 		if err != nil {
@@ -285,9 +288,9 @@ func (ex *executor) computedFor(pieces []shard.Piece, r shard.Rank, vp int) bool
 	return ex.computed(ts...)
 }
 
-// checkCodes reads the codes of every FP8 weight of the source (pread, in
-// windows) and returns the first NaN code's error, naming the file, the
-// tensor and the element. A job writing some of the rank files runs it
+// checkCodes reads the codes of every FP8 weight the plan converts
+// (pread, in windows) and returns the first NaN code's error, naming the
+// file, the tensor and the element. A job writing some of the rank files runs it
 // before writing anything: its rank files decode only their own parts
 // of the weights, and a NaN code elsewhere would go unnoticed by it.
 func (s *hfSource) checkCodes(ctx context.Context) error {
@@ -302,8 +305,12 @@ func (s *hfSource) checkCodes(ctx context.Context) error {
 			fd.Close()
 		}
 	}()
+	skip := s.plan.skippedInputs()
 	for _, k := range slices.Sorted(maps.Keys(f.deq)) {
 		in := s.input(k)
+		if skip[in.deq.name] {
+			continue // ignored or dropped by the template: never decoded
+		}
 		l := in.deq.layout
 		fd := files[in.path]
 		if fd == nil {
