@@ -173,7 +173,7 @@ func (ex *executor) decodeRun(dst []byte, v *deqView, e0 int64) error {
 		return fmt.Errorf("tensor %q: internal error: %d bytes are not whole %v elements", v.d.name, len(dst), v.d.out)
 	}
 	for len(dst) > 0 {
-		w, err := ex.window(v, e0)
+		w, err := ex.window(v, e0, int64(len(dst)/size))
 		if err != nil {
 			return err
 		}
@@ -196,21 +196,28 @@ type codeWindow struct {
 	buf  []byte
 	at   int64 // element index of buf[0]
 	n    int   // codes in buf
+	next int64 // element index just past the last run asked for
 	used int64
 }
 
 // Window sizes: codeWindowSize codes per window, at most maxCodeWindows
 // windows per executor (the weights whose pieces a step's results
-// interleave, such as q, k and v, each keep theirs).
+// interleave, such as q, k and v, each keep theirs). A run that starts
+// more than maxSkip codes past the end of the previous one (the rows of a
+// rank's part of a row-parallel weight, at stride N) is read alone: reading
+// ahead would copy the skipped codes, more than a read call costs.
 const (
 	codeWindowSize = 256 << 10
 	maxCodeWindows = 8
+	maxSkip        = 8 << 10
 )
 
-// window returns the window of v holding element e, reading codes from
-// e on (a window's worth, or to the end of the weight) when none does.
-// The least recently used window is reused for a new weight.
-func (ex *executor) window(v *deqView, e int64) (*codeWindow, error) {
+// window returns the window of v holding element e, for a run of want
+// codes. When none does, it reads codes from e on: a window's worth (or
+// to the end of the weight), or only the run when it skips more than
+// maxSkip codes after the previous one. The least recently used window is
+// reused for a new weight.
+func (ex *executor) window(v *deqView, e, want int64) (*codeWindow, error) {
 	ex.tick++
 	var w *codeWindow
 	for _, x := range ex.windowsFP8 {
@@ -239,13 +246,18 @@ func (ex *executor) window(v *deqView, e int64) (*codeWindow, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.v, w.dec, w.n = v, dec, 0
+		w.v, w.dec, w.n, w.next = v, dec, 0, -1
 	}
 	w.used = ex.tick
+	skip := w.next >= 0 && e-w.next > maxSkip
+	w.next = e + want
 	if e >= w.at && e < w.at+int64(w.n) {
 		return w, nil
 	}
 	n := min(int64(len(w.buf)), int64(len(v.codes))-e)
+	if skip {
+		n = min(n, want)
+	}
 	if n <= 0 {
 		return nil, fmt.Errorf("tensor %q: internal error: element %d beyond its %d", v.d.name, e, len(v.codes))
 	}
