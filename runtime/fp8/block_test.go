@@ -25,6 +25,23 @@ func want(out tensor.DType, b byte, s float32) []byte {
 	return binary.LittleEndian.AppendUint16(nil, tensor.F32ToBF16(v))
 }
 
+// randomWeight returns the layout of a weight of the given shape in
+// 128x128 blocks, random finite codes and random scales in [2^-(e-1), 2).
+func randomWeight(r *rand.Rand, shape tensor.Shape, e int) (Layout, []byte, []float32) {
+	block := [2]int64{128, 128}
+	grid, _ := Grid(shape, block)
+	codes := make([]byte, shape.NumElements())
+	for k := range codes {
+		for codes[k] = byte(r.IntN(256)); tensor.E4M3IsNaN(codes[k]); codes[k] = byte(r.IntN(256)) {
+		}
+	}
+	scales := make([]float32, grid.NumElements())
+	for k := range scales {
+		scales[k] = float32(math.Ldexp(1+r.Float64(), -r.IntN(e)))
+	}
+	return NewLayout(shape, block), codes, scales
+}
+
 // TestDecoderRuns decodes a [2, 300, 260] weight (edge blocks, a leading
 // axis) in runs of random length and random order through one Decoder,
 // so its kept tables are reused, invalidated and rebuilt, and compares
@@ -34,20 +51,9 @@ func want(out tensor.DType, b byte, s float32) []byte {
 // still gives the formula's bytes.
 func TestDecoderRuns(t *testing.T) {
 	shape := tensor.Shape{2, 300, 260}
-	block := [2]int64{128, 128}
-	grid, _ := Grid(shape, block)
-	l := NewLayout(shape, block)
 	r := rand.New(rand.NewPCG(5, 9))
+	l, codes, scales := randomWeight(r, shape, 12)
 	n := shape.NumElements()
-	codes := make([]byte, n)
-	for k := range codes {
-		for codes[k] = byte(r.IntN(256)); tensor.E4M3IsNaN(codes[k]); codes[k] = byte(r.IntN(256)) {
-		}
-	}
-	scales := make([]float32, grid.NumElements())
-	for k := range scales {
-		scales[k] = float32(math.Ldexp(1+r.Float64(), -r.IntN(12)))
-	}
 	// Block (0, 1, 2) of the first leading index: scale 1000, codes below
 	// 0x40 (|v| < 2, products < 2000).
 	const big = 1*3 + 2
