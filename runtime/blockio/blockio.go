@@ -1,7 +1,8 @@
 // Package blockio streams bytes to a file through a few reused buffers and
 // two goroutines: one fills a block (typically reading it from the page
 // cache with pread, or gathering small pieces) and checksums it, the other
-// writes the block before it.
+// writes the block before it (to a file: with vmsplice and splice, see
+// spliceWriter).
 //
 // On the target VM (formats.md §5) this is the fastest way found to copy
 // tensor data between files: for 2 GiB at an unaligned source offset,
@@ -132,11 +133,13 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (writte
 		for range full {
 		}
 	}()
+	out, release := spliceWriter(w)
+	defer release()
 	for f := range full {
 		if f.err != nil {
 			return written, f.err
 		}
-		k, err := w.Write(f.b)
+		k, err := out.Write(f.b)
 		written += int64(k)
 		if err != nil {
 			return written, err

@@ -314,51 +314,79 @@ func BenchmarkConvertVsCopy(b *testing.B) {
 
 // convertVsCopy times, b.N times each on a warm page cache, a copy of the
 // folder src and convert, and reports their medians and the median ratio.
-func convertVsCopy(b *testing.B, src string, sync bool, convert func(dst string) error) {
+// The folders inputs (the conversion's source, when it is not src) are
+// read into the page cache before each timing too.
+func convertVsCopy(b *testing.B, src string, sync bool, convert func(dst string) error, inputs ...string) {
 	b.SetBytes(treeBytes(b, src))
 	warm := func() {
 		b.StopTimer()
 		syscall.Sync()
-		filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				if f, err := os.Open(path); err == nil {
-					io.Copy(io.Discard, f)
-					f.Close()
+		for _, dir := range append([]string{src}, inputs...) {
+			filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() {
+					if f, err := os.Open(path); err == nil {
+						io.Copy(io.Discard, f)
+						f.Close()
+					}
 				}
-			}
-			return nil
-		})
+				return nil
+			})
+		}
 		b.StartTimer()
 	}
 	dst := filepath.Join(filepath.Dir(src), "vs")
-	var cps, convs, ratios []float64
-	for range b.N {
+	var cps, convs, ratios, cpuRatios []float64
+	// timed runs f after warm and returns its wall and CPU seconds.
+	timed := func(f func() error) (float64, float64) {
 		warm()
-		t0 := time.Now()
-		if err := copyFolder(src, dst); err != nil {
+		t0, c0 := time.Now(), cpuTime()
+		if err := f(); err != nil {
 			b.Fatal(err)
+		}
+		wall, cpu := time.Since(t0).Seconds(), cpuTime()-c0
+		b.StopTimer()
+		os.RemoveAll(dst)
+		b.StartTimer()
+		return wall, cpu
+	}
+	copyIt := func() error {
+		if err := copyFolder(src, dst); err != nil {
+			return err
 		}
 		if sync {
 			syscall.Sync()
 		}
-		cp := time.Since(t0).Seconds()
-		b.StopTimer()
-		os.RemoveAll(dst)
-		warm()
-		t0 = time.Now()
-		if err := convert(dst); err != nil {
-			b.Fatal(err)
+		return nil
+	}
+	for i := range b.N {
+		// The order alternates: on the target VM a large write right
+		// after another's removal was seen to run alternately slow and
+		// fast, which a fixed order would charge to one side.
+		var cp, cpCPU, conv, convCPU float64
+		if i%2 == 0 {
+			cp, cpCPU = timed(copyIt)
+			conv, convCPU = timed(func() error { return convert(dst) })
+		} else {
+			conv, convCPU = timed(func() error { return convert(dst) })
+			cp, cpCPU = timed(copyIt)
 		}
-		conv := time.Since(t0).Seconds()
-		b.StopTimer()
-		os.RemoveAll(dst)
-		b.StartTimer()
 		cps, convs, ratios = append(cps, cp), append(convs, conv), append(ratios, conv/cp)
+		cpuRatios = append(cpuRatios, convCPU/cpCPU)
 	}
 	b.Logf("cp %.2f, convert %.2f", cps, convs)
 	b.ReportMetric(median(cps), "cp-s")
 	b.ReportMetric(median(convs), "convert-s")
 	b.ReportMetric(median(ratios), "convert/cp")
+	// CPU time (user + system) of the process, less sensitive than wall
+	// time to other load on a shared machine.
+	b.ReportMetric(median(cpuRatios), "cpu-convert/cp")
+}
+
+// cpuTime returns the user + system CPU seconds of the process so far.
+func cpuTime() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // treeBytes is the size of the tensor files (.safetensors, .pt) under dir.

@@ -285,7 +285,7 @@ func openHFSource(m *Model, src string, cm *CheckpointModel, layout Layout, name
 	}
 	s := &hfSource{sh: sh, mc: mc, plan: PlanHFToMCA(m, mc, metas)}
 	recordLayerOps(mc, s.plan)
-	s.plan.FP8 = fp8Info.shareFor(mc.Layout())
+	s.plan.FP8 = fp8Info
 	s.plan.Problems = append(append(fp8Problems, s.plan.Problems...), LayoutProblems(mc, mc.Layout())...)
 	if s.plan.Err() == nil {
 		s.plan.Problems = append(s.plan.Problems, readBackProblems(m, mc, s.plan)...)

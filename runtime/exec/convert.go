@@ -131,7 +131,6 @@ func convertHFToMCA(ctx context.Context, m *Model, src string, cm *CheckpointMod
 		return nil, err
 	}
 	defer hs.sh.Close()
-	defer hs.plan.FP8.free()
 	mc, plan := hs.mc, hs.plan
 	res = &Result{Plan: plan}
 	if err := plan.Err(); err != nil {
@@ -139,6 +138,11 @@ func convertHFToMCA(ctx context.Context, m *Model, src string, cm *CheckpointMod
 	}
 	if err := hs.checkScales(); err != nil {
 		return res, err
+	}
+	if opts.Ranks != nil {
+		if err := hs.checkCodes(ctx); err != nil {
+			return res, err
+		}
 	}
 	if err := recordRun(m, mc, hs.sh); err != nil {
 		return res, err
@@ -325,8 +329,12 @@ type executor struct {
 	windows map[*os.File]*window
 	// quant re-quantizes FP8 weights (MCA -> HF --quantize fp8), or nil.
 	quant *quantizer
-	// deqHeld releases the dequantized FP8 weights of the current step.
-	deqHeld []func()
+	// views are the FP8 weights the current step reads, windowsFP8 the
+	// windows of codes they are decoded from, tick their clock
+	// (fp8decode.go).
+	views      []*deqView
+	windowsFP8 []*codeWindow
+	tick       int64
 }
 
 // inputData locates one input tensor: its bytes (a slice of a read-only
@@ -415,11 +423,7 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 		}
 		meta := ex.plan.Inputs[i]
 		in := ex.input(i)
-		data, err := ex.inputBytes(in, i)
-		if err != nil {
-			return nil, err
-		}
-		t, err := tensor.New(meta.DType, meta.Shape, data)
+		t, err := tensor.New(meta.DType, meta.Shape, ex.inputBytes(in))
 		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %v", meta.File, meta.Name, err)
 		}
@@ -434,6 +438,39 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			vals[j] = ops.TensorValue(t)
 		}
 	}
+	ts, err := ex.results(st, vals)
+	if err == nil && ex.computed(ts...) {
+		// An op computed from an FP8 weight's untouched bytes: decode
+		// them and run it again (fp8decode.go).
+		if err := ex.materialize(); err != nil {
+			return nil, err
+		}
+		ts, err = ex.results(st, vals)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ex.quant != nil {
+		if ts, err = ex.quant.apply(ex, st, ts); err != nil {
+			return nil, err
+		}
+	}
+	if len(ts) != len(st.Outputs) {
+		return nil, fmt.Errorf("%s: internal error: %d results, planned %d", desc, len(ts), len(st.Outputs))
+	}
+	for k, t := range ts {
+		o := st.Outputs[k]
+		if t.DType != o.DType || !t.Shape.Equal(o.Shape) {
+			return nil, fmt.Errorf("%s: internal error: %q is %v, planned %v%v", desc, o.Name, t, o.DType, o.Shape)
+		}
+	}
+	return ts, nil
+}
+
+// results applies step st's op to its input values and returns the
+// results as tensors: HF -> MCA results joined from stacked components.
+func (ex *executor) results(st *Step, vals []ops.Value) ([]tensor.Tensor, error) {
+	desc := st.side.info.describe()
 	outs, err := st.side.info.apply(ex.plan.Dir, ex.cfg, vals)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", desc, err)
@@ -456,20 +493,6 @@ func (ex *executor) run(st *Step) ([]tensor.Tensor, error) {
 			return nil, fmt.Errorf("%s: %v", desc, err)
 		}
 		ts = append(ts, t)
-	}
-	if ex.quant != nil {
-		if ts, err = ex.quant.apply(ex, st, ts); err != nil {
-			return nil, err
-		}
-	}
-	if len(ts) != len(st.Outputs) {
-		return nil, fmt.Errorf("%s: internal error: %d results, planned %d", desc, len(ts), len(st.Outputs))
-	}
-	for k, t := range ts {
-		o := st.Outputs[k]
-		if t.DType != o.DType || !t.Shape.Equal(o.Shape) {
-			return nil, fmt.Errorf("%s: internal error: %q is %v, planned %v%v", desc, o.Name, t, o.DType, o.Shape)
-		}
 	}
 	return ts, nil
 }
@@ -512,6 +535,11 @@ func (ex *executor) write(w sink, t tensor.Tensor) error {
 	copied := len(pieces) > 1 && t.Len()/int64(len(pieces)) < smallPiece
 	for i, p := range pieces {
 		segs[i].data = p
+		if v, e := ex.viewOf(p); v != nil { // decoded as it is written
+			segs[i].view, segs[i].elem = v, e
+			copied = true
+			continue
+		}
 		r := ex.inputOf(p)
 		if r == nil {
 			continue
@@ -545,12 +573,15 @@ func (ex *executor) write(w sink, t tensor.Tensor) error {
 }
 
 // segment is one piece of an output tensor: bytes in memory, and the file
-// and offset they are at when they are mapped input of a known file.
+// and offset they are at when they are mapped input of a known file, or
+// the FP8 weight and first element they are a view of.
 type segment struct {
 	data   []byte
 	mapped bool
 	file   *os.File
 	off    int64
+	view   *deqView
+	elem   int64
 }
 
 // filler returns the blockio.Fill producing the concatenation of segs,
@@ -564,7 +595,11 @@ func (ex *executor) filler(segs []segment) blockio.Fill {
 		for len(b) > 0 {
 			sg := &segs[k]
 			c := min(len(b), len(sg.data)-at)
-			if sg.file != nil {
+			if sg.view != nil { // blocks and pieces are whole elements
+				if err := ex.decodeTo(b[:c], sg.view, sg.elem+int64(at/sg.view.d.out.Size())); err != nil {
+					return err
+				}
+			} else if sg.file != nil {
 				if err := ex.readSmall(sg.file, b[:c], sg.off+int64(at)); err != nil {
 					return err
 				}

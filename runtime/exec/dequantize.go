@@ -261,7 +261,10 @@ func (d *dequantWriter) writeShard(ctx context.Context, path string, specs []saf
 			if err != nil {
 				return err
 			}
-			l := fp8.NewLayout(t.Shape, block)
+			dec, err := fp8.NewLayout(t.Shape, block).NewDecoder(t.Name, sp.DType, scales)
+			if err != nil {
+				return err
+			}
 			size := int64(sp.DType.Size())
 			fill = func(b []byte, off int64) error {
 				e0, c := off/size, int64(len(b))/size
@@ -272,7 +275,7 @@ func (d *dequantWriter) writeShard(ctx context.Context, path string, specs []saf
 				if err := blockio.ReadFull(in, in.Name(), codes, t.Offset+e0); err != nil {
 					return err
 				}
-				if err := dequantizeAll(l, t.Name, b, sp.DType, codes, e0, scales); err != nil {
+				if err := dec.Decode(b, codes, e0); err != nil {
 					return fmt.Errorf("%s: %w", t.File.Path(), err)
 				}
 				d.progress(int64(len(b)))

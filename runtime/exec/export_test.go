@@ -16,6 +16,11 @@ func ShardClassification(m *Model) shard.Classification { return shardClassifica
 // rank file written; nil removes it.
 func SetRankBufferHook(f func(path string, peak int64, allocs int)) { rankBufferHook = f }
 
+// SetFP8DecodeHook sets the hook called with every run of an FP8 weight
+// decoded as it is written and every weight decoded whole; nil removes
+// it.
+func SetFP8DecodeHook(f func(name string, bytes int64, whole bool)) { fp8DecodeHook = f }
+
 // MCATensorMetas lists the model tensors of a rank file as the MCA reader
 // sees them, for the fuzz targets' consistency checks.
 func MCATensorMetas(f *torchsave.File) ([]TensorMeta, error) {

@@ -19,13 +19,10 @@ import (
 // template's quant rules (ir.Template.Scales; the stdlib default names
 // X.weight's grid X.weight_scale_inv). The planner sees every such pair
 // as one tensor of the output dtype (BF16 unless Options.Dequantize says
-// otherwise), and the scales
-// not at all; the executor decodes a weight when a step reads it
-// (fp8.Layout.Dequantize; into its arena, or at TP·EP > 1 into a cache the
-// rank files' executors share, fp8cache.go), so template ops stay pure
-// layout moves on dequantized values. Memory is that of the weights of one
-// step (the largest FP8 weight, decoded), plus the shared cache's budget,
-// not the model's size.
+// otherwise), and the scales not at all; template ops stay pure layout
+// moves on dequantized values, which the executor decodes as it writes
+// them, each rank file its own part (fp8decode.go). Memory is a few
+// windows of codes per executor, not the model's size.
 //
 // Why TP splits never cut a block: the grid belongs to the HF tensor and
 // the whole HF tensor is dequantized, with its own grid, before any op or
@@ -95,9 +92,6 @@ type FP8Info struct {
 
 	// keep maps a plan input index to its source tensor index.
 	keep []int
-	// cache shares dequantized weights between the executors of a
-	// conversion (fp8cache.go).
-	cache *deqCache
 	// deq maps a plan input index to its pair.
 	deq map[int]fp8.Pair
 }
@@ -173,7 +167,7 @@ func fp8Prepass(cfgText []byte, metas []TensorMeta, mode Dequantize, naming fp8.
 		}
 		probs = append(probs, pr)
 	}
-	info := &FP8Info{Config: cfg, DType: mode.dtype(), deq: map[int]fp8.Pair{}, cache: &deqCache{}}
+	info := &FP8Info{Config: cfg, DType: mode.dtype(), deq: map[int]fp8.Pair{}}
 	if cfg == nil {
 		cfg = &fp8.Config{Block: [2]int64{128, 128}}
 		info.Config = cfg
@@ -302,7 +296,6 @@ type deqInput struct {
 	grid      tensor.Shape
 	scales    []byte
 	out       tensor.DType
-	cache     *deqCache
 }
 
 // input returns plan input i of an HF source: the mapped tensor, and for
@@ -323,7 +316,7 @@ func (s *hfSource) input(i int) inputData {
 		sc := all[p.Scale]
 		grid, _ := fp8.Grid(t.Shape, f.Config.Block)
 		in.deq = &deqInput{name: t.Name, layout: fp8.NewLayout(t.Shape, f.Config.Block), scaleName: sc.Name,
-			scaleDT: sc.DType, grid: grid, scales: sc.File.Data(sc.TensorInfo), out: f.DType, cache: f.cache}
+			scaleDT: sc.DType, grid: grid, scales: sc.File.Data(sc.TensorInfo), out: f.DType}
 	}
 	return in
 }
@@ -369,16 +362,13 @@ func (s *hfSource) checkScales() error {
 }
 
 // inputBytes returns the bytes of input i of a step: the mapped bytes,
-// or for an FP8 weight its dequantized values (fp8cache.go).
-func (ex *executor) inputBytes(in inputData, i int) ([]byte, error) {
+// or for an FP8 weight the buffer of its dequantized values, decoded as
+// they are written (fp8decode.go).
+func (ex *executor) inputBytes(in inputData) []byte {
 	if in.deq == nil {
-		return in.data, nil
+		return in.data
 	}
-	buf, err := ex.dequantized(in, i)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", in.path, err)
-	}
-	return buf, nil
+	return ex.newView(in)
 }
 
 // fp8Sidecar is the JSON of rolltpl_quantization.json.

@@ -23,7 +23,15 @@ import (
 // 5 GB with an index), from reused buffers.
 func writeFP8BenchCheckpoint(t testing.TB, dir string, total int64) {
 	t.Helper()
-	s := benchLlama(total / 2) // the projections are half the bf16 bytes
+	// The projections are F8 (one byte a parameter, plus 1/32768 in
+	// scales): as many layers as make the checkpoint total bytes, so its
+	// dequantized output is about twice that, mostly decoded weights.
+	s := benchLlama(0)
+	hd := s.hidden / s.heads
+	proj := 2*s.hidden*s.heads*hd + 2*s.kv*hd*s.hidden + 3*s.inter*s.hidden
+	perLayer := proj + proj/(128*128)*4 + 2*2*s.hidden
+	fixed := 2 * (2*s.vocab*s.hidden + s.hidden)
+	s.layers = max(1, (total-fixed+perLayer-1)/perLayer)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +161,7 @@ func BenchmarkFP8ConvertVsCopy(b *testing.B) {
 				err := convert(dst)
 				peak = max(peak, rss())
 				return err
-			})
+			}, src)
 			b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 			os.RemoveAll(kept)
 		})

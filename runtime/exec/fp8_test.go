@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -206,8 +207,23 @@ func TestFP8ConvertEqualsDequantizeThenConvert(t *testing.T) {
 		{"qwen3", tensor.F32, [2]int64{128, 128}, []exec.Layout{{}, {TP: 2}}},
 		{"qwen3", tensor.BF16, [2]int64{48, 40}, []exec.Layout{{}, {TP: 2}}},
 		{"llama", tensor.F16, [2]int64{32, 24}, []exec.Layout{{TP: 2}}},
-		{"qwen3_moe", tensor.F32, [2]int64{24, 40}, []exec.Layout{{}, {TP: 2, EP: 2}}},
+		{"qwen3_moe", tensor.F32, [2]int64{24, 40}, []exec.Layout{{}, {TP: 2, EP: 2}, {TP: 2, EP: 2, MoEGroupedGEMM: true, LegacyGroupedGEMM: true}}},
 	}
+	// Every FP8 weight is decoded as it is written, each rank file its
+	// part, never whole, except where the sharder transposes (legacy
+	// grouped GEMM experts).
+	var mu sync.Mutex
+	var streamed, whole int64
+	exec.SetFP8DecodeHook(func(_ string, n int64, w bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if w {
+			whole += n
+		} else {
+			streamed += n
+		}
+	})
+	defer exec.SetFP8DecodeHook(nil)
 	m := map[string]*exec.Model{}
 	for _, c := range cases {
 		t.Run(c.model+"-"+c.scaleDT.String(), func(t *testing.T) {
@@ -224,9 +240,20 @@ func TestFP8ConvertEqualsDequantizeThenConvert(t *testing.T) {
 			sameTensors(t, fx.ref, deq)
 			for li, l := range c.layouts {
 				a, b := filepath.Join(tmp, "a", string(rune('0'+li))), filepath.Join(tmp, "b", string(rune('0'+li)))
+				streamed, whole = 0, 0
 				ra, err := exec.ConvertHFToMCA(context.Background(), m[c.model], fx.dir, a, exec.Options{Layout: l})
 				if err != nil {
 					t.Fatal(err)
+				}
+				switch out := ra.Plan.FP8.OutBytes; {
+				case l.LegacyGroupedGEMM && whole == 0:
+					t.Errorf("%+v: no weight decoded whole for the transposed experts", l)
+				case !l.LegacyGroupedGEMM && whole != 0:
+					t.Errorf("%+v: %d bytes decoded whole, want none", l, whole)
+				case l.TP <= 1 && l.EP <= 1 && streamed != out:
+					t.Errorf("%+v: %d bytes decoded as written, want the %d of the FP8 weights", l, streamed, out)
+				case streamed+whole < out:
+					t.Errorf("%+v: %d+%d bytes decoded, less than the %d of the FP8 weights", l, streamed, whole, out)
 				}
 				if _, err := exec.ConvertHFToMCA(context.Background(), m[c.model], deq, b, exec.Options{Layout: l}); err != nil {
 					t.Fatal(err)
@@ -561,12 +588,10 @@ func TestFP8Refusals(t *testing.T) {
 			if err == nil {
 				t.Fatalf("rank job: no error")
 			}
-			if c.name != "nan code" { // found before writing
-				if _, serr := os.Stat(dst); serr == nil {
-					t.Errorf("rank job: %s was written", dst)
-				}
-			} else if files := fp8RankFiles(t, dst); len(files) > 0 {
-				t.Errorf("rank job: rank files left: %v", files)
+			if c.name == "nan code" { // rank 0's part has none: the job reads all codes first
+				check("rank job", err, dst)
+			} else if _, serr := os.Stat(dst); serr == nil { // found before writing
+				t.Errorf("rank job: %s was written", dst)
 			}
 			if c.name == "per-tensor scale" || c.name == "orphan scale without weight" {
 				return // the dequantize command refuses them too, tested above by the plan

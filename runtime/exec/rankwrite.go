@@ -247,9 +247,8 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 		if pc.Offset < 0 || pc.Offset+pc.Data.Len() > int64(len(b.buf)) {
 			return fmt.Errorf("%s: internal error: piece of %s %q at %d+%d beyond its %d bytes", path, e.Key, e.Name, pc.Offset, pc.Data.Len(), len(b.buf))
 		}
-		off := pc.Offset
-		for _, p := range pc.Data.Pieces() {
-			off += int64(copy(b.buf[off:], p))
+		if err := ex.readPieces(b.buf[pc.Offset:], pc.Data.Pieces()); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		b.filled += pc.Data.Len()
 		return nil
@@ -288,6 +287,16 @@ func (ex *executor) writeRankFile(ctx context.Context, sh *shard.Sharder, fp sha
 				pieces, err := sh.Split(name, t)
 				if err != nil {
 					return err
+				}
+				if ex.computedFor(pieces, fp.Rank, vp) {
+					// The split computed (a transpose) from an FP8
+					// weight's untouched bytes: decode them, split again.
+					if err := ex.materialize(); err != nil {
+						return err
+					}
+					if pieces, err = sh.Split(name, t); err != nil {
+						return err
+					}
 				}
 				for _, pc := range pieces {
 					if pc.Rank != fp.Rank || pc.Stage != vp {

@@ -50,64 +50,97 @@ func (l Layout) position(r, j int64) string {
 // bytes): fl32(dec(code) × scale), rounded to nearest even once to out.
 // scales is the widened grid ([Scales]). A NaN code, or an F16 result
 // beyond its range, is an error naming the tensor and the element.
-//
-// The arithmetic is done once per code and block, not per element: for
-// each block a run touches, the 256 possible results are tabulated (the
-// same float32 product and rounding, so the bytes are those of the
-// per-element formula), and the elements are table lookups. A block holds
-// up to bm·bn elements and a run reuses its tables for bm rows.
+// Callers decoding a weight in many runs use a [Decoder], which keeps
+// its tables between runs.
 func (l Layout) Dequantize(name string, dst []byte, out tensor.DType, codes []byte, e0 int64, scales []float32) error {
-	n := l.N
-	if len(dst) != len(codes)*out.Size() {
-		return fmt.Errorf("tensor %q: internal error: %d codes, %d output bytes", name, len(codes), len(dst))
+	d, err := l.NewDecoder(name, out, scales)
+	if err != nil {
+		return err
 	}
+	return d.Decode(dst, codes, e0)
+}
+
+// A Decoder dequantizes runs of one weight's codes (see
+// [Layout.Dequantize] for the arithmetic). The arithmetic is done once
+// per code and block, not per element: for each block a run touches, the
+// 256 possible results are tabulated (the same float32 product and
+// rounding, so the bytes are those of the per-element formula), and the
+// elements are table lookups, 8 at a time, with one test per 8 codes for
+// NaN codes. The tables of the current block row are kept between calls,
+// so a caller decoding a weight in short runs (the rows of a rank's
+// window) builds each table once per block. A Decoder is not safe for
+// concurrent use.
+type Decoder struct {
+	l      Layout
+	name   string
+	out    tensor.DType
+	scales []float32
+	cur    int64         // flattened grid index of the tables' block row's first scale, or -1
+	t16    [][256]uint16 // BF16/F16 results per block column of the current block row
+	t32    [][256]uint32 // F32 results
+	built  []bool        // which tables are filled
+	slow   []bool        // the table has an error entry for a finite code (F16 overflow)
+}
+
+// NewDecoder returns a decoder of the weight l called name to out (BF16,
+// F16 or F32) with the widened scale grid scales.
+func (l Layout) NewDecoder(name string, out tensor.DType, scales []float32) (*Decoder, error) {
 	if !OutDTypeOK(out) {
-		return fmt.Errorf("tensor %q: cannot dequantize to %v", name, out)
+		return nil, fmt.Errorf("tensor %q: cannot dequantize to %v", name, out)
+	}
+	if want := (l.Rows / max(l.M, 1)) * l.GM * l.GN; int64(len(scales)) < want {
+		return nil, fmt.Errorf("tensor %q: internal error: %d scales, the grid has %d", name, len(scales), want)
+	}
+	d := &Decoder{l: l, name: name, out: out, scales: scales, cur: -1,
+		built: make([]bool, l.GN), slow: make([]bool, l.GN)}
+	if out == tensor.F32 {
+		d.t32 = make([][256]uint32, l.GN)
+	} else {
+		d.t16 = make([][256]uint16, l.GN)
+	}
+	return d, nil
+}
+
+// Decode writes the values of the elements e0, e0+1, … whose codes are
+// codes to dst (len(codes)·out.Size() bytes), as [Layout.Dequantize].
+func (d *Decoder) Decode(dst, codes []byte, e0 int64) error {
+	l := d.l
+	n := l.N
+	size := int64(d.out.Size())
+	if int64(len(dst)) != int64(len(codes))*size {
+		return fmt.Errorf("tensor %q: internal error: %d codes, %d output bytes", d.name, len(codes), len(dst))
+	}
+	if e0 < 0 || e0+int64(len(codes)) > l.Rows*n {
+		return fmt.Errorf("tensor %q: internal error: elements %d+%d beyond its %d", d.name, e0, len(codes), l.Rows*n)
 	}
 	bn := l.Block[1]
-	var tabs [][256]uint32 // the results of the block columns of the current block row
-	var built []bool
-	cur := int64(-1) // flattened grid index of the current block row's first scale
 	for k := int64(0); k < int64(len(codes)); {
 		e := e0 + k
 		r, j := e/n, e%n
-		if sr := l.scaleRow(r); sr != cur {
-			cur = sr
-			if tabs == nil {
-				tabs, built = make([][256]uint32, l.GN), make([]bool, l.GN)
-			} else {
-				clear(built)
-			}
+		if sr := l.scaleRow(r); sr != d.cur {
+			d.cur = sr
+			clear(d.built)
 		}
 		end := min(n, j+int64(len(codes))-k) // this row's part
 		for j < end {
 			jb := j / bn
-			t := &tabs[jb]
-			if !built[jb] {
-				fillTable(t, out, scales[cur+jb])
-				built[jb] = true
+			if !d.built[jb] {
+				d.fill(jb)
 			}
 			j1 := min((jb+1)*bn, end)
 			c := codes[k : k+j1-j]
-			switch out {
-			case tensor.F32:
-				d := dst[4*k : 4*(k+j1-j)]
-				for i, b := range c {
-					v := t[b]
-					if b&0x7F == 0x7F {
-						return l.dataError(name, b, r, j+int64(i), scales[cur+jb])
-					}
-					binary.LittleEndian.PutUint32(d[4*i:], v)
-				}
+			o := dst[size*k : size*(k+j1-j)]
+			var bad int
+			switch {
+			case d.slow[jb]:
+				bad = d.decodeChecked(o, c, jb)
+			case d.t32 != nil:
+				bad = decode32(o, c, &d.t32[jb])
 			default:
-				d := dst[2*k : 2*(k+j1-j)]
-				for i, b := range c {
-					v := t[b]
-					if v>>16 != 0 {
-						return l.dataError(name, b, r, j+int64(i), scales[cur+jb])
-					}
-					binary.LittleEndian.PutUint16(d[2*i:], uint16(v))
-				}
+				bad = decode16(o, c, &d.t16[jb])
+			}
+			if bad >= 0 {
+				return l.dataError(d.name, c[bad], r, j+int64(bad), d.scales[d.cur+jb])
 			}
 			k += j1 - j
 			j = j1
@@ -116,33 +149,135 @@ func (l Layout) Dequantize(name string, dst []byte, out tensor.DType, codes []by
 	return nil
 }
 
-// badEntry marks a 16-bit table entry that is an error: a NaN code, or an
-// F16 overflow.
-const badEntry = 1 << 16
-
-// fillTable tabulates the result of every code with scale s in out: the
-// float32 bits for F32, else the 16-bit result, badEntry set for a NaN
-// code or an F16 result beyond its range.
-func fillTable(t *[256]uint32, out tensor.DType, s float32) {
-	for b := range 256 {
+// fill tabulates the results of every code for block column jb of the
+// current block row: the float32 bits for F32, else the 16-bit result.
+// Negative codes are the positive ones with the sign flipped (the
+// product and the rounding are symmetric); the NaN codes' entries are
+// never used. An F16 result beyond its range marks the table slow.
+func (d *Decoder) fill(jb int64) {
+	s := d.scales[d.cur+jb]
+	d.built[jb], d.slow[jb] = true, false
+	if d.t32 != nil {
+		t := &d.t32[jb]
+		for b := range 128 {
+			v := math.Float32bits(e4m3Table[b] * s)
+			t[b], t[b|0x80] = v, v^0x80000000
+		}
+		return
+	}
+	t := &d.t16[jb]
+	for b := range 128 {
 		v := e4m3Table[b] * s
-		nan := b&0x7F == 0x7F
-		switch out {
-		case tensor.F32:
-			t[b] = math.Float32bits(v)
-		case tensor.BF16:
-			t[b] = uint32(tensor.F32ToBF16(v))
-			if nan {
-				t[b] |= badEntry
-			}
-		default:
-			h := tensor.F32ToF16(v)
-			t[b] = uint32(h)
-			if nan || h&0x7FFF == 0x7C00 {
-				t[b] |= badEntry
+		var h uint16
+		if d.out == tensor.BF16 {
+			h = tensor.F32ToBF16(v)
+		} else {
+			h = tensor.F32ToF16(v)
+			if b != 0x7F && h == 0x7C00 {
+				d.slow[jb] = true
 			}
 		}
+		t[b], t[b|0x80] = h, h^0x8000
 	}
+}
+
+// decodeChecked is the per-element loop for a table with F16 overflows:
+// it returns the index of the first NaN code or overflowing element, or
+// -1.
+func (d *Decoder) decodeChecked(o, c []byte, jb int64) int {
+	t := &d.t16[jb]
+	for i, b := range c {
+		h := t[b]
+		if b&0x7F == 0x7F || h&0x7FFF == 0x7C00 {
+			return i
+		}
+		binary.LittleEndian.PutUint16(o[2*i:], h)
+	}
+	return -1
+}
+
+// CheckCodes returns the error [Layout.Dequantize] would give for the
+// first NaN code of the run of elements e0, e0+1, … whose codes are
+// codes, or nil, without decoding them.
+func (l Layout) CheckCodes(name string, codes []byte, e0 int64) error {
+	i := 0
+	for ; i+8 <= len(codes); i += 8 {
+		if hasNaN(binary.LittleEndian.Uint64(codes[i:])) {
+			break
+		}
+	}
+	if k := firstNaN(codes[i:]); k >= 0 {
+		e := e0 + int64(i+k)
+		return l.dataError(name, codes[i+k], e/l.N, e%l.N, 0)
+	}
+	return nil
+}
+
+// SWAR constants: a code is a NaN (0x7F or 0xFF) exactly when adding 1 to
+// its low 7 bits carries into bit 7, and no byte carries into the next.
+const (
+	low7 = 0x7F7F7F7F7F7F7F7F
+	ones = 0x0101010101010101
+	high = 0x8080808080808080
+)
+
+// hasNaN reports whether one of the 8 codes in x is a NaN.
+func hasNaN(x uint64) bool { return ((x&low7)+ones)&high != 0 }
+
+// firstNaN returns the index of the first NaN code of c, or -1.
+func firstNaN(c []byte) int {
+	for i, b := range c {
+		if b&0x7F == 0x7F {
+			return i
+		}
+	}
+	return -1
+}
+
+// decode16 writes the 16-bit results of codes c to o through table t, 8
+// codes per step (two 8-byte stores), and returns the index of the first
+// NaN code, or -1.
+func decode16(o, c []byte, t *[256]uint16) int {
+	i := 0
+	for ; i+8 <= len(c); i += 8 {
+		x := binary.LittleEndian.Uint64(c[i:])
+		if hasNaN(x) {
+			return i + firstNaN(c[i:i+8])
+		}
+		w := o[2*i : 2*i+16]
+		binary.LittleEndian.PutUint64(w, uint64(t[byte(x)])|uint64(t[byte(x>>8)])<<16|uint64(t[byte(x>>16)])<<32|uint64(t[byte(x>>24)])<<48)
+		binary.LittleEndian.PutUint64(w[8:], uint64(t[byte(x>>32)])|uint64(t[byte(x>>40)])<<16|uint64(t[byte(x>>48)])<<32|uint64(t[byte(x>>56)])<<48)
+	}
+	if k := firstNaN(c[i:]); k >= 0 {
+		return i + k
+	}
+	for ; i < len(c); i++ {
+		binary.LittleEndian.PutUint16(o[2*i:], t[c[i]])
+	}
+	return -1
+}
+
+// decode32 is decode16 for F32 results (four 8-byte stores per 8 codes).
+func decode32(o, c []byte, t *[256]uint32) int {
+	i := 0
+	for ; i+8 <= len(c); i += 8 {
+		x := binary.LittleEndian.Uint64(c[i:])
+		if hasNaN(x) {
+			return i + firstNaN(c[i:i+8])
+		}
+		w := o[4*i : 4*i+32]
+		binary.LittleEndian.PutUint64(w, uint64(t[byte(x)])|uint64(t[byte(x>>8)])<<32)
+		binary.LittleEndian.PutUint64(w[8:], uint64(t[byte(x>>16)])|uint64(t[byte(x>>24)])<<32)
+		binary.LittleEndian.PutUint64(w[16:], uint64(t[byte(x>>32)])|uint64(t[byte(x>>40)])<<32)
+		binary.LittleEndian.PutUint64(w[24:], uint64(t[byte(x>>48)])|uint64(t[byte(x>>56)])<<32)
+	}
+	if k := firstNaN(c[i:]); k >= 0 {
+		return i + k
+	}
+	for ; i < len(c); i++ {
+		binary.LittleEndian.PutUint32(o[4*i:], t[c[i]])
+	}
+	return -1
 }
 
 // dataError describes the bad element (r, j) of code b.

@@ -125,20 +125,9 @@ func TestReuseTheorem(t *testing.T) {
 // against a direct per-element computation.
 func TestDequantizeEdgeBlocks(t *testing.T) {
 	for _, shape := range []tensor.Shape{{130, 7}, {5, 300}, {1, 1}, {2, 130, 260}} {
-		block := [2]int64{128, 128}
-		grid, _ := Grid(shape, block)
-		l := NewLayout(shape, block)
-		r := rand.New(rand.NewPCG(uint64(len(shape)), 3))
+		grid, _ := Grid(shape, [2]int64{128, 128})
+		l, codes, scales := randomWeight(rand.New(rand.NewPCG(uint64(len(shape)), 3)), shape, 20)
 		n := shape.NumElements()
-		codes := make([]byte, n)
-		for k := range codes {
-			for codes[k] = byte(r.IntN(256)); tensor.E4M3IsNaN(codes[k]); codes[k] = byte(r.IntN(256)) {
-			}
-		}
-		scales := make([]float32, grid.NumElements())
-		for k := range scales {
-			scales[k] = float32(math.Ldexp(1+r.Float64(), -r.IntN(20)))
-		}
 		got := make([]byte, 2*n)
 		if err := l.Dequantize("w", got, tensor.BF16, codes, 0, scales); err != nil {
 			t.Fatal(err)
