@@ -77,18 +77,7 @@ func writeFP8Llama(t *testing.T, dir string) {
 		quant(p+"mlp.up_proj.weight", I, H)
 		quant(p+"mlp.down_proj.weight", H, I)
 	}
-	safetensors.SortSpecs(specs)
-	err := safetensors.WriteFile(filepath.Join(dir, safetensors.SingleFileName), specs, map[string]string{"format": "pt"}, func(w *safetensors.Writer) error {
-		for _, sp := range specs {
-			if err := w.WriteTensor(sp.Name, data[sp.Name]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	writeSingleFile(t, dir, specs, data)
 }
 
 // TestFP8Commands runs the FP8 paths of the CLI on a real checkpoint:
@@ -172,5 +161,23 @@ func TestFP8Commands(t *testing.T) {
 	}
 	if exec.FP8SidecarName == "" {
 		t.Fatal("no sidecar name")
+	}
+}
+
+// writeSingleFile writes specs (sorted in place) with their bytes from
+// data as DIR/model.safetensors.
+func writeSingleFile(t *testing.T, dir string, specs []safetensors.Spec, data map[string][]byte) {
+	t.Helper()
+	safetensors.SortSpecs(specs)
+	err := safetensors.WriteFile(filepath.Join(dir, safetensors.SingleFileName), specs, map[string]string{"format": "pt"}, func(w *safetensors.Writer) error {
+		for _, sp := range specs {
+			if err := w.WriteTensor(sp.Name, data[sp.Name]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -36,18 +36,7 @@ func rewriteFP8(t *testing.T, src, dst string, rename func(string) string, cfg f
 		specs = append(specs, safetensors.Spec{Name: n, DType: ti.DType, Shape: ti.Shape})
 		data[n] = f.Data(ti)
 	}
-	safetensors.SortSpecs(specs)
-	err = safetensors.WriteFile(filepath.Join(dst, safetensors.SingleFileName), specs, map[string]string{"format": "pt"}, func(w *safetensors.Writer) error {
-		for _, sp := range specs {
-			if err := w.WriteTensor(sp.Name, data[sp.Name]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	writeSingleFile(t, dst, specs, data)
 }
 
 // TestDequantizeScaleRules: `rolltplc dequantize` pairs weights and
