@@ -39,12 +39,16 @@ type Index struct {
 
 // Shards returns the distinct shard file names of the index, sorted.
 func (ix *Index) Shards() []string {
+	seen := make(map[string]bool)
 	var shards []string
 	for _, s := range ix.WeightMap {
-		shards = append(shards, s)
+		if !seen[s] {
+			seen[s] = true
+			shards = append(shards, s)
+		}
 	}
 	slices.Sort(shards)
-	return slices.Compact(shards)
+	return shards
 }
 
 // ReadIndex reads and validates the sharded-checkpoint index at path. The
@@ -65,19 +69,20 @@ func ReadIndex(path string) (*Index, error) {
 	}
 
 	// One tensor per shard for error messages: the first by name.
-	names := make([]string, 0, len(ix.WeightMap))
-	for name := range ix.WeightMap {
+	first := make(map[string]string) // shard -> its first tensor
+	for name, shard := range ix.WeightMap {
+		if f, ok := first[shard]; !ok || name < f {
+			first[shard] = name
+		}
+	}
+	names := make([]string, 0, len(first))
+	for _, name := range first {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	checked := make(map[string]bool)
 	dir := filepath.Dir(path)
 	for _, name := range names {
 		shard := ix.WeightMap[name]
-		if checked[shard] {
-			continue
-		}
-		checked[shard] = true
 		if !filepath.IsLocal(shard) {
 			return nil, tensorErr(path, name, "shard %q is not a relative path inside the model directory", shard)
 		}
