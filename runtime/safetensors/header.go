@@ -1,7 +1,6 @@
 package safetensors
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -164,11 +163,16 @@ func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
 	if err := h.decode(raw); err != nil {
 		return nil, err
 	}
+	// Writers list the tensors in offset order; then validate's sort
+	// keeps every index of byName.
+	inOrder := slices.IsSortedFunc(h.Tensors, byOffsets)
 	if err := h.validate(); err != nil {
 		return nil, err
 	}
-	for i, t := range h.Tensors {
-		h.byName[t.Name] = i // the index after validate's sort
+	if !inOrder {
+		for i, t := range h.Tensors {
+			h.byName[t.Name] = i // the index after validate's sort
+		}
 	}
 	return h, nil
 }
@@ -201,7 +205,16 @@ func (h *Header) decodeMembers(raw []byte) error {
 	// bytes has two or three dimensions. The estimate is capped, and the
 	// array grows with the shapes actually read.
 	arena := make([]int64, 0, min(len(raw)/32+1, 1<<16))
-	h.byName = make(map[string]int, min(len(raw)/128, 1<<16))
+	// Entries of real headers take 100 to 150 bytes; the slice and map
+	// grow if they are shorter.
+	if n := len(raw) / 100; n > 0 {
+		h.Tensors = make([]TensorInfo, 0, n) // nil when there are none, as before
+	}
+	h.byName = make(map[string]int, len(raw)/100)
+	// Names are substrings of one copy of the header (names are most of
+	// its bytes) rather than one allocation each; an escaped name is a
+	// string of its own.
+	text := string(raw)
 	haveMetadata := false
 	err := d.object(func(key []byte) error {
 		if string(key) == metadataKey {
@@ -213,11 +226,14 @@ func (h *Header) decodeMembers(raw []byte) error {
 			h.Metadata = m
 			return err
 		}
-		name := string(key)
-		if _, dup := h.byName[name]; dup {
+		name := text[d.viewStart:d.viewEnd]
+		if d.viewEnd == 0 {
+			name = string(key)
+		}
+		n := len(h.byName)
+		if h.byName[name] = n; len(h.byName) == n { // one map operation
 			return tensorErr(path, name, "appears more than once in the header")
 		}
-		h.byName[name] = len(h.Tensors)
 		t, err := d.entry(path, name, &arena)
 		if err != nil {
 			return err
@@ -282,7 +298,7 @@ func (d *decoder) entry(path, name string, arena *[]int64) (TensorInfo, error) {
 				return err
 			}
 			var ok bool
-			if t.DType, ok = d.dtype(s); !ok {
+			if t.DType, ok = dtype(s); !ok {
 				return tensorErr(path, name, "unknown dtype %q", s)
 			}
 			haveDType = true
@@ -332,18 +348,22 @@ func wrapEntry(path, name, field string, err error) error {
 	return tensorErr(path, name, "%s %v", field, err)
 }
 
-// dtype returns the dtype spelled s, remembering the last one (a header
-// mostly repeats one or two dtypes).
-func (d *decoder) dtype(s []byte) (tensor.DType, bool) {
-	if d.lastDType != nil && bytes.Equal(s, d.lastDType) {
-		return d.lastDT, true
+// dtypes maps the spelling of every dtype [tensor.ParseDType] knows to it,
+// for lookups without allocating.
+var dtypes = func() map[string]tensor.DType {
+	m := map[string]tensor.DType{}
+	for dt := tensor.DType(1); dt.Size() > 0; dt++ {
+		if p, err := tensor.ParseDType(dt.String()); err == nil && p == dt {
+			m[dt.String()] = dt
+		}
 	}
-	dt, err := tensor.ParseDType(string(s))
-	if err != nil {
-		return dt, false
-	}
-	d.lastDType, d.lastDT = s, dt
-	return dt, true
+	return m
+}()
+
+// dtype returns the dtype spelled s.
+func dtype(s []byte) (tensor.DType, bool) {
+	dt, ok := dtypes[string(s)]
+	return dt, ok
 }
 
 // byteSize returns the number of bytes of a tensor of the given dtype and
@@ -357,6 +377,12 @@ func byteSize(dt tensor.DType, shape tensor.Shape) int64 {
 	return n * size
 }
 
+// byOffsets orders tensors whose Offset and Size hold [begin, end) by
+// begin, then end, then name: a total order, names being distinct.
+func byOffsets(a, b TensorInfo) int {
+	return cmp.Or(cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Size, b.Size), cmp.Compare(a.Name, b.Name))
+}
+
 // validate checks the tensors' offsets, still [begin, end) pairs relative
 // to the data region in Offset and Size, sorts the tensors by offset and
 // turns the offsets into absolute file offsets and sizes.
@@ -366,9 +392,7 @@ func (h *Header) validate() error {
 	dataLen := h.FileSize - dataStart
 	ts := h.Tensors
 	// Offset holds begin and Size holds end here.
-	slices.SortFunc(ts, func(a, b TensorInfo) int {
-		return cmp.Or(cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Size, b.Size), cmp.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(ts, byOffsets)
 	var pos int64 // where the next tensor must begin
 	for i := range ts {
 		t := &ts[i]

@@ -2,14 +2,13 @@ package safetensors
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
-
-	"github.com/rolltpl/rolltpl/runtime/tensor"
 )
 
 // maxJSONDepth is the nesting limit of encoding/json's scanner
@@ -41,9 +40,9 @@ type decoder struct {
 	b     []byte
 	i     int // next byte
 	depth int // open objects and arrays
-
-	lastDType []byte // one-entry cache of the last dtype spelling seen
-	lastDT    tensor.DType
+	// view is where the last string returned by str lies in b, when the
+	// result is a view of b ([0, 0) otherwise).
+	viewStart, viewEnd int
 }
 
 // peek returns the byte at d.i, or 0 at the end of the document.
@@ -261,20 +260,47 @@ func (d *decoder) digits() bool {
 func (d *decoder) str() ([]byte, error) {
 	d.i++
 	start := d.i
-	for d.i < len(d.b) {
-		switch c := d.b[d.i]; {
-		case c == '"':
-			d.i++
-			return d.b[start : d.i-1], nil
-		case c == '\\':
-			return d.strEscaped(start)
-		case c < ' ':
-			return nil, errSyntax
-		}
+	d.viewStart, d.viewEnd = 0, 0
+	// Eight bytes at a time while none of them is special, then byte by
+	// byte.
+	for d.i+8 <= len(d.b) && !hasSpecial(binary.LittleEndian.Uint64(d.b[d.i:])) {
+		d.i += 8
+	}
+	for d.i < len(d.b) && !strSpecial[d.b[d.i]] {
 		d.i++
 	}
-	return nil, errSyntax
+	switch c := d.peek(); {
+	case d.i == len(d.b) || c < ' ':
+		return nil, errSyntax
+	case c == '\\':
+		return d.strEscaped(start)
+	}
+	d.i++ // the closing quote
+	d.viewStart, d.viewEnd = start, d.i-1
+	return d.b[start : d.i-1], nil
 }
+
+// hasSpecial reports whether one of the eight bytes of x is a quote, a
+// backslash or a control character (the bit tricks of "Determine if a
+// word has a byte less than n" and "has a zero byte", Bit Twiddling Hacks).
+func hasSpecial(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	less := (x - ones*' ') &^ x // high bit set where a byte is < 0x20 (or >= 0x80: filtered below)
+	q := x ^ (ones * '"')
+	bs := x ^ (ones * '\\')
+	zero := ((q - ones) &^ q) | ((bs - ones) &^ bs)
+	return (less|zero)&highs != 0
+}
+
+// strSpecial marks the bytes that end the plain run of a string: the
+// quote, the backslash and the control characters.
+var strSpecial = func() (t [256]bool) {
+	for c := range ' ' {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 // strEscaped finishes str for a string that started at start and has an
 // escape at d.i, decoding it as encoding/json does: a \u escape of a

@@ -1,6 +1,7 @@
 package safetensors
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strings"
@@ -463,4 +464,39 @@ func readFile(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestDTypeTable checks that the decoder knows every dtype spelling.
+func TestDTypeTable(t *testing.T) {
+	t.Parallel()
+	for _, want := range allDTypes {
+		if got, ok := dtype([]byte(want.String())); !ok || got != want {
+			t.Errorf("dtype(%q) = %v, %v, want %v", want.String(), got, ok, want)
+		}
+	}
+	if len(dtypes) != len(allDTypes) {
+		t.Errorf("%d dtype spellings, want %d", len(dtypes), len(allDTypes))
+	}
+}
+
+// TestHasSpecial checks the eight-byte test of str against the byte
+// table for every pair of adjacent bytes at every position (borrows
+// between bytes are where such bit tricks go wrong).
+func TestHasSpecial(t *testing.T) {
+	t.Parallel()
+	for i := range 7 {
+		for b1 := range 256 {
+			for b2 := range 256 {
+				w := []byte("abcdefgh")
+				w[i], w[i+1] = byte(b1), byte(b2)
+				want := false
+				for _, c := range w {
+					want = want || strSpecial[c]
+				}
+				if got := hasSpecial(binary.LittleEndian.Uint64(w)); got != want {
+					t.Fatalf("hasSpecial(%q) = %v, want %v", w, got, want)
+				}
+			}
+		}
+	}
 }
