@@ -203,7 +203,9 @@ func (ix *Index) decodeWeightMap(d *decoder) error {
 	if d.peek() != '{' {
 		return fileErr(ix.Path, "weight_map is %s, want an object", article(d.kind()))
 	}
-	ix.WeightMap = make(map[string]string)
+	// Entries of real indexes take 80 to 200 bytes; the map grows if they
+	// are shorter.
+	ix.WeightMap = make(map[string]string, len(d.b)/128)
 	shards := make(map[string]string)
 	return d.object(func(key []byte) error {
 		name := string(key)
