@@ -138,10 +138,9 @@ func headerLen(path string, prefix []byte, size int64) (int64, error) {
 	return int64(n), nil
 }
 
-// parseHeader parses and validates raw, the N header bytes of a file of
-// fileSize bytes.
-func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
-	n := int64(len(raw))
+// checkHeaderStart checks that raw, the N header bytes of a file, are
+// valid UTF-8 and start with '{'.
+func checkHeaderStart(path string, raw []byte) error {
 	if !utf8.Valid(raw) {
 		i := 0
 		for i < len(raw) {
@@ -151,13 +150,23 @@ func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
 			}
 			i += w
 		}
-		return nil, fileErr(path, "header is not valid UTF-8 (bad byte at offset %d)", 8+i)
+		return fileErr(path, "header is not valid UTF-8 (bad byte at offset %d)", 8+i)
 	}
-	if n == 0 || raw[0] != '{' {
-		if n == 0 {
-			return nil, fileErr(path, "header is empty, want a JSON object")
-		}
-		return nil, fileErr(path, "header does not start with '{' (found %q at offset 8)", raw[0])
+	if len(raw) == 0 {
+		return fileErr(path, "header is empty, want a JSON object")
+	}
+	if raw[0] != '{' {
+		return fileErr(path, "header does not start with '{' (found %q at offset 8)", raw[0])
+	}
+	return nil
+}
+
+// parseHeader parses and validates raw, the N header bytes of a file of
+// fileSize bytes.
+func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
+	n := int64(len(raw))
+	if err := checkHeaderStart(path, raw); err != nil {
+		return nil, err
 	}
 	h := &Header{Path: path, HeaderLen: n, FileSize: fileSize}
 	if err := h.decode(raw); err != nil {

@@ -180,21 +180,26 @@ func (ix *Index) decodeMetadata(d *decoder) error {
 		if err != nil {
 			return err
 		}
-		v := string(tok)
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			f, ferr := strconv.ParseFloat(v, 64)
-			if ferr != nil || f != math.Trunc(f) || f > 1<<53 {
-				return fileErr(ix.Path, "metadata.total_size is %s, want a non-negative integer", v)
-			}
-			n = int64(f)
-		}
-		if n < 0 {
-			return fileErr(ix.Path, "metadata.total_size is %s, want a non-negative integer", v)
-		}
-		ix.TotalSize = n
-		return nil
+		ix.TotalSize, err = totalSize(ix.Path, string(tok))
+		return err
 	})
+}
+
+// totalSize parses v, the JSON number of metadata.total_size: a
+// non-negative integer, or an integral float such as 1.5e10 or 123.0.
+func totalSize(path, v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(v, 64)
+		if ferr != nil || f != math.Trunc(f) || f > 1<<53 {
+			return 0, fileErr(path, "metadata.total_size is %s, want a non-negative integer", v)
+		}
+		n = int64(f)
+	}
+	if n < 0 {
+		return 0, fileErr(path, "metadata.total_size is %s, want a non-negative integer", v)
+	}
+	return n, nil
 }
 
 // decodeWeightMap decodes the value of "weight_map", an object of

@@ -85,14 +85,37 @@ func (d *decoder) end() error {
 	return nil
 }
 
-// open enters the object or array whose opening byte is at d.i.
-func (d *decoder) open() error {
+// open enters the object or array whose opening byte is at d.i and
+// reports whether it has a first member or element (white space skipped
+// up to it); an empty one is consumed whole.
+func (d *decoder) open(closing byte) (more bool, err error) {
 	d.depth++
 	if d.depth > maxJSONDepth {
-		return errSyntax
+		return false, errSyntax
 	}
 	d.i++
-	return nil
+	return d.more(closing, false)
+}
+
+// more consumes what follows a member or element (first: what follows
+// the opening byte) up to the next one, and reports whether there is one:
+// a ',' (none when first), or the closing byte, which leaves the
+// container.
+func (d *decoder) more(closing byte, comma bool) (bool, error) {
+	d.ws()
+	switch c := d.peek(); {
+	case c == closing:
+		d.i++
+		d.depth--
+		return false, nil
+	case !comma:
+		return true, nil
+	case c == ',':
+		d.i++
+		d.ws()
+		return true, nil
+	}
+	return false, errSyntax
 }
 
 // object decodes the object at d.i (white space skipped), calling fn for
@@ -105,21 +128,13 @@ func (d *decoder) object(fn func(key []byte) error) error {
 	if d.peek() != '{' {
 		return fmt.Errorf("is %s, want an object", article(d.kind()))
 	}
-	if err := d.open(); err != nil {
-		return err
-	}
-	d.ws()
-	if d.peek() == '}' {
-		d.i++
-		d.depth--
-		return nil
-	}
-	for {
+	more, err := d.open('}')
+	for more && err == nil {
+		var key []byte
 		if d.peek() != '"' {
 			return errSyntax
 		}
-		key, err := d.str()
-		if err != nil {
+		if key, err = d.str(); err != nil {
 			return err
 		}
 		d.ws()
@@ -128,54 +143,26 @@ func (d *decoder) object(fn func(key []byte) error) error {
 		}
 		d.i++
 		d.ws()
-		if err := fn(key); err != nil {
+		if err = fn(key); err != nil {
 			return err
 		}
-		d.ws()
-		switch d.peek() {
-		case ',':
-			d.i++
-			d.ws()
-		case '}':
-			d.i++
-			d.depth--
-			return nil
-		default:
-			return errSyntax
-		}
+		more, err = d.more('}', true)
 	}
+	return err
 }
 
 // array decodes the array at d.i, which the caller has seen starts with
 // '[', calling fn for each element with d positioned at it (white space
 // skipped); fn must consume the element.
 func (d *decoder) array(fn func(i int) error) error {
-	if err := d.open(); err != nil {
-		return err
-	}
-	d.ws()
-	if d.peek() == ']' {
-		d.i++
-		d.depth--
-		return nil
-	}
-	for i := 0; ; i++ {
-		if err := fn(i); err != nil {
+	more, err := d.open(']')
+	for i := 0; more && err == nil; i++ {
+		if err = fn(i); err != nil {
 			return err
 		}
-		d.ws()
-		switch d.peek() {
-		case ',':
-			d.i++
-			d.ws()
-		case ']':
-			d.i++
-			d.depth--
-			return nil
-		default:
-			return errSyntax
-		}
+		more, err = d.more(']', true)
 	}
+	return err
 }
 
 // skip consumes the value at d.i, whatever it is, checking its syntax.

@@ -500,3 +500,23 @@ func TestHasSpecial(t *testing.T) {
 		}
 	}
 }
+
+// TestSkipSyntax checks that skip itself reports a syntax error inside the
+// value it skips (not only a later check of what follows), and consumes
+// exactly a valid value.
+func TestSkipSyntax(t *testing.T) {
+	t.Parallel()
+	for _, doc := range []string{`{"a":1 x}`, `[1 x]`, `{"a":1,}`, `[1,]`, `{"a" 1}`, `{1:1}`, `[`, `{`, `{"a":[1}`,
+		`{"a":{"b":2 "c":3}}`, `[[1] [2]]`, `"abc`, `tru`, `-`, `1.`, `{"a":nul}`, `]`, `}`, ``} {
+		d := &decoder{b: []byte(doc)}
+		if err := d.skip(); err != errSyntax {
+			t.Errorf("skip(%s) = %v, want errSyntax", doc, err)
+		}
+	}
+	for _, doc := range []string{`{}`, `[]`, `{"a":[1,{"b":null}],"a":true}`, `[ 1 , "x" , -0.5e+3 , false ]`, `"a\u00e9"`, `0`, `null`} {
+		d := &decoder{b: []byte(doc + ` x`)}
+		if err := d.skip(); err != nil || d.i != len(doc) || d.depth != 0 {
+			t.Errorf("skip(%s) = %v at %d (depth %d), want nil at %d", doc, err, d.i, d.depth, len(doc))
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"unicode/utf8"
 
@@ -39,22 +38,8 @@ func oracleParseHeader(path string, raw []byte, fileSize int64) (*Header, error)
 // Size, and no byName.
 func oracleDecodeHeader(path string, raw []byte, fileSize int64) (*Header, error) {
 	n := int64(len(raw))
-	if !utf8.Valid(raw) {
-		i := 0
-		for i < len(raw) {
-			r, w := utf8.DecodeRune(raw[i:])
-			if r == utf8.RuneError && w <= 1 {
-				break
-			}
-			i += w
-		}
-		return nil, fileErr(path, "header is not valid UTF-8 (bad byte at offset %d)", 8+i)
-	}
-	if n == 0 || raw[0] != '{' {
-		if n == 0 {
-			return nil, fileErr(path, "header is empty, want a JSON object")
-		}
-		return nil, fileErr(path, "header does not start with '{' (found %q at offset 8)", raw[0])
+	if err := checkHeaderStart(path, raw); err != nil {
+		return nil, err
 	}
 	if off, err := checkJSON(raw); err != nil {
 		return nil, fileErr(path, "header is not valid JSON: %v (at offset %d)", err, 8+off)
@@ -312,20 +297,9 @@ func oracleIndexMetadata(ix *Index, val json.RawMessage) error {
 		if jsonKind(v) != "number" {
 			return fileErr(ix.Path, "metadata.total_size is %s, want a number", article(jsonKind(v)))
 		}
-		n, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
-			// Accept an integral float such as 1.5e10 or 123.0.
-			f, ferr := strconv.ParseFloat(string(v), 64)
-			if ferr != nil || f != math.Trunc(f) || f > 1<<53 {
-				return fileErr(ix.Path, "metadata.total_size is %s, want a non-negative integer", v)
-			}
-			n = int64(f)
-		}
-		if n < 0 {
-			return fileErr(ix.Path, "metadata.total_size is %s, want a non-negative integer", v)
-		}
-		ix.TotalSize = n
-		return nil
+		var err error
+		ix.TotalSize, err = totalSize(ix.Path, string(v))
+		return err
 	})
 	var dup *oracleErrDuplicate
 	if errors.As(err, &dup) {
