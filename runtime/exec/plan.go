@@ -182,6 +182,9 @@ type planner struct {
 	// layers meeting it, as ROLL's template class does in add_hf_weight).
 	variants map[*side]layerVariant
 	condEnv  *exprEnv // what per-layer name conditions read (built on first use)
+	// holds memoizes layerHolds: every tensor of a layer (each expert's
+	// included) asks the same question of the same config.
+	holds map[condLayer]condResult
 
 	// For the expected-structure checks (structure.go):
 	sides      []*side           // one per template op (MCA -> HF: and per-layer variants)
@@ -208,16 +211,37 @@ type layerVariant struct {
 // layerHolds evaluates a per-layer name condition for one layer, over
 // the MCA config (and the HF config recorded in it) and the build flags.
 func (pl *planner) layerHolds(cond *ir.Expr, layer int) (bool, error) {
+	key := condLayer{cond, layer}
+	if r, ok := pl.holds[key]; ok {
+		return r.holds, r.err
+	}
 	if pl.condEnv == nil {
 		pl.condEnv = &exprEnv{mca: pl.p.Config.Object(), hf: recordedHF(pl.p.Config), hasLayer: true, flags: pl.m.Flags}
+		pl.holds = map[condLayer]condResult{}
 	}
 	env := *pl.condEnv
 	env.layer = int64(layer)
+	var r condResult
 	v, err := cond.Eval(env)
 	if err != nil {
-		return false, err
+		r.err = err
+	} else {
+		r.holds = v.Truthy()
 	}
-	return v.Truthy(), nil
+	pl.holds[key] = r
+	return r.holds, r.err
+}
+
+// condLayer is a per-layer name condition and a layer.
+type condLayer struct {
+	cond  *ir.Expr
+	layer int
+}
+
+// condResult is what layerHolds found for a condLayer.
+type condResult struct {
+	holds bool
+	err   error
 }
 
 func plan(m *Model, mc *MCAConfig, inputs []TensorMeta, dir ops.Direction) *Plan {

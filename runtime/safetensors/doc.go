@@ -34,6 +34,12 @@
 // is a [*FormatError] naming the file and, where there is one, the tensor
 // or the offset.
 //
+// Headers and indexes are decoded in one pass by a decoder for exactly
+// their grammar (tens of thousands of tensors take milliseconds), with the
+// rules of encoding/json for strings and syntax: a syntax error is
+// reported with encoding/json's message and offset, ahead of any other
+// problem.
+//
 // The dtypes are those of [tensor.DType]: BOOL, U8, I8, I16, I32, I64,
 // F8_E4M3, F8_E5M2, F16, BF16, F32 and F64. Files using any other dtype
 // (U16, U32, U64, C64, F8_E8M0, the FNUZ and sub-byte types) are rejected

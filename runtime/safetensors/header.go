@@ -3,8 +3,6 @@ package safetensors
 import (
 	"cmp"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -140,10 +138,9 @@ func headerLen(path string, prefix []byte, size int64) (int64, error) {
 	return int64(n), nil
 }
 
-// parseHeader parses and validates raw, the N header bytes of a file of
-// fileSize bytes.
-func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
-	n := int64(len(raw))
+// checkHeaderStart checks that raw, the N header bytes of a file, are
+// valid UTF-8 and start with '{'.
+func checkHeaderStart(path string, raw []byte) error {
 	if !utf8.Valid(raw) {
 		i := 0
 		for i < len(raw) {
@@ -153,26 +150,100 @@ func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
 			}
 			i += w
 		}
-		return nil, fileErr(path, "header is not valid UTF-8 (bad byte at offset %d)", 8+i)
+		return fileErr(path, "header is not valid UTF-8 (bad byte at offset %d)", 8+i)
 	}
-	if n == 0 || raw[0] != '{' {
-		if n == 0 {
-			return nil, fileErr(path, "header is empty, want a JSON object")
-		}
-		return nil, fileErr(path, "header does not start with '{' (found %q at offset 8)", raw[0])
+	if len(raw) == 0 {
+		return fileErr(path, "header is empty, want a JSON object")
 	}
-	if off, err := checkJSON(raw); err != nil {
-		return nil, fileErr(path, "header is not valid JSON: %v (at offset %d)", err, 8+off)
+	if raw[0] != '{' {
+		return fileErr(path, "header does not start with '{' (found %q at offset 8)", raw[0])
 	}
+	return nil
+}
 
+// parseHeader parses and validates raw, the N header bytes of a file of
+// fileSize bytes.
+func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
+	n := int64(len(raw))
+	if err := checkHeaderStart(path, raw); err != nil {
+		return nil, err
+	}
 	h := &Header{Path: path, HeaderLen: n, FileSize: fileSize}
-	err := eachMember(raw, func(key string, val json.RawMessage) error {
-		if key == metadataKey {
-			m, err := parseMetadata(path, val)
+	if err := h.decode(raw); err != nil {
+		return nil, err
+	}
+	// Writers list the tensors in offset order; then validate's sort
+	// keeps every index of byName.
+	inOrder := slices.IsSortedFunc(h.Tensors, byOffsets)
+	if err := h.validate(); err != nil {
+		return nil, err
+	}
+	if !inOrder {
+		for i, t := range h.Tensors {
+			h.byName[t.Name] = i // the index after validate's sort
+		}
+	}
+	return h, nil
+}
+
+// decode decodes raw, a header known to be valid UTF-8 and to start with
+// '{', into h.Tensors (in document order, offsets still [begin, end)
+// relative to the data region in Offset and Size), h.Metadata and the keys
+// of h.byName, in one pass. Its errors are those of decoding with
+// encoding/json after checking the whole header with it (see [decoder]):
+// a syntax error anywhere wins, then the first problem in document order.
+func (h *Header) decode(raw []byte) error {
+	err := h.decodeMembers(raw)
+	if err == nil {
+		return nil
+	}
+	if off, serr := checkJSON(raw); serr != nil {
+		return fileErr(h.Path, "header is not valid JSON: %v (at offset %d)", serr, 8+off)
+	}
+	if err == errSyntax { // the decoder and encoding/json disagree: a bug
+		return fileErr(h.Path, "header is not valid JSON")
+	}
+	return err
+}
+
+// decodeMembers is decode without the syntax check of a failing header.
+func (h *Header) decodeMembers(raw []byte) error {
+	path := h.Path
+	d := &decoder{b: raw}
+	// Shapes share one backing array; a typical entry of ~100 header
+	// bytes has two or three dimensions. The estimate is capped, and the
+	// array grows with the shapes actually read.
+	arena := make([]int64, 0, min(len(raw)/32+1, 1<<16))
+	// Entries of real headers take 100 to 150 bytes; the slice and map
+	// grow if they are shorter.
+	if n := len(raw) / 100; n > 0 {
+		h.Tensors = make([]TensorInfo, 0, n) // nil when there are none, as before
+	}
+	h.byName = make(map[string]int, len(raw)/100)
+	// Names are substrings of one copy of the header (names are most of
+	// its bytes) rather than one allocation each; an escaped name is a
+	// string of its own.
+	text := string(raw)
+	haveMetadata := false
+	err := d.object(func(key []byte) error {
+		if string(key) == metadataKey {
+			if haveMetadata {
+				return fileErr(path, "%q appears more than once in the header", metadataKey)
+			}
+			haveMetadata = true
+			m, err := d.metadata(path)
 			h.Metadata = m
 			return err
 		}
-		t, err := parseEntry(path, key, val)
+		name := text[d.viewStart:d.viewEnd]
+		if d.viewEnd == 0 {
+			name = string(key)
+		}
+		n := len(h.byName)
+		if h.byName[name] = n; len(h.byName) == n { // one map operation
+			return tensorErr(path, name, "appears more than once in the header")
+		}
+		t, err := d.entry(path, name, &arena)
 		if err != nil {
 			return err
 		}
@@ -180,107 +251,93 @@ func parseHeader(path string, raw []byte, fileSize int64) (*Header, error) {
 		return nil
 	})
 	if err != nil {
-		var dup *errDuplicate
-		var fe *FormatError
-		switch {
-		case errors.As(err, &fe):
-			return nil, err
-		case errors.As(err, &dup):
-			if dup.key == metadataKey {
-				return nil, fileErr(path, "%q appears more than once in the header", metadataKey)
-			}
-			return nil, tensorErr(path, dup.key, "appears more than once in the header")
-		default:
-			return nil, fileErr(path, "header %v", err)
-		}
+		return err
 	}
-	if err := h.validate(); err != nil {
-		return nil, err
-	}
-	h.byName = make(map[string]int, len(h.Tensors))
-	for i, t := range h.Tensors {
-		h.byName[t.Name] = i
-	}
-	return h, nil
+	return d.end()
 }
 
-// parseMetadata parses the value of "__metadata__": null or an object of
-// strings.
-func parseMetadata(path string, val json.RawMessage) (map[string]string, error) {
-	if jsonKind(val) == "null" {
-		return nil, nil // serde reads null as an absent Option
+// metadata decodes the value of "__metadata__": null (serde reads it as
+// an absent Option) or an object of strings.
+func (d *decoder) metadata(path string) (map[string]string, error) {
+	if d.peek() == 'n' {
+		_, err := d.literal("null")
+		return nil, err
+	}
+	if d.peek() != '{' {
+		return nil, fileErr(path, "%s is %s, want an object", metadataKey, article(d.kind()))
 	}
 	m := make(map[string]string)
-	err := eachMember(val, func(k string, v json.RawMessage) error {
-		s, err := jsonString(v)
-		if err != nil {
-			return fileErr(path, "%s: value of key %q %v", metadataKey, k, err)
+	err := d.object(func(k []byte) error {
+		key := string(k)
+		if _, dup := m[key]; dup {
+			return fileErr(path, "%s: key %q appears more than once", metadataKey, key)
 		}
-		m[k] = s
-		return nil
+		if d.peek() != '"' {
+			return fileErr(path, "%s: value of key %q is %s, want a string", metadataKey, key, article(d.kind()))
+		}
+		v, err := d.str()
+		m[key] = string(v)
+		return err
 	})
-	var dup *errDuplicate
-	var fe *FormatError
-	switch {
-	case err == nil:
-		return m, nil
-	case errors.As(err, &fe):
-		return nil, err
-	case errors.As(err, &dup):
-		return nil, fileErr(path, "%s: key %q appears more than once", metadataKey, dup.key)
-	}
-	return nil, fileErr(path, "%s %v", metadataKey, err)
+	return m, err
 }
 
-// parseEntry parses the header entry of tensor name. The offsets of the
-// result are still relative to the data region.
-func parseEntry(path, name string, val json.RawMessage) (TensorInfo, error) {
+// entry decodes the header entry of tensor name, an object with "dtype",
+// "shape" and "data_offsets" (other keys are ignored, as in the
+// reference); the shape is appended to *arena. The offsets of the result
+// are still relative to the data region, begin in Offset and end in Size.
+func (d *decoder) entry(path, name string, arena *[]int64) (TensorInfo, error) {
 	t := TensorInfo{Name: name}
+	if d.peek() != '{' {
+		return t, tensorErr(path, name, "entry is %s, want an object", article(d.kind()))
+	}
 	var haveDType, haveShape, haveOffsets bool
-	var offsets []int64
-	err := eachMember(val, func(k string, v json.RawMessage) error {
-		switch k {
+	var keys keySet
+	err := d.object(func(k []byte) error {
+		if keys.add(k) {
+			return tensorErr(path, name, "key %q appears more than once in the entry", k)
+		}
+		switch string(k) {
 		case "dtype":
-			s, err := jsonString(v)
-			if err != nil {
-				return tensorErr(path, name, "dtype %v", err)
+			if d.peek() != '"' {
+				return tensorErr(path, name, "dtype is %s, want a string", article(d.kind()))
 			}
-			if t.DType, err = tensor.ParseDType(s); err != nil {
+			s, err := d.str()
+			if err != nil {
+				return err
+			}
+			var ok bool
+			if t.DType, ok = dtype(s); !ok {
 				return tensorErr(path, name, "unknown dtype %q", s)
 			}
 			haveDType = true
 		case "shape":
-			dims, err := jsonInts(v)
+			dims, err := d.ints(arena)
 			if err != nil {
-				return tensorErr(path, name, "shape %v", err)
+				return wrapEntry(path, name, "shape", err)
 			}
 			t.Shape = tensor.Shape(dims)
 			haveShape = true
 		case "data_offsets":
-			var err error
-			if offsets, err = jsonInts(v); err != nil {
-				return tensorErr(path, name, "data_offsets %v", err)
+			mark := len(*arena)
+			offsets, err := d.ints(arena)
+			*arena = (*arena)[:mark] // the offsets are not kept
+			if err != nil {
+				return wrapEntry(path, name, "data_offsets", err)
 			}
 			if len(offsets) != 2 {
 				return tensorErr(path, name, "data_offsets has %d elements, want [begin, end]", len(offsets))
 			}
+			t.Offset, t.Size = offsets[0], offsets[1] // fixed up by validate
 			haveOffsets = true
-		}
-		return nil // other keys are ignored, as in the reference
-	})
-	if err != nil {
-		var dup *errDuplicate
-		var fe *FormatError
-		switch {
-		case errors.As(err, &fe):
-			return t, err
-		case errors.As(err, &dup):
-			return t, tensorErr(path, name, "key %q appears more than once in the entry", dup.key)
 		default:
-			return t, tensorErr(path, name, "entry %v", err)
+			return d.skip()
 		}
-	}
+		return nil
+	})
 	switch {
+	case err != nil:
+		return t, err
 	case !haveDType:
 		return t, tensorErr(path, name, `entry has no "dtype"`)
 	case !haveShape:
@@ -288,8 +345,34 @@ func parseEntry(path, name string, val json.RawMessage) (TensorInfo, error) {
 	case !haveOffsets:
 		return t, tensorErr(path, name, `entry has no "data_offsets"`)
 	}
-	t.Offset, t.Size = offsets[0], offsets[1] // fixed up by validate
 	return t, nil
+}
+
+// wrapEntry turns a plain error of decoding the field of tensor name's
+// entry into a *FormatError; errSyntax passes through.
+func wrapEntry(path, name, field string, err error) error {
+	if err == errSyntax {
+		return err
+	}
+	return tensorErr(path, name, "%s %v", field, err)
+}
+
+// dtypes maps the spelling of every dtype [tensor.ParseDType] knows to it,
+// for lookups without allocating.
+var dtypes = func() map[string]tensor.DType {
+	m := map[string]tensor.DType{}
+	for dt := tensor.DType(1); dt.Size() > 0; dt++ {
+		if p, err := tensor.ParseDType(dt.String()); err == nil && p == dt {
+			m[dt.String()] = dt
+		}
+	}
+	return m
+}()
+
+// dtype returns the dtype spelled s.
+func dtype(s []byte) (tensor.DType, bool) {
+	dt, ok := dtypes[string(s)]
+	return dt, ok
 }
 
 // byteSize returns the number of bytes of a tensor of the given dtype and
@@ -303,6 +386,12 @@ func byteSize(dt tensor.DType, shape tensor.Shape) int64 {
 	return n * size
 }
 
+// byOffsets orders tensors whose Offset and Size hold [begin, end) by
+// begin, then end, then name: a total order, names being distinct.
+func byOffsets(a, b TensorInfo) int {
+	return cmp.Or(cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Size, b.Size), cmp.Compare(a.Name, b.Name))
+}
+
 // validate checks the tensors' offsets, still [begin, end) pairs relative
 // to the data region in Offset and Size, sorts the tensors by offset and
 // turns the offsets into absolute file offsets and sizes.
@@ -312,9 +401,7 @@ func (h *Header) validate() error {
 	dataLen := h.FileSize - dataStart
 	ts := h.Tensors
 	// Offset holds begin and Size holds end here.
-	slices.SortFunc(ts, func(a, b TensorInfo) int {
-		return cmp.Or(cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Size, b.Size), cmp.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(ts, byOffsets)
 	var pos int64 // where the next tensor must begin
 	for i := range ts {
 		t := &ts[i]

@@ -1,7 +1,6 @@
 package safetensors
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -40,12 +39,16 @@ type Index struct {
 
 // Shards returns the distinct shard file names of the index, sorted.
 func (ix *Index) Shards() []string {
+	seen := make(map[string]bool)
 	var shards []string
 	for _, s := range ix.WeightMap {
-		shards = append(shards, s)
+		if !seen[s] {
+			seen[s] = true
+			shards = append(shards, s)
+		}
 	}
 	slices.Sort(shards)
-	return slices.Compact(shards)
+	return shards
 }
 
 // ReadIndex reads and validates the sharded-checkpoint index at path. The
@@ -60,56 +63,26 @@ func ReadIndex(path string) (*Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !utf8.Valid(raw) {
-		return nil, fileErr(path, "index is not valid UTF-8")
-	}
-	if off, err := checkJSON(raw); err != nil {
-		return nil, fileErr(path, "index is not valid JSON: %v (at offset %d)", err, off)
-	}
-	ix := &Index{Path: path}
-	haveMap := false
-	err = eachMember(raw, func(key string, val json.RawMessage) error {
-		switch key {
-		case "metadata":
-			return ix.parseMetadata(val)
-		case "weight_map":
-			haveMap = true
-			return ix.parseWeightMap(val)
-		}
-		return nil
-	})
+	ix, err := parseIndex(path, raw)
 	if err != nil {
-		var fe *FormatError
-		var dup *errDuplicate
-		switch {
-		case errors.As(err, &fe):
-			return nil, err
-		case errors.As(err, &dup):
-			return nil, fileErr(path, "key %q appears more than once", dup.key)
-		}
-		return nil, fileErr(path, "index %v", err)
-	}
-	if !haveMap {
-		return nil, fileErr(path, `index has no "weight_map"`)
-	}
-	if len(ix.WeightMap) == 0 {
-		return nil, fileErr(path, `"weight_map" is empty`)
+		return nil, err
 	}
 
 	// One tensor per shard for error messages: the first by name.
-	names := make([]string, 0, len(ix.WeightMap))
-	for name := range ix.WeightMap {
+	first := make(map[string]string) // shard -> its first tensor
+	for name, shard := range ix.WeightMap {
+		if f, ok := first[shard]; !ok || name < f {
+			first[shard] = name
+		}
+	}
+	names := make([]string, 0, len(first))
+	for _, name := range first {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	checked := make(map[string]bool)
 	dir := filepath.Dir(path)
 	for _, name := range names {
 		shard := ix.WeightMap[name]
-		if checked[shard] {
-			continue
-		}
-		checked[shard] = true
 		if !filepath.IsLocal(shard) {
 			return nil, tensorErr(path, name, "shard %q is not a relative path inside the model directory", shard)
 		}
@@ -126,59 +99,139 @@ func ReadIndex(path string) (*Index, error) {
 	return ix, nil
 }
 
-func (ix *Index) parseMetadata(val json.RawMessage) error {
-	err := eachMember(val, func(key string, v json.RawMessage) error {
-		if key != "total_size" {
-			return nil
-		}
-		if jsonKind(v) != "number" {
-			return fileErr(ix.Path, "metadata.total_size is %s, want a number", article(jsonKind(v)))
-		}
-		n, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
-			// Accept an integral float such as 1.5e10 or 123.0.
-			f, ferr := strconv.ParseFloat(string(v), 64)
-			if ferr != nil || f != math.Trunc(f) || f > 1<<53 {
-				return fileErr(ix.Path, "metadata.total_size is %s, want a non-negative integer", v)
-			}
-			n = int64(f)
-		}
-		if n < 0 {
-			return fileErr(ix.Path, "metadata.total_size is %s, want a non-negative integer", v)
-		}
-		ix.TotalSize = n
-		return nil
-	})
-	var dup *errDuplicate
-	if errors.As(err, &dup) {
-		return fileErr(ix.Path, "metadata: key %q appears more than once", dup.key)
+// parseIndex decodes the index file contents raw in one pass (see
+// [decoder]) and checks everything ReadIndex checks but the shard files.
+// A syntax error anywhere wins over the first other problem in document
+// order, as when the whole index was checked before it was decoded.
+func parseIndex(path string, raw []byte) (*Index, error) {
+	if !utf8.Valid(raw) {
+		return nil, fileErr(path, "index is not valid UTF-8")
 	}
-	var fe *FormatError
-	if err != nil && !errors.As(err, &fe) {
-		return fileErr(ix.Path, "metadata %v", err)
+	ix := &Index{Path: path}
+	haveMap, err := ix.decode(raw)
+	if err != nil {
+		if off, serr := checkJSON(raw); serr != nil {
+			return nil, fileErr(path, "index is not valid JSON: %v (at offset %d)", serr, off)
+		}
+		if err == errSyntax { // the decoder and encoding/json disagree: a bug
+			return nil, fileErr(path, "index is not valid JSON")
+		}
+		return nil, err
 	}
-	return err
+	if !haveMap {
+		return nil, fileErr(path, `index has no "weight_map"`)
+	}
+	if len(ix.WeightMap) == 0 {
+		return nil, fileErr(path, `"weight_map" is empty`)
+	}
+	return ix, nil
 }
 
-func (ix *Index) parseWeightMap(val json.RawMessage) error {
-	ix.WeightMap = make(map[string]string)
-	err := eachMember(val, func(name string, v json.RawMessage) error {
-		s, err := jsonString(v)
-		if err != nil {
-			return tensorErr(ix.Path, name, "weight_map entry %v", err)
+// decode decodes the members of the index raw and reports whether it has
+// a "weight_map".
+func (ix *Index) decode(raw []byte) (haveMap bool, err error) {
+	d := &decoder{b: raw}
+	d.ws()
+	if d.peek() != '{' {
+		if d.i == len(raw) {
+			return false, errSyntax
 		}
-		ix.WeightMap[name] = s
+		return false, fileErr(ix.Path, "index is %s, want an object", article(d.kind()))
+	}
+	var keys keySet
+	err = d.object(func(key []byte) error {
+		if keys.add(key) {
+			return fileErr(ix.Path, "key %q appears more than once", key)
+		}
+		switch string(key) {
+		case "metadata":
+			return ix.decodeMetadata(d)
+		case "weight_map":
+			haveMap = true
+			return ix.decodeWeightMap(d)
+		}
+		return d.skip()
+	})
+	if err != nil {
+		return haveMap, err
+	}
+	return haveMap, d.end()
+}
+
+// decodeMetadata decodes the value of "metadata": an object whose
+// "total_size", if present, is a non-negative integer (an integral float
+// such as 1.5e10 or 123.0 is accepted); other keys are ignored.
+func (ix *Index) decodeMetadata(d *decoder) error {
+	if d.peek() != '{' {
+		return fileErr(ix.Path, "metadata is %s, want an object", article(d.kind()))
+	}
+	var keys keySet
+	return d.object(func(key []byte) error {
+		if keys.add(key) {
+			return fileErr(ix.Path, "metadata: key %q appears more than once", key)
+		}
+		if string(key) != "total_size" {
+			return d.skip()
+		}
+		if !d.isNumber() {
+			return fileErr(ix.Path, "metadata.total_size is %s, want a number", article(d.kind()))
+		}
+		tok, err := d.number()
+		if err != nil {
+			return err
+		}
+		ix.TotalSize, err = totalSize(ix.Path, string(tok))
+		return err
+	})
+}
+
+// totalSize parses v, the JSON number of metadata.total_size: a
+// non-negative integer, or an integral float such as 1.5e10 or 123.0.
+func totalSize(path, v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(v, 64)
+		if ferr != nil || f != math.Trunc(f) || f > 1<<53 {
+			return 0, fileErr(path, "metadata.total_size is %s, want a non-negative integer", v)
+		}
+		n = int64(f)
+	}
+	if n < 0 {
+		return 0, fileErr(path, "metadata.total_size is %s, want a non-negative integer", v)
+	}
+	return n, nil
+}
+
+// decodeWeightMap decodes the value of "weight_map", an object of
+// strings. The few distinct shard names are stored once each.
+func (ix *Index) decodeWeightMap(d *decoder) error {
+	if d.peek() != '{' {
+		return fileErr(ix.Path, "weight_map is %s, want an object", article(d.kind()))
+	}
+	// Entries of real indexes take 80 to 200 bytes; the map grows if they
+	// are shorter.
+	ix.WeightMap = make(map[string]string, len(d.b)/128)
+	shards := make(map[string]string)
+	return d.object(func(key []byte) error {
+		name := string(key)
+		if _, dup := ix.WeightMap[name]; dup {
+			return tensorErr(ix.Path, name, "appears more than once in weight_map")
+		}
+		if d.peek() != '"' {
+			return tensorErr(ix.Path, name, "weight_map entry is %s, want a string", article(d.kind()))
+		}
+		v, err := d.str()
+		if err != nil {
+			return err
+		}
+		shard, ok := shards[string(v)]
+		if !ok {
+			shard = string(v)
+			shards[shard] = shard
+		}
+		ix.WeightMap[name] = shard
 		return nil
 	})
-	var dup *errDuplicate
-	if errors.As(err, &dup) {
-		return tensorErr(ix.Path, dup.key, "appears more than once in weight_map")
-	}
-	var fe *FormatError
-	if err != nil && !errors.As(err, &fe) {
-		return fileErr(ix.Path, "weight_map %v", err)
-	}
-	return err
 }
 
 // WriteIndex writes a model.safetensors.index.json at path (through

@@ -4,60 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"strconv"
 
 	"github.com/rolltpl/rolltpl/runtime/pyjson"
 )
-
-// errDuplicate is the error of eachMember for a repeated key.
-type errDuplicate struct{ key string }
-
-func (e *errDuplicate) Error() string { return fmt.Sprintf("duplicate key %q", e.key) }
-
-// eachMember calls fn for every member of the JSON object raw, in document
-// order. raw must already be known to be syntactically valid JSON (see
-// checkJSON). It fails with *errDuplicate on a repeated key, and with a
-// plain error if raw is not an object.
-func eachMember(raw []byte, fn func(key string, val json.RawMessage) error) error {
-	if kind := jsonKind(raw); kind != "object" {
-		return fmt.Errorf("is %s, want an object", article(kind))
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if _, err := dec.Token(); err != nil { // '{'
-		return err
-	}
-	seen := make(map[string]struct{})
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return fmt.Errorf("object key is %v, want a string", tok)
-		}
-		var val json.RawMessage
-		if err := dec.Decode(&val); err != nil {
-			return err
-		}
-		if _, dup := seen[key]; dup {
-			return &errDuplicate{key}
-		}
-		seen[key] = struct{}{}
-		if err := fn(key, val); err != nil {
-			return err
-		}
-	}
-	if _, err := dec.Token(); err != nil { // '}'
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after the object")
-	}
-	return nil
-}
 
 // checkJSON reports whether raw is one syntactically valid JSON value, and
 // if not, the byte offset in raw where parsing failed.
@@ -95,40 +44,6 @@ func jsonKind(raw []byte) string {
 		return "null"
 	}
 	return "number"
-}
-
-// jsonString decodes raw, which must be a JSON string.
-func jsonString(raw []byte) (string, error) {
-	if k := jsonKind(raw); k != "string" {
-		return "", fmt.Errorf("is %s, want a string", article(k))
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", err
-	}
-	return s, nil
-}
-
-// jsonInts decodes raw, which must be a JSON array of non-negative
-// integers that fit in an int64.
-func jsonInts(raw []byte) ([]int64, error) {
-	if k := jsonKind(raw); k != "array" {
-		return nil, fmt.Errorf("is %s, want an array of integers", article(k))
-	}
-	var elems []json.RawMessage
-	if err := json.Unmarshal(raw, &elems); err != nil {
-		return nil, err
-	}
-	out := make([]int64, len(elems))
-	for i, e := range elems {
-		e = bytes.TrimSpace(e)
-		n, err := strconv.ParseInt(string(e), 10, 64)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("element %d is %s, want a non-negative integer below 2^63", i, describe(e))
-		}
-		out[i] = n
-	}
-	return out, nil
 }
 
 // describe renders a short JSON value for an error message.

@@ -72,22 +72,27 @@ func OpenSharded(dir string) (*Sharded, error) {
 		}
 	}
 	s.build()
-	names := make([]string, 0, len(ix.WeightMap))
-	for name := range ix.WeightMap {
-		names = append(names, name)
+	if len(s.byName) == len(ix.WeightMap) {
+		return s, nil // every tensor mapped is in its shard (checked above)
 	}
-	slices.Sort(names)
-	for _, name := range names {
+	var missing []string
+	for name := range ix.WeightMap {
 		if _, ok := s.byName[name]; !ok {
-			s.Close()
-			return nil, tensorErr(indexPath, name, "is mapped to shard %q, which does not contain it", ix.WeightMap[name])
+			missing = append(missing, name)
 		}
 	}
-	return s, nil
+	name := slices.Min(missing) // the first by name
+	s.Close()
+	return nil, tensorErr(indexPath, name, "is mapped to shard %q, which does not contain it", ix.WeightMap[name])
 }
 
 func (s *Sharded) build() {
-	s.byName = make(map[string]int)
+	n := 0
+	for _, f := range s.Files {
+		n += len(f.Tensors())
+	}
+	s.byName = make(map[string]int, n)
+	s.tensors = make([]ShardTensor, 0, n)
 	for _, f := range s.Files {
 		for _, t := range f.Tensors() {
 			s.byName[t.Name] = len(s.tensors)

@@ -72,10 +72,14 @@ func (s *Sharder) PlanWrite(globals []GlobalTensor) (*WritePlan, error) {
 		e       Entry
 		offsets map[int64]bool
 	}
-	perFile := make([]map[string]*pending, len(ranks)) // key: stage/name
+	type stageName struct {
+		stage int
+		name  string
+	}
+	perFile := make([]map[stageName]*pending, len(ranks))
 	for i, r := range ranks {
 		index[r] = i
-		perFile[i] = map[string]*pending{}
+		perFile[i] = map[stageName]*pending{}
 	}
 	seq := 0
 	for _, gt := range globals {
@@ -92,7 +96,7 @@ func (s *Sharder) PlanWrite(globals []GlobalTensor) (*WritePlan, error) {
 				if ferr != nil {
 					return
 				}
-				key := fmt.Sprintf("%d/%s", vp, t.local)
+				key := stageName{vp, t.local}
 				f := perFile[index[rk]]
 				pe, ok := f[key]
 				if !ok {
