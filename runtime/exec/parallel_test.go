@@ -101,14 +101,17 @@ func rankFiles(t *testing.T, dir string) []string {
 // TestParallelRoundTrip converts synthetic checkpoints HF → MCA at several
 // parallel layouts and back, bit for bit.
 func TestParallelRoundTrip(t *testing.T) {
+	// One HF checkpoint per template, written once and only read by the
+	// template's subtests (the same bytes each subtest wrote for itself
+	// before); removed after them all.
+	sources := t.TempDir()
 	for _, mt := range parallelTemplates {
+		src := filepath.Join(sources, mt)
+		synthDeep(mt, tensor.BF16).write(t, src, 2, uint64(len(mt)))
 		for _, lc := range parallelLayouts {
 			t.Run(mt+"/"+lc.name, func(t *testing.T) {
 				t.Parallel()
 				dir := t.TempDir()
-				s := synthDeep(mt, tensor.BF16)
-				src := filepath.Join(dir, "hf")
-				s.write(t, src, 2, uint64(len(mt)))
 				m := stdlibModel(t, mt)
 				mca := filepath.Join(dir, "mca")
 				r1, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{Layout: lc.layout})
