@@ -377,6 +377,7 @@ func editShard(t *testing.T, src string, edit func([]safetensors.Spec, map[strin
 }
 
 func TestBadHFInput(t *testing.T) {
+	t.Parallel()
 	m := stdlibModel(t, "llama")
 	for _, c := range badHFCases() {
 		t.Run(c.name, func(t *testing.T) {

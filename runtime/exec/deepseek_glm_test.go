@@ -545,6 +545,7 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
+	t.Parallel() // CPU-bound planning from headers, no shared state; beside small tests only (~300 MB peak)
 	type edit struct {
 		what string
 		mod  func(specs []safetensors.Spec) []safetensors.Spec
@@ -608,6 +609,7 @@ func TestDeepSeekGLMRealSizeCheck(t *testing.T) {
 				`no "model\.layers\.2\.self_attn\.q_norm\.weight"`},
 		}},
 	} {
+		// The models run one after another: each plan peaks at ~300 MB.
 		t.Run(c.d.file, func(t *testing.T) {
 			cfg := c.d.config(t, false, true)
 			specs := deepSpecs(cfg, tensor.BF16)
@@ -784,6 +786,7 @@ func TestDeepSeekGLMUnderROLL(t *testing.T) {
 // does not rename: see its comments) to the same rank files as
 // dequantizing first and converting the bf16 checkpoint.
 func TestDeepSeekFP8(t *testing.T) {
+	t.Parallel()
 	m := stdlibModel(t, "deepseek_v3")
 	tmp := t.TempDir()
 	fx := writeFP8(t, deepSeekV3.synth(t, true), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{16, 16}, 2, 9)

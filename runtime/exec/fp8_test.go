@@ -469,6 +469,7 @@ func TestFP8Jobs(t *testing.T) {
 // dequantize command before anything is written, with a message naming the
 // tensor; defects found in the data abort them leaving nothing behind.
 func TestFP8Refusals(t *testing.T) {
+	t.Parallel()
 	const w = "model.layers.0.mlp.down_proj.weight"
 	const sc = w + "_scale_inv"
 	without := func(specs []safetensors.Spec, name string) []safetensors.Spec {

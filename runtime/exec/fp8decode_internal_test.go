@@ -20,6 +20,7 @@ import (
 // are taken over and read again. The codes are read from a file at an
 // offset, the way a safetensors shard holds them.
 func TestDecodeViews(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(3, 4))
 	type weight struct {

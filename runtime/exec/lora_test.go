@@ -60,6 +60,7 @@ func targetsFor(mt string) []string {
 // byte for byte, and adapter_config.json with ROLL's fields plus the
 // rank_pattern / alpha_pattern fix.
 func TestLoRAExportTorchReference(t *testing.T) {
+	t.Parallel() // the only parallel torch test: beside Go-only tests, so its scripts keep one python
 	torchtest.Run(t, testLoRAExportTorchReference)
 }
 

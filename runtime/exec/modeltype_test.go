@@ -73,6 +73,7 @@ func TestReadCheckpointModel(t *testing.T) {
 // both directions still convert, to the same bytes as from the intact
 // checkpoint.
 func TestConvertReadsConfigOnce(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src, ref, back := filepath.Join(dir, "hf"), filepath.Join(dir, "ref"), filepath.Join(dir, "back")
 	synthFor("llama", tensor.BF16).write(t, src, 2, 7)

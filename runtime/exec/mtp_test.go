@@ -324,6 +324,7 @@ func mcaConfigValue(t *testing.T, dir, key string) any {
 }
 
 func TestMTPLayers(t *testing.T) {
+	t.Parallel()
 	layouts := []struct {
 		name string
 		l    exec.Layout

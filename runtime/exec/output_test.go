@@ -98,6 +98,7 @@ func TestForceRefusesForeignFiles(t *testing.T) {
 // stale rank-file temporary) replaces it: the result is exactly the
 // fresh conversion.
 func TestForceReplacesCheckpoint(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	m, hf, mca := convertPair(t, dir)
 	writeFileAll(t, filepath.Join(hf, "README.md"), []byte("# model"))

@@ -101,14 +101,17 @@ func rankFiles(t *testing.T, dir string) []string {
 // TestParallelRoundTrip converts synthetic checkpoints HF → MCA at several
 // parallel layouts and back, bit for bit.
 func TestParallelRoundTrip(t *testing.T) {
+	// One HF checkpoint per template, written once and only read by the
+	// template's subtests (the same bytes each subtest wrote for itself
+	// before); removed after them all.
+	sources := t.TempDir()
 	for _, mt := range parallelTemplates {
+		src := filepath.Join(sources, mt)
+		synthDeep(mt, tensor.BF16).write(t, src, 2, uint64(len(mt)))
 		for _, lc := range parallelLayouts {
 			t.Run(mt+"/"+lc.name, func(t *testing.T) {
 				t.Parallel()
 				dir := t.TempDir()
-				s := synthDeep(mt, tensor.BF16)
-				src := filepath.Join(dir, "hf")
-				s.write(t, src, 2, uint64(len(mt)))
 				m := stdlibModel(t, mt)
 				mca := filepath.Join(dir, "mca")
 				r1, err := exec.ConvertHFToMCA(context.Background(), m, src, mca, exec.Options{Layout: lc.layout})
@@ -182,8 +185,13 @@ func TestParallelRoundTrip(t *testing.T) {
 				if strings.HasSuffix(mt, "_vl") {
 					checkVisionPlacement(t, mca, sl)
 				}
+				// Shards of 256 KiB: several per checkpoint (the synthetic
+				// models are 0.5-1.5 MB), so every layout's way back still
+				// writes a sharded checkpoint and its index.
+				// TestRoundTripStdlib writes every template in 64 KiB
+				// shards; here those 4x more files cost 40% of the test.
 				back := filepath.Join(dir, "back")
-				_, err = exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{MaxShardSize: 64 << 10})
+				_, err = exec.ConvertMCAToHF(context.Background(), m, mca, back, exec.Options{MaxShardSize: 256 << 10})
 				if refused == "MCA → HF" {
 					wantRefusal(t, err, why, back)
 					return

@@ -213,6 +213,7 @@ func (f *jobsFixture) otherSource(t *testing.T) string {
 // tracker is removed before any rank file is written, so that a
 // conversion being redone never looks complete to MCA → HF.
 func TestConvertJobsFinalizedOutput(t *testing.T) {
+	t.Parallel()
 	f := newJobsFixture(t)
 	src2 := f.otherSource(t)
 	before := readTree(t, f.out)

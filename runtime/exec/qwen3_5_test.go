@@ -330,6 +330,7 @@ func TestQwen35CheckRealSize(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
+	t.Parallel() // CPU-bound planning from headers, no shared state
 	layout := exec.Layout{TP: 2, PP: 2}
 	for _, v := range qwen35Variants {
 		t.Run(v.id, func(t *testing.T) {
@@ -684,6 +685,7 @@ func compareFusedBack(t *testing.T, hfDir, backDir string) {
 // (Model.NoMTP) the MTP weights are left out of the rank files and
 // counted, mca_config says no MTP layers, and everything else converts.
 func TestQwen35VerifyAndNoMTP(t *testing.T) {
+	t.Parallel()
 	for _, v := range qwen35Variants {
 		t.Run(v.id, func(t *testing.T) {
 			dir := t.TempDir()
