@@ -62,8 +62,13 @@ type Pipe struct {
 	// Block is the block size (DefaultBlock when 0); Buffers the number of
 	// blocks (DefaultBuffers when < 2). Both are read on first use only.
 	Block, Buffers int
-	block          int
-	bufs           [][]byte // each block+directAlign bytes (see directWriter.place)
+	// PageCache makes Copy write every byte through the page cache,
+	// whatever SetDirect says: for a file that is read back right away
+	// (verify's intermediate checkpoint), which the page cache then
+	// serves from memory.
+	PageCache bool
+	block     int
+	bufs      [][]byte // each block+directAlign bytes (see directWriter.place)
 }
 
 func (p *Pipe) init() {
@@ -118,7 +123,7 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (writte
 	block := int64(p.block)
 	place := func(raw []byte, off int64, k int) []byte { return raw[:k] }
 	var out io.Writer
-	if directOn.Load() {
+	if directOn.Load() && !p.PageCache {
 		if dw := directTo(w, n); dw != nil {
 			defer func() {
 				if cerr := dw.close(); err == nil {

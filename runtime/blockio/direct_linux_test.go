@@ -122,6 +122,15 @@ func TestCopyDirect(t *testing.T) {
 			if !bytes.Equal(files[0], files[1]) {
 				t.Errorf("direct and page-cache writes differ")
 			}
+			// A Pipe for the page cache writes nothing direct.
+			before := DirectWritten()
+			got, n, err := copyToFile(t, filepath.Join(dir, "pagecache"), &Pipe{Block: tc.block, PageCache: true}, tc.head, src[:tc.n], "tail")
+			if err != nil || n != int64(tc.n) || !bytes.Equal(got, want) {
+				t.Errorf("PageCache: %d bytes, %v; the file is right: %v", n, err, bytes.Equal(got, want))
+			}
+			if d := DirectWritten() - before; d != 0 {
+				t.Errorf("PageCache: %d bytes written direct", d)
+			}
 		})
 	}
 }

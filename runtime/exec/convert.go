@@ -79,6 +79,9 @@ type Options struct {
 	// compare, set by Verify, makes an MCA → HF conversion compare every
 	// tensor with the original HF checkpoint instead of writing shards.
 	compare *comparer
+	// pageCache, set by Verify, writes the rank files through the page
+	// cache (torchsave.Options.PageCache): they are read back right away.
+	pageCache bool
 }
 
 // Result describes a finished (or refused) conversion.

@@ -171,3 +171,34 @@ func TestDirectWritesFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyWritesThroughPageCache: verify's intermediate MCA checkpoint,
+// read back right away, is written through the page cache even with
+// direct writes on, where a conversion of the same checkpoint writes
+// direct.
+func TestVerifyWritesThroughPageCache(t *testing.T) {
+	defer blockio.SetDirect(blockio.SetDirect(true))
+	tmp := t.TempDir()
+	if !directOK(tmp) {
+		t.Skip("no direct I/O here")
+	}
+	fx := writeFP8(t, directSynth(), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{128, 128}, 1, 23)
+	m := stdlibModel(t, "qwen3")
+	for _, src := range []string{fx.ref, fx.dir} {
+		before := blockio.DirectWritten()
+		rep, err := exec.Verify(context.Background(), m, src, exec.VerifyOptions{TempDir: tmp})
+		if err != nil || len(rep.Diffs) > 0 {
+			t.Fatalf("verify %s: %v, %v", src, err, rep)
+		}
+		if d := blockio.DirectWritten() - before; d != 0 {
+			t.Errorf("verify %s: %d bytes written direct", src, d)
+		}
+		before = blockio.DirectWritten()
+		if _, err := exec.ConvertHFToMCA(context.Background(), m, src, filepath.Join(tmp, "mca-"+filepath.Base(src)), exec.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if blockio.DirectWritten() == before {
+			t.Errorf("convert %s: nothing written direct", src)
+		}
+	}
+}
