@@ -89,19 +89,30 @@ func (p *Pipe) init() {
 	}
 }
 
-// directOn is SetDirect's setting.
-var directOn atomic.Bool
+// Direct says how Copy writes to a regular file (see SetDirect).
+type Direct int32
 
-func init() { directOn.Store(true) }
+const (
+	// DirectAuto, the default, chooses block by block between the page
+	// cache and direct I/O, by the throughput each had recently.
+	DirectAuto Direct = iota
+	// DirectOn writes the whole pages of every block with direct I/O.
+	DirectOn
+	// DirectOff writes every byte through the page cache.
+	DirectOff
+)
 
-// SetDirect turns direct writes on (the default) or off and returns the
-// previous setting. When on, Copy writes the whole pages of a copy of at
-// least 64 KiB to a regular file (Linux, a file system taking O_DIRECT)
-// with direct I/O, through a second descriptor of the file: the bytes go
-// from the block to the disk, not into the page cache (see
-// directWriter); the partial pages at either end go through the page
-// cache. Off, every byte goes through the page cache.
-func SetDirect(on bool) bool { return directOn.Swap(on) }
+// directMode is SetDirect's setting.
+var directMode atomic.Int32
+
+// SetDirect sets how Copy writes to regular files and returns the
+// previous setting. Unless DirectOff, Copy writes the whole pages of a
+// copy of at least 64 KiB to a regular file (Linux, a file system taking
+// O_DIRECT) with direct I/O where it chooses to, through a second
+// descriptor of the file: the bytes go from the block to the disk, not
+// into the page cache (see directWriter); the partial pages at either end
+// go through the page cache.
+func SetDirect(d Direct) Direct { return Direct(directMode.Swap(int32(d))) }
 
 // Fill fills b with the bytes at offset off of the stream being copied.
 // Copy calls it for consecutive blocks, in order, from one goroutine.
@@ -123,7 +134,7 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (writte
 	block := int64(p.block)
 	place := func(raw []byte, off int64, k int) []byte { return raw[:k] }
 	var out io.Writer
-	if directOn.Load() && !p.PageCache {
+	if Direct(directMode.Load()) != DirectOff && !p.PageCache {
 		if dw := directTo(w, n); dw != nil {
 			defer func() {
 				if cerr := dw.close(); err == nil {

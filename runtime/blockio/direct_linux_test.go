@@ -74,7 +74,7 @@ func TestCopyDirect(t *testing.T) {
 	for i := range src {
 		src[i] = byte(r.Uint32())
 	}
-	defer SetDirect(SetDirect(true))
+	defer SetDirect(SetDirect(DirectOn))
 	for _, tc := range []struct {
 		head, n, block int
 	}{
@@ -89,16 +89,17 @@ func TestCopyDirect(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%d+%d/%d", tc.head, tc.n, tc.block), func(t *testing.T) {
 			want := append(append(bytes.Repeat([]byte{'h'}, tc.head), src[:tc.n]...), "tail"...)
-			var files [2][]byte
-			for i, on := range []bool{false, true} {
-				SetDirect(on)
+			var files [3][]byte
+			for i, mode := range []Direct{DirectOff, DirectOn, DirectAuto} {
+				SetDirect(mode)
+				on := mode == DirectOn
 				before := DirectWritten()
 				got, n, err := copyToFile(t, filepath.Join(dir, fmt.Sprint(on)), &Pipe{Block: tc.block}, tc.head, src[:tc.n], "tail")
 				if err != nil || n != int64(tc.n) {
-					t.Fatalf("direct %v: %d bytes, %v", on, n, err)
+					t.Fatalf("mode %d: %d bytes, %v", mode, n, err)
 				}
 				if !bytes.Equal(got, want) {
-					t.Fatalf("direct %v: the file differs (%d bytes, want %d)", on, len(got), len(want))
+					t.Fatalf("mode %d: the file differs (%d bytes, want %d)", mode, len(got), len(want))
 				}
 				direct := DirectWritten() - before
 				// The whole pages of each block go direct when the run is
@@ -110,17 +111,17 @@ func TestCopyDirect(t *testing.T) {
 					pages += max(0, int64(hi&^4095-(lo+4095)&^4095))
 				}
 				switch {
-				case !on && direct != 0:
+				case mode == DirectOff && direct != 0:
 					t.Errorf("direct writes off: %d bytes written direct", direct)
 				case on && tc.n >= directMin && direct != pages:
 					t.Errorf("%d bytes written direct, want the %d of the whole pages", direct, pages)
-				case on && tc.n < directMin && direct != 0:
+				case tc.n < directMin && direct != 0:
 					t.Errorf("a run of %d bytes: %d bytes written direct", tc.n, direct)
 				}
 				files[i] = got
 			}
-			if !bytes.Equal(files[0], files[1]) {
-				t.Errorf("direct and page-cache writes differ")
+			if !bytes.Equal(files[0], files[1]) || !bytes.Equal(files[0], files[2]) {
+				t.Errorf("direct, page-cache and auto writes differ")
 			}
 			// A Pipe for the page cache writes nothing direct.
 			before := DirectWritten()
@@ -142,7 +143,7 @@ func TestCopyDirect(t *testing.T) {
 // through the page cache, and the file is complete.
 func TestCopyDirectErrors(t *testing.T) {
 	dir := directDir(t)
-	defer SetDirect(SetDirect(true))
+	defer SetDirect(SetDirect(DirectOn))
 	src := make([]byte, 5<<20)
 	for i := range src {
 		src[i] = byte(i * 31)
@@ -202,7 +203,7 @@ func TestCopyDirectErrors(t *testing.T) {
 // pipe, is written as before, without direct I/O.
 func TestCopyDirectNotPossible(t *testing.T) {
 	dir := directDir(t)
-	defer SetDirect(SetDirect(true))
+	defer SetDirect(SetDirect(DirectOn))
 	path := filepath.Join(dir, "append")
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
@@ -242,4 +243,47 @@ func TestCopyDirectNotPossible(t *testing.T) {
 		t.Fatalf("a plain file: no direct writer")
 	}
 	d.close()
+}
+
+// TestChooseDirect: DirectAuto takes the page cache first, then direct
+// once, then the way that was faster, but every probeEvery-th block the
+// other way; DirectOn always goes direct.
+func TestChooseDirect(t *testing.T) {
+	defer SetDirect(SetDirect(DirectAuto))
+	saved := [2]int64{rateCache.Load(), rateDirect.Load()}
+	defer func() { rateCache.Store(saved[0]); rateDirect.Store(saved[1]) }()
+	rateCache.Store(0)
+	rateDirect.Store(0)
+	if chooseDirect() {
+		t.Errorf("no figures yet: direct")
+	}
+	rateCache.note(1<<20, time.Millisecond)
+	if !chooseDirect() {
+		t.Errorf("no direct figure yet: page cache")
+	}
+	rateDirect.note(1<<20, 3*time.Millisecond)
+	count := func() (direct int) {
+		for range 10 * probeEvery {
+			if chooseDirect() {
+				direct++
+			}
+		}
+		return direct
+	}
+	if n := count(); n != 10 {
+		t.Errorf("page cache faster: %d of %d blocks direct, want 10 probes", n, 10*probeEvery)
+	}
+	for range 8 { // the page cache slows down (a moving average: it takes a few writes)
+		rateCache.note(1<<20, 10*time.Millisecond)
+	}
+	if n := count(); n != 10*probeEvery-10 {
+		t.Errorf("direct faster: %d of %d blocks direct, want all but 10 probes", n, 10*probeEvery)
+	}
+	SetDirect(DirectOn)
+	for range 8 {
+		rateCache.note(1<<20, time.Microsecond)
+	}
+	if n := count(); n != 10*probeEvery {
+		t.Errorf("DirectOn: %d of %d blocks direct", n, 10*probeEvery)
+	}
 }

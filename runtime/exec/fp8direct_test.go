@@ -63,7 +63,7 @@ func tensorFiles(t *testing.T, dir string) map[string][]byte {
 // dequantized ones equal the oracle's, and with direct writes on most of
 // the bytes went direct (where the file system takes O_DIRECT).
 func TestDirectWritesSameBytes(t *testing.T) {
-	defer blockio.SetDirect(blockio.SetDirect(true))
+	defer blockio.SetDirect(blockio.SetDirect(blockio.DirectOn))
 	tmp := t.TempDir()
 	fx := writeFP8(t, directSynth(), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{128, 128}, 2, 21)
 	m := stdlibModel(t, "qwen3")
@@ -91,7 +91,7 @@ func TestDirectWritesSameBytes(t *testing.T) {
 	}
 	var outs [2]string
 	for i, on := range []bool{false, true} {
-		blockio.SetDirect(on)
+		blockio.SetDirect(map[bool]blockio.Direct{false: blockio.DirectOff, true: blockio.DirectOn}[on])
 		outs[i] = filepath.Join(tmp, map[bool]string{false: "cached", true: "direct"}[on])
 		before := blockio.DirectWritten()
 		var total int64
@@ -130,7 +130,7 @@ func TestDirectWritesSameBytes(t *testing.T) {
 // while the output is being written with direct writes, aborts dequantize
 // and HF -> MCA with the tensor named and nothing left behind.
 func TestDirectWritesFailure(t *testing.T) {
-	defer blockio.SetDirect(blockio.SetDirect(true))
+	defer blockio.SetDirect(blockio.SetDirect(blockio.DirectOn))
 	tmp := t.TempDir()
 	var w string
 	fx := writeFP8Mut(t, directSynth(), filepath.Join(tmp, "fp8"), filepath.Join(tmp, "ref"), tensor.F32, [2]int64{128, 128}, 1, 22,
@@ -177,7 +177,7 @@ func TestDirectWritesFailure(t *testing.T) {
 // direct writes on, where a conversion of the same checkpoint writes
 // direct.
 func TestVerifyWritesThroughPageCache(t *testing.T) {
-	defer blockio.SetDirect(blockio.SetDirect(true))
+	defer blockio.SetDirect(blockio.SetDirect(blockio.DirectOn))
 	tmp := t.TempDir()
 	if !directOK(tmp) {
 		t.Skip("no direct I/O here")
