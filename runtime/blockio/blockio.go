@@ -67,8 +67,11 @@ type Pipe struct {
 	// (verify's intermediate checkpoint), which the page cache then
 	// serves from memory.
 	PageCache bool
-	block     int
-	bufs      [][]byte // each block+directAlign bytes (see directWriter.place)
+	// Sync says the file is fsynced once complete: with DirectAuto the
+	// whole pages then go direct, as they must reach the disk anyway.
+	Sync  bool
+	block int
+	bufs  [][]byte // each block+directAlign bytes (see directWriter.place)
 }
 
 func (p *Pipe) init() {
@@ -136,6 +139,7 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (writte
 	var out io.Writer
 	if Direct(directMode.Load()) != DirectOff && !p.PageCache {
 		if dw := directTo(w, n); dw != nil {
+			dw.always = p.Sync
 			defer func() {
 				if cerr := dw.close(); err == nil {
 					err = cerr

@@ -92,8 +92,9 @@ func chooseDirect() bool {
 // 2.3-5.5 s. After EINVAL from a direct write (a file system or device
 // with other alignment rules) it writes everything with pwrite.
 type directWriter struct {
-	f, d *os.File
-	pos  int64
+	f, d   *os.File
+	pos    int64
+	always bool // every block direct, as with DirectOn (Pipe.Sync)
 }
 
 // directTo returns the direct writer of w, when w is a regular file open
@@ -149,7 +150,7 @@ func (w *directWriter) Write(b []byte) (int, error) {
 	if w.d == nil || hi <= lo || (uintptr(unsafe.Pointer(unsafe.SliceData(b)))+uintptr(lo))&(directAlign-1) != 0 {
 		return w.pwrite(b)
 	}
-	if !chooseDirect() {
+	if !w.always && !chooseDirect() {
 		t0 := time.Now()
 		k, err := w.pwrite(b)
 		if err == nil {

@@ -254,6 +254,7 @@ func TestChooseDirect(t *testing.T) {
 	defer func() { rateCache.Store(saved[0]); rateDirect.Store(saved[1]) }()
 	rateCache.Store(0)
 	rateDirect.Store(0)
+	autoBlocks.Store(0)
 	if chooseDirect() {
 		t.Errorf("no figures yet: direct")
 	}
@@ -278,6 +279,21 @@ func TestChooseDirect(t *testing.T) {
 	}
 	if n := count(); n != 10*probeEvery-10 {
 		t.Errorf("direct faster: %d of %d blocks direct, want all but 10 probes", n, 10*probeEvery)
+	}
+	// A writer for a file that is synced goes direct in auto mode.
+	rateCache.Store(1)
+	rateDirect.Store(1000)
+	autoBlocks.Store(0) // the next choice is not a probe
+	dir := directDir(t)
+	src := make([]byte, 1<<20)
+	for _, sync := range []bool{false, true} {
+		before := DirectWritten()
+		if _, _, err := copyToFile(t, filepath.Join(dir, fmt.Sprint(sync)), &Pipe{Sync: sync}, 0, src, ""); err != nil {
+			t.Fatal(err)
+		}
+		if d := DirectWritten() - before; sync != (d == int64(len(src))) {
+			t.Errorf("Sync %v: %d of %d bytes direct", sync, d, len(src))
+		}
 	}
 	SetDirect(DirectOn)
 	for range 8 {

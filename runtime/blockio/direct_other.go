@@ -5,7 +5,10 @@ package blockio
 import "io"
 
 // directWriter is Linux's; elsewhere there is none.
-type directWriter struct{ pos int64 }
+type directWriter struct {
+	pos    int64
+	always bool
+}
 
 // directTo returns nil: only Linux writes with direct I/O here.
 func directTo(w io.Writer, n int64) *directWriter { return nil }

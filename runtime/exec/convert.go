@@ -874,6 +874,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 			return nil, fmt.Errorf("writing %s: %w%s", out.Path(s.name), err, reserveNote(err, len(shards), "shards", total))
 		}
 		opened[i].fs = &fileSink{f: f}
+		opened[i].fs.pipe.Sync = ex.opts.Sync
 		files = append(files, s.name)
 	}
 	cur := -1

@@ -88,7 +88,7 @@ func Create(path string, root any, opts *Options) (*Writer, error) {
 		opts = &Options{}
 	}
 	w := &Writer{path: path, sync: opts.Sync}
-	w.pipe.PageCache = opts.PageCache
+	w.pipe.PageCache, w.pipe.Sync = opts.PageCache, opts.Sync
 	w.archive = opts.ArchiveName
 	if w.archive == "" {
 		w.archive = defaultArchiveName(path)
