@@ -2,9 +2,11 @@
 // two goroutines: one fills a block (typically reading it from the page
 // cache with pread, or gathering small pieces, or decoding FP8 codes) and
 // checksums it, the other writes the block before it. To a regular file
-// the whole pages of a large copy are written with direct I/O (see
-// SetDirect and directWriter), the rest with pwrite; where direct I/O is
-// not possible, with vmsplice and splice (see spliceWriter).
+// the whole pages of a large copy may be written with direct I/O, block
+// by block, whichever of it and the page cache was faster lately (see
+// SetDirect, chooseDirect and directWriter), the rest with pwrite; where
+// direct I/O is not possible, with vmsplice and splice (see
+// spliceWriter).
 //
 // On the target VM (formats.md §5) this is the fastest way found to copy
 // tensor data between files: for 2 GiB at an unaligned source offset,
@@ -17,7 +19,7 @@
 // varies most there: 4 GiB written with pwrite took 0.9-10.6 s of CPU
 // time, nearly all of it in the copy into fresh page-cache pages (the
 // hypervisor backs guest memory the guest returned to it page by page on
-// first touch), where direct writes of the same bytes took 1.6-2.0 s at
+// first touch), where direct writes of the same bytes took 1.6-2.5 s at
 // 0.2 s CPU, whatever the memory's state.
 package blockio
 
