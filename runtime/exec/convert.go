@@ -79,6 +79,9 @@ type Options struct {
 	// compare, set by Verify, makes an MCA → HF conversion compare every
 	// tensor with the original HF checkpoint instead of writing shards.
 	compare *comparer
+	// pageCache, set by Verify, writes the rank files through the page
+	// cache (torchsave.Options.PageCache): they are read back right away.
+	pageCache bool
 }
 
 // Result describes a finished (or refused) conversion.
@@ -871,6 +874,7 @@ func (ex *executor) writeHF(ctx context.Context, out *output, maxShard int64) ([
 			return nil, fmt.Errorf("writing %s: %w%s", out.Path(s.name), err, reserveNote(err, len(shards), "shards", total))
 		}
 		opened[i].fs = &fileSink{f: f}
+		opened[i].fs.pipe.Sync = ex.opts.Sync
 		files = append(files, s.name)
 	}
 	cur := -1

@@ -159,6 +159,7 @@ func DequantizeHF(ctx context.Context, src, dst string, opts DequantizeOptions) 
 		}
 	}
 	d := &dequantWriter{opts: opts, total: total, totalTensors: len(weightMap), files: map[string]*os.File{}}
+	d.pipe.Sync = opts.Sync
 	defer d.close()
 	for _, so := range shards {
 		safetensors.SortSpecs(so.specs)

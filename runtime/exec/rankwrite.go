@@ -85,7 +85,7 @@ func writeMCARanks(ctx context.Context, p *Plan, opts Options, sh *shard.Sharder
 		if err := removeStaleWriters(path, opts.Notice); err != nil {
 			return nil, 0, err
 		}
-		w, err := torchsave.Create(path, rankRoot(sh, f), &torchsave.Options{Sync: opts.Sync})
+		w, err := torchsave.Create(path, rankRoot(sh, f), &torchsave.Options{Sync: opts.Sync, PageCache: opts.pageCache})
 		if err != nil {
 			return nil, 0, fmt.Errorf("%w%s", err, reserveNote(err, len(files), "rank files", total))
 		}

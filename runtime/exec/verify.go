@@ -178,7 +178,7 @@ func Verify(ctx context.Context, m *Model, dir string, opts VerifyOptions) (*Ver
 		}
 	}
 	mcaDir, hfDir := filepath.Join(tmp, "mca"), filepath.Join(tmp, "hf")
-	r1, err := ConvertHFToMCA(ctx, m, dir, mcaDir, Options{Progress: progress(false), Layout: opts.Layout})
+	r1, err := ConvertHFToMCA(ctx, m, dir, mcaDir, Options{Progress: progress(false), Layout: opts.Layout, pageCache: true})
 	if err != nil {
 		return nil, fmt.Errorf("HF → MCA: %w", err)
 	}

@@ -35,6 +35,9 @@ type Options struct {
 	// Sync makes Close fsync the file before renaming it into place, and
 	// the directory after.
 	Sync bool
+	// PageCache writes the tensor bytes through the page cache, for a file
+	// read back right away (see blockio.Pipe.PageCache).
+	PageCache bool
 }
 
 // TensorInfo describes one tensor the [Writer] expects, in write order.
@@ -85,6 +88,7 @@ func Create(path string, root any, opts *Options) (*Writer, error) {
 		opts = &Options{}
 	}
 	w := &Writer{path: path, sync: opts.Sync}
+	w.pipe.PageCache, w.pipe.Sync = opts.PageCache, opts.Sync
 	w.archive = opts.ArchiveName
 	if w.archive == "" {
 		w.archive = defaultArchiveName(path)
