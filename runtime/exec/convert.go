@@ -327,6 +327,9 @@ type executor struct {
 	// mappings every dropEvery bytes keeps those from accumulating.
 	spans     [][2]uintptr
 	sinceDrop int64
+	// pending are the small finished input ranges not yet dropped
+	// (drop, mem_drop.go).
+	pending pendingDrops
 	// windows read runs of small consecutive pieces of one input file
 	// (readSmall), per file.
 	windows map[*os.File]*window
@@ -609,7 +612,7 @@ func (ex *executor) filler(segs []segment) blockio.Fill {
 			} else {
 				copy(b, sg.data[at:at+c])
 				if sg.mapped {
-					dropPages(sg.data[at : at+c])
+					ex.drop(addrRange(sg.data[at : at+c]))
 				}
 			}
 			b = b[c:]
@@ -723,6 +726,8 @@ func (ex *executor) dropAll() {
 	for _, s := range ex.spans {
 		dropRange(s[0], s[1])
 	}
+	clear(ex.pending.hull)
+	ex.pending.bytes = 0
 	ex.sinceDrop = 0
 }
 
@@ -730,7 +735,7 @@ func (ex *executor) dropAll() {
 func (ex *executor) releaseInputs(st *Step) {
 	if ex.merged != nil {
 		for _, r := range ex.ranges {
-			dropRange(r.start, r.end)
+			ex.drop(r.start, r.end)
 		}
 		return
 	}
@@ -739,7 +744,7 @@ func (ex *executor) releaseInputs(st *Step) {
 		if in.st != nil {
 			in.st.Release(in.ti)
 		}
-		dropPages(in.data)
+		ex.drop(addrRange(in.data))
 	}
 }
 
