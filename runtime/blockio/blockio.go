@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sync/atomic"
 )
 
@@ -58,7 +59,8 @@ const DefaultBlock = 2 << 20
 const DefaultBuffers = 3
 
 // Pipe copies byte streams through reused blocks. Its buffers are
-// allocated on first use and kept, so one Pipe should serve a whole file.
+// allocated on first use, sized to the copies (see buffers), and kept, so
+// one Pipe should serve a whole file.
 // A Pipe runs one Copy at a time.
 type Pipe struct {
 	// Block is the block size (DefaultBlock when 0); Buffers the number of
@@ -73,7 +75,7 @@ type Pipe struct {
 	// whole pages then go direct, as they must reach the disk anyway.
 	Sync  bool
 	block int
-	bufs  [][]byte // each block+directAlign bytes (see directWriter.place)
+	bufs  [][]byte // nil or at least the copy+directAlign bytes (see buffers, directWriter.place)
 }
 
 func (p *Pipe) init() {
@@ -89,9 +91,22 @@ func (p *Pipe) init() {
 	}
 	p.block = block
 	p.bufs = make([][]byte, n)
-	for i := range p.bufs {
-		p.bufs[i] = make([]byte, block+directAlign)
+}
+
+// buffers returns the first k buffers, each at least size+directAlign
+// bytes. A buffer is allocated when first needed and grown, to the next
+// power of two up to the block size, when a larger copy needs it: a Pipe
+// that writes a file of small tensors holds a few KiB, not
+// Buffers x Block bytes of fresh memory (which on the target VM costs
+// page faults and GC work for every small output file).
+func (p *Pipe) buffers(k, size int) [][]byte {
+	want := min(p.block, 1<<bits.Len(uint(max(size, 4096)-1)))
+	for i := range p.bufs[:k] {
+		if len(p.bufs[i]) < want+directAlign {
+			p.bufs[i] = make([]byte, want+directAlign)
+		}
 	}
+	return p.bufs[:k]
 }
 
 // Direct says how Copy writes to a regular file (see SetDirect).
@@ -113,7 +128,8 @@ var directMode atomic.Int32
 // SetDirect sets how Copy writes to regular files and returns the
 // previous setting. Unless DirectOff, Copy writes the whole pages of a
 // copy of at least 64 KiB to a regular file (Linux, a file system taking
-// O_DIRECT) with direct I/O where it chooses to, through a second
+// O_DIRECT; with DirectAuto only a local block file system, see
+// DirectSupported) with direct I/O where it chooses to, through a second
 // descriptor of the file: the bytes go from the block to the disk, not
 // into the page cache (see directWriter); the partial pages at either end
 // go through the page cache.
@@ -139,8 +155,8 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (writte
 	block := int64(p.block)
 	place := func(raw []byte, off int64, k int) []byte { return raw[:k] }
 	var out io.Writer
-	if Direct(directMode.Load()) != DirectOff && !p.PageCache {
-		if dw := directTo(w, n); dw != nil {
+	if mode := Direct(directMode.Load()); mode != DirectOff && !p.PageCache {
+		if dw := directTo(w, n, mode == DirectOn); dw != nil {
 			dw.always = p.Sync
 			defer func() {
 				if cerr := dw.close(); err == nil {
@@ -153,7 +169,7 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (writte
 		}
 	}
 	if n <= block {
-		b := place(p.bufs[0], 0, int(n))
+		b := place(p.buffers(1, int(n))[0], 0, int(n))
 		if err := produce(fill, sum, b, 0); err != nil {
 			return 0, err
 		}
@@ -170,7 +186,7 @@ func (p *Pipe) Copy(w io.Writer, n int64, fill Fill, sum func(b []byte)) (writte
 	free := make(chan []byte, len(p.bufs))
 	full := make(chan filled, len(p.bufs))
 	stop := make(chan struct{})
-	for _, b := range p.bufs {
+	for _, b := range p.buffers(len(p.bufs), p.block) {
 		free <- b
 	}
 	go func() {

@@ -171,3 +171,45 @@ func TestReadFull(t *testing.T) {
 		t.Errorf("closed file: %v", err)
 	}
 }
+
+// TestBuffersSizedToCopies: a Pipe allocates only what its copies need,
+// growing to whole blocks for a copy larger than one block, and the
+// bytes come out the same at every size.
+func TestBuffersSizedToCopies(t *testing.T) {
+	held := func(p *Pipe) (n int) {
+		for _, b := range p.bufs {
+			n += len(b)
+		}
+		return n
+	}
+	p := &Pipe{Block: 1 << 20}
+	steps := []struct {
+		n       int
+		maxHeld int
+	}{
+		{100, 4096 + directAlign},
+		{5000, 8192 + directAlign},
+		{300 << 10, 512<<10 + directAlign},
+		{3 << 20, DefaultBuffers * (1<<20 + directAlign)},
+		{10, DefaultBuffers * (1<<20 + directAlign)},
+	}
+	for _, s := range steps {
+		src := make([]byte, s.n)
+		for i := range src {
+			src[i] = byte(i * 7)
+		}
+		var out bytes.Buffer
+		if _, err := p.Copy(&out, int64(s.n), func(b []byte, off int64) error {
+			copy(b, src[off:])
+			return nil
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), src) {
+			t.Errorf("%d bytes: copy differs", s.n)
+		}
+		if h := held(p); h > s.maxHeld {
+			t.Errorf("after a copy of %d bytes the Pipe holds %d bytes, want <= %d", s.n, h, s.maxHeld)
+		}
+	}
+}
