@@ -97,10 +97,53 @@ type directWriter struct {
 	always bool // every block direct, as with DirectOn (Pipe.Sync)
 }
 
+// localFS lists the file systems (statfs f_type) where DirectAuto may
+// write with direct I/O: local block file systems, where an O_DIRECT
+// write goes at the disk's speed. Elsewhere (NFS, where every O_DIRECT
+// write is a synchronous round trip; Lustre, GPFS, CephFS, FUSE, overlay,
+// tmpfs) Copy writes through the page cache unless SetDirect(DirectOn).
+var localFS = map[int64]string{
+	0xEF53:     "ext2/3/4",
+	0x58465342: "xfs",
+	0x9123683E: "btrfs",
+}
+
+// directFS reports whether the file system holding fd is in localFS.
+func directFS(fd int) bool {
+	var s syscall.Statfs_t
+	if syscall.Fstatfs(fd, &s) != nil {
+		return false
+	}
+	_, ok := localFS[int64(s.Type)]
+	return ok
+}
+
+// DirectSupported reports whether Copy may write files in dir with
+// direct I/O without SetDirect(DirectOn): dir is on a local block file
+// system (see localFS) that takes O_DIRECT.
+func DirectSupported(dir string) bool {
+	f, err := os.CreateTemp(dir, ".rolltpl-direct-probe-")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if !directFS(int(f.Fd())) {
+		return false
+	}
+	d, err := os.OpenFile(f.Name(), os.O_WRONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return false
+	}
+	d.Close()
+	return true
+}
+
 // directTo returns the direct writer of w, when w is a regular file open
 // for writing at a position (not O_APPEND) whose file system takes
-// O_DIRECT, and n bytes are worth it; nil otherwise.
-func directTo(w io.Writer, n int64) *directWriter {
+// O_DIRECT and, unless force, is a local one (localFS), and n bytes are
+// worth it; nil otherwise.
+func directTo(w io.Writer, n int64, force bool) *directWriter {
 	f, ok := w.(*os.File)
 	if !ok || n < directMin {
 		return nil
@@ -112,6 +155,9 @@ func directTo(w io.Writer, n int64) *directWriter {
 	}
 	var st syscall.Stat_t
 	if syscall.Fstat(fd, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return nil
+	}
+	if !force && !directFS(fd) {
 		return nil
 	}
 	pos, err := f.Seek(0, io.SeekCurrent)

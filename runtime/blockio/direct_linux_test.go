@@ -16,17 +16,47 @@ import (
 	"time"
 )
 
-// directDir returns a temporary folder on a file system taking O_DIRECT,
-// or skips the test.
+// directDir returns a temporary folder on a local file system taking
+// O_DIRECT (DirectSupported), or skips the test.
 func directDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	f, err := os.OpenFile(filepath.Join(dir, "probe"), os.O_WRONLY|os.O_CREATE|syscall.O_DIRECT, 0o644)
-	if err != nil {
-		t.Skipf("no direct I/O on %s: %v", dir, err)
+	if !DirectSupported(dir) {
+		t.Skipf("no direct I/O on %s", dir)
 	}
-	f.Close()
 	return dir
+}
+
+// TestDirectOnlyOnLocalFS: DirectAuto writes with direct I/O only on a
+// local block file system; on another (tmpfs here, standing for NFS,
+// Lustre, FUSE) even a synced file goes through the page cache, unless
+// DirectOn forces it.
+func TestDirectOnlyOnLocalFS(t *testing.T) {
+	defer SetDirect(SetDirect(DirectAuto))
+	var s syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &s); err != nil || s.Type != 0x01021994 {
+		t.Skip("no tmpfs at /dev/shm")
+	}
+	shm, err := os.MkdirTemp("/dev/shm", "rolltpl-blockio-")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(shm)
+	if DirectSupported(shm) {
+		t.Errorf("DirectSupported(%s) on tmpfs", shm)
+	}
+	src := make([]byte, 1<<20)
+	before := DirectWritten()
+	got, _, err := copyToFile(t, filepath.Join(shm, "synced"), &Pipe{Sync: true}, 0, src, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := DirectWritten() - before; d != 0 || len(got) != len(src) {
+		t.Errorf("tmpfs, DirectAuto, Sync: %d bytes direct, file %d bytes; want 0 direct, %d", d, len(got), len(src))
+	}
+	if err := syscall.Statfs(os.TempDir(), &s); err == nil && s.Type == 0xEF53 && !DirectSupported(t.TempDir()) {
+		t.Errorf("DirectSupported(ext4 %s) = false", os.TempDir())
+	}
 }
 
 // copyToFile writes head, then n bytes of src from off through p.Copy,
@@ -210,7 +240,7 @@ func TestCopyDirectNotPossible(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if directTo(f, 1<<20) != nil {
+	if directTo(f, 1<<20, true) != nil {
 		t.Errorf("O_APPEND file: direct writer")
 	}
 	ro, err := os.Open(path)
@@ -218,7 +248,7 @@ func TestCopyDirectNotPossible(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	if directTo(ro, 1<<20) != nil {
+	if directTo(ro, 1<<20, true) != nil {
 		t.Errorf("read-only file: direct writer")
 	}
 	r, w, err := os.Pipe()
@@ -227,7 +257,7 @@ func TestCopyDirectNotPossible(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	if directTo(w, 1<<20) != nil {
+	if directTo(w, 1<<20, true) != nil {
 		t.Errorf("pipe: direct writer")
 	}
 	rw, err := os.Create(filepath.Join(dir, "plain"))
@@ -235,10 +265,10 @@ func TestCopyDirectNotPossible(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rw.Close()
-	if directTo(rw, directMin-1) != nil {
+	if directTo(rw, directMin-1, true) != nil {
 		t.Errorf("%d bytes: direct writer", directMin-1)
 	}
-	d := directTo(rw, directMin)
+	d := directTo(rw, directMin, true)
 	if d == nil {
 		t.Fatalf("a plain file: no direct writer")
 	}

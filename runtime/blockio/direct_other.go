@@ -11,7 +11,10 @@ type directWriter struct {
 }
 
 // directTo returns nil: only Linux writes with direct I/O here.
-func directTo(w io.Writer, n int64) *directWriter { return nil }
+func directTo(w io.Writer, n int64, force bool) *directWriter { return nil }
+
+// DirectSupported returns false: only Linux writes with direct I/O here.
+func DirectSupported(dir string) bool { return false }
 
 func (w *directWriter) place(raw []byte, pos int64, k int) []byte { return raw[:k] }
 func (w *directWriter) Write(b []byte) (int, error)               { return 0, io.ErrShortWrite }

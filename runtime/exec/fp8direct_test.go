@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/rolltpl/rolltpl/runtime/blockio"
@@ -21,16 +20,9 @@ func directSynth() synth {
 	return synthWith("qwen3", tensor.BF16, func(d *dims, cfg map[string]any) { d.kv, d.hidden, d.inter = 2, 256, 640 })
 }
 
-// directOK reports whether dir's file system takes O_DIRECT.
-func directOK(dir string) bool {
-	f, err := os.OpenFile(filepath.Join(dir, "direct-probe"), os.O_WRONLY|os.O_CREATE|syscall.O_DIRECT, 0o644)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	os.Remove(f.Name())
-	return true
-}
+// directOK reports whether blockio writes files in dir with direct I/O
+// under DirectAuto (a local file system taking O_DIRECT).
+func directOK(dir string) bool { return blockio.DirectSupported(dir) }
 
 // tensorFiles returns the bytes of the .safetensors and .pt files under
 // dir by relative path.
