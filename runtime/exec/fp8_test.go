@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"github.com/rolltpl/rolltpl/compiler/ir"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/rolltpl/rolltpl/compiler/ir"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -153,26 +154,7 @@ func fp8Synth(model string) synth {
 
 // fp8RankFiles returns the model_optim_rng.pt files under dir by relative path.
 func fp8RankFiles(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		if info.Name() == exec.MCACheckpointPT {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(dir, p)
-			out[rel] = b
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return readFiles(t, dir, func(name string) bool { return name == exec.MCACheckpointPT })
 }
 
 func sameRankFiles(t *testing.T, what, a, b string) {

@@ -27,26 +27,10 @@ func directOK(dir string) bool { return blockio.DirectSupported(dir) }
 // tensorFiles returns the bytes of the .safetensors and .pt files under
 // dir by relative path.
 func tensorFiles(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		if ext := filepath.Ext(p); ext == ".safetensors" || ext == ".pt" {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(dir, p)
-			out[rel] = b
-		}
-		return nil
+	return readFiles(t, dir, func(name string) bool {
+		ext := filepath.Ext(name)
+		return ext == ".safetensors" || ext == ".pt"
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // TestDirectWritesSameBytes: the FP8 conversions (dequantize, HF -> MCA at

@@ -18,10 +18,16 @@ import (
 
 // readTree returns the files under dir by relative path.
 func readTree(t *testing.T, dir string) map[string][]byte {
+	return readFiles(t, dir, func(string) bool { return true })
+}
+
+// readFiles returns the bytes of the files under dir whose names keep
+// accepts, by relative path.
+func readFiles(t *testing.T, dir string, keep func(name string) bool) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || !keep(d.Name()) {
 			return err
 		}
 		b, err := os.ReadFile(p)
