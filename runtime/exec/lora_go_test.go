@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/rolltpl/rolltpl/runtime/exec"
 	"github.com/rolltpl/rolltpl/runtime/safetensors"
 	"github.com/rolltpl/rolltpl/runtime/tensor"
@@ -99,6 +101,40 @@ func loraFixture(t *testing.T, l exec.Layout) (dir, hf, peft, save string) {
 		t.Fatal(err)
 	}
 	return dir, hf, peft, save
+}
+
+// TestImportPEFTBaseConfigOnce: with BaseConfig (the text the caller
+// read for choosing the template) ImportPEFT does not read the base's
+// config.json again, and gives the same adapter as reading it.
+func TestImportPEFTBaseConfigOnce(t *testing.T) {
+	dir := t.TempDir()
+	hf, peft := filepath.Join(dir, "hf"), filepath.Join(dir, "peft")
+	s := synthDeep("qwen2", tensor.BF16)
+	s.write(t, hf, 1, 3)
+	writePEFTFixture(t, s, peft, 8, 16, false)
+	m := stdlibModel(t, "qwen2")
+	ctx := context.Background()
+	read := filepath.Join(dir, "read")
+	if _, err := exec.ImportPEFT(ctx, m, peft, hf, read, exec.LoRAImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := exec.ReadCheckpointModel(hf, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hf, exec.HFConfigName), []byte(`{"broken": `), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.ImportPEFT(ctx, m, peft, hf, filepath.Join(dir, "reread"), exec.LoRAImportOptions{}); err == nil {
+		t.Fatalf("ImportPEFT without BaseConfig: no error for a broken config.json")
+	}
+	given := filepath.Join(dir, "given")
+	if _, err := exec.ImportPEFT(ctx, m, peft, hf, given, exec.LoRAImportOptions{BaseConfig: cm.HFConfig}); err != nil {
+		t.Fatalf("ImportPEFT read config.json again: %v", err)
+	}
+	if diff := cmp.Diff(readTree(t, read), readTree(t, given)); diff != "" {
+		t.Errorf("adapter with BaseConfig differs (-read +given):\n%s", diff)
+	}
 }
 
 // TestLoRAPEFTRoundTrip: a PEFT adapter imported at TP2xPP2 and exported

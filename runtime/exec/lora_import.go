@@ -42,6 +42,9 @@ type LoRAImportOptions struct {
 	Options
 	// Fuse is LoRAFuseExact (the default) or LoRAFuseExpand.
 	Fuse string
+	// BaseConfig is the base's config.json text when the caller has read
+	// it already (CheckpointModel.HFConfig); nil reads it from baseHF.
+	BaseConfig []byte
 }
 
 // ImportPEFT converts the PEFT adapter in peftDir (as ConvertLoRAToPEFT
@@ -272,9 +275,11 @@ func ImportPEFT(ctx context.Context, base *Model, peftDir, baseHF, dst string, o
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	_, hcText, _, err := ReadHFConfig(baseHF)
-	if err != nil {
-		return nil, err
+	hcText := opts.BaseConfig
+	if hcText == nil {
+		if _, hcText, _, err = ReadHFConfig(baseHF); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(tmp, HFConfigName), hcText, 0o644); err != nil {
 		return nil, err

@@ -135,13 +135,18 @@ func runPEFTImport(ctx context.Context, e *env, fs *pflag.FlagSet, lf *loraFlags
 	if *lf.base == "" {
 		return usageError(e, "convert", "%s is a PEFT adapter: importing it needs --base HF (the base checkpoint's config.json gives the model and mca_config.json)", from)
 	}
-	m, ok := selectModel(e, "convert", *lf.base, false, template, modelType, flags)
+	cm, err := exec.ReadCheckpointModel(*lf.base, false)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rolltplc convert: %v\n", err)
+		return ExitError
+	}
+	m, ok := selectModelOf(e, "convert", cm, template, modelType, flags)
 	if !ok {
 		return ExitError
 	}
 	bar := newProgress(e, quiet, "PEFT -> LoRA")
 	start := time.Now()
-	res, err := exec.ImportPEFT(ctx, m, from, *lf.base, to, exec.LoRAImportOptions{Fuse: *lf.fuse,
+	res, err := exec.ImportPEFT(ctx, m, from, *lf.base, to, exec.LoRAImportOptions{Fuse: *lf.fuse, BaseConfig: cm.HFConfig,
 		Options: exec.Options{Force: force, Progress: bar.update, Sync: sync, Notice: e.notice("convert"), Layout: l}})
 	bar.finish()
 	if err != nil {
