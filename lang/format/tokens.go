@@ -166,115 +166,83 @@ func (p *printer) at(n ast.Node) (int, error) {
 	return i, nil
 }
 
+// itemMark is what markItem is told about one item of a block: its
+// shape (items of one shape align their cells), whether it is neutral
+// (a `use` line, which neither starts nor breaks a run), and the text of
+// its cell separator.
+type itemMark struct {
+	shape   string
+	neutral bool
+	cell    string
+}
+
+// markItems marks block n and each of its items, as how says.
+func markItems[T ast.Node](p *printer, n ast.Node, items []T, how func(T) itemMark) error {
+	if err := p.markBlock(n, len(items)); err != nil {
+		return err
+	}
+	for _, it := range items {
+		m := how(it)
+		if err := p.markItem(it, m.shape, m.neutral, m.cell); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // mark records what n says about its tokens.
 func (p *printer) mark(n ast.Node) error {
 	switch n := n.(type) {
 	case *ast.Decl:
 		return p.markItem(n, "", false, "")
 	case *ast.Template:
-		if err := p.markBlock(n, len(n.Items)); err != nil {
-			return err
-		}
-		for _, it := range n.Items {
-			var err error
-			switch {
-			case it.Field != nil:
-				err = p.markItem(it, "field", false, "=")
-			default:
-				err = p.markItem(it, "", false, "")
+		return markItems(p, n, n.Items, func(it *ast.TemplateItem) itemMark {
+			if it.Field != nil {
+				return itemMark{shape: "field", cell: "="}
 			}
-			if err != nil {
-				return err
-			}
-		}
+			return itemMark{}
+		})
 	case *ast.ConfigBlock:
-		if err := p.markBlock(n, len(n.Items)); err != nil {
-			return err
-		}
-		for _, it := range n.Items {
-			var err error
+		return markItems(p, n, n.Items, func(it *ast.ConfigItem) itemMark {
 			switch {
 			case it.Use != nil:
-				err = p.markItem(it, "", true, "")
+				return itemMark{neutral: true}
 			case it.Map != nil:
-				err = p.markItem(it, "map", false, "->")
-			default:
-				err = p.markItem(it, "", false, "")
+				return itemMark{shape: "map", cell: "->"}
 			}
-			if err != nil {
-				return err
-			}
-		}
+			return itemMark{}
+		})
 	case *ast.McaBlock:
-		if err := p.markBlock(n, len(n.Items)); err != nil {
-			return err
-		}
-		for _, it := range n.Items {
-			var err error
+		return markItems(p, n, n.Items, func(it *ast.McaItem) itemMark {
 			switch {
 			case it.Use != nil:
-				err = p.markItem(it, "", true, "")
+				return itemMark{neutral: true}
 			case it.Const != nil:
-				err = p.markItem(it, "const", false, "=")
-			default:
-				err = p.markItem(it, "", false, "")
+				return itemMark{shape: "const", cell: "="}
 			}
-			if err != nil {
-				return err
-			}
-		}
+			return itemMark{}
+		})
 	case *ast.WeightsBlock:
-		if err := p.markBlock(n, len(n.Items)); err != nil {
-			return err
-		}
-		for _, it := range n.Items {
-			var err error
+		return markItems(p, n, n.Items, func(it *ast.WeightItem) itemMark {
 			switch {
 			case it.Use != nil:
-				err = p.markItem(it, "", true, "")
+				return itemMark{neutral: true}
 			case it.Op != nil && it.Op.Kind != nil:
-				err = p.markItem(it, "op "+it.Op.Kind.Name, false, "->")
-			default:
-				err = p.markItem(it, "", false, "")
+				return itemMark{shape: "op " + it.Op.Kind.Name, cell: "->"}
 			}
-			if err != nil {
-				return err
-			}
-		}
+			return itemMark{}
+		})
 	case *ast.ParallelBlock:
-		if err := p.markBlock(n, len(n.Items)); err != nil {
-			return err
-		}
-		for _, it := range n.Items {
-			if err := p.markItem(it, "", it.Use != nil, ""); err != nil {
-				return err
-			}
-		}
+		return markItems(p, n, n.Items, func(it *ast.ParallelItem) itemMark { return itemMark{neutral: it.Use != nil} })
 	case *ast.QuantBlock:
-		if err := p.markBlock(n, len(n.Items)); err != nil {
-			return err
-		}
-		for _, it := range n.Items {
-			var err error
-			switch {
-			case it.Use != nil:
-				err = p.markItem(it, "", true, "")
-			default:
-				err = p.markItem(it, "scale", false, "->")
+		return markItems(p, n, n.Items, func(it *ast.QuantItem) itemMark {
+			if it.Use != nil {
+				return itemMark{neutral: true}
 			}
-			if err != nil {
-				return err
-			}
-		}
+			return itemMark{shape: "scale", cell: "->"}
+		})
 	case *ast.SchemaBlock:
-		if err := p.markBlock(n, len(n.Items)); err != nil {
-			return err
-		}
-		for _, it := range n.Items {
-			if err := p.markItem(it, "", it.Use != nil, ""); err != nil {
-				return err
-			}
-		}
+		return markItems(p, n, n.Items, func(it *ast.SchemaItem) itemMark { return itemMark{neutral: it.Use != nil} })
 	case *ast.TypeAtom:
 		if n.Elem != nil {
 			i, err := p.at(n)
