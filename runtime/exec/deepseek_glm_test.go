@@ -497,7 +497,7 @@ func writeSparse(t *testing.T, dir string, cfg map[string]any, specs []safetenso
 
 // writeSparseShards writes config.json (cfg), one shard per part whose
 // tensor data are holes (only the headers take disk space) and the index.
-func writeSparseShards(t *testing.T, dir string, cfg map[string]any, parts [][]safetensors.Spec) {
+func writeSparseShards(t testing.TB, dir string, cfg map[string]any, parts [][]safetensors.Spec) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

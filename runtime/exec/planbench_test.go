@@ -1,9 +1,6 @@
 package exec_test
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -39,42 +36,10 @@ func BenchmarkPlanCheckpointRealSize(b *testing.B) {
 // consecutive tensors whose data are holes, with their index.
 func writeHeaderShards(tb testing.TB, dir string, cfg map[string]any, specs []safetensors.Spec, n int) {
 	tb.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	text, err := json.Marshal(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), text, 0o644); err != nil {
-		tb.Fatal(err)
-	}
 	per := (len(specs) + n - 1) / n
-	weightMap := map[string]string{}
-	var total int64
+	var parts [][]safetensors.Spec
 	for i := 0; i*per < len(specs); i++ {
-		part := specs[i*per : min(len(specs), (i+1)*per)]
-		name := fmt.Sprintf("model-%05d-of-%06d.safetensors", i+1, n)
-		f, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		w, err := safetensors.NewWriter(f, part, map[string]string{"format": "pt"})
-		if err == nil {
-			err = f.Truncate(w.Size())
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		for _, sp := range part {
-			weightMap[sp.Name] = name
-			total += sp.Shape.NumElements() * int64(sp.DType.Size())
-		}
+		parts = append(parts, specs[i*per:min(len(specs), (i+1)*per)])
 	}
-	if err := safetensors.WriteIndex(filepath.Join(dir, safetensors.IndexFileName), weightMap, total); err != nil {
-		tb.Fatal(err)
-	}
+	writeSparseShards(tb, dir, cfg, parts)
 }
