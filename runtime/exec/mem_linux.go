@@ -29,16 +29,7 @@ func virtualRegion(n int64) ([]byte, func(), error) {
 // MADV_DONTNEED over the whole pages b touches). b must lie in a shared
 // read-only file mapping: there the pages stay in the page cache and are
 // faulted back in if read again, so rounding outwards is harmless.
-func dropPages(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	end := start + uintptr(len(b))
-	start &^= pageSize - 1
-	end = (end + pageSize - 1) &^ (pageSize - 1)
-	syscall.Syscall(syscall.SYS_MADVISE, start, end-start, syscall.MADV_DONTNEED)
-}
+func dropPages(b []byte) { dropRange(addrRange(b)) }
 
 // dropRange is dropPages for the address range [start, end), which must
 // lie in shared read-only file mappings.
